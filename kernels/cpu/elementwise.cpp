@@ -1,0 +1,154 @@
+// CPU elementwise kernels. Simple loops the compiler vectorizes (-O3
+// -march=native), split across threads with OpenMP when large enough to pay.
+#include "kernels/cpu/elementwise.h"
+
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+namespace sg::cpu {
+namespace {
+
+constexpr int64_t kParallelGrain = 1 << 15;  // below this, threads cost more than they save
+constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluCubic = 0.044715f;
+
+// Converts through float for floating outputs (so f32 -> bf16 rounds once) and
+// through a truncating integer conversion for integer outputs.
+template <typename In, typename Out>
+void convert_all(Out* out, const In* in, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    if constexpr (std::is_same_v<In, bf16> || std::is_same_v<In, f16>) {
+      float value = to_float(in[i]);
+      if constexpr (std::is_same_v<Out, bf16>) out[i] = to_bf16(value);
+      else if constexpr (std::is_same_v<Out, f16>) out[i] = to_f16(value);
+      else out[i] = Out(value);
+    } else {
+      if constexpr (std::is_same_v<Out, bf16>) out[i] = to_bf16(float(in[i]));
+      else if constexpr (std::is_same_v<Out, f16>) out[i] = to_f16(float(in[i]));
+      else out[i] = Out(in[i]);
+    }
+  }
+}
+
+template <typename In>
+void cast_from(void* out, DType out_dtype, const In* in, int64_t n) {
+  switch (out_dtype) {
+    case DType::f32: convert_all(static_cast<float*>(out), in, n); break;
+    case DType::bf16: convert_all(static_cast<bf16*>(out), in, n); break;
+    case DType::f16: convert_all(static_cast<f16*>(out), in, n); break;
+    case DType::i32: convert_all(static_cast<int32_t*>(out), in, n); break;
+    case DType::i64: convert_all(static_cast<int64_t*>(out), in, n); break;
+  }
+}
+
+}  // namespace
+
+void add_forward(float* out, const float* a, const float* b, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+void mul_forward(float* out, const float* a, const float* b, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] * b[i];
+}
+
+void scale_forward(float* out, const float* in, float scale, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) out[i] = scale * in[i];
+}
+
+void axpy(float* y, float alpha, const float* x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n) {
+  if (da) {
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) da[i] += dout[i] * b[i];
+  }
+  if (db) {
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) db[i] += dout[i] * a[i];
+  }
+}
+
+void gelu_forward(float* out, const float* in, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    float x = in[i];
+    float u = kGeluScale * (x + kGeluCubic * x * x * x);
+    out[i] = 0.5f * x * (1.0f + std::tanh(u));
+  }
+}
+
+void gelu_backward(float* din, const float* in, const float* dout, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    float x = in[i];
+    float u = kGeluScale * (x + kGeluCubic * x * x * x);
+    float t = std::tanh(u);
+    float du_dx = kGeluScale * (1.0f + 3.0f * kGeluCubic * x * x);
+    float dy_dx = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du_dx;
+    din[i] += dout[i] * dy_dx;
+  }
+}
+
+void cast(void* out, DType out_dtype, const void* in, DType in_dtype, int64_t n) {
+  if (out_dtype == in_dtype) {
+    std::memcpy(out, in, size_t(n * dtype_size(in_dtype)));
+    return;
+  }
+  switch (in_dtype) {
+    case DType::f32: cast_from(out, out_dtype, static_cast<const float*>(in), n); break;
+    case DType::bf16: cast_from(out, out_dtype, static_cast<const bf16*>(in), n); break;
+    case DType::f16: cast_from(out, out_dtype, static_cast<const f16*>(in), n); break;
+    case DType::i32: cast_from(out, out_dtype, static_cast<const int32_t*>(in), n); break;
+    case DType::i64: cast_from(out, out_dtype, static_cast<const int64_t*>(in), n); break;
+  }
+}
+
+void strided_copy(void* out, const int64_t* out_strides, const void* in, const int64_t* in_strides,
+                  const int64_t* shape, int ndim, int64_t element_size) {
+  int64_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= shape[d];
+  char* dst = static_cast<char*>(out);
+  const char* src = static_cast<const char*>(in);
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    // Unravel the contiguous index i into coordinates, last dimension fastest.
+    int64_t rest = i, in_offset = 0, out_offset = 0;
+    for (int d = ndim - 1; d >= 0; --d) {
+      int64_t coordinate = rest % shape[d];
+      in_offset += coordinate * in_strides[d];
+      out_offset += coordinate * out_strides[d];
+      rest /= shape[d];
+    }
+    std::memcpy(dst + out_offset * element_size, src + in_offset * element_size, size_t(element_size));
+  }
+}
+
+void fill(void* out, DType dtype, double value, int64_t n) {
+  // Convert the value once (integers straight from double, so large i64 values
+  // survive), then replicate its bytes.
+  char element[8];
+  if (dtype == DType::i64) {
+    int64_t v = int64_t(value);
+    std::memcpy(element, &v, 8);
+  } else if (dtype == DType::i32) {
+    int32_t v = int32_t(value);
+    std::memcpy(element, &v, 4);
+  } else {
+    float as_float = float(value);
+    cast(element, dtype, &as_float, DType::f32, 1);
+  }
+  int64_t size = dtype_size(dtype);
+  char* dst = static_cast<char*>(out);
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * size, element, size_t(size));
+}
+
+}  // namespace sg::cpu

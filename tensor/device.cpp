@@ -1,0 +1,52 @@
+// Device parsing and the host/device byte copies every layer above uses.
+#include "tensor/device.h"
+
+#include <cstring>
+
+#include "kernels/error.h"
+#include "tensor/copy_bytes.h"
+#ifdef SG_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
+
+namespace sg {
+
+Device parse_device(const std::string& text) {
+  if (text == "cpu") return Device::cpu();
+  if (text == "cuda") return Device::cuda(0);
+  if (text.rfind("cuda:", 0) == 0) {
+    const std::string digits = text.substr(5);
+    bool numeric = !digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos;
+    SG_CHECK(numeric && digits.size() < 4, "cannot parse device '", text, "': expected cpu, cuda or cuda:N");
+    return Device::cuda(std::stoi(digits));
+  }
+  SG_FAIL("cannot parse device '", text, "': expected cpu, cuda or cuda:N");
+}
+
+int cuda_device_count() {
+#ifdef SG_CUDA
+  return cuda::device_count();
+#else
+  return 0;
+#endif
+}
+
+bool cuda_available() { return cuda_device_count() > 0; }
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, int64_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, size_t(bytes));
+    return;
+  }
+#ifdef SG_CUDA
+  if (dst_device.is_cuda() && src_device.is_cpu()) return cuda::copy_host_to_device(dst, src, bytes, dst_device.index);
+  if (dst_device.is_cpu() && src_device.is_cuda()) return cuda::copy_device_to_host(dst, src, bytes, src_device.index);
+  return cuda::copy_device_to_device(dst, dst_device.index, src, src_device.index, bytes);
+#else
+  SG_FAIL("this build of shardgrad has no CUDA support; cannot copy between ", src_device.str(), " and ",
+          dst_device.str());
+#endif
+}
+
+}  // namespace sg

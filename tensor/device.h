@@ -1,0 +1,32 @@
+// Where a tensor's memory lives: the host (CPU) or one CUDA GPU.
+//
+// Read next: tensor/allocator.h.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace sg {
+
+enum class DeviceKind : uint8_t { cpu, cuda };
+
+struct Device {
+  DeviceKind kind = DeviceKind::cpu;
+  int index = 0;  // which GPU; always 0 for the CPU
+
+  static Device cpu() { return Device{}; }
+  static Device cuda(int index = 0) { return Device{DeviceKind::cuda, index}; }
+  bool is_cpu() const { return kind == DeviceKind::cpu; }
+  bool is_cuda() const { return kind == DeviceKind::cuda; }
+  std::string str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
+  bool operator==(const Device&) const = default;
+};
+
+// Parses "cpu", "cuda" or "cuda:N" (as a command line flag would give it).
+Device parse_device(const std::string& text);
+
+// True when this build has CUDA and a GPU is visible at run time.
+bool cuda_available();
+int cuda_device_count();
+
+}  // namespace sg

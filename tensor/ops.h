@@ -1,0 +1,90 @@
+// The tensor-level operations a GPT needs: each checks its inputs once (shape,
+// dtype, device, placement), then calls the CPU kernel or its CUDA twin.
+//
+// These are raw, non-differentiable ops: forward functions return fresh
+// tensors, and each backward function returns the gradients of its inputs.
+// autograd/ wraps them into a tape. Conventions:
+//   * Inputs may be any view; ops make them contiguous when a kernel needs it.
+//     matmul reads transposed views in place (a transpose flag, no copy).
+//   * Floating inputs of one op share one dtype. CPU kernels compute in f32
+//     (bf16/f16 inputs are widened, the result narrowed back); CUDA kernels run
+//     bf16 natively where noted, with f32 accumulation.
+//   * Elementwise ops accept sharded tensors whose layouts are equal and touch
+//     only the local shard; everything else needs replicated tensors.
+//   * Index tensors (ids, targets) are i32 or i64.
+//
+// Read next: kernels/cpu/*.h for the math of each op.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/adamw_math.h"
+#include "tensor/tensor.h"
+
+namespace sg {
+
+// ---- elementwise (same shape) ----------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);   // a + b            (CUDA: bf16 native)
+Tensor mul(const Tensor& a, const Tensor& b);   // a * b            (CUDA: bf16 native)
+Tensor scale(const Tensor& x, double factor);   // factor * x       (CUDA: bf16 native)
+void axpy_(Tensor& y, double alpha, const Tensor& x);  // y += alpha * x, in place (f32)
+
+Tensor gelu(const Tensor& x);                                 // GELU, tanh form (CUDA: bf16 native)
+Tensor gelu_backward(const Tensor& x, const Tensor& dout);    // dx
+
+// ---- matrix multiply and bias -------------------------------------------------
+// (M, K) @ (K, N) -> (M, N); (..., M, K) @ (K, N) folds the leading dims into M;
+// (B.., M, K) @ (B.., K, N) is a batched product. Transposed views of
+// contiguous tensors are passed as transpose flags. (CUDA: bf16 via cuBLAS.)
+Tensor matmul(const Tensor& a, const Tensor& b);
+Tensor add_bias(const Tensor& x, const Tensor& bias);  // x (..., C) + bias (C)
+Tensor bias_backward(const Tensor& dout);              // (..., C) -> dbias (C): column sums
+
+// ---- normalization ------------------------------------------------------------
+Tensor softmax(const Tensor& x);                              // over the last dim
+Tensor softmax_backward(const Tensor& y, const Tensor& dy);   // y = softmax(x); returns dx
+
+struct LayerNormOutput {
+  Tensor out;   // (..., C)
+  Tensor mean;  // (...) f32, saved for backward
+  Tensor rstd;  // (...) f32, saved for backward
+};
+LayerNormOutput layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+struct LayerNormGrads {
+  Tensor dx, dweight, dbias;
+};
+LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
+                                  const Tensor& mean, const Tensor& rstd);
+
+// ---- attention ------------------------------------------------------------------
+struct AttentionOutput {
+  Tensor out;  // (B, T, C)
+  Tensor att;  // (B, NH, T, T) softmax probabilities, saved for backward
+};
+AttentionOutput attention(const Tensor& qkv, int64_t n_head);  // qkv (B, T, 3C), causal
+Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& att, int64_t n_head);
+
+// ---- embedding and loss ---------------------------------------------------------
+Tensor embedding(const Tensor& table, const Tensor& ids);  // table (V, C), ids (...) -> (..., C)
+Tensor embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_size);  // -> dtable (V, C)
+
+struct CrossEntropyOutput {
+  Tensor losses;  // (...) per-row loss in nats; 0 where the target is negative (ignored)
+  Tensor lse;     // (...) logsumexp of each row, saved for backward
+};
+CrossEntropyOutput cross_entropy(const Tensor& logits, const Tensor& targets);  // logits (..., V)
+Tensor cross_entropy_backward(const Tensor& dlosses, const Tensor& logits, const Tensor& lse,
+                              const Tensor& targets);  // -> dlogits (..., V)
+
+// ---- reductions to a 0-d f32 tensor on the input's device -------------------------
+Tensor sum(const Tensor& x);
+Tensor mean(const Tensor& x);
+Tensor max(const Tensor& x);
+Tensor squared_norm(const Tensor& x);  // sum of squares, for global-norm clipping
+
+// ---- optimizer ------------------------------------------------------------------
+// One AdamW step on f32 buffers of equal layout (whole tensors or shards), in place.
+void adamw_update_(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const AdamWParams& hp);
+
+}  // namespace sg

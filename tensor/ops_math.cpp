@@ -1,0 +1,237 @@
+// Elementwise arithmetic, matmul, bias, reductions and AdamW: argument checks
+// and dispatch to kernels/cpu or kernels/cuda. See tensor/ops.h.
+#include <algorithm>
+
+#include "kernels/cpu/adamw.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/reduce.h"
+#include "tensor/ops.h"
+#include "tensor/ops_common.h"
+
+namespace sg {
+using namespace ops_detail;
+
+namespace {
+
+// The shared path of add/mul/scale: same layout, computed on the local elements.
+// CUDA runs the input dtype natively; the CPU widens 16-bit floats to f32.
+template <typename CpuFn, typename CudaFn>
+Tensor elementwise(std::string_view op, const Tensor& a, const Tensor* b, CpuFn cpu_fn, CudaFn cuda_fn) {
+  check_inputs(op, {&a, b ? b : &a});
+  check_float(op, a);
+  if (b) {
+    check_same_dtype(op, a, *b);
+    SG_CHECK(a.layout() == b->layout(), op, ": shapes or placements differ: ", a.str(), " vs ", b->str());
+  }
+  const bool native = runs_natively(a);
+  Tensor x = native ? a.contiguous() : as_f32(a);
+  Tensor y = b ? (native ? b->contiguous() : as_f32(*b)) : x;
+  Tensor out = empty_like(x, x.dtype());
+  int64_t n = x.layout().local_numel();
+  if (x.device().is_cpu()) cpu_fn(out.data<float>(), x.data<float>(), y.data<float>(), n);
+  else cuda_fn(out, x, y, n);
+  return out.to(a.dtype());
+}
+
+// How a matrix operand is read by the GEMM: in place, possibly as a transpose.
+struct MatrixOperand {
+  Tensor tensor;       // what the GEMM reads (maybe a contiguous copy)
+  bool trans = false;  // stored as the transpose of the logical matrix
+  int64_t ld = 0;      // row stride of the stored matrix
+  int64_t batch_stride = 0;
+};
+
+// x is (batch, rows, cols) after folding; picks the no-copy reading when the
+// strides allow, else falls back to a contiguous copy.
+MatrixOperand matrix_operand(const Tensor& x) {
+  const int64_t nd = x.dim();
+  const int64_t rows = x.size(-2), cols = x.size(-1);
+  const auto& st = x.strides();
+  // Leading (batch) dims must be one uniform stride, as GEMM batching needs.
+  bool batch_uniform = true;
+  for (int64_t d = 0; d < nd - 3; ++d) {
+    batch_uniform &= st[size_t(d)] == st[size_t(d + 1)] * x.size(d + 1);
+  }
+  int64_t batch_stride = nd > 2 ? st[size_t(nd - 3)] : rows * cols;
+  if (batch_uniform && st[size_t(nd - 1)] == 1 && st[size_t(nd - 2)] >= std::max<int64_t>(cols, 1)) {
+    return {x, false, st[size_t(nd - 2)], batch_stride};
+  }
+  if (batch_uniform && st[size_t(nd - 2)] == 1 && st[size_t(nd - 1)] >= std::max<int64_t>(rows, 1)) {
+    return {x, true, st[size_t(nd - 1)], batch_stride};
+  }
+  Tensor copy = x.contiguous();
+  return {copy, false, cols, rows * cols};
+}
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  return elementwise("add", a, &b, cpu::add_forward, [](Tensor& out, const Tensor& x, const Tensor& y, int64_t n) {
+    SG_ON_CUDA(cuda::add_forward(out.data_ptr(), x.data_ptr(), y.data_ptr(), n, x.dtype(), cuda_stream(x.device())));
+  });
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  return elementwise("mul", a, &b, cpu::mul_forward, [](Tensor& out, const Tensor& x, const Tensor& y, int64_t n) {
+    SG_ON_CUDA(cuda::mul_forward(out.data_ptr(), x.data_ptr(), y.data_ptr(), n, x.dtype(), cuda_stream(x.device())));
+  });
+}
+
+Tensor scale(const Tensor& x, double factor) {
+  float f = float(factor);
+  return elementwise(
+      "scale", x, nullptr, [f](float* out, const float* in, const float*, int64_t n) { cpu::scale_forward(out, in, f, n); },
+      [f](Tensor& out, const Tensor& in, const Tensor&, int64_t n) {
+        SG_ON_CUDA(cuda::scale_forward(out.data_ptr(), in.data_ptr(), f, n, in.dtype(), cuda_stream(in.device())));
+      });
+}
+
+void axpy_(Tensor& y, double alpha, const Tensor& x) {
+  check_inputs("axpy_", {&y, &x});
+  SG_CHECK(y.dtype() == DType::f32 && x.dtype() == DType::f32, "axpy_: accumulates f32 buffers, got ", y.str(),
+           " += ", x.str());
+  SG_CHECK(y.layout() == x.layout(), "axpy_: shapes or placements differ: ", y.str(), " vs ", x.str());
+  SG_CHECK(y.is_contiguous(), "axpy_: the destination ", y.str(), " must be contiguous (it is updated in place)");
+  Tensor source = x.contiguous();
+  int64_t n = y.layout().local_numel();
+  if (y.device().is_cpu()) cpu::axpy(y.data<float>(), float(alpha), source.data<float>(), n);
+  else SG_ON_CUDA(cuda::axpy(y.data<float>(), float(alpha), source.data<float>(), n, cuda_stream(y.device())));
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check_inputs("matmul", {&a, &b});
+  check_float("matmul", a);
+  check_same_dtype("matmul", a, b);
+  check_replicated("matmul", a);
+  check_replicated("matmul", b);
+  SG_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: both operands need at least 2 dimensions, got ", a.str(), " @ ",
+           b.str());
+  SG_CHECK(a.size(-1) == b.size(-2), "matmul: inner dimensions differ: ", a.str(), " @ ", b.str());
+  const bool native = runs_natively(a);
+  Tensor left = native ? a : as_f32(a), right = native ? b : as_f32(b);
+
+  // (..., M, K) @ (K, N): fold the leading dims into M, one plain GEMM.
+  if (right.dim() == 2 && left.dim() > 2) {
+    Shape out_shape(a.shape().begin(), a.shape().end() - 1);
+    out_shape.push_back(b.size(-1));
+    return matmul(left.reshape({-1, a.size(-1)}), right).view(out_shape).to(a.dtype());
+  }
+  SG_CHECK(left.dim() == right.dim(), "matmul: batched operands need the same number of dimensions: ", a.str(),
+           " @ ", b.str());
+  Shape out_shape(a.shape().begin(), a.shape().end() - 2);
+  for (int64_t d = 0; d + 2 < a.dim(); ++d) {
+    SG_CHECK(a.size(d) == b.size(d), "matmul: batch dimensions differ: ", a.str(), " @ ", b.str());
+  }
+  out_shape.push_back(a.size(-2));
+  out_shape.push_back(b.size(-1));
+
+  MatrixOperand A = matrix_operand(left), B = matrix_operand(right);
+  GemmShape shape;
+  shape.m = a.size(-2), shape.n = b.size(-1), shape.k = a.size(-1);
+  shape.trans_a = A.trans, shape.trans_b = B.trans;
+  shape.lda = A.ld, shape.ldb = B.ld, shape.ldc = shape.n;
+  shape.batch = shape_numel(out_shape) / std::max<int64_t>(shape.m * shape.n, 1);
+  if (shape.m * shape.n == 0) shape.batch = 0;
+  shape.stride_a = A.batch_stride, shape.stride_b = B.batch_stride, shape.stride_c = shape.m * shape.n;
+  Tensor out = Tensor::empty(out_shape, TensorOptions().dtype(left.dtype()).device(a.device()));
+  if (shape.batch == 0) return out.to(a.dtype());
+  if (a.device().is_cpu()) {
+    cpu::matmul_forward(out.data<float>(), A.tensor.data<float>(), B.tensor.data<float>(), shape);
+  } else {
+    SG_ON_CUDA(cuda::matmul_forward(out.data_ptr(), A.tensor.data_ptr(), B.tensor.data_ptr(), shape, left.dtype(),
+                                    cuda_stream(a.device())));
+  }
+  return out.to(a.dtype());
+}
+
+Tensor add_bias(const Tensor& x, const Tensor& bias) {
+  check_inputs("add_bias", {&x, &bias});
+  check_float("add_bias", x);
+  check_same_dtype("add_bias", x, bias);
+  check_replicated("add_bias", x);
+  SG_CHECK(bias.dim() == 1 && x.dim() >= 1 && x.size(-1) == bias.size(0), "add_bias: bias ", bias.str(),
+           " does not match the last dimension of ", x.str());
+  const bool native = runs_natively(x);
+  Tensor out = native ? x.clone() : as_f32(x).clone();
+  Tensor b = native ? bias.contiguous() : as_f32(bias);
+  int64_t cols = bias.size(0), rows = cols ? x.numel() / cols : 0;
+  if (x.device().is_cpu()) cpu::bias_add_forward(out.data<float>(), b.data<float>(), rows, cols);
+  else SG_ON_CUDA(cuda::bias_add_forward(out.data_ptr(), b.data_ptr(), rows, cols, out.dtype(), cuda_stream(x.device())));
+  return out.to(x.dtype());
+}
+
+Tensor bias_backward(const Tensor& dout) {
+  check_inputs("bias_backward", {&dout});
+  check_float("bias_backward", dout);
+  check_replicated("bias_backward", dout);
+  SG_CHECK(dout.dim() >= 1, "bias_backward: needs at least one dimension, got ", dout.str());
+  Tensor d = as_f32(dout);
+  int64_t cols = dout.size(-1), rows = cols ? dout.numel() / cols : 0;
+  Tensor dbias = Tensor::zeros({cols}, TensorOptions().device(dout.device()));
+  if (dout.device().is_cpu()) cpu::bias_add_backward(dbias.data<float>(), d.data<float>(), rows, cols);
+  else SG_ON_CUDA(cuda::bias_add_backward(dbias.data<float>(), d.data<float>(), rows, cols, cuda_stream(d.device())));
+  return dbias.to(dout.dtype());
+}
+
+namespace {
+
+template <typename CpuFn, typename CudaFn>
+Tensor reduce(std::string_view op, const Tensor& x, CpuFn cpu_fn, CudaFn cuda_fn) {
+  check_inputs(op, {&x});
+  check_float(op, x);
+  check_replicated(op, x);
+  Tensor in = as_f32(x);
+  Tensor out = Tensor::empty({}, TensorOptions().device(x.device()));
+  if (x.device().is_cpu()) cpu_fn(out.data<float>(), in.data<float>(), in.numel());
+  else cuda_fn(out.data<float>(), in.data<float>(), in.numel(), x.device());
+  return out;
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& x) {
+  return reduce("sum", x, cpu::sum_forward, [](float* out, const float* in, int64_t n, Device device) {
+    SG_ON_CUDA(cuda::sum_forward(out, in, n, cuda_stream(device)));
+  });
+}
+
+Tensor mean(const Tensor& x) {
+  SG_CHECK(x.numel() > 0, "mean of an empty tensor ", x.str(), " is undefined");
+  return scale(sum(x), 1.0 / double(x.numel()));
+}
+
+Tensor max(const Tensor& x) {
+  return reduce("max", x, cpu::max_forward, [](float* out, const float* in, int64_t n, Device device) {
+    SG_ON_CUDA(cuda::max_forward(out, in, n, cuda_stream(device)));
+  });
+}
+
+Tensor squared_norm(const Tensor& x) {
+  return reduce("squared_norm", x, cpu::squared_norm_forward, [](float* out, const float* in, int64_t n, Device device) {
+    SG_ON_CUDA(cuda::squared_norm_forward(out, in, n, cuda_stream(device)));
+  });
+}
+
+void adamw_update_(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const AdamWParams& hp) {
+  check_inputs("adamw_update_", {&param, &m, &v, &grad});
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&param, &m, &v, &grad}) {
+    SG_CHECK(t->dtype() == DType::f32, "adamw_update_: parameters, moments and gradients are f32 (master "
+             "weights), got ", t->str());
+    SG_CHECK(t->layout() == param.layout(), "adamw_update_: layouts differ: ", t->str(), " vs ", param.str());
+  }
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&param, &m, &v}) {
+    SG_CHECK(t->is_contiguous(), "adamw_update_: ", t->str(), " is updated in place and must be contiguous");
+  }
+  SG_CHECK(hp.step >= 1, "adamw_update_: step counts from 1, got ", hp.step);
+  Tensor g = grad.contiguous();
+  int64_t n = param.layout().local_numel();
+  if (param.device().is_cpu()) {
+    cpu::adamw_update(param.data<float>(), m.data<float>(), v.data<float>(), g.data<float>(), n, hp);
+  } else {
+    SG_ON_CUDA(cuda::adamw_update(param.data<float>(), m.data<float>(), v.data<float>(), g.data<float>(), n, hp,
+                                  cuda_stream(param.device())));
+  }
+}
+
+}  // namespace sg

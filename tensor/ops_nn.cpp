@@ -1,0 +1,276 @@
+// The neural-network ops: GELU, softmax, LayerNorm, attention, embedding and
+// cross-entropy, forward and backward. Argument checks and dispatch only; the
+// math is documented beside each kernel in kernels/cpu/.
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/loss.h"
+#include "kernels/cpu/normalization.h"
+#include "tensor/ops.h"
+#include "tensor/ops_common.h"
+
+namespace sg {
+using namespace ops_detail;
+
+namespace {
+
+Shape leading_shape(const Tensor& x) { return Shape(x.shape().begin(), x.shape().end() - 1); }
+
+void check_same_shape(std::string_view op, const Tensor& a, const Tensor& b) {
+  SG_CHECK(a.shape() == b.shape(), op, ": shapes differ: ", a.str(), " vs ", b.str());
+}
+
+}  // namespace
+
+Tensor gelu(const Tensor& x) {
+  check_inputs("gelu", {&x});
+  check_float("gelu", x);
+  const bool native = runs_natively(x);
+  Tensor in = native ? x.contiguous() : as_f32(x);
+  Tensor out = empty_like(in, in.dtype());
+  int64_t n = in.layout().local_numel();
+  if (x.device().is_cpu()) cpu::gelu_forward(out.data<float>(), in.data<float>(), n);
+  else SG_ON_CUDA(cuda::gelu_forward(out.data_ptr(), in.data_ptr(), n, in.dtype(), cuda_stream(x.device())));
+  return out.to(x.dtype());
+}
+
+Tensor gelu_backward(const Tensor& x, const Tensor& dout) {
+  check_inputs("gelu_backward", {&x, &dout});
+  check_float("gelu_backward", x);
+  SG_CHECK(x.layout() == dout.layout(), "gelu_backward: layouts differ: ", x.str(), " vs ", dout.str());
+  Tensor in = as_f32(x), d = as_f32(dout);
+  Tensor dx = zeros_like(in, DType::f32);
+  int64_t n = in.layout().local_numel();
+  if (x.device().is_cpu()) cpu::gelu_backward(dx.data<float>(), in.data<float>(), d.data<float>(), n);
+  else SG_ON_CUDA(cuda::gelu_backward(dx.data<float>(), in.data<float>(), d.data<float>(), n, cuda_stream(x.device())));
+  return dx.to(x.dtype());
+}
+
+Tensor softmax(const Tensor& x) {
+  check_inputs("softmax", {&x});
+  check_float("softmax", x);
+  check_replicated("softmax", x);
+  SG_CHECK(x.dim() >= 1, "softmax: needs at least one dimension, got ", x.str());
+  const bool native = runs_natively(x);
+  Tensor in = native ? x.contiguous() : as_f32(x);
+  Tensor out = empty_like(in, in.dtype());
+  int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
+  if (x.device().is_cpu()) cpu::softmax_forward(out.data<float>(), in.data<float>(), N, C);
+  else SG_ON_CUDA(cuda::softmax_forward(out.data_ptr(), in.data_ptr(), N, C, in.dtype(), cuda_stream(x.device())));
+  return out.to(x.dtype());
+}
+
+Tensor softmax_backward(const Tensor& y, const Tensor& dy) {
+  check_inputs("softmax_backward", {&y, &dy});
+  check_replicated("softmax_backward", y);
+  check_same_shape("softmax_backward", y, dy);
+  Tensor out = as_f32(y), d = as_f32(dy);
+  Tensor dx = zeros_like(out, DType::f32);
+  int64_t C = y.size(-1), N = C ? y.numel() / C : 0;
+  if (y.device().is_cpu()) cpu::softmax_backward(dx.data<float>(), out.data<float>(), d.data<float>(), N, C);
+  else SG_ON_CUDA(cuda::softmax_backward(dx.data<float>(), out.data<float>(), d.data<float>(), N, C, cuda_stream(y.device())));
+  return dx.to(y.dtype());
+}
+
+LayerNormOutput layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_inputs("layernorm", {&x, &weight, &bias});
+  check_float("layernorm", x);
+  check_same_dtype("layernorm", x, weight);
+  check_same_dtype("layernorm", x, bias);
+  check_replicated("layernorm", x);
+  SG_CHECK(x.dim() >= 1 && weight.shape() == Shape{x.size(-1)} && bias.shape() == Shape{x.size(-1)},
+           "layernorm: weight ", weight.str(), " and bias ", bias.str(), " must be (C) with C = the last dimension of ",
+           x.str());
+  const bool native = runs_natively(x);
+  Tensor in = native ? x.contiguous() : as_f32(x);
+  Tensor w = native ? weight.contiguous() : as_f32(weight), b = native ? bias.contiguous() : as_f32(bias);
+  int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
+  LayerNormOutput result;
+  result.out = empty_like(in, in.dtype());
+  result.mean = Tensor::empty(leading_shape(x), TensorOptions().device(x.device()));
+  result.rstd = Tensor::empty(leading_shape(x), TensorOptions().device(x.device()));
+  if (x.device().is_cpu()) {
+    cpu::layernorm_forward(result.out.data<float>(), result.mean.data<float>(), result.rstd.data<float>(),
+                           in.data<float>(), w.data<float>(), b.data<float>(), N, C);
+  } else {
+    SG_ON_CUDA(cuda::layernorm_forward(result.out.data_ptr(), result.mean.data<float>(), result.rstd.data<float>(),
+                                       in.data_ptr(), w.data_ptr(), b.data_ptr(), N, C, in.dtype(),
+                                       cuda_stream(x.device())));
+  }
+  result.out = result.out.to(x.dtype());
+  return result;
+}
+
+LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                                  const Tensor& rstd) {
+  check_inputs("layernorm_backward", {&dout, &x, &weight, &mean, &rstd});
+  check_replicated("layernorm_backward", x);
+  check_same_shape("layernorm_backward", dout, x);
+  int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
+  SG_CHECK(weight.shape() == Shape{C} && mean.numel() == N && rstd.numel() == N,
+           "layernorm_backward: weight/mean/rstd do not match ", x.str(), "; pass what layernorm() returned");
+  Tensor d = as_f32(dout), in = as_f32(x), w = as_f32(weight), m = as_f32(mean), s = as_f32(rstd);
+  LayerNormGrads grads;
+  grads.dx = zeros_like(in, DType::f32);
+  grads.dweight = Tensor::zeros({C}, TensorOptions().device(x.device()));
+  grads.dbias = Tensor::zeros({C}, TensorOptions().device(x.device()));
+  if (x.device().is_cpu()) {
+    cpu::layernorm_backward(grads.dx.data<float>(), grads.dweight.data<float>(), grads.dbias.data<float>(),
+                            d.data<float>(), in.data<float>(), w.data<float>(), m.data<float>(), s.data<float>(), N, C);
+  } else {
+    SG_ON_CUDA(cuda::layernorm_backward(grads.dx.data<float>(), grads.dweight.data<float>(), grads.dbias.data<float>(),
+                                        d.data<float>(), in.data<float>(), w.data<float>(), m.data<float>(),
+                                        s.data<float>(), N, C, cuda_stream(x.device())));
+  }
+  grads.dx = grads.dx.to(x.dtype());
+  grads.dweight = grads.dweight.to(weight.dtype());
+  grads.dbias = grads.dbias.to(weight.dtype());
+  return grads;
+}
+
+namespace {
+
+struct AttentionDims {
+  int64_t B, T, C, NH;
+};
+
+AttentionDims attention_dims(std::string_view op, const Tensor& qkv, int64_t n_head) {
+  check_float(op, qkv);
+  check_replicated(op, qkv);
+  SG_CHECK(qkv.dim() == 3 && qkv.size(2) % 3 == 0, op, ": qkv must be (B, T, 3C), got ", qkv.str());
+  AttentionDims dims{qkv.size(0), qkv.size(1), qkv.size(2) / 3, n_head};
+  SG_CHECK(n_head >= 1 && dims.C % n_head == 0, op, ": C = ", dims.C, " is not divisible into ", n_head, " heads");
+  return dims;
+}
+
+}  // namespace
+
+AttentionOutput attention(const Tensor& qkv, int64_t n_head) {
+  check_inputs("attention", {&qkv});
+  AttentionDims s = attention_dims("attention", qkv, n_head);
+  Tensor in = as_f32(qkv);
+  AttentionOutput result;
+  TensorOptions options = TensorOptions().device(qkv.device());
+  result.out = Tensor::empty({s.B, s.T, s.C}, options);
+  result.att = Tensor::empty({s.B, s.NH, s.T, s.T}, options);
+  if (qkv.device().is_cpu()) {
+    cpu::attention_forward(result.out.data<float>(), result.att.data<float>(), in.data<float>(), s.B, s.T, s.C, s.NH);
+  } else {
+    SG_ON_CUDA(cuda::attention_forward(result.out.data<float>(), result.att.data<float>(), in.data<float>(), s.B, s.T,
+                                       s.C, s.NH, cuda_stream(qkv.device())));
+  }
+  result.out = result.out.to(qkv.dtype());
+  return result;
+}
+
+Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& att, int64_t n_head) {
+  check_inputs("attention_backward", {&dout, &qkv, &att});
+  AttentionDims s = attention_dims("attention_backward", qkv, n_head);
+  SG_CHECK((dout.shape() == Shape{s.B, s.T, s.C} && att.shape() == Shape{s.B, s.NH, s.T, s.T}),
+           "attention_backward: dout ", dout.str(), " / att ", att.str(), " do not match qkv ", qkv.str());
+  Tensor d = as_f32(dout), in = as_f32(qkv), probabilities = as_f32(att);
+  Tensor dqkv = Tensor::zeros(qkv.shape(), TensorOptions().device(qkv.device()));
+  if (qkv.device().is_cpu()) {
+    cpu::attention_backward(dqkv.data<float>(), d.data<float>(), in.data<float>(), probabilities.data<float>(), s.B,
+                            s.T, s.C, s.NH);
+  } else {
+    SG_ON_CUDA(cuda::attention_backward(dqkv.data<float>(), d.data<float>(), in.data<float>(),
+                                        probabilities.data<float>(), s.B, s.T, s.C, s.NH, cuda_stream(qkv.device())));
+  }
+  return dqkv.to(qkv.dtype());
+}
+
+namespace {
+
+// Ids out of range would read or write outside the table: a clear error
+// instead. Checked on the host, so only for CPU tensors (a CUDA check would
+// cost a device sync per call).
+void check_id_range(std::string_view op, const Tensor& ids, int64_t limit, bool allow_negative) {
+  if (!ids.device().is_cpu()) return;
+  const int32_t* p = ids.data<int32_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    SG_CHECK(p[i] < limit && (p[i] >= 0 || allow_negative), op, ": index ", p[i], " at position ", i,
+             " is outside [0, ", limit, ")", allow_negative ? " (negative indices are ignored)" : "");
+  }
+}
+
+}  // namespace
+
+Tensor embedding(const Tensor& table, const Tensor& ids) {
+  check_inputs("embedding", {&table, &ids});
+  check_float("embedding", table);
+  check_replicated("embedding", table);
+  SG_CHECK(table.dim() == 2, "embedding: the table must be (V, C), got ", table.str());
+  Tensor index = as_indices("embedding", ids);
+  check_id_range("embedding", index, table.size(0), false);
+  Tensor t = as_f32(table);
+  int64_t C = table.size(1), N = ids.numel();
+  Shape out_shape = ids.shape();
+  out_shape.push_back(C);
+  Tensor out = Tensor::empty(out_shape, TensorOptions().device(table.device()));
+  if (table.device().is_cpu()) cpu::embedding_forward(out.data<float>(), t.data<float>(), index.data<int32_t>(), N, C);
+  else SG_ON_CUDA(cuda::embedding_forward(out.data<float>(), t.data<float>(), index.data<int32_t>(), N, C, cuda_stream(table.device())));
+  return out.to(table.dtype());
+}
+
+Tensor embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_size) {
+  check_inputs("embedding_backward", {&dout, &ids});
+  Tensor index = as_indices("embedding_backward", ids);
+  check_id_range("embedding_backward", index, vocab_size, false);
+  Shape expected = ids.shape();
+  SG_CHECK(dout.dim() == ids.dim() + 1, "embedding_backward: dout ", dout.str(), " must be ids' shape plus C");
+  expected.push_back(dout.size(-1));
+  SG_CHECK(dout.shape() == expected, "embedding_backward: dout ", dout.str(), " does not match ids ", ids.str());
+  Tensor d = as_f32(dout);
+  int64_t C = dout.size(-1), N = ids.numel();
+  Tensor dtable = Tensor::zeros({vocab_size, C}, TensorOptions().device(dout.device()));
+  if (dout.device().is_cpu()) cpu::embedding_backward(dtable.data<float>(), d.data<float>(), index.data<int32_t>(), N, C);
+  else SG_ON_CUDA(cuda::embedding_backward(dtable.data<float>(), d.data<float>(), index.data<int32_t>(), N, C, cuda_stream(dout.device())));
+  return dtable.to(dout.dtype());
+}
+
+CrossEntropyOutput cross_entropy(const Tensor& logits, const Tensor& targets) {
+  check_inputs("cross_entropy", {&logits, &targets});
+  check_float("cross_entropy", logits);
+  check_replicated("cross_entropy", logits);
+  SG_CHECK(logits.dim() >= 1 && leading_shape(logits) == targets.shape(), "cross_entropy: logits ", logits.str(),
+           " must be targets' shape ", shape_str(targets.shape()), " plus the vocabulary");
+  Tensor index = as_indices("cross_entropy", targets);
+  int64_t V = logits.size(-1), N = targets.numel();
+  check_id_range("cross_entropy", index, V, true);
+  Tensor x = as_f32(logits);
+  CrossEntropyOutput result;
+  result.losses = Tensor::empty(targets.shape(), TensorOptions().device(logits.device()));
+  result.lse = Tensor::empty(targets.shape(), TensorOptions().device(logits.device()));
+  if (logits.device().is_cpu()) {
+    cpu::cross_entropy_forward(result.losses.data<float>(), result.lse.data<float>(), x.data<float>(),
+                               index.data<int32_t>(), N, V);
+  } else {
+    SG_ON_CUDA(cuda::cross_entropy_forward(result.losses.data<float>(), result.lse.data<float>(), x.data<float>(),
+                                           index.data<int32_t>(), N, V, cuda_stream(logits.device())));
+  }
+  return result;
+}
+
+Tensor cross_entropy_backward(const Tensor& dlosses, const Tensor& logits, const Tensor& lse, const Tensor& targets) {
+  check_inputs("cross_entropy_backward", {&dlosses, &logits, &lse, &targets});
+  check_replicated("cross_entropy_backward", logits);
+  SG_CHECK(logits.dim() >= 1 && leading_shape(logits) == targets.shape() && dlosses.shape() == targets.shape() &&
+               lse.shape() == targets.shape(),
+           "cross_entropy_backward: dlosses ", dlosses.str(), ", lse ", lse.str(), " and targets ",
+           shape_str(targets.shape()), " must all be logits' ", logits.str(), " shape without the vocabulary");
+  Tensor index = as_indices("cross_entropy_backward", targets);
+  int64_t V = logits.size(-1), N = targets.numel();
+  check_id_range("cross_entropy_backward", index, V, true);
+  Tensor d = as_f32(dlosses), x = as_f32(logits), l = as_f32(lse);
+  Tensor dlogits = zeros_like(x, DType::f32);
+  if (logits.device().is_cpu()) {
+    cpu::cross_entropy_backward(dlogits.data<float>(), d.data<float>(), x.data<float>(), l.data<float>(),
+                                index.data<int32_t>(), N, V);
+  } else {
+    SG_ON_CUDA(cuda::cross_entropy_backward(dlogits.data<float>(), d.data<float>(), x.data<float>(), l.data<float>(),
+                                            index.data<int32_t>(), N, V, cuda_stream(logits.device())));
+  }
+  return dlogits.to(logits.dtype());
+}
+
+}  // namespace sg

@@ -1,0 +1,66 @@
+// The allocator counts exactly the bytes asked for, per device and category,
+// and keeps peaks until reset.
+#include <gtest/gtest.h>
+
+#include "tensor/tensor.h"
+
+namespace sg {
+namespace {
+
+TEST(Allocator, CountsLiveAndPeakBytesPerCategory) {
+  reset_peak_memory(Device::cpu());
+  MemoryStats before = memory_stats(Device::cpu());
+  {
+    Tensor p = Tensor::empty({10, 3}, TensorOptions().category(MemoryCategory::parameter));
+    Tensor g = Tensor::empty({7}, TensorOptions().dtype(DType::bf16).category(MemoryCategory::gradient));
+    MemoryStats during = memory_stats(Device::cpu());
+    EXPECT_EQ(during[MemoryCategory::parameter].live - before[MemoryCategory::parameter].live, 120);
+    EXPECT_EQ(during[MemoryCategory::gradient].live - before[MemoryCategory::gradient].live, 14);
+    EXPECT_EQ(during.total.live - before.total.live, 134);
+    EXPECT_EQ(during.allocations - before.allocations, 2);
+  }
+  MemoryStats after = memory_stats(Device::cpu());
+  EXPECT_EQ(after[MemoryCategory::parameter].live, before[MemoryCategory::parameter].live);
+  EXPECT_EQ(after.total.live, before.total.live);
+  // The peaks remember the moment both were alive.
+  EXPECT_GE(after[MemoryCategory::parameter].peak, before[MemoryCategory::parameter].live + 120);
+  EXPECT_GE(after.total.peak, before.total.live + 134);
+}
+
+TEST(Allocator, ViewsShareStorageAndAreNotCountedTwice) {
+  MemoryStats before = memory_stats(Device::cpu());
+  Tensor t = Tensor::empty({4, 4}, TensorOptions().category(MemoryCategory::optimizer_state));
+  Tensor view = t.transpose(0, 1).slice(0, 1, 3);
+  MemoryStats during = memory_stats(Device::cpu());
+  EXPECT_EQ(during[MemoryCategory::optimizer_state].live - before[MemoryCategory::optimizer_state].live, 64);
+  t = Tensor();  // the view keeps the storage alive
+  EXPECT_EQ(memory_stats(Device::cpu())[MemoryCategory::optimizer_state].live,
+            during[MemoryCategory::optimizer_state].live);
+  view = Tensor();
+  EXPECT_EQ(memory_stats(Device::cpu())[MemoryCategory::optimizer_state].live,
+            before[MemoryCategory::optimizer_state].live);
+}
+
+TEST(Allocator, ResetMovesPeaksDownToLive) {
+  { Tensor big = Tensor::empty({1000}, TensorOptions().category(MemoryCategory::communication)); }
+  reset_peak_memory(Device::cpu());
+  MemoryStats stats = memory_stats(Device::cpu());
+  EXPECT_EQ(stats[MemoryCategory::communication].peak, stats[MemoryCategory::communication].live);
+  EXPECT_EQ(stats.total.peak, stats.total.live);
+  EXPECT_EQ(stats.allocations, 0);
+}
+
+TEST(Allocator, ShardsCountOnlyTheirLocalBytes) {
+  MemoryStats before = memory_stats(Device::cpu());
+  Tensor shard = Tensor::empty_sharded({10, 10}, 1, 4, TensorOptions().category(MemoryCategory::parameter));
+  MemoryStats during = memory_stats(Device::cpu());
+  EXPECT_EQ(during[MemoryCategory::parameter].live - before[MemoryCategory::parameter].live, 25 * 4);
+}
+
+TEST(Allocator, CategoryNamesAreReadable) {
+  EXPECT_EQ(category_name(MemoryCategory::optimizer_state), "optimizer_state");
+  EXPECT_EQ(category_name(MemoryCategory::communication), "communication");
+}
+
+}  // namespace
+}  // namespace sg
