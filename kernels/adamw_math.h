@@ -14,7 +14,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/philox.h"  // SG_HOST_DEVICE
+#include "kernels/host_device.h"
 
 namespace sg {
 

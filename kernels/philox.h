@@ -17,11 +17,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define SG_HOST_DEVICE __host__ __device__
-#else
-#define SG_HOST_DEVICE
-#endif
+#include "kernels/host_device.h"
 
 namespace sg {
 
@@ -63,6 +59,17 @@ SG_HOST_DEVICE inline PhiloxBlock philox_for_element(uint64_t seed, uint64_t str
 // 24 random bits -> a float in [0, 1), exactly representable, so CPU and CUDA agree bit for bit.
 SG_HOST_DEVICE inline float uniform_from_bits(uint32_t bits) {
   return float(bits >> 8) * (1.0f / 16777216.0f);
+}
+
+// shift + scale * value rounded after each operation on CPU and GPU alike.
+// nvcc would otherwise fuse it into one FMA (one rounding) and the bits of a
+// CUDA fill would differ from the CPU's; the CPU build uses -ffp-contract=off.
+SG_HOST_DEVICE inline float affine_exact(float value, float scale, float shift) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(__fmul_rn(scale, value), shift);
+#else
+  return scale * value + shift;
+#endif
 }
 
 // Box-Muller: two uniforms -> one standard normal. Computed in double and

@@ -86,6 +86,9 @@ std::shared_ptr<Storage> Storage::allocate(int64_t bytes, Device device, MemoryC
                category_name(category), "; live host bytes: ", memory_stats(device).total.live);
     } else {
 #ifdef SG_CUDA
+      int visible = cuda::device_count();
+      SG_CHECK(device.index < visible, "cannot allocate on ", device.str(), ": this machine has ", visible,
+               " CUDA device(s) visible; keep tensors on Device::cpu() or check CUDA_VISIBLE_DEVICES");
       data = cuda::device_malloc(bytes, device.index);
 #else
       SG_FAIL("this build of shardgrad has no CUDA support; reconfigure with -DSG_CUDA=ON on a machine "

@@ -349,7 +349,7 @@ template std::vector<int64_t> Tensor::to_vector() const;
 std::string Tensor::str() const {
   if (!defined()) return "Tensor(undefined)";
   std::string text = layout_.str(dtype_);
-  if (device().is_cuda()) text += " " + device().str();
+  if (device().is_cuda()) text.append(" ").append(device().str());
   return text;
 }
 

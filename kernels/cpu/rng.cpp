@@ -9,7 +9,7 @@ void uniform_fill(float* out, int64_t n, int64_t first_index, uint64_t seed, uin
 #pragma omp parallel for schedule(static) if (n > (1 << 14))
   for (int64_t i = 0; i < n; ++i) {
     PhiloxBlock block = philox_for_element(seed, stream, uint64_t(first_index + i));
-    out[i] = low + (high - low) * uniform_from_bits(block.x[0]);
+    out[i] = affine_exact(uniform_from_bits(block.x[0]), high - low, low);
   }
 }
 
@@ -18,7 +18,7 @@ void normal_fill(float* out, int64_t n, int64_t first_index, uint64_t seed, uint
 #pragma omp parallel for schedule(static) if (n > (1 << 14))
   for (int64_t i = 0; i < n; ++i) {
     PhiloxBlock block = philox_for_element(seed, stream, uint64_t(first_index + i));
-    out[i] = mean + std * normal_from_block(block);
+    out[i] = affine_exact(normal_from_block(block), std, mean);
   }
 }
 

@@ -1,0 +1,35 @@
+// CUDA twins of kernels/cpu/elementwise.h. Functions taking a DType run f32,
+// bf16 and f16 natively (loading to f32, computing, rounding once on store);
+// the float* ones are f32 only. All launch on `stream` and return at once.
+//
+// Read next: kernels/cuda/matmul.h.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/dtype.h"
+
+namespace sg::cuda {
+
+void add_forward(void* out, const void* a, const void* b, int64_t n, DType dtype, cudaStream_t stream);
+void mul_forward(void* out, const void* a, const void* b, int64_t n, DType dtype, cudaStream_t stream);
+void scale_forward(void* out, const void* in, float scale, int64_t n, DType dtype, cudaStream_t stream);
+void axpy(float* y, float alpha, const float* x, int64_t n, cudaStream_t stream);
+void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n,
+                  cudaStream_t stream);
+
+void gelu_forward(void* out, const void* in, int64_t n, DType dtype, cudaStream_t stream);
+void gelu_backward(float* din, const float* in, const float* dout, int64_t n, cudaStream_t stream);
+
+void cast(void* out, DType out_dtype, const void* in, DType in_dtype, int64_t n, cudaStream_t stream);
+
+// As cpu::strided_copy; at most kMaxCopyDims dimensions.
+constexpr int kMaxCopyDims = 8;
+void strided_copy(void* out, const int64_t* out_strides, const void* in, const int64_t* in_strides,
+                  const int64_t* shape, int ndim, int64_t element_size, cudaStream_t stream);
+
+void fill(void* out, DType dtype, double value, int64_t n, cudaStream_t stream);
+
+}  // namespace sg::cuda

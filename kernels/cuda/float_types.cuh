@@ -1,0 +1,38 @@
+// Internal to kernels/cuda: the three float storage types as template
+// parameters, with load (to f32) and store (round from f32), and a switch from
+// DType to a typed call.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/dtype.h"
+#include "kernels/error.h"
+
+namespace sg::cuda {
+
+__device__ __forceinline__ float load(float x) { return x; }
+__device__ __forceinline__ float load(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float load(__half x) { return __half2float(x); }
+
+template <typename T>
+__device__ __forceinline__ T store(float x);
+template <>
+__device__ __forceinline__ float store<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 store<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <>
+__device__ __forceinline__ __half store<__half>(float x) { return __float2half_rn(x); }
+
+// Calls fn(T{}) with T the storage type of a floating dtype.
+template <typename Fn>
+void with_float_type(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::f32: fn(float{}); return;
+    case DType::bf16: fn(__nv_bfloat16{}); return;
+    case DType::f16: fn(__half{}); return;
+    default: SG_FAIL("a CUDA float kernel got dtype ", dtype_name(dtype), "; expected f32, bf16 or f16");
+  }
+}
+
+}  // namespace sg::cuda

@@ -1,0 +1,97 @@
+// cuBLAS GEMM for row-major buffers. cuBLAS is column-major; a row-major
+// (r, c) matrix with row stride ld is, to cuBLAS, the column-major (c, r)
+// matrix of its transpose. So the row-major product C = op(A) op(B) is issued
+// as the column-major product C^T = op(B)^T op(A)^T: swap the operands, swap
+// m and n, and keep each operand's own transpose flag.
+#include <array>
+#include <mutex>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/float_types.cuh"
+#include "kernels/cuda/matmul.h"
+
+namespace sg::cuda {
+namespace {
+
+cublasHandle_t handle_for_current_device() {
+  static std::array<cublasHandle_t, 16> handles{};
+  static std::mutex mutex;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mutex);
+  if (handles[size_t(device)] == nullptr) CUBLAS_CHECK(cublasCreate(&handles[size_t(device)]));
+  return handles[size_t(device)];
+}
+
+cudaDataType cuda_type(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return CUDA_R_32F;
+    case DType::bf16: return CUDA_R_16BF;
+    case DType::f16: return CUDA_R_16F;
+    default: SG_FAIL("cuBLAS GEMM: unsupported dtype ", dtype_name(dtype));
+  }
+}
+
+template <typename T>
+__global__ void bias_add_kernel(T* out, const T* bias, int64_t rows, int64_t cols) {
+  int64_t n = rows * cols;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = store<T>(load(out[i]) + load(bias[i % cols]));
+  }
+}
+
+// One thread per column walks down the rows: neighbouring threads read
+// neighbouring addresses (coalesced), and each sum has one writer (deterministic).
+__global__ void bias_backward_kernel(float* dbias, const float* dout, int64_t rows, int64_t cols) {
+  int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  float sum = 0.0f;
+  for (int64_t r = 0; r < rows; ++r) sum += dout[r * cols + c];
+  dbias[c] += sum;
+}
+
+}  // namespace
+
+void matmul_forward(void* c, const void* a, const void* b, const GemmShape& s, DType dtype, cudaStream_t stream) {
+  if (s.m == 0 || s.n == 0 || s.batch == 0) return;
+  cublasHandle_t handle = handle_for_current_device();
+  CUBLAS_CHECK(cublasSetStream(handle, stream));
+  cudaDataType type = cuda_type(dtype);
+  CUBLAS_CHECK(cublasGemmStridedBatchedEx_64(
+      handle, s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, s.n, s.m, s.k, &s.alpha,
+      b, type, s.ldb, s.stride_b, a, type, s.lda, s.stride_a, &s.beta, c, type, s.ldc, s.stride_c, s.batch,
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void matmul_backward(void* da, void* db, const void* dc, const void* a, const void* b, const GemmShape& shape,
+                     DType dtype, cudaStream_t stream) {
+  // The same two GEMMs as the CPU version (kernels/gemm_shape.h explains them).
+  if (da) {
+    GemmShape g = shape.grad_a_shape();
+    if (!shape.trans_a) matmul_forward(da, dc, b, g, dtype, stream);
+    else matmul_forward(da, b, dc, g, dtype, stream);
+  }
+  if (db) {
+    GemmShape g = shape.grad_b_shape();
+    if (!shape.trans_b) matmul_forward(db, a, dc, g, dtype, stream);
+    else matmul_forward(db, dc, a, g, dtype, stream);
+  }
+}
+
+void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, DType dtype, cudaStream_t stream) {
+  if (rows * cols == 0) return;
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    bias_add_kernel<<<blocks_for(rows * cols), kThreads, 0, stream>>>(static_cast<T*>(out), static_cast<const T*>(bias),
+                                                                       rows, cols);
+  });
+  SG_CHECK_LAUNCH();
+}
+
+void bias_add_backward(float* dbias, const float* dout, int64_t rows, int64_t cols, cudaStream_t stream) {
+  if (cols == 0) return;
+  bias_backward_kernel<<<unsigned((cols + kThreads - 1) / kThreads), kThreads, 0, stream>>>(dbias, dout, rows, cols);
+  SG_CHECK_LAUNCH();
+}
+
+}  // namespace sg::cuda

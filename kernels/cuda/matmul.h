@@ -1,0 +1,24 @@
+// CUDA twins of kernels/cpu/matmul.h. GEMMs go through cuBLAS
+// (cublasGemmStridedBatchedEx) with f32 accumulation for every storage type;
+// f32 GEMMs use exact f32 math (no TF32), so they match the CPU to 1e-5.
+//
+// Read next: kernels/cuda/normalization.h.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/dtype.h"
+#include "kernels/gemm_shape.h"
+
+namespace sg::cuda {
+
+void matmul_forward(void* c, const void* a, const void* b, const GemmShape& shape, DType dtype, cudaStream_t stream);
+void matmul_backward(void* da, void* db, const void* dc, const void* a, const void* b, const GemmShape& shape,
+                     DType dtype, cudaStream_t stream);
+
+void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, DType dtype, cudaStream_t stream);
+void bias_add_backward(float* dbias, const float* dout, int64_t rows, int64_t cols, cudaStream_t stream);
+
+}  // namespace sg::cuda

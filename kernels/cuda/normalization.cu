@@ -1,0 +1,151 @@
+// CUDA LayerNorm and softmax: one warp per row. Lanes stride over the row's C
+// elements, then combine with shuffles (kernels/cuda/warp.cuh). Rows are
+// short (C <= a few thousand), so one warp per row keeps every lane busy
+// without shared memory.
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/float_types.cuh"
+#include "kernels/cuda/normalization.h"
+#include "kernels/cuda/warp.cuh"
+
+namespace sg::cuda {
+namespace {
+
+constexpr float kLayerNormEps = 1e-5f;  // as kernels/cpu/normalization.h
+
+__device__ __forceinline__ int64_t warp_row() {
+  return (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+}
+
+template <typename T>
+__global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* in, const T* weight, const T* bias,
+                                         int64_t N, int64_t C) {
+  int64_t row = warp_row();
+  int lane = threadIdx.x % kWarp;
+  if (row >= N) return;
+  const T* x = in + row * C;
+  float sum = 0.0f;
+  for (int64_t c = lane; c < C; c += kWarp) sum += load(x[c]);
+  float m = warp_sum(sum) / float(C);
+  float squares = 0.0f;  // two passes: the variance of centred values does not cancel
+  for (int64_t c = lane; c < C; c += kWarp) {
+    float d = load(x[c]) - m;
+    squares += d * d;
+  }
+  float s = rsqrtf(warp_sum(squares) / float(C) + kLayerNormEps);
+  T* y = out + row * C;
+  for (int64_t c = lane; c < C; c += kWarp) y[c] = store<T>((load(x[c]) - m) * s * load(weight[c]) + load(bias[c]));
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = s;
+  }
+}
+
+__global__ void layernorm_backward_input_kernel(float* din, const float* dout, const float* in, const float* weight,
+                                                const float* mean, const float* rstd, int64_t N, int64_t C) {
+  int64_t row = warp_row();
+  int lane = threadIdx.x % kWarp;
+  if (row >= N) return;
+  const float* x = in + row * C;
+  const float* dy = dout + row * C;
+  float m = mean[row], s = rstd[row];
+  float sum_dxhat = 0.0f, sum_dxhat_xhat = 0.0f;
+  for (int64_t c = lane; c < C; c += kWarp) {
+    float xhat = (x[c] - m) * s, dxhat = dy[c] * weight[c];
+    sum_dxhat += dxhat;
+    sum_dxhat_xhat += dxhat * xhat;
+  }
+  float mean_dxhat = warp_sum(sum_dxhat) / float(C);
+  float mean_dxhat_xhat = warp_sum(sum_dxhat_xhat) / float(C);
+  float* dx = din + row * C;
+  for (int64_t c = lane; c < C; c += kWarp) {
+    float xhat = (x[c] - m) * s, dxhat = dy[c] * weight[c];
+    dx[c] += s * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+  }
+}
+
+// dweight and dbias: one thread per column summing down the rows (coalesced, deterministic).
+__global__ void layernorm_backward_params_kernel(float* dweight, float* dbias, const float* dout, const float* in,
+                                                 const float* mean, const float* rstd, int64_t N, int64_t C) {
+  int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float dw = 0.0f, db = 0.0f;
+  for (int64_t row = 0; row < N; ++row) {
+    float dy = dout[row * C + c];
+    dw += dy * (in[row * C + c] - mean[row]) * rstd[row];
+    db += dy;
+  }
+  dweight[c] += dw;
+  dbias[c] += db;
+}
+
+template <typename T>
+__global__ void softmax_forward_kernel(T* out, const T* in, int64_t N, int64_t C) {
+  int64_t row = warp_row();
+  int lane = threadIdx.x % kWarp;
+  if (row >= N) return;
+  const T* x = in + row * C;
+  float max_value = -INFINITY;
+  for (int64_t c = lane; c < C; c += kWarp) max_value = fmaxf(max_value, load(x[c]));
+  max_value = warp_max(max_value);
+  float sum = 0.0f;
+  for (int64_t c = lane; c < C; c += kWarp) sum += expf(load(x[c]) - max_value);
+  float inverse = 1.0f / warp_sum(sum);
+  T* y = out + row * C;
+  for (int64_t c = lane; c < C; c += kWarp) y[c] = store<T>(expf(load(x[c]) - max_value) * inverse);
+}
+
+__global__ void softmax_backward_kernel(float* din, const float* out, const float* dout, int64_t N, int64_t C) {
+  int64_t row = warp_row();
+  int lane = threadIdx.x % kWarp;
+  if (row >= N) return;
+  const float* y = out + row * C;
+  const float* dy = dout + row * C;
+  float dot = 0.0f;
+  for (int64_t c = lane; c < C; c += kWarp) dot += dy[c] * y[c];
+  dot = warp_sum(dot);
+  for (int64_t c = lane; c < C; c += kWarp) din[row * C + c] += y[c] * (dy[c] - dot);
+}
+
+}  // namespace
+
+void layernorm_forward(void* out, float* mean, float* rstd, const void* in, const void* weight, const void* bias,
+                       int64_t N, int64_t C, DType dtype, cudaStream_t stream) {
+  if (N == 0) return;
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    layernorm_forward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+        static_cast<T*>(out), mean, rstd, static_cast<const T*>(in), static_cast<const T*>(weight),
+        static_cast<const T*>(bias), N, C);
+  });
+  SG_CHECK_LAUNCH();
+}
+
+void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+                        const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
+                        cudaStream_t stream) {
+  if (N == 0 || C == 0) return;
+  layernorm_backward_input_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(din, dout, in, weight, mean,
+                                                                                          rstd, N, C);
+  SG_CHECK_LAUNCH();
+  layernorm_backward_params_kernel<<<unsigned((C + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      dweight, dbias, dout, in, mean, rstd, N, C);
+  SG_CHECK_LAUNCH();
+}
+
+void softmax_forward(void* out, const void* in, int64_t N, int64_t C, DType dtype, cudaStream_t stream) {
+  if (N == 0) return;
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    softmax_forward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(static_cast<T*>(out),
+                                                                                   static_cast<const T*>(in), N, C);
+  });
+  SG_CHECK_LAUNCH();
+}
+
+void softmax_backward(float* din, const float* out, const float* dout, int64_t N, int64_t C, cudaStream_t stream) {
+  if (N == 0) return;
+  softmax_backward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(din, out, dout, N, C);
+  SG_CHECK_LAUNCH();
+}
+
+}  // namespace sg::cuda

@@ -1,0 +1,32 @@
+// The CUDA runtime pieces tensor/ needs: device count, memory, copies and the
+// stream each device's kernels run on. Declared for g++; implemented in
+// runtime.cu.
+//
+// One stream per device (created non-blocking on first use) carries every
+// kernel and copy that shardgrad issues, so they run in issue order without
+// synchronizing with other libraries' work on the legacy default stream.
+//
+// Read next: kernels/cuda/elementwise.h.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace sg::cuda {
+
+int device_count();  // 0 when there is no driver or no GPU; never throws
+
+void* device_malloc(int64_t bytes, int device);
+void device_free(void* pointer, int device) noexcept;
+
+// Copies issued on the device's stream; each returns once the bytes have landed.
+void copy_host_to_device(void* dst, const void* src, int64_t bytes, int device);
+void copy_device_to_host(void* dst, const void* src, int64_t bytes, int device);
+void copy_device_to_device(void* dst, int dst_device, const void* src, int src_device, int64_t bytes);
+
+// Makes `device` current and returns its stream.
+cudaStream_t current_stream(int device);
+void synchronize(int device);
+
+}  // namespace sg::cuda

@@ -1,0 +1,149 @@
+// Every CUDA kernel against its CPU twin on the same inputs: f32 within 1e-5
+// relative, bf16 within 1e-2. Runs only where a GPU is visible.
+#include "kernels/cuda/matmul.h"
+#include "kernels/cuda/runtime.h"
+#include "kernels/cpu/matmul.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace sg {
+namespace {
+
+using test::gpu;
+using test::kBf16;
+using test::kF32;
+using test::random_tensor;
+using test::same_as_cpu;
+using CudaKernels = test::CudaTest;
+
+TEST_F(CudaKernels, ElementwiseMatchCpuInF32AndBf16) {
+  Tensor a = random_tensor({1000, 3}, "a"), b = random_tensor({1000, 3}, "b");
+  EXPECT_TRUE(same_as_cpu(add(gpu(a), gpu(b)), add(a, b), kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(mul(gpu(a), gpu(b)), mul(a, b), kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(scale(gpu(a), 0.3), scale(a, 0.3), kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(gelu(gpu(a)), gelu(a), kF32, 1e-6));
+  Tensor ah = a.to(DType::bf16), bh = b.to(DType::bf16);
+  EXPECT_TRUE(same_as_cpu(add(gpu(ah), gpu(bh)), add(ah, bh), kBf16, 1e-2));
+  EXPECT_TRUE(same_as_cpu(mul(gpu(ah), gpu(bh)), mul(ah, bh), kBf16, 1e-2));
+  EXPECT_TRUE(same_as_cpu(gelu(gpu(ah)), gelu(ah), kBf16, 1e-2));
+  Tensor y = a.clone(), y_gpu = gpu(a);
+  axpy_(y, -0.5, b);
+  axpy_(y_gpu, -0.5, gpu(b));
+  EXPECT_TRUE(same_as_cpu(y_gpu, y, kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(gelu_backward(gpu(a), gpu(b)), gelu_backward(a, b), kF32, 1e-6));
+}
+
+TEST_F(CudaKernels, MatmulMatchesCpuForEveryTransposeAndBatch) {
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      Tensor a = random_tensor(ta ? Shape{37, 65} : Shape{65, 37}, "a");
+      Tensor b = random_tensor(tb ? Shape{19, 37} : Shape{37, 19}, "b");
+      Tensor la = ta ? a.transpose(0, 1) : a, lb = tb ? b.transpose(0, 1) : b;
+      Tensor ga = ta ? gpu(a).transpose(0, 1) : gpu(a), gb = tb ? gpu(b).transpose(0, 1) : gpu(b);
+      EXPECT_TRUE(same_as_cpu(matmul(ga, gb), matmul(la, lb), kF32, 1e-5)) << ta << tb;
+      EXPECT_TRUE(same_as_cpu(matmul(ga.to(DType::bf16), gb.to(DType::bf16)),
+                              matmul(la.to(DType::bf16), lb.to(DType::bf16)), kBf16, 5e-2)) << ta << tb;
+    }
+  }
+  Tensor q = random_tensor({2, 3, 17, 8}, "q"), k = random_tensor({2, 3, 11, 8}, "k");
+  EXPECT_TRUE(same_as_cpu(matmul(gpu(q), gpu(k).transpose(-1, -2)), matmul(q, k.transpose(-1, -2)), kF32, 1e-5));
+}
+
+TEST_F(CudaKernels, MatmulBackwardKernelMatchesCpu) {
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      GemmShape s = GemmShape::dense(9, 7, 5, ta, tb, /*batch=*/2);
+      Tensor a = random_tensor({2 * s.stride_a}, "a"), b = random_tensor({2 * s.stride_b}, "b");
+      Tensor dc = random_tensor({2 * s.stride_c}, "dc");
+      Tensor da = Tensor::zeros({2 * s.stride_a}), db = Tensor::zeros({2 * s.stride_b});
+      Tensor da_gpu = gpu(da), db_gpu = gpu(db), a_gpu = gpu(a), b_gpu = gpu(b), dc_gpu = gpu(dc);
+      cpu::matmul_backward(da.data<float>(), db.data<float>(), dc.data<float>(), a.data<float>(), b.data<float>(), s);
+      cuda::matmul_backward(da_gpu.data_ptr(), db_gpu.data_ptr(), dc_gpu.data_ptr(), a_gpu.data_ptr(), b_gpu.data_ptr(),
+                            s, DType::f32, cuda::current_stream(0));
+      EXPECT_TRUE(same_as_cpu(da_gpu, da, kF32, 1e-6)) << ta << tb;
+      EXPECT_TRUE(same_as_cpu(db_gpu, db, kF32, 1e-6)) << ta << tb;
+    }
+  }
+}
+
+TEST_F(CudaKernels, BiasMatchesCpu) {
+  Tensor x = random_tensor({33, 70}, "x"), bias = random_tensor({70}, "bias");
+  EXPECT_TRUE(same_as_cpu(add_bias(gpu(x), gpu(bias)), add_bias(x, bias), kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(add_bias(gpu(x).to(DType::bf16), gpu(bias).to(DType::bf16)),
+                          add_bias(x.to(DType::bf16), bias.to(DType::bf16)), kBf16, 1e-2));
+  EXPECT_TRUE(same_as_cpu(bias_backward(gpu(x)), bias_backward(x), kF32, 1e-5));
+}
+
+TEST_F(CudaKernels, SoftmaxAndLayerNormMatchCpu) {
+  Tensor x = random_tensor({45, 130}, "x", 3.0), dy = random_tensor({45, 130}, "dy");
+  Tensor y = softmax(x);
+  EXPECT_TRUE(same_as_cpu(softmax(gpu(x)), y, kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(softmax(gpu(x).to(DType::bf16)), softmax(x.to(DType::bf16)), kBf16, 1e-3));
+  EXPECT_TRUE(same_as_cpu(softmax_backward(gpu(y), gpu(dy)), softmax_backward(y, dy), kF32, 1e-6));
+
+  Tensor w = random_tensor({130}, "w"), b = random_tensor({130}, "b");
+  LayerNormOutput cpu_ln = layernorm(x, w, b), gpu_ln = layernorm(gpu(x), gpu(w), gpu(b));
+  EXPECT_TRUE(same_as_cpu(gpu_ln.out, cpu_ln.out, kF32, 1e-5));
+  EXPECT_TRUE(same_as_cpu(gpu_ln.rstd, cpu_ln.rstd, kF32, 1e-6));
+  LayerNormOutput half_ln = layernorm(gpu(x).to(DType::bf16), gpu(w).to(DType::bf16), gpu(b).to(DType::bf16));
+  EXPECT_TRUE(same_as_cpu(half_ln.out, layernorm(x.to(DType::bf16), w.to(DType::bf16), b.to(DType::bf16)).out, kBf16, 2e-2));
+  LayerNormGrads cpu_g = layernorm_backward(dy, x, w, cpu_ln.mean, cpu_ln.rstd);
+  LayerNormGrads gpu_g = layernorm_backward(gpu(dy), gpu(x), gpu(w), gpu_ln.mean, gpu_ln.rstd);
+  EXPECT_TRUE(same_as_cpu(gpu_g.dx, cpu_g.dx, kF32, 1e-5));
+  EXPECT_TRUE(same_as_cpu(gpu_g.dweight, cpu_g.dweight, kF32, 1e-5));
+  EXPECT_TRUE(same_as_cpu(gpu_g.dbias, cpu_g.dbias, kF32, 1e-5));
+}
+
+TEST_F(CudaKernels, AttentionMatchesCpu) {
+  Tensor qkv = random_tensor({2, 37, 3 * 48}, "qkv"), dout = random_tensor({2, 37, 48}, "dout");
+  AttentionOutput cpu_a = attention(qkv, 4), gpu_a = attention(gpu(qkv), 4);
+  EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, kF32, 1e-6));
+  EXPECT_TRUE(same_as_cpu(gpu_a.att, cpu_a.att, kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(attention_backward(gpu(dout), gpu(qkv), gpu_a.att, 4),
+                          attention_backward(dout, qkv, cpu_a.att, 4), kF32, 1e-5));
+}
+
+TEST_F(CudaKernels, EmbeddingAndCrossEntropyMatchCpu) {
+  Tensor table = random_tensor({50, 24}, "wte");
+  std::vector<int32_t> id_values;
+  for (int i = 0; i < 64; ++i) id_values.push_back((i * 7) % 50);
+  Tensor ids = Tensor::from_vector(id_values, {8, 8});
+  EXPECT_TRUE(same_as_cpu(embedding(gpu(table), gpu(ids)), embedding(table, ids), 0.0, 0.0));
+  Tensor dout = random_tensor({8, 8, 24}, "dout");
+  EXPECT_TRUE(same_as_cpu(embedding_backward(gpu(dout), gpu(ids), 50), embedding_backward(dout, ids, 50), kF32, 1e-6));
+
+  Tensor logits = random_tensor({8, 8, 50}, "logits", 2.0);
+  id_values[3] = -1;  // an ignored row
+  Tensor targets = Tensor::from_vector(id_values, {8, 8});
+  CrossEntropyOutput cpu_ce = cross_entropy(logits, targets), gpu_ce = cross_entropy(gpu(logits), gpu(targets));
+  EXPECT_TRUE(same_as_cpu(gpu_ce.losses, cpu_ce.losses, kF32, 1e-6));
+  EXPECT_TRUE(same_as_cpu(gpu_ce.lse, cpu_ce.lse, kF32, 1e-6));
+  Tensor dl = random_tensor({8, 8}, "dl");
+  EXPECT_TRUE(same_as_cpu(cross_entropy_backward(gpu(dl), gpu(logits), gpu_ce.lse, gpu(targets)),
+                          cross_entropy_backward(dl, logits, cpu_ce.lse, targets), kF32, 1e-6));
+}
+
+TEST_F(CudaKernels, ReductionsMatchCpu) {
+  Tensor x = random_tensor({100003}, "x");
+  EXPECT_TRUE(same_as_cpu(sum(gpu(x)), sum(x), kF32, 1e-4));
+  EXPECT_TRUE(same_as_cpu(squared_norm(gpu(x)), squared_norm(x), kF32, 0.0));
+  EXPECT_TRUE(same_as_cpu(max(gpu(x)), max(x), 0.0, 0.0));
+}
+
+TEST_F(CudaKernels, AdamWMatchesCpu) {
+  Tensor p = random_tensor({4097}, "p"), g = random_tensor({4097}, "g");
+  Tensor m = Tensor::zeros({4097}), v = Tensor::zeros({4097});
+  Tensor pg = gpu(p), mg = gpu(m), vg = gpu(v), gg = gpu(g);
+  AdamWParams hp;
+  hp.lr = 1e-2f, hp.weight_decay = 0.1f;
+  for (int64_t step = 1; step <= 3; ++step) {
+    hp.step = step;
+    adamw_update_(p, m, v, g, hp);
+    adamw_update_(pg, mg, vg, gg, hp);
+  }
+  EXPECT_TRUE(same_as_cpu(pg, p, kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(mg, m, kF32, 1e-8));
+  EXPECT_TRUE(same_as_cpu(vg, v, kF32, 1e-9));
+}
+
+}  // namespace
+}  // namespace sg

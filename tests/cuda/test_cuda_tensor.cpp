@@ -1,0 +1,74 @@
+// CUDA tensors: transfers, casts and copies bit for bit equal to the CPU's,
+// Philox fills with the CPU's bits, and memory counted on the GPU.
+#include "tests/cuda/cuda_test_util.h"
+
+namespace sg {
+namespace {
+
+using test::gpu;
+using test::random_tensor;
+using CudaTensor = test::CudaTest;
+
+TEST_F(CudaTensor, RoundTripThroughTheGpuIsExact) {
+  Tensor x = random_tensor({7, 9}, "x");
+  Tensor back = gpu(x).to(Device::cpu());
+  EXPECT_EQ(back.to_vector<float>(), x.to_vector<float>());
+  EXPECT_EQ(gpu(x).str(), "f32[7, 9] cuda:0");
+  EXPECT_EQ(gpu(x).at({3, 4}), x.at({3, 4}));
+}
+
+TEST_F(CudaTensor, CastsMatchTheCpuBitForBit) {
+  Tensor x = random_tensor({1000}, "x", 100.0);
+  for (DType to : {DType::bf16, DType::f16, DType::i32, DType::i64}) {
+    Tensor cpu_cast = x.to(to), gpu_cast = gpu(x).to(to);
+    EXPECT_EQ(gpu_cast.to(Device::cpu()).to_vector<float>(), cpu_cast.to_vector<float>()) << dtype_name(to);
+    EXPECT_EQ(gpu_cast.to(DType::f32).to_vector<float>(), cpu_cast.to(DType::f32).to_vector<float>()) << dtype_name(to);
+  }
+}
+
+TEST_F(CudaTensor, StridedCopiesAndFillsMatchTheCpu) {
+  Tensor x = random_tensor({3, 4, 5}, "x");
+  Tensor view = x.permute({2, 0, 1}).slice(0, 1, 4);
+  Tensor gpu_view = gpu(x).permute({2, 0, 1}).slice(0, 1, 4);
+  EXPECT_EQ(gpu_view.contiguous().to_vector<float>(), view.contiguous().to_vector<float>());
+  Tensor target = Tensor::zeros({4, 6}), gpu_target = gpu(target);
+  target.slice(1, 2, 5).fill_(3.0);
+  gpu_target.slice(1, 2, 5).fill_(3.0);
+  EXPECT_EQ(gpu_target.to_vector<float>(), target.to_vector<float>());
+  EXPECT_EQ(Tensor::full({3}, 0.1, TensorOptions().dtype(DType::bf16).device(Device::cuda())).to_vector<bf16>()[2].bits,
+            to_bf16(0.1f).bits);
+}
+
+TEST_F(CudaTensor, PhiloxFillsGiveTheCpuBits) {
+  Tensor cpu_tensor = Tensor::empty({1001, 33});
+  Tensor gpu_tensor = Tensor::empty({1001, 33}, TensorOptions().device(Device::cuda()));
+  fill_normal_(cpu_tensor, 9, "h.3.mlp.c_fc.weight", 0.0, 0.02);
+  fill_normal_(gpu_tensor, 9, "h.3.mlp.c_fc.weight", 0.0, 0.02);
+  EXPECT_EQ(gpu_tensor.to_vector<float>(), cpu_tensor.to_vector<float>());
+  fill_uniform_(cpu_tensor, 9, "u", -0.5, 0.5);
+  fill_uniform_(gpu_tensor, 9, "u", -0.5, 0.5);
+  EXPECT_EQ(gpu_tensor.to_vector<float>(), cpu_tensor.to_vector<float>());
+  // A CUDA shard equals the same slice of the CPU whole.
+  Tensor shard = Tensor::empty_sharded({1001, 33}, 2, 3, TensorOptions().device(Device::cuda()));
+  fill_uniform_(shard, 9, "u", -0.5, 0.5);
+  std::vector<float> local = shard.local().to_vector<float>(), all = cpu_tensor.to_vector<float>();
+  const Sharded& s = shard.layout().shard();
+  for (int64_t i = s.begin; i < s.end; ++i) ASSERT_EQ(local[size_t(i - s.begin)], all[size_t(i)]);
+}
+
+TEST_F(CudaTensor, GpuMemoryIsCountedPerCategory) {
+  MemoryStats before = memory_stats(Device::cuda(0));
+  Tensor p = Tensor::empty({256, 4}, TensorOptions().device(Device::cuda()).category(MemoryCategory::parameter));
+  MemoryStats during = memory_stats(Device::cuda(0));
+  EXPECT_EQ(during[MemoryCategory::parameter].live - before[MemoryCategory::parameter].live, 4096);
+  p = Tensor();
+  EXPECT_EQ(memory_stats(Device::cuda(0))[MemoryCategory::parameter].live, before[MemoryCategory::parameter].live);
+}
+
+TEST_F(CudaTensor, MixingDevicesIsAClearError) {
+  Tensor a = random_tensor({4}, "a");
+  EXPECT_THROW(add(a, gpu(a)), Error);
+}
+
+}  // namespace
+}  // namespace sg
