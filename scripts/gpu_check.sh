@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GPU check: builds shardgrad with CUDA on a machine with a GPU, runs every
+# CUDA test (each CUDA kernel against its CPU twin, transfers, RNG bits) and
+# the GEMM timing, and prints a short table last.
+#
+# The GPU machines we borrow have nvcc, CMake and g++ but no Debian packages
+# and no network, so the two header/static-library dependencies they lack
+# travel with the working tree:
+#
+#   scripts/gpu_check.sh --prepare   # here (Debian): fetch Eigen and GoogleTest
+#                                    # .debs into .gpu_deps/ (git-ignored)
+#   scripts/gpu_check.sh             # there: unpack them to /tmp, build, test, time
+#
+# With the device tool: run --prepare here, then run the script there with
+# carry [".gpu_deps"]. Logs go to $OUT when it is set, else build-gpu/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+deps=.gpu_deps
+if [ "${1:-}" = "--prepare" ]; then
+  mkdir -p "$deps"
+  (cd "$deps" && apt-get download libeigen3-dev libgtest-dev >/dev/null)
+  ls -la "$deps"
+  exit 0
+fi
+
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || {
+  echo "gpu_check: no nvidia-smi; this script needs a machine with an NVIDIA GPU" >&2
+  exit 1
+}
+
+prefix_args=()
+if [ -d "$deps" ] && ls "$deps"/*.deb >/dev/null 2>&1; then
+  prefix=/tmp/sg-deps
+  for deb in "$deps"/*.deb; do dpkg -x "$deb" "$prefix"; done
+  prefix_args=(-DCMAKE_PREFIX_PATH="$prefix/usr")
+fi
+
+logs=${OUT:-build-gpu}
+mkdir -p "$logs"
+jobs=$(nproc)
+start=$(date +%s)
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSG_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native \
+  "${prefix_args[@]}" > "$logs/configure.log" 2>&1 || { tail -30 "$logs/configure.log"; exit 1; }
+cmake --build build-gpu -j"$jobs" --target test_cuda test_kernels test_tensor bench_gemm > "$logs/build.log" 2>&1 || {
+  grep -E "error" -A3 "$logs/build.log" | head -60
+  exit 1
+}
+echo "gpu_check: built in $(( $(date +%s) - start )) s"
+
+status=0
+for suite in test_cuda test_kernels test_tensor; do
+  build-gpu/bin/$suite > "$logs/$suite.log" 2>&1 || status=1
+done
+build-gpu/bin/bench_gemm --repeat 10 > "$logs/bench_gemm.log" 2>&1 || status=1
+
+echo
+echo "## CUDA tests (each CUDA kernel against its CPU twin)"
+echo "| test | result |"
+echo "|---|---|"
+grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z]' "$logs/test_cuda.log" | sed -E 's/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 | \1 |/' | sort -u
+for suite in test_cuda test_kernels test_tensor; do
+  echo "$suite: $(grep -E '^\[  (PASSED|FAILED) ' "$logs/$suite.log" | tr '\n' ' ')"
+done
+echo
+echo "## GEMM (build/bin/bench_gemm)"
+cat "$logs/bench_gemm.log"
+exit $status

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The test command (README): installs missing dependencies, lints, builds and
+# runs every test. Exits non-zero on any failure.
+#
+#   scripts/test.sh
+#
+# Two configurations are built:
+#   build/      the full build: CUDA kernels too where nvcc exists
+#               (their tests skip, saying so, on a machine without a GPU);
+#   build-cpu/  SG_CUDA=OFF, proving the CPU-only build a machine without the
+#               CUDA toolkit gets.
+# Set SG_TEST_CPU_ONLY=0 to skip the second one (it is skipped anyway when the
+# first one is already CPU-only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup-deps.sh
+scripts/lint.sh
+
+jobs=${SG_JOBS:-2}
+
+build_and_test() {
+  local dir=$1
+  shift
+  echo "== configure $dir ($*)"
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" > "$dir.configure.log" 2>&1 || {
+    cat "$dir.configure.log"
+    return 1
+  }
+  grep "shardgrad:" "$dir.configure.log" || true
+  echo "== build $dir"
+  cmake --build "$dir" -j"$jobs"
+  echo "== test $dir"
+  ctest --test-dir "$dir" --output-on-failure -j"$jobs"
+}
+
+mkdir -p build
+build_and_test build
+
+if [ "${SG_TEST_CPU_ONLY:-1}" = "1" ] && grep -q "SG_CUDA=ON" build.configure.log; then
+  mkdir -p build-cpu
+  build_and_test build-cpu -DSG_CUDA=OFF
+fi
+echo "== all tests passed"
