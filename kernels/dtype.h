@@ -15,7 +15,9 @@
 
 namespace sg {
 
-enum class DType : uint8_t { f32, bf16, f16, i32, i64 };
+// f64 exists for checking: CPU kernels run it so that gradients can be compared
+// with f64 finite differences. The CUDA kernels do not take it.
+enum class DType : uint8_t { f32, bf16, f16, i32, i64, f64 };
 
 constexpr int64_t dtype_size(DType dtype) {
   switch (dtype) {
@@ -24,6 +26,7 @@ constexpr int64_t dtype_size(DType dtype) {
     case DType::f16: return 2;
     case DType::i32: return 4;
     case DType::i64: return 8;
+    case DType::f64: return 8;
   }
   return 0;
 }
@@ -35,12 +38,13 @@ constexpr std::string_view dtype_name(DType dtype) {
     case DType::f16: return "f16";
     case DType::i32: return "i32";
     case DType::i64: return "i64";
+    case DType::f64: return "f64";
   }
   return "?";
 }
 
 constexpr bool is_floating(DType dtype) {
-  return dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16;
+  return dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16 || dtype == DType::f64;
 }
 
 inline uint32_t float_bits(float value) {

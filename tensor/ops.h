@@ -7,8 +7,9 @@
 //   * Inputs may be any view; ops make them contiguous when a kernel needs it.
 //     matmul reads transposed views in place (a transpose flag, no copy).
 //   * Floating inputs of one op share one dtype. CPU kernels compute in f32
-//     (bf16/f16 inputs are widened, the result narrowed back); CUDA kernels run
-//     bf16 natively where noted, with f32 accumulation.
+//     (bf16/f16 inputs are widened, the result narrowed back), or in f64 for
+//     f64 inputs (gradient checks); CUDA kernels run bf16/f16 natively where
+//     noted, with f32 accumulation, and refuse f64.
 //   * Elementwise ops accept sharded tensors whose layouts are equal and touch
 //     only the local shard; everything else needs replicated tensors.
 //   * Index tensors (ids, targets) are i32 or i64.

@@ -1,4 +1,5 @@
-// Internal to tensor/ops*.cpp: the checks and conversions every op shares.
+// Internal to tensor/ops*.cpp: the checks, compute dtypes and conversions
+// every op shares.
 #pragma once
 
 #include <string_view>
@@ -20,7 +21,7 @@ inline void check_inputs(std::string_view op, std::initializer_list<const Tensor
 }
 
 inline void check_float(std::string_view op, const Tensor& x) {
-  SG_CHECK(is_floating(x.dtype()), op, ": expected a floating tensor (f32, bf16 or f16), got ", x.str());
+  SG_CHECK(is_floating(x.dtype()), op, ": expected a floating tensor (f32, bf16, f16 or f64), got ", x.str());
 }
 
 inline void check_same_dtype(std::string_view op, const Tensor& a, const Tensor& b) {
@@ -33,19 +34,44 @@ inline void check_replicated(std::string_view op, const Tensor& x) {
            " is sharded; gather it first (or apply the op to .local() when it is elementwise)");
 }
 
-// A contiguous f32 copy (or the tensor itself when it already is one).
-inline Tensor as_f32(const Tensor& x) { return x.to(DType::f32).contiguous(); }
+// Whether a CUDA kernel family reads and writes bf16/f16 itself (kNative16)
+// or needs f32 (kF32Only). CPU kernels always compute in f32 or f64.
+enum class CudaTypes { kNative16, kF32Only };
+
+// The dtype an op's kernel runs in for a floating input x:
+//   CPU:  f64 stays f64 (for f64 gradient checks); f32, bf16 and f16 compute in f32.
+//   CUDA: kNative16 kernels take f32/bf16/f16 as they are, the others f32; no f64.
+inline DType compute_dtype(std::string_view op, const Tensor& x, CudaTypes cuda_types) {
+  if (x.device().is_cpu()) return x.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  SG_CHECK(x.dtype() != DType::f64, op, ": f64 tensors are CPU-only (they exist for gradient checks); got ", x.str());
+  return cuda_types == CudaTypes::kNative16 ? x.dtype() : DType::f32;
+}
+
+// Statistics saved for backward (LayerNorm mean/rstd, logsumexp): f64 for f64, else f32.
+inline DType stats_dtype(DType compute) { return compute == DType::f64 ? DType::f64 : DType::f32; }
+
+// Runs fn(T{}) with T = double for f64 and float otherwise.
+template <typename Fn>
+void with_cpu_type(DType compute, Fn&& fn) {
+  if (compute == DType::f64) fn(double{});
+  else fn(float{});
+}
+
+// Calls a CPU kernel with T bound to the compute type:
+//   SG_ON_CPU(compute, cpu::gelu_forward(out.data<T>(), in.data<T>(), n));
+#define SG_ON_CPU(compute, ...) \
+  ::sg::ops_detail::with_cpu_type((compute), [&](auto zero_) { using T = decltype(zero_); __VA_ARGS__; })
+
+// x converted to `dtype` and made contiguous (itself when it already is both).
+inline Tensor prepare(const Tensor& x, DType dtype) { return x.to(dtype).contiguous(); }
 
 // Index tensors (ids, targets) as contiguous i32, the kernels' index type.
 inline Tensor as_indices(std::string_view op, const Tensor& ids) {
   SG_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::i64, op, ": indices must be i32 or i64, got ",
            ids.str());
   check_replicated(op, ids);
-  return ids.to(DType::i32).contiguous();
+  return prepare(ids, DType::i32);
 }
-
-// Whether a CUDA kernel family with native 16-bit support takes x as it is.
-inline bool runs_natively(const Tensor& x) { return x.device().is_cuda() || x.dtype() == DType::f32; }
 
 // A fresh tensor with x's layout and device.
 inline Tensor empty_like(const Tensor& x, DType dtype) {

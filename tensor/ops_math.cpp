@@ -1,6 +1,7 @@
 // Elementwise arithmetic, matmul, bias, reductions and AdamW: argument checks
 // and dispatch to kernels/cpu or kernels/cuda. See tensor/ops.h.
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/cpu/adamw.h"
 #include "kernels/cpu/elementwise.h"
@@ -14,8 +15,8 @@ using namespace ops_detail;
 
 namespace {
 
-// The shared path of add/mul/scale: same layout, computed on the local elements.
-// CUDA runs the input dtype natively; the CPU widens 16-bit floats to f32.
+// The shared path of add/mul/scale: same layout, computed on the local
+// elements (so equal shards work). `cuda_fn(out, x, y, n)` is the CUDA call.
 template <typename CpuFn, typename CudaFn>
 Tensor elementwise(std::string_view op, const Tensor& a, const Tensor* b, CpuFn cpu_fn, CudaFn cuda_fn) {
   check_inputs(op, {&a, b ? b : &a});
@@ -24,12 +25,12 @@ Tensor elementwise(std::string_view op, const Tensor& a, const Tensor* b, CpuFn 
     check_same_dtype(op, a, *b);
     SG_CHECK(a.layout() == b->layout(), op, ": shapes or placements differ: ", a.str(), " vs ", b->str());
   }
-  const bool native = runs_natively(a);
-  Tensor x = native ? a.contiguous() : as_f32(a);
-  Tensor y = b ? (native ? b->contiguous() : as_f32(*b)) : x;
-  Tensor out = empty_like(x, x.dtype());
+  DType compute = compute_dtype(op, a, CudaTypes::kNative16);
+  Tensor x = prepare(a, compute);
+  Tensor y = b ? prepare(*b, compute) : x;
+  Tensor out = empty_like(x, compute);
   int64_t n = x.layout().local_numel();
-  if (x.device().is_cpu()) cpu_fn(out.data<float>(), x.data<float>(), y.data<float>(), n);
+  if (x.device().is_cpu()) SG_ON_CPU(compute, cpu_fn(out.data<T>(), x.data<T>(), y.data<T>(), n));
   else cuda_fn(out, x, y, n);
   return out.to(a.dtype());
 }
@@ -67,35 +68,39 @@ MatrixOperand matrix_operand(const Tensor& x) {
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  return elementwise("add", a, &b, cpu::add_forward, [](Tensor& out, const Tensor& x, const Tensor& y, int64_t n) {
+  auto cpu_fn = [](auto* out, const auto* x, const auto* y, int64_t n) { cpu::add_forward(out, x, y, n); };
+  return elementwise("add", a, &b, cpu_fn, [](Tensor& out, const Tensor& x, const Tensor& y, int64_t n) {
     SG_ON_CUDA(cuda::add_forward(out.data_ptr(), x.data_ptr(), y.data_ptr(), n, x.dtype(), cuda_stream(x.device())));
   });
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  return elementwise("mul", a, &b, cpu::mul_forward, [](Tensor& out, const Tensor& x, const Tensor& y, int64_t n) {
+  auto cpu_fn = [](auto* out, const auto* x, const auto* y, int64_t n) { cpu::mul_forward(out, x, y, n); };
+  return elementwise("mul", a, &b, cpu_fn, [](Tensor& out, const Tensor& x, const Tensor& y, int64_t n) {
     SG_ON_CUDA(cuda::mul_forward(out.data_ptr(), x.data_ptr(), y.data_ptr(), n, x.dtype(), cuda_stream(x.device())));
   });
 }
 
 Tensor scale(const Tensor& x, double factor) {
-  float f = float(factor);
-  return elementwise(
-      "scale", x, nullptr, [f](float* out, const float* in, const float*, int64_t n) { cpu::scale_forward(out, in, f, n); },
-      [f](Tensor& out, const Tensor& in, const Tensor&, int64_t n) {
-        SG_ON_CUDA(cuda::scale_forward(out.data_ptr(), in.data_ptr(), f, n, in.dtype(), cuda_stream(in.device())));
-      });
+  auto cpu_fn = [factor](auto* out, const auto* in, const auto*, int64_t n) {
+    using T = std::remove_pointer_t<decltype(out)>;
+    cpu::scale_forward(out, in, T(factor), n);
+  };
+  return elementwise("scale", x, nullptr, cpu_fn, [factor](Tensor& out, const Tensor& in, const Tensor&, int64_t n) {
+    SG_ON_CUDA(cuda::scale_forward(out.data_ptr(), in.data_ptr(), float(factor), n, in.dtype(), cuda_stream(in.device())));
+  });
 }
 
 void axpy_(Tensor& y, double alpha, const Tensor& x) {
   check_inputs("axpy_", {&y, &x});
-  SG_CHECK(y.dtype() == DType::f32 && x.dtype() == DType::f32, "axpy_: accumulates f32 buffers, got ", y.str(),
-           " += ", x.str());
+  SG_CHECK((y.dtype() == DType::f32 || y.dtype() == DType::f64) && x.dtype() == y.dtype(),
+           "axpy_: accumulates f32 (or f64) buffers of one dtype, got ", y.str(), " += ", x.str());
+  DType compute = compute_dtype("axpy_", y, CudaTypes::kF32Only);
   SG_CHECK(y.layout() == x.layout(), "axpy_: shapes or placements differ: ", y.str(), " vs ", x.str());
   SG_CHECK(y.is_contiguous(), "axpy_: the destination ", y.str(), " must be contiguous (it is updated in place)");
   Tensor source = x.contiguous();
   int64_t n = y.layout().local_numel();
-  if (y.device().is_cpu()) cpu::axpy(y.data<float>(), float(alpha), source.data<float>(), n);
+  if (y.device().is_cpu()) SG_ON_CPU(compute, cpu::axpy(y.data<T>(), T(alpha), source.data<T>(), n));
   else SG_ON_CUDA(cuda::axpy(y.data<float>(), float(alpha), source.data<float>(), n, cuda_stream(y.device())));
 }
 
@@ -108,8 +113,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   SG_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: both operands need at least 2 dimensions, got ", a.str(), " @ ",
            b.str());
   SG_CHECK(a.size(-1) == b.size(-2), "matmul: inner dimensions differ: ", a.str(), " @ ", b.str());
-  const bool native = runs_natively(a);
-  Tensor left = native ? a : as_f32(a), right = native ? b : as_f32(b);
+  DType compute = compute_dtype("matmul", a, CudaTypes::kNative16);
+  Tensor left = a.to(compute), right = b.to(compute);  // views stay views when no conversion is needed
 
   // (..., M, K) @ (K, N): fold the leading dims into M, one plain GEMM.
   if (right.dim() == 2 && left.dim() > 2) {
@@ -134,12 +139,12 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   shape.batch = shape_numel(out_shape) / std::max<int64_t>(shape.m * shape.n, 1);
   if (shape.m * shape.n == 0) shape.batch = 0;
   shape.stride_a = A.batch_stride, shape.stride_b = B.batch_stride, shape.stride_c = shape.m * shape.n;
-  Tensor out = Tensor::empty(out_shape, TensorOptions().dtype(left.dtype()).device(a.device()));
+  Tensor out = Tensor::empty(out_shape, TensorOptions().dtype(compute).device(a.device()));
   if (shape.batch == 0) return out.to(a.dtype());
   if (a.device().is_cpu()) {
-    cpu::matmul_forward(out.data<float>(), A.tensor.data<float>(), B.tensor.data<float>(), shape);
+    SG_ON_CPU(compute, cpu::matmul_forward(out.data<T>(), A.tensor.data<T>(), B.tensor.data<T>(), shape));
   } else {
-    SG_ON_CUDA(cuda::matmul_forward(out.data_ptr(), A.tensor.data_ptr(), B.tensor.data_ptr(), shape, left.dtype(),
+    SG_ON_CUDA(cuda::matmul_forward(out.data_ptr(), A.tensor.data_ptr(), B.tensor.data_ptr(), shape, compute,
                                     cuda_stream(a.device())));
   }
   return out.to(a.dtype());
@@ -152,11 +157,11 @@ Tensor add_bias(const Tensor& x, const Tensor& bias) {
   check_replicated("add_bias", x);
   SG_CHECK(bias.dim() == 1 && x.dim() >= 1 && x.size(-1) == bias.size(0), "add_bias: bias ", bias.str(),
            " does not match the last dimension of ", x.str());
-  const bool native = runs_natively(x);
-  Tensor out = native ? x.clone() : as_f32(x).clone();
-  Tensor b = native ? bias.contiguous() : as_f32(bias);
+  DType compute = compute_dtype("add_bias", x, CudaTypes::kNative16);
+  Tensor out = x.to(compute).clone();  // one fresh contiguous copy, then += bias in place
+  Tensor b = prepare(bias, compute);
   int64_t cols = bias.size(0), rows = cols ? x.numel() / cols : 0;
-  if (x.device().is_cpu()) cpu::bias_add_forward(out.data<float>(), b.data<float>(), rows, cols);
+  if (x.device().is_cpu()) SG_ON_CPU(compute, cpu::bias_add_forward(out.data<T>(), b.data<T>(), rows, cols));
   else SG_ON_CUDA(cuda::bias_add_forward(out.data_ptr(), b.data_ptr(), rows, cols, out.dtype(), cuda_stream(x.device())));
   return out.to(x.dtype());
 }
@@ -166,24 +171,27 @@ Tensor bias_backward(const Tensor& dout) {
   check_float("bias_backward", dout);
   check_replicated("bias_backward", dout);
   SG_CHECK(dout.dim() >= 1, "bias_backward: needs at least one dimension, got ", dout.str());
-  Tensor d = as_f32(dout);
+  DType compute = compute_dtype("bias_backward", dout, CudaTypes::kF32Only);
+  Tensor d = prepare(dout, compute);
   int64_t cols = dout.size(-1), rows = cols ? dout.numel() / cols : 0;
-  Tensor dbias = Tensor::zeros({cols}, TensorOptions().device(dout.device()));
-  if (dout.device().is_cpu()) cpu::bias_add_backward(dbias.data<float>(), d.data<float>(), rows, cols);
+  Tensor dbias = Tensor::zeros({cols}, TensorOptions().dtype(compute).device(dout.device()));
+  if (dout.device().is_cpu()) SG_ON_CPU(compute, cpu::bias_add_backward(dbias.data<T>(), d.data<T>(), rows, cols));
   else SG_ON_CUDA(cuda::bias_add_backward(dbias.data<float>(), d.data<float>(), rows, cols, cuda_stream(d.device())));
   return dbias.to(dout.dtype());
 }
 
 namespace {
 
+// A whole-tensor reduction to a 0-d tensor: f64 for f64 input, else f32.
 template <typename CpuFn, typename CudaFn>
 Tensor reduce(std::string_view op, const Tensor& x, CpuFn cpu_fn, CudaFn cuda_fn) {
   check_inputs(op, {&x});
   check_float(op, x);
   check_replicated(op, x);
-  Tensor in = as_f32(x);
-  Tensor out = Tensor::empty({}, TensorOptions().device(x.device()));
-  if (x.device().is_cpu()) cpu_fn(out.data<float>(), in.data<float>(), in.numel());
+  DType compute = compute_dtype(op, x, CudaTypes::kF32Only);
+  Tensor in = prepare(x, compute);
+  Tensor out = Tensor::empty({}, TensorOptions().dtype(compute).device(x.device()));
+  if (x.device().is_cpu()) SG_ON_CPU(compute, cpu_fn(out.data<T>(), in.data<T>(), in.numel()));
   else cuda_fn(out.data<float>(), in.data<float>(), in.numel(), x.device());
   return out;
 }
@@ -191,7 +199,8 @@ Tensor reduce(std::string_view op, const Tensor& x, CpuFn cpu_fn, CudaFn cuda_fn
 }  // namespace
 
 Tensor sum(const Tensor& x) {
-  return reduce("sum", x, cpu::sum_forward, [](float* out, const float* in, int64_t n, Device device) {
+  return reduce("sum", x, [](auto* out, const auto* in, int64_t n) { cpu::sum_forward(out, in, n); },
+                [](float* out, const float* in, int64_t n, Device device) {
     SG_ON_CUDA(cuda::sum_forward(out, in, n, cuda_stream(device)));
   });
 }
@@ -202,13 +211,15 @@ Tensor mean(const Tensor& x) {
 }
 
 Tensor max(const Tensor& x) {
-  return reduce("max", x, cpu::max_forward, [](float* out, const float* in, int64_t n, Device device) {
+  return reduce("max", x, [](auto* out, const auto* in, int64_t n) { cpu::max_forward(out, in, n); },
+                [](float* out, const float* in, int64_t n, Device device) {
     SG_ON_CUDA(cuda::max_forward(out, in, n, cuda_stream(device)));
   });
 }
 
 Tensor squared_norm(const Tensor& x) {
-  return reduce("squared_norm", x, cpu::squared_norm_forward, [](float* out, const float* in, int64_t n, Device device) {
+  return reduce("squared_norm", x, [](auto* out, const auto* in, int64_t n) { cpu::squared_norm_forward(out, in, n); },
+                [](float* out, const float* in, int64_t n, Device device) {
     SG_ON_CUDA(cuda::squared_norm_forward(out, in, n, cuda_stream(device)));
   });
 }

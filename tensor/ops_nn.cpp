@@ -24,12 +24,12 @@ void check_same_shape(std::string_view op, const Tensor& a, const Tensor& b) {
 Tensor gelu(const Tensor& x) {
   check_inputs("gelu", {&x});
   check_float("gelu", x);
-  const bool native = runs_natively(x);
-  Tensor in = native ? x.contiguous() : as_f32(x);
-  Tensor out = empty_like(in, in.dtype());
+  DType compute = compute_dtype("gelu", x, CudaTypes::kNative16);
+  Tensor in = prepare(x, compute);
+  Tensor out = empty_like(in, compute);
   int64_t n = in.layout().local_numel();
-  if (x.device().is_cpu()) cpu::gelu_forward(out.data<float>(), in.data<float>(), n);
-  else SG_ON_CUDA(cuda::gelu_forward(out.data_ptr(), in.data_ptr(), n, in.dtype(), cuda_stream(x.device())));
+  if (x.device().is_cpu()) SG_ON_CPU(compute, cpu::gelu_forward(out.data<T>(), in.data<T>(), n));
+  else SG_ON_CUDA(cuda::gelu_forward(out.data_ptr(), in.data_ptr(), n, compute, cuda_stream(x.device())));
   return out.to(x.dtype());
 }
 
@@ -37,10 +37,12 @@ Tensor gelu_backward(const Tensor& x, const Tensor& dout) {
   check_inputs("gelu_backward", {&x, &dout});
   check_float("gelu_backward", x);
   SG_CHECK(x.layout() == dout.layout(), "gelu_backward: layouts differ: ", x.str(), " vs ", dout.str());
-  Tensor in = as_f32(x), d = as_f32(dout);
-  Tensor dx = zeros_like(in, DType::f32);
+  check_same_dtype("gelu_backward", x, dout);
+  DType compute = compute_dtype("gelu_backward", x, CudaTypes::kF32Only);
+  Tensor in = prepare(x, compute), d = prepare(dout, compute);
+  Tensor dx = zeros_like(in, compute);
   int64_t n = in.layout().local_numel();
-  if (x.device().is_cpu()) cpu::gelu_backward(dx.data<float>(), in.data<float>(), d.data<float>(), n);
+  if (x.device().is_cpu()) SG_ON_CPU(compute, cpu::gelu_backward(dx.data<T>(), in.data<T>(), d.data<T>(), n));
   else SG_ON_CUDA(cuda::gelu_backward(dx.data<float>(), in.data<float>(), d.data<float>(), n, cuda_stream(x.device())));
   return dx.to(x.dtype());
 }
@@ -50,12 +52,12 @@ Tensor softmax(const Tensor& x) {
   check_float("softmax", x);
   check_replicated("softmax", x);
   SG_CHECK(x.dim() >= 1, "softmax: needs at least one dimension, got ", x.str());
-  const bool native = runs_natively(x);
-  Tensor in = native ? x.contiguous() : as_f32(x);
-  Tensor out = empty_like(in, in.dtype());
+  DType compute = compute_dtype("softmax", x, CudaTypes::kNative16);
+  Tensor in = prepare(x, compute);
+  Tensor out = empty_like(in, compute);
   int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
-  if (x.device().is_cpu()) cpu::softmax_forward(out.data<float>(), in.data<float>(), N, C);
-  else SG_ON_CUDA(cuda::softmax_forward(out.data_ptr(), in.data_ptr(), N, C, in.dtype(), cuda_stream(x.device())));
+  if (x.device().is_cpu()) SG_ON_CPU(compute, cpu::softmax_forward(out.data<T>(), in.data<T>(), N, C));
+  else SG_ON_CUDA(cuda::softmax_forward(out.data_ptr(), in.data_ptr(), N, C, compute, cuda_stream(x.device())));
   return out.to(x.dtype());
 }
 
@@ -63,10 +65,12 @@ Tensor softmax_backward(const Tensor& y, const Tensor& dy) {
   check_inputs("softmax_backward", {&y, &dy});
   check_replicated("softmax_backward", y);
   check_same_shape("softmax_backward", y, dy);
-  Tensor out = as_f32(y), d = as_f32(dy);
-  Tensor dx = zeros_like(out, DType::f32);
+  check_same_dtype("softmax_backward", y, dy);
+  DType compute = compute_dtype("softmax_backward", y, CudaTypes::kF32Only);
+  Tensor out = prepare(y, compute), d = prepare(dy, compute);
+  Tensor dx = zeros_like(out, compute);
   int64_t C = y.size(-1), N = C ? y.numel() / C : 0;
-  if (y.device().is_cpu()) cpu::softmax_backward(dx.data<float>(), out.data<float>(), d.data<float>(), N, C);
+  if (y.device().is_cpu()) SG_ON_CPU(compute, cpu::softmax_backward(dx.data<T>(), out.data<T>(), d.data<T>(), N, C));
   else SG_ON_CUDA(cuda::softmax_backward(dx.data<float>(), out.data<float>(), d.data<float>(), N, C, cuda_stream(y.device())));
   return dx.to(y.dtype());
 }
@@ -80,20 +84,20 @@ LayerNormOutput layernorm(const Tensor& x, const Tensor& weight, const Tensor& b
   SG_CHECK(x.dim() >= 1 && weight.shape() == Shape{x.size(-1)} && bias.shape() == Shape{x.size(-1)},
            "layernorm: weight ", weight.str(), " and bias ", bias.str(), " must be (C) with C = the last dimension of ",
            x.str());
-  const bool native = runs_natively(x);
-  Tensor in = native ? x.contiguous() : as_f32(x);
-  Tensor w = native ? weight.contiguous() : as_f32(weight), b = native ? bias.contiguous() : as_f32(bias);
+  DType compute = compute_dtype("layernorm", x, CudaTypes::kNative16);
+  Tensor in = prepare(x, compute), w = prepare(weight, compute), b = prepare(bias, compute);
   int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
+  TensorOptions stats = TensorOptions().dtype(stats_dtype(compute)).device(x.device());
   LayerNormOutput result;
-  result.out = empty_like(in, in.dtype());
-  result.mean = Tensor::empty(leading_shape(x), TensorOptions().device(x.device()));
-  result.rstd = Tensor::empty(leading_shape(x), TensorOptions().device(x.device()));
+  result.out = empty_like(in, compute);
+  result.mean = Tensor::empty(leading_shape(x), stats);
+  result.rstd = Tensor::empty(leading_shape(x), stats);
   if (x.device().is_cpu()) {
-    cpu::layernorm_forward(result.out.data<float>(), result.mean.data<float>(), result.rstd.data<float>(),
-                           in.data<float>(), w.data<float>(), b.data<float>(), N, C);
+    SG_ON_CPU(compute, cpu::layernorm_forward(result.out.data<T>(), result.mean.data<T>(), result.rstd.data<T>(),
+                                              in.data<T>(), w.data<T>(), b.data<T>(), N, C));
   } else {
     SG_ON_CUDA(cuda::layernorm_forward(result.out.data_ptr(), result.mean.data<float>(), result.rstd.data<float>(),
-                                       in.data_ptr(), w.data_ptr(), b.data_ptr(), N, C, in.dtype(),
+                                       in.data_ptr(), w.data_ptr(), b.data_ptr(), N, C, compute,
                                        cuda_stream(x.device())));
   }
   result.out = result.out.to(x.dtype());
@@ -108,14 +112,16 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
   int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
   SG_CHECK(weight.shape() == Shape{C} && mean.numel() == N && rstd.numel() == N,
            "layernorm_backward: weight/mean/rstd do not match ", x.str(), "; pass what layernorm() returned");
-  Tensor d = as_f32(dout), in = as_f32(x), w = as_f32(weight), m = as_f32(mean), s = as_f32(rstd);
+  DType compute = compute_dtype("layernorm_backward", x, CudaTypes::kF32Only);
+  Tensor d = prepare(dout, compute), in = prepare(x, compute), w = prepare(weight, compute);
+  Tensor m = prepare(mean, compute), s = prepare(rstd, compute);
   LayerNormGrads grads;
-  grads.dx = zeros_like(in, DType::f32);
-  grads.dweight = Tensor::zeros({C}, TensorOptions().device(x.device()));
-  grads.dbias = Tensor::zeros({C}, TensorOptions().device(x.device()));
+  grads.dx = zeros_like(in, compute);
+  grads.dweight = Tensor::zeros({C}, TensorOptions().dtype(compute).device(x.device()));
+  grads.dbias = Tensor::zeros({C}, TensorOptions().dtype(compute).device(x.device()));
   if (x.device().is_cpu()) {
-    cpu::layernorm_backward(grads.dx.data<float>(), grads.dweight.data<float>(), grads.dbias.data<float>(),
-                            d.data<float>(), in.data<float>(), w.data<float>(), m.data<float>(), s.data<float>(), N, C);
+    SG_ON_CPU(compute, cpu::layernorm_backward(grads.dx.data<T>(), grads.dweight.data<T>(), grads.dbias.data<T>(),
+                                               d.data<T>(), in.data<T>(), w.data<T>(), m.data<T>(), s.data<T>(), N, C));
   } else {
     SG_ON_CUDA(cuda::layernorm_backward(grads.dx.data<float>(), grads.dweight.data<float>(), grads.dbias.data<float>(),
                                         d.data<float>(), in.data<float>(), w.data<float>(), m.data<float>(),
@@ -147,13 +153,15 @@ AttentionDims attention_dims(std::string_view op, const Tensor& qkv, int64_t n_h
 AttentionOutput attention(const Tensor& qkv, int64_t n_head) {
   check_inputs("attention", {&qkv});
   AttentionDims s = attention_dims("attention", qkv, n_head);
-  Tensor in = as_f32(qkv);
+  DType compute = compute_dtype("attention", qkv, CudaTypes::kF32Only);
+  Tensor in = prepare(qkv, compute);
   AttentionOutput result;
-  TensorOptions options = TensorOptions().device(qkv.device());
+  TensorOptions options = TensorOptions().dtype(compute).device(qkv.device());
   result.out = Tensor::empty({s.B, s.T, s.C}, options);
   result.att = Tensor::empty({s.B, s.NH, s.T, s.T}, options);
   if (qkv.device().is_cpu()) {
-    cpu::attention_forward(result.out.data<float>(), result.att.data<float>(), in.data<float>(), s.B, s.T, s.C, s.NH);
+    SG_ON_CPU(compute, cpu::attention_forward(result.out.data<T>(), result.att.data<T>(), in.data<T>(), s.B, s.T, s.C,
+                                              s.NH));
   } else {
     SG_ON_CUDA(cuda::attention_forward(result.out.data<float>(), result.att.data<float>(), in.data<float>(), s.B, s.T,
                                        s.C, s.NH, cuda_stream(qkv.device())));
@@ -167,11 +175,12 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& a
   AttentionDims s = attention_dims("attention_backward", qkv, n_head);
   SG_CHECK((dout.shape() == Shape{s.B, s.T, s.C} && att.shape() == Shape{s.B, s.NH, s.T, s.T}),
            "attention_backward: dout ", dout.str(), " / att ", att.str(), " do not match qkv ", qkv.str());
-  Tensor d = as_f32(dout), in = as_f32(qkv), probabilities = as_f32(att);
-  Tensor dqkv = Tensor::zeros(qkv.shape(), TensorOptions().device(qkv.device()));
+  DType compute = compute_dtype("attention_backward", qkv, CudaTypes::kF32Only);
+  Tensor d = prepare(dout, compute), in = prepare(qkv, compute), probabilities = prepare(att, compute);
+  Tensor dqkv = Tensor::zeros(qkv.shape(), TensorOptions().dtype(compute).device(qkv.device()));
   if (qkv.device().is_cpu()) {
-    cpu::attention_backward(dqkv.data<float>(), d.data<float>(), in.data<float>(), probabilities.data<float>(), s.B,
-                            s.T, s.C, s.NH);
+    SG_ON_CPU(compute, cpu::attention_backward(dqkv.data<T>(), d.data<T>(), in.data<T>(), probabilities.data<T>(),
+                                               s.B, s.T, s.C, s.NH));
   } else {
     SG_ON_CUDA(cuda::attention_backward(dqkv.data<float>(), d.data<float>(), in.data<float>(),
                                         probabilities.data<float>(), s.B, s.T, s.C, s.NH, cuda_stream(qkv.device())));
@@ -202,12 +211,13 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
   SG_CHECK(table.dim() == 2, "embedding: the table must be (V, C), got ", table.str());
   Tensor index = as_indices("embedding", ids);
   check_id_range("embedding", index, table.size(0), false);
-  Tensor t = as_f32(table);
+  DType compute = compute_dtype("embedding", table, CudaTypes::kF32Only);
+  Tensor t = prepare(table, compute);
   int64_t C = table.size(1), N = ids.numel();
   Shape out_shape = ids.shape();
   out_shape.push_back(C);
-  Tensor out = Tensor::empty(out_shape, TensorOptions().device(table.device()));
-  if (table.device().is_cpu()) cpu::embedding_forward(out.data<float>(), t.data<float>(), index.data<int32_t>(), N, C);
+  Tensor out = Tensor::empty(out_shape, TensorOptions().dtype(compute).device(table.device()));
+  if (table.device().is_cpu()) SG_ON_CPU(compute, cpu::embedding_forward(out.data<T>(), t.data<T>(), index.data<int32_t>(), N, C));
   else SG_ON_CUDA(cuda::embedding_forward(out.data<float>(), t.data<float>(), index.data<int32_t>(), N, C, cuda_stream(table.device())));
   return out.to(table.dtype());
 }
@@ -220,10 +230,12 @@ Tensor embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_s
   SG_CHECK(dout.dim() == ids.dim() + 1, "embedding_backward: dout ", dout.str(), " must be ids' shape plus C");
   expected.push_back(dout.size(-1));
   SG_CHECK(dout.shape() == expected, "embedding_backward: dout ", dout.str(), " does not match ids ", ids.str());
-  Tensor d = as_f32(dout);
+  check_float("embedding_backward", dout);
+  DType compute = compute_dtype("embedding_backward", dout, CudaTypes::kF32Only);
+  Tensor d = prepare(dout, compute);
   int64_t C = dout.size(-1), N = ids.numel();
-  Tensor dtable = Tensor::zeros({vocab_size, C}, TensorOptions().device(dout.device()));
-  if (dout.device().is_cpu()) cpu::embedding_backward(dtable.data<float>(), d.data<float>(), index.data<int32_t>(), N, C);
+  Tensor dtable = Tensor::zeros({vocab_size, C}, TensorOptions().dtype(compute).device(dout.device()));
+  if (dout.device().is_cpu()) SG_ON_CPU(compute, cpu::embedding_backward(dtable.data<T>(), d.data<T>(), index.data<int32_t>(), N, C));
   else SG_ON_CUDA(cuda::embedding_backward(dtable.data<float>(), d.data<float>(), index.data<int32_t>(), N, C, cuda_stream(dout.device())));
   return dtable.to(dout.dtype());
 }
@@ -237,13 +249,14 @@ CrossEntropyOutput cross_entropy(const Tensor& logits, const Tensor& targets) {
   Tensor index = as_indices("cross_entropy", targets);
   int64_t V = logits.size(-1), N = targets.numel();
   check_id_range("cross_entropy", index, V, true);
-  Tensor x = as_f32(logits);
+  DType compute = compute_dtype("cross_entropy", logits, CudaTypes::kF32Only);
+  Tensor x = prepare(logits, compute);
   CrossEntropyOutput result;
-  result.losses = Tensor::empty(targets.shape(), TensorOptions().device(logits.device()));
-  result.lse = Tensor::empty(targets.shape(), TensorOptions().device(logits.device()));
+  result.losses = Tensor::empty(targets.shape(), TensorOptions().dtype(compute).device(logits.device()));
+  result.lse = Tensor::empty(targets.shape(), TensorOptions().dtype(compute).device(logits.device()));
   if (logits.device().is_cpu()) {
-    cpu::cross_entropy_forward(result.losses.data<float>(), result.lse.data<float>(), x.data<float>(),
-                               index.data<int32_t>(), N, V);
+    SG_ON_CPU(compute, cpu::cross_entropy_forward(result.losses.data<T>(), result.lse.data<T>(), x.data<T>(),
+                                                  index.data<int32_t>(), N, V));
   } else {
     SG_ON_CUDA(cuda::cross_entropy_forward(result.losses.data<float>(), result.lse.data<float>(), x.data<float>(),
                                            index.data<int32_t>(), N, V, cuda_stream(logits.device())));
@@ -261,11 +274,12 @@ Tensor cross_entropy_backward(const Tensor& dlosses, const Tensor& logits, const
   Tensor index = as_indices("cross_entropy_backward", targets);
   int64_t V = logits.size(-1), N = targets.numel();
   check_id_range("cross_entropy_backward", index, V, true);
-  Tensor d = as_f32(dlosses), x = as_f32(logits), l = as_f32(lse);
-  Tensor dlogits = zeros_like(x, DType::f32);
+  DType compute = compute_dtype("cross_entropy_backward", logits, CudaTypes::kF32Only);
+  Tensor d = prepare(dlosses, compute), x = prepare(logits, compute), l = prepare(lse, compute);
+  Tensor dlogits = zeros_like(x, compute);
   if (logits.device().is_cpu()) {
-    cpu::cross_entropy_backward(dlogits.data<float>(), d.data<float>(), x.data<float>(), l.data<float>(),
-                                index.data<int32_t>(), N, V);
+    SG_ON_CPU(compute, cpu::cross_entropy_backward(dlogits.data<T>(), d.data<T>(), x.data<T>(), l.data<T>(),
+                                                   index.data<int32_t>(), N, V));
   } else {
     SG_ON_CUDA(cuda::cross_entropy_backward(dlogits.data<float>(), d.data<float>(), x.data<float>(), l.data<float>(),
                                             index.data<int32_t>(), N, V, cuda_stream(logits.device())));

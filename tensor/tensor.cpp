@@ -54,6 +54,7 @@ double read_element(const void* pointer, DType dtype, Device device) {
     case DType::f16: { f16 v; std::memcpy(&v, bytes, 2); return to_float(v); }
     case DType::i32: { int32_t v; std::memcpy(&v, bytes, 4); return v; }
     case DType::i64: { int64_t v; std::memcpy(&v, bytes, 8); return double(v); }
+    case DType::f64: { double v; std::memcpy(&v, bytes, 8); return v; }
   }
   return 0.0;
 }
@@ -123,6 +124,7 @@ template Tensor Tensor::from_vector(const std::vector<bf16>&, const Shape&, cons
 template Tensor Tensor::from_vector(const std::vector<f16>&, const Shape&, const TensorOptions&);
 template Tensor Tensor::from_vector(const std::vector<int32_t>&, const Shape&, const TensorOptions&);
 template Tensor Tensor::from_vector(const std::vector<int64_t>&, const Shape&, const TensorOptions&);
+template Tensor Tensor::from_vector(const std::vector<double>&, const Shape&, const TensorOptions&);
 
 Tensor Tensor::empty_sharded(const Shape& global_shape, int rank, int world, const TensorOptions& options,
                              int64_t align) {
@@ -345,6 +347,7 @@ template std::vector<bf16> Tensor::to_vector() const;
 template std::vector<f16> Tensor::to_vector() const;
 template std::vector<int32_t> Tensor::to_vector() const;
 template std::vector<int64_t> Tensor::to_vector() const;
+template std::vector<double> Tensor::to_vector() const;
 
 std::string Tensor::str() const {
   if (!defined()) return "Tensor(undefined)";

@@ -5,7 +5,7 @@
 //   layout   global shape + placement (Replicated or Sharded; tensor/layout.h)
 //   strides  elements to step along each dimension of the local view
 //   offset   element offset of the view's first element in the storage
-//   dtype    f32, bf16, f16, i32, i64 (kernels/dtype.h)
+//   dtype    f32, bf16, f16, i32, i64, and f64 for gradient checks (kernels/dtype.h)
 //   storage  the bytes, on one device, counted under a MemoryCategory
 //
 // Views (reshape, transpose, permute, slice) share storage and only change
@@ -57,6 +57,7 @@ template <> constexpr DType dtype_of<bf16>() { return DType::bf16; }
 template <> constexpr DType dtype_of<f16>() { return DType::f16; }
 template <> constexpr DType dtype_of<int32_t>() { return DType::i32; }
 template <> constexpr DType dtype_of<int64_t>() { return DType::i64; }
+template <> constexpr DType dtype_of<double>() { return DType::f64; }
 
 class Tensor {
  public:

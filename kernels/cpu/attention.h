@@ -16,14 +16,16 @@ namespace sg::cpu {
 //   att[b,h,t,s] = softmax_s( q_t . k_s / sqrt(HS) ) for s <= t, 0 for s > t (causal mask)
 //   out[b,t,h*HS:(h+1)*HS] = sum_s att[b,h,t,s] v_s
 // out: (B, T, C)   att: (B, NH, T, T), saved for backward   qkv: (B, T, 3C)
-void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t C,
+template <typename Real>  // float or double
+void attention_forward(Real* out, Real* att, const Real* qkv, int64_t B, int64_t T, int64_t C,
                        int64_t NH);
 
 // Backward, accumulating into dqkv (B, T, 3C). With P = att and dO = dout:
 //   dV = P^T dO,   dP = dO V^T,   dS = P * (dP - rowsum(dP * P))   (softmax backward)
 //   dQ = dS K / sqrt(HS),   dK = dS^T Q / sqrt(HS)
 // Masked entries have P = 0, so they contribute nothing and need no special case.
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int64_t B,
+template <typename Real>  // float or double
+void attention_backward(Real* dqkv, const Real* dout, const Real* qkv, const Real* att, int64_t B,
                         int64_t T, int64_t C, int64_t NH);
 
 }  // namespace sg::cpu

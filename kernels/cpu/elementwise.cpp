@@ -10,8 +10,8 @@ namespace sg::cpu {
 namespace {
 
 constexpr int64_t kParallelGrain = 1 << 15;  // below this, threads cost more than they save
-constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
-constexpr float kGeluCubic = 0.044715f;
+constexpr double kGeluScale = 0.7978845608028654;  // sqrt(2 / pi)
+constexpr double kGeluCubic = 0.044715;
 
 // Converts through float for floating outputs (so f32 -> bf16 rounds once) and
 // through a truncating integer conversion for integer outputs.
@@ -25,7 +25,7 @@ void convert_all(Out* out, const In* in, int64_t n) {
       else if constexpr (std::is_same_v<Out, f16>) out[i] = to_f16(value);
       else out[i] = Out(value);
     } else {
-      if constexpr (std::is_same_v<Out, bf16>) out[i] = to_bf16(float(in[i]));
+      if constexpr (std::is_same_v<Out, bf16>) out[i] = to_bf16(float(in[i]));  // f64 rounds twice: a 1-ulp tie risk accepted
       else if constexpr (std::is_same_v<Out, f16>) out[i] = to_f16(float(in[i]));
       else out[i] = Out(in[i]);
     }
@@ -40,32 +40,38 @@ void cast_from(void* out, DType out_dtype, const In* in, int64_t n) {
     case DType::f16: convert_all(static_cast<f16*>(out), in, n); break;
     case DType::i32: convert_all(static_cast<int32_t*>(out), in, n); break;
     case DType::i64: convert_all(static_cast<int64_t*>(out), in, n); break;
+    case DType::f64: convert_all(static_cast<double*>(out), in, n); break;
   }
 }
 
 }  // namespace
 
-void add_forward(float* out, const float* a, const float* b, int64_t n) {
+template <typename T>
+void add_forward(T* out, const T* a, const T* b, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
-void mul_forward(float* out, const float* a, const float* b, int64_t n) {
+template <typename T>
+void mul_forward(T* out, const T* a, const T* b, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] * b[i];
 }
 
-void scale_forward(float* out, const float* in, float scale, int64_t n) {
+template <typename T>
+void scale_forward(T* out, const T* in, T scale, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) out[i] = scale * in[i];
 }
 
-void axpy(float* y, float alpha, const float* x, int64_t n) {
+template <typename T>
+void axpy(T* y, T alpha, const T* x, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n) {
+template <typename T>
+void mul_backward(T* da, T* db, const T* dout, const T* a, const T* b, int64_t n) {
   if (da) {
 #pragma omp parallel for schedule(static) if (n > kParallelGrain)
     for (int64_t i = 0; i < n; ++i) da[i] += dout[i] * b[i];
@@ -76,26 +82,42 @@ void mul_backward(float* da, float* db, const float* dout, const float* a, const
   }
 }
 
-void gelu_forward(float* out, const float* in, int64_t n) {
+template <typename T>
+void gelu_forward(T* out, const T* in, int64_t n) {
+  const T scale = T(kGeluScale), cubic = T(kGeluCubic);
 #pragma omp parallel for schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) {
-    float x = in[i];
-    float u = kGeluScale * (x + kGeluCubic * x * x * x);
-    out[i] = 0.5f * x * (1.0f + std::tanh(u));
+    T x = in[i];
+    T u = scale * (x + cubic * x * x * x);
+    out[i] = T(0.5) * x * (T(1) + std::tanh(u));
   }
 }
 
-void gelu_backward(float* din, const float* in, const float* dout, int64_t n) {
+template <typename T>
+void gelu_backward(T* din, const T* in, const T* dout, int64_t n) {
+  const T scale = T(kGeluScale), cubic = T(kGeluCubic);
 #pragma omp parallel for schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) {
-    float x = in[i];
-    float u = kGeluScale * (x + kGeluCubic * x * x * x);
-    float t = std::tanh(u);
-    float du_dx = kGeluScale * (1.0f + 3.0f * kGeluCubic * x * x);
-    float dy_dx = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du_dx;
+    T x = in[i];
+    T u = scale * (x + cubic * x * x * x);
+    T t = std::tanh(u);
+    T du_dx = scale * (T(1) + T(3) * cubic * x * x);
+    T dy_dx = T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du_dx;
     din[i] += dout[i] * dy_dx;
   }
 }
+
+#define SG_INSTANTIATE(T)                                                             \
+  template void add_forward<T>(T*, const T*, const T*, int64_t);                      \
+  template void mul_forward<T>(T*, const T*, const T*, int64_t);                      \
+  template void scale_forward<T>(T*, const T*, T, int64_t);                           \
+  template void axpy<T>(T*, T, const T*, int64_t);                                    \
+  template void mul_backward<T>(T*, T*, const T*, const T*, const T*, int64_t);       \
+  template void gelu_forward<T>(T*, const T*, int64_t);                               \
+  template void gelu_backward<T>(T*, const T*, const T*, int64_t);
+SG_INSTANTIATE(float)
+SG_INSTANTIATE(double)
+#undef SG_INSTANTIATE
 
 void cast(void* out, DType out_dtype, const void* in, DType in_dtype, int64_t n) {
   if (out_dtype == in_dtype) {
@@ -108,6 +130,7 @@ void cast(void* out, DType out_dtype, const void* in, DType in_dtype, int64_t n)
     case DType::f16: cast_from(out, out_dtype, static_cast<const f16*>(in), n); break;
     case DType::i32: cast_from(out, out_dtype, static_cast<const int32_t*>(in), n); break;
     case DType::i64: cast_from(out, out_dtype, static_cast<const int64_t*>(in), n); break;
+    case DType::f64: cast_from(out, out_dtype, static_cast<const double*>(in), n); break;
   }
 }
 
@@ -135,7 +158,9 @@ void fill(void* out, DType dtype, double value, int64_t n) {
   // Convert the value once (integers straight from double, so large i64 values
   // survive), then replicate its bytes.
   char element[8];
-  if (dtype == DType::i64) {
+  if (dtype == DType::f64) {
+    std::memcpy(element, &value, 8);
+  } else if (dtype == DType::i64) {
     int64_t v = int64_t(value);
     std::memcpy(element, &v, 8);
   } else if (dtype == DType::i32) {

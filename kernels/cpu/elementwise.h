@@ -1,5 +1,6 @@
 // CPU elementwise kernels: arithmetic, GELU, casts, strided copies and fills.
-// All buffers are contiguous; n counts elements. Backward kernels accumulate
+// All buffers are contiguous; n counts elements. Templated kernels exist for
+// T = float (training) and T = double (f64 gradient checks). Backward kernels accumulate
 // into their gradient outputs (+=), because a tensor used twice receives the
 // sum of both uses' gradients.
 //
@@ -12,22 +13,29 @@
 
 namespace sg::cpu {
 
-void add_forward(float* out, const float* a, const float* b, int64_t n);  // out = a + b
-void mul_forward(float* out, const float* a, const float* b, int64_t n);  // out = a * b
-void scale_forward(float* out, const float* in, float scale, int64_t n);  // out = scale * in
+template <typename T>
+void add_forward(T* out, const T* a, const T* b, int64_t n);  // out = a + b
+template <typename T>
+void mul_forward(T* out, const T* a, const T* b, int64_t n);  // out = a * b
+template <typename T>
+void scale_forward(T* out, const T* in, T scale, int64_t n);  // out = scale * in
 
 // y += alpha * x. The backward of add (alpha = 1) and of scale (alpha = scale).
-void axpy(float* y, float alpha, const float* x, int64_t n);
+template <typename T>
+void axpy(T* y, T alpha, const T* x, int64_t n);
 
 // da += dout * b, db += dout * a (either may be null).
-void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n);
+template <typename T>
+void mul_backward(T* da, T* db, const T* dout, const T* a, const T* b, int64_t n);
 
 // GELU, tanh approximation (GPT-2's):
 //   y = x/2 * (1 + tanh(u)),  u = sqrt(2/pi) * (x + 0.044715 x^3)
-void gelu_forward(float* out, const float* in, int64_t n);
+template <typename T>
+void gelu_forward(T* out, const T* in, int64_t n);
 // din += dout * dy/dx, with
 //   dy/dx = (1 + tanh u)/2 + x/2 * (1 - tanh^2 u) * sqrt(2/pi) * (1 + 3 * 0.044715 x^2)
-void gelu_backward(float* din, const float* in, const float* dout, int64_t n);
+template <typename T>
+void gelu_backward(T* din, const T* in, const T* dout, int64_t n);
 
 // out[i] = convert(in[i]) between any two dtypes (floats round to nearest even;
 // float -> integer truncates toward zero, as C++ and PyTorch do).

@@ -8,41 +8,47 @@
 namespace sg::cpu {
 namespace {
 
-using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstView = Eigen::Map<const RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>>;
-using View = Eigen::Map<RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <typename T>
+using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using ConstView = Eigen::Map<const RowMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <typename T>
+using View = Eigen::Map<RowMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 
 // C = alpha * op(A) op(B) + beta * C for one matrix of the batch.
-template <typename OpA, typename OpB>
-void gemm_one(View& c, const OpA& op_a, const OpB& op_b, float alpha, float beta) {
+template <typename T, typename OpA, typename OpB>
+void gemm_one(View<T>& c, const OpA& op_a, const OpB& op_b, T alpha, T beta) {
   // beta == 0 must ignore C entirely: it may hold uninitialized memory or NaN.
-  if (beta == 0.0f) {
+  if (beta == T(0)) {
     c.noalias() = alpha * (op_a * op_b);
   } else {
-    if (beta != 1.0f) c *= beta;
+    if (beta != T(1)) c *= beta;
     c.noalias() += alpha * (op_a * op_b);
   }
 }
 
-void gemm_single(float* c_ptr, const float* a_ptr, const float* b_ptr, const GemmShape& s) {
+template <typename T>
+void gemm_single(T* c_ptr, const T* a_ptr, const T* b_ptr, const GemmShape& s) {
   // Stored shapes: A is (m, k) or (k, m); B is (k, n) or (n, k).
-  ConstView a(a_ptr, s.trans_a ? s.k : s.m, s.trans_a ? s.m : s.k, Eigen::OuterStride<>(s.lda));
-  ConstView b(b_ptr, s.trans_b ? s.n : s.k, s.trans_b ? s.k : s.n, Eigen::OuterStride<>(s.ldb));
-  View c(c_ptr, s.m, s.n, Eigen::OuterStride<>(s.ldc));
-  if (!s.trans_a && !s.trans_b) gemm_one(c, a, b, s.alpha, s.beta);
-  else if (!s.trans_a && s.trans_b) gemm_one(c, a, b.transpose(), s.alpha, s.beta);
-  else if (s.trans_a && !s.trans_b) gemm_one(c, a.transpose(), b, s.alpha, s.beta);
-  else gemm_one(c, a.transpose(), b.transpose(), s.alpha, s.beta);
+  ConstView<T> a(a_ptr, s.trans_a ? s.k : s.m, s.trans_a ? s.m : s.k, Eigen::OuterStride<>(s.lda));
+  ConstView<T> b(b_ptr, s.trans_b ? s.n : s.k, s.trans_b ? s.k : s.n, Eigen::OuterStride<>(s.ldb));
+  View<T> c(c_ptr, s.m, s.n, Eigen::OuterStride<>(s.ldc));
+  const T alpha = T(s.alpha), beta = T(s.beta);
+  if (!s.trans_a && !s.trans_b) gemm_one(c, a, b, alpha, beta);
+  else if (!s.trans_a && s.trans_b) gemm_one(c, a, b.transpose(), alpha, beta);
+  else if (s.trans_a && !s.trans_b) gemm_one(c, a.transpose(), b, alpha, beta);
+  else gemm_one(c, a.transpose(), b.transpose(), alpha, beta);
 }
 
 }  // namespace
 
-void matmul_forward(float* c, const float* a, const float* b, const GemmShape& shape) {
+template <typename T>
+void matmul_forward(T* c, const T* a, const T* b, const GemmShape& shape) {
   if (shape.m == 0 || shape.n == 0) return;
   if (shape.k == 0) {  // an empty sum: C = beta * C
     for (int64_t i = 0; i < shape.batch; ++i) {
-      View view(c + i * shape.stride_c, shape.m, shape.n, Eigen::OuterStride<>(shape.ldc));
-      if (shape.beta == 0.0f) view.setZero(); else view *= shape.beta;
+      View<T> view(c + i * shape.stride_c, shape.m, shape.n, Eigen::OuterStride<>(shape.ldc));
+      if (shape.beta == 0.0f) view.setZero(); else view *= T(shape.beta);
     }
     return;
   }
@@ -61,8 +67,8 @@ void matmul_forward(float* c, const float* a, const float* b, const GemmShape& s
   }
 }
 
-void matmul_backward(float* da, float* db, const float* dc, const float* a, const float* b,
-                     const GemmShape& shape) {
+template <typename T>
+void matmul_backward(T* da, T* db, const T* dc, const T* a, const T* b, const GemmShape& shape) {
   if (da) {
     GemmShape g = shape.grad_a_shape();
     if (!shape.trans_a) matmul_forward(da, dc, b, g);
@@ -75,27 +81,38 @@ void matmul_backward(float* da, float* db, const float* dc, const float* a, cons
   }
 }
 
-void bias_add_forward(float* out, const float* bias, int64_t rows, int64_t cols) {
+template <typename T>
+void bias_add_forward(T* out, const T* bias, int64_t rows, int64_t cols) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
-    float* row = out + r * cols;
+    T* row = out + r * cols;
     for (int64_t c = 0; c < cols; ++c) row[c] += bias[c];
   }
 }
 
-void bias_add_backward(float* dbias, const float* dout, int64_t rows, int64_t cols) {
+template <typename T>
+void bias_add_backward(T* dbias, const T* dout, int64_t rows, int64_t cols) {
   // Column sums. Each thread owns a band of columns, so no two threads write
   // the same dbias element and no reduction buffer is needed.
 #pragma omp parallel for schedule(static)
   for (int64_t c0 = 0; c0 < cols; c0 += 64) {
     int64_t c1 = c0 + 64 < cols ? c0 + 64 : cols;
-    float sums[64] = {};
+    T sums[64] = {};
     for (int64_t r = 0; r < rows; ++r) {
-      const float* row = dout + r * cols;
+      const T* row = dout + r * cols;
       for (int64_t c = c0; c < c1; ++c) sums[c - c0] += row[c];
     }
     for (int64_t c = c0; c < c1; ++c) dbias[c] += sums[c - c0];
   }
 }
+
+#define SG_INSTANTIATE(T)                                                               \
+  template void matmul_forward<T>(T*, const T*, const T*, const GemmShape&);            \
+  template void matmul_backward<T>(T*, T*, const T*, const T*, const T*, const GemmShape&); \
+  template void bias_add_forward<T>(T*, const T*, int64_t, int64_t);                    \
+  template void bias_add_backward<T>(T*, const T*, int64_t, int64_t);
+SG_INSTANTIATE(float)
+SG_INSTANTIATE(double)
+#undef SG_INSTANTIATE
 
 }  // namespace sg::cpu

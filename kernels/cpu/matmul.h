@@ -14,17 +14,20 @@
 
 namespace sg::cpu {
 
-void matmul_forward(float* c, const float* a, const float* b, const GemmShape& shape);
+template <typename T>  // float or double
+void matmul_forward(T* c, const T* a, const T* b, const GemmShape& shape);
 
 // dA += dC @ op(B)^T (stored like A), dB += op(A)^T @ dC (stored like B).
 // Either output may be null to skip it.
-void matmul_backward(float* da, float* db, const float* dc, const float* a, const float* b,
-                     const GemmShape& shape);
+template <typename T>
+void matmul_backward(T* da, T* db, const T* dc, const T* a, const T* b, const GemmShape& shape);
 
 // out (rows, cols) += bias (cols), broadcast over rows.
-void bias_add_forward(float* out, const float* bias, int64_t rows, int64_t cols);
+template <typename T>
+void bias_add_forward(T* out, const T* bias, int64_t rows, int64_t cols);
 
 // dbias (cols) += sum over rows of dout (rows, cols).
-void bias_add_backward(float* dbias, const float* dout, int64_t rows, int64_t cols);
+template <typename T>
+void bias_add_backward(T* dbias, const T* dout, int64_t rows, int64_t cols);
 
 }  // namespace sg::cpu

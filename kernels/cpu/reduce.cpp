@@ -5,25 +5,36 @@
 
 namespace sg::cpu {
 
-void sum_forward(float* out, const float* in, int64_t n) {
+template <typename T>
+void sum_forward(T* out, const T* in, int64_t n) {
   double total = 0.0;
 #pragma omp parallel for reduction(+ : total) schedule(static) if (n > (1 << 15))
   for (int64_t i = 0; i < n; ++i) total += in[i];
-  *out = float(total);
+  *out = T(total);
 }
 
-void max_forward(float* out, const float* in, int64_t n) {
-  float best = -INFINITY;
+template <typename T>
+void max_forward(T* out, const T* in, int64_t n) {
+  T best = -INFINITY;
 #pragma omp parallel for reduction(max : best) schedule(static) if (n > (1 << 15))
   for (int64_t i = 0; i < n; ++i) best = std::max(best, in[i]);
   *out = best;
 }
 
-void squared_norm_forward(float* out, const float* in, int64_t n) {
+template <typename T>
+void squared_norm_forward(T* out, const T* in, int64_t n) {
   double total = 0.0;
 #pragma omp parallel for reduction(+ : total) schedule(static) if (n > (1 << 15))
   for (int64_t i = 0; i < n; ++i) total += double(in[i]) * in[i];
-  *out = float(total);
+  *out = T(total);
 }
+
+#define SG_INSTANTIATE(T) \
+  template void sum_forward<T>(T*, const T*, int64_t); \
+  template void max_forward<T>(T*, const T*, int64_t); \
+  template void squared_norm_forward<T>(T*, const T*, int64_t);
+SG_INSTANTIATE(float)
+SG_INSTANTIATE(double)
+#undef SG_INSTANTIATE
 
 }  // namespace sg::cpu

@@ -1,4 +1,4 @@
-// CPU reductions of a whole buffer to one float, written to *out (a pointer,
+// CPU reductions of a whole buffer to one T, written to *out (a pointer,
 // like the CUDA twins, whose result stays on the device). Sums accumulate in
 // double: the reference must be more accurate than what it checks.
 //
@@ -9,8 +9,11 @@
 
 namespace sg::cpu {
 
-void sum_forward(float* out, const float* in, int64_t n);           // sum_i x_i
-void max_forward(float* out, const float* in, int64_t n);           // max_i x_i (-inf when n == 0)
-void squared_norm_forward(float* out, const float* in, int64_t n);  // sum_i x_i^2, for clipping
+template <typename T>
+void sum_forward(T* out, const T* in, int64_t n);           // sum_i x_i
+template <typename T>
+void max_forward(T* out, const T* in, int64_t n);           // max_i x_i (-inf when n == 0)
+template <typename T>
+void squared_norm_forward(T* out, const T* in, int64_t n);  // sum_i x_i^2, for clipping
 
 }  // namespace sg::cpu

@@ -83,6 +83,7 @@ void with_any_type(DType dtype, Fn&& fn) {
     case DType::f16: fn(__half{}); return;
     case DType::i32: fn(int32_t{}); return;
     case DType::i64: fn(int64_t{}); return;
+    case DType::f64: fn(double{}); return;
   }
 }
 
@@ -218,6 +219,7 @@ void fill(void* out, DType dtype, double value, int64_t n, cudaStream_t stream) 
     case DType::f16: fill_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<uint16_t*>(out), to_f16(float(value)).bits, n); break;
     case DType::i32: fill_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<int32_t*>(out), int32_t(value), n); break;
     case DType::i64: fill_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<int64_t*>(out), int64_t(value), n); break;
+    case DType::f64: fill_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<double*>(out), value, n); break;
   }
   SG_CHECK_LAUNCH();
 }

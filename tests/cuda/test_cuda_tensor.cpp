@@ -19,7 +19,7 @@ TEST_F(CudaTensor, RoundTripThroughTheGpuIsExact) {
 
 TEST_F(CudaTensor, CastsMatchTheCpuBitForBit) {
   Tensor x = random_tensor({1000}, "x", 100.0);
-  for (DType to : {DType::bf16, DType::f16, DType::i32, DType::i64}) {
+  for (DType to : {DType::bf16, DType::f16, DType::i32, DType::i64, DType::f64}) {
     Tensor cpu_cast = x.to(to), gpu_cast = gpu(x).to(to);
     EXPECT_EQ(gpu_cast.to(Device::cpu()).to_vector<float>(), cpu_cast.to_vector<float>()) << dtype_name(to);
     EXPECT_EQ(gpu_cast.to(DType::f32).to_vector<float>(), cpu_cast.to(DType::f32).to_vector<float>()) << dtype_name(to);
@@ -68,6 +68,12 @@ TEST_F(CudaTensor, GpuMemoryIsCountedPerCategory) {
 TEST_F(CudaTensor, MixingDevicesIsAClearError) {
   Tensor a = random_tensor({4}, "a");
   EXPECT_THROW(add(a, gpu(a)), Error);
+}
+
+TEST_F(CudaTensor, F64IsCpuOnlyForOpsButConvertsAndMoves) {
+  Tensor a = random_tensor({4}, "a").to(DType::f64);
+  EXPECT_EQ(gpu(a).to_vector<double>(), a.to_vector<double>());
+  EXPECT_THROW(gelu(gpu(a)), Error);
 }
 
 }  // namespace

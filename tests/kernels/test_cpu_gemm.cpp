@@ -93,7 +93,7 @@ TEST(CpuGemmEdges, EmptyInnerDimensionScalesC) {
   GemmShape s = GemmShape::dense(2, 2, 0);
   s.beta = 2.0f;
   std::vector<float> c = {1, 2, 3, 4};
-  cpu::matmul_forward(c.data(), nullptr, nullptr, s);
+  cpu::matmul_forward<float>(c.data(), nullptr, nullptr, s);
   EXPECT_EQ(c, (std::vector<float>{2, 4, 6, 8}));
 }
 
