@@ -1,0 +1,104 @@
+// The backward engine: visits every Variable that the output depends on in
+// reverse topological order, so each one's gradient is complete (all its
+// consumers have contributed) before it is passed on.
+//
+//   1. Depth-first search from the output along grad_fn inputs gives a
+//      post-order: every Variable after the ones it was computed from.
+//   2. Walking it backwards, each computed Variable runs its Node's
+//      pre-backward hooks, then the backward rule, and adds the resulting
+//      gradients to its inputs' pending gradients.
+//   3. A leaf that requires grad adds its pending gradient into .grad (+=,
+//      so gradients accumulate across backward calls, as in PyTorch) and runs
+//      its post-accumulate hooks.
+//
+// Unless retain_graph is set, each Node's backward rule (and with it the
+// tensors it saved) is dropped right after it runs, freeing activations as
+// the pass moves down the network.
+#include <unordered_map>
+#include <unordered_set>
+
+#include "autograd/variable.h"
+#include "tensor/ops.h"
+
+namespace sg {
+namespace {
+
+// Post-order of the states reachable from root through grad_fn inputs,
+// iteratively (a deep network would overflow a recursive search).
+std::vector<std::shared_ptr<VariableState>> post_order(const std::shared_ptr<VariableState>& root) {
+  std::vector<std::shared_ptr<VariableState>> order;
+  std::unordered_set<VariableState*> seen{root.get()};
+  std::vector<std::pair<std::shared_ptr<VariableState>, size_t>> stack{{root, 0}};
+  while (!stack.empty()) {
+    auto& [state, next_input] = stack.back();
+    const Node* node = state->grad_fn.get();
+    if (node && next_input < node->inputs.size()) {
+      const std::shared_ptr<VariableState>& input = node->inputs[next_input++];
+      if (input->requires_grad && seen.insert(input.get()).second) stack.push_back({input, 0});
+      continue;
+    }
+    order.push_back(state);
+    stack.pop_back();
+  }
+  return order;
+}
+
+void accumulate(std::unordered_map<VariableState*, Tensor>& pending, VariableState* state, const Tensor& grad) {
+  auto it = pending.find(state);
+  if (it == pending.end()) pending.emplace(state, grad);
+  else it->second = add(it->second, grad);  // a fresh tensor: the old one may be shared
+}
+
+// Adds grad into a leaf's .grad, owned by the leaf and counted as a gradient.
+void accumulate_into_leaf(VariableState& leaf, const Tensor& grad) {
+  if (!leaf.grad.defined()) {
+    leaf.grad = grad.with_category(MemoryCategory::gradient);  // a copy: grad may be shared with another input
+  } else if ((leaf.grad.dtype() == DType::f32 || leaf.grad.dtype() == DType::f64) && leaf.grad.is_contiguous()) {
+    axpy_(leaf.grad, 1.0, grad.to(leaf.grad.dtype()));
+  } else {
+    leaf.grad.copy_(add(leaf.grad, grad.to(leaf.grad.dtype())));
+  }
+}
+
+}  // namespace
+
+void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
+  check_defined("backward()");
+  SG_CHECK(requires_grad(), "backward() on a Variable that does not require grad: nothing that requires grad was ",
+           "used to compute ", data().str(), " (or it was computed under NoGradGuard)");
+  SG_CHECK(grad_output.shape() == shape(), "backward(): the gradient ", grad_output.str(), " does not match the output ",
+           data().str());
+  std::unordered_map<VariableState*, Tensor> pending{{state_.get(), grad_output}};
+  std::vector<std::shared_ptr<VariableState>> order = post_order(state_);
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    VariableState* state = it->get();
+    auto found = pending.find(state);
+    if (found == pending.end()) continue;  // no path from the output carried a gradient here
+    Tensor grad = std::move(found->second);
+    pending.erase(found);
+
+    if (!state->grad_fn) {
+      accumulate_into_leaf(*state, grad);
+      Variable leaf = Variable::from_state(*it);
+      for (auto& hook : state->post_accumulate_hooks) hook(leaf);
+      continue;
+    }
+    Node& node = *state->grad_fn;
+    SG_CHECK(node.backward != nullptr, "backward() through '", node.name, "' a second time: its saved tensors were ",
+             "freed by the first pass; call the first backward(/*retain_graph=*/true) to keep them");
+    for (auto& hook : node.pre_backward_hooks) hook(node);
+    std::vector<Tensor> input_grads = node.backward(grad);
+    SG_CHECK(input_grads.size() == node.inputs.size(), "'", node.name, "' returned ", input_grads.size(),
+             " gradients for ", node.inputs.size(), " inputs");
+    if (!retain_graph) node.backward = nullptr;
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      VariableState* input = node.inputs[i].get();
+      if (!input->requires_grad || !input_grads[i].defined()) continue;
+      SG_CHECK(input_grads[i].shape() == input->data.shape(), "'", node.name, "' returned a gradient ",
+               input_grads[i].str(), " for its input ", i, " of shape ", input->data.str());
+      accumulate(pending, input, input_grads[i]);
+    }
+  }
+}
+
+}  // namespace sg

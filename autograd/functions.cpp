@@ -1,0 +1,146 @@
+// Forward and backward of every differentiable op, side by side. Each
+// backward lambda gets dL/d(output) and returns dL/d(input) for each input,
+// computed with the raw ops of tensor/ops.h. Comments give the derivative.
+#include "autograd/functions.h"
+
+#include "tensor/ops.h"
+
+namespace sg {
+namespace {
+
+// Matrices (.., M, K) as (M', K) with the leading dims folded into rows.
+Tensor as_rows(const Tensor& x) { return x.reshape({-1, x.size(-1)}); }
+
+}  // namespace
+
+// y = a + b:  da = dy, db = dy
+Variable add(const Variable& a, const Variable& b) {
+  return make_result(sg::add(a.data(), b.data()), "add", {a, b},
+                     [](const Tensor& dy) { return std::vector<Tensor>{dy, dy}; });
+}
+
+// y = a * b:  da = dy * b, db = dy * a
+Variable mul(const Variable& a, const Variable& b) {
+  Tensor x = a.data(), y = b.data();
+  return make_result(sg::mul(x, y), "mul", {a, b},
+                     [x, y](const Tensor& dy) { return std::vector<Tensor>{sg::mul(dy, y), sg::mul(dy, x)}; });
+}
+
+// y = s x:  dx = s dy
+Variable scale(const Variable& x, double factor) {
+  return make_result(sg::scale(x.data(), factor), "scale", {x},
+                     [factor](const Tensor& dy) { return std::vector<Tensor>{sg::scale(dy, factor)}; });
+}
+
+// A reshape moves no values: the gradient is dy read in the input's shape.
+Variable reshape(const Variable& x, const Shape& shape) {
+  Shape input_shape = x.shape();
+  return make_result(x.data().reshape(shape), "reshape", {x},
+                     [input_shape](const Tensor& dy) { return std::vector<Tensor>{dy.reshape(input_shape)}; });
+}
+
+// C = A B:  dA = dC B^T,  dB = A^T dC.
+// With A (.., M, K) and B (K, N) the leading dims of A are rows of one big
+// product, so dB sums over them: dB = A'^T dC' with A' (M', K), dC' (M', N).
+// Transposes are views: matmul reads them in place.
+Variable matmul(const Variable& a, const Variable& b) {
+  Tensor x = a.data(), w = b.data();
+  return make_result(sg::matmul(x, w), "matmul", {a, b}, [x, w](const Tensor& dc) {
+    Tensor da = sg::matmul(dc, w.transpose(-1, -2));
+    Tensor db = (w.dim() == 2 && x.dim() > 2) ? sg::matmul(as_rows(x).transpose(0, 1), as_rows(dc))
+                                              : sg::matmul(x.transpose(-1, -2), dc);
+    return std::vector<Tensor>{da, db};
+  });
+}
+
+// y = x W^T + b with x (.., in), W (out, in):
+//   dx = dy W   (.., in)      dW = dy'^T x'   (out, in)     db = sum over rows of dy
+Variable linear(const Variable& x, const Variable& weight, const Variable& bias) {
+  Tensor input = x.data(), w = weight.data();
+  Tensor y = sg::matmul(input, w.transpose(0, 1));
+  if (bias.defined()) y = sg::add_bias(y, bias.data());
+  std::vector<Variable> inputs{x, weight};
+  if (bias.defined()) inputs.push_back(bias);
+  bool has_bias = bias.defined();
+  return make_result(std::move(y), "linear", inputs, [input, w, has_bias](const Tensor& dy) {
+    std::vector<Tensor> grads{sg::matmul(dy, w), sg::matmul(as_rows(dy).transpose(0, 1), as_rows(input))};
+    if (has_bias) grads.push_back(sg::bias_backward(dy));
+    return grads;
+  });
+}
+
+// y = gelu(x):  dx = dy * gelu'(x)  (kernels/cpu/elementwise.h)
+Variable gelu(const Variable& x) {
+  Tensor input = x.data();
+  return make_result(sg::gelu(input), "gelu", {x},
+                     [input](const Tensor& dy) { return std::vector<Tensor>{sg::gelu_backward(input, dy)}; });
+}
+
+// y = softmax(x):  dx = y * (dy - sum(dy * y))  (per row)
+Variable softmax(const Variable& x) {
+  Tensor y = sg::softmax(x.data());
+  return make_result(y, "softmax", {x},
+                     [y](const Tensor& dy) { return std::vector<Tensor>{sg::softmax_backward(y, dy)}; });
+}
+
+// LayerNorm saves its input and the per-row mean and rstd; the backward
+// formula is in kernels/cpu/normalization.h.
+Variable layernorm(const Variable& x, const Variable& weight, const Variable& bias) {
+  Tensor input = x.data(), w = weight.data();
+  LayerNormOutput out = sg::layernorm(input, w, bias.data());
+  Tensor mean = out.mean, rstd = out.rstd;
+  return make_result(out.out, "layernorm", {x, weight, bias}, [input, w, mean, rstd](const Tensor& dy) {
+    LayerNormGrads g = sg::layernorm_backward(dy, input, w, mean, rstd);
+    return std::vector<Tensor>{g.dx, g.dweight, g.dbias};
+  });
+}
+
+// Attention saves qkv and the (B, NH, T, T) probabilities; the backward
+// formula is in kernels/cpu/attention.h.
+Variable attention(const Variable& qkv, int64_t n_head) {
+  Tensor input = qkv.data();
+  AttentionOutput out = sg::attention(input, n_head);
+  Tensor att = out.att;
+  return make_result(out.out, "attention", {qkv}, [input, att, n_head](const Tensor& dy) {
+    return std::vector<Tensor>{sg::attention_backward(dy, input, att, n_head)};
+  });
+}
+
+// y[n] = table[ids[n]]:  dtable[v] = sum of dy[n] over the n with ids[n] = v
+Variable embedding(const Variable& table, const Tensor& ids) {
+  int64_t vocab = table.size(0);
+  return make_result(sg::embedding(table.data(), ids), "embedding", {table}, [ids, vocab](const Tensor& dy) {
+    return std::vector<Tensor>{sg::embedding_backward(dy, ids, vocab)};
+  });
+}
+
+// loss = (1/n) sum over counted rows of (logsumexp(x) - x[target]), n = rows
+// with target >= 0:  dlogits = dloss/n * (softmax(x) - onehot(target)).
+Variable cross_entropy(const Variable& logits, const Tensor& targets) {
+  Tensor x = logits.data();
+  CrossEntropyOutput out = sg::cross_entropy(x, targets);
+  int64_t counted = 0;
+  for (int64_t t : targets.to_vector<int64_t>()) counted += t >= 0;
+  SG_CHECK(counted > 0, "cross_entropy: every target is ignored (negative), so the mean is undefined");
+  Tensor lse = out.lse;
+  Tensor loss = sg::scale(sg::sum(out.losses), 1.0 / double(counted)).to(x.dtype());
+  return make_result(loss, "cross_entropy", {logits}, [x, lse, targets, counted](const Tensor& dloss) {
+    Tensor dlosses = Tensor::full(targets.shape(), dloss.item() / double(counted),
+                                  TensorOptions().dtype(lse.dtype()).device(x.device()));
+    return std::vector<Tensor>{sg::cross_entropy_backward(dlosses, x, lse, targets)};
+  });
+}
+
+// y = sum(x):  dx = dy everywhere
+Variable sum(const Variable& x) {
+  Shape shape = x.shape();
+  TensorOptions options = TensorOptions().dtype(x.dtype()).device(x.device());
+  return make_result(sg::sum(x.data()).to(x.dtype()), "sum", {x}, [shape, options](const Tensor& dy) {
+    return std::vector<Tensor>{Tensor::full(shape, dy.item(), options)};
+  });
+}
+
+// y = mean(x):  dx = dy / numel everywhere
+Variable mean(const Variable& x) { return scale(sum(x), 1.0 / double(x.numel())); }
+
+}  // namespace sg

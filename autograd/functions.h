@@ -1,0 +1,45 @@
+// The differentiable ops: each records a Node whose backward rule is written
+// right beside its forward (functions.cpp), on top of the raw ops of
+// tensor/ops.h. This is the whole vocabulary a GPT needs.
+//
+// Shapes: B batch, T time, C channels, NH heads, V vocabulary.
+//
+// Read next: autograd/engine.cpp (how backward visits these), nn/module.h.
+#pragma once
+
+#include <cstdint>
+
+#include "autograd/variable.h"
+
+namespace sg {
+
+Variable add(const Variable& a, const Variable& b);   // same shapes
+Variable mul(const Variable& a, const Variable& b);   // same shapes
+Variable scale(const Variable& x, double factor);
+Variable reshape(const Variable& x, const Shape& shape);
+
+// (.., M, K) @ (K, N), or batched (B.., M, K) @ (B.., K, N).
+Variable matmul(const Variable& a, const Variable& b);
+
+// y = x W^T + b, PyTorch's nn.Linear: x (.., in), weight (out, in), bias (out)
+// or an undefined Variable for none.
+Variable linear(const Variable& x, const Variable& weight, const Variable& bias);
+
+Variable gelu(const Variable& x);
+Variable softmax(const Variable& x);  // over the last dim
+Variable layernorm(const Variable& x, const Variable& weight, const Variable& bias);  // over the last dim
+
+// Causal self-attention over qkv (B, T, 3C) -> (B, T, C), NH heads.
+Variable attention(const Variable& qkv, int64_t n_head);
+
+// Rows of table (V, C) picked by ids (any shape, i32/i64) -> ids.shape + (C).
+Variable embedding(const Variable& table, const Tensor& ids);
+
+// Mean cross-entropy (nats) of logits (.., V) against targets (..); targets
+// < 0 are ignored and left out of the mean, like PyTorch's ignore_index.
+Variable cross_entropy(const Variable& logits, const Tensor& targets);
+
+Variable sum(const Variable& x);   // 0-d
+Variable mean(const Variable& x);  // 0-d
+
+}  // namespace sg

@@ -1,0 +1,112 @@
+// Variable handles, grad mode and the recording of ops into the tape.
+#include "autograd/variable.h"
+
+#include <atomic>
+
+#include "tensor/ops.h"
+
+namespace sg {
+namespace {
+
+thread_local bool g_grad_mode = true;
+std::atomic<uint64_t> g_next_sequence{0};
+
+}  // namespace
+
+Variable::Variable(Tensor data, bool requires_grad, std::string name) : state_(std::make_shared<VariableState>()) {
+  SG_CHECK(data.defined(), "a Variable needs a defined tensor");
+  SG_CHECK(!requires_grad || is_floating(data.dtype()), "only floating tensors can require gradients, got ",
+           data.str(), (name.empty() ? "" : " for "), name);
+  state_->data = std::move(data);
+  state_->requires_grad = requires_grad;
+  state_->name = std::move(name);
+}
+
+Variable Variable::from_state(std::shared_ptr<VariableState> state) {
+  Variable variable;
+  variable.state_ = std::move(state);
+  return variable;
+}
+
+void Variable::check_defined(const char* what) const {
+  SG_CHECK(state_ != nullptr, what, " on an undefined Variable (default-constructed)");
+}
+
+const Tensor& Variable::data() const {
+  check_defined("data()");
+  return state_->data;
+}
+
+void Variable::set_data(const Tensor& data) {
+  check_defined("set_data()");
+  SG_CHECK(data.layout() == state_->data.layout() && data.dtype() == state_->data.dtype(), "set_data: ",
+           data.str(), " does not match ", state_->data.str(), (state_->name.empty() ? "" : " of "), state_->name);
+  state_->data = data;
+}
+
+const Tensor& Variable::grad() const {
+  check_defined("grad()");
+  return state_->grad;
+}
+
+void Variable::set_grad(const Tensor& grad) {
+  check_defined("set_grad()");
+  SG_CHECK(!grad.defined() || grad.layout() == state_->data.layout(), "set_grad: ", grad.str(), " does not match ",
+           state_->data.str());
+  state_->grad = grad;
+}
+
+void Variable::zero_grad() {
+  check_defined("zero_grad()");
+  state_->grad = Tensor();
+}
+
+bool Variable::requires_grad() const {
+  check_defined("requires_grad()");
+  return state_->requires_grad;
+}
+
+const std::shared_ptr<Node>& Variable::grad_fn() const {
+  check_defined("grad_fn()");
+  return state_->grad_fn;
+}
+
+const std::string& Variable::name() const {
+  check_defined("name()");
+  return state_->name;
+}
+
+void Variable::add_post_accumulate_hook(VariableState::PostAccumulateHook hook) {
+  check_defined("add_post_accumulate_hook()");
+  SG_CHECK(is_leaf(), "post-accumulate hooks go on leaves (parameters); ", state_->name, " is computed by ",
+           state_->grad_fn->name);
+  state_->post_accumulate_hooks.push_back(std::move(hook));
+}
+
+void Variable::backward(bool retain_graph) const {
+  check_defined("backward()");
+  SG_CHECK(numel() == 1, "backward() without a gradient needs a one-element Variable (a loss), got ", data().str(),
+           "; pass the gradient of the output explicitly");
+  backward(Tensor::ones(data().shape(), TensorOptions().dtype(dtype()).device(device())), retain_graph);
+}
+
+bool grad_mode_enabled() { return g_grad_mode; }
+
+NoGradGuard::NoGradGuard() : previous_(g_grad_mode) { g_grad_mode = false; }
+NoGradGuard::~NoGradGuard() { g_grad_mode = previous_; }
+
+Variable make_result(Tensor result, const char* op, std::vector<Variable> inputs, Node::BackwardFn backward) {
+  bool needs_grad = false;
+  for (const Variable& input : inputs) needs_grad |= input.requires_grad();
+  if (!grad_mode_enabled() || !needs_grad) return Variable(std::move(result));
+  auto node = std::make_shared<Node>();
+  node->name = op;
+  node->backward = std::move(backward);
+  node->sequence = g_next_sequence++;
+  for (const Variable& input : inputs) node->inputs.push_back(input.state());
+  Variable output(std::move(result), /*requires_grad=*/true);
+  output.state()->grad_fn = std::move(node);
+  return output;
+}
+
+}  // namespace sg

@@ -1,0 +1,123 @@
+// Variable: a Tensor that remembers how it was computed, so gradients can
+// flow back to it. The define-by-run tape is the graph of Nodes hanging off
+// Variables: every differentiable op (autograd/functions.h) records one Node
+// holding its inputs, what it saved, and its backward rule, written right
+// beside its forward.
+//
+//   Variable w(Tensor::zeros({3, 3}), /*requires_grad=*/true);
+//   Variable loss = sum(matmul(x, w));
+//   loss.backward();          // w.grad() now holds dloss/dw
+//
+// Variables are shared handles (like Tensor): copies see the same data,
+// gradient and history. Two seams let dist/ plug in without autograd knowing
+// about it: a pre-backward hook on a Node (runs just before its backward
+// rule, e.g. to gather a sharded block's parameters) and a post-accumulate
+// hook on a leaf Variable (runs each time a gradient is added to it, e.g. to
+// reduce-scatter it).
+//
+// Read next: autograd/functions.h (the ops), autograd/engine.cpp (backward).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace sg {
+
+class Variable;
+struct VariableState;
+
+// One recorded op. backward maps the gradient of the op's output to the
+// gradients of its inputs (one per input; an undefined Tensor for an input
+// that needs none). It owns the tensors the op saved; the engine drops it
+// after running it unless the graph is retained.
+struct Node {
+  using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+  using PreBackwardHook = std::function<void(Node&)>;
+
+  std::string name;  // the op, for error messages and debugging: "matmul", "layernorm"
+  std::vector<std::shared_ptr<VariableState>> inputs;
+  BackwardFn backward;
+  std::vector<PreBackwardHook> pre_backward_hooks;
+  uint64_t sequence = 0;  // creation order: later ops have larger numbers
+
+  void add_pre_backward_hook(PreBackwardHook hook) { pre_backward_hooks.push_back(std::move(hook)); }
+};
+
+struct VariableState {
+  using PostAccumulateHook = std::function<void(Variable&)>;
+
+  Tensor data;
+  Tensor grad;                     // leaves only; accumulated with +=
+  bool requires_grad = false;
+  std::shared_ptr<Node> grad_fn;   // null for leaves
+  std::string name;                // parameters carry their full name
+  std::vector<PostAccumulateHook> post_accumulate_hooks;
+};
+
+class Variable {
+ public:
+  Variable() = default;
+  explicit Variable(Tensor data, bool requires_grad = false, std::string name = "");
+
+  bool defined() const { return state_ != nullptr; }
+  const Tensor& data() const;
+  // Replaces the values in place of the same shape (an optimizer step, a load).
+  void set_data(const Tensor& data);
+  const Tensor& grad() const;  // undefined until a backward pass reaches this leaf
+  void set_grad(const Tensor& grad);
+  void zero_grad();            // drops the gradient (the next accumulation starts fresh)
+  bool requires_grad() const;
+  bool is_leaf() const { return grad_fn() == nullptr; }
+  const std::shared_ptr<Node>& grad_fn() const;
+  const std::string& name() const;
+
+  const Shape& shape() const { return data().shape(); }
+  int64_t size(int64_t d) const { return data().size(d); }
+  int64_t numel() const { return data().numel(); }
+  DType dtype() const { return data().dtype(); }
+  Device device() const { return data().device(); }
+
+  // Runs the backward pass from this Variable. Without an argument it must
+  // hold one element (a loss) and is seeded with 1. retain_graph keeps the
+  // saved tensors so backward can run through the same graph again.
+  void backward(bool retain_graph = false) const;
+  void backward(const Tensor& grad_output, bool retain_graph = false) const;
+
+  void add_post_accumulate_hook(VariableState::PostAccumulateHook hook);
+
+  // The Variable with the same data but no history: gradients stop here.
+  Variable detach() const { return Variable(data()); }
+
+  const std::shared_ptr<VariableState>& state() const { return state_; }
+  static Variable from_state(std::shared_ptr<VariableState> state);
+
+ private:
+  void check_defined(const char* what) const;
+  std::shared_ptr<VariableState> state_;
+};
+
+// Whether ops record history. Off inside a NoGradGuard (evaluation,
+// sampling, optimizer updates): ops then return plain Variables.
+bool grad_mode_enabled();
+
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// For op authors (autograd/functions.cpp): wraps a forward result, recording
+// a Node with `backward` when grad mode is on and any input requires grad.
+Variable make_result(Tensor result, const char* op, std::vector<Variable> inputs, Node::BackwardFn backward);
+
+}  // namespace sg

@@ -1,0 +1,125 @@
+// The backward engine: accumulation, shared inputs, grad mode, graph
+// retention, the two hook seams and the errors a user meets.
+#include <gtest/gtest.h>
+
+#include "autograd/functions.h"
+#include "tensor/ops.h"
+
+namespace sg {
+namespace {
+
+Variable leaf(std::vector<float> values, const Shape& shape) {
+  return Variable(Tensor::from_vector(values, shape), /*requires_grad=*/true);
+}
+
+TEST(Engine, GradientsAccumulateAcrossBackwardCalls) {
+  Variable x = leaf({1, 2, 3}, {3});
+  sum(scale(x, 2.0)).backward();
+  sum(scale(x, 2.0)).backward();
+  EXPECT_EQ(x.grad().to_vector<float>(), (std::vector<float>{4, 4, 4}));
+  x.zero_grad();
+  EXPECT_FALSE(x.grad().defined());
+}
+
+TEST(Engine, AnInputUsedTwiceGetsTheSumOfBothGradients) {
+  Variable x = leaf({3}, {1});
+  Variable y = mul(x, x);  // y = x^2, dy/dx = 2x through two edges
+  Variable z = add(y, x);  // z = x^2 + x: x also feeds z directly
+  z.backward();
+  EXPECT_EQ(x.grad().item(), 7.0);
+}
+
+TEST(Engine, SharedGradientTensorsAreNotAliasedIntoTwoLeaves) {
+  Variable a = leaf({1}, {1}), b = leaf({1}, {1});
+  add(a, b).backward();  // add hands the same dy to both inputs
+  add(a, b).backward();
+  EXPECT_EQ(a.grad().item(), 2.0);
+  EXPECT_EQ(b.grad().item(), 2.0);
+}
+
+TEST(Engine, NoGradGuardRecordsNothing) {
+  Variable x = leaf({1, 2}, {2});
+  {
+    NoGradGuard no_grad;
+    Variable y = scale(x, 3.0);
+    EXPECT_FALSE(y.requires_grad());
+    EXPECT_TRUE(y.is_leaf());
+    EXPECT_THROW(sum(y).backward(), Error);
+  }
+  EXPECT_TRUE(scale(x, 3.0).requires_grad());
+}
+
+TEST(Engine, FrozenInputsGetNoGradient) {
+  Variable w = leaf({2}, {1});
+  Variable frozen(Tensor::from_vector(std::vector<float>{5}, {1}));  // requires_grad = false
+  mul(w, frozen).backward();
+  EXPECT_EQ(w.grad().item(), 5.0);
+  EXPECT_FALSE(frozen.grad().defined());
+}
+
+TEST(Engine, SavedTensorsAreFreedUnlessTheGraphIsRetained) {
+  Variable x = leaf({1, 2}, {2});
+  Variable loss = sum(mul(x, x));
+  loss.backward(/*retain_graph=*/true);
+  loss.backward();
+  EXPECT_EQ(x.grad().to_vector<float>(), (std::vector<float>{4, 8}));
+  try {
+    loss.backward();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("retain_graph"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Engine, PreBackwardHooksRunBeforeTheirNodeInReverseOrder) {
+  Variable x = leaf({1, 2}, {2});
+  Variable a = scale(x, 2.0);
+  Variable b = gelu(a);
+  std::vector<std::string> seen;
+  a.grad_fn()->add_pre_backward_hook([&](Node& node) { seen.push_back(node.name); });
+  b.grad_fn()->add_pre_backward_hook([&](Node& node) { seen.push_back(node.name); });
+  sum(b).backward();
+  EXPECT_EQ(seen, (std::vector<std::string>{"gelu", "scale"}));
+  EXPECT_LT(a.grad_fn()->sequence, b.grad_fn()->sequence);
+}
+
+TEST(Engine, PostAccumulateHooksSeeTheAccumulatedGradient) {
+  Variable w = leaf({1, 1}, {2});
+  std::vector<float> observed;
+  int calls = 0;
+  w.add_post_accumulate_hook([&](Variable& v) {
+    ++calls;
+    observed = v.grad().to_vector<float>();
+  });
+  Variable y = add(scale(w, 2.0), scale(w, 3.0));  // two uses, one accumulation per backward
+  sum(y).backward();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(observed, (std::vector<float>{5, 5}));
+  EXPECT_THROW(y.add_post_accumulate_hook([](Variable&) {}), Error);  // not a leaf
+}
+
+TEST(Engine, LeafGradientsAreCountedAsGradientMemory) {
+  Variable w = leaf(std::vector<float>(100, 1.0f), {100});
+  int64_t before = memory_stats(Device::cpu())[MemoryCategory::gradient].live;
+  sum(w).backward();
+  EXPECT_EQ(memory_stats(Device::cpu())[MemoryCategory::gradient].live - before, 400);
+}
+
+TEST(Engine, ClearErrorsForMisuse) {
+  Variable x = leaf({1, 2}, {2});
+  EXPECT_THROW(scale(x, 2.0).backward(), Error);  // not a scalar, no gradient given
+  EXPECT_THROW(scale(x, 2.0).backward(Tensor::ones({3})), Error);  // wrong gradient shape
+  EXPECT_THROW(Variable(Tensor::zeros({2}, TensorOptions().dtype(DType::i32)), true), Error);
+  EXPECT_THROW(Variable().data(), Error);
+}
+
+TEST(Engine, DeepChainsDoNotOverflowTheStack) {
+  Variable x = leaf({1}, {1});
+  Variable y = x;
+  for (int i = 0; i < 20000; ++i) y = scale(y, 1.0);
+  y.backward();
+  EXPECT_EQ(x.grad().item(), 1.0);
+}
+
+}  // namespace
+}  // namespace sg

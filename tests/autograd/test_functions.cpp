@@ -1,0 +1,105 @@
+// Every differentiable op's gradient against f64 central finite differences:
+// for L = sum(f(inputs) * w) with a random w, the gradient the engine puts in
+// each input's .grad must match (L(x + h) - L(x - h)) / 2h, element by element.
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "autograd/functions.h"
+#include "tensor/ops.h"
+#include "tensor/rng.h"
+#include "tests/test_util.h"
+
+namespace sg {
+namespace {
+
+using Fn = std::function<Variable(const std::vector<Variable>&)>;
+
+Tensor randn64(const Shape& shape, const std::string& name, double std = 1.0) {
+  Tensor t = Tensor::empty(shape);
+  fill_normal_(t, 5, name, 0.0, std);
+  return t.to(DType::f64);
+}
+
+double weighted_sum(const Fn& f, const std::vector<Tensor>& inputs, const Tensor& weights) {
+  NoGradGuard no_grad;
+  std::vector<Variable> vars;
+  for (const Tensor& t : inputs) vars.emplace_back(t);
+  return sg::sum(sg::mul(f(vars).data(), weights)).item();
+}
+
+void check_gradients(const Fn& f, std::vector<Tensor> inputs, double rtol = 1e-6, double atol = 1e-8) {
+  std::vector<Variable> vars;
+  for (const Tensor& t : inputs) vars.emplace_back(t.clone(), /*requires_grad=*/true);
+  Variable out = f(vars);
+  Tensor weights = randn64(out.shape(), "upstream");
+  sum(mul(out, Variable(weights))).backward();
+  const double h = 1e-6;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    ASSERT_TRUE(vars[i].grad().defined()) << "input " << i << " got no gradient";
+    double* values = inputs[i].data<double>();
+    std::vector<double> numeric(size_t(inputs[i].numel()));
+    for (int64_t j = 0; j < inputs[i].numel(); ++j) {
+      double saved = values[j];
+      values[j] = saved + h;
+      double plus = weighted_sum(f, inputs, weights);
+      values[j] = saved - h;
+      double minus = weighted_sum(f, inputs, weights);
+      values[j] = saved;
+      numeric[size_t(j)] = (plus - minus) / (2 * h);
+    }
+    EXPECT_TRUE(test::all_close(vars[i].grad().to_vector<double>(), numeric, rtol, atol)) << "input " << i;
+  }
+}
+
+TEST(AutogradFunctions, AddMulScaleReshape) {
+  check_gradients([](auto& v) { return add(v[0], v[1]); }, {randn64({3, 4}, "a"), randn64({3, 4}, "b")});
+  check_gradients([](auto& v) { return mul(v[0], v[1]); }, {randn64({3, 4}, "a"), randn64({3, 4}, "b")});
+  check_gradients([](auto& v) { return scale(v[0], -1.5); }, {randn64({5}, "a")});
+  check_gradients([](auto& v) { return reshape(v[0], {2, 6}); }, {randn64({3, 4}, "a")});
+}
+
+TEST(AutogradFunctions, MatmulPlainFoldedAndBatched) {
+  check_gradients([](auto& v) { return matmul(v[0], v[1]); }, {randn64({4, 3}, "a"), randn64({3, 5}, "b")});
+  check_gradients([](auto& v) { return matmul(v[0], v[1]); }, {randn64({2, 4, 3}, "a"), randn64({3, 5}, "b")});
+  check_gradients([](auto& v) { return matmul(v[0], v[1]); }, {randn64({2, 4, 3}, "a"), randn64({2, 3, 5}, "b")});
+}
+
+TEST(AutogradFunctions, LinearWithAndWithoutBias) {
+  check_gradients([](auto& v) { return linear(v[0], v[1], v[2]); },
+                  {randn64({2, 3, 4}, "x"), randn64({5, 4}, "w"), randn64({5}, "b")});
+  check_gradients([](auto& v) { return linear(v[0], v[1], Variable()); }, {randn64({3, 4}, "x"), randn64({2, 4}, "w")});
+}
+
+TEST(AutogradFunctions, GeluSoftmaxLayerNorm) {
+  check_gradients([](auto& v) { return gelu(v[0]); }, {randn64({11}, "x", 2.0)});
+  check_gradients([](auto& v) { return softmax(v[0]); }, {randn64({3, 5}, "x", 2.0)});
+  check_gradients([](auto& v) { return layernorm(v[0], v[1], v[2]); },
+                  {randn64({2, 3, 6}, "x", 2.0), randn64({6}, "w"), randn64({6}, "b")}, 1e-5, 1e-7);
+}
+
+TEST(AutogradFunctions, Attention) {
+  check_gradients([](auto& v) { return attention(v[0], 2); }, {randn64({2, 3, 3 * 4}, "qkv")}, 1e-5, 1e-7);
+}
+
+TEST(AutogradFunctions, EmbeddingAndCrossEntropy) {
+  Tensor ids = Tensor::from_vector(std::vector<int32_t>{2, 0, 2, 3}, {2, 2});
+  check_gradients([&](auto& v) { return embedding(v[0], ids); }, {randn64({4, 3}, "table")});
+  Tensor targets = Tensor::from_vector(std::vector<int64_t>{1, -1, 4, 0}, {2, 2});
+  check_gradients([&](auto& v) { return cross_entropy(v[0], targets); }, {randn64({2, 2, 5}, "logits", 2.0)});
+}
+
+TEST(AutogradFunctions, SumAndMean) {
+  check_gradients([](auto& v) { return sum(v[0]); }, {randn64({3, 2}, "x")});
+  check_gradients([](auto& v) { return mean(v[0]); }, {randn64({3, 2}, "x")});
+}
+
+TEST(AutogradFunctions, CrossEntropyIsTheMeanOverCountedRows) {
+  Tensor logits = Tensor::zeros({3, 4});
+  Tensor targets = Tensor::from_vector(std::vector<int32_t>{0, -1, 3}, {3});
+  EXPECT_NEAR(cross_entropy(Variable(logits), targets).data().item(), std::log(4.0), 1e-6);
+  EXPECT_THROW(cross_entropy(Variable(logits), Tensor::full({3}, -1, TensorOptions().dtype(DType::i32))), Error);
+}
+
+}  // namespace
+}  // namespace sg
