@@ -1,0 +1,146 @@
+#include "examples/train_flags.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <vector>
+
+#include "kernels/error.h"
+
+#ifndef SG_SOURCE_DIR
+#define SG_SOURCE_DIR "."
+#endif
+
+namespace sg {
+namespace {
+
+struct Flag {
+  const char* name;
+  const char* help;
+  std::function<void(const std::string&)> set;
+  std::function<std::string()> show;
+};
+
+int64_t parse_int(const std::string& flag, const std::string& value) {
+  size_t used = 0;
+  int64_t result = 0;
+  try {
+    result = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  SG_CHECK(used == value.size() && !value.empty(), "--", flag, " expects an integer, got '", value, "'");
+  return result;
+}
+
+double parse_double(const std::string& flag, const std::string& value) {
+  size_t used = 0;
+  double result = 0;
+  try {
+    result = std::stod(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  SG_CHECK(used == value.size() && !value.empty(), "--", flag, " expects a number, got '", value, "'");
+  return result;
+}
+
+std::vector<Flag> flag_table(TrainFlags& f) {
+  auto integer = [](const char* name, const char* help, int64_t& target) {
+    return Flag{name, help, [name, &target](const std::string& v) { target = parse_int(name, v); },
+                [&target] { return std::to_string(target); }};
+  };
+  auto number = [](const char* name, const char* help, double& target) {
+    return Flag{name, help, [name, &target](const std::string& v) { target = parse_double(name, v); },
+                [&target] { char text[32]; std::snprintf(text, sizeof(text), "%g", target); return std::string(text); }};
+  };
+  auto text = [](const char* name, const char* help, std::string& target) {
+    return Flag{name, help, [&target](const std::string& v) { target = v; }, [&target] { return target; }};
+  };
+  return {
+      text("data", "text file to train on", f.data),
+      text("tokenizer", "char (vocabulary from the text) or byte (256)", f.tokenizer),
+      integer("layers", "transformer blocks", f.layers),
+      integer("heads", "attention heads per block", f.heads),
+      integer("embd", "channels (divisible by --heads)", f.embd),
+      integer("ctx", "context length T", f.ctx),
+      integer("batch", "sequences per micro-batch B", f.batch),
+      integer("grad-accum", "micro-batches per optimizer step", f.grad_accum),
+      integer("steps", "optimizer steps", f.steps),
+      number("lr", "peak learning rate (after warmup)", f.lr),
+      number("min-lr", "learning rate at the end of the cosine decay", f.min_lr),
+      integer("warmup", "linear warmup steps", f.warmup),
+      number("weight-decay", "AdamW decay of the linear-layer weights", f.weight_decay),
+      number("beta2", "AdamW beta2", f.beta2),
+      number("clip", "global gradient-norm clip (0: off)", f.clip),
+      integer("seed", "initialization, data order and sampling", f.seed),
+      integer("eval-every", "validate every N steps (and always at the last)", f.eval_every),
+      integer("eval-batches", "validation batches per evaluation", f.eval_batches),
+      integer("print-every", "progress line every N steps when not on a terminal", f.print_every),
+      text("metrics", "write one JSON object per step to this file", f.metrics),
+      text("out", "directory for the run's files", f.out),
+      integer("sample", "characters to generate at the end (0: none)", f.sample),
+      number("temperature", "sampling temperature", f.temperature),
+      integer("top-k", "sample among the k likeliest tokens (0: all)", f.top_k),
+      Flag{"threads", "CPU threads (0: all cores)", [&f](const std::string& v) { f.threads = int(parse_int("threads", v)); },
+           [&f] { return std::to_string(f.threads); }},
+  };
+}
+
+std::string default_data_path() {
+  const char* bundled = "data/tinyshakespeare.txt";
+  if (std::filesystem::exists(bundled)) return bundled;
+  return std::string(SG_SOURCE_DIR) + "/" + bundled;
+}
+
+void check_ranges(const TrainFlags& f) {
+  SG_CHECK(f.layers > 0 && f.heads > 0 && f.embd > 0 && f.ctx > 0, "--layers, --heads, --embd and --ctx must be positive");
+  SG_CHECK(f.embd % f.heads == 0, "--embd ", f.embd, " must be divisible by --heads ", f.heads);
+  SG_CHECK(f.batch > 0 && f.grad_accum > 0 && f.steps > 0, "--batch, --grad-accum and --steps must be positive");
+  SG_CHECK(f.lr > 0 && f.min_lr >= 0 && f.min_lr <= f.lr, "need 0 <= --min-lr <= --lr and --lr > 0");
+  SG_CHECK(f.warmup >= 0 && f.warmup < f.steps, "--warmup must be in [0, --steps)");
+  SG_CHECK(f.eval_batches > 0 && f.print_every > 0 && f.eval_every >= 0, "--eval-batches and --print-every must be positive");
+  SG_CHECK(f.sample >= 0 && f.top_k >= 0 && f.temperature > 0, "--sample and --top-k must be >= 0, --temperature > 0");
+  SG_CHECK(f.threads >= 0, "--threads must be >= 0");
+}
+
+}  // namespace
+
+TrainFlags parse_train_flags(int argc, char** argv) {
+  TrainFlags flags;
+  std::vector<Flag> table = flag_table(flags);
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::printf("usage: %s [flags]\n", argv[0]);
+      for (const Flag& flag : table) {
+        std::printf("  --%-14s %s (default: %s)\n", flag.name, flag.help, flag.show().empty() ? "none" : flag.show().c_str());
+      }
+      flags.help = true;
+      return flags;
+    }
+    SG_CHECK(arg.rfind("--", 0) == 0, "unexpected argument '", arg, "'; flags look like --steps 100 (see --help)");
+    std::string name = arg.substr(2), value;
+    size_t equals = name.find('=');
+    if (equals != std::string::npos) {
+      value = name.substr(equals + 1);
+      name = name.substr(0, equals);
+    } else {
+      SG_CHECK(i + 1 < argc, "--", name, " needs a value");
+      value = argv[++i];
+    }
+    bool known = false;
+    for (const Flag& flag : table) {
+      if (name == flag.name) {
+        flag.set(value);
+        known = true;
+      }
+    }
+    SG_CHECK(known, "unknown flag --", name, " (see --help)");
+  }
+  if (flags.data.empty()) flags.data = default_data_path();
+  check_ranges(flags);
+  return flags;
+}
+
+}  // namespace sg

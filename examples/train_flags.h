@@ -1,0 +1,32 @@
+// train_gpt's command line: every flag, its default and its meaning in one
+// table (train_flags.cpp), so --help and the parser cannot drift apart.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace sg {
+
+struct TrainFlags {
+  std::string data;             // text file; default: the bundled tiny Shakespeare
+  std::string tokenizer = "char";
+  int64_t layers = 4, heads = 4, embd = 128, ctx = 128;
+  int64_t batch = 16, grad_accum = 1, steps = 2000;
+  double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, beta2 = 0.99, clip = 1.0;
+  int64_t warmup = 100;
+  int64_t seed = 1337;
+  int64_t eval_every = 250, eval_batches = 20, print_every = 50;
+  std::string metrics;          // JSON lines, one per step; empty: none
+  std::string out = "runs/gpt"; // the run's files (the tokenizer)
+  int64_t sample = 400;         // characters to generate at the end; 0: none
+  double temperature = 0.8;
+  int64_t top_k = 40;
+  int threads = 0;              // 0: all cores
+  bool help = false;
+};
+
+// Parses argv; throws sg::Error naming a bad flag or value. --help prints
+// the table and sets help.
+TrainFlags parse_train_flags(int argc, char** argv);
+
+}  // namespace sg

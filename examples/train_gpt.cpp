@@ -1,0 +1,177 @@
+// train_gpt: trains a GPT-2-style model on a text file and prints a sample.
+//
+// The training loop is deliberately flat, as in llm.c: every step is
+//   for each micro-batch: loss = model.loss(x, y); (loss / accum).backward();
+//   clip_grad_norm(params); optimizer.step(); optimizer.zero_grad();
+// Follow model.loss into nn/gpt.cpp, then autograd/functions.cpp, tensor/ops
+// and kernels/cpu to see one step end to end (docs/gpt.md walks it).
+//
+//   build/bin/train_gpt                      # the default character-level run
+//   build/bin/train_gpt --help               # every flag
+#include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "examples/sampling.h"
+#include "examples/text_data.h"
+#include "examples/train_flags.h"
+#include "nn/gpt.h"
+#include "optim/optimizers.h"
+#include "optim/schedule.h"
+
+namespace sg {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+std::string format_duration(double seconds) {
+  char text[32];
+  int total = int(seconds + 0.5);
+  if (total >= 3600) std::snprintf(text, sizeof(text), "%dh%02dm", total / 3600, total % 3600 / 60);
+  else std::snprintf(text, sizeof(text), "%dm%02ds", total / 60, total % 60);
+  return text;
+}
+
+// Mean loss over the first `batches` windows of the validation loader (the
+// same windows every time, so evaluations are comparable).
+double evaluate(const Gpt& model, WindowLoader& loader, int64_t batches) {
+  NoGradGuard no_grad;
+  loader.set_windows_drawn(0);
+  double total = 0.0;
+  for (int64_t i = 0; i < batches; ++i) {
+    WindowLoader::Batch batch = loader.next();
+    total += model.loss(batch.x, batch.y).data().item();
+  }
+  return total / double(batches);
+}
+
+int run(const TrainFlags& flags) {
+  if (flags.threads > 0) omp_set_num_threads(flags.threads);
+  const std::string text = read_text_file(flags.data);
+  const Tokenizer tokenizer = Tokenizer::from_name(flags.tokenizer, text);
+  std::vector<int32_t> tokens = tokenizer.encode(text);
+
+  // The first 90% trains, the last 10% validates (nanoGPT's split).
+  const size_t split = tokens.size() * 9 / 10;
+  WindowLoader train_loader(std::vector<int32_t>(tokens.begin(), tokens.begin() + long(split)), flags.batch, flags.ctx,
+                            flags.seed);
+  WindowLoader val_loader(std::vector<int32_t>(tokens.begin() + long(split), tokens.end()), flags.batch, flags.ctx,
+                          flags.seed + 1);
+
+  GptConfig cfg;
+  cfg.vocab_size = tokenizer.vocab_size();
+  cfg.block_size = flags.ctx;
+  cfg.n_layer = flags.layers;
+  cfg.n_head = flags.heads;
+  cfg.n_embd = flags.embd;
+  cfg.seed = flags.seed;
+  Gpt model(cfg);
+
+  // Weight decay only on the matrices of linear maps (ParamInit::decays).
+  ParamGroup decayed{{}, flags.weight_decay}, undecayed{{}, 0.0};
+  for (const NamedParameter& p : model.named_parameters()) (p.init.decays ? decayed : undecayed).params.push_back(p.variable);
+  AdamW optimizer({decayed, undecayed}, {.lr = flags.lr, .beta1 = 0.9, .beta2 = flags.beta2, .eps = 1e-8});
+  WarmupCosine schedule{flags.lr, flags.min_lr, flags.warmup, flags.steps};
+  const std::vector<Variable> params = model.parameters();
+
+  std::filesystem::create_directories(flags.out);
+  tokenizer.save(flags.out + "/tokenizer.txt");
+  std::ofstream metrics;
+  if (!flags.metrics.empty()) {
+    metrics.open(flags.metrics);
+    SG_CHECK(metrics.good(), "cannot write metrics to ", flags.metrics);
+  }
+
+  std::printf("train_gpt: %s, %zu tokens (%s tokenizer, vocab %lld); %lld layers, %lld heads, %lld channels, context "
+              "%lld: %lld parameters\n",
+              flags.data.c_str(), tokens.size(), tokenizer.name().c_str(), (long long)cfg.vocab_size,
+              (long long)cfg.n_layer, (long long)cfg.n_head, (long long)cfg.n_embd, (long long)cfg.block_size,
+              (long long)model.parameter_count());
+  std::printf("train_gpt: %lld steps of %lld x %lld x %lld tokens, %d threads\n", (long long)flags.steps,
+              (long long)flags.grad_accum, (long long)flags.batch, (long long)flags.ctx, omp_get_max_threads());
+  std::fflush(stdout);
+
+  const bool terminal = isatty(fileno(stdout));
+  const double tokens_per_step = double(flags.batch * flags.ctx * flags.grad_accum);
+  const Clock::time_point start = Clock::now();
+  double last_val = NAN;
+  for (int64_t step = 0; step < flags.steps; ++step) {
+    const Clock::time_point step_start = Clock::now();
+    const double lr = schedule.lr(step);
+    optimizer.set_lr(lr);
+    double loss = 0.0;
+    for (int64_t micro = 0; micro < flags.grad_accum; ++micro) {
+      WindowLoader::Batch batch = train_loader.next();
+      Variable micro_loss = model.loss(batch.x, batch.y);
+      // Averaging over micro-batches: each backward adds 1/accum of its gradient.
+      scale(micro_loss, 1.0 / double(flags.grad_accum)).backward();
+      loss += micro_loss.data().item() / double(flags.grad_accum);
+    }
+    const double norm = flags.clip > 0 ? clip_grad_norm(params, flags.clip) : grad_norm(params);
+    optimizer.step();
+    optimizer.zero_grad();
+    const double step_seconds = seconds_since(step_start);
+    const double tokens_per_s = tokens_per_step / step_seconds;
+
+    const bool last = step + 1 == flags.steps;
+    const bool evaluate_now = last || (flags.eval_every > 0 && (step + 1) % flags.eval_every == 0);
+    double val = NAN;
+    if (evaluate_now) last_val = val = evaluate(model, val_loader, flags.eval_batches);
+
+    if (metrics.is_open()) {
+      metrics << "{\"step\": " << step + 1 << ", \"loss\": " << loss << ", \"lr\": " << lr
+              << ", \"grad_norm\": " << norm << ", \"tokens_per_s\": " << tokens_per_s;
+      if (evaluate_now) metrics << ", \"val_loss\": " << val;
+      metrics << "}\n";
+      metrics.flush();
+    }
+    const double elapsed = seconds_since(start);
+    const double eta = elapsed / double(step + 1) * double(flags.steps - step - 1);
+    if (terminal) {
+      std::printf("\rstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s   ", (long long)(step + 1),
+                  (long long)flags.steps, loss, lr, tokens_per_s, format_duration(eta).c_str());
+      if (evaluate_now) std::printf("\nstep %lld: val loss %.4f\n", (long long)(step + 1), val);
+      std::fflush(stdout);
+    } else if (evaluate_now || step == 0 || (step + 1) % flags.print_every == 0) {
+      std::printf("step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | elapsed %s", (long long)(step + 1),
+                  (long long)flags.steps, loss, lr, tokens_per_s, format_duration(elapsed).c_str());
+      if (evaluate_now) std::printf(" | val loss %.4f", val);
+      std::printf("\n");
+      std::fflush(stdout);
+    }
+  }
+  std::printf("train_gpt: done in %s; final val loss %.4f\n", format_duration(seconds_since(start)).c_str(), last_val);
+
+  if (flags.sample > 0) {
+    SampleOptions options{flags.sample, flags.temperature, flags.top_k, uint64_t(flags.seed)};
+    std::printf("---- sample (temperature %.2f, top-k %lld) ----\n%s\n----\n", flags.temperature, (long long)flags.top_k,
+                generate(model, tokenizer, "\n", options).c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace sg
+
+int main(int argc, char** argv) {
+  try {
+    sg::TrainFlags flags = sg::parse_train_flags(argc, argv);
+    if (flags.help) return 0;
+    return sg::run(flags);
+  } catch (const sg::Error& error) {
+    std::fprintf(stderr, "train_gpt: %s\n", error.what());
+    return 1;
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "train_gpt: unexpected error: %s\n", error.what());
+    return 1;
+  }
+}

@@ -1,0 +1,77 @@
+#include "nn/gpt.h"
+
+#include <cmath>
+#include <string>
+
+namespace sg {
+
+void GptConfig::validate() const {
+  SG_CHECK(vocab_size > 0 && block_size > 0 && n_layer > 0 && n_head > 0 && n_embd > 0,
+           "GPT config: every size must be positive (vocab ", vocab_size, ", context ", block_size, ", layers ", n_layer,
+           ", heads ", n_head, ", channels ", n_embd, ")");
+  SG_CHECK(n_embd % n_head == 0, "GPT config: --embd ", n_embd, " must be divisible by --heads ", n_head,
+           " (each head gets embd/heads channels)");
+}
+
+CausalSelfAttention::CausalSelfAttention(const GptConfig& cfg)
+    : n_head_(cfg.n_head),
+      c_attn_(child("c_attn", Linear(cfg.n_embd, 3 * cfg.n_embd))),
+      // GPT-2 scales the init of the projections that write into the residual
+      // stream by 1/sqrt(2L): 2L of them add up along the residual path.
+      c_proj_(child("c_proj", Linear(cfg.n_embd, cfg.n_embd, {.bias = true, .init_std = 0.02 / std::sqrt(2.0 * cfg.n_layer)}))) {}
+
+Variable CausalSelfAttention::operator()(const Variable& x) const {
+  Variable qkv = c_attn_(x);                 // (B, T, 3C): [q | k | v] per token
+  return c_proj_(attention(qkv, n_head_));  // (B, T, C)
+}
+
+Mlp::Mlp(const GptConfig& cfg)
+    : c_fc_(child("c_fc", Linear(cfg.n_embd, 4 * cfg.n_embd))),
+      c_proj_(child("c_proj", Linear(4 * cfg.n_embd, cfg.n_embd, {.bias = true, .init_std = 0.02 / std::sqrt(2.0 * cfg.n_layer)}))) {}
+
+Block::Block(const GptConfig& cfg)
+    : ln1_(child("ln_1", LayerNorm(cfg.n_embd))),
+      attn_(child("attn", CausalSelfAttention(cfg))),
+      ln2_(child("ln_2", LayerNorm(cfg.n_embd))),
+      mlp_(child("mlp", Mlp(cfg))) {}
+
+namespace {
+const GptConfig& validated(const GptConfig& cfg) {
+  cfg.validate();
+  return cfg;
+}
+}  // namespace
+
+Gpt::Gpt(const GptConfig& cfg)
+    : cfg_(validated(cfg)),
+      wte_(child("wte", Embedding(cfg.vocab_size, cfg.n_embd))),
+      wpe_(child("wpe", Embedding(cfg.block_size, cfg.n_embd))),
+      h_([&] {
+        std::vector<Block> blocks;
+        for (int64_t i = 0; i < cfg.n_layer; ++i) blocks.push_back(child("h." + std::to_string(i), Block(cfg)));
+        return blocks;
+      }()),
+      ln_f_(child("ln_f", LayerNorm(cfg.n_embd))) {
+  initialize(cfg.seed);
+}
+
+Variable Gpt::operator()(const Tensor& idx) const {
+  SG_CHECK(idx.dim() == 2, "GPT input must be token ids (B, T), got ", idx.str());
+  const int64_t B = idx.size(0), T = idx.size(1);
+  SG_CHECK(T <= cfg_.block_size, "GPT input has T = ", T, " tokens, more than the context of ", cfg_.block_size,
+           "; crop it or train with a larger --ctx");
+  // Positions 0..T-1 for every row: an embedding of (B, T) ids, so no broadcast is needed.
+  std::vector<int32_t> positions(static_cast<size_t>(B * T));
+  for (int64_t i = 0; i < B * T; ++i) positions[size_t(i)] = int32_t(i % T);
+  Tensor pos = Tensor::from_vector(positions, {B, T}, TensorOptions().dtype(DType::i32).device(idx.device()));
+  Variable x = add(wte_(idx), wpe_(pos));  // (B, T, C)
+  for (const Block& block : h_) x = block(x);
+  x = ln_f_(x);
+  return linear(x, wte_.weight(), Variable());  // (B, T, V): the LM head is wte itself, x @ wte^T
+}
+
+Variable Gpt::loss(const Tensor& idx, const Tensor& targets) const {
+  return cross_entropy((*this)(idx), targets);
+}
+
+}  // namespace sg

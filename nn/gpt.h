@@ -1,0 +1,82 @@
+// GPT-2: learned token and position embeddings, pre-LayerNorm transformer
+// blocks, a final LayerNorm, and an LM head tied to the token embedding.
+// Parameter names are GPT-2's (wte.weight, h.3.attn.c_attn.weight, ...), so
+// checkpoints and exports read like every other GPT-2.
+//
+// Shapes: B batch, T time (<= block_size), C = n_embd, NH = n_head,
+// HS = C / NH, V = vocab_size, L = n_layer.
+//
+// Read next: docs/gpt.md, then examples/train_gpt.cpp.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "nn/layers.h"
+
+namespace sg {
+
+struct GptConfig {
+  int64_t vocab_size = 65;
+  int64_t block_size = 128;  // longest context T
+  int64_t n_layer = 4;
+  int64_t n_head = 4;
+  int64_t n_embd = 128;
+  uint64_t seed = 1337;  // initialization
+
+  void validate() const;  // throws with what to change
+};
+
+// qkv = c_attn(x); y = softmax(q k^T / sqrt(HS) + causal mask) v; out = c_proj(y)
+class CausalSelfAttention : public Module {
+ public:
+  explicit CausalSelfAttention(const GptConfig& cfg);
+  Variable operator()(const Variable& x) const;  // (B, T, C) -> (B, T, C)
+
+ private:
+  int64_t n_head_;
+  Linear c_attn_, c_proj_;
+};
+
+// c_proj(gelu(c_fc(x))), 4x wider in the middle.
+class Mlp : public Module {
+ public:
+  explicit Mlp(const GptConfig& cfg);
+  Variable operator()(const Variable& x) const { return c_proj_(gelu(c_fc_(x))); }  // (B, T, C) -> (B, T, C)
+
+ private:
+  Linear c_fc_, c_proj_;
+};
+
+// One pre-LayerNorm block:  x += attn(ln_1(x));  x += mlp(ln_2(x))
+class Block : public Module {
+ public:
+  explicit Block(const GptConfig& cfg);
+  Variable operator()(Variable x) const {  // (B, T, C) -> (B, T, C)
+    x = add(x, attn_(ln1_(x)));
+    return add(x, mlp_(ln2_(x)));
+  }
+
+ private:
+  LayerNorm ln1_;
+  CausalSelfAttention attn_;
+  LayerNorm ln2_;
+  Mlp mlp_;
+};
+
+class Gpt : public Module {
+ public:
+  explicit Gpt(const GptConfig& cfg);  // builds and initializes with cfg.seed
+
+  Variable operator()(const Tensor& idx) const;                       // idx (B, T) -> logits (B, T, V)
+  Variable loss(const Tensor& idx, const Tensor& targets) const;      // mean cross-entropy, nats
+  const GptConfig& config() const { return cfg_; }
+
+ private:
+  GptConfig cfg_;
+  Embedding wte_, wpe_;
+  std::vector<Block> h_;
+  LayerNorm ln_f_;
+};
+
+}  // namespace sg

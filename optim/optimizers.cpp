@@ -1,0 +1,115 @@
+#include "optim/optimizers.h"
+
+#include <cmath>
+
+#include "tensor/ops.h"
+
+namespace sg {
+namespace {
+
+// Zero-filled state shaped like the parameter (a shard for a shard).
+Tensor new_state(const Tensor& param) {
+  Tensor state = Tensor::empty_with(param.layout(), TensorOptions()
+                                                        .dtype(param.dtype())
+                                                        .device(param.device())
+                                                        .category(MemoryCategory::optimizer_state));
+  state.fill_(0.0);
+  return state;
+}
+
+}  // namespace
+
+Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
+  for (const ParamGroup& group : groups_) {
+    for (const Variable& p : group.params) {
+      SG_CHECK(p.defined() && p.requires_grad(), "optimizer: every parameter must be a Variable that requires grad",
+               p.defined() ? "; got " + p.data().str() + " " + p.name() : "");
+    }
+  }
+}
+
+void Optimizer::zero_grad() {
+  for (ParamGroup& group : groups_)
+    for (Variable& p : group.params) p.zero_grad();
+}
+
+AdamW::AdamW(std::vector<ParamGroup> groups, Options options) : Optimizer(std::move(groups)), options_(options) {
+  lr_ = options.lr;
+  for (const ParamGroup& group : groups_) {
+    m_.emplace_back(group.params.size());
+    v_.emplace_back(group.params.size());
+  }
+}
+
+void AdamW::step() {
+  NoGradGuard no_grad;
+  ++steps_;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    AdamWParams hp;
+    hp.lr = float(lr_);
+    hp.beta1 = float(options_.beta1), hp.beta2 = float(options_.beta2), hp.eps = float(options_.eps);
+    hp.weight_decay = float(groups_[g].weight_decay);
+    hp.step = steps_;
+    for (size_t i = 0; i < groups_[g].params.size(); ++i) {
+      Variable& p = groups_[g].params[i];
+      if (!p.grad().defined()) continue;
+      if (!m_[g][i].defined()) m_[g][i] = new_state(p.data()), v_[g][i] = new_state(p.data());
+      Tensor data = p.data();  // a handle: the update writes the parameter's storage
+      adamw_update_(data, m_[g][i], v_[g][i], p.grad(), hp);
+    }
+  }
+}
+
+Sgd::Sgd(std::vector<ParamGroup> groups, Options options) : Optimizer(std::move(groups)), options_(options) {
+  lr_ = options.lr;
+  for (const ParamGroup& group : groups_) momentum_.emplace_back(group.params.size());
+}
+
+void Sgd::step() {
+  NoGradGuard no_grad;
+  ++steps_;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    for (size_t i = 0; i < groups_[g].params.size(); ++i) {
+      Variable& p = groups_[g].params[i];
+      if (!p.grad().defined()) continue;
+      Tensor data = p.data();
+      Tensor direction = p.grad().clone();
+      if (groups_[g].weight_decay != 0.0) axpy_(direction, groups_[g].weight_decay, data);
+      if (options_.momentum != 0.0) {
+        Tensor& buffer = momentum_[g][i];
+        if (!buffer.defined()) {
+          buffer = direction.with_category(MemoryCategory::optimizer_state);
+        } else {
+          buffer.copy_(scale(buffer, options_.momentum));
+          axpy_(buffer, 1.0, direction);
+        }
+        direction = buffer;
+      }
+      axpy_(data, -lr_, direction);
+    }
+  }
+}
+
+double grad_norm(const std::vector<Variable>& params) {
+  double total = 0.0;
+  for (const Variable& p : params) {
+    if (p.grad().defined()) total += squared_norm(p.grad()).item();
+  }
+  return std::sqrt(total);
+}
+
+double clip_grad_norm(const std::vector<Variable>& params, double max_norm) {
+  SG_CHECK(max_norm > 0.0, "clip_grad_norm: max_norm must be positive, got ", max_norm);
+  double norm = grad_norm(params);
+  double coefficient = max_norm / (norm + 1e-6);
+  if (coefficient < 1.0) {
+    for (const Variable& p : params) {
+      if (!p.grad().defined()) continue;
+      Tensor grad = p.grad();
+      grad.copy_(scale(grad, coefficient));
+    }
+  }
+  return norm;
+}
+
+}  // namespace sg

@@ -1,0 +1,84 @@
+// Optimizers over a list of parameters (never a Module: what to optimize is
+// the caller's choice, and ZeRO will hand in shards). Each parameter group
+// carries its own weight decay, so biases, norms and embeddings can skip it.
+//
+//   AdamW opt({{decayed, 0.1}, {others, 0.0}}, {.lr = 1e-3});
+//   loss.backward(); clip_grad_norm(params, 1.0); opt.step(); opt.zero_grad();
+//
+// State (AdamW's m and v, SGD's momentum) is created on the first step with
+// each parameter's layout (a shard's state is a shard) and counted as
+// MemoryCategory::optimizer_state.
+//
+// Read next: optim/schedule.h.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "autograd/variable.h"
+
+namespace sg {
+
+struct ParamGroup {
+  std::vector<Variable> params;
+  double weight_decay = 0.0;
+};
+
+class Optimizer {
+ public:
+  explicit Optimizer(std::vector<ParamGroup> groups);
+  virtual ~Optimizer() = default;
+  virtual void step() = 0;  // parameters without a gradient are left alone
+  void zero_grad();         // drops every gradient
+  void set_lr(double lr) { lr_ = lr; }
+  double lr() const { return lr_; }
+  int64_t steps_taken() const { return steps_; }
+  const std::vector<ParamGroup>& groups() const { return groups_; }
+
+ protected:
+  std::vector<ParamGroup> groups_;
+  double lr_ = 1e-3;
+  int64_t steps_ = 0;
+};
+
+// AdamW with decoupled weight decay (Loshchilov & Hutter), PyTorch's update;
+// the arithmetic is kernels/adamw_math.h.
+class AdamW : public Optimizer {
+ public:
+  struct Options {
+    double lr = 1e-3;
+    double beta1 = 0.9, beta2 = 0.999;
+    double eps = 1e-8;
+  };
+  AdamW(std::vector<ParamGroup> groups, Options options);
+  void step() override;
+
+ private:
+  Options options_;
+  std::vector<std::vector<Tensor>> m_, v_;  // per group, per parameter
+};
+
+// SGD with momentum, PyTorch's form: g += wd * p; buf = momentum * buf + g
+// (buf = g on the first step); p -= lr * buf.
+class Sgd : public Optimizer {
+ public:
+  struct Options {
+    double lr = 1e-2;
+    double momentum = 0.0;
+  };
+  Sgd(std::vector<ParamGroup> groups, Options options);
+  void step() override;
+
+ private:
+  Options options_;
+  std::vector<std::vector<Tensor>> momentum_;
+};
+
+// Scales all gradients together so their global L2 norm is at most max_norm
+// (PyTorch's clip_grad_norm_). Returns the norm before clipping.
+double clip_grad_norm(const std::vector<Variable>& params, double max_norm);
+
+// The global L2 norm of the gradients (those present).
+double grad_norm(const std::vector<Variable>& params);
+
+}  // namespace sg
