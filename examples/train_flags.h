@@ -12,7 +12,7 @@ struct TrainFlags {
   std::string tokenizer = "char";
   int64_t layers = 4, heads = 4, embd = 128, ctx = 128;
   int64_t batch = 16, grad_accum = 1, steps = 2000;
-  double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, beta2 = 0.99, clip = 1.0;
+  double lr = 2e-3, min_lr = 2e-4, weight_decay = 0.1, beta2 = 0.99, clip = 1.0;
   int64_t warmup = 100;
   int64_t seed = 1337;
   int64_t eval_every = 250, eval_batches = 20, print_every = 50;

@@ -1,0 +1,138 @@
+// The GPT model: GPT-2's parameter names and count, its initialization, the
+// tied LM head, and a model that can learn (it overfits one batch).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "nn/gpt.h"
+#include "optim/optimizers.h"
+#include "tensor/ops.h"
+#include "tensor/rng.h"
+
+namespace sg {
+namespace {
+
+GptConfig tiny_config() {
+  GptConfig cfg;
+  cfg.vocab_size = 11, cfg.block_size = 8, cfg.n_layer = 2, cfg.n_head = 2, cfg.n_embd = 8, cfg.seed = 7;
+  return cfg;
+}
+
+Tensor ids(std::vector<int32_t> values, const Shape& shape) { return Tensor::from_vector(values, shape); }
+
+TEST(Gpt, ParameterNamesAreGpt2s) {
+  Gpt model(tiny_config());
+  std::vector<std::string> names;
+  for (const NamedParameter& p : model.named_parameters()) names.push_back(p.name);
+  std::vector<std::string> expected = {"wte.weight", "wpe.weight"};
+  for (std::string block : {"h.0.", "h.1."}) {
+    for (std::string p : {"ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
+                          "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+                          "mlp.c_proj.weight", "mlp.c_proj.bias"}) {
+      expected.push_back(block + p);
+    }
+  }
+  expected.push_back("ln_f.weight");
+  expected.push_back("ln_f.bias");
+  EXPECT_EQ(names, expected);
+  EXPECT_EQ(model.named_parameters()[4].variable.name(), "h.0.attn.c_attn.weight");  // Variables carry full names
+}
+
+TEST(Gpt, ParameterCountMatchesTheFormula) {
+  // V C + T C (embeddings, the head is tied) + L (12 C^2 + 13 C) (blocks) + 2 C (ln_f)
+  for (int64_t C : {8, 16}) {
+    GptConfig cfg = tiny_config();
+    cfg.n_embd = C;
+    Gpt model(cfg);
+    int64_t V = cfg.vocab_size, T = cfg.block_size, L = cfg.n_layer;
+    EXPECT_EQ(model.parameter_count(), V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C);
+  }
+}
+
+TEST(Gpt, InitializationFollowsGpt2AndTheCounterRng) {
+  GptConfig cfg = tiny_config();
+  cfg.n_embd = 64, cfg.n_head = 4, cfg.n_layer = 4;
+  Gpt model(cfg);
+  for (const NamedParameter& p : model.named_parameters()) {
+    std::vector<float> v = p.variable.data().to_vector<float>();
+    double sum = 0, squares = 0;
+    for (float x : v) sum += x, squares += double(x) * x;
+    double mean = sum / double(v.size()), std = std::sqrt(squares / double(v.size()) - mean * mean);
+    if (p.name.find("ln_") != std::string::npos && p.name.find(".weight") != std::string::npos) {
+      EXPECT_EQ(mean, 1.0) << p.name;
+    } else if (p.name.find(".bias") != std::string::npos) {
+      EXPECT_EQ(squares, 0.0) << p.name;
+    } else if (p.name.find("c_proj.weight") != std::string::npos) {
+      EXPECT_NEAR(std, 0.02 / std::sqrt(8.0), 0.0015) << p.name;  // scaled by 1/sqrt(2L)
+    } else {
+      EXPECT_NEAR(std, 0.02, 0.0015) << p.name;
+    }
+  }
+  // Each weight is exactly the counter-RNG fill under its full name.
+  Tensor expected = Tensor::empty({3 * 64, 64});
+  fill_normal_(expected, cfg.seed, "h.2.attn.c_attn.weight", 0.0, 0.02);
+  EXPECT_EQ(model.named_parameters()[2 + 2 * 12 + 2].variable.data().to_vector<float>(), expected.to_vector<float>());
+}
+
+TEST(Gpt, LossAtInitializationIsNearUniform) {
+  Gpt model(tiny_config());
+  Tensor x = ids({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1}, {2, 6}), y = ids({2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1, 2}, {2, 6});
+  Variable logits = model(x);
+  EXPECT_EQ(logits.shape(), (Shape{2, 6, 11}));
+  EXPECT_NEAR(model.loss(x, y).data().item(), std::log(11.0), 0.05);
+}
+
+TEST(Gpt, TheTiedHeadAndEmbeddingShareOneParameter) {
+  Gpt model(tiny_config());
+  Tensor x = ids({1, 2, 3}, {1, 3}), y = ids({2, 3, 4}, {1, 3});
+  model.loss(x, y).backward();
+  Tensor grad = model.named_parameters()[0].variable.grad();  // wte.weight
+  // Row 9 never appears as an input, so only the LM head (softmax over all
+  // tokens) gives it gradient; without the tie it would be zero.
+  EXPECT_GT(squared_norm(grad.slice(0, 9, 10)).item(), 0.0);
+}
+
+TEST(Gpt, BadInputsAreClearErrors) {
+  Gpt model(tiny_config());
+  EXPECT_THROW(model(ids(std::vector<int32_t>(9, 0), {1, 9})), Error);  // longer than the context
+  EXPECT_THROW(model(ids({0, 1}, {2})), Error);                          // not (B, T)
+  EXPECT_THROW(model(ids({0, 11}, {1, 2})), Error);                      // id outside the vocabulary
+  GptConfig bad = tiny_config();
+  bad.n_head = 3;
+  EXPECT_THROW(Gpt{bad}, Error);
+}
+
+TEST(Gpt, OverfitsOneBatch) {
+  Gpt model(tiny_config());
+  Tensor x = ids({1, 2, 3, 4, 5, 6, 7, 8}, {1, 8}), y = ids({2, 3, 4, 5, 6, 7, 8, 9}, {1, 8});
+  AdamW optimizer({{model.parameters(), 0.0}}, {.lr = 1e-2});
+  double first = 0, last = 0;
+  for (int step = 0; step < 150; ++step) {
+    Variable loss = model.loss(x, y);
+    if (step == 0) first = loss.data().item();
+    last = loss.data().item();
+    loss.backward();
+    optimizer.step();
+    optimizer.zero_grad();
+  }
+  EXPECT_GT(first, 2.0);
+  EXPECT_LT(last, 0.05);
+}
+
+TEST(Module, RegistrationRefusesDuplicateNamesAndDescribesParameters) {
+  Gpt model(tiny_config());
+  std::string text = model.describe();
+  EXPECT_NE(text.find("h.1.mlp.c_fc.weight f32[32, 8]"), std::string::npos) << text;
+  struct Twice : Module {
+    Twice() {
+      param("w", {1}, ParamInit::zeros());
+      param("w", {1}, ParamInit::zeros());
+    }
+  };
+  EXPECT_THROW(Twice{}, Error);
+  model.eval();
+  EXPECT_FALSE(model.is_training());
+}
+
+}  // namespace
+}  // namespace sg

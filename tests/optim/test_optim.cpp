@@ -1,0 +1,101 @@
+// Optimizers, schedule and clipping against their formulas, and gradient
+// accumulation against one big batch.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "autograd/functions.h"
+#include "nn/gpt.h"
+#include "optim/optimizers.h"
+#include "optim/schedule.h"
+#include "tensor/ops.h"
+
+namespace sg {
+namespace {
+
+Variable parameter(std::vector<float> values) {
+  int64_t n = int64_t(values.size());
+  return Variable(Tensor::from_vector(values, {n}), /*requires_grad=*/true);
+}
+
+TEST(AdamW, DecaysOnlyItsDecayedGroup) {
+  Variable decayed = parameter({1.0f, -2.0f}), plain = parameter({1.0f, -2.0f});
+  AdamW optimizer({{{decayed}, 0.5}, {{plain}, 0.0}}, {.lr = 0.1, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8});
+  for (int step = 1; step <= 2; ++step) {
+    decayed.set_grad(Tensor::from_vector(std::vector<float>{0.5f, 0.5f}, {2}));
+    plain.set_grad(Tensor::from_vector(std::vector<float>{0.5f, 0.5f}, {2}));
+    optimizer.step();
+  }
+  // With a constant gradient m_hat / sqrt(v_hat) = 1 each step: p -= lr * (1 + wd p) per step (decay first).
+  double p = 1.0;
+  for (int step = 0; step < 2; ++step) p = p - 0.1 * 0.5 * p - 0.1;
+  EXPECT_NEAR(decayed.data().at({0}), p, 1e-6);
+  EXPECT_NEAR(plain.data().at({0}), 1.0 - 0.2, 1e-6);
+  EXPECT_EQ(optimizer.steps_taken(), 2);
+}
+
+TEST(AdamW, SkipsParametersWithoutGradientsAndCountsItsState) {
+  Variable a = parameter({1.0f}), b = parameter(std::vector<float>(10, 1.0f));
+  int64_t before = memory_stats(Device::cpu())[MemoryCategory::optimizer_state].live;
+  AdamW optimizer({{{a, b}, 0.0}}, {});
+  a.set_grad(Tensor::ones({1}));
+  optimizer.step();
+  EXPECT_EQ(b.data().at({0}), 1.0);  // untouched
+  EXPECT_EQ(memory_stats(Device::cpu())[MemoryCategory::optimizer_state].live - before, 2 * 4);  // m and v of a only
+}
+
+TEST(Sgd, MomentumFollowsPyTorch) {
+  Variable p = parameter({1.0f});
+  Sgd optimizer({{{p}, 0.1}}, {.lr = 0.5, .momentum = 0.9});
+  double value = 1.0, buffer = 0.0;
+  for (int step = 0; step < 3; ++step) {
+    p.set_grad(Tensor::from_vector(std::vector<float>{2.0f}, {1}));
+    optimizer.step();
+    double g = 2.0 + 0.1 * value;
+    buffer = step == 0 ? g : 0.9 * buffer + g;
+    value -= 0.5 * buffer;
+  }
+  EXPECT_NEAR(p.data().item(), value, 1e-5);
+}
+
+TEST(Schedule, WarmupThenCosineToTheFloor) {
+  WarmupCosine s{1.0, 0.1, 10, 110};
+  EXPECT_NEAR(s.lr(0), 0.1, 1e-12);
+  EXPECT_NEAR(s.lr(9), 1.0, 1e-12);
+  EXPECT_NEAR(s.lr(10), 1.0, 1e-12);
+  EXPECT_NEAR(s.lr(60), 0.55, 1e-12);  // halfway: the mean of max and min
+  EXPECT_NEAR(s.lr(110), 0.1, 1e-12);
+  EXPECT_NEAR(s.lr(500), 0.1, 1e-12);
+}
+
+TEST(Clipping, ScalesTheGlobalNormDownOnly) {
+  Variable a = parameter({0.0f, 0.0f}), b = parameter({0.0f});
+  a.set_grad(Tensor::from_vector(std::vector<float>{3.0f, 0.0f}, {2}));
+  b.set_grad(Tensor::from_vector(std::vector<float>{4.0f}, {1}));
+  EXPECT_NEAR(clip_grad_norm({a, b}, 1.0), 5.0, 1e-6);
+  EXPECT_NEAR(grad_norm({a, b}), 1.0, 1e-5);
+  EXPECT_NEAR(b.grad().item(), 0.8, 1e-5);
+  EXPECT_NEAR(clip_grad_norm({a, b}, 10.0), 1.0, 1e-5);  // below the limit: unchanged
+  EXPECT_NEAR(b.grad().item(), 0.8, 1e-5);
+  EXPECT_THROW(clip_grad_norm({a}, 0.0), Error);
+}
+
+TEST(GradientAccumulation, TwoHalfBatchesEqualOneFullBatch) {
+  GptConfig cfg;
+  cfg.vocab_size = 9, cfg.block_size = 4, cfg.n_layer = 1, cfg.n_head = 2, cfg.n_embd = 8;
+  Gpt full(cfg), accumulated(cfg);
+  std::vector<int32_t> xs = {1, 2, 3, 4, 5, 6, 7, 8}, ys = {2, 3, 4, 5, 6, 7, 8, 0};
+  full.loss(Tensor::from_vector(xs, {2, 4}), Tensor::from_vector(ys, {2, 4})).backward();
+  for (int half = 0; half < 2; ++half) {
+    std::vector<int32_t> x(xs.begin() + half * 4, xs.begin() + half * 4 + 4), y(ys.begin() + half * 4, ys.begin() + half * 4 + 4);
+    scale(accumulated.loss(Tensor::from_vector(x, {1, 4}), Tensor::from_vector(y, {1, 4})), 0.5).backward();
+  }
+  auto a = full.named_parameters(), b = accumulated.named_parameters();
+  for (size_t i = 0; i < a.size(); ++i) {
+    std::vector<float> ga = a[i].variable.grad().to_vector<float>(), gb = b[i].variable.grad().to_vector<float>();
+    for (size_t j = 0; j < ga.size(); ++j) ASSERT_NEAR(gb[j], ga[j], 1e-6 + 1e-5 * std::abs(ga[j])) << a[i].name;
+  }
+}
+
+}  // namespace
+}  // namespace sg
