@@ -1,0 +1,98 @@
+#include "dist/world.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+
+#include "dist/backends.h"
+
+#ifdef SG_MPI
+#include <mpi.h>
+#endif
+
+namespace sg {
+namespace {
+
+const char* first_env(std::initializer_list<const char*> names) {
+  for (const char* name : names) {
+    if (const char* value = std::getenv(name)) return value;
+  }
+  return nullptr;
+}
+
+#ifdef SG_MPI
+int g_rank_for_messages = 0;
+
+// Prints the uncaught exception with this rank's number and takes the whole
+// job down, so the other ranks do not wait for it until their timeouts.
+[[noreturn]] void abort_job() {
+  std::string message = "unknown error";
+  if (std::exception_ptr error = std::current_exception()) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      message = e.what();
+    } catch (...) {
+    }
+  }
+  std::fprintf(stderr, "shardgrad: rank %d failed: %s\nshardgrad: aborting every rank of the job\n",
+               g_rank_for_messages, message.c_str());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();
+}
+
+void finalize_at_exit() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Finalize();
+}
+#endif
+
+std::unique_ptr<Communicator> create_world() {
+  if (!launched_by_mpi()) return std::make_unique<Communicator>(0, 1, make_local_backend());
+#ifdef SG_MPI
+  int provided = 0;
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  g_rank_for_messages = rank;
+  std::set_terminate(abort_job);
+  std::atexit(finalize_at_exit);
+  std::function<std::unique_ptr<Backend>()> make_cuda;
+#ifdef SG_NCCL
+  make_cuda = [] { return make_nccl_backend(world(), local_rank() % std::max(1, cuda_device_count())); };
+#endif
+  return std::make_unique<Communicator>(rank, size, make_mpi_backend(), make_cuda);
+#else
+  SG_FAIL("this process was started by an MPI launcher, but shardgrad was built without MPI (SG_MPI=OFF); "
+          "install OpenMPI (scripts/setup-deps.sh) and rebuild");
+#endif
+}
+
+}  // namespace
+
+bool launched_by_mpi() { return first_env({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) != nullptr; }
+
+int local_rank() {
+  const char* value = first_env({"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK"});
+  return value ? std::atoi(value) : 0;
+}
+
+Communicator& world() {
+  static std::unique_ptr<Communicator> instance;
+  static std::once_flag once;
+  std::call_once(once, [] { instance = create_world(); });
+  return *instance;
+}
+
+void finalize_world() {
+#ifdef SG_MPI
+  finalize_at_exit();
+#endif
+}
+
+}  // namespace sg

@@ -1,0 +1,24 @@
+// Joining the job. world() returns the process-wide Communicator:
+//   * under mpirun (OpenMPI's OMPI_COMM_WORLD_SIZE, or PMI_SIZE, in the
+//     environment) it initializes MPI, and CPU collectives go through MPI;
+//   * a plain process with no launcher is rank 0 of a world of 1, and never
+//     touches the MPI runtime.
+// Each rank uses GPU local_rank() % (GPUs on the node) for its CUDA tensors.
+//
+// Under MPI an exception that escapes main() on any rank prints that rank's
+// message and aborts the whole job (MPI_Abort), so no rank is left waiting
+// forever in a collective.
+//
+// Read next: dist/communicator.h, dist/shard_ops.h.
+#pragma once
+
+#include "dist/communicator.h"
+
+namespace sg {
+
+Communicator& world();            // initializes on first call
+bool launched_by_mpi();           // a launcher's variables are in the environment
+int local_rank();                 // rank among this node's processes (0 without a launcher)
+void finalize_world();            // optional: MPI_Finalize now (it also runs at exit)
+
+}  // namespace sg
