@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <algorithm>
 #include <mutex>
 
 #include "dist/backends.h"
@@ -51,8 +52,17 @@ void finalize_at_exit() {
 }
 #endif
 
+// The CUDA backend, created on the first collective on a CUDA tensor.
+std::function<std::unique_ptr<Backend>()> cuda_backend_factory() {
+#ifdef SG_NCCL
+  return [] { return make_nccl_backend(world(), local_rank() % std::max(1, cuda_device_count())); };
+#else
+  return nullptr;
+#endif
+}
+
 std::unique_ptr<Communicator> create_world() {
-  if (!launched_by_mpi()) return std::make_unique<Communicator>(0, 1, make_local_backend());
+  if (!launched_by_mpi()) return std::make_unique<Communicator>(0, 1, make_local_backend(), cuda_backend_factory());
 #ifdef SG_MPI
   int provided = 0;
   MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
@@ -62,11 +72,7 @@ std::unique_ptr<Communicator> create_world() {
   g_rank_for_messages = rank;
   std::set_terminate(abort_job);
   std::atexit(finalize_at_exit);
-  std::function<std::unique_ptr<Backend>()> make_cuda;
-#ifdef SG_NCCL
-  make_cuda = [] { return make_nccl_backend(world(), local_rank() % std::max(1, cuda_device_count())); };
-#endif
-  return std::make_unique<Communicator>(rank, size, make_mpi_backend(), make_cuda);
+  return std::make_unique<Communicator>(rank, size, make_mpi_backend(), cuda_backend_factory());
 #else
   SG_FAIL("this process was started by an MPI launcher, but shardgrad was built without MPI (SG_MPI=OFF); "
           "install OpenMPI (scripts/setup-deps.sh) and rebuild");

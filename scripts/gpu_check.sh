@@ -42,27 +42,34 @@ jobs=$(nproc)
 start=$(date +%s)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSG_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native \
   "${prefix_args[@]}" > "$logs/configure.log" 2>&1 || { tail -30 "$logs/configure.log"; exit 1; }
-cmake --build build-gpu -j"$jobs" --target test_cuda test_kernels test_tensor bench_gemm > "$logs/build.log" 2>&1 || {
+cmake --build build-gpu -j"$jobs" > "$logs/build.log" 2>&1 || {
   grep -E "error" -A3 "$logs/build.log" | head -60
   exit 1
 }
 echo "gpu_check: built in $(( $(date +%s) - start )) s"
 
 status=0
-for suite in test_cuda test_kernels test_tensor; do
+suites="test_cuda test_kernels test_tensor test_autograd test_nn"
+[ -x build-gpu/bin/test_nccl ] && suites="test_cuda test_nccl $suites"
+for suite in $suites; do
   build-gpu/bin/$suite > "$logs/$suite.log" 2>&1 || status=1
 done
 build-gpu/bin/bench_gemm --repeat 10 > "$logs/bench_gemm.log" 2>&1 || status=1
+build-gpu/bin/bench_collectives --device cuda --iters 10 > "$logs/bench_collectives.log" 2>&1 || status=1
 
 echo
 echo "## CUDA tests (each CUDA kernel against its CPU twin)"
 echo "| test | result |"
 echo "|---|---|"
-grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z]' "$logs/test_cuda.log" | sed -E 's/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 | \1 |/' | sort -u
-for suite in test_cuda test_kernels test_tensor; do
+cat "$logs/test_cuda.log" "$logs/test_nccl.log" 2>/dev/null | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z]' |
+  sed -E 's/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 | \1 |/' | sort -u
+for suite in $suites; do
   echo "$suite: $(grep -E '^\[  (PASSED|FAILED) ' "$logs/$suite.log" | tr '\n' ' ')"
 done
 echo
 echo "## GEMM (build/bin/bench_gemm)"
 cat "$logs/bench_gemm.log"
+echo
+echo "## NCCL, one rank (build/bin/bench_collectives --device cuda)"
+cat "$logs/bench_collectives.log"
 exit $status
