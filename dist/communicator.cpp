@@ -136,6 +136,14 @@ WorkHandle Communicator::finish(WorkHandle work, CollectiveOp op, const Tensor& 
   return work;
 }
 
+// An average is the sum divided by the world, applied once the sum has landed.
+std::function<void()> Communicator::average_after(ReduceOp op, const Tensor& result) const {
+  if (op != ReduceOp::average || world_ == 1) return nullptr;
+  Tensor out = result;
+  const double factor = 1.0 / world_;
+  return [out, factor]() mutable { out.copy_(scale(out, factor)); };
+}
+
 WorkHandle Communicator::all_gather(Tensor& output, const Tensor& input) {
   check_contiguous("all_gather", output);
   check_contiguous("all_gather", input);
@@ -156,26 +164,15 @@ WorkHandle Communicator::reduce_scatter(Tensor& output, const Tensor& input, Red
            "reduce_scatter: the input ", input.str(), " must hold world (", world_, ") times the output ", output.str(),
            " on the same device and dtype; pad the input to a multiple of the world (shard layouts do)");
   if (debug_) check_sequence(CollectiveOp::reduce_scatter, input);
-  std::function<void()> average;
-  if (op == ReduceOp::average && world_ > 1) {
-    Tensor out = output;
-    int world = world_;
-    average = [out, world]() mutable { out.copy_(scale(out, 1.0 / world)); };
-  }
-  return finish(backend_for(input).reduce_scatter(output, input), CollectiveOp::reduce_scatter, input, average);
+  return finish(backend_for(input).reduce_scatter(output, input), CollectiveOp::reduce_scatter, input,
+                average_after(op, output));
 }
 
 WorkHandle Communicator::all_reduce(Tensor& tensor, ReduceOp op) {
   check_contiguous("all_reduce", tensor);
   SG_CHECK(is_floating(tensor.dtype()), "all_reduce: sums need a floating tensor, got ", tensor.str());
   if (debug_) check_sequence(CollectiveOp::all_reduce, tensor);
-  std::function<void()> average;
-  if (op == ReduceOp::average && world_ > 1) {
-    Tensor out = tensor;
-    int world = world_;
-    average = [out, world]() mutable { out.copy_(scale(out, 1.0 / world)); };
-  }
-  return finish(backend_for(tensor).all_reduce(tensor), CollectiveOp::all_reduce, tensor, average);
+  return finish(backend_for(tensor).all_reduce(tensor), CollectiveOp::all_reduce, tensor, average_after(op, tensor));
 }
 
 WorkHandle Communicator::broadcast(Tensor& tensor, int root) {

@@ -100,6 +100,7 @@ class Communicator {
   Backend& backend_for(const Tensor& tensor);
   WorkHandle finish(WorkHandle work, CollectiveOp op, const Tensor& payload, std::function<void()> on_complete);
   void check_sequence(CollectiveOp op, const Tensor& payload);
+  std::function<void()> average_after(ReduceOp op, const Tensor& result) const;
 
   int rank_, world_;
   std::unique_ptr<Backend> cpu_;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "dist/backends.h"
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/runtime.h"
 
 namespace sg {
@@ -28,14 +29,6 @@ namespace {
     ncclResult_t status_ = (call);                                                                    \
     if (status_ != ncclSuccess) {                                                                     \
       SG_FAIL(#call, " failed: ", ncclGetErrorString(status_), " (", __FILE__, ":", __LINE__, ")");    \
-    }                                                                                                 \
-  } while (0)
-
-#define CUDA_RT_CHECK(call)                                                                           \
-  do {                                                                                                \
-    cudaError_t status_ = (call);                                                                     \
-    if (status_ != cudaSuccess) {                                                                     \
-      SG_FAIL(#call, " failed: ", cudaGetErrorString(status_), " (", __FILE__, ":", __LINE__, ")");    \
     }                                                                                                 \
   } while (0)
 
@@ -76,7 +69,7 @@ class NcclWork : public Work {
     NCCL_CHECK(async_error);
     cudaError_t status = cudaEventQuery(done_event_);
     if (status == cudaErrorNotReady) return false;
-    CUDA_RT_CHECK(status);
+    CUDA_CHECK(status);
     keep_alive_.clear();
     return true;
   }
@@ -98,9 +91,9 @@ class NcclBackend : public Backend {
     }
     bootstrap.broadcast(id_bytes, 0)->wait();
     std::memcpy(&id, id_bytes.data_ptr(), sizeof(id));
-    CUDA_RT_CHECK(cudaSetDevice(device));
+    CUDA_CHECK(cudaSetDevice(device));
     NCCL_CHECK(ncclCommInitRank(&comm_, bootstrap.world_size(), id, bootstrap.rank()));
-    CUDA_RT_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~NcclBackend() override {
     ncclCommDestroy(comm_);
@@ -140,15 +133,15 @@ class NcclBackend : public Backend {
   void begin() {
     cudaStream_t compute = cuda::current_stream(device_);
     cudaEvent_t ready;
-    CUDA_RT_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-    CUDA_RT_CHECK(cudaEventRecord(ready, compute));
-    CUDA_RT_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
-    CUDA_RT_CHECK(cudaEventDestroy(ready));  // destruction is deferred until the event completes
+    CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventRecord(ready, compute));
+    CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
+    CUDA_CHECK(cudaEventDestroy(ready));  // destruction is deferred until the event completes
   }
   WorkHandle end(std::vector<Tensor> keep_alive) {
     cudaEvent_t done;
-    CUDA_RT_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-    CUDA_RT_CHECK(cudaEventRecord(done, stream_));
+    CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventRecord(done, stream_));
     return std::make_shared<NcclWork>(done, comm_, std::move(keep_alive));
   }
 

@@ -1,6 +1,6 @@
 // Error checks for CUDA runtime and cuBLAS calls: on failure they throw
-// sg::Error naming the call, the error and the source line. Internal to
-// kernels/cuda (.cu files); nothing above kernels/ needs CUDA headers for it.
+// sg::Error naming the call, the error and the source line. Used by the .cu
+// files of kernels/cuda and by the CUDA-aware parts of dist/ (the NCCL backend).
 #pragma once
 
 #include <cublas_v2.h>
