@@ -1,0 +1,52 @@
+#include "dist/shard_group.h"
+
+namespace sg {
+
+ShardGroup::ShardGroup(std::string name, std::vector<std::pair<std::string, Variable>> params, int rank, int world,
+                       int64_t align)
+    : name_(std::move(name)) {
+  SG_CHECK(!params.empty(), "shard group '", name_, "' has no parameters");
+  int64_t offset = 0;
+  for (auto& [param_name, variable] : params) {
+    SG_CHECK(variable.dtype() == DType::f32 && !variable.data().is_sharded(), "shard group '", name_, "': ", param_name,
+             " must be a replicated f32 parameter, got ", variable.data().str());
+    params_.push_back({param_name, variable, offset, variable.numel()});
+    offset += variable.numel();
+  }
+  layout_ = Layout::sharded({offset}, rank, world, align);
+  flat_params_ = Tensor::zeros({padded()}, TensorOptions().category(MemoryCategory::parameter));
+  for (GroupParameter& p : params_) {
+    Tensor view = flat_params_.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape());
+    view.copy_(p.variable.data());
+    p.variable.set_data(view);  // the old storage is freed with its last handle
+  }
+}
+
+Tensor ShardGroup::my_slice(const Tensor& flat) const {
+  const int64_t size = shard_size(), start = int64_t(layout_.shard().rank) * size;
+  return flat.slice(0, start, start + size);
+}
+
+Tensor& ShardGroup::attach_flat_grads() {
+  flat_grads_ = Tensor::zeros({padded()}, TensorOptions().category(MemoryCategory::gradient));
+  for (GroupParameter& p : params_) {
+    if (!p.variable.requires_grad()) continue;
+    p.variable.set_grad(flat_grads_.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape()));
+  }
+  return flat_grads_;
+}
+
+void ShardGroup::drop_flat_grads() {
+  for (GroupParameter& p : params_) p.variable.zero_grad();
+  flat_grads_ = Tensor();
+}
+
+Tensor ShardGroup::pack_grads(MemoryCategory category) const {
+  Tensor flat = Tensor::zeros({padded()}, TensorOptions().category(category));
+  for (const GroupParameter& p : params_) {
+    if (p.variable.grad().defined()) flat.slice(0, p.offset, p.offset + p.numel).copy_(p.variable.grad().reshape({p.numel}));
+  }
+  return flat;
+}
+
+}  // namespace sg

@@ -1,0 +1,69 @@
+// ShardGroup: the parameters of one unit (a transformer block, an embedding,
+// the final norm) packed into one flat, padded buffer, so that one collective
+// moves the whole unit: one all-gather brings every parameter of a block,
+// one reduce-scatter returns all of its gradients.
+//
+//   flat (padded to a multiple of world):
+//   [ c_attn.weight | c_attn.bias | c_proj.weight | ... |  pad ]
+//   |<--- rank 0 --->|<--- rank 1 --->|<--- rank 2 --->|<-- rank 3 -->|
+//
+// Each parameter keeps its own name, shape and offset, and its Variable's
+// data becomes a view into the flat buffer: gathering into the buffer
+// updates every parameter at once, with no copies. The ranks' slices follow
+// the flat layout (tensor/layout.h), so a slice may cut through a parameter.
+//
+// Read next: optim/zero.h, which drives the groups through a training step.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "autograd/variable.h"
+#include "dist/communicator.h"
+
+namespace sg {
+
+struct GroupParameter {
+  std::string name;
+  Variable variable;
+  int64_t offset = 0;  // first flat index
+  int64_t numel = 0;
+};
+
+class ShardGroup {
+ public:
+  // Moves the parameters' values into the group's flat buffer (one
+  // allocation, counted as parameter memory) and makes their data views of it.
+  ShardGroup(std::string name, std::vector<std::pair<std::string, Variable>> params, int rank, int world,
+             int64_t align = 16);
+
+  const std::string& name() const { return name_; }
+  const std::vector<GroupParameter>& params() const { return params_; }
+  const Layout& layout() const { return layout_; }  // the flat range, sharded over the world
+  int64_t numel() const { return layout_.global_numel(); }
+  int64_t padded() const { return layout_.shard().padded; }
+  int64_t shard_size() const { return layout_.shard().shard_size(); }
+
+  Tensor& flat_params() { return flat_params_; }  // (padded) every parameter, replicated
+  const Tensor& flat_params() const { return flat_params_; }
+  // This rank's slice of a (padded) flat buffer, as a 1-D view.
+  Tensor my_slice(const Tensor& flat) const;
+
+  // Gradients accumulate straight into one zeroed flat buffer (each
+  // parameter's .grad is a view of it), ready to be reduced in one call.
+  Tensor& attach_flat_grads();
+  Tensor& flat_grads() { return flat_grads_; }
+  void drop_flat_grads();  // frees the buffer and every parameter's .grad
+
+  // Copies each parameter's current .grad into a fresh flat buffer (zeros
+  // where a parameter has none). For stages that let autograd allocate grads.
+  Tensor pack_grads(MemoryCategory category) const;
+
+ private:
+  std::string name_;
+  std::vector<GroupParameter> params_;
+  Layout layout_;
+  Tensor flat_params_, flat_grads_;
+};
+
+}  // namespace sg

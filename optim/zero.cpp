@@ -1,0 +1,188 @@
+#include "optim/zero.h"
+
+#include <cmath>
+#include <map>
+
+#include "tensor/ops.h"
+
+namespace sg {
+namespace {
+
+// "h.3.mlp.c_fc.weight" -> "h.3"; "wte.weight" -> "wte": a unit is a numbered
+// child (a block) or a top-level module.
+std::string unit_of(const std::string& name) {
+  size_t first = name.find('.');
+  if (first == std::string::npos) return name;
+  size_t second = name.find('.', first + 1);
+  std::string index = name.substr(first + 1, second == std::string::npos ? std::string::npos : second - first - 1);
+  bool numbered = !index.empty() && index.find_first_not_of("0123456789") == std::string::npos;
+  return numbered ? name.substr(0, second) : name.substr(0, first);
+}
+
+}  // namespace
+
+ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communicator& comm, ZeroOptions options)
+    : comm_(comm), options_(options) {
+  SG_CHECK(options.stage >= 0 && options.stage <= 2, "ZeRO stage ", options.stage,
+           " is not available: stages 0, 1 and 2 are implemented (stage 3 is not yet)");
+  // Groups in order of first appearance: one per (unit, decays).
+  std::vector<std::string> keys;
+  std::map<std::string, std::vector<std::pair<std::string, Variable>>> members;
+  std::map<std::string, bool> decays;
+  for (const ZeroParameter& p : params) {
+    SG_CHECK(p.variable.requires_grad(), "ZeroOptimizer: ", p.name, " does not require grad; leave frozen parameters out");
+    std::string key = unit_of(p.name) + (p.decays ? "" : " (no decay)");
+    if (!members.count(key)) keys.push_back(key), decays[key] = p.decays;
+    members[key].push_back({p.name, p.variable});
+  }
+  std::vector<ParamGroup> adam_groups;
+  for (const std::string& key : keys) {
+    groups_.emplace_back(key, members[key], comm.rank(), comm.world_size(), options.align);
+    ShardGroup& group = groups_.back();
+    // Stage 0 updates the whole (replicated) group; stages 1-2 only this
+    // rank's slice of it, a view into the same buffer.
+    Tensor target = options.stage == 0 ? group.flat_params() : group.my_slice(group.flat_params());
+    updated_.emplace_back(target, /*requires_grad=*/true, key);
+    adam_groups.push_back({{updated_.back()}, decays[key] ? options.weight_decay : 0.0});
+  }
+  adam_ = std::make_unique<AdamW>(adam_groups, options.adam);
+  pending_.assign(groups_.size(), 0);
+  grad_shards_.resize(groups_.size());
+  // The hook: when the last gradient of a group has been accumulated in the
+  // backward pass that reduces, its collective starts at once.
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    for (const GroupParameter& p : groups_[g].params()) {
+      Variable variable = p.variable;
+      std::shared_ptr<bool> alive = alive_;
+      variable.add_post_accumulate_hook([this, g, alive](Variable&) {
+        if (*alive) on_gradient_ready(g);
+      });
+    }
+  }
+}
+
+ZeroOptimizer::~ZeroOptimizer() { *alive_ = false; }
+
+int64_t ZeroOptimizer::padded_elements() const {
+  int64_t total = 0;
+  for (const ShardGroup& group : groups_) total += group.padded();
+  return total;
+}
+
+void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
+  if (options_.stage < 2) {
+    // Stages 0-1: gradients accumulate over micro-batches into flat buffers.
+    for (ShardGroup& group : groups_) {
+      if (!group.flat_grads().defined()) group.attach_flat_grads();
+    }
+  }
+  // Stage 2 reduces every micro-batch; stages 0-1 only at the step boundary.
+  collecting_ = options_.stage == 2 || last_micro_batch;
+  for (size_t g = 0; g < groups_.size(); ++g) pending_[g] = int(groups_[g].params().size());
+  loss.backward();
+  if (collecting_) {
+    // A group none of whose parameters received a gradient still takes part:
+    // every rank must issue the same collectives.
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      if (pending_[g] > 0) {
+        pending_[g] = 0;
+        launch_reduction(g);
+      }
+    }
+    wait_all();
+  }
+  collecting_ = false;
+}
+
+void ZeroOptimizer::on_gradient_ready(size_t g) {
+  if (!collecting_ || --pending_[g] != 0) return;
+  launch_reduction(g);
+}
+
+void ZeroOptimizer::launch_reduction(size_t g) {
+  ShardGroup& group = groups_[g];
+  if (options_.stage == 0) {
+    in_flight_.push_back(comm_.all_reduce(group.flat_grads(), ReduceOp::average));
+    return;
+  }
+  if (!grad_shards_[g].defined()) {
+    grad_shards_[g] = Tensor::zeros({group.shard_size()}, TensorOptions().category(MemoryCategory::gradient));
+  }
+  if (options_.stage == 1) {
+    in_flight_.push_back(comm_.reduce_scatter(grad_shards_[g], group.flat_grads(), ReduceOp::average));
+    return;
+  }
+  // Stage 2: pack this micro-batch's gradients, free them, and add the
+  // averaged slice into the rank's gradient shard when it lands.
+  Tensor packed = group.pack_grads(MemoryCategory::communication);
+  for (const GroupParameter& p : group.params()) Variable(p.variable).zero_grad();
+  Tensor slice = Tensor::empty({group.shard_size()}, TensorOptions().category(MemoryCategory::communication));
+  in_flight_.push_back(comm_.reduce_scatter(slice, packed, ReduceOp::average));
+  Tensor shard = grad_shards_[g];
+  after_wait_.push_back([shard, slice]() mutable { axpy_(shard, 1.0, slice); });
+}
+
+void ZeroOptimizer::wait_all() {
+  for (WorkHandle& work : in_flight_) work->wait();
+  in_flight_.clear();
+  for (auto& finish : after_wait_) finish();
+  after_wait_.clear();
+}
+
+// The averaged gradients this rank holds: whole flat groups (stage 0) or its slices.
+std::vector<Tensor> ZeroOptimizer::gradient_tensors() {
+  std::vector<Tensor> grads;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    Tensor grad = options_.stage == 0 ? groups_[g].flat_grads() : grad_shards_[g];
+    if (grad.defined()) grads.push_back(grad);
+  }
+  return grads;
+}
+
+double ZeroOptimizer::clip_grad_norm(double max_norm) {
+  NoGradGuard no_grad;
+  double squares = 0.0;
+  for (const Tensor& grad : gradient_tensors()) squares += squared_norm(grad).item();
+  if (options_.stage > 0) {
+    // Each rank holds a different slice: the squares add up over ranks.
+    // (Padding is zero and adds nothing.)
+    Tensor total = Tensor::full({1}, squares);
+    comm_.all_reduce(total)->wait();
+    squares = total.item();
+  }
+  const double norm = std::sqrt(squares);
+  const double coefficient = max_norm / (norm + 1e-6);
+  if (max_norm > 0 && coefficient < 1.0) {
+    for (Tensor grad : gradient_tensors()) grad.copy_(scale(grad, coefficient));
+  }
+  return norm;
+}
+
+void ZeroOptimizer::step(double lr) {
+  NoGradGuard no_grad;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    Tensor grad = options_.stage == 0 ? groups_[g].flat_grads() : grad_shards_[g];
+    updated_[g].set_grad(grad);  // undefined when the group got no gradient: AdamW skips it
+  }
+  adam_->set_lr(lr);
+  adam_->step();
+  if (options_.stage == 0) return;
+  // Every rank updated its slice; gather the slices so every rank holds the
+  // whole updated parameters again (one all-gather per group, all in flight).
+  for (ShardGroup& group : groups_) {
+    // A copy of the slice: MPI may not read and write one buffer in one call.
+    Tensor mine = group.my_slice(group.flat_params()).with_category(MemoryCategory::communication);
+    in_flight_.push_back(comm_.all_gather(group.flat_params(), mine));
+  }
+  wait_all();
+}
+
+void ZeroOptimizer::zero_grad() {
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    groups_[g].drop_flat_grads();
+    grad_shards_[g] = Tensor();
+    updated_[g].zero_grad();
+  }
+}
+
+}  // namespace sg

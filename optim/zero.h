@@ -1,0 +1,86 @@
+// ZeroOptimizer: data-parallel training with ZeRO stages 0-2 (Rajbhandari et
+// al., "ZeRO: Memory Optimizations Toward Training Trillion Parameter
+// Models", 2020), on top of AdamW.
+//
+// Parameters are packed into ShardGroups (dist/shard_group.h): one per unit
+// (a transformer block, an embedding, the final norm) and weight-decay class.
+// Each rank runs its own micro-batches; gradients are averaged over ranks.
+//
+//   stage 0  gradients all-reduced (one collective per group, issued as soon
+//            as backward has produced the group's last gradient, so it
+//            overlaps the rest of backward); every rank updates everything.
+//   stage 1  + optimizer states sharded: gradients reduce-scattered into
+//            each rank's slice; AdamW updates only that slice (its moments
+//            exist only there); the updated slices are all-gathered.
+//   stage 2  + gradients sharded: each group's gradients are reduce-scattered
+//            (and the full ones freed) as soon as backward produces them,
+//            every micro-batch, accumulating into the rank's gradient slice.
+//   stage 3  (parameters sharded) is not implemented yet.
+//
+// Training loop:
+//   for each micro-batch: zero.backward(scale(loss, 1 / accum), micro == accum - 1);
+//   zero.clip_grad_norm(1.0); zero.step(lr); zero.zero_grad();
+//
+// Read next: docs/dist.md (the collectives and their volumes).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "dist/shard_group.h"
+#include "optim/optimizers.h"
+
+namespace sg {
+
+struct ZeroParameter {
+  std::string name;  // full name, e.g. "h.3.mlp.c_fc.weight": its prefix picks the group
+  Variable variable;
+  bool decays = false;
+};
+
+struct ZeroOptions {
+  int stage = 0;
+  AdamW::Options adam;
+  double weight_decay = 0.0;  // for the parameters marked `decays`
+  int64_t align = 16;         // elements each rank's slice is rounded to
+};
+
+class ZeroOptimizer {
+ public:
+  ZeroOptimizer(const std::vector<ZeroParameter>& params, Communicator& comm, ZeroOptions options);
+  ~ZeroOptimizer();
+
+  // Backward of one micro-batch's (already scaled) loss. On the last
+  // micro-batch of a step, gradients are reduced across ranks too.
+  void backward(const Variable& loss, bool last_micro_batch);
+  // Global L2 norm of the averaged gradients (identical on every rank), then
+  // scales them to at most max_norm (max_norm <= 0: measure only).
+  double clip_grad_norm(double max_norm);
+  void step(double lr);
+  void zero_grad();
+
+  int stage() const { return options_.stage; }
+  const std::vector<ShardGroup>& groups() const { return groups_; }
+  // Elements in all groups, padding included (the Psi that collectives move).
+  int64_t padded_elements() const;
+
+ private:
+  void on_gradient_ready(size_t group);
+  void launch_reduction(size_t group);
+  void wait_all();
+  std::vector<Tensor> gradient_tensors();
+
+  Communicator& comm_;
+  ZeroOptions options_;
+  std::vector<ShardGroup> groups_;
+  std::vector<int> pending_;            // per group: gradients still to arrive in this backward
+  std::vector<Tensor> grad_shards_;     // stages 1-2: this rank's slice of each group's averaged gradient
+  std::vector<WorkHandle> in_flight_;
+  std::vector<std::function<void()>> after_wait_;
+  bool collecting_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // hooks outlive us on the parameters
+  std::vector<Variable> updated_;       // what AdamW updates: whole flat groups (stage 0) or this rank's slices
+  std::unique_ptr<AdamW> adam_;
+};
+
+}  // namespace sg

@@ -1,0 +1,197 @@
+// The central invariant: ZeRO at any stage on any number of ranks computes the
+// same training run as one process. Each rank trains its slice of a fixed
+// global batch of 12 sequences (so 1, 2, 3 and 4 ranks all divide it), with
+// gradient accumulation 2 and clipping on, for 10 steps; the per-step losses
+// and the final parameters must equal the one-process run of plain AdamW.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "autograd/functions.h"
+#include "dist/world.h"
+#include "nn/gpt.h"
+#include "optim/zero.h"
+#include "tensor/rng.h"
+#include "tests/test_util.h"
+
+namespace sg {
+namespace {
+
+constexpr int64_t kGlobalBatch = 12, kSteps = 10, kAccum = 2;
+constexpr double kClip = 0.5, kLr = 3e-3, kWeightDecay = 0.1;
+
+GptConfig config() {
+  GptConfig cfg;
+  cfg.vocab_size = 13, cfg.block_size = 8, cfg.n_layer = 2, cfg.n_head = 2, cfg.n_embd = 16, cfg.seed = 5;
+  return cfg;
+}
+
+// Rows [first, first + rows) of micro-batch `micro` of step `step`: (x, y).
+// Each row counts up in steps of 5 (mod V) from a random start: a rule the
+// model can learn, so the loss falls.
+std::pair<Tensor, Tensor> batch(int64_t step, int64_t micro, int64_t first, int64_t rows) {
+  const int64_t T = config().block_size, V = config().vocab_size;
+  Tensor starts = Tensor::empty({kGlobalBatch});
+  fill_uniform_(starts, uint64_t(step * kAccum + micro), "zero-test-starts", 0.0, double(V));
+  std::vector<float> start = starts.to_vector<float>();
+  std::vector<int32_t> tokens;
+  for (int64_t row = 0; row < kGlobalBatch; ++row)
+    for (int64_t t = 0; t <= T; ++t) tokens.push_back(int32_t((int64_t(start[size_t(row)]) + 5 * t) % V));
+  Tensor ids = Tensor::from_vector(tokens, {kGlobalBatch, T + 1}).slice(0, first, first + rows);
+  return {ids.slice(1, 0, T).contiguous(), ids.slice(1, 1, T + 1).contiguous()};
+}
+
+struct TrainingRun {
+  std::vector<float> losses;
+  std::vector<std::vector<float>> params;
+};
+
+std::vector<std::vector<float>> values_of(const Gpt& model) {
+  std::vector<std::vector<float>> values;
+  for (const NamedParameter& p : model.named_parameters()) values.push_back(p.variable.data().to_vector<float>());
+  return values;
+}
+
+// One process, the whole global batch, plain AdamW.
+TrainingRun reference_run() {
+  Gpt model(config());
+  ParamGroup decayed{{}, kWeightDecay}, other{{}, 0.0};
+  for (const NamedParameter& p : model.named_parameters()) (p.init.decays ? decayed : other).params.push_back(p.variable);
+  AdamW adam({decayed, other}, {.lr = kLr});
+  TrainingRun run;
+  for (int64_t step = 0; step < kSteps; ++step) {
+    double loss = 0;
+    for (int64_t micro = 0; micro < kAccum; ++micro) {
+      auto [x, y] = batch(step, micro, 0, kGlobalBatch);
+      Variable l = model.loss(x, y);
+      scale(l, 1.0 / kAccum).backward();
+      loss += l.data().item() / kAccum;
+    }
+    clip_grad_norm(model.parameters(), kClip);
+    adam.step();
+    adam.zero_grad();
+    run.losses.push_back(float(loss));
+  }
+  run.params = values_of(model);
+  return run;
+}
+
+// Every rank its slice of the global batch, through ZeroOptimizer.
+TrainingRun zero_run(int stage) {
+  Communicator& comm = world();
+  const int64_t rows = kGlobalBatch / comm.world_size(), first = comm.rank() * rows;
+  Gpt model(config());
+  std::vector<ZeroParameter> params;
+  for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+  ZeroOptimizer zero(params, comm, {.stage = stage, .adam = {.lr = kLr}, .weight_decay = kWeightDecay});
+  TrainingRun run;
+  for (int64_t step = 0; step < kSteps; ++step) {
+    double loss = 0;
+    for (int64_t micro = 0; micro < kAccum; ++micro) {
+      auto [x, y] = batch(step, micro, first, rows);
+      Variable l = model.loss(x, y);
+      zero.backward(scale(l, 1.0 / kAccum), micro == kAccum - 1);
+      loss += l.data().item() / kAccum;
+    }
+    zero.clip_grad_norm(kClip);
+    zero.step(kLr);
+    zero.zero_grad();
+    Tensor mean = Tensor::full({1}, loss);  // every rank's micro-batch loss, averaged
+    comm.all_reduce(mean, ReduceOp::average)->wait();
+    run.losses.push_back(float(mean.item()));
+  }
+  run.params = values_of(model);
+  return run;
+}
+
+const TrainingRun& reference() {
+  static TrainingRun run = reference_run();
+  return run;
+}
+
+class ZeroEquivalence : public ::testing::TestWithParam<int> {};
+
+TEST_P(ZeroEquivalence, SameLossesAndParametersAsOneProcess) {
+  TrainingRun run = zero_run(GetParam());
+  EXPECT_TRUE(test::all_close(run.losses, reference().losses, 1e-5)) << "stage " << GetParam() << " on "
+                                                                     << world().world_size() << " ranks";
+  ASSERT_EQ(run.params.size(), reference().params.size());
+  // Every element within 1e-5 relative, with one principled exception. The
+  // key part of attn.c_attn.bias adds q.b_k to every score of a query's row,
+  // which the softmax cancels: its true gradient is exactly zero, so what
+  // autograd computes there is rounding noise, and Adam's m / sqrt(v) turns
+  // noise of any size into steps of up to lr. Those elements differ between
+  // any two summation orders (also between two one-process implementations),
+  // so they are held only to lr * steps.
+  const int64_t C = config().n_embd;
+  std::vector<NamedParameter> names = Gpt(config()).named_parameters();
+  for (size_t i = 0; i < run.params.size(); ++i) {
+    std::vector<float> got = run.params[i], want = reference().params[i];
+    if (names[i].name.find("attn.c_attn.bias") != std::string::npos) {
+      for (int64_t j = C; j < 2 * C; ++j) {
+        EXPECT_NEAR(got[size_t(j)], want[size_t(j)], kLr * kSteps) << names[i].name << "[" << j << "]";
+        got[size_t(j)] = want[size_t(j)];
+      }
+    }
+    // Relative 1e-5, with the tensor's own scale as the floor for elements near zero.
+    double scale = 0;
+    for (float v : want) scale = std::max(scale, double(std::abs(v)));
+    EXPECT_TRUE(test::all_close(got, want, 1e-5, 1e-5 * scale)) << names[i].name << " (stage " << GetParam() << ")";
+  }
+  // The run really trained: the loss fell.
+  EXPECT_LT(run.losses.back(), run.losses.front() - 0.1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalence, ::testing::Values(0, 1, 2),
+                         [](const auto& info) { return "stage" + std::to_string(info.param); });
+
+// Communication per step without accumulation: 2 Psi for stages 0-2 (Psi: the
+// padded elements of every group), counted by the communicator. Stage 0
+// all-reduces Psi (counted twice: a reduce-scatter and an all-gather's worth);
+// stages 1-2 reduce-scatter Psi and all-gather Psi, plus the one-element
+// all-reduce of the squared gradient norm.
+TEST(ZeroCommunication, TwoPsiPerStepForStagesZeroToTwo) {
+  Communicator& comm = world();
+  for (int stage : {0, 1, 2}) {
+    Gpt model(config());
+    std::vector<ZeroParameter> params;
+    for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+    ZeroOptimizer zero(params, comm, {.stage = stage, .adam = {.lr = kLr}});
+    const int64_t rows = kGlobalBatch / comm.world_size();
+    auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
+    comm.reset_stats();
+    zero.backward(model.loss(x, y), true);
+    zero.clip_grad_norm(kClip);
+    zero.step(kLr);
+    const CommStats& s = comm.stats();
+    const int64_t psi = zero.padded_elements();
+    const int64_t volume = 2 * s[CollectiveOp::all_reduce].elements + s[CollectiveOp::reduce_scatter].elements +
+                           s[CollectiveOp::all_gather].elements;
+    EXPECT_EQ(volume, 2 * psi + (stage > 0 ? 2 : 0)) << "stage " << stage;
+    EXPECT_EQ(s[CollectiveOp::all_reduce].calls + s[CollectiveOp::reduce_scatter].calls,
+              int64_t(zero.groups().size()) + (stage > 0 ? 1 : 0))
+        << "one reduction per group";
+  }
+}
+
+TEST(ZeroGroups, OneGroupPerUnitAndDecayClassWithNamesAndOffsets) {
+  Gpt model(config());
+  std::vector<ZeroParameter> params;
+  for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+  ZeroOptimizer zero(params, world(), {.stage = 1, .adam = {}});
+  std::vector<std::string> names;
+  for (const ShardGroup& g : zero.groups()) names.push_back(g.name());
+  EXPECT_EQ(names, (std::vector<std::string>{"wte (no decay)", "wpe (no decay)", "h.0 (no decay)", "h.0", "h.1 (no decay)",
+                                             "h.1", "ln_f (no decay)"}));
+  const ShardGroup& block = zero.groups()[3];  // h.0's decayed weights
+  EXPECT_EQ(block.params()[0].name, "h.0.attn.c_attn.weight");
+  EXPECT_EQ(block.params()[1].offset, 3 * 16 * 16);
+  EXPECT_EQ(block.padded() % (16 * world().world_size()), 0);
+  // The parameters now live in the group's buffer.
+  EXPECT_EQ(block.params()[0].variable.data().data_ptr(), block.flat_params().data_ptr());
+  EXPECT_THROW(ZeroOptimizer(params, world(), {.stage = 3, .adam = {}}), Error);
+}
+
+}  // namespace
+}  // namespace sg
