@@ -1,12 +1,15 @@
 // train_gpt: trains a GPT-2-style model on a text file and prints a sample.
 //
 // The training loop is deliberately flat, as in llm.c: every step is
-//   for each micro-batch: loss = model.loss(x, y); (loss / accum).backward();
-//   clip_grad_norm(params); optimizer.step(); optimizer.zero_grad();
+//   for each micro-batch: loss = model.loss(x, y); zero.backward(loss / accum, last micro-batch?);
+//   zero.clip_grad_norm(1.0); zero.step(lr); zero.zero_grad();
+// Under mpirun every rank trains its own micro-batches and ZeRO (--zero 0-2)
+// averages the gradients; alone, it is a world of one.
 // Follow model.loss into nn/gpt.cpp, then autograd/functions.cpp, tensor/ops
 // and kernels/cpu to see one step end to end (docs/gpt.md walks it).
 //
 //   build/bin/train_gpt                      # the default character-level run
+//   mpirun -np 2 build/bin/train_gpt --zero 2  # two data-parallel ranks, ZeRO stage 2
 //   build/bin/train_gpt --help               # every flag
 #include <omp.h>
 #include <unistd.h>
@@ -17,13 +20,16 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include "examples/sampling.h"
 #include "examples/text_data.h"
 #include "examples/train_flags.h"
 #include "nn/gpt.h"
+#include "dist/world.h"
 #include "optim/optimizers.h"
+#include "optim/zero.h"
 #include "optim/schedule.h"
 
 namespace sg {
@@ -54,18 +60,44 @@ double evaluate(const Gpt& model, WindowLoader& loader, int64_t batches) {
   return total / double(batches);
 }
 
+// Each rank's peak bytes per category since the last reset, as JSON:
+// [{"parameter": .., "gradient": .., ...}, ...] in rank order.
+std::string peak_bytes_json(Communicator& comm) {
+  MemoryStats stats = memory_stats(Device::cpu());
+  std::vector<int64_t> mine;
+  for (const ByteCounter& counter : stats.categories) mine.push_back(counter.peak);
+  const int64_t n = int64_t(mine.size());
+  Tensor all = Tensor::empty({n * comm.world_size()}, TensorOptions().dtype(DType::i64));
+  comm.all_gather(all, Tensor::from_vector(mine, {n}))->wait();
+  std::vector<int64_t> v = all.to_vector<int64_t>();
+  std::ostringstream out;
+  out << "[";
+  for (int r = 0; r < comm.world_size(); ++r) {
+    out << (r ? ", " : "") << "{";
+    for (int64_t c = 0; c < n; ++c) {
+      out << (c ? ", " : "") << "\"" << category_name(MemoryCategory(c)) << "\": " << v[size_t(r * n + c)];
+    }
+    out << "}";
+  }
+  return out.str() + "]";
+}
+
 int run(const TrainFlags& flags) {
   if (flags.threads > 0) omp_set_num_threads(flags.threads);
+  Communicator& comm = world();  // mpirun: one rank per process; otherwise a world of one
+  const bool lead = comm.rank() == 0;  // rank 0 prints, writes metrics and samples
+  const int W = comm.world_size();
   const std::string text = read_text_file(flags.data);
   const Tokenizer tokenizer = Tokenizer::from_name(flags.tokenizer, text);
   std::vector<int32_t> tokens = tokenizer.encode(text);
 
-  // The first 90% trains, the last 10% validates (nanoGPT's split).
+  // The first 90% trains, the last 10% validates (nanoGPT's split). Each rank
+  // draws its own training windows; all ranks validate on the same windows.
   const size_t split = tokens.size() * 9 / 10;
   WindowLoader train_loader(std::vector<int32_t>(tokens.begin(), tokens.begin() + long(split)), flags.batch, flags.ctx,
-                            flags.seed);
+                            uint64_t(flags.seed) + 7919 * uint64_t(comm.rank()));
   WindowLoader val_loader(std::vector<int32_t>(tokens.begin() + long(split), tokens.end()), flags.batch, flags.ctx,
-                          flags.seed + 1);
+                          uint64_t(flags.seed) + 1);
 
   GptConfig cfg;
   cfg.vocab_size = tokenizer.vocab_size();
@@ -73,52 +105,64 @@ int run(const TrainFlags& flags) {
   cfg.n_layer = flags.layers;
   cfg.n_head = flags.heads;
   cfg.n_embd = flags.embd;
-  cfg.seed = flags.seed;
+  cfg.seed = uint64_t(flags.seed);
   Gpt model(cfg);
 
   // Weight decay only on the matrices of linear maps (ParamInit::decays).
-  ParamGroup decayed{{}, flags.weight_decay}, undecayed{{}, 0.0};
-  for (const NamedParameter& p : model.named_parameters()) (p.init.decays ? decayed : undecayed).params.push_back(p.variable);
-  AdamW optimizer({decayed, undecayed}, {.lr = flags.lr, .beta1 = 0.9, .beta2 = flags.beta2, .eps = 1e-8});
+  // ZeRO packs the parameters into groups and averages gradients over ranks.
+  std::vector<ZeroParameter> params;
+  for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+  ZeroOptimizer optimizer(params, comm,
+                          {.stage = int(flags.zero),
+                           .adam = {.lr = flags.lr, .beta1 = 0.9, .beta2 = flags.beta2, .eps = 1e-8},
+                           .weight_decay = flags.weight_decay});
   WarmupCosine schedule{flags.lr, flags.min_lr, flags.warmup, flags.steps};
-  const std::vector<Variable> params = model.parameters();
 
-  std::filesystem::create_directories(flags.out);
-  tokenizer.save(flags.out + "/tokenizer.txt");
   std::ofstream metrics;
-  if (!flags.metrics.empty()) {
-    metrics.open(flags.metrics);
-    SG_CHECK(metrics.good(), "cannot write metrics to ", flags.metrics);
+  if (lead) {
+    std::filesystem::create_directories(flags.out);
+    tokenizer.save(flags.out + "/tokenizer.txt");
+    if (!flags.metrics.empty()) {
+      metrics.open(flags.metrics);
+      SG_CHECK(metrics.good(), "cannot write metrics to ", flags.metrics);
+    }
+    std::printf("train_gpt: %s, %zu tokens (%s tokenizer, vocab %lld); %lld layers, %lld heads, %lld channels, "
+                "context %lld: %lld parameters\n",
+                flags.data.c_str(), tokens.size(), tokenizer.name().c_str(), (long long)cfg.vocab_size,
+                (long long)cfg.n_layer, (long long)cfg.n_head, (long long)cfg.n_embd, (long long)cfg.block_size,
+                (long long)model.parameter_count());
+    std::printf("train_gpt: %lld steps of %d rank(s) x %lld x %lld x %lld tokens, ZeRO stage %lld, %d threads per rank\n",
+                (long long)flags.steps, W, (long long)flags.grad_accum, (long long)flags.batch, (long long)flags.ctx,
+                (long long)flags.zero, omp_get_max_threads());
+    std::fflush(stdout);
   }
 
-  std::printf("train_gpt: %s, %zu tokens (%s tokenizer, vocab %lld); %lld layers, %lld heads, %lld channels, context "
-              "%lld: %lld parameters\n",
-              flags.data.c_str(), tokens.size(), tokenizer.name().c_str(), (long long)cfg.vocab_size,
-              (long long)cfg.n_layer, (long long)cfg.n_head, (long long)cfg.n_embd, (long long)cfg.block_size,
-              (long long)model.parameter_count());
-  std::printf("train_gpt: %lld steps of %lld x %lld x %lld tokens, %d threads\n", (long long)flags.steps,
-              (long long)flags.grad_accum, (long long)flags.batch, (long long)flags.ctx, omp_get_max_threads());
-  std::fflush(stdout);
-
-  const bool terminal = isatty(fileno(stdout));
-  const double tokens_per_step = double(flags.batch * flags.ctx * flags.grad_accum);
+  const bool terminal = lead && isatty(fileno(stdout));
+  const double tokens_per_step = double(W * flags.batch * flags.ctx * flags.grad_accum);
   const Clock::time_point start = Clock::now();
   double last_val = NAN;
   for (int64_t step = 0; step < flags.steps; ++step) {
     const Clock::time_point step_start = Clock::now();
+    reset_peak_memory(Device::cpu());
+    comm.reset_stats();
     const double lr = schedule.lr(step);
-    optimizer.set_lr(lr);
     double loss = 0.0;
     for (int64_t micro = 0; micro < flags.grad_accum; ++micro) {
       WindowLoader::Batch batch = train_loader.next();
       Variable micro_loss = model.loss(batch.x, batch.y);
       // Averaging over micro-batches: each backward adds 1/accum of its gradient.
-      scale(micro_loss, 1.0 / double(flags.grad_accum)).backward();
+      optimizer.backward(scale(micro_loss, 1.0 / double(flags.grad_accum)), micro + 1 == flags.grad_accum);
       loss += micro_loss.data().item() / double(flags.grad_accum);
     }
-    const double norm = flags.clip > 0 ? clip_grad_norm(params, flags.clip) : grad_norm(params);
-    optimizer.step();
+    const double norm = optimizer.clip_grad_norm(flags.clip);
+    optimizer.step(lr);
     optimizer.zero_grad();
+    if (W > 1) {  // the mean over ranks is the loss of the global batch
+      Tensor mean = Tensor::full({1}, loss);
+      comm.all_reduce(mean, ReduceOp::average)->wait();
+      loss = mean.item();
+    }
+    const int64_t comm_bytes = comm.stats().total_bytes_sent();
     const double step_seconds = seconds_since(step_start);
     const double tokens_per_s = tokens_per_step / step_seconds;
 
@@ -126,12 +170,14 @@ int run(const TrainFlags& flags) {
     const bool evaluate_now = last || (flags.eval_every > 0 && (step + 1) % flags.eval_every == 0);
     double val = NAN;
     if (evaluate_now) last_val = val = evaluate(model, val_loader, flags.eval_batches);
+    const std::string peaks = metrics.is_open() || W > 1 ? peak_bytes_json(comm) : "";
+    if (!lead) continue;
 
     if (metrics.is_open()) {
       metrics << "{\"step\": " << step + 1 << ", \"loss\": " << loss << ", \"lr\": " << lr
               << ", \"grad_norm\": " << norm << ", \"tokens_per_s\": " << tokens_per_s;
       if (evaluate_now) metrics << ", \"val_loss\": " << val;
-      metrics << "}\n";
+      metrics << ", \"comm_bytes_sent\": " << comm_bytes << ", \"peak_bytes\": " << peaks << "}\n";
       metrics.flush();
     }
     const double elapsed = seconds_since(start);
@@ -149,6 +195,7 @@ int run(const TrainFlags& flags) {
       std::fflush(stdout);
     }
   }
+  if (!lead) return 0;
   std::printf("train_gpt: done in %s; final val loss %.4f\n", format_duration(seconds_since(start)).c_str(), last_val);
 
   if (flags.sample > 0) {

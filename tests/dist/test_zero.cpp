@@ -195,3 +195,46 @@ TEST(ZeroGroups, OneGroupPerUnitAndDecayClassWithNamesAndOffsets) {
 
 }  // namespace
 }  // namespace sg
+
+namespace sg {
+namespace {
+
+// Per-rank model-state bytes from the allocator after a step, against ZeRO's
+// formulas for fp32 AdamW (4 bytes of parameter, 4 of gradient, 8 of moments
+// per element; P = padded elements of all groups, N = ranks):
+//   stage 0:  parameters 4P   gradients 4P            optimizer states 8P
+//   stage 1:  parameters 4P   gradients 4P + 4P/N     optimizer states 8P/N
+//   stage 2:  parameters 4P   gradients 4P/N          optimizer states 8P/N
+// (Stage 1 keeps the full gradients until zero_grad and reduce-scatters them
+// into a separate slice; stage 2 never holds more than one group's full
+// gradients at a time, and those count as communication buffers.)
+TEST(ZeroMemory, ModelStateBytesFollowThePaper) {
+  Communicator& comm = world();
+  const int64_t N = comm.world_size();
+  for (int stage : {0, 1, 2}) {
+    const MemoryStats before = memory_stats(Device::cpu());
+    auto live = [&](MemoryCategory c) { return memory_stats(Device::cpu())[c].live - before[c].live; };
+    {
+      Gpt model(config());
+      std::vector<ZeroParameter> params;
+      for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+      ZeroOptimizer zero(params, comm, {.stage = stage, .adam = {.lr = kLr}});
+      const int64_t P = zero.padded_elements();
+      EXPECT_EQ(P % (16 * N), 0);
+      const int64_t rows = kGlobalBatch / N;
+      auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
+      zero.backward(model.loss(x, y), true);
+      zero.step(kLr);
+      EXPECT_EQ(live(MemoryCategory::parameter), 4 * P) << "stage " << stage;
+      const int64_t gradients[] = {4 * P, 4 * P + 4 * P / N, 4 * P / N};
+      EXPECT_EQ(live(MemoryCategory::gradient), gradients[stage]) << "stage " << stage;
+      EXPECT_EQ(live(MemoryCategory::optimizer_state), stage == 0 ? 8 * P : 8 * P / N) << "stage " << stage;
+      zero.zero_grad();
+      EXPECT_EQ(live(MemoryCategory::gradient), 0) << "stage " << stage;
+    }
+    EXPECT_EQ(live(MemoryCategory::parameter), 0);
+  }
+}
+
+}  // namespace
+}  // namespace sg

@@ -2,13 +2,21 @@
 # End-to-end check of train_gpt: a short run writes one JSON metrics line per
 # step with the promised fields, evaluates when asked (and at the last step),
 # lowers the loss, and prints a sample; bad flags fail with a clear message.
-#   train_gpt_smoke.sh path/to/train_gpt
+# With an MPI launcher as second argument, the run uses 2 ranks and ZeRO
+# stage 2, and the metrics must carry both ranks' peak bytes.
+#   train_gpt_smoke.sh path/to/train_gpt [mpiexec]
 set -euo pipefail
 bin=$1
+launch=()
+zero=0
+if [ $# -ge 2 ]; then
+  launch=("$2" --oversubscribe --allow-run-as-root -np 2)
+  zero=2
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-"$bin" --steps 30 --warmup 5 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 --lr 3e-3 \
+"${launch[@]}" "$bin" --steps 30 --warmup 5 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 --lr 3e-3 --zero $zero \
   --eval-every 10 --eval-batches 2 --metrics "$work/m.jsonl" --out "$work/run" --sample 40 > "$work/out.txt"
 
 lines=$(wc -l < "$work/m.jsonl")
@@ -25,6 +33,8 @@ first=$(head -n 1 "$work/m.jsonl" | sed -E 's/.*"loss": ([0-9.e+-]+).*/\1/')
 last=$(tail -n 1 "$work/m.jsonl" | sed -E 's/.*"loss": ([0-9.e+-]+).*/\1/')
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }' || { echo "loss did not fall: $first -> $last"; exit 1; }
 grep -q -- "---- sample" "$work/out.txt" || { echo "no sample printed"; exit 1; }
+ranks=$(tail -n 1 "$work/m.jsonl" | grep -o '"optimizer_state": ' | wc -l)
+[ "$ranks" -eq $(( ${#launch[@]} > 0 ? 2 : 1 )) ] || { echo "peak bytes for $ranks rank(s) in the metrics"; exit 1; }
 [ -s "$work/run/tokenizer.txt" ] || { echo "the tokenizer was not saved with the run"; exit 1; }
 
 if "$bin" --stpes 3 > "$work/bad.txt" 2>&1; then echo "a misspelled flag was accepted"; exit 1; fi
@@ -32,4 +42,4 @@ grep -q "unknown flag --stpes" "$work/bad.txt" || { echo "unclear error: $(cat "
 if "$bin" --embd 30 --heads 4 > "$work/bad.txt" 2>&1; then echo "embd not divisible by heads was accepted"; exit 1; fi
 grep -q "divisible" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
 "$bin" --help | grep -q -- "--grad-accum"
-echo "train_gpt smoke test: 30 steps, loss $first -> $last"
+echo "train_gpt smoke test: 30 steps, ZeRO stage $zero, loss $first -> $last"
