@@ -5,6 +5,7 @@
 #include <functional>
 #include <vector>
 
+#include "examples/train_config.h"
 #include "kernels/error.h"
 
 #ifndef SG_SOURCE_DIR
@@ -83,6 +84,7 @@ std::vector<Flag> flag_table(TrainFlags& f) {
       integer("sample", "characters to generate at the end (0: none)", f.sample),
       number("temperature", "sampling temperature", f.temperature),
       integer("top-k", "sample among the k likeliest tokens (0: all)", f.top_k),
+      text("config", "a DeepSpeed-shaped JSON config; flags given here override it", f.config),
       Flag{"threads", "CPU threads (0: all cores)", [&f](const std::string& v) { f.threads = int(parse_int("threads", v)); },
            [&f] { return std::to_string(f.threads); }},
   };
@@ -111,6 +113,13 @@ void check_ranges(const TrainFlags& f) {
 TrainFlags parse_train_flags(int argc, char** argv) {
   TrainFlags flags;
   std::vector<Flag> table = flag_table(flags);
+  // The config first, so that every flag on the command line overrides it.
+  for (int i = 1; i + 1 < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--config") apply_train_config(argv[i + 1], flags);
+    if (arg.rfind("--config=", 0) == 0) apply_train_config(arg.substr(9), flags);
+  }
+  bool min_lr_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -139,7 +148,9 @@ TrainFlags parse_train_flags(int argc, char** argv) {
       }
     }
     SG_CHECK(known, "unknown flag --", name, " (see --help)");
+    min_lr_given |= name == "min-lr";
   }
+  if (flags.min_lr_ratio >= 0 && !min_lr_given) flags.min_lr = flags.lr * flags.min_lr_ratio;
   if (flags.data.empty()) flags.data = default_data_path();
   check_ranges(flags);
   return flags;

@@ -23,11 +23,15 @@ struct TrainFlags {
   double temperature = 0.8;
   int64_t top_k = 40;
   int threads = 0;              // 0: all cores
+  std::string config;           // a DeepSpeed-shaped JSON file (examples/train_config.h)
+  int64_t train_batch_size = 0; // from the config: must equal batch x grad_accum x ranks (0: unchecked)
+  double min_lr_ratio = -1;     // from the config's cos_min_ratio: min_lr = lr x ratio unless --min-lr is given
   bool help = false;
 };
 
-// Parses argv; throws sg::Error naming a bad flag or value. --help prints
-// the table and sets help.
+// Parses argv: first the --config file if one is named, then every other
+// flag, which overrides it. Throws sg::Error naming a bad flag or value.
+// --help prints the table and sets help.
 TrainFlags parse_train_flags(int argc, char** argv);
 
 }  // namespace sg

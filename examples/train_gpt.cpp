@@ -87,6 +87,10 @@ int run(const TrainFlags& flags) {
   Communicator& comm = world();  // mpirun: one rank per process; otherwise a world of one
   const bool lead = comm.rank() == 0;  // rank 0 prints, writes metrics and samples
   const int W = comm.world_size();
+  SG_CHECK(flags.train_batch_size == 0 || flags.train_batch_size == flags.batch * flags.grad_accum * W,
+           "train_batch_size ", flags.train_batch_size, " in the config is not train_micro_batch_size_per_gpu (",
+           flags.batch, ") x gradient_accumulation_steps (", flags.grad_accum, ") x ranks (", W, ") = ",
+           flags.batch * flags.grad_accum * W, "; fix one of them");
   const std::string text = read_text_file(flags.data);
   const Tokenizer tokenizer = Tokenizer::from_name(flags.tokenizer, text);
   std::vector<int32_t> tokens = tokenizer.encode(text);

@@ -41,5 +41,8 @@ if "$bin" --stpes 3 > "$work/bad.txt" 2>&1; then echo "a misspelled flag was acc
 grep -q "unknown flag --stpes" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
 if "$bin" --embd 30 --heads 4 > "$work/bad.txt" 2>&1; then echo "embd not divisible by heads was accepted"; exit 1; fi
 grep -q "divisible" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
+echo '{"train_batch_size": 7, "train_micro_batch_size_per_gpu": 2}' > "$work/bad.json"
+if "$bin" --config "$work/bad.json" --steps 2 --warmup 0 --out "$work/run" > "$work/bad.txt" 2>&1; then echo "an inconsistent batch size was accepted"; exit 1; fi
+grep -q "train_batch_size 7 in the config" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
 "$bin" --help | grep -q -- "--grad-accum"
 echo "train_gpt smoke test: 30 steps, ZeRO stage $zero, loss $first -> $last"

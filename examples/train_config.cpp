@@ -1,0 +1,141 @@
+#include "examples/train_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <map>
+
+#include "examples/text_data.h"
+#include "kernels/error.h"
+
+namespace sg {
+namespace {
+
+using json = nlohmann::json;
+
+struct Reader {
+  std::string origin;
+
+  // Calls handlers[key] for each key of `object` at `path`; unknown keys fail.
+  void fields(const json& object, const std::string& path,
+              const std::map<std::string, std::function<void(const json&, const std::string&)>>& handlers) const {
+    SG_CHECK(object.is_object(), origin, ": ", path.empty() ? "the config" : path, " must be a JSON object");
+    for (const auto& [key, value] : object.items()) {
+      std::string full = path.empty() ? key : path + "." + key;
+      auto handler = handlers.find(key);
+      if (handler == handlers.end()) {
+        std::string known;
+        for (const auto& [name, unused] : handlers) known += (known.empty() ? "" : ", ") + name;
+        SG_FAIL(origin, ": unknown key '", full, "'; known keys here: ", known);
+      }
+      handler->second(value, full);
+    }
+  }
+  double number(const json& value, const std::string& path) const {
+    SG_CHECK(value.is_number(), origin, ": '", path, "' must be a number, got ", value.dump());
+    return value.get<double>();
+  }
+  int64_t integer(const json& value, const std::string& path) const {
+    SG_CHECK(value.is_number_integer(), origin, ": '", path, "' must be an integer, got ", value.dump());
+    return value.get<int64_t>();
+  }
+  bool boolean(const json& value, const std::string& path) const {
+    SG_CHECK(value.is_boolean(), origin, ": '", path, "' must be true or false, got ", value.dump());
+    return value.get<bool>();
+  }
+  std::string text(const json& value, const std::string& path) const {
+    SG_CHECK(value.is_string(), origin, ": '", path, "' must be a string, got ", value.dump());
+    return value.get<std::string>();
+  }
+};
+
+}  // namespace
+
+void apply_train_config_text(const std::string& text, const std::string& origin, TrainFlags& f) {
+  json root;
+  try {
+    root = json::parse(text);
+  } catch (const json::parse_error& error) {
+    SG_FAIL(origin, " is not valid JSON: ", error.what());
+  }
+  const Reader r{origin};
+  auto precision = [&](const json& v, const std::string& path) {
+    r.fields(v, path, {{"enabled", [&](const json& e, const std::string& p) {
+                          SG_CHECK(!r.boolean(e, p), origin, ": '", p, "': 16-bit training is not available yet; ",
+                                   "shardgrad trains in f32 (set it to false or remove it)");
+                        }},
+                       {"loss_scale", [&](const json& e, const std::string& p) { r.number(e, p); }},
+                       {"initial_scale_power", [&](const json& e, const std::string& p) { r.integer(e, p); }},
+                       {"loss_scale_window", [&](const json& e, const std::string& p) { r.integer(e, p); }},
+                       {"hysteresis", [&](const json& e, const std::string& p) { r.integer(e, p); }},
+                       {"min_loss_scale", [&](const json& e, const std::string& p) { r.number(e, p); }}});
+  };
+  r.fields(root, "", {
+      {"train_batch_size", [&](const json& v, const std::string& p) { f.train_batch_size = r.integer(v, p); }},
+      {"train_micro_batch_size_per_gpu", [&](const json& v, const std::string& p) { f.batch = r.integer(v, p); }},
+      {"gradient_accumulation_steps", [&](const json& v, const std::string& p) { f.grad_accum = r.integer(v, p); }},
+      {"gradient_clipping", [&](const json& v, const std::string& p) { f.clip = r.number(v, p); }},
+      {"zero_optimization", [&](const json& v, const std::string& path) {
+         r.fields(v, path, {
+             {"stage", [&](const json& s, const std::string& p) { f.zero = r.integer(s, p); }},
+             {"overlap_comm", [&](const json& s, const std::string& p) { r.boolean(s, p); }},
+             {"reduce_bucket_size", [&](const json& s, const std::string& p) { r.number(s, p); }},
+             {"allgather_bucket_size", [&](const json& s, const std::string& p) { r.number(s, p); }},
+             {"stage3_prefetch_bucket_size", [&](const json& s, const std::string& p) { r.number(s, p); }},
+             {"stage3_param_persistence_threshold", [&](const json& s, const std::string& p) { r.number(s, p); }},
+         });
+       }},
+      {"optimizer", [&](const json& v, const std::string& path) {
+         r.fields(v, path, {
+             {"type", [&](const json& t, const std::string& p) {
+                std::string type = r.text(t, p);
+                SG_CHECK(type == "AdamW" || type == "Adam", origin, ": '", p, "' is ", type,
+                         "; train_gpt supports AdamW (Adam is taken as AdamW with the given weight decay)");
+              }},
+             {"params", [&](const json& params, const std::string& ppath) {
+                r.fields(params, ppath, {
+                    {"lr", [&](const json& x, const std::string& p) { f.lr = r.number(x, p); }},
+                    {"betas", [&](const json& x, const std::string& p) {
+                       SG_CHECK(x.is_array() && x.size() == 2 && x[0].is_number() && x[1].is_number(), origin, ": '", p,
+                                "' must be [beta1, beta2]");
+                       SG_CHECK(x[0].get<double>() == 0.9, origin, ": '", p, "': beta1 is fixed at 0.9 in train_gpt");
+                       f.beta2 = x[1].get<double>();
+                     }},
+                    {"eps", [&](const json& x, const std::string& p) {
+                       SG_CHECK(r.number(x, p) == 1e-8, origin, ": '", p, "': eps is fixed at 1e-8 in train_gpt");
+                     }},
+                    {"weight_decay", [&](const json& x, const std::string& p) { f.weight_decay = r.number(x, p); }},
+                });
+              }},
+         });
+       }},
+      {"scheduler", [&](const json& v, const std::string& path) {
+         double cos_min_ratio = -1;
+         r.fields(v, path, {
+             {"type", [&](const json& t, const std::string& p) {
+                SG_CHECK(r.text(t, p) == "WarmupCosineLR", origin, ": '", p,
+                         "': train_gpt's schedule is WarmupCosineLR (linear warmup, cosine decay)");
+              }},
+             {"params", [&](const json& params, const std::string& ppath) {
+                r.fields(params, ppath, {
+                    {"total_num_steps", [&](const json& x, const std::string& p) { f.steps = r.integer(x, p); }},
+                    {"warmup_num_steps", [&](const json& x, const std::string& p) { f.warmup = r.integer(x, p); }},
+                    {"cos_min_ratio", [&](const json& x, const std::string& p) { cos_min_ratio = r.number(x, p); }},
+                    {"warmup_min_ratio", [&](const json& x, const std::string& p) {
+                       SG_CHECK(r.number(x, p) == 0.0, origin, ": '", p, "': the warmup starts from 0 in train_gpt");
+                     }},
+                });
+              }},
+         });
+         if (cos_min_ratio >= 0) f.min_lr_ratio = cos_min_ratio;
+       }},
+      {"bf16", precision},
+      {"fp16", precision},
+  });
+}
+
+void apply_train_config(const std::string& path, TrainFlags& flags) {
+  apply_train_config_text(read_text_file(path), path, flags);
+}
+
+}  // namespace sg

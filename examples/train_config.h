@@ -1,0 +1,36 @@
+// A DeepSpeed-shaped JSON config for train_gpt (--config FILE), so people can
+// bring the config they know. Flags given on the command line override it.
+//
+//   {
+//     "train_batch_size": 32,                 // = micro batch x accumulation x ranks (checked)
+//     "train_micro_batch_size_per_gpu": 16,   // --batch
+//     "gradient_accumulation_steps": 1,       // --grad-accum
+//     "gradient_clipping": 1.0,               // --clip
+//     "zero_optimization": {"stage": 2, "overlap_comm": true,
+//                           "reduce_bucket_size": 5e8, "allgather_bucket_size": 5e8},
+//     "optimizer": {"type": "AdamW", "params": {"lr": 2e-3, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.1}},
+//     "scheduler": {"type": "WarmupCosineLR",
+//                   "params": {"total_num_steps": 2000, "warmup_num_steps": 100, "cos_min_ratio": 0.1}},
+//     "bf16": {"enabled": false}, "fp16": {"enabled": false}
+//   }
+//
+// Every key is checked: an unknown one is an error naming it (with its path),
+// as is a value of the wrong type. What shardgrad cannot do yet is an error
+// too (bf16/fp16 training, ZeRO stage 3, other optimizers), never silently
+// ignored. The bucket sizes are accepted and have no effect: shardgrad's
+// buckets are its shard groups (one per block), and overlap is always on.
+#pragma once
+
+#include <string>
+
+#include "examples/train_flags.h"
+
+namespace sg {
+
+// Applies the config at `path` to `flags` (before the command line is).
+void apply_train_config(const std::string& path, TrainFlags& flags);
+
+// The same, from JSON text (`origin` names it in errors).
+void apply_train_config_text(const std::string& text, const std::string& origin, TrainFlags& flags);
+
+}  // namespace sg
