@@ -14,6 +14,7 @@
 #include "optim/zero.h"
 #include "tensor/rng.h"
 #include "tests/test_util.h"
+#include "tools/zero_memory_model.h"
 
 namespace sg {
 namespace {
@@ -229,6 +230,13 @@ TEST(ZeroMemory, ModelStateBytesFollowThePaper) {
       const int64_t gradients[] = {4 * P, 4 * P + 4 * P / N, 4 * P / N};
       EXPECT_EQ(live(MemoryCategory::gradient), gradients[stage]) << "stage " << stage;
       EXPECT_EQ(live(MemoryCategory::optimizer_state), stage == 0 ? 8 * P : 8 * P / N) << "stage " << stage;
+      // The estimator (tools/zero_memory) predicts the same bytes.
+      ZeroMemoryEstimate e = estimate_zero_memory(config(), int(N), stage);
+      EXPECT_EQ(e.padded_elements, P);
+      EXPECT_NEAR(double(e.parameters), double(live(MemoryCategory::parameter)), 0.05 * double(e.parameters));
+      EXPECT_NEAR(double(e.gradients), double(live(MemoryCategory::gradient)), 0.05 * double(e.gradients));
+      EXPECT_NEAR(double(e.optimizer_states), double(live(MemoryCategory::optimizer_state)),
+                  0.05 * double(e.optimizer_states));
       zero.zero_grad();
       EXPECT_EQ(live(MemoryCategory::gradient), 0) << "stage " << stage;
     }

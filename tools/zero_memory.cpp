@@ -1,0 +1,70 @@
+// zero_memory: predicts the per-rank bytes of training a GPT with ZeRO, and
+// how many layers fit in a given memory per rank.
+//
+//   build/bin/zero_memory --layers 12 --embd 768 --heads 12 --vocab 50304 --ctx 1024 --ranks 8 --stage 2 --dtype bf16
+//   build/bin/zero_memory ... --memory-gb 80      # also: the most layers that fit in 80 GB per rank
+//
+// Model states only (parameters, gradients, optimizer states, stage 3's gather
+// buffers): activations depend on the batch and are not included.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "tools/zero_memory_model.h"
+
+namespace {
+
+double gib(int64_t bytes) { return double(bytes) / double(1LL << 30); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    sg::GptConfig cfg;
+    cfg.n_layer = 12, cfg.n_embd = 768, cfg.n_head = 12, cfg.vocab_size = 50304, cfg.block_size = 1024;
+    int ranks = 1, stage = 0;
+    std::string dtype = "f32";
+    double memory_gb = 0;
+    for (int i = 1; i < argc; ++i) {
+      std::string flag = argv[i];
+      if (flag == "--help") {
+        std::printf("usage: %s [--layers N] [--embd C] [--heads NH] [--vocab V] [--ctx T] [--ranks N] [--stage 0-3] "
+                    "[--dtype f32|bf16] [--memory-gb G]\n", argv[0]);
+        return 0;
+      }
+      SG_CHECK(i + 1 < argc, flag, " needs a value (see --help)");
+      std::string value = argv[++i];
+      if (flag == "--layers") cfg.n_layer = std::stoll(value);
+      else if (flag == "--embd") cfg.n_embd = std::stoll(value);
+      else if (flag == "--heads") cfg.n_head = std::stoll(value);
+      else if (flag == "--vocab") cfg.vocab_size = std::stoll(value);
+      else if (flag == "--ctx") cfg.block_size = std::stoll(value);
+      else if (flag == "--ranks") ranks = std::stoi(value);
+      else if (flag == "--stage") stage = std::stoi(value);
+      else if (flag == "--dtype") dtype = value;
+      else if (flag == "--memory-gb") memory_gb = std::stod(value);
+      else SG_FAIL("unknown flag ", flag, " (see --help)");
+    }
+    SG_CHECK(dtype == "f32" || dtype == "bf16", "--dtype must be f32 or bf16, got ", dtype);
+    sg::DType type = dtype == "bf16" ? sg::DType::bf16 : sg::DType::f32;
+    sg::ZeroMemoryEstimate e = sg::estimate_zero_memory(cfg, ranks, stage, type);
+    std::printf("GPT: %lld layers, %lld channels, %lld heads, vocab %lld, context %lld: %lld parameters (%lld padded)\n",
+                (long long)cfg.n_layer, (long long)cfg.n_embd, (long long)cfg.n_head, (long long)cfg.vocab_size,
+                (long long)cfg.block_size, (long long)e.parameter_elements, (long long)e.padded_elements);
+    std::printf("ZeRO stage %d on %d rank(s), %s: per rank\n", stage, ranks, dtype.c_str());
+    std::printf("  parameters        %10.3f GiB\n", gib(e.parameters));
+    std::printf("  gradients         %10.3f GiB\n", gib(e.gradients));
+    std::printf("  optimizer states  %10.3f GiB\n", gib(e.optimizer_states));
+    std::printf("  gather buffers    %10.3f GiB\n", gib(e.gather_buffers));
+    std::printf("  total             %10.3f GiB (model states; activations not included)\n", gib(e.total()));
+    if (memory_gb > 0) {
+      int64_t layers = sg::max_layers_that_fit(cfg, ranks, stage, type, int64_t(memory_gb * double(1LL << 30)));
+      std::printf("in %.1f GiB per rank: up to %lld layers of %lld channels\n", memory_gb, (long long)layers,
+                  (long long)cfg.n_embd);
+    }
+    return 0;
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "zero_memory: %s\n", error.what());
+    return 1;
+  }
+}

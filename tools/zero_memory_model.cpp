@@ -1,0 +1,64 @@
+#include "tools/zero_memory_model.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace sg {
+namespace {
+
+constexpr int64_t kAlign = 16;  // optim/zero.h's default slice alignment
+
+int64_t padded(int64_t elements, int ranks) {
+  const int64_t unit = kAlign * ranks;
+  return (elements + unit - 1) / unit * unit;
+}
+
+// The groups ZeroOptimizer forms for a GPT: wte, wpe, per block its biases
+// and norms (no decay) and its four weight matrices (decay), and ln_f.
+std::vector<int64_t> group_elements(const GptConfig& cfg) {
+  const int64_t C = cfg.n_embd;
+  std::vector<int64_t> groups = {cfg.vocab_size * C, cfg.block_size * C};
+  for (int64_t layer = 0; layer < cfg.n_layer; ++layer) {
+    groups.push_back(2 * C + 3 * C + C + 2 * C + 4 * C + C);  // ln_1, c_attn.bias, c_proj.bias, ln_2, c_fc.bias, c_proj.bias
+    groups.push_back(3 * C * C + C * C + 4 * C * C + 4 * C * C);  // c_attn, attn.c_proj, c_fc, mlp.c_proj weights
+  }
+  groups.push_back(2 * C);  // ln_f
+  return groups;
+}
+
+}  // namespace
+
+ZeroMemoryEstimate estimate_zero_memory(const GptConfig& cfg, int ranks, int stage, DType dtype) {
+  cfg.validate();
+  SG_CHECK(ranks >= 1, "ranks must be at least 1, got ", ranks);
+  SG_CHECK(stage >= 0 && stage <= 3, "ZeRO stage must be 0-3, got ", stage);
+  SG_CHECK(dtype == DType::f32 || dtype == DType::bf16, "dtype must be f32 or bf16 (mixed precision), got ",
+           dtype_name(dtype));
+  ZeroMemoryEstimate e;
+  for (int64_t n : group_elements(cfg)) {
+    e.parameter_elements += n;
+    e.padded_elements += padded(n, ranks);
+    e.largest_group = std::max(e.largest_group, padded(n, ranks));
+  }
+  const int64_t P = e.padded_elements, slice = P / ranks;
+  const bool mixed = dtype == DType::bf16;
+  const int64_t param_bytes = mixed ? 2 : 4, grad_bytes = mixed ? 2 : 4, optimizer_bytes = mixed ? 12 : 8;
+  e.parameters = param_bytes * (stage == 3 ? slice : P);
+  e.gradients = grad_bytes * (stage >= 2 ? slice : P);
+  if (stage == 1 && !mixed) e.gradients += 4 * slice;  // the reduce-scattered slice beside the full gradients
+  e.optimizer_states = optimizer_bytes * (stage >= 1 ? slice : P);
+  if (stage == 3) e.gather_buffers = 2 * param_bytes * e.largest_group;  // the group in use and the next one
+  return e;
+}
+
+int64_t max_layers_that_fit(GptConfig cfg, int ranks, int stage, DType dtype, int64_t bytes_per_rank) {
+  int64_t best = 0;
+  for (int64_t layers = 1; layers <= 4096; ++layers) {
+    cfg.n_layer = layers;
+    if (estimate_zero_memory(cfg, ranks, stage, dtype).total() > bytes_per_rank) break;
+    best = layers;
+  }
+  return best;
+}
+
+}  // namespace sg
