@@ -1,6 +1,11 @@
 // Forward and backward of every differentiable op, side by side. Each
 // backward lambda gets dL/d(output) and returns dL/d(input) for each input,
 // computed with the raw ops of tensor/ops.h. Comments give the derivative.
+//
+// Inputs are read with value(), in forward and again inside backward rules,
+// which hold the input Variables rather than their tensors: a ZeRO-3
+// parameter is then gathered when a rule needs it (its before-use hook) and
+// not kept alive from forward to backward by the closure.
 #include "autograd/functions.h"
 
 #include "tensor/ops.h"
@@ -15,27 +20,27 @@ Tensor as_rows(const Tensor& x) { return x.reshape({-1, x.size(-1)}); }
 
 // y = a + b:  da = dy, db = dy
 Variable add(const Variable& a, const Variable& b) {
-  return make_result(sg::add(a.data(), b.data()), "add", {a, b},
+  return make_result(sg::add(a.value(), b.value()), "add", {a, b},
                      [](const Tensor& dy) { return std::vector<Tensor>{dy, dy}; });
 }
 
 // y = a * b:  da = dy * b, db = dy * a
 Variable mul(const Variable& a, const Variable& b) {
-  Tensor x = a.data(), y = b.data();
-  return make_result(sg::mul(x, y), "mul", {a, b},
-                     [x, y](const Tensor& dy) { return std::vector<Tensor>{sg::mul(dy, y), sg::mul(dy, x)}; });
+  return make_result(sg::mul(a.value(), b.value()), "mul", {a, b}, [a, b](const Tensor& dy) {
+    return std::vector<Tensor>{sg::mul(dy, b.value()), sg::mul(dy, a.value())};
+  });
 }
 
 // y = s x:  dx = s dy
 Variable scale(const Variable& x, double factor) {
-  return make_result(sg::scale(x.data(), factor), "scale", {x},
+  return make_result(sg::scale(x.value(), factor), "scale", {x},
                      [factor](const Tensor& dy) { return std::vector<Tensor>{sg::scale(dy, factor)}; });
 }
 
 // A reshape moves no values: the gradient is dy read in the input's shape.
 Variable reshape(const Variable& x, const Shape& shape) {
   Shape input_shape = x.shape();
-  return make_result(x.data().reshape(shape), "reshape", {x},
+  return make_result(x.value().reshape(shape), "reshape", {x},
                      [input_shape](const Tensor& dy) { return std::vector<Tensor>{dy.reshape(input_shape)}; });
 }
 
@@ -44,8 +49,8 @@ Variable reshape(const Variable& x, const Shape& shape) {
 // product, so dB sums over them: dB = A'^T dC' with A' (M', K), dC' (M', N).
 // Transposes are views: matmul reads them in place.
 Variable matmul(const Variable& a, const Variable& b) {
-  Tensor x = a.data(), w = b.data();
-  return make_result(sg::matmul(x, w), "matmul", {a, b}, [x, w](const Tensor& dc) {
+  return make_result(sg::matmul(a.value(), b.value()), "matmul", {a, b}, [a, b](const Tensor& dc) {
+    Tensor x = a.value(), w = b.value();
     Tensor da = sg::matmul(dc, w.transpose(-1, -2));
     Tensor db = (w.dim() == 2 && x.dim() > 2) ? sg::matmul(as_rows(x).transpose(0, 1), as_rows(dc))
                                               : sg::matmul(x.transpose(-1, -2), dc);
@@ -56,13 +61,13 @@ Variable matmul(const Variable& a, const Variable& b) {
 // y = x W^T + b with x (.., in), W (out, in):
 //   dx = dy W   (.., in)      dW = dy'^T x'   (out, in)     db = sum over rows of dy
 Variable linear(const Variable& x, const Variable& weight, const Variable& bias) {
-  Tensor input = x.data(), w = weight.data();
-  Tensor y = sg::matmul(input, w.transpose(0, 1));
-  if (bias.defined()) y = sg::add_bias(y, bias.data());
+  Tensor y = sg::matmul(x.value(), weight.value().transpose(0, 1));
+  if (bias.defined()) y = sg::add_bias(y, bias.value());
   std::vector<Variable> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
   bool has_bias = bias.defined();
-  return make_result(std::move(y), "linear", inputs, [input, w, has_bias](const Tensor& dy) {
+  return make_result(std::move(y), "linear", inputs, [x, weight, has_bias](const Tensor& dy) {
+    Tensor input = x.value(), w = weight.value();
     std::vector<Tensor> grads{sg::matmul(dy, w), sg::matmul(as_rows(dy).transpose(0, 1), as_rows(input))};
     if (has_bias) grads.push_back(sg::bias_backward(dy));
     return grads;
@@ -71,14 +76,13 @@ Variable linear(const Variable& x, const Variable& weight, const Variable& bias)
 
 // y = gelu(x):  dx = dy * gelu'(x)  (kernels/cpu/elementwise.h)
 Variable gelu(const Variable& x) {
-  Tensor input = x.data();
-  return make_result(sg::gelu(input), "gelu", {x},
-                     [input](const Tensor& dy) { return std::vector<Tensor>{sg::gelu_backward(input, dy)}; });
+  return make_result(sg::gelu(x.value()), "gelu", {x},
+                     [x](const Tensor& dy) { return std::vector<Tensor>{sg::gelu_backward(x.value(), dy)}; });
 }
 
 // y = softmax(x):  dx = y * (dy - sum(dy * y))  (per row)
 Variable softmax(const Variable& x) {
-  Tensor y = sg::softmax(x.data());
+  Tensor y = sg::softmax(x.value());
   return make_result(y, "softmax", {x},
                      [y](const Tensor& dy) { return std::vector<Tensor>{sg::softmax_backward(y, dy)}; });
 }
@@ -86,11 +90,10 @@ Variable softmax(const Variable& x) {
 // LayerNorm saves its input and the per-row mean and rstd; the backward
 // formula is in kernels/cpu/normalization.h.
 Variable layernorm(const Variable& x, const Variable& weight, const Variable& bias) {
-  Tensor input = x.data(), w = weight.data();
-  LayerNormOutput out = sg::layernorm(input, w, bias.data());
+  LayerNormOutput out = sg::layernorm(x.value(), weight.value(), bias.value());
   Tensor mean = out.mean, rstd = out.rstd;
-  return make_result(out.out, "layernorm", {x, weight, bias}, [input, w, mean, rstd](const Tensor& dy) {
-    LayerNormGrads g = sg::layernorm_backward(dy, input, w, mean, rstd);
+  return make_result(out.out, "layernorm", {x, weight, bias}, [x, weight, mean, rstd](const Tensor& dy) {
+    LayerNormGrads g = sg::layernorm_backward(dy, x.value(), weight.value(), mean, rstd);
     return std::vector<Tensor>{g.dx, g.dweight, g.dbias};
   });
 }
@@ -98,18 +101,17 @@ Variable layernorm(const Variable& x, const Variable& weight, const Variable& bi
 // Attention saves qkv and the (B, NH, T, T) probabilities; the backward
 // formula is in kernels/cpu/attention.h.
 Variable attention(const Variable& qkv, int64_t n_head) {
-  Tensor input = qkv.data();
-  AttentionOutput out = sg::attention(input, n_head);
+  AttentionOutput out = sg::attention(qkv.value(), n_head);
   Tensor att = out.att;
-  return make_result(out.out, "attention", {qkv}, [input, att, n_head](const Tensor& dy) {
-    return std::vector<Tensor>{sg::attention_backward(dy, input, att, n_head)};
+  return make_result(out.out, "attention", {qkv}, [qkv, att, n_head](const Tensor& dy) {
+    return std::vector<Tensor>{sg::attention_backward(dy, qkv.value(), att, n_head)};
   });
 }
 
 // y[n] = table[ids[n]]:  dtable[v] = sum of dy[n] over the n with ids[n] = v
 Variable embedding(const Variable& table, const Tensor& ids) {
   int64_t vocab = table.size(0);
-  return make_result(sg::embedding(table.data(), ids), "embedding", {table}, [ids, vocab](const Tensor& dy) {
+  return make_result(sg::embedding(table.value(), ids), "embedding", {table}, [ids, vocab](const Tensor& dy) {
     return std::vector<Tensor>{sg::embedding_backward(dy, ids, vocab)};
   });
 }
@@ -117,7 +119,7 @@ Variable embedding(const Variable& table, const Tensor& ids) {
 // loss = (1/n) sum over counted rows of (logsumexp(x) - x[target]), n = rows
 // with target >= 0:  dlogits = dloss/n * (softmax(x) - onehot(target)).
 Variable cross_entropy(const Variable& logits, const Tensor& targets) {
-  Tensor x = logits.data();
+  Tensor x = logits.value();
   CrossEntropyOutput out = sg::cross_entropy(x, targets);
   int64_t counted = 0;
   for (int64_t t : targets.to_vector<int64_t>()) counted += t >= 0;
@@ -135,7 +137,7 @@ Variable cross_entropy(const Variable& logits, const Tensor& targets) {
 Variable sum(const Variable& x) {
   Shape shape = x.shape();
   TensorOptions options = TensorOptions().dtype(x.dtype()).device(x.device());
-  return make_result(sg::sum(x.data()).to(x.dtype()), "sum", {x}, [shape, options](const Tensor& dy) {
+  return make_result(sg::sum(x.value()).to(x.dtype()), "sum", {x}, [shape, options](const Tensor& dy) {
     return std::vector<Tensor>{Tensor::full(shape, dy.item(), options)};
   });
 }

@@ -37,6 +37,20 @@ const Tensor& Variable::data() const {
   return state_->data;
 }
 
+const Tensor& Variable::value() const {
+  check_defined("value()");
+  if (state_->before_use) state_->before_use(*state_);
+  return state_->data;
+}
+
+void Variable::replace_data(const Tensor& data) {
+  check_defined("replace_data()");
+  SG_CHECK(data.shape() == state_->data.shape() && data.dtype() == state_->data.dtype(), "replace_data: ", data.str(),
+           " does not have the shape and dtype of ", state_->data.str(), (state_->name.empty() ? "" : " of "),
+           state_->name);
+  state_->data = data;
+}
+
 void Variable::set_data(const Tensor& data) {
   check_defined("set_data()");
   SG_CHECK(data.layout() == state_->data.layout() && data.dtype() == state_->data.dtype(), "set_data: ",

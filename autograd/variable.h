@@ -50,6 +50,7 @@ struct Node {
 
 struct VariableState {
   using PostAccumulateHook = std::function<void(Variable&)>;
+  using BeforeUseHook = std::function<void(VariableState&)>;
 
   Tensor data;
   Tensor grad;                     // leaves only; accumulated with +=
@@ -57,6 +58,7 @@ struct VariableState {
   std::shared_ptr<Node> grad_fn;   // null for leaves
   std::string name;                // parameters carry their full name
   std::vector<PostAccumulateHook> post_accumulate_hooks;
+  BeforeUseHook before_use;        // run by value(): dist/ gathers a ZeRO-3 parameter here
 };
 
 class Variable {
@@ -66,6 +68,15 @@ class Variable {
 
   bool defined() const { return state_ != nullptr; }
   const Tensor& data() const;
+  // What ops read: data() after running the before-use hook, if any. For a
+  // ZeRO-3 parameter, data() outside a gather is a sharded placeholder and
+  // value() is the whole gathered tensor. Backward rules hold the Variable
+  // and call value() again when they run, so nothing keeps a gathered
+  // parameter alive between forward and backward.
+  const Tensor& value() const;
+  // Swaps in data of the same global shape and dtype but any placement: dist/
+  // moves a parameter between its gathered values and its placeholder.
+  void replace_data(const Tensor& data);
   // Replaces the values in place of the same shape (an optimizer step, a load).
   void set_data(const Tensor& data);
   const Tensor& grad() const;  // undefined until a backward pass reaches this leaf
