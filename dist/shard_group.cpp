@@ -49,4 +49,29 @@ Tensor ShardGroup::pack_grads(MemoryCategory category) const {
   return flat;
 }
 
+void ShardGroup::shard_parameters() {
+  SG_CHECK(!is_sharded(), "shard group '", name_, "' is already sharded");
+  flat_shard_ = my_slice(flat_params_).with_category(MemoryCategory::parameter);
+  flat_params_ = Tensor();
+  release();
+}
+
+void ShardGroup::gather(Communicator& comm) {
+  SG_CHECK(is_sharded(), "gather: shard group '", name_, "' is not sharded (ZeRO-3 only)");
+  if (is_gathered()) return;
+  gathered_ = Tensor::empty({padded()}, TensorOptions().category(MemoryCategory::communication));
+  comm.all_gather(gathered_, flat_shard_)->wait();
+  for (GroupParameter& p : params_) {
+    p.variable.replace_data(gathered_.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape()));
+  }
+}
+
+void ShardGroup::release() {
+  const Sharded& s = layout_.shard();
+  for (GroupParameter& p : params_) {
+    p.variable.replace_data(Tensor::empty_with(Layout::released(p.variable.shape(), s.rank, s.world)));
+  }
+  gathered_ = Tensor();
+}
+
 }  // namespace sg

@@ -59,11 +59,26 @@ class ShardGroup {
   // where a parameter has none). For stages that let autograd allocate grads.
   Tensor pack_grads(MemoryCategory category) const;
 
+  // ---- ZeRO-3: parameters partitioned --------------------------------------
+  // Keeps only this rank's slice of the flat parameters (flat_shard()) and
+  // turns every parameter's data into a released placeholder (its global
+  // shape, no elements; tensor/layout.h).
+  void shard_parameters();
+  bool is_sharded() const { return flat_shard_.defined(); }
+  Tensor& flat_shard() { return flat_shard_; }
+  // gather(): one all-gather of every rank's slice into a communication
+  // buffer; the parameters' data become views of it. release(): back to
+  // placeholders, the buffer freed (once no op still holds a view).
+  void gather(Communicator& comm);
+  void release();
+  bool is_gathered() const { return gathered_.defined(); }
+
  private:
   std::string name_;
   std::vector<GroupParameter> params_;
   Layout layout_;
   Tensor flat_params_, flat_grads_;
+  Tensor flat_shard_, gathered_;  // ZeRO-3: this rank's slice; the gathered buffer while gathered
 };
 
 }  // namespace sg

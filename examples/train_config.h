@@ -16,7 +16,7 @@
 //
 // Every key is checked: an unknown one is an error naming it (with its path),
 // as is a value of the wrong type. What shardgrad cannot do yet is an error
-// too (bf16/fp16 training, ZeRO stage 3, other optimizers), never silently
+// too (bf16/fp16 training, other optimizers), never silently
 // ignored. The bucket sizes are accepted and have no effect: shardgrad's
 // buckets are its shard groups (one per block), and overlap is always on.
 #pragma once

@@ -75,7 +75,7 @@ std::vector<Flag> flag_table(TrainFlags& f) {
       number("beta2", "AdamW beta2", f.beta2),
       number("clip", "global gradient-norm clip (0: off)", f.clip),
       integer("seed", "initialization, data order and sampling", f.seed),
-      integer("zero", "ZeRO stage 0, 1 or 2 (data-parallel ranks under mpirun)", f.zero),
+      integer("zero", "ZeRO stage 0-3 (data-parallel ranks under mpirun)", f.zero),
       integer("eval-every", "validate every N steps (and always at the last)", f.eval_every),
       integer("eval-batches", "validation batches per evaluation", f.eval_batches),
       integer("print-every", "progress line every N steps when not on a terminal", f.print_every),
@@ -105,7 +105,7 @@ void check_ranges(const TrainFlags& f) {
   SG_CHECK(f.eval_batches > 0 && f.print_every > 0 && f.eval_every >= 0, "--eval-batches and --print-every must be positive");
   SG_CHECK(f.sample >= 0 && f.top_k >= 0 && f.temperature > 0, "--sample and --top-k must be >= 0, --temperature > 0");
   SG_CHECK(f.threads >= 0, "--threads must be >= 0");
-  SG_CHECK(f.zero >= 0 && f.zero <= 2, "--zero ", f.zero, ": stages 0, 1 and 2 are implemented (stage 3 is not yet)");
+  SG_CHECK(f.zero >= 0 && f.zero <= 3, "--zero ", f.zero, ": ZeRO stages are 0, 1, 2 and 3");
 }
 
 }  // namespace

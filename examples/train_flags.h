@@ -15,7 +15,7 @@ struct TrainFlags {
   double lr = 2e-3, min_lr = 2e-4, weight_decay = 0.1, beta2 = 0.99, clip = 1.0;
   int64_t warmup = 100;
   int64_t seed = 1337;
-  int64_t zero = 0;             // ZeRO stage (0-2) across the ranks of mpirun
+  int64_t zero = 0;             // ZeRO stage (0-3) across the ranks of mpirun
   int64_t eval_every = 250, eval_batches = 20, print_every = 50;
   std::string metrics;          // JSON lines, one per step; empty: none
   std::string out = "runs/gpt"; // the run's files (the tokenizer)

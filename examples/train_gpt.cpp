@@ -3,13 +3,14 @@
 // The training loop is deliberately flat, as in llm.c: every step is
 //   for each micro-batch: loss = model.loss(x, y); zero.backward(loss / accum, last micro-batch?);
 //   zero.clip_grad_norm(1.0); zero.step(lr); zero.zero_grad();
-// Under mpirun every rank trains its own micro-batches and ZeRO (--zero 0-2)
-// averages the gradients; alone, it is a world of one.
+// Under mpirun every rank trains its own micro-batches and ZeRO (--zero 0-3)
+// averages the gradients and partitions the model states; alone, it is a
+// world of one.
 // Follow model.loss into nn/gpt.cpp, then autograd/functions.cpp, tensor/ops
 // and kernels/cpu to see one step end to end (docs/gpt.md walks it).
 //
 //   build/bin/train_gpt                      # the default character-level run
-//   mpirun -np 2 build/bin/train_gpt --zero 2  # two data-parallel ranks, ZeRO stage 2
+//   mpirun -np 2 build/bin/train_gpt --zero 3  # two data-parallel ranks, ZeRO stage 3
 //   build/bin/train_gpt --help               # every flag
 #include <omp.h>
 #include <unistd.h>
@@ -175,7 +176,7 @@ int run(const TrainFlags& flags) {
     double val = NAN;
     if (evaluate_now) last_val = val = evaluate(model, val_loader, flags.eval_batches);
     const std::string peaks = metrics.is_open() || W > 1 ? peak_bytes_json(comm) : "";
-    if (!lead) continue;
+    if (!lead) continue;  // (the other ranks only train)
 
     if (metrics.is_open()) {
       metrics << "{\"step\": " << step + 1 << ", \"loss\": " << loss << ", \"lr\": " << lr
@@ -199,13 +200,18 @@ int run(const TrainFlags& flags) {
       std::fflush(stdout);
     }
   }
-  if (!lead) return 0;
-  std::printf("train_gpt: done in %s; final val loss %.4f\n", format_duration(seconds_since(start)).c_str(), last_val);
-
+  if (lead) {
+    std::printf("train_gpt: done in %s; final val loss %.4f\n", format_duration(seconds_since(start)).c_str(), last_val);
+  }
   if (flags.sample > 0) {
+    // Every rank samples (the same tokens): under ZeRO-3 each forward gathers
+    // parameters, a collective all ranks must join. Rank 0 prints.
     SampleOptions options{flags.sample, flags.temperature, flags.top_k, uint64_t(flags.seed)};
-    std::printf("---- sample (temperature %.2f, top-k %lld) ----\n%s\n----\n", flags.temperature, (long long)flags.top_k,
-                generate(model, tokenizer, "\n", options).c_str());
+    std::string sample = generate(model, tokenizer, "\n", options);
+    if (lead) {
+      std::printf("---- sample (temperature %.2f, top-k %lld) ----\n%s\n----\n", flags.temperature,
+                  (long long)flags.top_k, sample.c_str());
+    }
   }
   return 0;
 }

@@ -1,5 +1,6 @@
 #include "optim/zero.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -23,8 +24,7 @@ std::string unit_of(const std::string& name) {
 
 ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communicator& comm, ZeroOptions options)
     : comm_(comm), options_(options) {
-  SG_CHECK(options.stage >= 0 && options.stage <= 2, "ZeRO stage ", options.stage,
-           " is not available: stages 0, 1 and 2 are implemented (stage 3 is not yet)");
+  SG_CHECK(options.stage >= 0 && options.stage <= 3, "ZeRO stage ", options.stage, " does not exist: use 0, 1, 2 or 3");
   // Groups in order of first appearance: one per (unit, decays).
   std::vector<std::string> keys;
   std::map<std::string, std::vector<std::pair<std::string, Variable>>> members;
@@ -40,8 +40,12 @@ ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communica
     groups_.emplace_back(key, members[key], comm.rank(), comm.world_size(), options.align);
     ShardGroup& group = groups_.back();
     // Stage 0 updates the whole (replicated) group; stages 1-2 only this
-    // rank's slice of it, a view into the same buffer.
-    Tensor target = options.stage == 0 ? group.flat_params() : group.my_slice(group.flat_params());
+    // rank's slice of it, a view into the same buffer; stage 3 keeps nothing
+    // but that slice.
+    if (options.stage == 3) group.shard_parameters();
+    Tensor target = options.stage == 0   ? group.flat_params()
+                    : options.stage == 3 ? group.flat_shard()
+                                         : group.my_slice(group.flat_params());
     updated_.emplace_back(target, /*requires_grad=*/true, key);
     adam_groups.push_back({{updated_.back()}, decays[key] ? options.weight_decay : 0.0});
   }
@@ -57,11 +61,52 @@ ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communica
       variable.add_post_accumulate_hook([this, g, alive](Variable&) {
         if (*alive) on_gradient_ready(g);
       });
+      if (options.stage == 3) {
+        variable.state()->before_use = [this, g, alive](VariableState&) {
+          if (*alive) ensure_gathered(g);
+        };
+      }
     }
   }
 }
 
 ZeroOptimizer::~ZeroOptimizer() { *alive_ = false; }
+
+// Stage 3: gathers group g if needed, keeping at most two groups gathered.
+// Every rank reads the parameters in the same order, so every rank issues
+// the same all-gathers.
+void ZeroOptimizer::ensure_gathered(size_t g) {
+  constexpr size_t kLiveGroups = 2;
+  auto it = std::find(live_.begin(), live_.end(), g);
+  if (it != live_.end()) {
+    live_.erase(it);
+    live_.push_back(g);
+    return;
+  }
+  if (live_.size() >= kLiveGroups) {
+    groups_[live_.front()].release();
+    live_.erase(live_.begin());
+  }
+  groups_[g].gather(comm_);
+  live_.push_back(g);
+}
+
+std::vector<std::pair<std::string, Tensor>> ZeroOptimizer::full_parameters() {
+  NoGradGuard no_grad;
+  release_all();
+  std::vector<std::pair<std::string, Tensor>> values;
+  for (ShardGroup& group : groups_) {
+    if (group.is_sharded()) group.gather(comm_);
+    for (const GroupParameter& p : group.params()) values.emplace_back(p.name, p.variable.data().clone());
+    if (group.is_sharded()) group.release();
+  }
+  return values;
+}
+
+void ZeroOptimizer::release_all() {
+  for (size_t g : live_) groups_[g].release();
+  live_.clear();
+}
 
 int64_t ZeroOptimizer::padded_elements() const {
   int64_t total = 0;
@@ -76,8 +121,8 @@ void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
       if (!group.flat_grads().defined()) group.attach_flat_grads();
     }
   }
-  // Stage 2 reduces every micro-batch; stages 0-1 only at the step boundary.
-  collecting_ = options_.stage == 2 || last_micro_batch;
+  // Stages 2-3 reduce every micro-batch; stages 0-1 only at the step boundary.
+  collecting_ = options_.stage >= 2 || last_micro_batch;
   for (size_t g = 0; g < groups_.size(); ++g) pending_[g] = int(groups_[g].params().size());
   loss.backward();
   if (collecting_) {
@@ -112,7 +157,7 @@ void ZeroOptimizer::launch_reduction(size_t g) {
     in_flight_.push_back(comm_.reduce_scatter(grad_shards_[g], group.flat_grads(), ReduceOp::average));
     return;
   }
-  // Stage 2: pack this micro-batch's gradients, free them, and add the
+  // Stages 2-3: pack this micro-batch's gradients, free them, and add the
   // averaged slice into the rank's gradient shard when it lands.
   Tensor packed = group.pack_grads(MemoryCategory::communication);
   for (const GroupParameter& p : group.params()) Variable(p.variable).zero_grad();
@@ -167,6 +212,10 @@ void ZeroOptimizer::step(double lr) {
   adam_->set_lr(lr);
   adam_->step();
   if (options_.stage == 0) return;
+  if (options_.stage == 3) {
+    release_all();  // gathered copies are stale now; the slices were updated in place
+    return;
+  }
   // Every rank updated its slice; gather the slices so every rank holds the
   // whole updated parameters again (one all-gather per group, all in flight).
   for (ShardGroup& group : groups_) {

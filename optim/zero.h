@@ -15,7 +15,14 @@
 //   stage 2  + gradients sharded: each group's gradients are reduce-scattered
 //            (and the full ones freed) as soon as backward produces them,
 //            every micro-batch, accumulating into the rank's gradient slice.
-//   stage 3  (parameters sharded) is not implemented yet.
+//   stage 3  + parameters sharded: each rank keeps only its slice of every
+//            group. A parameter is gathered when an op reads it (autograd's
+//            before-use hook, Variable::value()), in forward and again in
+//            backward; at most two groups stay gathered at once (the one in
+//            use and the one before it), the least recently used is
+//            released. Gradients flow as in stage 2; after the step every
+//            group is released. (Not yet: born-partitioned construction and
+//            prefetching the next group.)
 //
 // Training loop:
 //   for each micro-batch: zero.backward(scale(loss, 1 / accum), micro == accum - 1);
@@ -59,6 +66,10 @@ class ZeroOptimizer {
   void step(double lr);
   void zero_grad();
 
+  // Every parameter's full values, by name (stage 3 gathers each group in
+  // turn; a collective, so every rank must call it). For checking and saving.
+  std::vector<std::pair<std::string, Tensor>> full_parameters();
+
   int stage() const { return options_.stage; }
   const std::vector<ShardGroup>& groups() const { return groups_; }
   // Elements in all groups, padding included (the Psi that collectives move).
@@ -66,6 +77,8 @@ class ZeroOptimizer {
 
  private:
   void on_gradient_ready(size_t group);
+  void ensure_gathered(size_t group);
+  void release_all();
   void launch_reduction(size_t group);
   void wait_all();
   std::vector<Tensor> gradient_tensors();
@@ -80,6 +93,7 @@ class ZeroOptimizer {
   bool collecting_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // hooks outlive us on the parameters
   std::vector<Variable> updated_;       // what AdamW updates: whole flat groups (stage 0) or this rank's slices
+  std::vector<size_t> live_;            // stage 3: gathered groups, least recently used first
   std::unique_ptr<AdamW> adam_;
 };
 

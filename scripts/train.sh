@@ -2,10 +2,13 @@
 # The README's first command: installs what is missing, builds (Release),
 # trains the default character-level GPT on the bundled tiny Shakespeare on
 # the CPU (a progress line, the validation loss as it falls), and prints a
-# sample. Extra arguments go to train_gpt (see build/bin/train_gpt --help).
+# sample. It trains on 2 data-parallel ranks with ZeRO stage 3, one core
+# each, 8 sequences per rank (the default global batch of 16); without
+# mpirun, in one process. Extra arguments go to train_gpt (--help lists them).
 #
 #   scripts/train.sh
 #   scripts/train.sh --steps 500 --sample 1000
+#   SG_RANKS=1 scripts/train.sh                 # one process, no MPI
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,5 +20,11 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > build.configure.log 2>&1 || {
   exit 1
 }
 cmake --build build -j"${SG_JOBS:-2}" --target train_gpt
-echo "== train (metrics: runs/gpt/metrics.jsonl)"
+ranks=${SG_RANKS:-2}
+if [ "$ranks" -gt 1 ] && command -v mpirun > /dev/null; then
+  echo "== train on $ranks ranks with ZeRO-3 (metrics: runs/gpt/metrics.jsonl)"
+  exec mpirun --oversubscribe --allow-run-as-root -np "$ranks" build/bin/train_gpt --zero 3 \
+    --batch $((16 / ranks)) --threads 1 --metrics runs/gpt/metrics.jsonl --out runs/gpt "$@"
+fi
+echo "== train in one process (metrics: runs/gpt/metrics.jsonl)"
 exec build/bin/train_gpt --metrics runs/gpt/metrics.jsonl --out runs/gpt "$@"

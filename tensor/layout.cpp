@@ -48,6 +48,14 @@ Layout Layout::sharded(Shape global_shape, int rank, int world, int64_t align) {
   return layout;
 }
 
+Layout Layout::released(Shape global_shape, int rank, int world) {
+  Layout layout = sharded(std::move(global_shape), rank, world);
+  Sharded shard = layout.shard();
+  shard.begin = shard.end = shard.padded = 0;
+  layout.placement_ = shard;
+  return layout;
+}
+
 const Sharded& Layout::shard() const {
   SG_CHECK(is_sharded(), "this tensor is replicated, not sharded; check is_sharded() first");
   return std::get<Sharded>(placement_);

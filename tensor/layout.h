@@ -41,7 +41,7 @@ struct Sharded {
   int64_t end = 0;     // one past the last real element held here
   int64_t padded = 0;  // numel rounded up to a multiple of world (times the alignment)
 
-  int64_t shard_size() const { return padded / world; }  // elements in every rank's buffer
+  int64_t shard_size() const { return padded / world; }  // elements in every rank's buffer (0 when released)
   bool operator==(const Sharded&) const = default;
 };
 
@@ -56,6 +56,11 @@ class Layout {
   // rounds each shard up to a multiple of `align` elements (e.g. so that bf16
   // shards stay 16-byte aligned); 1 means pad only to a multiple of world.
   static Layout sharded(Shape global_shape, int rank, int world, int64_t align = 1);
+
+  // A sharded tensor that holds no elements here: a ZeRO-3 parameter whose
+  // values live in its shard group (dist/shard_group.h) until gathered.
+  static Layout released(Shape global_shape, int rank, int world);
+  bool is_released() const { return is_sharded() && shard().padded == 0; }
 
   const Shape& global_shape() const { return global_shape_; }
   const Placement& placement() const { return placement_; }

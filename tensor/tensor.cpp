@@ -324,6 +324,8 @@ double Tensor::at(std::initializer_list<int64_t> index) const {
   }
   if (is_sharded()) {
     const Sharded& shard = layout_.shard();
+    SG_CHECK(!layout_.is_released(), "at: ", str(), " is a released ZeRO-3 parameter: its values live in its shard ",
+             "group, gathered only inside forward and backward; read them there, or gather the group");
     SG_CHECK(layout_.holds(flat), "at: element (flat index ", flat, ") of ", str(), " lives on rank ",
              flat / shard.shard_size(), ", but this is rank ", shard.rank, ", which holds [", shard.begin, ", ",
              shard.end, "); gather the tensor or read it on its owner");

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "autograd/functions.h"
 #include "dist/world.h"
@@ -102,7 +103,10 @@ TrainingRun zero_run(int stage) {
     comm.all_reduce(mean, ReduceOp::average)->wait();
     run.losses.push_back(float(mean.item()));
   }
-  run.params = values_of(model);
+  // In the model's order (stage 3 holds only slices: gather them).
+  std::map<std::string, Tensor> full;
+  for (auto& [name, value] : zero.full_parameters()) full[name] = value;
+  for (const NamedParameter& p : model.named_parameters()) run.params.push_back(full.at(p.name).to_vector<float>());
   return run;
 }
 
@@ -144,7 +148,7 @@ TEST_P(ZeroEquivalence, SameLossesAndParametersAsOneProcess) {
   EXPECT_LT(run.losses.back(), run.losses.front() - 0.1);
 }
 
-INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalence, ::testing::Values(0, 1, 2),
+INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalence, ::testing::Values(0, 1, 2, 3),
                          [](const auto& info) { return "stage" + std::to_string(info.param); });
 
 // Communication per step without accumulation: 2 Psi for stages 0-2 (Psi: the
@@ -191,7 +195,7 @@ TEST(ZeroGroups, OneGroupPerUnitAndDecayClassWithNamesAndOffsets) {
   EXPECT_EQ(block.padded() % (16 * world().world_size()), 0);
   // The parameters now live in the group's buffer.
   EXPECT_EQ(block.params()[0].variable.data().data_ptr(), block.flat_params().data_ptr());
-  EXPECT_THROW(ZeroOptimizer(params, world(), {.stage = 3, .adam = {}}), Error);
+  EXPECT_THROW(ZeroOptimizer(params, world(), {.stage = 4, .adam = {}}), Error);
 }
 
 }  // namespace
@@ -206,13 +210,14 @@ namespace {
 //   stage 0:  parameters 4P   gradients 4P            optimizer states 8P
 //   stage 1:  parameters 4P   gradients 4P + 4P/N     optimizer states 8P/N
 //   stage 2:  parameters 4P   gradients 4P/N          optimizer states 8P/N
+//   stage 3:  parameters 4P/N gradients 4P/N          optimizer states 8P/N
 // (Stage 1 keeps the full gradients until zero_grad and reduce-scatters them
 // into a separate slice; stage 2 never holds more than one group's full
 // gradients at a time, and those count as communication buffers.)
 TEST(ZeroMemory, ModelStateBytesFollowThePaper) {
   Communicator& comm = world();
   const int64_t N = comm.world_size();
-  for (int stage : {0, 1, 2}) {
+  for (int stage : {0, 1, 2, 3}) {
     const MemoryStats before = memory_stats(Device::cpu());
     auto live = [&](MemoryCategory c) { return memory_stats(Device::cpu())[c].live - before[c].live; };
     {
@@ -226,8 +231,9 @@ TEST(ZeroMemory, ModelStateBytesFollowThePaper) {
       auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
       zero.backward(model.loss(x, y), true);
       zero.step(kLr);
-      EXPECT_EQ(live(MemoryCategory::parameter), 4 * P) << "stage " << stage;
-      const int64_t gradients[] = {4 * P, 4 * P + 4 * P / N, 4 * P / N};
+      EXPECT_EQ(live(MemoryCategory::parameter), stage == 3 ? 4 * P / N : 4 * P) << "stage " << stage;
+      EXPECT_EQ(live(MemoryCategory::communication), 0) << "stage " << stage;  // gathers released after the step
+      const int64_t gradients[] = {4 * P, 4 * P + 4 * P / N, 4 * P / N, 4 * P / N};
       EXPECT_EQ(live(MemoryCategory::gradient), gradients[stage]) << "stage " << stage;
       EXPECT_EQ(live(MemoryCategory::optimizer_state), stage == 0 ? 8 * P : 8 * P / N) << "stage " << stage;
       // The estimator (tools/zero_memory) predicts the same bytes.
@@ -237,11 +243,57 @@ TEST(ZeroMemory, ModelStateBytesFollowThePaper) {
       EXPECT_NEAR(double(e.gradients), double(live(MemoryCategory::gradient)), 0.05 * double(e.gradients));
       EXPECT_NEAR(double(e.optimizer_states), double(live(MemoryCategory::optimizer_state)),
                   0.05 * double(e.optimizer_states));
+      if (stage == 3) {
+        // At most two gathered groups during a forward: the estimator's gather buffers.
+        reset_peak_memory(Device::cpu());
+        { NoGradGuard no_grad; model.loss(x, y); }
+        EXPECT_LE(memory_stats(Device::cpu())[MemoryCategory::communication].peak - before[MemoryCategory::communication].live,
+                  e.gather_buffers);
+      }
       zero.zero_grad();
       EXPECT_EQ(live(MemoryCategory::gradient), 0) << "stage " << stage;
     }
     EXPECT_EQ(live(MemoryCategory::parameter), 0);
   }
+}
+
+}  // namespace
+}  // namespace sg
+
+namespace sg {
+namespace {
+
+// After a stage-3 step no rank holds a whole parameter: each is a released
+// placeholder, and reading it outside forward/backward is a clear error.
+TEST(ZeroStage3, ParametersAreReleasedAfterAStepAndGatheredOnUse) {
+  Communicator& comm = world();
+  Gpt model(config());
+  std::vector<ZeroParameter> params;
+  for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+  ZeroOptimizer zero(params, comm, {.stage = 3, .adam = {.lr = kLr}});
+  for (const NamedParameter& p : model.named_parameters()) EXPECT_TRUE(p.variable.data().layout().is_released()) << p.name;
+  const int64_t rows = kGlobalBatch / comm.world_size();
+  auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
+  zero.backward(model.loss(x, y), true);
+  zero.step(kLr);
+  zero.zero_grad();
+  for (const NamedParameter& p : model.named_parameters()) {
+    EXPECT_TRUE(p.variable.data().layout().is_released()) << p.name;
+    EXPECT_FALSE(p.variable.grad().defined()) << p.name;
+  }
+  try {
+    model.named_parameters()[4].variable.data().at({0, 0});
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("released ZeRO-3 parameter"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(model.named_parameters()[4].variable.data().str(), "f32[48@dp/" + std::to_string(comm.world_size()) + ", 16]");
+  // value() gathers: a forward pass works, and leaves at most two groups gathered.
+  Variable loss = model.loss(x, y);
+  EXPECT_GT(loss.data().item(), 0.0);
+  int gathered = 0;
+  for (const ShardGroup& g : zero.groups()) gathered += g.is_gathered();
+  EXPECT_LE(gathered, 2);
 }
 
 }  // namespace

@@ -70,8 +70,8 @@ TEST(TrainConfig, CommandLineFlagsOverrideTheFile) {
   EXPECT_EQ(f.zero, 1);       // the file
   EXPECT_EQ(f.lr, 2e-3);      // the flag
   EXPECT_EQ(f.min_lr, 1e-3);  // the file's ratio, applied to the final lr
-  std::ofstream(path) << R"({"zero_optimization": {"stage": 3}})";
-  EXPECT_THROW(parse_train_flags(int(argv.size()), argv.data()), Error);  // stage 3 is not implemented yet
+  std::ofstream(path) << R"({"zero_optimization": {"stage": 4}})";
+  EXPECT_THROW(parse_train_flags(int(argv.size()), argv.data()), Error);  // there is no stage 4
   std::remove(path.c_str());
 }
 

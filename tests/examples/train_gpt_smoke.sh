@@ -3,7 +3,7 @@
 # step with the promised fields, evaluates when asked (and at the last step),
 # lowers the loss, and prints a sample; bad flags fail with a clear message.
 # With an MPI launcher as second argument, the run uses 2 ranks and ZeRO
-# stage 2, and the metrics must carry both ranks' peak bytes.
+# stage 3, and the metrics must carry both ranks' peak bytes.
 #   train_gpt_smoke.sh path/to/train_gpt [mpiexec]
 set -euo pipefail
 bin=$1
@@ -11,7 +11,7 @@ launch=()
 zero=0
 if [ $# -ge 2 ]; then
   launch=("$2" --oversubscribe --allow-run-as-root -np 2)
-  zero=2
+  zero=3
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

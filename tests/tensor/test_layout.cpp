@@ -111,3 +111,24 @@ TEST(ShardedTensor, ConvertsAndClonesShardWise) {
 
 }  // namespace
 }  // namespace sg
+
+namespace sg {
+namespace {
+
+TEST(ReleasedTensor, HoldsNothingAndSaysWhereItsValuesAre) {
+  Tensor t = Tensor::empty_with(Layout::released({6, 5}, 1, 4));
+  EXPECT_TRUE(t.layout().is_released());
+  EXPECT_EQ(t.shape(), (Shape{6, 5}));
+  EXPECT_EQ(t.nbytes(), 0);
+  EXPECT_EQ(t.str(), "f32[6@dp/4, 5]");
+  try {
+    t.at({0, 0});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("released ZeRO-3 parameter"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(Layout::sharded({6, 5}, 1, 4).is_released());
+}
+
+}  // namespace
+}  // namespace sg
