@@ -1,19 +1,51 @@
 #include "dist/shard_group.h"
 
+#include <algorithm>
+
 namespace sg {
 
-ShardGroup::ShardGroup(std::string name, std::vector<std::pair<std::string, Variable>> params, int rank, int world,
-                       int64_t align)
-    : name_(std::move(name)) {
+// Offsets and the flat layout, shared by both constructors.
+void ShardGroup::place(std::vector<std::pair<std::string, Variable>> params, int rank, int world, int64_t align) {
   SG_CHECK(!params.empty(), "shard group '", name_, "' has no parameters");
   int64_t offset = 0;
   for (auto& [param_name, variable] : params) {
-    SG_CHECK(variable.dtype() == DType::f32 && !variable.data().is_sharded(), "shard group '", name_, "': ", param_name,
-             " must be a replicated f32 parameter, got ", variable.data().str());
+    SG_CHECK(variable.dtype() == DType::f32, "shard group '", name_, "': ", param_name, " must be f32, got ",
+             variable.data().str());
     params_.push_back({param_name, variable, offset, variable.numel()});
     offset += variable.numel();
   }
   layout_ = Layout::sharded({offset}, rank, world, align);
+}
+
+ShardGroup ShardGroup::born_partitioned(std::string name, std::vector<std::pair<std::string, Variable>> params,
+                                        const std::vector<SliceInitializer>& initializers, int rank, int world,
+                                        int64_t align) {
+  SG_CHECK(initializers.size() == params.size(), "born_partitioned: one initializer per parameter");
+  ShardGroup group;
+  group.name_ = std::move(name);
+  group.place(std::move(params), rank, world, align);
+  // This rank's slice covers flat [start, start + S); each parameter fills its overlap.
+  const int64_t size = group.shard_size(), start = int64_t(rank) * size;
+  group.flat_shard_ = Tensor::zeros({size}, TensorOptions().category(MemoryCategory::parameter));
+  for (size_t i = 0; i < group.params_.size(); ++i) {
+    const GroupParameter& p = group.params_[i];
+    const int64_t begin = std::max(p.offset, start), end = std::min(p.offset + p.numel, start + size);
+    if (begin >= end) continue;
+    Tensor piece = group.flat_shard_.slice(0, begin - start, end - start);
+    initializers[i](piece, begin - p.offset);
+  }
+  group.release();
+  return group;
+}
+
+ShardGroup::ShardGroup(std::string name, std::vector<std::pair<std::string, Variable>> params, int rank, int world,
+                       int64_t align)
+    : name_(std::move(name)) {
+  for (auto& [param_name, variable] : params) {
+    SG_CHECK(!variable.data().is_sharded(), "shard group '", name_, "': ", param_name, " must be a whole parameter, got ",
+             variable.data().str(), " (a parameter born partitioned needs ZeRO stage 3)");
+  }
+  place(std::move(params), rank, world, align);
   flat_params_ = Tensor::zeros({padded()}, TensorOptions().category(MemoryCategory::parameter));
   for (GroupParameter& p : params_) {
     Tensor view = flat_params_.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape());

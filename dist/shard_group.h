@@ -15,6 +15,7 @@
 // Read next: optim/zero.h, which drives the groups through a training step.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,12 +31,24 @@ struct GroupParameter {
   int64_t numel = 0;
 };
 
+// Fills a 1-D buffer with elements [first, first + n) of one parameter's
+// initial values (nn::initialize_values under the model's seed): how a
+// born-partitioned group creates only its own slice.
+using SliceInitializer = std::function<void(Tensor& values, int64_t first)>;
+
 class ShardGroup {
  public:
   // Moves the parameters' values into the group's flat buffer (one
   // allocation, counted as parameter memory) and makes their data views of it.
   ShardGroup(std::string name, std::vector<std::pair<std::string, Variable>> params, int rank, int world,
              int64_t align = 16);
+
+  // Born partitioned (ZeRO-3): the parameters are placeholders that were
+  // never allocated (nn::DeferredParameters); only this rank's slice is
+  // created, each parameter's part of it filled by its initializer.
+  static ShardGroup born_partitioned(std::string name, std::vector<std::pair<std::string, Variable>> params,
+                                     const std::vector<SliceInitializer>& initializers, int rank, int world,
+                                     int64_t align = 16);
 
   const std::string& name() const { return name_; }
   const std::vector<GroupParameter>& params() const { return params_; }
@@ -74,6 +87,8 @@ class ShardGroup {
   bool is_gathered() const { return gathered_.defined(); }
 
  private:
+  ShardGroup() = default;
+  void place(std::vector<std::pair<std::string, Variable>> params, int rank, int world, int64_t align);
   std::string name_;
   std::vector<GroupParameter> params_;
   Layout layout_;

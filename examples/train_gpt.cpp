@@ -21,12 +21,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
 #include "examples/sampling.h"
 #include "examples/text_data.h"
 #include "examples/train_flags.h"
+#include "examples/zero_parameters.h"
 #include "nn/gpt.h"
 #include "dist/world.h"
 #include "optim/optimizers.h"
@@ -111,13 +113,16 @@ int run(const TrainFlags& flags) {
   cfg.n_head = flags.heads;
   cfg.n_embd = flags.embd;
   cfg.seed = uint64_t(flags.seed);
+  // With ZeRO-3 the model is born partitioned: its parameters are created as
+  // placeholders here, and each rank creates and initializes only its slices.
+  std::optional<DeferredParameters> deferred;
+  if (flags.zero == 3) deferred.emplace();
   Gpt model(cfg);
+  deferred.reset();
 
   // Weight decay only on the matrices of linear maps (ParamInit::decays).
   // ZeRO packs the parameters into groups and averages gradients over ranks.
-  std::vector<ZeroParameter> params;
-  for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
-  ZeroOptimizer optimizer(params, comm,
+  ZeroOptimizer optimizer(zero_parameters(model, cfg.seed), comm,
                           {.stage = int(flags.zero),
                            .adam = {.lr = flags.lr, .beta1 = 0.9, .beta2 = flags.beta2, .eps = 1e-8},
                            .weight_decay = flags.weight_decay});

@@ -9,6 +9,8 @@
 namespace sg {
 namespace {
 
+thread_local bool g_deferred_parameters = false;
+
 // Depth-first walk: fn(full_name, parameter) for each parameter, each Variable once.
 void walk(const ModuleState& state, const std::string& prefix, std::unordered_set<const VariableState*>& seen,
           const std::function<void(const std::string&, const NamedParameter&)>& fn) {
@@ -19,6 +21,19 @@ void walk(const ModuleState& state, const std::string& prefix, std::unordered_se
 }
 
 }  // namespace
+
+DeferredParameters::DeferredParameters() : previous_(g_deferred_parameters) { g_deferred_parameters = true; }
+DeferredParameters::~DeferredParameters() { g_deferred_parameters = previous_; }
+bool DeferredParameters::active() { return g_deferred_parameters; }
+
+void initialize_values(const ParamInit& init, uint64_t seed, const std::string& name, Tensor& values,
+                       int64_t first_index) {
+  switch (init.kind) {
+    case ParamInit::Kind::normal: fill_normal_range_(values, seed, name, first_index, 0.0, init.std); break;
+    case ParamInit::Kind::zeros: values.fill_(0.0); break;
+    case ParamInit::Kind::ones: values.fill_(1.0); break;
+  }
+}
 
 std::vector<NamedParameter> Module::named_parameters() const {
   std::vector<NamedParameter> result;
@@ -45,11 +60,9 @@ void Module::initialize(uint64_t seed) {
   for (NamedParameter& p : named_parameters()) {
     p.variable.state()->name = p.name;
     Tensor data = p.variable.data();
-    switch (p.init.kind) {
-      case ParamInit::Kind::normal: fill_normal_(data, seed, p.name, 0.0, p.init.std); break;
-      case ParamInit::Kind::zeros: data.fill_(0.0); break;
-      case ParamInit::Kind::ones: data.fill_(1.0); break;
-    }
+    if (data.layout().is_released()) continue;  // deferred: its shards are initialized where they live
+    Tensor flat = data.view({data.numel()});
+    initialize_values(p.init, seed, p.name, flat, 0);
   }
 }
 
@@ -70,8 +83,9 @@ std::string Module::describe() const {
 
 Variable Module::param(const std::string& name, const Shape& shape, ParamInit init) {
   check_new_name(name);
-  Variable variable(Tensor::zeros(shape, TensorOptions().category(MemoryCategory::parameter)), /*requires_grad=*/true,
-                    name);
+  Tensor values = DeferredParameters::active() ? Tensor::empty_with(Layout::released(shape, 0, 1))
+                                               : Tensor::zeros(shape, TensorOptions().category(MemoryCategory::parameter));
+  Variable variable(values, /*requires_grad=*/true, name);
   state_->parameters.push_back({name, variable, init});
   return variable;
 }

@@ -49,6 +49,27 @@ struct NamedParameter {
   ParamInit init;
 };
 
+// Fills `values` (1-D f32) with elements [first_index, first_index + n) of
+// the parameter `name` as initialize(seed) would: the whole parameter, or
+// any piece of it (a ZeRO-3 shard).
+void initialize_values(const ParamInit& init, uint64_t seed, const std::string& name, Tensor& values,
+                       int64_t first_index);
+
+// While one is alive, Module::param() allocates nothing: parameters are born
+// as released placeholders (their shape, no elements), for ZeRO-3 to create
+// and initialize only each rank's shard. No rank ever holds the whole model.
+class DeferredParameters {
+ public:
+  DeferredParameters();
+  ~DeferredParameters();
+  DeferredParameters(const DeferredParameters&) = delete;
+  DeferredParameters& operator=(const DeferredParameters&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
 struct ModuleState {
   std::vector<NamedParameter> parameters;  // this module's own, in registration order
   std::vector<std::pair<std::string, std::shared_ptr<ModuleState>>> children;
@@ -67,7 +88,8 @@ class Module {
   int64_t parameter_count() const;  // elements, tied weights counted once
 
   // Fills every parameter by its rule with the counter RNG under `seed`, and
-  // names each Variable with its full name.
+  // names each Variable with its full name. Deferred (placeholder)
+  // parameters are only named: their owner initializes their shards.
   void initialize(uint64_t seed);
 
   void train(bool training = true);

@@ -28,21 +28,35 @@ ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communica
   // Groups in order of first appearance: one per (unit, decays).
   std::vector<std::string> keys;
   std::map<std::string, std::vector<std::pair<std::string, Variable>>> members;
+  std::map<std::string, std::vector<SliceInitializer>> initializers;
   std::map<std::string, bool> decays;
+  bool born_partitioned = false;
   for (const ZeroParameter& p : params) {
     SG_CHECK(p.variable.requires_grad(), "ZeroOptimizer: ", p.name, " does not require grad; leave frozen parameters out");
+    const bool deferred = p.variable.data().layout().is_released();
+    SG_CHECK(!deferred || (options.stage == 3 && p.initialize), "ZeroOptimizer: ", p.name, " was born partitioned ",
+             "(nn::DeferredParameters); that needs ZeRO stage 3 and an initializer for its slices");
+    SG_CHECK(params.front().variable.data().layout().is_released() == deferred, "ZeroOptimizer: either every parameter ",
+             "is born partitioned or none is (", p.name, " differs)");
+    born_partitioned = deferred;
     std::string key = unit_of(p.name) + (p.decays ? "" : " (no decay)");
     if (!members.count(key)) keys.push_back(key), decays[key] = p.decays;
     members[key].push_back({p.name, p.variable});
+    initializers[key].push_back(p.initialize);
   }
   std::vector<ParamGroup> adam_groups;
   for (const std::string& key : keys) {
-    groups_.emplace_back(key, members[key], comm.rank(), comm.world_size(), options.align);
+    if (born_partitioned) {
+      groups_.push_back(ShardGroup::born_partitioned(key, members[key], initializers[key], comm.rank(),
+                                                     comm.world_size(), options.align));
+    } else {
+      groups_.emplace_back(key, members[key], comm.rank(), comm.world_size(), options.align);
+    }
     ShardGroup& group = groups_.back();
     // Stage 0 updates the whole (replicated) group; stages 1-2 only this
     // rank's slice of it, a view into the same buffer; stage 3 keeps nothing
     // but that slice.
-    if (options.stage == 3) group.shard_parameters();
+    if (options.stage == 3 && !group.is_sharded()) group.shard_parameters();
     Tensor target = options.stage == 0   ? group.flat_params()
                     : options.stage == 3 ? group.flat_shard()
                                          : group.my_slice(group.flat_params());

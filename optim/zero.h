@@ -21,8 +21,9 @@
 //            backward; at most two groups stay gathered at once (the one in
 //            use and the one before it), the least recently used is
 //            released. Gradients flow as in stage 2; after the step every
-//            group is released. (Not yet: born-partitioned construction and
-//            prefetching the next group.)
+//            group is released. (Not yet: prefetching the next group.) A model built under
+//            nn::DeferredParameters is born partitioned: no rank ever holds
+//            all of it, each creates and initializes only its slices.
 //
 // Training loop:
 //   for each micro-batch: zero.backward(scale(loss, 1 / accum), micro == accum - 1);
@@ -43,6 +44,9 @@ struct ZeroParameter {
   std::string name;  // full name, e.g. "h.3.mlp.c_fc.weight": its prefix picks the group
   Variable variable;
   bool decays = false;
+  // For a parameter born partitioned (nn::DeferredParameters, stage 3 only):
+  // fills any piece of its initial values, so each rank creates only its slice.
+  SliceInitializer initialize;
 };
 
 struct ZeroOptions {

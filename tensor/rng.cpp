@@ -52,4 +52,17 @@ void fill_normal_(Tensor& tensor, uint64_t seed, std::string_view name, double m
   });
 }
 
+void fill_normal_range_(Tensor& values, uint64_t seed, std::string_view name, int64_t first_index, double mean,
+                        double std) {
+  SG_CHECK(values.defined() && values.dtype() == DType::f32 && values.dim() == 1 && values.is_contiguous() &&
+               !values.is_sharded(),
+           "fill_normal_range_: needs a 1-D contiguous f32 buffer, got ", values.str());
+  SG_CHECK(first_index >= 0, "fill_normal_range_: first_index must be >= 0, got ", first_index);
+  const uint64_t stream = rng_stream(name);
+  const int64_t n = values.numel();
+  Device device = values.device();
+  if (device.is_cpu()) cpu::normal_fill(values.data<float>(), n, first_index, seed, stream, float(mean), float(std));
+  else SG_ON_CUDA(cuda::normal_fill(values.data<float>(), n, first_index, seed, stream, float(mean), float(std), cuda_stream(device)));
+}
+
 }  // namespace sg

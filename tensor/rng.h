@@ -24,4 +24,10 @@ uint64_t rng_stream(std::string_view name);
 void fill_uniform_(Tensor& tensor, uint64_t seed, std::string_view name, double low = 0.0, double high = 1.0);
 void fill_normal_(Tensor& tensor, uint64_t seed, std::string_view name, double mean = 0.0, double std = 1.0);
 
+// Fills a 1-D contiguous f32 buffer with elements [first_index, first_index + n)
+// of the tensor `name`: any piece of a tensor, filled on its own, gets the
+// values the whole tensor would have there (ZeRO-3 builds its shards this way).
+void fill_normal_range_(Tensor& values, uint64_t seed, std::string_view name, int64_t first_index, double mean,
+                        double std);
+
 }  // namespace sg

@@ -8,10 +8,12 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 
 #include "autograd/functions.h"
 #include "dist/world.h"
 #include "nn/gpt.h"
+#include "examples/zero_parameters.h"
 #include "optim/zero.h"
 #include "tensor/rng.h"
 #include "tests/test_util.h"
@@ -79,13 +81,16 @@ TrainingRun reference_run() {
   return run;
 }
 
-// Every rank its slice of the global batch, through ZeroOptimizer.
-TrainingRun zero_run(int stage) {
+// Every rank its slice of the global batch, through ZeroOptimizer (stage 3
+// optionally born partitioned: the model built under DeferredParameters).
+TrainingRun zero_run(int stage, bool born_partitioned = false) {
   Communicator& comm = world();
   const int64_t rows = kGlobalBatch / comm.world_size(), first = comm.rank() * rows;
+  std::optional<DeferredParameters> deferred;
+  if (born_partitioned) deferred.emplace();
   Gpt model(config());
-  std::vector<ZeroParameter> params;
-  for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+  deferred.reset();
+  std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
   ZeroOptimizer zero(params, comm, {.stage = stage, .adam = {.lr = kLr}, .weight_decay = kWeightDecay});
   TrainingRun run;
   for (int64_t step = 0; step < kSteps; ++step) {
@@ -115,13 +120,16 @@ const TrainingRun& reference() {
   return run;
 }
 
-class ZeroEquivalence : public ::testing::TestWithParam<int> {};
+class ZeroEquivalence : public ::testing::TestWithParam<int> {
+ public:
+  // Losses and parameters of `run` against `expected` (the one-process run).
+  static void check(const TrainingRun& run, const TrainingRun& expected, int stage);
+};
 
-TEST_P(ZeroEquivalence, SameLossesAndParametersAsOneProcess) {
-  TrainingRun run = zero_run(GetParam());
-  EXPECT_TRUE(test::all_close(run.losses, reference().losses, 1e-5)) << "stage " << GetParam() << " on "
+void ZeroEquivalence::check(const TrainingRun& run, const TrainingRun& expected, int stage) {
+  EXPECT_TRUE(test::all_close(run.losses, expected.losses, 1e-5)) << "stage " << stage << " on "
                                                                      << world().world_size() << " ranks";
-  ASSERT_EQ(run.params.size(), reference().params.size());
+  ASSERT_EQ(run.params.size(), expected.params.size());
   // Every element within 1e-5 relative, with one principled exception. The
   // key part of attn.c_attn.bias adds q.b_k to every score of a query's row,
   // which the softmax cancels: its true gradient is exactly zero, so what
@@ -132,7 +140,7 @@ TEST_P(ZeroEquivalence, SameLossesAndParametersAsOneProcess) {
   const int64_t C = config().n_embd;
   std::vector<NamedParameter> names = Gpt(config()).named_parameters();
   for (size_t i = 0; i < run.params.size(); ++i) {
-    std::vector<float> got = run.params[i], want = reference().params[i];
+    std::vector<float> got = run.params[i], want = expected.params[i];
     if (names[i].name.find("attn.c_attn.bias") != std::string::npos) {
       for (int64_t j = C; j < 2 * C; ++j) {
         EXPECT_NEAR(got[size_t(j)], want[size_t(j)], kLr * kSteps) << names[i].name << "[" << j << "]";
@@ -142,11 +150,13 @@ TEST_P(ZeroEquivalence, SameLossesAndParametersAsOneProcess) {
     // Relative 1e-5, with the tensor's own scale as the floor for elements near zero.
     double scale = 0;
     for (float v : want) scale = std::max(scale, double(std::abs(v)));
-    EXPECT_TRUE(test::all_close(got, want, 1e-5, 1e-5 * scale)) << names[i].name << " (stage " << GetParam() << ")";
+    EXPECT_TRUE(test::all_close(got, want, 1e-5, 1e-5 * scale)) << names[i].name << " (stage " << stage << ")";
   }
   // The run really trained: the loss fell.
   EXPECT_LT(run.losses.back(), run.losses.front() - 0.1);
 }
+
+TEST_P(ZeroEquivalence, SameLossesAndParametersAsOneProcess) { check(zero_run(GetParam()), reference(), GetParam()); }
 
 INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalence, ::testing::Values(0, 1, 2, 3),
                          [](const auto& info) { return "stage" + std::to_string(info.param); });
@@ -160,8 +170,7 @@ TEST(ZeroCommunication, TwoPsiPerStepForStagesZeroToTwo) {
   Communicator& comm = world();
   for (int stage : {0, 1, 2}) {
     Gpt model(config());
-    std::vector<ZeroParameter> params;
-    for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+    std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
     ZeroOptimizer zero(params, comm, {.stage = stage, .adam = {.lr = kLr}});
     const int64_t rows = kGlobalBatch / comm.world_size();
     auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
@@ -182,8 +191,7 @@ TEST(ZeroCommunication, TwoPsiPerStepForStagesZeroToTwo) {
 
 TEST(ZeroGroups, OneGroupPerUnitAndDecayClassWithNamesAndOffsets) {
   Gpt model(config());
-  std::vector<ZeroParameter> params;
-  for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+  std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
   ZeroOptimizer zero(params, world(), {.stage = 1, .adam = {}});
   std::vector<std::string> names;
   for (const ShardGroup& g : zero.groups()) names.push_back(g.name());
@@ -222,8 +230,7 @@ TEST(ZeroMemory, ModelStateBytesFollowThePaper) {
     auto live = [&](MemoryCategory c) { return memory_stats(Device::cpu())[c].live - before[c].live; };
     {
       Gpt model(config());
-      std::vector<ZeroParameter> params;
-      for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+      std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
       ZeroOptimizer zero(params, comm, {.stage = stage, .adam = {.lr = kLr}});
       const int64_t P = zero.padded_elements();
       EXPECT_EQ(P % (16 * N), 0);
@@ -268,8 +275,7 @@ namespace {
 TEST(ZeroStage3, ParametersAreReleasedAfterAStepAndGatheredOnUse) {
   Communicator& comm = world();
   Gpt model(config());
-  std::vector<ZeroParameter> params;
-  for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+  std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
   ZeroOptimizer zero(params, comm, {.stage = 3, .adam = {.lr = kLr}});
   for (const NamedParameter& p : model.named_parameters()) EXPECT_TRUE(p.variable.data().layout().is_released()) << p.name;
   const int64_t rows = kGlobalBatch / comm.world_size();
@@ -311,8 +317,7 @@ namespace {
 TEST(ZeroCommunication, AboutThreePsiPerStepForStageThree) {
   Communicator& comm = world();
   Gpt model(config());
-  std::vector<ZeroParameter> params;
-  for (const NamedParameter& p : model.named_parameters()) params.push_back({p.name, p.variable, p.init.decays});
+  std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
   ZeroOptimizer zero(params, comm, {.stage = 3, .adam = {.lr = kLr}});
   const int64_t rows = kGlobalBatch / comm.world_size();
   auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
@@ -327,6 +332,52 @@ TEST(ZeroCommunication, AboutThreePsiPerStepForStageThree) {
   EXPECT_LE(s[CollectiveOp::all_gather].elements, 2 * psi + wte);
   EXPECT_LE(s[CollectiveOp::all_gather].calls, 2 * int64_t(zero.groups().size()) + 1);
   EXPECT_EQ(s[CollectiveOp::all_reduce].elements, 1);  // the squared gradient norm
+}
+
+}  // namespace
+}  // namespace sg
+
+namespace sg {
+namespace {
+
+// Born partitioned: built under DeferredParameters, the model allocates no
+// parameter memory; the optimizer creates each rank's slices only (4P/N bytes
+// at the peak, never the whole model), with exactly the values a model
+// built whole would have; and training matches one process.
+TEST(ZeroStage3, BornPartitionedNeverHoldsTheWholeModel) {
+  Communicator& comm = world();
+  const int64_t N = comm.world_size();
+  const MemoryStats before = memory_stats(Device::cpu());
+  reset_peak_memory(Device::cpu());
+  std::optional<DeferredParameters> deferred{std::in_place};
+  Gpt model(config());
+  deferred.reset();
+  EXPECT_EQ(memory_stats(Device::cpu())[MemoryCategory::parameter].live, before[MemoryCategory::parameter].live);
+  ZeroOptimizer zero(zero_parameters(model, config().seed), comm, {.stage = 3, .adam = {.lr = kLr}});
+  const int64_t P = zero.padded_elements();
+  const MemoryStats after = memory_stats(Device::cpu());
+  EXPECT_EQ(after[MemoryCategory::parameter].live - before[MemoryCategory::parameter].live, 4 * P / N);
+  EXPECT_LE(after[MemoryCategory::parameter].peak - before[MemoryCategory::parameter].live, 4 * P / N);
+
+  Gpt whole(config());
+  std::vector<NamedParameter> expected = whole.named_parameters();
+  std::map<std::string, Tensor> values;
+  for (auto& [name, value] : zero.full_parameters()) values[name] = value;
+  for (const NamedParameter& p : expected) {
+    EXPECT_EQ(values.at(p.name).to_vector<float>(), p.variable.data().to_vector<float>()) << p.name;
+  }
+}
+
+TEST(ZeroStage3, BornPartitionedTrainsLikeOneProcess) {
+  TrainingRun run = zero_run(3, /*born_partitioned=*/true);
+  ZeroEquivalence::check(run, reference(), 3);
+}
+
+TEST(ZeroStage3, DeferredParametersNeedStageThree) {
+  std::optional<DeferredParameters> deferred{std::in_place};
+  Gpt model(config());
+  deferred.reset();
+  EXPECT_THROW(ZeroOptimizer(zero_parameters(model, config().seed), world(), {.stage = 2, .adam = {}}), Error);
 }
 
 }  // namespace

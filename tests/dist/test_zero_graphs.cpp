@@ -10,6 +10,7 @@
 
 #include "dist/world.h"
 #include "nn/gpt.h"
+#include "examples/zero_parameters.h"
 #include "optim/zero.h"
 #include "tests/test_util.h"
 
@@ -58,11 +59,10 @@ Values train(Module& model, const Loss& loss, int stage) {
   Tensor x = ids.slice(1, 0, T).contiguous(), y = ids.slice(1, 1, T + 1).contiguous();
 
   std::vector<NamedParameter> named = model.named_parameters();
-  std::vector<ZeroParameter> trainable;
+  std::vector<ZeroParameter> trainable = zero_parameters(model, small().seed);
   std::vector<Variable> plain;
-  for (const NamedParameter& p : named) {
-    if (!p.variable.requires_grad()) continue;
-    trainable.push_back({p.name, p.variable, false});
+  for (ZeroParameter& p : trainable) {
+    p.decays = false;  // one group per unit, in the model's order
     plain.push_back(p.variable);
   }
   std::unique_ptr<ZeroOptimizer> zero;
