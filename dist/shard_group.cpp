@@ -89,16 +89,32 @@ void ShardGroup::shard_parameters() {
 }
 
 void ShardGroup::gather(Communicator& comm) {
-  SG_CHECK(is_sharded(), "gather: shard group '", name_, "' is not sharded (ZeRO-3 only)");
   if (is_gathered()) return;
+  if (!gather_in_flight()) begin_gather(comm);
+  finish_gather();
+}
+
+void ShardGroup::begin_gather(Communicator& comm) {
+  SG_CHECK(is_sharded(), "gather: shard group '", name_, "' is not sharded (ZeRO-3 only)");
+  SG_CHECK(!gathered_.defined(), "begin_gather: shard group '", name_, "' is already gathered or being gathered");
   gathered_ = Tensor::empty({padded()}, TensorOptions().category(MemoryCategory::communication));
-  comm.all_gather(gathered_, flat_shard_)->wait();
+  gather_work_ = comm.all_gather(gathered_, flat_shard_);
+}
+
+void ShardGroup::finish_gather() {
+  SG_CHECK(gather_in_flight(), "finish_gather: no gather of shard group '", name_, "' was begun");
+  gather_work_->wait();
+  gather_work_ = nullptr;
   for (GroupParameter& p : params_) {
     p.variable.replace_data(gathered_.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape()));
   }
 }
 
 void ShardGroup::release() {
+  if (gather_in_flight()) {  // MPI may still write the buffer: let it land first
+    gather_work_->wait();
+    gather_work_ = nullptr;
+  }
   const Sharded& s = layout_.shard();
   for (GroupParameter& p : params_) {
     p.variable.replace_data(Tensor::empty_with(Layout::released(p.variable.shape(), s.rank, s.world)));

@@ -84,7 +84,13 @@ class ShardGroup {
   // placeholders, the buffer freed (once no op still holds a view).
   void gather(Communicator& comm);
   void release();
-  bool is_gathered() const { return gathered_.defined(); }
+  bool is_gathered() const { return gathered_.defined() && !gather_work_; }
+  // The same gather in two halves, so it can run ahead (prefetch): begin
+  // starts the all-gather and returns; finish waits for it and points the
+  // parameters at the buffer.
+  void begin_gather(Communicator& comm);
+  void finish_gather();
+  bool gather_in_flight() const { return gather_work_ != nullptr; }
 
  private:
   ShardGroup() = default;
@@ -94,6 +100,7 @@ class ShardGroup {
   Layout layout_;
   Tensor flat_params_, flat_grads_;
   Tensor flat_shard_, gathered_;  // ZeRO-3: this rank's slice; the gathered buffer while gathered
+  WorkHandle gather_work_;        // a gather begun but not finished
 };
 
 }  // namespace sg

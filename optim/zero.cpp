@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 
 #include "tensor/ops.h"
@@ -84,11 +85,20 @@ ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communica
   }
 }
 
-ZeroOptimizer::~ZeroOptimizer() { *alive_ = false; }
+ZeroOptimizer::~ZeroOptimizer() {
+  *alive_ = false;
+  // A prefetch may still be in flight: let it land before its buffers go.
+  try {
+    release_all();
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "shardgrad: ZeroOptimizer could not finish a gather on destruction: %s\n", error.what());
+  }
+}
 
-// Stage 3: gathers group g if needed, keeping at most two groups gathered.
-// Every rank reads the parameters in the same order, so every rank issues
-// the same all-gathers.
+// Stage 3: gathers group g if needed, keeping at most two groups gathered
+// (plus one being prefetched). Every rank reads the parameters in the same
+// order and runs this same logic, so every rank issues the same all-gathers
+// in the same order.
 void ZeroOptimizer::ensure_gathered(size_t g) {
   constexpr size_t kLiveGroups = 2;
   auto it = std::find(live_.begin(), live_.end(), g);
@@ -101,8 +111,17 @@ void ZeroOptimizer::ensure_gathered(size_t g) {
     groups_[live_.front()].release();
     live_.erase(live_.begin());
   }
-  groups_[g].gather(comm_);
+  if (groups_[g].gather_in_flight()) ++prefetched_gathers_;
+  groups_[g].gather(comm_);  // finishes a prefetch, or gathers now
   live_.push_back(g);
+  gathers_.push_back(g);
+  // Prefetch: the group gathered next in the previous step (which, the
+  // program being the same, comes next now) starts gathering already.
+  const size_t k = gathers_.size();
+  if (k < last_gathers_.size()) {
+    ShardGroup& next = groups_[last_gathers_[k]];
+    if (!next.is_gathered() && !next.gather_in_flight()) next.begin_gather(comm_);
+  }
 }
 
 std::vector<std::pair<std::string, Tensor>> ZeroOptimizer::full_parameters() {
@@ -118,7 +137,9 @@ std::vector<std::pair<std::string, Tensor>> ZeroOptimizer::full_parameters() {
 }
 
 void ZeroOptimizer::release_all() {
-  for (size_t g : live_) groups_[g].release();
+  for (ShardGroup& group : groups_) {
+    if (group.is_sharded() && (group.is_gathered() || group.gather_in_flight())) group.release();
+  }
   live_.clear();
 }
 
@@ -228,6 +249,8 @@ void ZeroOptimizer::step(double lr) {
   if (options_.stage == 0) return;
   if (options_.stage == 3) {
     release_all();  // gathered copies are stale now; the slices were updated in place
+    last_gathers_ = std::move(gathers_);
+    gathers_.clear();
     return;
   }
   // Every rank updated its slice; gather the slices so every rank holds the

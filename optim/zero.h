@@ -21,7 +21,9 @@
 //            backward; at most two groups stay gathered at once (the one in
 //            use and the one before it), the least recently used is
 //            released. Gradients flow as in stage 2; after the step every
-//            group is released. (Not yet: prefetching the next group.) A model built under
+//            group is released. From the second step on, the group that
+//            came next in the previous step is prefetched (its all-gather
+//            begun, not awaited) each time a group is gathered. A model built under
 //            nn::DeferredParameters is born partitioned: no rank ever holds
 //            all of it, each creates and initializes only its slices.
 //
@@ -75,6 +77,8 @@ class ZeroOptimizer {
   std::vector<std::pair<std::string, Tensor>> full_parameters();
 
   int stage() const { return options_.stage; }
+  // Stage 3: gathers served by a prefetch begun earlier (since construction).
+  int64_t prefetched_gathers() const { return prefetched_gathers_; }
   const std::vector<ShardGroup>& groups() const { return groups_; }
   // Elements in all groups, padding included (the Psi that collectives move).
   int64_t padded_elements() const;
@@ -98,6 +102,9 @@ class ZeroOptimizer {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // hooks outlive us on the parameters
   std::vector<Variable> updated_;       // what AdamW updates: whole flat groups (stage 0) or this rank's slices
   std::vector<size_t> live_;            // stage 3: gathered groups, least recently used first
+  std::vector<size_t> gathers_;         // stage 3: groups gathered so far this step, in order
+  std::vector<size_t> last_gathers_;    // ... and in the previous step: what to prefetch
+  int64_t prefetched_gathers_ = 0;
   std::unique_ptr<AdamW> adam_;
 };
 

@@ -47,7 +47,8 @@ ZeroMemoryEstimate estimate_zero_memory(const GptConfig& cfg, int ranks, int sta
   e.gradients = grad_bytes * (stage >= 2 ? slice : P);
   if (stage == 1 && !mixed) e.gradients += 4 * slice;  // the reduce-scattered slice beside the full gradients
   e.optimizer_states = optimizer_bytes * (stage >= 1 ? slice : P);
-  if (stage == 3) e.gather_buffers = 2 * param_bytes * e.largest_group;  // the group in use and the next one
+  // Stage 3: two gathered groups (the one in use and the one before it) and one being prefetched.
+  if (stage == 3) e.gather_buffers = 3 * param_bytes * e.largest_group;
   return e;
 }
 

@@ -11,7 +11,7 @@
 //   stage 0:  params P     grads P              optimizer P
 //   stage 1:  params P     grads P + P/N (f32)  optimizer P/N
 //   stage 2:  params P     grads P/N            optimizer P/N
-//   stage 3:  params P/N   grads P/N            optimizer P/N, plus two gathered groups (not yet implemented)
+//   stage 3:  params P/N   grads P/N            optimizer P/N, plus three gathered groups (two in use, one prefetched)
 #pragma once
 
 #include <cstdint>
@@ -24,7 +24,7 @@ namespace sg {
 struct ZeroMemoryEstimate {
   int64_t parameter_elements = 0;  // Psi, unpadded
   int64_t padded_elements = 0;     // P: what the groups hold
-  int64_t largest_group = 0;       // padded elements of the biggest group (stage 3's gather buffer)
+  int64_t largest_group = 0;       // padded elements of the biggest group (a stage-3 gather buffer)
   int64_t parameters = 0, gradients = 0, optimizer_states = 0, gather_buffers = 0;  // bytes per rank
   int64_t total() const { return parameters + gradients + optimizer_states + gather_buffers; }
 };

@@ -251,7 +251,8 @@ TEST(ZeroMemory, ModelStateBytesFollowThePaper) {
       EXPECT_NEAR(double(e.optimizer_states), double(live(MemoryCategory::optimizer_state)),
                   0.05 * double(e.optimizer_states));
       if (stage == 3) {
-        // At most two gathered groups during a forward: the estimator's gather buffers.
+        // At most three gathered groups during a forward (two in use, one
+        // prefetched): the estimator's gather buffers.
         reset_peak_memory(Device::cpu());
         { NoGradGuard no_grad; model.loss(x, y); }
         EXPECT_LE(memory_stats(Device::cpu())[MemoryCategory::communication].peak - before[MemoryCategory::communication].live,
@@ -378,6 +379,33 @@ TEST(ZeroStage3, DeferredParametersNeedStageThree) {
   Gpt model(config());
   deferred.reset();
   EXPECT_THROW(ZeroOptimizer(zero_parameters(model, config().seed), world(), {.stage = 2, .adam = {}}), Error);
+}
+
+}  // namespace
+}  // namespace sg
+
+namespace sg {
+namespace {
+
+// From the second step on, stage 3 prefetches: the group gathered next in the
+// previous step starts gathering while the current one computes, and later
+// gathers find it already under way.
+TEST(ZeroStage3, PrefetchesTheNextGroupFromTheSecondStepOn) {
+  Communicator& comm = world();
+  Gpt model(config());
+  ZeroOptimizer zero(zero_parameters(model, config().seed), comm, {.stage = 3, .adam = {.lr = kLr}});
+  const int64_t rows = kGlobalBatch / comm.world_size();
+  auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
+  for (int step = 0; step < 2; ++step) {
+    zero.backward(model.loss(x, y), true);
+    zero.step(kLr);
+    zero.zero_grad();
+    if (step == 0) {
+      EXPECT_EQ(zero.prefetched_gathers(), 0);  // nothing to go by yet
+    }
+  }
+  EXPECT_GT(zero.prefetched_gathers(), int64_t(zero.groups().size()));
+  for (const ShardGroup& g : zero.groups()) EXPECT_FALSE(g.is_gathered() || g.gather_in_flight()) << g.name();
 }
 
 }  // namespace
