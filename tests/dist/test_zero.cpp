@@ -9,6 +9,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <tuple>
 
 #include "autograd/functions.h"
 #include "dist/world.h"
@@ -120,6 +121,19 @@ const TrainingRun& reference() {
   return run;
 }
 
+// A model and its ZeRO optimizer at `stage`, and this rank's share of the
+// first micro-batch: the setup of the single-step tests below.
+struct OneStepSetup {
+  explicit OneStepSetup(int stage)
+      : zero(zero_parameters(model, config().seed), world(), {.stage = stage, .adam = {.lr = kLr}}) {
+    const int64_t rows = kGlobalBatch / world().world_size();
+    std::tie(x, y) = batch(0, 0, world().rank() * rows, rows);
+  }
+  Gpt model{config()};  // declared first: built before the optimizer packs its parameters
+  ZeroOptimizer zero;
+  Tensor x, y;
+};
+
 class ZeroEquivalence : public ::testing::TestWithParam<int> {
  public:
   // Losses and parameters of `run` against `expected` (the one-process run).
@@ -169,13 +183,10 @@ INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalence, ::testing::Values(0, 1, 2, 3),
 TEST(ZeroCommunication, TwoPsiPerStepForStagesZeroToTwo) {
   Communicator& comm = world();
   for (int stage : {0, 1, 2}) {
-    Gpt model(config());
-    std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
-    ZeroOptimizer zero(params, comm, {.stage = stage, .adam = {.lr = kLr}});
-    const int64_t rows = kGlobalBatch / comm.world_size();
-    auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
+    OneStepSetup setup(stage);
+    ZeroOptimizer& zero = setup.zero;
     comm.reset_stats();
-    zero.backward(model.loss(x, y), true);
+    zero.backward(setup.model.loss(setup.x, setup.y), true);
     zero.clip_grad_norm(kClip);
     zero.step(kLr);
     const CommStats& s = comm.stats();
@@ -229,13 +240,12 @@ TEST(ZeroMemory, ModelStateBytesFollowThePaper) {
     const MemoryStats before = memory_stats(Device::cpu());
     auto live = [&](MemoryCategory c) { return memory_stats(Device::cpu())[c].live - before[c].live; };
     {
-      Gpt model(config());
-      std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
-      ZeroOptimizer zero(params, comm, {.stage = stage, .adam = {.lr = kLr}});
+      OneStepSetup setup(stage);
+      ZeroOptimizer& zero = setup.zero;
+      const Gpt& model = setup.model;
+      const Tensor &x = setup.x, &y = setup.y;
       const int64_t P = zero.padded_elements();
       EXPECT_EQ(P % (16 * N), 0);
-      const int64_t rows = kGlobalBatch / N;
-      auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
       zero.backward(model.loss(x, y), true);
       zero.step(kLr);
       EXPECT_EQ(live(MemoryCategory::parameter), stage == 3 ? 4 * P / N : 4 * P) << "stage " << stage;
@@ -275,12 +285,11 @@ namespace {
 // placeholder, and reading it outside forward/backward is a clear error.
 TEST(ZeroStage3, ParametersAreReleasedAfterAStepAndGatheredOnUse) {
   Communicator& comm = world();
-  Gpt model(config());
-  std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
-  ZeroOptimizer zero(params, comm, {.stage = 3, .adam = {.lr = kLr}});
+  OneStepSetup setup(3);
+  ZeroOptimizer& zero = setup.zero;
+  const Gpt& model = setup.model;
+  const Tensor &x = setup.x, &y = setup.y;
   for (const NamedParameter& p : model.named_parameters()) EXPECT_TRUE(p.variable.data().layout().is_released()) << p.name;
-  const int64_t rows = kGlobalBatch / comm.world_size();
-  auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
   zero.backward(model.loss(x, y), true);
   zero.step(kLr);
   zero.zero_grad();
@@ -317,13 +326,10 @@ namespace {
 // 3 Psi + the embedding's group; never one gather per op.
 TEST(ZeroCommunication, AboutThreePsiPerStepForStageThree) {
   Communicator& comm = world();
-  Gpt model(config());
-  std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
-  ZeroOptimizer zero(params, comm, {.stage = 3, .adam = {.lr = kLr}});
-  const int64_t rows = kGlobalBatch / comm.world_size();
-  auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
+  OneStepSetup setup(3);
+  ZeroOptimizer& zero = setup.zero;
   comm.reset_stats();
-  zero.backward(model.loss(x, y), true);
+  zero.backward(setup.model.loss(setup.x, setup.y), true);
   zero.clip_grad_norm(kClip);
   zero.step(kLr);
   const CommStats& s = comm.stats();
@@ -391,13 +397,10 @@ namespace {
 // previous step starts gathering while the current one computes, and later
 // gathers find it already under way.
 TEST(ZeroStage3, PrefetchesTheNextGroupFromTheSecondStepOn) {
-  Communicator& comm = world();
-  Gpt model(config());
-  ZeroOptimizer zero(zero_parameters(model, config().seed), comm, {.stage = 3, .adam = {.lr = kLr}});
-  const int64_t rows = kGlobalBatch / comm.world_size();
-  auto [x, y] = batch(0, 0, comm.rank() * rows, rows);
+  OneStepSetup setup(3);
+  ZeroOptimizer& zero = setup.zero;
   for (int step = 0; step < 2; ++step) {
-    zero.backward(model.loss(x, y), true);
+    zero.backward(setup.model.loss(setup.x, setup.y), true);
     zero.step(kLr);
     zero.zero_grad();
     if (step == 0) {
