@@ -7,7 +7,7 @@
 # and no network, so the two header/static-library dependencies they lack
 # travel with the working tree:
 #
-#   scripts/gpu_check.sh --prepare   # here (Debian): fetch Eigen and GoogleTest
+#   scripts/gpu_check.sh --prepare   # here (Debian): fetch Eigen, GoogleTest and nlohmann-json
 #                                    # .debs into .gpu_deps/ (git-ignored)
 #   scripts/gpu_check.sh             # there: unpack them to /tmp, build, test, time
 #
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 deps=.gpu_deps
 if [ "${1:-}" = "--prepare" ]; then
   mkdir -p "$deps"
-  (cd "$deps" && apt-get download libeigen3-dev libgtest-dev >/dev/null)
+  (cd "$deps" && apt-get download libeigen3-dev libgtest-dev nlohmann-json3-dev >/dev/null)
   ls -la "$deps"
   exit 0
 fi

@@ -217,11 +217,6 @@ TEST(ZeroGroups, OneGroupPerUnitAndDecayClassWithNamesAndOffsets) {
   EXPECT_THROW(ZeroOptimizer(params, world(), {.stage = 4, .adam = {}}), Error);
 }
 
-}  // namespace
-}  // namespace sg
-
-namespace sg {
-namespace {
 
 // Per-rank model-state bytes from the allocator after a step, against ZeRO's
 // formulas for fp32 AdamW (4 bytes of parameter, 4 of gradient, 8 of moments
@@ -275,11 +270,6 @@ TEST(ZeroMemory, ModelStateBytesFollowThePaper) {
   }
 }
 
-}  // namespace
-}  // namespace sg
-
-namespace sg {
-namespace {
 
 // After a stage-3 step no rank holds a whole parameter: each is a released
 // placeholder, and reading it outside forward/backward is a clear error.
@@ -312,11 +302,6 @@ TEST(ZeroStage3, ParametersAreReleasedAfterAStepAndGatheredOnUse) {
   EXPECT_LE(gathered, 2);
 }
 
-}  // namespace
-}  // namespace sg
-
-namespace sg {
-namespace {
 
 // Stage 3 moves about 3 Psi per step: every group is all-gathered for forward
 // (Psi), gathered again for backward where it was released in between (up to
@@ -341,11 +326,6 @@ TEST(ZeroCommunication, AboutThreePsiPerStepForStageThree) {
   EXPECT_EQ(s[CollectiveOp::all_reduce].elements, 1);  // the squared gradient norm
 }
 
-}  // namespace
-}  // namespace sg
-
-namespace sg {
-namespace {
 
 // Born partitioned: built under DeferredParameters, the model allocates no
 // parameter memory; the optimizer creates each rank's slices only (4P/N bytes
@@ -387,11 +367,6 @@ TEST(ZeroStage3, DeferredParametersNeedStageThree) {
   EXPECT_THROW(ZeroOptimizer(zero_parameters(model, config().seed), world(), {.stage = 2, .adam = {}}), Error);
 }
 
-}  // namespace
-}  // namespace sg
-
-namespace sg {
-namespace {
 
 // From the second step on, stage 3 prefetches: the group gathered next in the
 // previous step starts gathering while the current one computes, and later

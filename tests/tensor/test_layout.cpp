@@ -109,11 +109,6 @@ TEST(ShardedTensor, ConvertsAndClonesShardWise) {
   EXPECT_NE(copy.data_ptr(), t.data_ptr());
 }
 
-}  // namespace
-}  // namespace sg
-
-namespace sg {
-namespace {
 
 TEST(ReleasedTensor, HoldsNothingAndSaysWhereItsValuesAre) {
   Tensor t = Tensor::empty_with(Layout::released({6, 5}, 1, 4));
