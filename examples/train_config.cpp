@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <functional>
 #include <map>
 
@@ -70,6 +71,12 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
                        {"hysteresis", [&](const json& e, const std::string& p) { r.integer(e, p); }},
                        {"min_loss_scale", [&](const json& e, const std::string& p) { r.number(e, p); }}});
   };
+  // A count of elements (DeepSpeed writes them as 5e8 too).
+  auto elements = [&](const json& v, const std::string& path) {
+    const double n = r.number(v, path);
+    SG_CHECK(n >= 0 && n <= 1e15 && n == std::floor(n), origin, ": '", path, "' must be a whole number of elements, got ", n);
+    return int64_t(n);
+  };
   r.fields(root, "", {
       {"train_batch_size", [&](const json& v, const std::string& p) { f.train_batch_size = r.integer(v, p); }},
       {"train_micro_batch_size_per_gpu", [&](const json& v, const std::string& p) { f.batch = r.integer(v, p); }},
@@ -78,11 +85,13 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
       {"zero_optimization", [&](const json& v, const std::string& path) {
          r.fields(v, path, {
              {"stage", [&](const json& s, const std::string& p) { f.zero = r.integer(s, p); }},
-             {"overlap_comm", [&](const json& s, const std::string& p) { r.boolean(s, p); }},
-             {"reduce_bucket_size", [&](const json& s, const std::string& p) { r.number(s, p); }},
-             {"allgather_bucket_size", [&](const json& s, const std::string& p) { r.number(s, p); }},
-             {"stage3_prefetch_bucket_size", [&](const json& s, const std::string& p) { r.number(s, p); }},
-             {"stage3_param_persistence_threshold", [&](const json& s, const std::string& p) { r.number(s, p); }},
+             {"overlap_comm", [&](const json& s, const std::string& p) { f.overlap_comm = r.boolean(s, p); }},
+             {"reduce_bucket_size", [&](const json& s, const std::string& p) { f.reduce_bucket = elements(s, p); }},
+             {"allgather_bucket_size", [&](const json& s, const std::string& p) { f.allgather_bucket = elements(s, p); }},
+             {"stage3_prefetch_bucket_size",
+              [&](const json& s, const std::string& p) { f.prefetch_bucket = elements(s, p); }},
+             {"stage3_param_persistence_threshold",
+              [&](const json& s, const std::string& p) { f.persistence_threshold = elements(s, p); }},
          });
        }},
       {"optimizer", [&](const json& v, const std::string& path) {

@@ -16,9 +16,10 @@
 //
 // Every key is checked: an unknown one is an error naming it (with its path),
 // as is a value of the wrong type. What shardgrad cannot do yet is an error
-// too (bf16/fp16 training, other optimizers), never silently
-// ignored. The bucket sizes are accepted and have no effect: shardgrad's
-// buckets are its shard groups (one per block), and overlap is always on.
+// too (bf16/fp16 training, other optimizers), never silently ignored. The
+// zero_optimization sizes count elements, as DeepSpeed's do; they default to
+// shardgrad's own unit, one shard group (a block's weights, or its biases and
+// norms) per collective, rather than DeepSpeed's 5e8 (optim/zero.h).
 #pragma once
 
 #include <string>

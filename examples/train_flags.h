@@ -26,6 +26,9 @@ struct TrainFlags {
   std::string config;           // a DeepSpeed-shaped JSON file (examples/train_config.h)
   int64_t train_batch_size = 0; // from the config: must equal batch x grad_accum x ranks (0: unchecked)
   double min_lr_ratio = -1;     // from the config's cos_min_ratio: min_lr = lr x ratio unless --min-lr is given
+  // From the config's zero_optimization (elements; optim/zero.h): 0 = one group per collective.
+  int64_t reduce_bucket = 0, allgather_bucket = 0, prefetch_bucket = 0, persistence_threshold = 0;
+  bool overlap_comm = true;
   bool help = false;
 };
 

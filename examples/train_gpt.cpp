@@ -125,7 +125,13 @@ int run(const TrainFlags& flags) {
   ZeroOptimizer optimizer(zero_parameters(model, cfg.seed), comm,
                           {.stage = int(flags.zero),
                            .adam = {.lr = flags.lr, .beta1 = 0.9, .beta2 = flags.beta2, .eps = 1e-8},
-                           .weight_decay = flags.weight_decay});
+                           .weight_decay = flags.weight_decay,
+                           .align = 16,
+                           .reduce_bucket = flags.reduce_bucket,
+                           .allgather_bucket = flags.allgather_bucket,
+                           .overlap_comm = flags.overlap_comm,
+                           .prefetch_bucket = flags.prefetch_bucket,
+                           .persistence_threshold = flags.persistence_threshold});
   WarmupCosine schedule{flags.lr, flags.min_lr, flags.warmup, flags.steps};
 
   std::ofstream metrics;

@@ -65,6 +65,11 @@ ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communica
     adam_groups.push_back({{updated_.back()}, decays[key] ? options.weight_decay : 0.0});
   }
   adam_ = std::make_unique<AdamW>(adam_groups, options.adam);
+  if (options.stage == 3) {
+    std::vector<int64_t> elements;
+    for (const ShardGroup& group : groups_) elements.push_back(group.padded());
+    schedule_ = std::make_unique<GatherSchedule>(elements, options.prefetch_bucket, options.persistence_threshold);
+  }
   pending_.assign(groups_.size(), 0);
   grad_shards_.resize(groups_.size());
   // The hook: when the last gradient of a group has been accumulated in the
@@ -95,33 +100,18 @@ ZeroOptimizer::~ZeroOptimizer() {
   }
 }
 
-// Stage 3: gathers group g if needed, keeping at most two groups gathered
-// (plus one being prefetched). Every rank reads the parameters in the same
-// order and runs this same logic, so every rank issues the same all-gathers
-// in the same order.
+// Stage 3: an op is about to read group g; the schedule says what to
+// release, gather and prefetch. Every rank reads the parameters in the same
+// order and runs the same schedule, so every rank issues the same
+// all-gathers in the same order.
 void ZeroOptimizer::ensure_gathered(size_t g) {
-  constexpr size_t kLiveGroups = 2;
-  auto it = std::find(live_.begin(), live_.end(), g);
-  if (it != live_.end()) {
-    live_.erase(it);
-    live_.push_back(g);
-    return;
+  GatherSchedule::Actions actions = schedule_->touch(g);
+  for (size_t r : actions.release) groups_[r].release();
+  if (actions.gather) {
+    if (groups_[g].gather_in_flight()) ++prefetched_gathers_;
+    groups_[g].gather(comm_);  // finishes a prefetch, or gathers now
   }
-  if (live_.size() >= kLiveGroups) {
-    groups_[live_.front()].release();
-    live_.erase(live_.begin());
-  }
-  if (groups_[g].gather_in_flight()) ++prefetched_gathers_;
-  groups_[g].gather(comm_);  // finishes a prefetch, or gathers now
-  live_.push_back(g);
-  gathers_.push_back(g);
-  // Prefetch: the group gathered next in the previous step (which, the
-  // program being the same, comes next now) starts gathering already.
-  const size_t k = gathers_.size();
-  if (k < last_gathers_.size()) {
-    ShardGroup& next = groups_[last_gathers_[k]];
-    if (!next.is_gathered() && !next.gather_in_flight()) next.begin_gather(comm_);
-  }
+  for (size_t p : actions.prefetch) groups_[p].begin_gather(comm_);
 }
 
 std::vector<std::pair<std::string, Tensor>> ZeroOptimizer::full_parameters() {
@@ -140,7 +130,7 @@ void ZeroOptimizer::release_all() {
   for (ShardGroup& group : groups_) {
     if (group.is_sharded() && (group.is_gathered() || group.gather_in_flight())) group.release();
   }
-  live_.clear();
+  if (schedule_) schedule_->all_released();
 }
 
 int64_t ZeroOptimizer::padded_elements() const {
@@ -159,47 +149,46 @@ void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
   // Stages 2-3 reduce every micro-batch; stages 0-1 only at the step boundary.
   collecting_ = options_.stage >= 2 || last_micro_batch;
   for (size_t g = 0; g < groups_.size(); ++g) pending_[g] = int(groups_[g].params().size());
+  if (schedule_) schedule_->next_phase();  // forward is over
   loss.backward();
+  if (schedule_) schedule_->next_phase();
   if (collecting_) {
-    // A group none of whose parameters received a gradient still takes part:
-    // every rank must issue the same collectives.
+    // Without overlap every reduction starts now. A group none of whose
+    // parameters received a gradient still takes part: every rank must
+    // issue the same collectives.
     for (size_t g = 0; g < groups_.size(); ++g) {
-      if (pending_[g] > 0) {
+      if (pending_[g] > 0 || !options_.overlap_comm) {
         pending_[g] = 0;
         launch_reduction(g);
       }
     }
+    flush_reductions();
     wait_all();
   }
   collecting_ = false;
 }
 
 void ZeroOptimizer::on_gradient_ready(size_t g) {
-  if (!collecting_ || --pending_[g] != 0) return;
+  if (!collecting_ || !options_.overlap_comm || --pending_[g] != 0) return;
   launch_reduction(g);
 }
 
+// Group g's gradients are complete: it joins the bucket, which is reduced
+// once it holds reduce_bucket elements (at once when that is 0).
 void ZeroOptimizer::launch_reduction(size_t g) {
-  ShardGroup& group = groups_[g];
-  if (options_.stage == 0) {
-    in_flight_.push_back(comm_.all_reduce(group.flat_grads(), ReduceOp::average));
-    return;
+  if (options_.stage >= 1 && !grad_shards_[g].defined()) {
+    grad_shards_[g] = Tensor::zeros({groups_[g].shard_size()}, TensorOptions().category(MemoryCategory::gradient));
   }
-  if (!grad_shards_[g].defined()) {
-    grad_shards_[g] = Tensor::zeros({group.shard_size()}, TensorOptions().category(MemoryCategory::gradient));
-  }
-  if (options_.stage == 1) {
-    in_flight_.push_back(comm_.reduce_scatter(grad_shards_[g], group.flat_grads(), ReduceOp::average));
-    return;
-  }
-  // Stages 2-3: pack this micro-batch's gradients, free them, and add the
-  // averaged slice into the rank's gradient shard when it lands.
-  Tensor packed = group.pack_grads(MemoryCategory::communication);
-  for (const GroupParameter& p : group.params()) Variable(p.variable).zero_grad();
-  Tensor slice = Tensor::empty({group.shard_size()}, TensorOptions().category(MemoryCategory::communication));
-  in_flight_.push_back(comm_.reduce_scatter(slice, packed, ReduceOp::average));
-  Tensor shard = grad_shards_[g];
-  after_wait_.push_back([shard, slice]() mutable { axpy_(shard, 1.0, slice); });
+  bucket_.push_back(g);
+  bucket_elements_ += groups_[g].padded();
+  if (bucket_elements_ >= options_.reduce_bucket) flush_reductions();
+}
+
+void ZeroOptimizer::flush_reductions() {
+  if (bucket_.empty()) return;
+  reduce_bucket(bucket_);
+  bucket_.clear();
+  bucket_elements_ = 0;
 }
 
 void ZeroOptimizer::wait_all() {
@@ -248,17 +237,23 @@ void ZeroOptimizer::step(double lr) {
   adam_->step();
   if (options_.stage == 0) return;
   if (options_.stage == 3) {
-    release_all();  // gathered copies are stale now; the slices were updated in place
-    last_gathers_ = std::move(gathers_);
-    gathers_.clear();
+    // Gathered copies are stale now (the slices were updated in place); this
+    // step's reads become the next step's plan.
+    for (size_t g : schedule_->end_step()) groups_[g].release();
     return;
   }
   // Every rank updated its slice; gather the slices so every rank holds the
-  // whole updated parameters again (one all-gather per group, all in flight).
-  for (ShardGroup& group : groups_) {
-    // A copy of the slice: MPI may not read and write one buffer in one call.
-    Tensor mine = group.my_slice(group.flat_params()).with_category(MemoryCategory::communication);
-    in_flight_.push_back(comm_.all_gather(group.flat_params(), mine));
+  // whole updated parameters again (one all-gather per bucket, all in flight).
+  std::vector<size_t> bucket;
+  int64_t elements = 0;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    bucket.push_back(g);
+    elements += groups_[g].padded();
+    if (elements >= options_.allgather_bucket || g + 1 == groups_.size()) {
+      gather_updated_slices(bucket);
+      bucket.clear();
+      elements = 0;
+    }
   }
   wait_all();
 }

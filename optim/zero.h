@@ -18,14 +18,19 @@
 //   stage 3  + parameters sharded: each rank keeps only its slice of every
 //            group. A parameter is gathered when an op reads it (autograd's
 //            before-use hook, Variable::value()), in forward and again in
-//            backward; at most two groups stay gathered at once (the one in
-//            use and the one before it), the least recently used is
-//            released. Gradients flow as in stage 2; after the step every
-//            group is released. From the second step on, the group that
-//            came next in the previous step is prefetched (its all-gather
-//            begun, not awaited) each time a group is gathered. A model built under
+//            backward; optim/gather_schedule.h decides when each group is
+//            released and which groups are prefetched (from the previous
+//            step's reads). Gradients flow as in stage 2; after the step
+//            every group is released. A model built under
 //            nn::DeferredParameters is born partitioned: no rank ever holds
 //            all of it, each creates and initializes only its slices.
+//
+// DeepSpeed's knobs, in elements: reduce_bucket_size packs the reductions of
+// consecutive groups into one collective (0: one per group);
+// allgather_bucket_size does the same for stages 1-2's all-gathers after the
+// step; overlap_comm = false holds every reduction until backward is done;
+// stage3_prefetch_bucket_size and stage3_param_persistence_threshold are the
+// gather schedule's (optim/gather_schedule.h).
 //
 // Training loop:
 //   for each micro-batch: zero.backward(scale(loss, 1 / accum), micro == accum - 1);
@@ -38,6 +43,7 @@
 #include <vector>
 
 #include "dist/shard_group.h"
+#include "optim/gather_schedule.h"
 #include "optim/optimizers.h"
 
 namespace sg {
@@ -53,9 +59,14 @@ struct ZeroParameter {
 
 struct ZeroOptions {
   int stage = 0;
-  AdamW::Options adam;
+  AdamW::Options adam = {};
   double weight_decay = 0.0;  // for the parameters marked `decays`
   int64_t align = 16;         // elements each rank's slice is rounded to
+  int64_t reduce_bucket = 0;      // elements per gradient collective (0: one group each)
+  int64_t allgather_bucket = 0;   // stages 1-2: elements per all-gather after the step (0: one group each)
+  bool overlap_comm = true;       // launch reductions during backward, as groups complete
+  int64_t prefetch_bucket = 0;    // stage 3: elements prefetched ahead (at least one group)
+  int64_t persistence_threshold = 0;  // stage 3: groups with fewer elements stay gathered for the step
 };
 
 class ZeroOptimizer {
@@ -88,6 +99,9 @@ class ZeroOptimizer {
   void ensure_gathered(size_t group);
   void release_all();
   void launch_reduction(size_t group);
+  void flush_reductions();
+  void reduce_bucket(const std::vector<size_t>& bucket);
+  void gather_updated_slices(const std::vector<size_t>& bucket);
   void wait_all();
   std::vector<Tensor> gradient_tensors();
 
@@ -101,9 +115,9 @@ class ZeroOptimizer {
   bool collecting_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // hooks outlive us on the parameters
   std::vector<Variable> updated_;       // what AdamW updates: whole flat groups (stage 0) or this rank's slices
-  std::vector<size_t> live_;            // stage 3: gathered groups, least recently used first
-  std::vector<size_t> gathers_;         // stage 3: groups gathered so far this step, in order
-  std::vector<size_t> last_gathers_;    // ... and in the previous step: what to prefetch
+  std::vector<size_t> bucket_;          // groups whose reduction waits for the bucket to fill
+  int64_t bucket_elements_ = 0;
+  std::unique_ptr<GatherSchedule> schedule_;  // stage 3
   int64_t prefetched_gathers_ = 0;
   std::unique_ptr<AdamW> adam_;
 };

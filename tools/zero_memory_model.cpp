@@ -47,8 +47,10 @@ ZeroMemoryEstimate estimate_zero_memory(const GptConfig& cfg, int ranks, int sta
   e.gradients = grad_bytes * (stage >= 2 ? slice : P);
   if (stage == 1 && !mixed) e.gradients += 4 * slice;  // the reduce-scattered slice beside the full gradients
   e.optimizer_states = optimizer_bytes * (stage >= 1 ? slice : P);
-  // Stage 3: two gathered groups (the one in use and the one before it) and one being prefetched.
-  if (stage == 3) e.gather_buffers = 3 * param_bytes * e.largest_group;
+  // Stage 3 (optim/gather_schedule.h): during forward the token embedding
+  // stays gathered (the tied head reads it again at the end), beside a
+  // block's two groups and one group being prefetched.
+  if (stage == 3) e.gather_buffers = param_bytes * (padded(cfg.vocab_size * cfg.n_embd, ranks) + 3 * e.largest_group);
   return e;
 }
 

@@ -11,7 +11,8 @@
 //   stage 0:  params P     grads P              optimizer P
 //   stage 1:  params P     grads P + P/N (f32)  optimizer P/N
 //   stage 2:  params P     grads P/N            optimizer P/N
-//   stage 3:  params P/N   grads P/N            optimizer P/N, plus three gathered groups (two in use, one prefetched)
+//   stage 3:  params P/N   grads P/N            optimizer P/N, plus gather buffers: the token
+//             embedding (kept through forward for the tied head), a block's two groups and one prefetched
 #pragma once
 
 #include <cstdint>

@@ -3,202 +3,18 @@
 // global batch of 12 sequences (so 1, 2, 3 and 4 ranks all divide it), with
 // gradient accumulation 2 and clipping on, for 10 steps; the per-step losses
 // and the final parameters must equal the one-process run of plain AdamW.
-#include <gtest/gtest.h>
-
-#include <algorithm>
-#include <cmath>
-#include <map>
-#include <optional>
-#include <tuple>
-
-#include "autograd/functions.h"
-#include "dist/world.h"
-#include "nn/gpt.h"
-#include "examples/zero_parameters.h"
-#include "optim/zero.h"
-#include "tensor/rng.h"
-#include "tests/test_util.h"
+#include "tests/dist/zero_test_util.h"
 #include "tools/zero_memory_model.h"
 
 namespace sg {
 namespace {
 
-constexpr int64_t kGlobalBatch = 12, kSteps = 10, kAccum = 2;
-constexpr double kClip = 0.5, kLr = 3e-3, kWeightDecay = 0.1;
-
-GptConfig config() {
-  GptConfig cfg;
-  cfg.vocab_size = 13, cfg.block_size = 8, cfg.n_layer = 2, cfg.n_head = 2, cfg.n_embd = 16, cfg.seed = 5;
-  return cfg;
-}
-
-// Rows [first, first + rows) of micro-batch `micro` of step `step`: (x, y).
-// Each row counts up in steps of 5 (mod V) from a random start: a rule the
-// model can learn, so the loss falls.
-std::pair<Tensor, Tensor> batch(int64_t step, int64_t micro, int64_t first, int64_t rows) {
-  const int64_t T = config().block_size, V = config().vocab_size;
-  Tensor starts = Tensor::empty({kGlobalBatch});
-  fill_uniform_(starts, uint64_t(step * kAccum + micro), "zero-test-starts", 0.0, double(V));
-  std::vector<float> start = starts.to_vector<float>();
-  std::vector<int32_t> tokens;
-  for (int64_t row = 0; row < kGlobalBatch; ++row)
-    for (int64_t t = 0; t <= T; ++t) tokens.push_back(int32_t((int64_t(start[size_t(row)]) + 5 * t) % V));
-  Tensor ids = Tensor::from_vector(tokens, {kGlobalBatch, T + 1}).slice(0, first, first + rows);
-  return {ids.slice(1, 0, T).contiguous(), ids.slice(1, 1, T + 1).contiguous()};
-}
-
-struct TrainingRun {
-  std::vector<float> losses;
-  std::vector<std::vector<float>> params;
-};
-
-std::vector<std::vector<float>> values_of(const Gpt& model) {
-  std::vector<std::vector<float>> values;
-  for (const NamedParameter& p : model.named_parameters()) values.push_back(p.variable.data().to_vector<float>());
-  return values;
-}
-
-// One process, the whole global batch, plain AdamW.
-TrainingRun reference_run() {
-  Gpt model(config());
-  ParamGroup decayed{{}, kWeightDecay}, other{{}, 0.0};
-  for (const NamedParameter& p : model.named_parameters()) (p.init.decays ? decayed : other).params.push_back(p.variable);
-  AdamW adam({decayed, other}, {.lr = kLr});
-  TrainingRun run;
-  for (int64_t step = 0; step < kSteps; ++step) {
-    double loss = 0;
-    for (int64_t micro = 0; micro < kAccum; ++micro) {
-      auto [x, y] = batch(step, micro, 0, kGlobalBatch);
-      Variable l = model.loss(x, y);
-      scale(l, 1.0 / kAccum).backward();
-      loss += l.data().item() / kAccum;
-    }
-    clip_grad_norm(model.parameters(), kClip);
-    adam.step();
-    adam.zero_grad();
-    run.losses.push_back(float(loss));
-  }
-  run.params = values_of(model);
-  return run;
-}
-
-// Every rank its slice of the global batch, through ZeroOptimizer (stage 3
-// optionally born partitioned: the model built under DeferredParameters).
-TrainingRun zero_run(int stage, bool born_partitioned = false) {
-  Communicator& comm = world();
-  const int64_t rows = kGlobalBatch / comm.world_size(), first = comm.rank() * rows;
-  std::optional<DeferredParameters> deferred;
-  if (born_partitioned) deferred.emplace();
-  Gpt model(config());
-  deferred.reset();
-  std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
-  ZeroOptimizer zero(params, comm, {.stage = stage, .adam = {.lr = kLr}, .weight_decay = kWeightDecay});
-  TrainingRun run;
-  for (int64_t step = 0; step < kSteps; ++step) {
-    double loss = 0;
-    for (int64_t micro = 0; micro < kAccum; ++micro) {
-      auto [x, y] = batch(step, micro, first, rows);
-      Variable l = model.loss(x, y);
-      zero.backward(scale(l, 1.0 / kAccum), micro == kAccum - 1);
-      loss += l.data().item() / kAccum;
-    }
-    zero.clip_grad_norm(kClip);
-    zero.step(kLr);
-    zero.zero_grad();
-    Tensor mean = Tensor::full({1}, loss);  // every rank's micro-batch loss, averaged
-    comm.all_reduce(mean, ReduceOp::average)->wait();
-    run.losses.push_back(float(mean.item()));
-  }
-  // In the model's order (stage 3 holds only slices: gather them).
-  std::map<std::string, Tensor> full;
-  for (auto& [name, value] : zero.full_parameters()) full[name] = value;
-  for (const NamedParameter& p : model.named_parameters()) run.params.push_back(full.at(p.name).to_vector<float>());
-  return run;
-}
-
-const TrainingRun& reference() {
-  static TrainingRun run = reference_run();
-  return run;
-}
-
-// A model and its ZeRO optimizer at `stage`, and this rank's share of the
-// first micro-batch: the setup of the single-step tests below.
-struct OneStepSetup {
-  explicit OneStepSetup(int stage)
-      : zero(zero_parameters(model, config().seed), world(), {.stage = stage, .adam = {.lr = kLr}}) {
-    const int64_t rows = kGlobalBatch / world().world_size();
-    std::tie(x, y) = batch(0, 0, world().rank() * rows, rows);
-  }
-  Gpt model{config()};  // declared first: built before the optimizer packs its parameters
-  ZeroOptimizer zero;
-  Tensor x, y;
-};
-
-class ZeroEquivalence : public ::testing::TestWithParam<int> {
- public:
-  // Losses and parameters of `run` against `expected` (the one-process run).
-  static void check(const TrainingRun& run, const TrainingRun& expected, int stage);
-};
-
-void ZeroEquivalence::check(const TrainingRun& run, const TrainingRun& expected, int stage) {
-  EXPECT_TRUE(test::all_close(run.losses, expected.losses, 1e-5)) << "stage " << stage << " on "
-                                                                     << world().world_size() << " ranks";
-  ASSERT_EQ(run.params.size(), expected.params.size());
-  // Every element within 1e-5 relative, with one principled exception. The
-  // key part of attn.c_attn.bias adds q.b_k to every score of a query's row,
-  // which the softmax cancels: its true gradient is exactly zero, so what
-  // autograd computes there is rounding noise, and Adam's m / sqrt(v) turns
-  // noise of any size into steps of up to lr. Those elements differ between
-  // any two summation orders (also between two one-process implementations),
-  // so they are held only to lr * steps.
-  const int64_t C = config().n_embd;
-  std::vector<NamedParameter> names = Gpt(config()).named_parameters();
-  for (size_t i = 0; i < run.params.size(); ++i) {
-    std::vector<float> got = run.params[i], want = expected.params[i];
-    if (names[i].name.find("attn.c_attn.bias") != std::string::npos) {
-      for (int64_t j = C; j < 2 * C; ++j) {
-        EXPECT_NEAR(got[size_t(j)], want[size_t(j)], kLr * kSteps) << names[i].name << "[" << j << "]";
-        got[size_t(j)] = want[size_t(j)];
-      }
-    }
-    // Relative 1e-5, with the tensor's own scale as the floor for elements near zero.
-    double scale = 0;
-    for (float v : want) scale = std::max(scale, double(std::abs(v)));
-    EXPECT_TRUE(test::all_close(got, want, 1e-5, 1e-5 * scale)) << names[i].name << " (stage " << stage << ")";
-  }
-  // The run really trained: the loss fell.
-  EXPECT_LT(run.losses.back(), run.losses.front() - 0.1);
-}
+using namespace zero_test;
 
 TEST_P(ZeroEquivalence, SameLossesAndParametersAsOneProcess) { check(zero_run(GetParam()), reference(), GetParam()); }
 
 INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalence, ::testing::Values(0, 1, 2, 3),
                          [](const auto& info) { return "stage" + std::to_string(info.param); });
-
-// Communication per step without accumulation: 2 Psi for stages 0-2 (Psi: the
-// padded elements of every group), counted by the communicator. Stage 0
-// all-reduces Psi (counted twice: a reduce-scatter and an all-gather's worth);
-// stages 1-2 reduce-scatter Psi and all-gather Psi, plus the one-element
-// all-reduce of the squared gradient norm.
-TEST(ZeroCommunication, TwoPsiPerStepForStagesZeroToTwo) {
-  Communicator& comm = world();
-  for (int stage : {0, 1, 2}) {
-    OneStepSetup setup(stage);
-    ZeroOptimizer& zero = setup.zero;
-    comm.reset_stats();
-    zero.backward(setup.model.loss(setup.x, setup.y), true);
-    zero.clip_grad_norm(kClip);
-    zero.step(kLr);
-    const CommStats& s = comm.stats();
-    const int64_t psi = zero.padded_elements();
-    const int64_t volume = 2 * s[CollectiveOp::all_reduce].elements + s[CollectiveOp::reduce_scatter].elements +
-                           s[CollectiveOp::all_gather].elements;
-    EXPECT_EQ(volume, 2 * psi + (stage > 0 ? 2 : 0)) << "stage " << stage;
-    EXPECT_EQ(s[CollectiveOp::all_reduce].calls + s[CollectiveOp::reduce_scatter].calls,
-              int64_t(zero.groups().size()) + (stage > 0 ? 1 : 0))
-        << "one reduction per group";
-  }
-}
 
 TEST(ZeroGroups, OneGroupPerUnitAndDecayClassWithNamesAndOffsets) {
   Gpt model(config());
@@ -256,8 +72,9 @@ TEST(ZeroMemory, ModelStateBytesFollowThePaper) {
       EXPECT_NEAR(double(e.optimizer_states), double(live(MemoryCategory::optimizer_state)),
                   0.05 * double(e.optimizer_states));
       if (stage == 3) {
-        // At most three gathered groups during a forward (two in use, one
-        // prefetched): the estimator's gather buffers.
+        // During a forward, at most the token embedding (read again by the
+        // tied head), a block's two groups and one prefetched group are
+        // gathered: the estimator's gather buffers.
         reset_peak_memory(Device::cpu());
         { NoGradGuard no_grad; model.loss(x, y); }
         EXPECT_LE(memory_stats(Device::cpu())[MemoryCategory::communication].peak - before[MemoryCategory::communication].live,
@@ -303,30 +120,6 @@ TEST(ZeroStage3, ParametersAreReleasedAfterAStepAndGatheredOnUse) {
 }
 
 
-// Stage 3 moves about 3 Psi per step: every group is all-gathered for forward
-// (Psi), gathered again for backward where it was released in between (up to
-// Psi more), and its gradients reduce-scattered (Psi). With two groups kept
-// gathered across the turn from forward to backward, and the token embedding
-// read at both ends of the model, the exact count is between 2 Psi and
-// 3 Psi + the embedding's group; never one gather per op.
-TEST(ZeroCommunication, AboutThreePsiPerStepForStageThree) {
-  Communicator& comm = world();
-  OneStepSetup setup(3);
-  ZeroOptimizer& zero = setup.zero;
-  comm.reset_stats();
-  zero.backward(setup.model.loss(setup.x, setup.y), true);
-  zero.clip_grad_norm(kClip);
-  zero.step(kLr);
-  const CommStats& s = comm.stats();
-  const int64_t psi = zero.padded_elements(), wte = zero.groups()[0].padded();
-  EXPECT_EQ(s[CollectiveOp::reduce_scatter].elements, psi);
-  EXPECT_GT(s[CollectiveOp::all_gather].elements, psi);  // some groups are gathered twice
-  EXPECT_LE(s[CollectiveOp::all_gather].elements, 2 * psi + wte);
-  EXPECT_LE(s[CollectiveOp::all_gather].calls, 2 * int64_t(zero.groups().size()) + 1);
-  EXPECT_EQ(s[CollectiveOp::all_reduce].elements, 1);  // the squared gradient norm
-}
-
-
 // Born partitioned: built under DeferredParameters, the model allocates no
 // parameter memory; the optimizer creates each rank's slices only (4P/N bytes
 // at the peak, never the whole model), with exactly the values a model
@@ -367,24 +160,6 @@ TEST(ZeroStage3, DeferredParametersNeedStageThree) {
   EXPECT_THROW(ZeroOptimizer(zero_parameters(model, config().seed), world(), {.stage = 2, .adam = {}}), Error);
 }
 
-
-// From the second step on, stage 3 prefetches: the group gathered next in the
-// previous step starts gathering while the current one computes, and later
-// gathers find it already under way.
-TEST(ZeroStage3, PrefetchesTheNextGroupFromTheSecondStepOn) {
-  OneStepSetup setup(3);
-  ZeroOptimizer& zero = setup.zero;
-  for (int step = 0; step < 2; ++step) {
-    zero.backward(setup.model.loss(setup.x, setup.y), true);
-    zero.step(kLr);
-    zero.zero_grad();
-    if (step == 0) {
-      EXPECT_EQ(zero.prefetched_gathers(), 0);  // nothing to go by yet
-    }
-  }
-  EXPECT_GT(zero.prefetched_gathers(), int64_t(zero.groups().size()));
-  for (const ShardGroup& g : zero.groups()) EXPECT_FALSE(g.is_gathered() || g.gather_in_flight()) << g.name();
-}
 
 }  // namespace
 }  // namespace sg

@@ -25,7 +25,8 @@ TEST(TrainConfig, DeepSpeedKeysSetTheFlags) {
   apply_train_config_text(R"({
     "train_batch_size": 32, "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 2,
     "gradient_clipping": 0.5,
-    "zero_optimization": {"stage": 2, "overlap_comm": true, "reduce_bucket_size": 5e8, "allgather_bucket_size": 5e8},
+    "zero_optimization": {"stage": 2, "overlap_comm": false, "reduce_bucket_size": 5e8, "allgather_bucket_size": 2e8,
+                          "stage3_prefetch_bucket_size": 5e7, "stage3_param_persistence_threshold": 1e5},
     "optimizer": {"type": "AdamW", "params": {"lr": 3e-4, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.05}},
     "scheduler": {"type": "WarmupCosineLR", "params": {"total_num_steps": 500, "warmup_num_steps": 20, "cos_min_ratio": 0.1}},
     "bf16": {"enabled": false}
@@ -35,6 +36,11 @@ TEST(TrainConfig, DeepSpeedKeysSetTheFlags) {
   EXPECT_EQ(f.grad_accum, 2);
   EXPECT_EQ(f.clip, 0.5);
   EXPECT_EQ(f.zero, 2);
+  EXPECT_FALSE(f.overlap_comm);
+  EXPECT_EQ(f.reduce_bucket, 500000000);
+  EXPECT_EQ(f.allgather_bucket, 200000000);
+  EXPECT_EQ(f.prefetch_bucket, 50000000);
+  EXPECT_EQ(f.persistence_threshold, 100000);
   EXPECT_EQ(f.lr, 3e-4);
   EXPECT_EQ(f.beta2, 0.95);
   EXPECT_EQ(f.weight_decay, 0.05);
@@ -53,6 +59,8 @@ TEST(TrainConfig, UnknownKeysAndWrongTypesNameTheirPath) {
   EXPECT_NE(e.find("supports AdamW"), std::string::npos) << e;
   e = error_of(R"({"bf16": {"enabled": true}})");
   EXPECT_NE(e.find("16-bit training is not available yet"), std::string::npos) << e;
+  e = error_of(R"({"zero_optimization": {"reduce_bucket_size": -1}})");
+  EXPECT_NE(e.find("'zero_optimization.reduce_bucket_size' must be a whole number of elements"), std::string::npos) << e;
   e = error_of(R"({"train_batch_size": 8,)");
   EXPECT_NE(e.find("not valid JSON"), std::string::npos) << e;
 }
