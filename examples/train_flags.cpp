@@ -85,7 +85,7 @@ std::vector<Flag> flag_table(TrainFlags& f) {
       number("temperature", "sampling temperature", f.temperature),
       integer("top-k", "sample among the k likeliest tokens (0: all)", f.top_k),
       text("config", "a DeepSpeed-shaped JSON config; flags given here override it", f.config),
-      Flag{"threads", "CPU threads (0: all cores)", [&f](const std::string& v) { f.threads = int(parse_int("threads", v)); },
+      Flag{"threads", "CPU threads (0: all cores, shared among the ranks on a node)", [&f](const std::string& v) { f.threads = int(parse_int("threads", v)); },
            [&f] { return std::to_string(f.threads); }},
   };
 }

@@ -86,8 +86,8 @@ std::string peak_bytes_json(Communicator& comm) {
 }
 
 int run(const TrainFlags& flags) {
-  if (flags.threads > 0) omp_set_num_threads(flags.threads);
   Communicator& comm = world();  // mpirun: one rank per process; otherwise a world of one
+  if (flags.threads > 0) omp_set_num_threads(flags.threads);  // after world(), which shares the node's cores
   const bool lead = comm.rank() == 0;  // rank 0 prints, writes metrics and samples
   const int W = comm.world_size();
   SG_CHECK(flags.train_batch_size == 0 || flags.train_batch_size == flags.batch * flags.grad_accum * W,

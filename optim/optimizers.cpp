@@ -60,6 +60,16 @@ void AdamW::step() {
   }
 }
 
+Tensor& AdamW::exp_avg(size_t g, size_t i) {
+  if (!m_[g][i].defined()) m_[g][i] = new_state(groups_[g].params[i].data()), v_[g][i] = new_state(groups_[g].params[i].data());
+  return m_[g][i];
+}
+
+Tensor& AdamW::exp_avg_sq(size_t g, size_t i) {
+  exp_avg(g, i);
+  return v_[g][i];
+}
+
 Sgd::Sgd(std::vector<ParamGroup> groups, Options options) : Optimizer(std::move(groups)), options_(options) {
   lr_ = options.lr;
   for (const ParamGroup& group : groups_) momentum_.emplace_back(group.params.size());

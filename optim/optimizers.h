@@ -33,6 +33,7 @@ class Optimizer {
   void set_lr(double lr) { lr_ = lr; }
   double lr() const { return lr_; }
   int64_t steps_taken() const { return steps_; }
+  void set_steps_taken(int64_t steps) { steps_ = steps; }  // restoring a checkpoint
   const std::vector<ParamGroup>& groups() const { return groups_; }
 
  protected:
@@ -52,6 +53,10 @@ class AdamW : public Optimizer {
   };
   AdamW(std::vector<ParamGroup> groups, Options options);
   void step() override;
+  // For checkpoints: the moments of parameter i of group g, created (zeros,
+  // as the first step would) where it has none yet.
+  Tensor& exp_avg(size_t g, size_t i);
+  Tensor& exp_avg_sq(size_t g, size_t i);
 
  private:
   Options options_;

@@ -87,6 +87,13 @@ class ZeroOptimizer {
   // turn; a collective, so every rank must call it). For checking and saving.
   std::vector<std::pair<std::string, Tensor>> full_parameters();
 
+  // Checkpoints (optim/checkpoint.cpp; a collective, every rank calls it):
+  // each rank writes its slices of every parameter and AdamW moment to
+  // `dir`, rank 0 the index last. Loading reads whatever ranges this rank
+  // needs, whatever world size and stage wrote them; returns `training`.
+  void save_checkpoint(const std::string& dir, const std::string& training_json = "{}");
+  std::string load_checkpoint(const std::string& dir);
+
   int stage() const { return options_.stage; }
   // Stage 3: gathers served by a prefetch begun earlier (since construction).
   int64_t prefetched_gathers() const { return prefetched_gathers_; }

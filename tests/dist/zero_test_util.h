@@ -80,39 +80,62 @@ inline TrainingRun reference_run() {
   return run;
 }
 
-// Every rank its slice of the global batch, through ZeroOptimizer (stage 3
-// optionally born partitioned: the model built under DeferredParameters);
-// `knobs` sets the options beyond stage, learning rate and weight decay.
-inline TrainingRun zero_run(int stage, bool born_partitioned = false, ZeroOptions knobs = {}) {
-  Communicator& comm = world();
-  const int64_t rows = kGlobalBatch / comm.world_size(), first = comm.rank() * rows;
-  std::optional<DeferredParameters> deferred;
-  if (born_partitioned) deferred.emplace();
-  Gpt model(config());
-  deferred.reset();
-  std::vector<ZeroParameter> params = zero_parameters(model, config().seed);
-  knobs.stage = stage, knobs.adam = {.lr = kLr}, knobs.weight_decay = kWeightDecay;
-  ZeroOptimizer zero(params, comm, knobs);
-  TrainingRun run;
-  for (int64_t step = 0; step < kSteps; ++step) {
-    double loss = 0;
-    for (int64_t micro = 0; micro < kAccum; ++micro) {
-      auto [x, y] = batch(step, micro, first, rows);
-      Variable l = model.loss(x, y);
-      zero.backward(scale(l, 1.0 / kAccum), micro == kAccum - 1);
-      loss += l.data().item() / kAccum;
-    }
-    zero.clip_grad_norm(kClip);
-    zero.step(kLr);
-    zero.zero_grad();
-    Tensor mean = Tensor::full({1}, loss);  // every rank's micro-batch loss, averaged
-    comm.all_reduce(mean, ReduceOp::average)->wait();
-    run.losses.push_back(float(mean.item()));
+// A model and its ZeRO optimizer (stage 3 optionally born partitioned: the
+// model built under DeferredParameters); `knobs` sets the options beyond
+// stage, learning rate and weight decay.
+struct ZeroTrainer {
+  ZeroTrainer(int stage, bool born_partitioned = false, ZeroOptions knobs = {})
+      : model(build(born_partitioned)), zero(zero_parameters(model, config().seed), world(), with(knobs, stage)) {}
+  static Gpt build(bool born_partitioned) {
+    std::optional<DeferredParameters> deferred;
+    if (born_partitioned) deferred.emplace();
+    return Gpt(config());
   }
-  // In the model's order (stage 3 holds only slices: gather them).
-  std::map<std::string, Tensor> full;
-  for (auto& [name, value] : zero.full_parameters()) full[name] = value;
-  for (const NamedParameter& p : model.named_parameters()) run.params.push_back(full.at(p.name).to_vector<float>());
+  static ZeroOptions with(ZeroOptions knobs, int stage) {
+    knobs.stage = stage, knobs.adam = {.lr = kLr}, knobs.weight_decay = kWeightDecay;
+    return knobs;
+  }
+  // Steps [from, to), every rank on its slice of the global batch; the
+  // per-step losses (averaged over ranks: the global batch's).
+  std::vector<float> train(int64_t from, int64_t to) {
+    Communicator& comm = world();
+    const int64_t rows = kGlobalBatch / comm.world_size(), first = comm.rank() * rows;
+    std::vector<float> losses;
+    for (int64_t step = from; step < to; ++step) {
+      double loss = 0;
+      for (int64_t micro = 0; micro < kAccum; ++micro) {
+        auto [x, y] = batch(step, micro, first, rows);
+        Variable l = model.loss(x, y);
+        zero.backward(scale(l, 1.0 / kAccum), micro == kAccum - 1);
+        loss += l.data().item() / kAccum;
+      }
+      zero.clip_grad_norm(kClip);
+      zero.step(kLr);
+      zero.zero_grad();
+      Tensor mean = Tensor::full({1}, loss);  // every rank's micro-batch loss, averaged
+      comm.all_reduce(mean, ReduceOp::average)->wait();
+      losses.push_back(float(mean.item()));
+    }
+    return losses;
+  }
+  // Every parameter's values in the model's order (stage 3 holds only
+  // slices: gathers them; a collective).
+  std::vector<std::vector<float>> parameters() {
+    std::map<std::string, Tensor> full;
+    for (auto& [name, value] : zero.full_parameters()) full[name] = value;
+    std::vector<std::vector<float>> values;
+    for (const NamedParameter& p : model.named_parameters()) values.push_back(full.at(p.name).to_vector<float>());
+    return values;
+  }
+  Gpt model;  // declared first: built before the optimizer packs its parameters
+  ZeroOptimizer zero;
+};
+
+inline TrainingRun zero_run(int stage, bool born_partitioned = false, ZeroOptions knobs = {}) {
+  ZeroTrainer trainer(stage, born_partitioned, knobs);
+  TrainingRun run;
+  run.losses = trainer.train(0, kSteps);
+  run.params = trainer.parameters();
   return run;
 }
 

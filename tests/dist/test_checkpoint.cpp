@@ -1,0 +1,218 @@
+// Checkpoints through ZeroOptimizer: a resumed run continues bit for bit;
+// a checkpoint written by N ranks at stage S resumes on M ranks at stage S'
+// (every pair, through CTest fixtures: the Save tests run under mpirun -np
+// 1..4, then the Resume tests under each -np load all of them); and every
+// kind of broken checkpoint is its own clear error.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include "optim/checkpoint.h"
+#include "tensor/safetensors.h"
+#include "tests/dist/zero_test_util.h"
+
+namespace sg {
+namespace {
+
+using namespace zero_test;
+namespace fs = std::filesystem;
+constexpr int64_t kSaveAt = 5;
+
+// A fresh directory, the same on every rank (named by rank 0's process id,
+// so test programs running side by side never share one).
+std::string fresh_dir(const std::string& name) {
+  Tensor pid = Tensor::full({1}, double(::getpid()), TensorOptions().dtype(DType::i64));
+  world().broadcast(pid, 0)->wait();
+  const std::string dir = ::testing::TempDir() + "/sg-checkpoint-" + std::to_string(int64_t(pid.item())) + "-" + name;
+  if (world().rank() == 0) fs::remove_all(dir);
+  world().barrier()->wait();
+  return dir;
+}
+
+class CheckpointResume : public ::testing::TestWithParam<int> {};
+
+// Save after 5 steps, build everything anew, load, train 5 more: the losses
+// and parameters are exactly those of the run that never stopped.
+TEST_P(CheckpointResume, ContinuesBitForBit) {
+  const int stage = GetParam();
+  ZeroTrainer whole(stage);
+  const std::vector<float> expected = whole.train(0, kSteps);
+  const std::string dir = fresh_dir("resume-stage" + std::to_string(stage));
+  {
+    ZeroTrainer first(stage, stage == 3);
+    first.train(0, kSaveAt);
+    first.zero.save_checkpoint(dir, R"({"step": 5})");
+  }
+  ZeroTrainer second(stage, stage == 3);
+  EXPECT_EQ(second.zero.load_checkpoint(dir), R"({"step":5})");
+  std::vector<float> losses = second.train(kSaveAt, kSteps);
+  EXPECT_EQ(losses, std::vector<float>(expected.begin() + kSaveAt, expected.end()));
+  EXPECT_EQ(second.parameters(), whole.parameters());
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, CheckpointResume, ::testing::Values(0, 1, 2, 3),
+                         [](const auto& info) { return "stage" + std::to_string(info.param); });
+
+// The directory the Save and Resume tests share (set by CTest).
+std::string reshard_root() {
+  const char* root = std::getenv("SG_TEST_CHECKPOINTS");
+  if (root == nullptr) throw Error("set SG_TEST_CHECKPOINTS to a directory (CTest does)");
+  return root;
+}
+
+std::string reshard_dir(int world_size, int stage) {
+  return reshard_root() + "/N" + std::to_string(world_size) + "-S" + std::to_string(stage);
+}
+
+TEST(CheckpointReshard, Save) {
+  for (int stage : {0, 1, 2, 3}) {
+    const std::string dir = reshard_dir(world().world_size(), stage);
+    ZeroTrainer trainer(stage);
+    trainer.train(0, kSaveAt);
+    trainer.zero.save_checkpoint(dir);
+  }
+}
+
+// Every checkpoint of the Save tests (N = 1..4 ranks, stages 0-3), resumed
+// here at every stage: the continued run equals the one-process run.
+TEST(CheckpointReshard, ResumeEverySavedCheckpoint) {
+  for (int saved_world = 1; saved_world <= 4; ++saved_world) {
+    for (int saved_stage : {0, 1, 2, 3}) {
+      const std::string dir = reshard_dir(saved_world, saved_stage);
+      ASSERT_TRUE(fs::exists(dir + "/index.json")) << dir << " is missing: the Save tests run first (CTest fixture)";
+      for (int stage : {0, 1, 2, 3}) {
+        SCOPED_TRACE("saved by " + std::to_string(saved_world) + " ranks at stage " + std::to_string(saved_stage) +
+                     ", resumed by " + std::to_string(world().world_size()) + " at stage " + std::to_string(stage));
+        ZeroTrainer trainer(stage, stage == 3);
+        trainer.zero.load_checkpoint(dir);
+        TrainingRun run;
+        run.losses.assign(reference().losses.begin(), reference().losses.begin() + kSaveAt);
+        std::vector<float> continued = trainer.train(kSaveAt, kSteps);
+        run.losses.insert(run.losses.end(), continued.begin(), continued.end());
+        run.params = trainer.parameters();
+        ZeroEquivalence::check(run, reference(), stage);
+      }
+    }
+  }
+}
+
+// ---- broken checkpoints (one process) ---------------------------------------
+
+// A saved checkpoint, then `damage` applied to it; the error of loading it.
+std::string error_after(const std::string& name, const std::function<void(const std::string& dir)>& damage,
+                        GptConfig load_config = config()) {
+  const std::string dir = fresh_dir("broken-" + name);
+  {
+    ZeroTrainer trainer(1);
+    trainer.train(0, 1);
+    trainer.zero.save_checkpoint(dir);
+  }
+  damage(dir);
+  Gpt model(load_config);
+  ZeroOptimizer zero(zero_parameters(model, 1), world(), {.stage = 1, .adam = {}});
+  try {
+    zero.load_checkpoint(dir);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void spit(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+void replace_in(const std::string& path, const std::string& from, const std::string& to) {
+  std::string text = slurp(path);
+  ASSERT_NE(text.find(from), std::string::npos) << from;
+  spit(path, text.replace(text.find(from), from.size(), to));
+}
+
+// Rewrites the rank file with one piece changed.
+void rewrite_piece(const std::string& dir, const std::string& name, const std::function<Tensor(Tensor)>& change) {
+  const std::string path = dir + "/rank-0-of-1.safetensors";
+  SafetensorsReader reader(path);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const auto& [held, e] : reader.tensors()) tensors.emplace_back(held, held == name ? change(reader.read(held)) : reader.read(held));
+  write_safetensors(path, tensors);
+}
+
+#define EXPECT_ERROR(error, text) EXPECT_NE((error).find(text), std::string::npos) << "got: " << (error)
+
+TEST(CheckpointErrors, EachBrokenCheckpointSaysWhatIsWrong) {
+  const std::string rank_file = "/rank-0-of-1.safetensors";
+  EXPECT_EQ(error_after("fine", [](const std::string&) {}), "");
+  EXPECT_ERROR(error_after("no-index", [](const std::string& d) { fs::remove(d + "/index.json"); }),
+               "is not a complete checkpoint: it has no index.json");
+  EXPECT_ERROR(error_after("truncated", [&](const std::string& d) {
+                 std::string bytes = slurp(d + rank_file);
+                 spit(d + rank_file, bytes.substr(0, bytes.size() - 100));
+               }),
+               "(truncated file?)");
+  EXPECT_ERROR(error_after("header", [&](const std::string& d) {
+                 std::string bytes = slurp(d + rank_file);
+                 bytes[8] = '[';
+                 spit(d + rank_file, bytes);
+               }),
+               "corrupt safetensors header");
+  EXPECT_ERROR(error_after("missing-rank", [&](const std::string& d) { fs::remove(d + rank_file); }),
+               "the rank file rank-0-of-1.safetensors the index names is missing");
+  EXPECT_ERROR(error_after("dtype", [&](const std::string& d) {
+                 rewrite_piece(d, "wpe.weight", [](Tensor t) { return t.to(DType::f16); });
+               }),
+               "'wpe.weight' is f16[128] but the index says f32[128]");
+  EXPECT_ERROR(error_after("piece-shape", [&](const std::string& d) {
+                 rewrite_piece(d, "wpe.weight.exp_avg", [](Tensor t) { return t.slice(0, 0, 100).contiguous(); });
+               }),
+               "'wpe.weight.exp_avg' is f32[100] but the index says f32[128]");
+  GptConfig wider = config();
+  wider.n_embd = 32;
+  EXPECT_ERROR(error_after("wider", [](const std::string&) {}, wider),
+               "a checkpoint of a different model: 'wte.weight' is [13, 16] there and [13, 32] here");
+  GptConfig shallower = config();
+  shallower.n_layer = 1;
+  EXPECT_ERROR(error_after("shallower", [](const std::string&) {}, shallower),
+               "a checkpoint of a different model: it has 'h.1.attn.c_attn.bias'");
+  EXPECT_ERROR(error_after("version", [](const std::string& d) { replace_in(d + "/index.json", "\"version\": 1", "\"version\": 2"); }),
+               "checkpoint format version 2 is newer than this shardgrad reads (1)");
+  EXPECT_ERROR(error_after("index", [](const std::string& d) { spit(d + "/index.json", "{\"format\": \"shardgrad-checkpoint\""); }),
+               "corrupt checkpoint index: not a JSON object");
+  EXPECT_ERROR(error_after("escape", [](const std::string& d) {
+                 replace_in(d + "/index.json", "\"rank-0-of-1.safetensors\"", "\"../../etc/passwd\"");
+               }),
+               "not a plain file name");
+}
+
+// --save roots: the newest complete checkpoint is found, incomplete saves
+// are ignored, and pruning keeps the newest K.
+TEST(CheckpointErrors, FindAndPruneUnderASaveRoot) {
+  const std::string root = fresh_dir("root");
+  ZeroTrainer trainer(2);
+  for (int64_t step : {1, 2, 3}) trainer.zero.save_checkpoint(checkpoint_path(root, step));
+  fs::create_directories(checkpoint_path(root, 4));  // a save that never finished
+  EXPECT_EQ(find_checkpoint(root), checkpoint_path(root, 3));
+  EXPECT_EQ(find_checkpoint(checkpoint_path(root, 2)), checkpoint_path(root, 2));
+  prune_checkpoints(root, 2);
+  EXPECT_EQ(complete_checkpoints(root), (std::vector<std::string>{checkpoint_path(root, 2), checkpoint_path(root, 3)}));
+  EXPECT_TRUE(fs::exists(checkpoint_path(root, 4)));  // newer than the newest complete: maybe still being written
+  EXPECT_THROW(find_checkpoint(root + "/nothing"), Error);
+  fs::remove_all(root);
+  fs::create_directories(root);
+  try {
+    find_checkpoint(root);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_ERROR(std::string(e.what()), "no complete checkpoint there");
+  }
+}
+
+}  // namespace
+}  // namespace sg
