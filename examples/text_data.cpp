@@ -93,9 +93,11 @@ std::string read_text_file(const std::string& path) {
   return text;
 }
 
-WindowLoader::WindowLoader(std::vector<int32_t> tokens, int64_t batch, int64_t context, uint64_t seed)
-    : tokens_(std::move(tokens)), batch_(batch), context_(context), seed_(seed) {
+WindowLoader::WindowLoader(std::vector<int32_t> tokens, int64_t batch, int64_t context, uint64_t seed, int rank,
+                           int ranks)
+    : tokens_(std::move(tokens)), batch_(batch), context_(context), seed_(seed), rank_(rank), ranks_(ranks) {
   SG_CHECK(batch > 0 && context > 0, "loader: batch and context must be positive");
+  SG_CHECK(ranks >= 1 && rank >= 0 && rank < ranks, "loader: rank ", rank, " of ", ranks, " does not exist");
   SG_CHECK(int64_t(tokens_.size()) > context, "loader: ", tokens_.size(), " tokens cannot fill a window of ",
            context + 1, "; use a shorter --ctx or more text");
 }
@@ -105,12 +107,14 @@ WindowLoader::Batch WindowLoader::next() {
   const uint64_t stream = rng_stream("window-loader");
   std::vector<int32_t> x(size_t(batch_ * context_)), y(size_t(batch_ * context_));
   for (int64_t b = 0; b < batch_; ++b) {
-    PhiloxBlock block = philox_for_element(seed_, stream, uint64_t(drawn_++));
+    // Row rank * B + b of the global batch that starts at window drawn_.
+    PhiloxBlock block = philox_for_element(seed_, stream, uint64_t(drawn_ + rank_ * batch_ + b));
     uint64_t wide = (uint64_t(block.x[1]) << 32) | block.x[0];
     int64_t start = int64_t(wide % uint64_t(starts));
     std::copy_n(tokens_.begin() + start, context_, x.begin() + b * context_);
     std::copy_n(tokens_.begin() + start + 1, context_, y.begin() + b * context_);
   }
+  drawn_ += batch_ * ranks_;
   return {Tensor::from_vector(x, {batch_, context_}), Tensor::from_vector(y, {batch_, context_})};
 }
 

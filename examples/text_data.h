@@ -46,17 +46,21 @@ std::string read_text_file(const std::string& path);  // clear error when missin
 
 // Random windows of a token buffer. Window k starts at a position drawn from
 // Philox(seed, k), so the loader's whole state is one counter: reproducible,
-// and trivially saved and restored.
+// and trivially saved and restored. Data-parallel ranks share one global
+// batch of batch x ranks windows per call, each taking its rows: the windows
+// a run trains on do not depend on how many ranks it is split over, so a
+// checkpoint can resume on another world size and continue the same run.
 class WindowLoader {
  public:
-  WindowLoader(std::vector<int32_t> tokens, int64_t batch, int64_t context, uint64_t seed);
+  WindowLoader(std::vector<int32_t> tokens, int64_t batch, int64_t context, uint64_t seed, int rank = 0,
+               int ranks = 1);
 
   struct Batch {
     Tensor x;  // (B, T) i32 inputs
     Tensor y;  // (B, T) i32 targets: x shifted left by one
   };
-  Batch next();
-  int64_t windows_drawn() const { return drawn_; }
+  Batch next();  // this rank's rows of the next global batch
+  int64_t windows_drawn() const { return drawn_; }  // global windows, every rank's
   void set_windows_drawn(int64_t drawn) { drawn_ = drawn; }
   int64_t size() const { return int64_t(tokens_.size()); }
 
@@ -64,6 +68,7 @@ class WindowLoader {
   std::vector<int32_t> tokens_;
   int64_t batch_, context_;
   uint64_t seed_;
+  int rank_, ranks_;
   int64_t drawn_ = 0;
 };
 

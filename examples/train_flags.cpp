@@ -85,6 +85,12 @@ std::vector<Flag> flag_table(TrainFlags& f) {
       number("temperature", "sampling temperature", f.temperature),
       integer("top-k", "sample among the k likeliest tokens (0: all)", f.top_k),
       text("config", "a DeepSpeed-shaped JSON config; flags given here override it", f.config),
+      text("save", "write checkpoints under this directory (at the end, every --save-every steps, on SIGINT/SIGTERM)", f.save),
+      integer("save-every", "also checkpoint every N steps (0: only at the end)", f.save_every),
+      integer("keep", "complete checkpoints to keep under --save", f.keep),
+      text("resume", "continue from a checkpoint (or the newest under a --save directory)", f.resume),
+      text("export", "write the trained model to this GPT-2-style .safetensors file", f.export_path),
+      text("init-from", "start from the weights of a GPT-2-style .safetensors file", f.init_from),
       Flag{"threads", "CPU threads (0: all cores, shared among the ranks on a node)", [&f](const std::string& v) { f.threads = int(parse_int("threads", v)); },
            [&f] { return std::to_string(f.threads); }},
   };
@@ -106,6 +112,9 @@ void check_ranges(const TrainFlags& f) {
   SG_CHECK(f.sample >= 0 && f.top_k >= 0 && f.temperature > 0, "--sample and --top-k must be >= 0, --temperature > 0");
   SG_CHECK(f.threads >= 0, "--threads must be >= 0");
   SG_CHECK(f.zero >= 0 && f.zero <= 3, "--zero ", f.zero, ": ZeRO stages are 0, 1, 2 and 3");
+  SG_CHECK(f.save_every >= 0 && f.keep >= 1, "--save-every must be >= 0 and --keep >= 1");
+  SG_CHECK(f.save_every == 0 || !f.save.empty(), "--save-every needs --save DIR (where to write the checkpoints)");
+  SG_CHECK(f.resume.empty() || f.init_from.empty(), "--resume and --init-from both set the weights; give one");
 }
 
 }  // namespace

@@ -24,6 +24,12 @@ struct TrainFlags {
   int64_t top_k = 40;
   int threads = 0;              // 0: all cores
   std::string config;           // a DeepSpeed-shaped JSON file (examples/train_config.h)
+  std::string save;             // checkpoints go under this directory (step-00000500/...); empty: none
+  int64_t save_every = 0;       // also every N steps (0: only at the end, or when interrupted)
+  int64_t keep = 3;             // complete checkpoints kept under --save
+  std::string resume;           // a checkpoint, or a --save directory (its newest)
+  std::string export_path;      // a consolidated GPT-2-style safetensors file written at the end
+  std::string init_from;        // start from such a file's weights
   int64_t train_batch_size = 0; // from the config: must equal batch x grad_accum x ranks (0: unchecked)
   double min_lr_ratio = -1;     // from the config's cos_min_ratio: min_lr = lr x ratio unless --min-lr is given
   // From the config's zero_optimization (elements; optim/zero.h): 0 = one group per collective.

@@ -17,10 +17,12 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -28,17 +30,34 @@
 #include "examples/sampling.h"
 #include "examples/text_data.h"
 #include "examples/train_flags.h"
+#include "examples/train_state.h"
 #include "examples/zero_parameters.h"
 #include "nn/gpt.h"
 #include "dist/world.h"
+#include "optim/checkpoint.h"
 #include "optim/optimizers.h"
-#include "optim/zero.h"
 #include "optim/schedule.h"
+#include "optim/zero.h"
 
 namespace sg {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// SIGINT / SIGTERM: the step in progress finishes, a checkpoint is saved
+// (with --save), and train_gpt exits with 128 + the signal's number. A
+// second signal acts at once (the handler resets itself).
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void on_stop_signal(int signal) { g_signal = signal; }
+
+void install_stop_handlers() {
+  struct sigaction action = {};
+  action.sa_handler = on_stop_signal;
+  action.sa_flags = SA_RESETHAND;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
@@ -99,10 +118,11 @@ int run(const TrainFlags& flags) {
   std::vector<int32_t> tokens = tokenizer.encode(text);
 
   // The first 90% trains, the last 10% validates (nanoGPT's split). Each rank
-  // draws its own training windows; all ranks validate on the same windows.
+  // trains on its rows of one global batch (the same windows whatever the
+  // number of ranks); all ranks validate on the same windows.
   const size_t split = tokens.size() * 9 / 10;
   WindowLoader train_loader(std::vector<int32_t>(tokens.begin(), tokens.begin() + long(split)), flags.batch, flags.ctx,
-                            uint64_t(flags.seed) + 7919 * uint64_t(comm.rank()));
+                            uint64_t(flags.seed), comm.rank(), W);
   WindowLoader val_loader(std::vector<int32_t>(tokens.begin() + long(split), tokens.end()), flags.batch, flags.ctx,
                           uint64_t(flags.seed) + 1);
 
@@ -134,13 +154,42 @@ int run(const TrainFlags& flags) {
                            .persistence_threshold = flags.persistence_threshold});
   WarmupCosine schedule{flags.lr, flags.min_lr, flags.warmup, flags.steps};
 
+  // --resume: the model states from the checkpoint (whatever world size and
+  // stage wrote it), and where the run was.
+  int64_t first_step = 0;
+  if (!flags.resume.empty()) {
+    const std::string dir = find_checkpoint(flags.resume);
+    // The run's state first: a checkpoint of another model is an error that
+    // names the flag, before any tensor is read.
+    const TrainState state = restore_train_state(checkpoint_training_state(dir), cfg, tokenizer, dir);
+    optimizer.load_checkpoint(dir);
+    SG_CHECK(state.step < flags.steps, dir, " is at step ", state.step, ", and --steps is ", flags.steps,
+             ": give more --steps to train further");
+    first_step = state.step;
+    train_loader.set_windows_drawn(state.train_windows_drawn);
+    if (lead) std::printf("train_gpt: resumed from %s at step %lld\n", dir.c_str(), (long long)first_step);
+  }
+  auto save_checkpoint = [&](int64_t steps_done) {
+    const std::string dir = checkpoint_path(flags.save, steps_done);
+    const TrainState state{steps_done, train_loader.windows_drawn()};
+    optimizer.save_checkpoint(dir, train_state_json(state, cfg, tokenizer, flags));
+    if (lead) {
+      prune_checkpoints(flags.save, flags.keep);
+      std::printf("%strain_gpt: saved %s\n", isatty(fileno(stdout)) ? "\n" : "", dir.c_str());
+      std::fflush(stdout);
+    }
+  };
+  install_stop_handlers();
+
   std::ofstream metrics;
   if (lead) {
     std::filesystem::create_directories(flags.out);
     tokenizer.save(flags.out + "/tokenizer.txt");
     if (!flags.metrics.empty()) {
-      metrics.open(flags.metrics);
+      // A resumed run adds to the metrics of the run it continues.
+      metrics.open(flags.metrics, first_step > 0 ? std::ios::app : std::ios::trunc);
       SG_CHECK(metrics.good(), "cannot write metrics to ", flags.metrics);
+      metrics << std::setprecision(9);  // losses to the last bit of an f32
     }
     std::printf("train_gpt: %s, %zu tokens (%s tokenizer, vocab %lld); %lld layers, %lld heads, %lld channels, "
                 "context %lld: %lld parameters\n",
@@ -157,7 +206,7 @@ int run(const TrainFlags& flags) {
   const double tokens_per_step = double(W * flags.batch * flags.ctx * flags.grad_accum);
   const Clock::time_point start = Clock::now();
   double last_val = NAN;
-  for (int64_t step = 0; step < flags.steps; ++step) {
+  for (int64_t step = first_step; step < flags.steps; ++step) {
     const Clock::time_point step_start = Clock::now();
     reset_peak_memory(Device::cpu());
     comm.reset_stats();
@@ -173,10 +222,14 @@ int run(const TrainFlags& flags) {
     const double norm = optimizer.clip_grad_norm(flags.clip);
     optimizer.step(lr);
     optimizer.zero_grad();
-    if (W > 1) {  // the mean over ranks is the loss of the global batch
-      Tensor mean = Tensor::full({1}, loss);
-      comm.all_reduce(mean, ReduceOp::average)->wait();
-      loss = mean.item();
+    // The mean over ranks is the loss of the global batch; a stop signal on
+    // any rank stops every rank, after this same step.
+    bool stop = g_signal != 0;
+    if (W > 1) {
+      Tensor shared = Tensor::from_vector<double>({loss, stop ? 1.0 : 0.0}, {2});
+      comm.all_reduce(shared, ReduceOp::sum)->wait();
+      loss = shared.at({0}) / W;
+      stop = shared.at({1}) > 0;
     }
     const int64_t comm_bytes = comm.stats().total_bytes_sent();
     const double step_seconds = seconds_since(step_start);
@@ -187,28 +240,40 @@ int run(const TrainFlags& flags) {
     double val = NAN;
     if (evaluate_now) last_val = val = evaluate(model, val_loader, flags.eval_batches);
     const std::string peaks = metrics.is_open() || W > 1 ? peak_bytes_json(comm) : "";
-    if (!lead) continue;  // (the other ranks only train)
-
-    if (metrics.is_open()) {
-      metrics << "{\"step\": " << step + 1 << ", \"loss\": " << loss << ", \"lr\": " << lr
-              << ", \"grad_norm\": " << norm << ", \"tokens_per_s\": " << tokens_per_s;
-      if (evaluate_now) metrics << ", \"val_loss\": " << val;
-      metrics << ", \"comm_bytes_sent\": " << comm_bytes << ", \"peak_bytes\": " << peaks << "}\n";
-      metrics.flush();
+    if (!flags.save.empty() && (last || stop || (flags.save_every > 0 && (step + 1) % flags.save_every == 0))) {
+      save_checkpoint(step + 1);
     }
-    const double elapsed = seconds_since(start);
-    const double eta = elapsed / double(step + 1) * double(flags.steps - step - 1);
-    if (terminal) {
-      std::printf("\rstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s   ", (long long)(step + 1),
-                  (long long)flags.steps, loss, lr, tokens_per_s, format_duration(eta).c_str());
-      if (evaluate_now) std::printf("\nstep %lld: val loss %.4f\n", (long long)(step + 1), val);
-      std::fflush(stdout);
-    } else if (evaluate_now || step == 0 || (step + 1) % flags.print_every == 0) {
-      std::printf("step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | elapsed %s", (long long)(step + 1),
-                  (long long)flags.steps, loss, lr, tokens_per_s, format_duration(elapsed).c_str());
-      if (evaluate_now) std::printf(" | val loss %.4f", val);
-      std::printf("\n");
-      std::fflush(stdout);
+    if (lead) {  // (the other ranks only train)
+      if (metrics.is_open()) {
+        metrics << "{\"step\": " << step + 1 << ", \"loss\": " << loss << ", \"lr\": " << lr
+                << ", \"grad_norm\": " << norm << ", \"tokens_per_s\": " << tokens_per_s;
+        if (evaluate_now) metrics << ", \"val_loss\": " << val;
+        metrics << ", \"comm_bytes_sent\": " << comm_bytes << ", \"peak_bytes\": " << peaks << "}\n";
+        metrics.flush();
+      }
+      const double elapsed = seconds_since(start);
+      const double eta = elapsed / double(step + 1 - first_step) * double(flags.steps - step - 1);
+      if (terminal) {
+        std::printf("\rstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s   ", (long long)(step + 1),
+                    (long long)flags.steps, loss, lr, tokens_per_s, format_duration(eta).c_str());
+        if (evaluate_now) std::printf("\nstep %lld: val loss %.4f\n", (long long)(step + 1), val);
+        std::fflush(stdout);
+      } else if (evaluate_now || step == 0 || (step + 1) % flags.print_every == 0) {
+        std::printf("step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | elapsed %s", (long long)(step + 1),
+                    (long long)flags.steps, loss, lr, tokens_per_s, format_duration(elapsed).c_str());
+        if (evaluate_now) std::printf(" | val loss %.4f", val);
+        std::printf("\n");
+        std::fflush(stdout);
+      }
+    }
+    if (stop) {
+      const int signal = g_signal != 0 ? int(g_signal) : SIGTERM;
+      if (lead) {
+        std::printf("\ntrain_gpt: stopped by %s after step %lld%s\n", signal == SIGINT ? "SIGINT" : "SIGTERM",
+                    (long long)(step + 1),
+                    flags.save.empty() ? " (nothing saved: no --save)" : "; continue with --resume and the same flags");
+      }
+      return 128 + signal;
     }
   }
   if (lead) {

@@ -186,6 +186,12 @@ std::string ZeroOptimizer::load_checkpoint(const std::string& dir) {
   return index.training;
 }
 
+std::string checkpoint_training_state(const std::string& dir) {
+  const std::string index_path = dir + "/index.json";
+  SG_CHECK(fs::exists(index_path), dir, " is not a complete checkpoint: it has no index.json");
+  return parse_checkpoint_index(read_file(index_path), index_path).training;
+}
+
 std::string checkpoint_path(const std::string& root, int64_t step) {
   std::string digits = std::to_string(step);
   return root + "/step-" + std::string(digits.size() < 8 ? 8 - digits.size() : 0, '0') + digits;

@@ -20,6 +20,10 @@
 
 namespace sg {
 
+// The caller's "training" object of a complete checkpoint (what
+// save_checkpoint was given), read before any tensor is.
+std::string checkpoint_training_state(const std::string& dir);
+
 // root/step-00000500
 std::string checkpoint_path(const std::string& root, int64_t step);
 // `path` itself when it is a checkpoint (has index.json), else the newest

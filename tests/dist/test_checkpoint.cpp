@@ -3,9 +3,14 @@
 // (every pair, through CTest fixtures: the Save tests run under mpirun -np
 // 1..4, then the Resume tests under each -np load all of them); and every
 // kind of broken checkpoint is its own clear error.
+#include <omp.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -212,6 +217,71 @@ TEST(CheckpointErrors, FindAndPruneUnderASaveRoot) {
   } catch (const Error& e) {
     EXPECT_ERROR(std::string(e.what()), "no complete checkpoint there");
   }
+}
+
+// ---- a save killed part-way (one process) ----------------------------------
+
+// A child process saves the same state over and over (keeping the newest 2)
+// and is killed with SIGKILL at a different moment each round: whatever it
+// was doing, every complete checkpoint left behind loads, with the values it
+// was given.
+TEST(CheckpointFaults, ASaveKilledPartWayLeavesThePreviousCheckpoint) {
+  ASSERT_EQ(world().world_size(), 1) << "forks a child: one process only";
+  // The values the child saves (it trains on one thread: so does this).
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  ZeroTrainer expected(2);
+  expected.train(0, 1);
+  const std::vector<std::vector<float>> values = expected.parameters();
+  omp_set_num_threads(threads);
+  int killed_mid_save = 0;
+  for (int round = 0; round < 8; ++round) {
+    const std::string root = fresh_dir("killed-" + std::to_string(round));
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      omp_set_num_threads(1);  // the parent's OpenMP thread pool did not survive the fork
+      try {
+        ZeroTrainer trainer(2);
+        trainer.train(0, 1);
+        for (int64_t i = 1;; ++i) {
+          trainer.zero.save_checkpoint(checkpoint_path(root, i));
+          prune_checkpoints(root, 2);
+        }
+      } catch (...) {
+      }
+      ::_exit(1);
+    }
+    // Once the first save is complete, kill it 0-21 ms later.
+    for (int wait = 0; wait < 3000 && complete_checkpoints(root).empty(); ++wait) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(round * 3000));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the child stopped by itself";
+    // What it was in the middle of, if anything: a step directory without an
+    // index, or a temporary file.
+    for (const auto& entry : fs::recursive_directory_iterator(root)) {
+      const std::string name = entry.path().filename().string();
+      if (name.find(".tmp.") != std::string::npos ||
+          (entry.is_directory() && !fs::exists(entry.path() / "index.json"))) {
+        ++killed_mid_save;
+        break;
+      }
+    }
+    const std::vector<std::string> complete = complete_checkpoints(root);
+    ASSERT_FALSE(complete.empty()) << "round " << round;
+    EXPECT_EQ(find_checkpoint(root), complete.back());
+    for (const std::string& dir : complete) {
+      ZeroTrainer loaded(2);
+      loaded.zero.load_checkpoint(dir);
+      EXPECT_EQ(loaded.parameters(), values) << dir;
+    }
+    fs::remove_all(root);
+  }
+  std::printf("(killed in the middle of a save in %d of 8 rounds)\n", killed_mid_save);
 }
 
 }  // namespace

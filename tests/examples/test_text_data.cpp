@@ -53,6 +53,22 @@ TEST(WindowLoader, TargetsAreInputsShiftedByOne) {
   }
 }
 
+// Two ranks with batch 2 see the rows of one rank with batch 4: the windows
+// do not depend on the world size.
+TEST(WindowLoader, RanksSplitOneGlobalBatch) {
+  std::vector<int32_t> tokens(1000);
+  for (int i = 0; i < 1000; ++i) tokens[size_t(i)] = i;
+  WindowLoader whole(tokens, 4, 8, 3), first(tokens, 2, 8, 3, 0, 2), second(tokens, 2, 8, 3, 1, 2);
+  for (int step = 0; step < 3; ++step) {
+    std::vector<int32_t> all = whole.next().x.to_vector<int32_t>();
+    std::vector<int32_t> split = first.next().x.to_vector<int32_t>(), rest = second.next().x.to_vector<int32_t>();
+    split.insert(split.end(), rest.begin(), rest.end());
+    EXPECT_EQ(split, all) << "step " << step;
+  }
+  EXPECT_EQ(first.windows_drawn(), whole.windows_drawn());
+  EXPECT_THROW(WindowLoader(tokens, 2, 8, 3, 2, 2), Error);
+}
+
 TEST(WindowLoader, IsReproducibleFromItsCounter) {
   std::vector<int32_t> tokens(1000, 0);
   for (int i = 0; i < 1000; ++i) tokens[size_t(i)] = i;

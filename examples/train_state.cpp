@@ -1,0 +1,59 @@
+#include "examples/train_state.h"
+
+#include <nlohmann/json.hpp>
+
+namespace sg {
+namespace {
+
+using json = nlohmann::json;
+
+json model_json(const GptConfig& cfg) {
+  return {{"n_layer", cfg.n_layer}, {"n_head", cfg.n_head}, {"n_embd", cfg.n_embd}, {"n_positions", cfg.block_size},
+          {"vocab_size", cfg.vocab_size}};
+}
+
+}  // namespace
+
+std::string train_state_json(const TrainState& state, const GptConfig& cfg, const Tokenizer& tokenizer,
+                             const TrainFlags& flags) {
+  json j = {{"step", state.step},
+            {"train_windows_drawn", state.train_windows_drawn},
+            {"model", model_json(cfg)},
+            {"tokenizer", tokenizer.name()},
+            {"vocab", tokenizer.vocabulary()},
+            {"seed", cfg.seed},
+            {"flags",
+             {{"data", flags.data}, {"batch", flags.batch}, {"grad_accum", flags.grad_accum}, {"steps", flags.steps},
+              {"lr", flags.lr}, {"min_lr", flags.min_lr}, {"warmup", flags.warmup},
+              {"weight_decay", flags.weight_decay}, {"beta2", flags.beta2}, {"clip", flags.clip},
+              {"zero", flags.zero}}}};
+  return j.dump();
+}
+
+TrainState restore_train_state(const std::string& text, const GptConfig& cfg, const Tokenizer& tokenizer,
+                               const std::string& origin) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  SG_CHECK(j.is_object() && j.contains("step") && j["step"].is_number_integer() && j.contains("train_windows_drawn") &&
+               j["train_windows_drawn"].is_number_integer() && j.contains("model") && j["model"].is_object(),
+           origin, ": this checkpoint has no train_gpt state (was it saved by another program?)");
+  const json mine = model_json(cfg);
+  const std::pair<const char*, const char*> flag_of[] = {{"n_layer", "--layers"},   {"n_head", "--heads"},
+                                                         {"n_embd", "--embd"},      {"n_positions", "--ctx"},
+                                                         {"vocab_size", "--tokenizer/--data"}};
+  for (auto [key, flag] : flag_of) {
+    SG_CHECK(j["model"].value(key, json()) == mine[key], origin, " is a checkpoint of a different model: ", key, " is ",
+             j["model"].value(key, json()).dump(), " there and ", mine[key].dump(), " here (", flag, ")");
+  }
+  SG_CHECK(j.value("tokenizer", "") == tokenizer.name() && j.value("vocab", "") == tokenizer.vocabulary(), origin,
+           " was trained with another tokenizer or vocabulary (", j.value("tokenizer", "?"),
+           "); resume with the same --tokenizer and --data");
+  SG_CHECK(j.value("seed", json()) == json(cfg.seed), origin, " was trained with --seed ", j.value("seed", json()).dump(),
+           "; resume with the same seed (it orders the data)");
+  TrainState state;
+  state.step = j["step"].get<int64_t>();
+  state.train_windows_drawn = j["train_windows_drawn"].get<int64_t>();
+  SG_CHECK(state.step >= 0 && state.train_windows_drawn >= 0, origin, ": negative step or window count");
+  return state;
+}
+
+}  // namespace sg
