@@ -30,6 +30,19 @@ Tokenizer Tokenizer::characters_of(std::string_view text) {
   return t;
 }
 
+Tokenizer Tokenizer::from_vocabulary(std::string_view vocab) {
+  SG_CHECK(!vocab.empty() && vocab.size() <= 256, "a character vocabulary holds 1 to 256 characters, got ", vocab.size());
+  Tokenizer t;
+  t.kind_ = Kind::character;
+  t.id_of_.assign(256, -1);
+  for (char c : vocab) {
+    SG_CHECK(t.id_of_[uint8_t(c)] < 0, "the vocabulary holds character ", int(uint8_t(c)), " twice");
+    t.id_of_[uint8_t(c)] = int32_t(t.vocab_.size());
+    t.vocab_.push_back(c);
+  }
+  return t;
+}
+
 Tokenizer Tokenizer::from_name(const std::string& name, std::string_view text) {
   if (name == "byte") return bytes();
   if (name == "char") return characters_of(text);
@@ -80,7 +93,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
   std::string vocab(size, '\0');
   in.read(vocab.data(), std::streamsize(size));
   SG_CHECK(size_t(in.gcount()) == size, path, " is truncated: expected ", size, " vocabulary bytes");
-  return characters_of(vocab);
+  return from_vocabulary(vocab);
 }
 
 std::string read_text_file(const std::string& path) {

@@ -23,6 +23,7 @@ class Tokenizer {
   enum class Kind { byte, character };
   static Tokenizer bytes();
   static Tokenizer characters_of(std::string_view text);  // vocabulary: the distinct bytes, sorted
+  static Tokenizer from_vocabulary(std::string_view vocab);  // the characters in id order
   static Tokenizer from_name(const std::string& name, std::string_view text);  // "char" or "byte"
 
   std::vector<int32_t> encode(std::string_view text) const;  // throws on a character outside the vocabulary

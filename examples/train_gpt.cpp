@@ -27,6 +27,7 @@
 #include <sstream>
 #include <string>
 
+#include "examples/gpt_file.h"
 #include "examples/sampling.h"
 #include "examples/text_data.h"
 #include "examples/train_flags.h"
@@ -114,7 +115,10 @@ int run(const TrainFlags& flags) {
            flags.batch, ") x gradient_accumulation_steps (", flags.grad_accum, ") x ranks (", W, ") = ",
            flags.batch * flags.grad_accum * W, "; fix one of them");
   const std::string text = read_text_file(flags.data);
-  const Tokenizer tokenizer = Tokenizer::from_name(flags.tokenizer, text);
+  // --init-from: the architecture and tokenizer come from the file.
+  std::optional<GptFile> init;
+  if (!flags.init_from.empty()) init.emplace(flags.init_from);
+  const Tokenizer tokenizer = init ? init->tokenizer() : Tokenizer::from_name(flags.tokenizer, text);
   std::vector<int32_t> tokens = tokenizer.encode(text);
 
   // The first 90% trains, the last 10% validates (nanoGPT's split). Each rank
@@ -132,6 +136,11 @@ int run(const TrainFlags& flags) {
   cfg.n_layer = flags.layers;
   cfg.n_head = flags.heads;
   cfg.n_embd = flags.embd;
+  if (init) {
+    cfg = init->config();
+    SG_CHECK(flags.ctx <= cfg.block_size, "--ctx ", flags.ctx, " is longer than ", flags.init_from,
+             "'s n_positions (", cfg.block_size, ")");
+  }
   cfg.seed = uint64_t(flags.seed);
   // With ZeRO-3 the model is born partitioned: its parameters are created as
   // placeholders here, and each rank creates and initializes only its slices.
@@ -142,7 +151,19 @@ int run(const TrainFlags& flags) {
 
   // Weight decay only on the matrices of linear maps (ParamInit::decays).
   // ZeRO packs the parameters into groups and averages gradients over ranks.
-  ZeroOptimizer optimizer(zero_parameters(model, cfg.seed), comm,
+  // --init-from: each rank reads only what it holds (at stage 3 its slices;
+  // at stages 0-2 the whole model, which every rank holds).
+  std::vector<ZeroParameter> parameters = zero_parameters(model, cfg.seed);
+  if (init && flags.zero == 3) {
+    for (ZeroParameter& p : parameters) {
+      p.initialize = [&init, name = p.name, shape = p.variable.shape()](Tensor& values, int64_t first) {
+        init->read_slice(name, shape, values, first);
+      };
+    }
+  } else if (init) {
+    init->load_into(model);
+  }
+  ZeroOptimizer optimizer(std::move(parameters), comm,
                           {.stage = int(flags.zero),
                            .adam = {.lr = flags.lr, .beta1 = 0.9, .beta2 = flags.beta2, .eps = 1e-8},
                            .weight_decay = flags.weight_decay,
@@ -278,6 +299,13 @@ int run(const TrainFlags& flags) {
   }
   if (lead) {
     std::printf("train_gpt: done in %s; final val loss %.4f\n", format_duration(seconds_since(start)).c_str(), last_val);
+  }
+  if (!flags.export_path.empty()) {
+    std::vector<std::pair<std::string, Tensor>> values = optimizer.full_parameters();  // a collective
+    if (lead) {
+      export_gpt(flags.export_path, values, cfg, tokenizer);
+      std::printf("train_gpt: exported %s\n", flags.export_path.c_str());
+    }
   }
   if (flags.sample > 0) {
     // Every rank samples (the same tokens): under ZeRO-3 each forward gathers

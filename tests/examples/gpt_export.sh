@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# train_gpt --export writes a GPT-2-style file that gpt_eval scores and
+# gpt_sample samples from, and that train_gpt --init-from starts from (on 2
+# ranks at ZeRO-3 when a launcher is given); a broken file is a clear error.
+#   gpt_export.sh path/to/bin [mpiexec]
+set -euo pipefail
+bin=$1
+mpi=${2:-}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+data=$(dirname "$0")/../../data/tinyshakespeare.txt
+head -c 30000 "$data" > "$work/text.txt"
+small=(--layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 --warmup 2 --eval-every 0 --sample 0 --out "$work/run")
+
+"$bin/train_gpt" "${small[@]}" --steps 30 --lr 3e-3 --export "$work/m.safetensors" > "$work/train.txt"
+grep -q "exported $work/m.safetensors" "$work/train.txt" || { cat "$work/train.txt"; exit 1; }
+
+"$bin/gpt_eval" --model "$work/m.safetensors" --text "$work/text.txt" --ctx 32 > "$work/eval.txt"
+last=$(tail -n 1 "$work/eval.txt")
+[[ "$last" =~ ^loss=([0-9.]+)\ tokens=([0-9]+)$ ]] || { echo "last line: $last"; exit 1; }
+loss=${BASH_REMATCH[1]}
+tokens=${BASH_REMATCH[2]}
+n=$(wc -c < "$work/text.txt")
+[ "$tokens" -eq $(( (n - 1) / 32 * 32 )) ] || { echo "tokens=$tokens for $n characters in windows of 32"; exit 1; }
+awk -v l="$loss" 'BEGIN { exit !(l > 0 && l < 3.9) }' || { echo "loss $loss: not below the uniform 4.17"; exit 1; }
+
+"$bin/gpt_sample" --model "$work/m.safetensors" --prompt "ROMEO:" --tokens 40 > "$work/sample.txt"
+head -c 6 "$work/sample.txt" | grep -q "ROMEO:" || { cat "$work/sample.txt"; exit 1; }
+[ "$(wc -c < "$work/sample.txt")" -ge 46 ] || { echo "sample too short"; cat "$work/sample.txt"; exit 1; }
+
+# Starting from the file: the first loss is the trained model's, not a fresh one's (about 4.2).
+launch=()
+zero=0
+if [ -n "$mpi" ]; then launch=("$mpi" --oversubscribe --allow-run-as-root -np 2); zero=3; fi
+"${launch[@]}" "$bin/train_gpt" --batch 4 --ctx 32 --warmup 1 --eval-every 0 --sample 0 --out "$work/run" \
+  --steps 2 --zero $zero --init-from "$work/m.safetensors" --metrics "$work/init.jsonl" > /dev/null
+first=$(head -n 1 "$work/init.jsonl" | sed -E 's/.*"loss": ([0-9.e+-]+).*/\1/')
+awk -v l="$first" 'BEGIN { exit !(l < 3.9) }' || { echo "first loss after --init-from: $first"; exit 1; }
+
+# A broken file.
+head -c 100 "$work/m.safetensors" > "$work/cut.safetensors"
+if "$bin/gpt_eval" --model "$work/cut.safetensors" --text "$work/text.txt" > "$work/bad.txt" 2>&1; then
+  echo "a truncated model file was accepted"; exit 1
+fi
+grep -q "gpt_eval: .*cut.safetensors" "$work/bad.txt" || { cat "$work/bad.txt"; exit 1; }
+echo "export checks passed"
