@@ -13,6 +13,7 @@ packages=(
   libbenchmark-dev               # micro-benchmarks
   libopenmpi-dev openmpi-bin     # multi-process ranks (dist/)
   nlohmann-json3-dev             # configs and checkpoint indexes
+  clang libclang-rt-dev          # libFuzzer for the file parsers (scripts/fuzz.sh)
 )
 
 missing=()

@@ -10,7 +10,8 @@
 #   build-cpu/  SG_CUDA=OFF, proving the CPU-only build a machine without the
 #               CUDA toolkit gets.
 # Set SG_TEST_CPU_ONLY=0 to skip the second one (it is skipped anyway when the
-# first one is already CPU-only).
+# first one is already CPU-only). Last, the safetensors and checkpoint-index
+# parsers are fuzzed for SG_FUZZ_SECONDS (30) seconds (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,4 +42,6 @@ if [ "${SG_TEST_CPU_ONLY:-1}" = "1" ] && grep -q "SG_CUDA=ON" build.configure.lo
   mkdir -p build-cpu
   build_and_test build-cpu -DSG_CUDA=OFF
 fi
+echo "== fuzz the file parsers"
+scripts/fuzz.sh "${SG_FUZZ_SECONDS:-30}"
 echo "== all tests passed"
