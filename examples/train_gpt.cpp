@@ -3,7 +3,7 @@
 // The training loop is deliberately flat, as in llm.c: every step is
 //   for each micro-batch: loss = model.loss(x, y); zero.backward(loss / accum, last micro-batch?);
 //   zero.clip_grad_norm(1.0); zero.step(lr); zero.zero_grad();
-// Under mpirun every rank trains its own micro-batches and ZeRO (--zero 0-3)
+// Under mpirun every rank trains its rows of each global batch and ZeRO (--zero 0-3)
 // averages the gradients and partitions the model states; alone, it is a
 // world of one.
 // Follow model.loss into nn/gpt.cpp, then autograd/functions.cpp, tensor/ops

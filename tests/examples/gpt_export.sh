@@ -2,6 +2,9 @@
 # train_gpt --export writes a GPT-2-style file that gpt_eval scores and
 # gpt_sample samples from, and that train_gpt --init-from starts from (on 2
 # ranks at ZeRO-3 when a launcher is given); a broken file is a clear error.
+# With SG_TORCH_PYTHON set (a python3 with torch), the file is also read and
+# scored by tools/check_gpt_export.py, GPT-2 as PyTorch tools compute it, and
+# must give gpt_eval's loss.
 #   gpt_export.sh path/to/bin [mpiexec]
 set -euo pipefail
 bin=$1
@@ -23,6 +26,13 @@ tokens=${BASH_REMATCH[2]}
 n=$(wc -c < "$work/text.txt")
 [ "$tokens" -eq $(( (n - 1) / 32 * 32 )) ] || { echo "tokens=$tokens for $n characters in windows of 32"; exit 1; }
 awk -v l="$loss" 'BEGIN { exit !(l > 0 && l < 3.9) }' || { echo "loss $loss: not below the uniform 4.17"; exit 1; }
+if [ -n "${SG_TORCH_PYTHON:-}" ]; then
+  theirs=$("$SG_TORCH_PYTHON" "$(dirname "$0")/../../tools/check_gpt_export.py" "$work/m.safetensors" "$work/text.txt" 32)
+  [[ "$theirs" =~ ^loss=([0-9.]+)\ tokens=$tokens$ ]] || { echo "PyTorch read: $theirs"; exit 1; }
+  awk -v a="$loss" -v b="${BASH_REMATCH[1]}" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4 * a) }' ||
+    { echo "gpt_eval says $loss, GPT-2 in PyTorch says ${BASH_REMATCH[1]}"; exit 1; }
+  echo "PyTorch reads the export and agrees: $theirs"
+fi
 
 "$bin/gpt_sample" --model "$work/m.safetensors" --prompt "ROMEO:" --tokens 40 > "$work/sample.txt"
 head -c 6 "$work/sample.txt" | grep -q "ROMEO:" || { cat "$work/sample.txt"; exit 1; }
