@@ -229,7 +229,13 @@ void prune_checkpoints(const std::string& root, int64_t keep) {
   for (const auto& entry : fs::directory_iterator(root, error)) {
     const std::string path = entry.path().string(), name = entry.path().filename().string();
     if (!entry.is_directory() || name.rfind("step-", 0) != 0 || kept.count(path)) continue;
-    if (path < newest) fs::remove_all(path);  // older complete ones, and saves that never finished
+    if (path >= newest) continue;
+    // Older complete ones, and saves that never finished. The index goes
+    // first: killed half-way through, what is left is an incomplete
+    // directory (skipped, and removed next time), never a checkpoint with
+    // missing files.
+    fs::remove(entry.path() / "index.json");
+    fs::remove_all(path);
   }
 }
 

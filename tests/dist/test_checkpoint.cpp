@@ -299,7 +299,8 @@ TEST(CheckpointFaults, ASaveKilledPartWayLeavesThePreviousCheckpoint) {
           trainer.zero.save_checkpoint(checkpoint_path(root, i));
           prune_checkpoints(root, 2);
         }
-      } catch (...) {
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "the saving child failed: %s\n", error.what());
       }
       ::_exit(1);
     }
