@@ -58,6 +58,14 @@ void Variable::set_data(const Tensor& data) {
   state_->data = data;
 }
 
+void Variable::retype(const Tensor& data) {
+  check_defined("retype()");
+  SG_CHECK(data.shape() == state_->data.shape() && is_floating(data.dtype()), "retype: ", data.str(),
+           " is not a floating tensor of the shape of ", state_->data.str());
+  state_->data = data;
+  state_->grad = Tensor();
+}
+
 const Tensor& Variable::grad() const {
   check_defined("grad()");
   return state_->grad;

@@ -79,6 +79,9 @@ class Variable {
   void replace_data(const Tensor& data);
   // Replaces the values in place of the same shape (an optimizer step, a load).
   void set_data(const Tensor& data);
+  // Mixed precision: the same parameter in another floating dtype (same
+  // global shape, any placement); its gradient, if any, is dropped.
+  void retype(const Tensor& data);
   const Tensor& grad() const;  // undefined until a backward pass reaches this leaf
   void set_grad(const Tensor& grad);
   void zero_grad();            // drops the gradient (the next accumulation starts fresh)

@@ -54,6 +54,22 @@ ShardGroup::ShardGroup(std::string name, std::vector<std::pair<std::string, Vari
   }
 }
 
+void ShardGroup::cast_parameters(DType dtype) {
+  SG_CHECK(!is_gathered() && !gather_in_flight(), "cast_parameters: shard group '", name_, "' is gathered");
+  if (dtype == dtype_) return;
+  dtype_ = dtype;
+  Tensor& held = is_sharded() ? flat_shard_ : flat_params_;
+  Tensor cast = Tensor::empty({held.numel()}, TensorOptions().dtype(dtype).category(MemoryCategory::parameter));
+  cast.copy_(held);
+  held = cast;
+  const Sharded& s = layout_.shard();
+  for (GroupParameter& p : params_) {
+    p.variable.retype(is_sharded() ? Tensor::empty_with(Layout::released(p.variable.shape(), s.rank, s.world),
+                                                         TensorOptions().dtype(dtype))
+                                   : flat_params_.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape()));
+  }
+}
+
 Tensor ShardGroup::my_slice(const Tensor& flat) const {
   const int64_t size = shard_size(), start = int64_t(layout_.shard().rank) * size;
   return flat.slice(0, start, start + size);
@@ -73,8 +89,8 @@ void ShardGroup::drop_flat_grads() {
   flat_grads_ = Tensor();
 }
 
-Tensor ShardGroup::pack_grads(MemoryCategory category) const {
-  Tensor flat = Tensor::zeros({padded()}, TensorOptions().category(category));
+Tensor ShardGroup::pack_grads(MemoryCategory category, DType dtype) const {
+  Tensor flat = Tensor::zeros({padded()}, TensorOptions().dtype(dtype).category(category));
   for (const GroupParameter& p : params_) {
     if (p.variable.grad().defined()) flat.slice(0, p.offset, p.offset + p.numel).copy_(p.variable.grad().reshape({p.numel}));
   }
@@ -97,7 +113,7 @@ void ShardGroup::gather(Communicator& comm) {
 void ShardGroup::begin_gather(Communicator& comm) {
   SG_CHECK(is_sharded(), "gather: shard group '", name_, "' is not sharded (ZeRO-3 only)");
   SG_CHECK(!gathered_.defined(), "begin_gather: shard group '", name_, "' is already gathered or being gathered");
-  gathered_ = Tensor::empty({padded()}, TensorOptions().category(MemoryCategory::communication));
+  gathered_ = Tensor::empty({padded()}, TensorOptions().dtype(dtype_).category(MemoryCategory::communication));
   gather_work_ = comm.all_gather(gathered_, flat_shard_);
 }
 
@@ -117,7 +133,8 @@ void ShardGroup::release() {
   }
   const Sharded& s = layout_.shard();
   for (GroupParameter& p : params_) {
-    p.variable.replace_data(Tensor::empty_with(Layout::released(p.variable.shape(), s.rank, s.world)));
+    p.variable.replace_data(
+        Tensor::empty_with(Layout::released(p.variable.shape(), s.rank, s.world), TensorOptions().dtype(dtype_)));
   }
   gathered_ = Tensor();
 }

@@ -68,9 +68,16 @@ class ShardGroup {
   Tensor& flat_grads() { return flat_grads_; }
   void drop_flat_grads();  // frees the buffer and every parameter's .grad
 
-  // Copies each parameter's current .grad into a fresh flat buffer (zeros
-  // where a parameter has none). For stages that let autograd allocate grads.
-  Tensor pack_grads(MemoryCategory category) const;
+  // Copies each parameter's current .grad into a fresh flat buffer of
+  // `dtype` (zeros where a parameter has none). For stages that let
+  // autograd allocate grads.
+  Tensor pack_grads(MemoryCategory category, DType dtype = DType::f32) const;
+
+  // Mixed precision: the parameters the model computes with (the whole
+  // buffer, or this rank's shard, and what gathers bring) become `dtype`;
+  // the f32 master copy is the optimizer's business.
+  void cast_parameters(DType dtype);
+  DType dtype() const { return dtype_; }
 
   // ---- ZeRO-3: parameters partitioned --------------------------------------
   // Keeps only this rank's slice of the flat parameters (flat_shard()) and
@@ -101,6 +108,7 @@ class ShardGroup {
   Tensor flat_params_, flat_grads_;
   Tensor flat_shard_, gathered_;  // ZeRO-3: this rank's slice; the gathered buffer while gathered
   WorkHandle gather_work_;        // a gather begun but not finished
+  DType dtype_ = DType::f32;      // of the parameters (f32, or bf16/f16 under mixed precision)
 };
 
 }  // namespace sg

@@ -74,7 +74,10 @@ void ZeroOptimizer::save_checkpoint(const std::string& dir, const std::string& t
   for (size_t g = 0; g < groups_.size(); ++g) {
     ShardGroup& group = groups_[g];
     const int64_t S = group.shard_size(), lo = rank * S;
-    Tensor values = options_.stage == 3 ? group.flat_shard() : group.my_slice(group.flat_params());
+    // The f32 values AdamW updates (the parameters themselves in f32
+    // training, the masters under mixed precision): whole at stage 0.
+    Tensor master = updated_[g].data();
+    Tensor values = options_.stage == 0 ? group.my_slice(master) : master;
     Tensor m = adam_->exp_avg(g, 0), v = adam_->exp_avg_sq(g, 0);
     if (options_.stage == 0) m = group.my_slice(m), v = group.my_slice(v);  // stage 0 holds them whole
     const Tensor sources[] = {values, m, v};
@@ -173,10 +176,12 @@ std::string ZeroOptimizer::load_checkpoint(const std::string& dir) {
   for (size_t g = 0; g < groups_.size(); ++g) {
     ShardGroup& group = groups_[g];
     const int64_t lo = rank * group.shard_size();
-    if (options_.stage == 3) {
-      fill(group, group.flat_shard(), lo, "");
-    } else {
+    Tensor master = updated_[g].data();  // whole at stage 0, this rank's slice otherwise
+    fill(group, master, options_.stage == 0 ? 0 : lo, "");
+    if (options_.stage == 1 || options_.stage == 2) {
       fill(group, group.flat_params(), 0, "");  // every rank holds the whole parameters
+    } else if (mixed()) {
+      (options_.stage == 0 ? group.flat_params() : group.flat_shard()).copy_(master);  // bf16/f16 from f32
     }
     const int64_t moments_first = options_.stage == 0 ? 0 : lo;  // stage 0 holds them whole
     fill(group, adam_->exp_avg(g, 0), moments_first, ".exp_avg");

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <map>
 
+#include "autograd/functions.h"
 #include "tensor/ops.h"
 
 namespace sg {
@@ -26,6 +27,11 @@ std::string unit_of(const std::string& name) {
 ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communicator& comm, ZeroOptions options)
     : comm_(comm), options_(options) {
   SG_CHECK(options.stage >= 0 && options.stage <= 3, "ZeRO stage ", options.stage, " does not exist: use 0, 1, 2 or 3");
+  SG_CHECK(options.dtype == DType::f32 || options.dtype == DType::bf16 || options.dtype == DType::f16,
+           "ZeroOptimizer: parameters train in f32, bf16 or f16, not ", dtype_name(options.dtype));
+  SG_CHECK(options.reduce_dtype == DType::f32 || options.reduce_dtype == options.dtype,
+           "ZeroOptimizer: gradients are reduced in f32 or in the parameters' dtype (", dtype_name(options.dtype), ")");
+  if (options.dtype == DType::f16) scaler_ = std::make_unique<LossScaler>(options.loss_scaling);
   // Groups in order of first appearance: one per (unit, decays).
   std::vector<std::string> keys;
   std::map<std::string, std::vector<std::pair<std::string, Variable>>> members;
@@ -61,6 +67,13 @@ ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communica
     Tensor target = options.stage == 0   ? group.flat_params()
                     : options.stage == 3 ? group.flat_shard()
                                          : group.my_slice(group.flat_params());
+    // Mixed precision: AdamW updates an f32 master copy of that (counted
+    // with the optimizer's states, as ZeRO's K = 12 bytes do), and the
+    // parameters the model reads become bf16/f16 copies of the masters.
+    if (mixed()) {
+      target = target.with_category(MemoryCategory::optimizer_state);
+      group.cast_parameters(options.dtype);
+    }
     updated_.emplace_back(target, /*requires_grad=*/true, key);
     adam_groups.push_back({{updated_.back()}, decays[key] ? options.weight_decay : 0.0});
   }
@@ -118,7 +131,21 @@ std::vector<std::pair<std::string, Tensor>> ZeroOptimizer::full_parameters() {
   NoGradGuard no_grad;
   release_all();
   std::vector<std::pair<std::string, Tensor>> values;
-  for (ShardGroup& group : groups_) {
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    ShardGroup& group = groups_[g];
+    if (mixed()) {
+      // The f32 masters: whole at stage 0, else every rank's slice gathered.
+      Tensor flat = updated_[g].data();
+      if (options_.stage > 0) {
+        Tensor mine = flat.with_category(MemoryCategory::communication);
+        flat = Tensor::empty({group.padded()}, TensorOptions().category(MemoryCategory::communication));
+        comm_.all_gather(flat, mine)->wait();
+      }
+      for (const GroupParameter& p : group.params()) {
+        values.emplace_back(p.name, flat.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape()).clone());
+      }
+      continue;
+    }
     if (group.is_sharded()) group.gather(comm_);
     for (const GroupParameter& p : group.params()) values.emplace_back(p.name, p.variable.data().clone());
     if (group.is_sharded()) group.release();
@@ -150,7 +177,11 @@ void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
   collecting_ = options_.stage >= 2 || last_micro_batch;
   for (size_t g = 0; g < groups_.size(); ++g) pending_[g] = int(groups_[g].params().size());
   if (schedule_) schedule_->next_phase();  // forward is over
-  loss.backward();
+  if (scaler_) {
+    scale(loss, scaler_->scale()).backward();  // fp16: gradients lifted clear of underflow
+  } else {
+    loss.backward();
+  }
   if (schedule_) schedule_->next_phase();
   if (collecting_) {
     // Without overlap every reduction starts now. A group none of whose
@@ -208,40 +239,64 @@ std::vector<Tensor> ZeroOptimizer::gradient_tensors() {
   return grads;
 }
 
+// The global norm of the averaged gradients: each rank sums the squares of
+// what it holds (padding is zero), one all-reduce of a single number adds
+// them up (stage 0 holds everything). Under fp16 the gradients carry the
+// loss scale: an inf/NaN norm is an overflow (every rank sees the same
+// norm, so every rank skips the step together), and the scale is divided
+// out together with the clipping, in one pass over the gradients.
 double ZeroOptimizer::clip_grad_norm(double max_norm) {
   NoGradGuard no_grad;
   double squares = 0.0;
   for (const Tensor& grad : gradient_tensors()) squares += squared_norm(grad).item();
   if (options_.stage > 0) {
-    // Each rank holds a different slice: the squares add up over ranks.
-    // (Padding is zero and adds nothing.)
     Tensor total = Tensor::full({1}, squares);
     comm_.all_reduce(total)->wait();
     squares = total.item();
   }
-  const double norm = std::sqrt(squares);
-  const double coefficient = max_norm / (norm + 1e-6);
-  if (max_norm > 0 && coefficient < 1.0) {
-    for (Tensor grad : gradient_tensors()) grad.copy_(scale(grad, coefficient));
+  const double loss_scale = scaler_ ? scaler_->scale() : 1.0;
+  const double norm = std::sqrt(squares) / loss_scale;
+  norm_measured_ = true;
+  overflow_ = !std::isfinite(norm);
+  if (overflow_) return norm;
+  const double clip = max_norm > 0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;
+  const double factor = clip / loss_scale;
+  if (factor != 1.0) {
+    for (Tensor grad : gradient_tensors()) grad.copy_(scale(grad, factor));
   }
   return norm;
 }
 
 void ZeroOptimizer::step(double lr) {
   NoGradGuard no_grad;
-  for (size_t g = 0; g < groups_.size(); ++g) {
-    Tensor grad = options_.stage == 0 ? groups_[g].flat_grads() : grad_shards_[g];
-    updated_[g].set_grad(grad);  // undefined when the group got no gradient: AdamW skips it
+  if (scaler_ && !norm_measured_) clip_grad_norm(0.0);  // fp16: unscale, and find overflows
+  const bool apply = scaler_ ? scaler_->update(overflow_) : true;
+  if (apply) {
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      Tensor grad = options_.stage == 0 ? groups_[g].flat_grads() : grad_shards_[g];
+      updated_[g].set_grad(grad);  // undefined when the group got no gradient: AdamW skips it
+    }
+    adam_->set_lr(lr);
+    adam_->step();
+    ++applied_steps_;
   }
-  adam_->set_lr(lr);
-  adam_->step();
-  if (options_.stage == 0) return;
   if (options_.stage == 3) {
     // Gathered copies are stale now (the slices were updated in place); this
     // step's reads become the next step's plan.
     for (size_t g : schedule_->end_step()) groups_[g].release();
-    return;
   }
+  if (!apply) return;  // an fp16 overflow: nothing changed
+  if (mixed()) {
+    // The model's bf16/f16 parameters from the updated f32 masters.
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      ShardGroup& group = groups_[g];
+      Tensor params = options_.stage == 0   ? group.flat_params()
+                      : options_.stage == 3 ? group.flat_shard()
+                                            : group.my_slice(group.flat_params());
+      params.copy_(updated_[g].data());
+    }
+  }
+  if (options_.stage == 0 || options_.stage == 3) return;
   // Every rank updated its slice; gather the slices so every rank holds the
   // whole updated parameters again (one all-gather per bucket, all in flight).
   std::vector<size_t> bucket;
@@ -259,6 +314,7 @@ void ZeroOptimizer::step(double lr) {
 }
 
 void ZeroOptimizer::zero_grad() {
+  norm_measured_ = overflow_ = false;
   for (size_t g = 0; g < groups_.size(); ++g) {
     groups_[g].drop_flat_grads();
     grad_shards_[g] = Tensor();

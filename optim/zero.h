@@ -44,6 +44,7 @@
 
 #include "dist/shard_group.h"
 #include "optim/gather_schedule.h"
+#include "optim/loss_scaler.h"
 #include "optim/optimizers.h"
 
 namespace sg {
@@ -67,6 +68,14 @@ struct ZeroOptions {
   bool overlap_comm = true;       // launch reductions during backward, as groups complete
   int64_t prefetch_bucket = 0;    // stage 3: elements prefetched ahead (at least one group)
   int64_t persistence_threshold = 0;  // stage 3: groups with fewer elements stay gathered for the step
+  // Mixed precision: the parameters the model computes with are `dtype`;
+  // AdamW keeps f32 masters and moments in each rank's shard. Gradients
+  // accumulate in f32 and are reduced in `reduce_dtype` (DeepSpeed's
+  // communication_data_type): f32 or `dtype`. f16 scales the loss
+  // (optim/loss_scaler.h) and skips steps whose gradients overflow.
+  DType dtype = DType::f32;
+  DType reduce_dtype = DType::f32;
+  LossScalerOptions loss_scaling = {};
 };
 
 class ZeroOptimizer {
@@ -85,6 +94,7 @@ class ZeroOptimizer {
 
   // Every parameter's full values, by name (stage 3 gathers each group in
   // turn; a collective, so every rank must call it). For checking and saving.
+  // Under mixed precision: the f32 masters.
   std::vector<std::pair<std::string, Tensor>> full_parameters();
 
   // Checkpoints (optim/checkpoint.cpp; a collective, every rank calls it):
@@ -95,6 +105,11 @@ class ZeroOptimizer {
   std::string load_checkpoint(const std::string& dir);
 
   int stage() const { return options_.stage; }
+  bool mixed() const { return options_.dtype != DType::f32; }
+  // fp16's loss scaler (null otherwise), and the steps actually applied
+  // (an fp16 step whose gradients overflowed is skipped).
+  const LossScaler* loss_scaler() const { return scaler_.get(); }
+  int64_t applied_steps() const { return applied_steps_; }
   // Stage 3: gathers served by a prefetch begun earlier (since construction).
   int64_t prefetched_gathers() const { return prefetched_gathers_; }
   const std::vector<ShardGroup>& groups() const { return groups_; }
@@ -121,12 +136,16 @@ class ZeroOptimizer {
   std::vector<std::function<void()>> after_wait_;
   bool collecting_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // hooks outlive us on the parameters
-  std::vector<Variable> updated_;       // what AdamW updates: whole flat groups (stage 0) or this rank's slices
+  std::vector<Variable> updated_;       // what AdamW updates: whole flat groups (stage 0) or this rank's
+                                        // slices; f32 masters under mixed precision
   std::vector<size_t> bucket_;          // groups whose reduction waits for the bucket to fill
   int64_t bucket_elements_ = 0;
   std::unique_ptr<GatherSchedule> schedule_;  // stage 3
   int64_t prefetched_gathers_ = 0;
   std::unique_ptr<AdamW> adam_;
+  std::unique_ptr<LossScaler> scaler_;  // f16 only
+  bool norm_measured_ = false, overflow_ = false;  // this step's gradients
+  int64_t applied_steps_ = 0;
 };
 
 }  // namespace sg

@@ -16,13 +16,16 @@
 namespace sg {
 namespace {
 
-Tensor comm_buffer(int64_t n) { return Tensor::empty({n}, TensorOptions().category(MemoryCategory::communication)); }
+Tensor comm_buffer(int64_t n, DType dtype) {
+  return Tensor::empty({n}, TensorOptions().dtype(dtype).category(MemoryCategory::communication));
+}
 
-// flats[i] is a padded flat buffer of world * slices[i] elements.
-Tensor pack_rank_major(const std::vector<Tensor>& flats, const std::vector<int64_t>& slices, int world) {
+// flats[i] is a padded flat buffer of world * slices[i] elements; the
+// packed copy is of `dtype` (the reduction's).
+Tensor pack_rank_major(const std::vector<Tensor>& flats, const std::vector<int64_t>& slices, int world, DType dtype) {
   int64_t row = 0;  // one rank's part of the packed buffer
   for (int64_t s : slices) row += s;
-  Tensor packed = comm_buffer(row * world);
+  Tensor packed = comm_buffer(row * world, dtype);
   for (int r = 0; r < world; ++r) {
     int64_t at = r * row;
     for (size_t i = 0; i < flats.size(); ++i) {
@@ -46,17 +49,20 @@ void unpack_rank_major(const Tensor& packed, std::vector<Tensor>& flats, const s
 
 }  // namespace
 
+// Gradients accumulate in f32; the collective runs in reduce_dtype (a
+// converted copy when that is bf16/f16), and the result lands in f32 again.
 void ZeroOptimizer::reduce_bucket(const std::vector<size_t>& bucket) {
   const int world = comm_.world_size();
+  const DType reduce = options_.reduce_dtype;
   if (options_.stage == 0) {
-    if (bucket.size() == 1) {
+    if (bucket.size() == 1 && reduce == DType::f32) {
       in_flight_.push_back(comm_.all_reduce(groups_[bucket[0]].flat_grads(), ReduceOp::average));
       return;
     }
     std::vector<Tensor> flats;
     int64_t total = 0;
     for (size_t g : bucket) flats.push_back(groups_[g].flat_grads()), total += flats.back().numel();
-    Tensor packed = comm_buffer(total);
+    Tensor packed = comm_buffer(total, reduce);
     int64_t at = 0;
     for (const Tensor& flat : flats) packed.slice(0, at, at + flat.numel()).copy_(flat), at += flat.numel();
     in_flight_.push_back(comm_.all_reduce(packed, ReduceOp::average));
@@ -66,7 +72,7 @@ void ZeroOptimizer::reduce_bucket(const std::vector<size_t>& bucket) {
     });
     return;
   }
-  if (options_.stage == 1 && bucket.size() == 1) {  // straight into the rank's gradient slice
+  if (options_.stage == 1 && bucket.size() == 1 && reduce == DType::f32) {  // straight into the rank's gradient slice
     ShardGroup& group = groups_[bucket[0]];
     in_flight_.push_back(comm_.reduce_scatter(grad_shards_[bucket[0]], group.flat_grads(), ReduceOp::average));
     return;
@@ -81,15 +87,15 @@ void ZeroOptimizer::reduce_bucket(const std::vector<size_t>& bucket) {
     if (options_.stage == 1) {
       full.push_back(group.flat_grads());
     } else {
-      full.push_back(group.pack_grads(MemoryCategory::communication));
+      full.push_back(group.pack_grads(MemoryCategory::communication, reduce));
       for (const GroupParameter& p : group.params()) Variable(p.variable).zero_grad();
     }
     shards.push_back(grad_shards_[g]);
     slices.push_back(group.shard_size());
     row += group.shard_size();
   }
-  Tensor input = bucket.size() == 1 ? full[0] : pack_rank_major(full, slices, world);
-  Tensor mine = comm_buffer(row);
+  Tensor input = bucket.size() == 1 && full[0].dtype() == reduce ? full[0] : pack_rank_major(full, slices, world, reduce);
+  Tensor mine = comm_buffer(row, reduce);
   in_flight_.push_back(comm_.reduce_scatter(mine, input, ReduceOp::average));
   const bool add = options_.stage >= 2;  // stages 2-3 accumulate over micro-batches
   after_wait_.push_back([mine, shards, slices, add]() mutable {
@@ -97,7 +103,7 @@ void ZeroOptimizer::reduce_bucket(const std::vector<size_t>& bucket) {
     for (size_t i = 0; i < shards.size(); ++i) {
       Tensor piece = mine.slice(0, at, at + slices[i]);
       if (add) {
-        axpy_(shards[i], 1.0, piece);
+        axpy_(shards[i], 1.0, piece.dtype() == DType::f32 ? piece : piece.to(DType::f32));
       } else {
         shards[i].copy_(piece);
       }
@@ -124,13 +130,14 @@ void ZeroOptimizer::gather_updated_slices(const std::vector<size_t>& bucket) {
     slices.push_back(groups_[g].shard_size());
     row += slices.back();
   }
-  Tensor mine = comm_buffer(row);
+  const DType dtype = groups_[bucket[0]].dtype();  // the parameters' (bf16/f16 under mixed precision)
+  Tensor mine = comm_buffer(row, dtype);
   int64_t at = 0;
   for (size_t i = 0; i < bucket.size(); ++i) {
     mine.slice(0, at, at + slices[i]).copy_(groups_[bucket[i]].my_slice(flats[i]));
     at += slices[i];
   }
-  Tensor packed = comm_buffer(row * comm_.world_size());
+  Tensor packed = comm_buffer(row * comm_.world_size(), dtype);
   in_flight_.push_back(comm_.all_gather(packed, mine));
   const int world = comm_.world_size();
   after_wait_.push_back([packed, flats, slices, world]() mutable { unpack_rank_major(packed, flats, slices, world); });

@@ -42,10 +42,12 @@ ZeroMemoryEstimate estimate_zero_memory(const GptConfig& cfg, int ranks, int sta
   }
   const int64_t P = e.padded_elements, slice = P / ranks;
   const bool mixed = dtype == DType::bf16;
-  const int64_t param_bytes = mixed ? 2 : 4, grad_bytes = mixed ? 2 : 4, optimizer_bytes = mixed ? 12 : 8;
+  // Mixed precision keeps gradients in f32 (they accumulate over micro-batches
+  // and ranks there); only the parameters the model reads are 2 bytes.
+  const int64_t param_bytes = mixed ? 2 : 4, grad_bytes = 4, optimizer_bytes = mixed ? 12 : 8;
   e.parameters = param_bytes * (stage == 3 ? slice : P);
   e.gradients = grad_bytes * (stage >= 2 ? slice : P);
-  if (stage == 1 && !mixed) e.gradients += 4 * slice;  // the reduce-scattered slice beside the full gradients
+  if (stage == 1) e.gradients += 4 * slice;  // the reduce-scattered slice beside the full gradients
   e.optimizer_states = optimizer_bytes * (stage >= 1 ? slice : P);
   // Stage 3 (optim/gather_schedule.h): during forward the token embedding
   // stays gathered (the tied head reads it again at the end), beside a

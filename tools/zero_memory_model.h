@@ -6,10 +6,10 @@
 //
 // Per-parameter bytes (P = padded elements, N = ranks):
 //   f32 (what shardgrad trains in):  parameters 4, gradients 4, AdamW moments 8
-//   bf16 mixed precision (K = 12):   parameters 2, gradients 2, fp32 master + moments 12
+//   bf16 mixed precision (K = 12):   parameters 2, gradients 4 (accumulated in f32), fp32 master + moments 12
 // split as the stage dictates:
 //   stage 0:  params P     grads P              optimizer P
-//   stage 1:  params P     grads P + P/N (f32)  optimizer P/N
+//   stage 1:  params P     grads P + P/N        optimizer P/N
 //   stage 2:  params P     grads P/N            optimizer P/N
 //   stage 3:  params P/N   grads P/N            optimizer P/N, plus gather buffers: the token
 //             embedding (kept through forward for the tied head), a block's two groups and one prefetched
