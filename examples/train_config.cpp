@@ -60,16 +60,27 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
     SG_FAIL(origin, " is not valid JSON: ", error.what());
   }
   const Reader r{origin};
-  auto precision = [&](const json& v, const std::string& path) {
-    r.fields(v, path, {{"enabled", [&](const json& e, const std::string& p) {
-                          SG_CHECK(!r.boolean(e, p), origin, ": '", p, "': 16-bit training is not available yet; ",
-                                   "shardgrad trains in f32 (set it to false or remove it)");
-                        }},
-                       {"loss_scale", [&](const json& e, const std::string& p) { r.number(e, p); }},
-                       {"initial_scale_power", [&](const json& e, const std::string& p) { r.integer(e, p); }},
-                       {"loss_scale_window", [&](const json& e, const std::string& p) { r.integer(e, p); }},
-                       {"hysteresis", [&](const json& e, const std::string& p) { r.integer(e, p); }},
-                       {"min_loss_scale", [&](const json& e, const std::string& p) { r.number(e, p); }}});
+  // "bf16": {"enabled": true} and "fp16": {"enabled": true, ...loss scaling...}.
+  auto enable = [&](const char* dtype) {
+    return [&, dtype](const json& e, const std::string& p) {
+      if (!r.boolean(e, p)) return;
+      SG_CHECK(f.dtype == "f32" || f.dtype == dtype, origin, ": '", p, "': bf16 and fp16 cannot both be enabled");
+      f.dtype = dtype;
+    };
+  };
+  auto bf16 = [&](const json& v, const std::string& path) { r.fields(v, path, {{"enabled", enable("bf16")}}); };
+  auto fp16 = [&](const json& v, const std::string& path) {
+    LossScalerOptions& o = f.loss_scaling;
+    r.fields(v, path, {{"enabled", enable("fp16")},
+                       {"loss_scale", [&](const json& e, const std::string& p) { o.static_scale = r.number(e, p); }},
+                       {"initial_scale_power",
+                        [&](const json& e, const std::string& p) { o.initial_scale_power = int(r.integer(e, p)); }},
+                       {"loss_scale_window",
+                        [&](const json& e, const std::string& p) { o.loss_scale_window = r.integer(e, p); }},
+                       {"hysteresis", [&](const json& e, const std::string& p) { o.hysteresis = int(r.integer(e, p)); }},
+                       {"consecutive_hysteresis",
+                        [&](const json& e, const std::string& p) { o.consecutive_hysteresis = r.boolean(e, p); }},
+                       {"min_loss_scale", [&](const json& e, const std::string& p) { o.min_loss_scale = r.number(e, p); }}});
   };
   // A count of elements (DeepSpeed writes them as 5e8 too).
   auto elements = [&](const json& v, const std::string& path) {
@@ -138,8 +149,14 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
          });
          if (cos_min_ratio >= 0) f.min_lr_ratio = cos_min_ratio;
        }},
-      {"bf16", precision},
-      {"fp16", precision},
+      {"bf16", bf16},
+      {"fp16", fp16},
+      {"communication_data_type", [&](const json& v, const std::string& p) {
+         const std::string type = r.text(v, p);
+         SG_CHECK(type == "fp32" || type == "bf16" || type == "fp16", origin, ": '", p, "' is ", type,
+                  "; use fp32, bf16 or fp16");
+         f.reduce_dtype = type == "fp32" ? "f32" : type;
+       }},
   });
 }
 

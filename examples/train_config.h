@@ -11,12 +11,15 @@
 //     "optimizer": {"type": "AdamW", "params": {"lr": 2e-3, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.1}},
 //     "scheduler": {"type": "WarmupCosineLR",
 //                   "params": {"total_num_steps": 2000, "warmup_num_steps": 100, "cos_min_ratio": 0.1}},
-//     "bf16": {"enabled": false}, "fp16": {"enabled": false}
+//     "bf16": {"enabled": false},             // --dtype bf16 (f32 masters and moments)
+//     "fp16": {"enabled": false, "initial_scale_power": 16, "loss_scale_window": 1000,
+//              "hysteresis": 2, "min_loss_scale": 1},
+//     "communication_data_type": "fp32"       // --reduce-dtype
 //   }
 //
 // Every key is checked: an unknown one is an error naming it (with its path),
 // as is a value of the wrong type. What shardgrad cannot do yet is an error
-// too (bf16/fp16 training, other optimizers), never silently ignored. The
+// too (other optimizers, an unknown dtype), never silently ignored. The
 // zero_optimization sizes count elements, as DeepSpeed's do; they default to
 // shardgrad's own unit, one shard group (a block's weights, or its biases and
 // norms) per collective, rather than DeepSpeed's 5e8 (optim/zero.h).

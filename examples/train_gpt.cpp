@@ -45,6 +45,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+DType dtype_of_flag(const std::string& name) {
+  return name == "bf16" ? DType::bf16 : name == "fp16" ? DType::f16 : DType::f32;
+}
+
 // SIGINT / SIGTERM: the step in progress finishes, a checkpoint is saved
 // (with --save), and train_gpt exits with 128 + the signal's number. A
 // second signal acts at once (the handler resets itself).
@@ -163,6 +167,7 @@ int run(const TrainFlags& flags) {
   } else if (init) {
     init->load_into(model);
   }
+  const DType dtype = dtype_of_flag(flags.dtype);
   ZeroOptimizer optimizer(std::move(parameters), comm,
                           {.stage = int(flags.zero),
                            .adam = {.lr = flags.lr, .beta1 = 0.9, .beta2 = flags.beta2, .eps = 1e-8},
@@ -172,7 +177,10 @@ int run(const TrainFlags& flags) {
                            .allgather_bucket = flags.allgather_bucket,
                            .overlap_comm = flags.overlap_comm,
                            .prefetch_bucket = flags.prefetch_bucket,
-                           .persistence_threshold = flags.persistence_threshold});
+                           .persistence_threshold = flags.persistence_threshold,
+                           .dtype = dtype,
+                           .reduce_dtype = flags.reduce_dtype.empty() ? dtype : dtype_of_flag(flags.reduce_dtype),
+                           .loss_scaling = flags.loss_scaling});
   WarmupCosine schedule{flags.lr, flags.min_lr, flags.warmup, flags.steps};
 
   // --resume: the model states from the checkpoint (whatever world size and
@@ -217,9 +225,11 @@ int run(const TrainFlags& flags) {
                 flags.data.c_str(), tokens.size(), tokenizer.name().c_str(), (long long)cfg.vocab_size,
                 (long long)cfg.n_layer, (long long)cfg.n_head, (long long)cfg.n_embd, (long long)cfg.block_size,
                 (long long)model.parameter_count());
-    std::printf("train_gpt: %lld steps of %d rank(s) x %lld x %lld x %lld tokens, ZeRO stage %lld, %d threads per rank\n",
+    std::printf("train_gpt: %lld steps of %d rank(s) x %lld x %lld x %lld tokens, ZeRO stage %lld, %s, %d threads "
+                "per rank\n",
                 (long long)flags.steps, W, (long long)flags.grad_accum, (long long)flags.batch, (long long)flags.ctx,
-                (long long)flags.zero, omp_get_max_threads());
+                (long long)flags.zero, flags.dtype == "f32" ? "f32" : (flags.dtype + " with f32 masters").c_str(),
+                omp_get_max_threads());
     std::fflush(stdout);
   }
 
@@ -268,6 +278,11 @@ int run(const TrainFlags& flags) {
       if (metrics.is_open()) {
         metrics << "{\"step\": " << step + 1 << ", \"loss\": " << loss << ", \"lr\": " << lr
                 << ", \"grad_norm\": " << norm << ", \"tokens_per_s\": " << tokens_per_s;
+        // fp16: the scale the step ran with after its update, and whether
+        // the step was applied (an overflow skips it).
+        if (const LossScaler* scaler = optimizer.loss_scaler()) {
+          metrics << ", \"loss_scale\": " << scaler->scale() << ", \"applied_steps\": " << optimizer.applied_steps();
+        }
         if (evaluate_now) metrics << ", \"val_loss\": " << val;
         metrics << ", \"comm_bytes_sent\": " << comm_bytes << ", \"peak_bytes\": " << peaks << "}\n";
         metrics.flush();

@@ -97,6 +97,7 @@ void ZeroOptimizer::save_checkpoint(const std::string& dir, const std::string& t
     index.world_size = world;
     index.zero_stage = options_.stage;
     index.optimizer_steps = adam_->steps_taken();
+    if (scaler_) index.has_loss_scaler = true, index.loss_scaler = scaler_->state();
     index.training = training_json;
     for (const ShardGroup& group : groups_) {
       const int64_t S = group.shard_size();
@@ -188,6 +189,9 @@ std::string ZeroOptimizer::load_checkpoint(const std::string& dir) {
     fill(group, adam_->exp_avg_sq(g, 0), moments_first, ".exp_avg_sq");
   }
   adam_->set_steps_taken(index.optimizer_steps);
+  // fp16: the scale continues where it was (a checkpoint of bf16 or f32
+  // training has none: the scaler starts afresh).
+  if (scaler_ && index.has_loss_scaler) scaler_->restore(index.loss_scaler);
   return index.training;
 }
 

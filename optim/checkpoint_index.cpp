@@ -3,6 +3,7 @@
 #include "optim/checkpoint_index.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "tensor/safetensors.h"
@@ -93,6 +94,11 @@ std::string CheckpointIndex::to_json() const {
                {"zero_stage", zero_stage},
                {"optimizer", {{"type", "AdamW"}, {"steps", optimizer_steps}}},
                {"tensors", tensors_json},
+               {"loss_scaler", has_loss_scaler ? json{{"scale", loss_scaler.scale},
+                                                      {"iteration", loss_scaler.iteration},
+                                                      {"last_overflow", loss_scaler.last_overflow},
+                                                      {"hysteresis_left", loss_scaler.hysteresis_left}}
+                                               : json(nullptr)},
                {"training", json::parse(training)}};
   return root.dump(1) + "\n";
 }
@@ -118,6 +124,22 @@ CheckpointIndex parse_checkpoint_index(std::string_view text, const std::string&
   SG_CHECK(tensors.is_object(), origin, ": corrupt checkpoint index: 'tensors' is not an object");
   for (auto it = tensors.begin(); it != tensors.end(); ++it) {
     index.tensors[it.key()] = parse_tensor(it.key(), it.value(), origin);
+  }
+  if (root.contains("loss_scaler") && !root["loss_scaler"].is_null()) {
+    const json& scaler = root["loss_scaler"];
+    const json& scale = field(scaler, "scale", "the loss scaler", origin);
+    SG_CHECK(scale.is_number() && scale.get<double>() > 0 && std::isfinite(scale.get<double>()), origin,
+             ": corrupt checkpoint index: the loss scale must be a positive number");
+    const json& last = field(scaler, "last_overflow", "the loss scaler", origin);
+    SG_CHECK(last.is_number_integer() && last.get<int64_t>() >= -1, origin,
+             ": corrupt checkpoint index: the loss scaler's last_overflow must be an integer >= -1");
+    index.has_loss_scaler = true;
+    index.loss_scaler.scale = scale.get<double>();
+    index.loss_scaler.iteration = count(field(scaler, "iteration", "the loss scaler", origin), "iteration", origin);
+    index.loss_scaler.last_overflow = last.get<int64_t>();
+    index.loss_scaler.hysteresis_left =
+        int(count(field(scaler, "hysteresis_left", "the loss scaler", origin), "hysteresis_left", origin, 1 << 20));
+    SG_CHECK(index.loss_scaler.hysteresis_left >= 1, origin, ": corrupt checkpoint index: hysteresis_left must be >= 1");
   }
   const json& training = field(root, "training", "the index", origin);
   SG_CHECK(training.is_object(), origin, ": corrupt checkpoint index: 'training' is not an object");

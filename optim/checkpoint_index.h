@@ -4,6 +4,7 @@
 //
 //   {"format": "shardgrad-checkpoint", "version": 1,
 //    "world_size": 2, "zero_stage": 3, "optimizer": {"type": "AdamW", "steps": 100},
+//    "loss_scaler": {"scale": 32768, "iteration": 100, "last_overflow": 61, "hysteresis_left": 2},  (fp16 only)
 //    "tensors": {
 //      "h.0.attn.c_attn.weight": {"dtype": "F32", "shape": [384, 128],
 //         "shards": [{"file": "rank-0-of-2.safetensors", "begin": 0, "end": 49152}, ...]},
@@ -24,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "optim/loss_scaler.h"
 #include "tensor/layout.h"
 
 namespace sg {
@@ -45,6 +47,8 @@ struct CheckpointIndex {
   int version = kVersion;
   int world_size = 1, zero_stage = 0;
   int64_t optimizer_steps = 0;
+  bool has_loss_scaler = false;  // fp16 training: the scaler's state
+  LossScaler::State loss_scaler;
   std::map<std::string, CheckpointTensor> tensors;
   std::string training = "{}";  // a JSON object, the caller's
 

@@ -49,6 +49,24 @@ TEST(TrainConfig, DeepSpeedKeysSetTheFlags) {
   EXPECT_EQ(f.min_lr_ratio, 0.1);
 }
 
+TEST(TrainConfig, MixedPrecisionKeys) {
+  TrainFlags f;
+  apply_train_config_text(R"({"fp16": {"enabled": true, "loss_scale": 0, "initial_scale_power": 12,
+                                       "loss_scale_window": 500, "hysteresis": 3, "min_loss_scale": 0.5,
+                                       "consecutive_hysteresis": true},
+                              "communication_data_type": "fp32"})", "test.json", f);
+  EXPECT_EQ(f.dtype, "fp16");
+  EXPECT_EQ(f.reduce_dtype, "f32");
+  EXPECT_EQ(f.loss_scaling.initial_scale_power, 12);
+  EXPECT_EQ(f.loss_scaling.loss_scale_window, 500);
+  EXPECT_EQ(f.loss_scaling.hysteresis, 3);
+  EXPECT_EQ(f.loss_scaling.min_loss_scale, 0.5);
+  EXPECT_TRUE(f.loss_scaling.consecutive_hysteresis);
+  TrainFlags g;
+  apply_train_config_text(R"({"bf16": {"enabled": true}})", "test.json", g);
+  EXPECT_EQ(g.dtype, "bf16");
+}
+
 TEST(TrainConfig, UnknownKeysAndWrongTypesNameTheirPath) {
   std::string e = error_of(R"({"zero_optimization": {"stgae": 2}})");
   EXPECT_NE(e.find("unknown key 'zero_optimization.stgae'"), std::string::npos) << e;
@@ -57,8 +75,10 @@ TEST(TrainConfig, UnknownKeysAndWrongTypesNameTheirPath) {
   EXPECT_NE(e.find("'train_micro_batch_size_per_gpu' must be an integer"), std::string::npos) << e;
   e = error_of(R"({"optimizer": {"type": "Lamb"}})");
   EXPECT_NE(e.find("supports AdamW"), std::string::npos) << e;
-  e = error_of(R"({"bf16": {"enabled": true}})");
-  EXPECT_NE(e.find("16-bit training is not available yet"), std::string::npos) << e;
+  e = error_of(R"({"bf16": {"enabled": true}, "fp16": {"enabled": true}})");
+  EXPECT_NE(e.find("bf16 and fp16 cannot both be enabled"), std::string::npos) << e;
+  e = error_of(R"({"communication_data_type": "int8"})");
+  EXPECT_NE(e.find("use fp32, bf16 or fp16"), std::string::npos) << e;
   e = error_of(R"({"zero_optimization": {"reduce_bucket_size": -1}})");
   EXPECT_NE(e.find("'zero_optimization.reduce_bucket_size' must be a whole number of elements"), std::string::npos) << e;
   e = error_of(R"({"train_batch_size": 8,)");
