@@ -62,7 +62,7 @@ Variable matmul(const Variable& a, const Variable& b) {
 //   dx = dy W   (.., in)      dW = dy'^T x'   (out, in)     db = sum over rows of dy
 Variable linear(const Variable& x, const Variable& weight, const Variable& bias) {
   Tensor y = sg::matmul(x.value(), weight.value().transpose(0, 1));
-  if (bias.defined()) y = sg::add_bias(y, bias.value());
+  if (bias.defined()) sg::add_bias_(y, bias.value());  // y is matmul's fresh output: add in place
   std::vector<Variable> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
   bool has_bias = bias.defined();

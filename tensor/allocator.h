@@ -48,6 +48,11 @@ struct MemoryStats {
 // A snapshot of the counters for one device.
 MemoryStats memory_stats(Device device);
 
+// Host memory freed by tensors and kept for reuse (not counted as live), and
+// a way to give it back to the C library (SG_CPU_CACHE=0 keeps nothing).
+int64_t host_cache_bytes();
+void empty_host_cache();
+
 // Sets every peak to the current live bytes and zeroes the allocation count,
 // so the next peak measures one phase (a training step, say).
 void reset_peak_memory(Device device);

@@ -39,6 +39,9 @@ Tensor gelu_backward(const Tensor& x, const Tensor& dout);    // dx
 // contiguous tensors are passed as transpose flags. (CUDA: bf16 via cuBLAS.)
 Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor add_bias(const Tensor& x, const Tensor& bias);  // x (..., C) + bias (C)
+// The same, in place, for a tensor nothing else holds yet (a fresh matmul
+// output in linear's forward): saves a copy of the activation.
+void add_bias_(Tensor& x, const Tensor& bias);
 Tensor bias_backward(const Tensor& dout);              // (..., C) -> dbias (C): column sums
 
 // ---- normalization ------------------------------------------------------------

@@ -166,6 +166,22 @@ Tensor add_bias(const Tensor& x, const Tensor& bias) {
   return out.to(x.dtype());
 }
 
+void add_bias_(Tensor& x, const Tensor& bias) {
+  check_inputs("add_bias_", {&x, &bias});
+  check_same_dtype("add_bias_", x, bias);
+  SG_CHECK(bias.dim() == 1 && x.dim() >= 1 && x.size(-1) == bias.size(0), "add_bias_: bias ", bias.str(),
+           " does not match the last dimension of ", x.str());
+  const DType compute = compute_dtype("add_bias_", x, CudaTypes::kNative16);
+  if (compute != x.dtype() || !x.is_contiguous() || x.is_sharded()) {
+    x = add_bias(x, bias);  // (bf16 on the CPU computes in f32: no saving to make)
+    return;
+  }
+  Tensor b = prepare(bias, compute);
+  int64_t cols = bias.size(0), rows = cols ? x.numel() / cols : 0;
+  if (x.device().is_cpu()) SG_ON_CPU(compute, cpu::bias_add_forward(x.data<T>(), b.data<T>(), rows, cols));
+  else SG_ON_CUDA(cuda::bias_add_forward(x.data_ptr(), b.data_ptr(), rows, cols, x.dtype(), cuda_stream(x.device())));
+}
+
 Tensor bias_backward(const Tensor& dout) {
   check_inputs("bias_backward", {&dout});
   check_float("bias_backward", dout);
