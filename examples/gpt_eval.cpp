@@ -9,23 +9,17 @@
 #include <string>
 
 #include "examples/evaluation.h"
+#include "examples/cli.h"
 #include "examples/gpt_file.h"
 
 namespace sg {
 namespace {
 
 int run(int argc, char** argv) {
-  std::map<std::string, std::string> args = {{"model", ""}, {"text", ""}, {"ctx", "0"}, {"tokenizer", ""}};
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::printf("usage: gpt_eval --model FILE.safetensors --text FILE [--ctx T] [--tokenizer char|byte]\n");
-      return 0;
-    }
-    SG_CHECK(flag.rfind("--", 0) == 0 && args.count(flag.substr(2)) && i + 1 < argc, "unexpected argument '", flag,
-             "' (see --help)");
-    args[flag.substr(2)] = argv[++i];
-  }
+  auto parsed = parse_args(argc, argv, {{"model", ""}, {"text", ""}, {"ctx", "0"}, {"tokenizer", ""}},
+                           "gpt_eval --model FILE.safetensors --text FILE [--ctx T] [--tokenizer char|byte]");
+  if (!parsed) return 0;
+  std::map<std::string, std::string>& args = *parsed;
   SG_CHECK(!args["model"].empty() && !args["text"].empty(), "gpt_eval needs --model and --text (see --help)");
   GptFile file(args["model"]);
   const std::string tokenizer = args["tokenizer"].empty() ? file.tokenizer().name() : args["tokenizer"];
@@ -50,10 +44,5 @@ int run(int argc, char** argv) {
 }  // namespace sg
 
 int main(int argc, char** argv) {
-  try {
-    return sg::run(argc, argv);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "gpt_eval: %s\n", error.what());
-    return 1;
-  }
+  return sg::run_main("gpt_eval", [&] { return sg::run(argc, argv); });
 }

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "examples/cli.h"
 #include "examples/gpt_file.h"
 #include "examples/sampling.h"
 
@@ -13,19 +14,11 @@ namespace sg {
 namespace {
 
 int run(int argc, char** argv) {
-  std::map<std::string, std::string> args = {{"model", ""},          {"prompt", "\n"}, {"tokens", "200"},
-                                             {"temperature", "0.8"}, {"top-k", "40"},  {"seed", "1337"}};
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::printf("usage: gpt_sample --model FILE.safetensors [--prompt TEXT] [--tokens N] [--temperature 0.8] "
-                  "[--top-k 40] [--seed 1337]\n");
-      return 0;
-    }
-    SG_CHECK(flag.rfind("--", 0) == 0 && args.count(flag.substr(2)) && i + 1 < argc, "unexpected argument '", flag,
-             "' (see --help)");
-    args[flag.substr(2)] = argv[++i];
-  }
+  auto parsed = parse_args(argc, argv, {{"model", ""},          {"prompt", "\n"}, {"tokens", "200"},
+                                             {"temperature", "0.8"}, {"top-k", "40"},  {"seed", "1337"}},
+                           "gpt_sample --model FILE.safetensors [--prompt TEXT] [--tokens N] [--temperature 0.8] [--top-k 40] [--seed 1337]");
+  if (!parsed) return 0;
+  std::map<std::string, std::string>& args = *parsed;
   SG_CHECK(!args["model"].empty(), "gpt_sample needs --model (see --help)");
   GptFile file(args["model"]);
   Gpt model(file.config());
@@ -42,10 +35,5 @@ int run(int argc, char** argv) {
 }  // namespace sg
 
 int main(int argc, char** argv) {
-  try {
-    return sg::run(argc, argv);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "gpt_sample: %s\n", error.what());
-    return 1;
-  }
+  return sg::run_main("gpt_sample", [&] { return sg::run(argc, argv); });
 }

@@ -1,0 +1,44 @@
+// The small command lines of gpt_eval and gpt_sample: "--name value" pairs
+// over a table of defaults, --help, and main()'s error handling (an error is
+// one line on stderr and exit status 1, never a crash).
+#pragma once
+
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "kernels/error.h"
+
+namespace sg {
+
+// The flags given, over `defaults` (which also lists the known ones);
+// nullopt after printing `usage` for --help.
+inline std::optional<std::map<std::string, std::string>> parse_args(int argc, char** argv,
+                                                                    std::map<std::string, std::string> defaults,
+                                                                    const char* usage) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::printf("usage: %s\n", usage);
+      return std::nullopt;
+    }
+    SG_CHECK(flag.rfind("--", 0) == 0 && defaults.count(flag.substr(2)) && i + 1 < argc, "unexpected argument '",
+             flag, "' (see --help)");
+    defaults[flag.substr(2)] = argv[++i];
+  }
+  return defaults;
+}
+
+inline int run_main(const char* program, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "%s: %s\n", program, error.what());
+    return 1;
+  }
+}
+
+}  // namespace sg
