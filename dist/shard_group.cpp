@@ -8,7 +8,10 @@ namespace sg {
 void ShardGroup::place(std::vector<std::pair<std::string, Variable>> params, int rank, int world, int64_t align) {
   SG_CHECK(!params.empty(), "shard group '", name_, "' has no parameters");
   int64_t offset = 0;
+  device_ = params.front().second.data().device();
   for (auto& [param_name, variable] : params) {
+    SG_CHECK(variable.data().device() == device_, "shard group '", name_, "': ", param_name, " is on ",
+             variable.data().device().str(), ", the group's other parameters on ", device_.str());
     SG_CHECK(variable.dtype() == DType::f32, "shard group '", name_, "': ", param_name, " must be f32, got ",
              variable.data().str());
     params_.push_back({param_name, variable, offset, variable.numel()});
@@ -26,7 +29,7 @@ ShardGroup ShardGroup::born_partitioned(std::string name, std::vector<std::pair<
   group.place(std::move(params), rank, world, align);
   // This rank's slice covers flat [start, start + S); each parameter fills its overlap.
   const int64_t size = group.shard_size(), start = int64_t(rank) * size;
-  group.flat_shard_ = Tensor::zeros({size}, TensorOptions().category(MemoryCategory::parameter));
+  group.flat_shard_ = Tensor::zeros({size}, group.options(MemoryCategory::parameter));
   for (size_t i = 0; i < group.params_.size(); ++i) {
     const GroupParameter& p = group.params_[i];
     const int64_t begin = std::max(p.offset, start), end = std::min(p.offset + p.numel, start + size);
@@ -46,7 +49,7 @@ ShardGroup::ShardGroup(std::string name, std::vector<std::pair<std::string, Vari
              variable.data().str(), " (a parameter born partitioned needs ZeRO stage 3)");
   }
   place(std::move(params), rank, world, align);
-  flat_params_ = Tensor::zeros({padded()}, TensorOptions().category(MemoryCategory::parameter));
+  flat_params_ = Tensor::zeros({padded()}, options(MemoryCategory::parameter));
   for (GroupParameter& p : params_) {
     Tensor view = flat_params_.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape());
     view.copy_(p.variable.data());
@@ -59,13 +62,13 @@ void ShardGroup::cast_parameters(DType dtype) {
   if (dtype == dtype_) return;
   dtype_ = dtype;
   Tensor& held = is_sharded() ? flat_shard_ : flat_params_;
-  Tensor cast = Tensor::empty({held.numel()}, TensorOptions().dtype(dtype).category(MemoryCategory::parameter));
+  Tensor cast = Tensor::empty({held.numel()}, options(MemoryCategory::parameter, dtype));
   cast.copy_(held);
   held = cast;
   const Sharded& s = layout_.shard();
   for (GroupParameter& p : params_) {
     p.variable.retype(is_sharded() ? Tensor::empty_with(Layout::released(p.variable.shape(), s.rank, s.world),
-                                                         TensorOptions().dtype(dtype))
+                                                         options(MemoryCategory::parameter, dtype))
                                    : flat_params_.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape()));
   }
 }
@@ -76,7 +79,7 @@ Tensor ShardGroup::my_slice(const Tensor& flat) const {
 }
 
 Tensor& ShardGroup::attach_flat_grads() {
-  flat_grads_ = Tensor::zeros({padded()}, TensorOptions().category(MemoryCategory::gradient));
+  flat_grads_ = Tensor::zeros({padded()}, options(MemoryCategory::gradient));
   for (GroupParameter& p : params_) {
     if (!p.variable.requires_grad()) continue;
     p.variable.set_grad(flat_grads_.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape()));
@@ -90,7 +93,7 @@ void ShardGroup::drop_flat_grads() {
 }
 
 Tensor ShardGroup::pack_grads(MemoryCategory category, DType dtype) const {
-  Tensor flat = Tensor::zeros({padded()}, TensorOptions().dtype(dtype).category(category));
+  Tensor flat = Tensor::zeros({padded()}, options(category, dtype));
   for (const GroupParameter& p : params_) {
     if (p.variable.grad().defined()) flat.slice(0, p.offset, p.offset + p.numel).copy_(p.variable.grad().reshape({p.numel}));
   }
@@ -113,7 +116,7 @@ void ShardGroup::gather(Communicator& comm) {
 void ShardGroup::begin_gather(Communicator& comm) {
   SG_CHECK(is_sharded(), "gather: shard group '", name_, "' is not sharded (ZeRO-3 only)");
   SG_CHECK(!gathered_.defined(), "begin_gather: shard group '", name_, "' is already gathered or being gathered");
-  gathered_ = Tensor::empty({padded()}, TensorOptions().dtype(dtype_).category(MemoryCategory::communication));
+  gathered_ = Tensor::empty({padded()}, options(MemoryCategory::communication, dtype_));
   gather_work_ = comm.all_gather(gathered_, flat_shard_);
 }
 
@@ -134,7 +137,8 @@ void ShardGroup::release() {
   const Sharded& s = layout_.shard();
   for (GroupParameter& p : params_) {
     p.variable.replace_data(
-        Tensor::empty_with(Layout::released(p.variable.shape(), s.rank, s.world), TensorOptions().dtype(dtype_)));
+        Tensor::empty_with(Layout::released(p.variable.shape(), s.rank, s.world),
+                           options(MemoryCategory::parameter, dtype_)));
   }
   gathered_ = Tensor();
 }

@@ -78,6 +78,11 @@ class ShardGroup {
   // the f32 master copy is the optimizer's business.
   void cast_parameters(DType dtype);
   DType dtype() const { return dtype_; }
+  Device device() const { return device_; }  // every buffer of the group lives there
+  // Options for a buffer of the group: its device, `category`, `dtype`.
+  TensorOptions options(MemoryCategory category, DType dtype = DType::f32) const {
+    return TensorOptions().dtype(dtype).device(device_).category(category);
+  }
 
   // ---- ZeRO-3: parameters partitioned --------------------------------------
   // Keeps only this rank's slice of the flat parameters (flat_shard()) and
@@ -109,6 +114,7 @@ class ShardGroup {
   Tensor flat_shard_, gathered_;  // ZeRO-3: this rank's slice; the gathered buffer while gathered
   WorkHandle gather_work_;        // a gather begun but not finished
   DType dtype_ = DType::f32;      // of the parameters (f32, or bf16/f16 under mixed precision)
+  Device device_ = Device::cpu();
 };
 
 }  // namespace sg

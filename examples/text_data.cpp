@@ -107,8 +107,14 @@ std::string read_text_file(const std::string& path) {
 }
 
 WindowLoader::WindowLoader(std::vector<int32_t> tokens, int64_t batch, int64_t context, uint64_t seed, int rank,
-                           int ranks)
-    : tokens_(std::move(tokens)), batch_(batch), context_(context), seed_(seed), rank_(rank), ranks_(ranks) {
+                           int ranks, Device device)
+    : tokens_(std::move(tokens)),
+      batch_(batch),
+      context_(context),
+      seed_(seed),
+      rank_(rank),
+      ranks_(ranks),
+      device_(device) {
   SG_CHECK(batch > 0 && context > 0, "loader: batch and context must be positive");
   SG_CHECK(ranks >= 1 && rank >= 0 && rank < ranks, "loader: rank ", rank, " of ", ranks, " does not exist");
   SG_CHECK(int64_t(tokens_.size()) > context, "loader: ", tokens_.size(), " tokens cannot fill a window of ",
@@ -128,7 +134,7 @@ WindowLoader::Batch WindowLoader::next() {
     std::copy_n(tokens_.begin() + start + 1, context_, y.begin() + b * context_);
   }
   drawn_ += batch_ * ranks_;
-  return {Tensor::from_vector(x, {batch_, context_}), Tensor::from_vector(y, {batch_, context_})};
+  return {Tensor::from_vector(x, {batch_, context_}).to(device_), Tensor::from_vector(y, {batch_, context_}).to(device_)};
 }
 
 }  // namespace sg

@@ -53,8 +53,9 @@ std::string read_text_file(const std::string& path);  // clear error when missin
 // checkpoint can resume on another world size and continue the same run.
 class WindowLoader {
  public:
+  // Batches are delivered on `device`.
   WindowLoader(std::vector<int32_t> tokens, int64_t batch, int64_t context, uint64_t seed, int rank = 0,
-               int ranks = 1);
+               int ranks = 1, Device device = Device::cpu());
 
   struct Batch {
     Tensor x;  // (B, T) i32 inputs
@@ -70,6 +71,7 @@ class WindowLoader {
   int64_t batch_, context_;
   uint64_t seed_;
   int rank_, ranks_;
+  Device device_;
   int64_t drawn_ = 0;
 };
 

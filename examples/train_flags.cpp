@@ -76,6 +76,7 @@ std::vector<Flag> flag_table(TrainFlags& f) {
       number("clip", "global gradient-norm clip (0: off)", f.clip),
       integer("seed", "initialization, data order and sampling", f.seed),
       integer("zero", "ZeRO stage 0-3 (data-parallel ranks under mpirun)", f.zero),
+      text("device", "cpu or cuda (each rank uses GPU local-rank % GPUs)", f.device),
       text("dtype", "f32, bf16 or fp16 (mixed precision: f32 master weights and moments)", f.dtype),
       text("reduce-dtype", "reduce gradients in f32, bf16 or fp16 (default: as --dtype)", f.reduce_dtype),
       integer("eval-every", "validate every N steps (and always at the last)", f.eval_every),
@@ -116,6 +117,7 @@ void check_ranges(const TrainFlags& f) {
   SG_CHECK(f.zero >= 0 && f.zero <= 3, "--zero ", f.zero, ": ZeRO stages are 0, 1, 2 and 3");
   SG_CHECK(f.save_every >= 0 && f.keep >= 1, "--save-every must be >= 0 and --keep >= 1");
   SG_CHECK(f.dtype == "f32" || f.dtype == "bf16" || f.dtype == "fp16", "--dtype ", f.dtype, ": use f32, bf16 or fp16");
+  SG_CHECK(f.device == "cpu" || f.device == "cuda", "--device ", f.device, ": use cpu or cuda");
   SG_CHECK(f.reduce_dtype.empty() || f.reduce_dtype == "f32" || f.reduce_dtype == f.dtype, "--reduce-dtype ",
            f.reduce_dtype, ": gradients are reduced in f32 or in --dtype (", f.dtype, ")");
   SG_CHECK(f.save_every == 0 || !f.save.empty(), "--save-every needs --save DIR (where to write the checkpoints)");

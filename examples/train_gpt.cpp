@@ -89,8 +89,8 @@ double evaluate(const Gpt& model, WindowLoader& loader, int64_t batches) {
 
 // Each rank's peak bytes per category since the last reset, as JSON:
 // [{"parameter": .., "gradient": .., ...}, ...] in rank order.
-std::string peak_bytes_json(Communicator& comm) {
-  MemoryStats stats = memory_stats(Device::cpu());
+std::string peak_bytes_json(Communicator& comm, Device device) {
+  MemoryStats stats = memory_stats(device);
   std::vector<int64_t> mine;
   for (const ByteCounter& counter : stats.categories) mine.push_back(counter.peak);
   const int64_t n = int64_t(mine.size());
@@ -114,6 +114,10 @@ int run(const TrainFlags& flags) {
   if (flags.threads > 0) omp_set_num_threads(flags.threads);  // after world(), which shares the node's cores
   const bool lead = comm.rank() == 0;  // rank 0 prints, writes metrics and samples
   const int W = comm.world_size();
+  // --device cuda: every tensor of the step lives on this rank's GPU.
+  SG_CHECK(flags.device == "cpu" || cuda_available(), "--device cuda: no GPU is visible to this build of shardgrad ",
+           "(built without CUDA, or no device found); use --device cpu");
+  const Device device = flags.device == "cuda" ? Device::cuda(local_rank() % cuda_device_count()) : Device::cpu();
   SG_CHECK(flags.train_batch_size == 0 || flags.train_batch_size == flags.batch * flags.grad_accum * W,
            "train_batch_size ", flags.train_batch_size, " in the config is not train_micro_batch_size_per_gpu (",
            flags.batch, ") x gradient_accumulation_steps (", flags.grad_accum, ") x ranks (", W, ") = ",
@@ -130,9 +134,9 @@ int run(const TrainFlags& flags) {
   // number of ranks); all ranks validate on the same windows.
   const size_t split = tokens.size() * 9 / 10;
   WindowLoader train_loader(std::vector<int32_t>(tokens.begin(), tokens.begin() + long(split)), flags.batch, flags.ctx,
-                            uint64_t(flags.seed), comm.rank(), W);
+                            uint64_t(flags.seed), comm.rank(), W, device);
   WindowLoader val_loader(std::vector<int32_t>(tokens.begin() + long(split), tokens.end()), flags.batch, flags.ctx,
-                          uint64_t(flags.seed) + 1);
+                          uint64_t(flags.seed) + 1, 0, 1, device);
 
   GptConfig cfg;
   cfg.vocab_size = tokenizer.vocab_size();
@@ -150,7 +154,9 @@ int run(const TrainFlags& flags) {
   // placeholders here, and each rank creates and initializes only its slices.
   std::optional<DeferredParameters> deferred;
   if (flags.zero == 3) deferred.emplace();
+  std::optional<ParametersOn> on_device(std::in_place, device);
   Gpt model(cfg);
+  on_device.reset();
   deferred.reset();
 
   // Weight decay only on the matrices of linear maps (ParamInit::decays).
@@ -239,7 +245,7 @@ int run(const TrainFlags& flags) {
   double last_val = NAN;
   for (int64_t step = first_step; step < flags.steps; ++step) {
     const Clock::time_point step_start = Clock::now();
-    reset_peak_memory(Device::cpu());
+    reset_peak_memory(device);
     comm.reset_stats();
     const double lr = schedule.lr(step);
     double loss = 0.0;
@@ -270,7 +276,7 @@ int run(const TrainFlags& flags) {
     const bool evaluate_now = last || (flags.eval_every > 0 && (step + 1) % flags.eval_every == 0);
     double val = NAN;
     if (evaluate_now) last_val = val = evaluate(model, val_loader, flags.eval_batches);
-    const std::string peaks = metrics.is_open() || W > 1 ? peak_bytes_json(comm) : "";
+    const std::string peaks = metrics.is_open() || W > 1 ? peak_bytes_json(comm, device) : "";
     if (!flags.save.empty() && (last || stop || (flags.save_every > 0 && (step + 1) % flags.save_every == 0))) {
       save_checkpoint(step + 1);
     }

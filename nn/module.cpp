@@ -10,6 +10,7 @@ namespace sg {
 namespace {
 
 thread_local bool g_deferred_parameters = false;
+thread_local Device g_parameter_device = Device::cpu();
 
 // Depth-first walk: fn(full_name, parameter) for each parameter, each Variable once.
 void walk(const ModuleState& state, const std::string& prefix, std::unordered_set<const VariableState*>& seen,
@@ -25,6 +26,10 @@ void walk(const ModuleState& state, const std::string& prefix, std::unordered_se
 DeferredParameters::DeferredParameters() : previous_(g_deferred_parameters) { g_deferred_parameters = true; }
 DeferredParameters::~DeferredParameters() { g_deferred_parameters = previous_; }
 bool DeferredParameters::active() { return g_deferred_parameters; }
+
+ParametersOn::ParametersOn(Device device) : previous_(g_parameter_device) { g_parameter_device = device; }
+ParametersOn::~ParametersOn() { g_parameter_device = previous_; }
+Device ParametersOn::current() { return g_parameter_device; }
 
 void initialize_values(const ParamInit& init, uint64_t seed, const std::string& name, Tensor& values,
                        int64_t first_index) {
@@ -83,8 +88,9 @@ std::string Module::describe() const {
 
 Variable Module::param(const std::string& name, const Shape& shape, ParamInit init) {
   check_new_name(name);
-  Tensor values = DeferredParameters::active() ? Tensor::empty_with(Layout::released(shape, 0, 1))
-                                               : Tensor::zeros(shape, TensorOptions().category(MemoryCategory::parameter));
+  const TensorOptions options = TensorOptions().device(ParametersOn::current()).category(MemoryCategory::parameter);
+  Tensor values = DeferredParameters::active() ? Tensor::empty_with(Layout::released(shape, 0, 1), options)
+                                               : Tensor::zeros(shape, options);
   Variable variable(values, /*requires_grad=*/true, name);
   state_->parameters.push_back({name, variable, init});
   return variable;

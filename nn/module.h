@@ -70,6 +70,21 @@ class DeferredParameters {
   bool previous_;
 };
 
+// While one is alive, Module::param() creates parameters on `device` (the
+// CPU otherwise), where initialize() then fills them:
+//   ParametersOn on(Device::cuda(0));  Gpt model(cfg);
+class ParametersOn {
+ public:
+  explicit ParametersOn(Device device);
+  ~ParametersOn();
+  ParametersOn(const ParametersOn&) = delete;
+  ParametersOn& operator=(const ParametersOn&) = delete;
+  static Device current();
+
+ private:
+  Device previous_;
+};
+
 struct ModuleState {
   std::vector<NamedParameter> parameters;  // this module's own, in registration order
   std::vector<std::pair<std::string, std::shared_ptr<ModuleState>>> children;

@@ -138,7 +138,7 @@ std::vector<std::pair<std::string, Tensor>> ZeroOptimizer::full_parameters() {
       Tensor flat = updated_[g].data();
       if (options_.stage > 0) {
         Tensor mine = flat.with_category(MemoryCategory::communication);
-        flat = Tensor::empty({group.padded()}, TensorOptions().category(MemoryCategory::communication));
+        flat = Tensor::empty({group.padded()}, group.options(MemoryCategory::communication));
         comm_.all_gather(flat, mine)->wait();
       }
       for (const GroupParameter& p : group.params()) {
@@ -208,7 +208,7 @@ void ZeroOptimizer::on_gradient_ready(size_t g) {
 // once it holds reduce_bucket elements (at once when that is 0).
 void ZeroOptimizer::launch_reduction(size_t g) {
   if (options_.stage >= 1 && !grad_shards_[g].defined()) {
-    grad_shards_[g] = Tensor::zeros({groups_[g].shard_size()}, TensorOptions().category(MemoryCategory::gradient));
+    grad_shards_[g] = Tensor::zeros({groups_[g].shard_size()}, groups_[g].options(MemoryCategory::gradient));
   }
   bucket_.push_back(g);
   bucket_elements_ += groups_[g].padded();

@@ -16,8 +16,8 @@
 namespace sg {
 namespace {
 
-Tensor comm_buffer(int64_t n, DType dtype) {
-  return Tensor::empty({n}, TensorOptions().dtype(dtype).category(MemoryCategory::communication));
+Tensor comm_buffer(int64_t n, DType dtype, Device device) {
+  return Tensor::empty({n}, TensorOptions().dtype(dtype).device(device).category(MemoryCategory::communication));
 }
 
 // flats[i] is a padded flat buffer of world * slices[i] elements; the
@@ -25,7 +25,7 @@ Tensor comm_buffer(int64_t n, DType dtype) {
 Tensor pack_rank_major(const std::vector<Tensor>& flats, const std::vector<int64_t>& slices, int world, DType dtype) {
   int64_t row = 0;  // one rank's part of the packed buffer
   for (int64_t s : slices) row += s;
-  Tensor packed = comm_buffer(row * world, dtype);
+  Tensor packed = comm_buffer(row * world, dtype, flats.front().device());
   for (int r = 0; r < world; ++r) {
     int64_t at = r * row;
     for (size_t i = 0; i < flats.size(); ++i) {
@@ -62,7 +62,7 @@ void ZeroOptimizer::reduce_bucket(const std::vector<size_t>& bucket) {
     std::vector<Tensor> flats;
     int64_t total = 0;
     for (size_t g : bucket) flats.push_back(groups_[g].flat_grads()), total += flats.back().numel();
-    Tensor packed = comm_buffer(total, reduce);
+    Tensor packed = comm_buffer(total, reduce, flats.front().device());
     int64_t at = 0;
     for (const Tensor& flat : flats) packed.slice(0, at, at + flat.numel()).copy_(flat), at += flat.numel();
     in_flight_.push_back(comm_.all_reduce(packed, ReduceOp::average));
@@ -95,7 +95,7 @@ void ZeroOptimizer::reduce_bucket(const std::vector<size_t>& bucket) {
     row += group.shard_size();
   }
   Tensor input = bucket.size() == 1 && full[0].dtype() == reduce ? full[0] : pack_rank_major(full, slices, world, reduce);
-  Tensor mine = comm_buffer(row, reduce);
+  Tensor mine = comm_buffer(row, reduce, groups_[bucket[0]].device());
   in_flight_.push_back(comm_.reduce_scatter(mine, input, ReduceOp::average));
   const bool add = options_.stage >= 2;  // stages 2-3 accumulate over micro-batches
   after_wait_.push_back([mine, shards, slices, add]() mutable {
@@ -131,13 +131,13 @@ void ZeroOptimizer::gather_updated_slices(const std::vector<size_t>& bucket) {
     row += slices.back();
   }
   const DType dtype = groups_[bucket[0]].dtype();  // the parameters' (bf16/f16 under mixed precision)
-  Tensor mine = comm_buffer(row, dtype);
+  Tensor mine = comm_buffer(row, dtype, groups_[bucket[0]].device());
   int64_t at = 0;
   for (size_t i = 0; i < bucket.size(); ++i) {
     mine.slice(0, at, at + slices[i]).copy_(groups_[bucket[i]].my_slice(flats[i]));
     at += slices[i];
   }
-  Tensor packed = comm_buffer(row * comm_.world_size(), dtype);
+  Tensor packed = comm_buffer(row * comm_.world_size(), dtype, groups_[bucket[0]].device());
   in_flight_.push_back(comm_.all_gather(packed, mine));
   const int world = comm_.world_size();
   after_wait_.push_back([packed, flats, slices, world]() mutable { unpack_rank_major(packed, flats, slices, world); });

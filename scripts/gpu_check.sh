@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: builds shardgrad with CUDA on a machine with a GPU, runs every
-# CUDA test (each CUDA kernel against its CPU twin, transfers, RNG bits) and
-# the GEMM timing, and prints a short table last.
+# CUDA test (each CUDA kernel against its CPU twin, transfers, RNG bits), a
+# short train_gpt run on the GPU beside the CPU (f32 and bf16), and the GEMM
+# timing, and prints a short table last.
 #
 # The GPU machines we borrow have nvcc, CMake and g++ but no Debian packages
 # and no network, so the two header/static-library dependencies they lack
@@ -55,6 +56,14 @@ for suite in $suites; do
   build-gpu/bin/$suite > "$logs/$suite.log" 2>&1 || status=1
 done
 build-gpu/bin/bench_gemm --repeat 10 > "$logs/bench_gemm.log" 2>&1 || status=1
+# train_gpt on the GPU beside the CPU: 20 steps of a small model, the same
+# seed and windows; f32 should agree closely, bf16 should follow.
+small=(--layers 2 --heads 2 --embd 64 --ctx 64 --batch 8 --steps 20 --warmup 2 --eval-every 0 --sample 0 --out "$logs/run")
+for run in "cpu f32" "cuda f32" "cuda bf16"; do
+  set -- $run
+  build-gpu/bin/train_gpt "${small[@]}" --device "$1" --dtype "$2" --metrics "$logs/train_$1_$2.jsonl" \
+    > "$logs/train_$1_$2.log" 2>&1 || { status=1; tail -5 "$logs/train_$1_$2.log"; }
+done
 build-gpu/bin/bench_collectives --device cuda --iters 10 > "$logs/bench_collectives.log" 2>&1 || status=1
 
 echo
@@ -65,6 +74,14 @@ cat "$logs/test_cuda.log" "$logs/test_nccl.log" 2>/dev/null | grep -E '^\[ +(OK|
   sed -E 's/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 | \1 |/' | sort -u
 for suite in $suites; do
   echo "$suite: $(grep -E '^\[  (PASSED|FAILED) ' "$logs/$suite.log" | tr '\n' ' ')"
+done
+echo
+echo "## train_gpt, 20 steps of a small model: loss at steps 1, 5, 10, 20"
+echo "| run | 1 | 5 | 10 | 20 |"
+echo "|---|---|---|---|---|"
+for run in cpu_f32 cuda_f32 cuda_bf16; do
+  [ -s "$logs/train_$run.jsonl" ] || { echo "| $run | failed | | | |"; continue; }
+  echo "| $run | $(sed -n '1p;5p;10p;20p' "$logs/train_$run.jsonl" | sed -E 's/.*"loss": ([0-9.e+-]+).*/\1/' | tr '\n' '|' | sed 's/|$//; s/|/ | /g') |"
 done
 echo
 echo "## GEMM (build/bin/bench_gemm)"
