@@ -36,12 +36,10 @@ def shardgrad(binary, cfg, threads, warmup, steps):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def pytorch(cfg, threads, warmup, steps):
+def make_gpt(L, NH, C, T, V):
+    """GPT-2 as shardgrad builds it: learned positions, pre-LayerNorm, tanh GELU, tied head."""
     import torch
     import torch.nn.functional as F
-
-    torch.set_num_threads(threads)
-    L, NH, C, T, B, V = cfg
 
     class Block(torch.nn.Module):
         def __init__(self):
@@ -56,7 +54,7 @@ def pytorch(cfg, threads, warmup, steps):
             heads = lambda z: z.view(b, t, NH, C // NH).transpose(1, 2)
             q, k, v = heads(q), heads(k), heads(v)
             s = (q @ k.transpose(-2, -1)) / math.sqrt(C // NH)
-            s = s.masked_fill(~torch.tril(torch.ones(t, t, dtype=torch.bool)), float("-inf"))
+            s = s.masked_fill(~torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device)), float("-inf"))
             y = (F.softmax(s, dim=-1) @ v).transpose(1, 2).contiguous().view(b, t, C)
             x = x + self.attn_proj(y)
             return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
@@ -69,17 +67,31 @@ def pytorch(cfg, threads, warmup, steps):
             self.ln_f = torch.nn.LayerNorm(C)
 
         def forward(self, idx, targets):
-            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
             for block in self.h:
                 x = block(x)
             logits = self.ln_f(x) @ self.wte.weight.T
-            return F.cross_entropy(logits.view(-1, V), targets.view(-1))
+            return F.cross_entropy(logits.view(-1, V).float(), targets.view(-1))
 
-    model = Gpt()
+    return Gpt()
+
+
+def adamw_for(model):
+    import torch
+
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "wte" not in n and "wpe" not in n]
     other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "wte" not in n and "wpe" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
-                            lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
+                             lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
+
+
+def pytorch(cfg, threads, warmup, steps):
+    import torch
+
+    torch.set_num_threads(threads)
+    L, NH, C, T, B, V = cfg
+    model = make_gpt(L, NH, C, T, V)
+    opt = adamw_for(model)
     times = []
     for step in range(warmup + steps):
         x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))

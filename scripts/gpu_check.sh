@@ -65,6 +65,9 @@ for run in "cpu f32" "cuda f32" "cuda bf16"; do
     > "$logs/train_$1_$2.log" 2>&1 || { status=1; tail -5 "$logs/train_$1_$2.log"; }
 done
 build-gpu/bin/bench_collectives --device cuda --iters 10 > "$logs/bench_collectives.log" 2>&1 || status=1
+# GPT-2 124M, bf16, T 1024 (bench/gpt_gpu.py adds PyTorch beside it where installed).
+timeout 300 python3 bench/gpt_gpu.py --bin build-gpu/bin/bench_gpt > "$logs/bench_gpt.log" 2>&1 ||
+  { status=1; tail -5 "$logs/bench_gpt.log"; }
 
 echo
 echo "## CUDA tests (each CUDA kernel against its CPU twin)"
@@ -83,6 +86,9 @@ for run in cpu_f32 cuda_f32 cuda_bf16; do
   [ -s "$logs/train_$run.jsonl" ] || { echo "| $run | failed | | | |"; continue; }
   echo "| $run | $(sed -n '1p;5p;10p;20p' "$logs/train_$run.jsonl" | sed -E 's/.*"loss": ([0-9.e+-]+).*/\1/' | tr '\n' '|' | sed 's/|$//; s/|/ | /g') |"
 done
+echo
+echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
+cat "$logs/bench_gpt.log"
 echo
 echo "## GEMM (build/bin/bench_gemm)"
 cat "$logs/bench_gemm.log"

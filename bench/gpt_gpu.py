@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""GPT-2 124M training on one GPU: shardgrad beside PyTorch, in one run.
+
+shardgrad's build/bin/bench_gpt (bf16 parameters, f32 masters, AdamW) runs in
+a child process; the same model in PyTorch (bf16 autocast, f32 weights,
+AdamW) runs here eagerly and under torch.compile, when PyTorch with CUDA is
+installed (otherwise shardgrad alone). Same batch, context and steps;
+warm-up excluded; median step. Prints tokens/s, MFU (6 N + 6 L C T FLOPs per
+token against 989 TFLOP/s, an H100's dense bf16) and the ratios.
+
+    python3 bench/gpt_gpu.py [--bin build/bin/bench_gpt] [--batch 8] [--ctx 1024] [--steps 5]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+L, NH, C, V, PEAK = 12, 12, 768, 50304, 989e12
+
+
+def torch_run(batch, ctx, warmup, steps, compiled):
+    import torch
+    from train_cpu import adamw_for, make_gpt
+
+    model = make_gpt(L, NH, C, ctx, V).cuda()
+    opt = adamw_for(model)
+    step_fn = torch.compile(model) if compiled else model
+    times = []
+    for step in range(warmup + steps):
+        x = torch.randint(0, V, (batch, ctx), device="cuda")
+        y = torch.randint(0, V, (batch, ctx), device="cuda")
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = step_fn(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    n = sum(p.numel() for p in model.parameters())
+    seconds = statistics.median(times)
+    return {"tokens_per_s": batch * ctx / seconds, "mfu": (6 * n + 6 * L * C * ctx) * batch * ctx / seconds / PEAK}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bin", default="build/bin/bench_gpt")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--ctx", type=int, default=1024)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    ours = json.loads(subprocess.run(
+        [args.bin, "--device", "cuda", "--dtype", "bf16", "--batch", str(args.batch), "--ctx", str(args.ctx),
+         "--warmup", str(args.warmup), "--steps", str(args.steps)],
+        check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    print(f"| framework | tokens/s | MFU |")
+    print(f"|---|---|---|")
+    print(f"| shardgrad (bf16) | {ours['tokens_per_s']:.0f} | {100 * ours['mfu']:.1f}% |")
+    try:
+        import torch
+        assert torch.cuda.is_available()
+    except (ImportError, AssertionError):
+        print("(PyTorch with CUDA is not installed here: no side-by-side)")
+        return 0
+    for compiled in (False, True):
+        name = "PyTorch compiled (bf16 autocast)" if compiled else "PyTorch eager (bf16 autocast)"
+        try:
+            theirs = torch_run(args.batch, args.ctx, args.warmup, args.steps, compiled)
+        except Exception as error:  # torch.compile may be unavailable
+            print(f"| {name} | failed: {type(error).__name__} | |")
+            continue
+        print(f"| {name} | {theirs['tokens_per_s']:.0f} | {100 * theirs['mfu']:.1f}% |"
+              f" shardgrad / this: {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
