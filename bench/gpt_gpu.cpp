@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "dist/world.h"
+#include "examples/cli.h"
 #include "examples/zero_parameters.h"
 #include "nn/gpt.h"
 #include "optim/zero.h"
@@ -83,10 +84,5 @@ int run(int argc, char** argv) {
 }  // namespace sg
 
 int main(int argc, char** argv) {
-  try {
-    return sg::run(argc, argv);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "bench_gpt: %s\n", error.what());
-    return 1;
-  }
+  return sg::run_main("bench_gpt", [&] { return sg::run(argc, argv); });
 }

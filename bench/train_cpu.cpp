@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "autograd/functions.h"
+#include "examples/cli.h"
 #include "nn/gpt.h"
 #include "optim/optimizers.h"
 #include "tensor/ops.h"
@@ -34,7 +35,7 @@ int run(int argc, char** argv) {
                                       {"peak", 0}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
-    SG_CHECK(flag.rfind("--", 0) == 0 && a.count(flag.substr(2)), "bench_train: unknown flag ", flag);
+    SG_CHECK(flag.rfind("--", 0) == 0 && a.count(flag.substr(2)), "unknown flag ", flag);
     a[flag.substr(2)] = std::stoll(argv[i + 1]);
   }
   omp_set_num_threads(int(a["threads"]));
@@ -92,10 +93,5 @@ int run(int argc, char** argv) {
 }  // namespace sg
 
 int main(int argc, char** argv) {
-  try {
-    return sg::run(argc, argv);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "bench_train: %s\n", error.what());
-    return 1;
-  }
+  return sg::run_main("bench_train", [&] { return sg::run(argc, argv); });
 }
