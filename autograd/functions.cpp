@@ -74,6 +74,20 @@ Variable linear(const Variable& x, const Variable& weight, const Variable& bias)
   });
 }
 
+// y = gelu(x W^T + b), the first half of an MLP, with the bias and the GELU
+// in one pass over the activation (h = x W^T + b is kept for backward):
+//   dh = dy * gelu'(h)    dx = dh W    dW = dh'^T x'    db = sum over rows of dh
+Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& bias) {
+  Tensor h = sg::matmul(x.value(), weight.value().transpose(0, 1));
+  Tensor y = sg::bias_gelu_(h, bias.value());  // h becomes x W^T + b
+  return make_result(std::move(y), "linear_gelu", {x, weight, bias}, [x, weight, h](const Tensor& dy) {
+    BiasGeluGrads g = sg::bias_gelu_backward(h, dy);
+    Tensor input = x.value(), w = weight.value();
+    return std::vector<Tensor>{sg::matmul(g.dh, w), sg::matmul(as_rows(g.dh).transpose(0, 1), as_rows(input)),
+                               g.dbias};
+  });
+}
+
 // y = gelu(x):  dx = dy * gelu'(x)  (kernels/cpu/elementwise.h)
 Variable gelu(const Variable& x) {
   return make_result(sg::gelu(x.value()), "gelu", {x},

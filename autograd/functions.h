@@ -25,6 +25,8 @@ Variable matmul(const Variable& a, const Variable& b);
 // or an undefined Variable for none.
 Variable linear(const Variable& x, const Variable& weight, const Variable& bias);
 
+// gelu(linear(x, weight, bias)) with the bias and GELU fused (bias required).
+Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& bias);
 Variable gelu(const Variable& x);
 Variable softmax(const Variable& x);  // over the last dim
 Variable layernorm(const Variable& x, const Variable& weight, const Variable& bias);  // over the last dim

@@ -42,7 +42,8 @@ class CausalSelfAttention : public Module {
 class Mlp : public Module {
  public:
   explicit Mlp(const GptConfig& cfg);
-  Variable operator()(const Variable& x) const { return c_proj_(gelu(c_fc_(x))); }  // (B, T, C) -> (B, T, C)
+  // (B, T, C) -> (B, T, C); c_fc's bias and the GELU run fused (autograd/functions.h).
+  Variable operator()(const Variable& x) const { return c_proj_(linear_gelu(x, c_fc_.weight(), c_fc_.bias())); }
 
  private:
   Linear c_fc_, c_proj_;

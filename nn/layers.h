@@ -23,6 +23,7 @@ class Linear : public Module {
 
   Variable operator()(const Variable& x) const { return linear(x, weight_, bias_); }  // (.., in) -> (.., out)
   const Variable& weight() const { return weight_; }
+  const Variable& bias() const { return bias_; }  // undefined without one
 
  private:
   Variable weight_, bias_;

@@ -42,6 +42,14 @@ Tensor add_bias(const Tensor& x, const Tensor& bias);  // x (..., C) + bias (C)
 // The same, in place, for a tensor nothing else holds yet (a fresh matmul
 // output in linear's forward): saves a copy of the activation.
 void add_bias_(Tensor& x, const Tensor& bias);
+// linear + GELU's epilogue: pre (.., C), a fresh matmul output, becomes
+// h = pre + bias in place; returns gelu(h). Backward: {dh, dbias}. Fused in
+// one pass on the CPU in f32; elsewhere the separate ops.
+Tensor bias_gelu_(Tensor& pre, const Tensor& bias);
+struct BiasGeluGrads {
+  Tensor dh, dbias;
+};
+BiasGeluGrads bias_gelu_backward(const Tensor& h, const Tensor& dy);
 Tensor bias_backward(const Tensor& dout);              // (..., C) -> dbias (C): column sums
 
 // ---- normalization ------------------------------------------------------------

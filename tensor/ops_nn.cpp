@@ -47,6 +47,36 @@ Tensor gelu_backward(const Tensor& x, const Tensor& dout) {
   return dx.to(x.dtype());
 }
 
+Tensor bias_gelu_(Tensor& pre, const Tensor& bias) {
+  check_inputs("bias_gelu_", {&pre, &bias});
+  check_same_dtype("bias_gelu_", pre, bias);
+  SG_CHECK(bias.dim() == 1 && pre.dim() >= 1 && pre.size(-1) == bias.size(0), "bias_gelu_: bias ", bias.str(),
+           " does not match the last dimension of ", pre.str());
+  if (!(pre.device().is_cpu() && pre.dtype() == DType::f32 && pre.is_contiguous() && !pre.is_sharded())) {
+    add_bias_(pre, bias);  // the ops one after the other (f64 checks, 16-bit, CUDA)
+    return gelu(pre);
+  }
+  Tensor b = prepare(bias, DType::f32);
+  Tensor y = empty_like(pre, DType::f32);
+  const int64_t cols = bias.size(0), rows = cols ? pre.numel() / cols : 0;
+  cpu::bias_gelu_forward(y.data<float>(), pre.data<float>(), b.data<float>(), rows, cols);
+  return y;
+}
+
+BiasGeluGrads bias_gelu_backward(const Tensor& h, const Tensor& dy) {
+  check_inputs("bias_gelu_backward", {&h, &dy});
+  SG_CHECK(h.layout() == dy.layout() && h.dim() >= 1, "bias_gelu_backward: layouts differ: ", h.str(), " vs ",
+           dy.str());
+  if (!(h.device().is_cpu() && h.dtype() == DType::f32 && dy.dtype() == DType::f32 && !h.is_sharded())) {
+    Tensor dh = gelu_backward(h, dy);
+    return {dh, bias_backward(dh)};
+  }
+  Tensor x = prepare(h, DType::f32), d = prepare(dy, DType::f32);
+  Tensor dh = empty_like(x, DType::f32);
+  cpu::bias_gelu_backward(dh.data<float>(), x.data<float>(), d.data<float>(), x.numel());
+  return {dh, bias_backward(dh)};
+}
+
 Tensor softmax(const Tensor& x) {
   check_inputs("softmax", {&x});
   check_float("softmax", x);

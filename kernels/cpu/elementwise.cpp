@@ -144,6 +144,28 @@ void gelu_backward(T* din, const T* in, const T* dout, int64_t n) {
   }
 }
 
+void bias_gelu_forward(float* y, float* h, const float* bias, int64_t rows, int64_t cols) {
+  const float scale = float(kGeluScale), cubic = float(kGeluCubic);
+  Eigen::Map<const Eigen::ArrayXf> b(bias, cols);
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelGrain)
+  for (int64_t r = 0; r < rows; ++r) {
+    Eigen::Map<Eigen::ArrayXf> x(h + r * cols, cols);
+    x += b;
+    Eigen::Map<Eigen::ArrayXf>(y + r * cols, cols) = x / (1.0f + (-2.0f * scale * (x + cubic * x.cube())).exp());
+  }
+}
+
+void bias_gelu_backward(float* dh, const float* h, const float* dy, int64_t n) {
+  const float scale = float(kGeluScale), cubic = float(kGeluCubic);
+  in_chunks(n, [&](int64_t begin, int64_t end) {
+    const int64_t m = end - begin;
+    Eigen::Map<const Eigen::ArrayXf> x(h + begin, m), d(dy + begin, m);
+    const Eigen::ArrayXf s = 1.0f / (1.0f + (-2.0f * scale * (x + cubic * x.cube())).exp());
+    const Eigen::ArrayXf du_dx = scale * (1.0f + 3.0f * cubic * x.square());
+    Eigen::Map<Eigen::ArrayXf>(dh + begin, m) = d * (s + 2.0f * x * s * (1.0f - s) * du_dx);
+  });
+}
+
 #define SG_INSTANTIATE(T)                                                             \
   template void add_forward<T>(T*, const T*, const T*, int64_t);                      \
   template void mul_forward<T>(T*, const T*, const T*, int64_t);                      \

@@ -37,6 +37,12 @@ void gelu_forward(T* out, const T* in, int64_t n);
 template <typename T>
 void gelu_backward(T* din, const T* in, const T* dout, int64_t n);
 
+// linear + GELU's epilogue, fused (f32): h (rows, cols) += bias in place and
+// y = gelu(h) in the same pass; backward dh = dy * gelu'(h) (written, not
+// accumulated). One pass over the activation instead of two or three.
+void bias_gelu_forward(float* y, float* h, const float* bias, int64_t rows, int64_t cols);
+void bias_gelu_backward(float* dh, const float* h, const float* dy, int64_t n);
+
 // out[i] = convert(in[i]) between any two dtypes (floats round to nearest even;
 // float -> integer truncates toward zero, as C++ and PyTorch do).
 void cast(void* out, DType out_dtype, const void* in, DType in_dtype, int64_t n);

@@ -71,6 +71,25 @@ TEST(AutogradFunctions, LinearWithAndWithoutBias) {
   check_gradients([](auto& v) { return linear(v[0], v[1], Variable()); }, {randn64({3, 4}, "x"), randn64({2, 4}, "w")});
 }
 
+// f64 checks the composition's backward; f32 takes the fused CPU kernels and
+// must equal linear then gelu.
+TEST(AutogradFunctions, LinearGeluFusedMatchesLinearThenGelu) {
+  check_gradients([](auto& v) { return linear_gelu(v[0], v[1], v[2]); },
+                  {randn64({3, 4}, "x", 2.0), randn64({5, 4}, "w"), randn64({5}, "b")});
+  auto run = [](bool fused, std::vector<std::vector<float>>& grads) {
+    Tensor xs = Tensor::empty({6, 8}), ws = Tensor::empty({16, 8}), bs = Tensor::empty({16});
+    fill_normal_(xs, 1, "x", 0.0, 2.0), fill_normal_(ws, 1, "w"), fill_normal_(bs, 1, "b");
+    Variable x(xs, true), w(ws, true), b(bs, true);
+    Variable y = fused ? linear_gelu(x, w, b) : gelu(linear(x, w, b));
+    sum(mul(y, y)).backward();
+    grads = {x.grad().to_vector<float>(), w.grad().to_vector<float>(), b.grad().to_vector<float>()};
+    return y.data().to_vector<float>();
+  };
+  std::vector<std::vector<float>> fused_grads, plain_grads;
+  EXPECT_TRUE(test::all_close(run(true, fused_grads), run(false, plain_grads), 1e-6, 1e-7));
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(test::all_close(fused_grads[i], plain_grads[i], 1e-5, 1e-6)) << i;
+}
+
 TEST(AutogradFunctions, GeluSoftmaxLayerNorm) {
   check_gradients([](auto& v) { return gelu(v[0]); }, {randn64({11}, "x", 2.0)});
   check_gradients([](auto& v) { return softmax(v[0]); }, {randn64({3, 5}, "x", 2.0)});

@@ -134,6 +134,24 @@ TEST(CpuKernels, GeluBackwardMatchesFiniteDifference) {
   EXPECT_TRUE(all_close(dx, expected, 1e-4, 1e-6));
 }
 
+// linear + GELU's fused epilogue: h = pre + bias in place and y = gelu(h) in
+// one pass; backward dh = dy * gelu'(h), written rather than accumulated.
+TEST(CpuKernels, BiasGeluMatchesBiasThenGelu) {
+  const int64_t rows = 7, cols = 37;
+  auto pre = random_floats(size_t(rows * cols), 9, -4.0f, 4.0f), bias = random_floats(size_t(cols), 10);
+  std::vector<float> h = pre, y(pre.size());
+  cpu::bias_gelu_forward(y.data(), h.data(), bias.data(), rows, cols);
+  Vec expected_h(pre.size());
+  for (int64_t i = 0; i < rows * cols; ++i) expected_h[size_t(i)] = double(pre[size_t(i)] + bias[size_t(i % cols)]);
+  EXPECT_TRUE(all_close(h, expected_h, 0, 0));
+  EXPECT_TRUE(all_close(y, gelu_reference(expected_h), 1e-5, 1e-7));
+  auto dy = random_floats(h.size(), 11);
+  std::vector<float> dh(h.size(), 123.0f);  // overwritten, not added to
+  cpu::bias_gelu_backward(dh.data(), h.data(), dy.data(), int64_t(h.size()));
+  Vec expected = finite_difference_gradient(gelu_reference, to_double(h), to_double(dy));
+  EXPECT_TRUE(all_close(dh, expected, 1e-4, 1e-6));
+}
+
 TEST(CpuKernels, StridedCopyGathersATransposedView) {
   // A (2, 3, 4) tensor read through the permutation (2, 0, 1) and written contiguously.
   std::vector<float> in(24);
