@@ -136,3 +136,29 @@ TEST(Module, RegistrationRefusesDuplicateNamesAndDescribesParameters) {
 
 }  // namespace
 }  // namespace sg
+
+namespace sg {
+namespace {
+
+// ParametersOn picks where Module::param() creates parameters (the CPU
+// unless one is alive), nests, and restores the previous device.
+TEST(ParametersOn, ChoosesTheDeviceOfNewParametersAndNests) {
+  EXPECT_TRUE(ParametersOn::current().is_cpu());
+  {
+    ParametersOn outer(Device::cuda(1));
+    EXPECT_EQ(ParametersOn::current(), Device::cuda(1));
+    {
+      ParametersOn inner(Device::cpu());
+      EXPECT_TRUE(ParametersOn::current().is_cpu());
+      GptConfig cfg;
+      cfg.vocab_size = 5, cfg.block_size = 4, cfg.n_layer = 1, cfg.n_head = 1, cfg.n_embd = 4;
+      Gpt model(cfg);  // built under the inner guard: on the CPU
+      for (const NamedParameter& p : model.named_parameters()) EXPECT_TRUE(p.variable.data().device().is_cpu());
+    }
+    EXPECT_EQ(ParametersOn::current(), Device::cuda(1));
+  }
+  EXPECT_TRUE(ParametersOn::current().is_cpu());
+}
+
+}  // namespace
+}  // namespace sg
