@@ -22,28 +22,31 @@ struct Flag {
   std::function<std::string()> show;
 };
 
-int64_t parse_int(const std::string& flag, const std::string& value) {
+// The whole of `value` as a number (std::stoll or std::stod), or an error
+// naming the flag.
+template <typename Number, typename Parse>
+Number parse_number(const std::string& flag, const std::string& value, const char* kind, Parse parse) {
   size_t used = 0;
-  int64_t result = 0;
+  Number result{};
   try {
-    result = std::stoll(value, &used);
+    result = parse(value, &used);
   } catch (const std::exception&) {
     used = 0;
   }
-  SG_CHECK(used == value.size() && !value.empty(), "--", flag, " expects an integer, got '", value, "'");
+  SG_CHECK(used == value.size() && !value.empty(), "--", flag, " expects ", kind, ", got '", value, "'");
   return result;
 }
 
+int64_t parse_int(const std::string& flag, const std::string& value) {
+  return parse_number<int64_t>(flag, value, "an integer", [](const std::string& v, size_t* used) {
+    return std::stoll(v, used);
+  });
+}
+
 double parse_double(const std::string& flag, const std::string& value) {
-  size_t used = 0;
-  double result = 0;
-  try {
-    result = std::stod(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  SG_CHECK(used == value.size() && !value.empty(), "--", flag, " expects a number, got '", value, "'");
-  return result;
+  return parse_number<double>(flag, value, "a number", [](const std::string& v, size_t* used) {
+    return std::stod(v, used);
+  });
 }
 
 std::vector<Flag> flag_table(TrainFlags& f) {

@@ -75,11 +75,11 @@ void GatherSchedule::evict_least_recent(size_t keep, Actions& actions) {
 // window's elements stay within prefetch_elements.
 void GatherSchedule::prefetch_after(size_t k, Actions& actions) {
   int64_t window = 0;
-  std::vector<bool> seen(elements_.size(), false);
+  seen_.assign(elements_.size(), false);  // (a member: no allocation per touch)
   for (size_t j = k + 1; j < plan_.size(); ++j) {
     const size_t c = plan_[j].group;
-    if (seen[c] || state_[c] == State::gathered) continue;
-    seen[c] = true;
+    if (seen_[c] || state_[c] == State::gathered) continue;
+    seen_[c] = true;
     if (window > 0 && window + elements_[c] > prefetch_elements_) return;
     window += elements_[c];
     if (state_[c] == State::released) {

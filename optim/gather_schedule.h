@@ -85,6 +85,7 @@ class GatherSchedule {
   std::vector<size_t> recent_;  // gathered groups, least recently read first
   std::vector<Touch> trace_, plan_;
   std::vector<bool> read_again_;  // per plan touch: does its phase read the group again later?
+  std::vector<bool> seen_;        // prefetch_after's scratch
   int phase_ = 0;
   bool following_ = false;  // this step has matched the plan so far
 };

@@ -90,7 +90,7 @@ void Sgd::step() {
         if (!buffer.defined()) {
           buffer = direction.with_category(MemoryCategory::optimizer_state);
         } else {
-          buffer.copy_(scale(buffer, options_.momentum));
+          scale_(buffer, options_.momentum);
           axpy_(buffer, 1.0, direction);
         }
         direction = buffer;
@@ -116,7 +116,7 @@ double clip_grad_norm(const std::vector<Variable>& params, double max_norm) {
     for (const Variable& p : params) {
       if (!p.grad().defined()) continue;
       Tensor grad = p.grad();
-      grad.copy_(scale(grad, coefficient));
+      scale_(grad, coefficient);
     }
   }
   return norm;

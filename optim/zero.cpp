@@ -262,7 +262,7 @@ double ZeroOptimizer::clip_grad_norm(double max_norm) {
   const double clip = max_norm > 0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;
   const double factor = clip / loss_scale;
   if (factor != 1.0) {
-    for (Tensor grad : gradient_tensors()) grad.copy_(scale(grad, factor));
+    for (Tensor grad : gradient_tensors()) scale_(grad, factor);
   }
   return norm;
 }

@@ -91,6 +91,19 @@ Tensor scale(const Tensor& x, double factor) {
   });
 }
 
+void scale_(Tensor& y, double factor) {
+  check_inputs("scale_", {&y});
+  check_float("scale_", y);
+  const DType compute = compute_dtype("scale_", y, CudaTypes::kNative16);
+  if (compute != y.dtype() || !y.is_contiguous()) {
+    y.copy_(scale(y, factor));  // bf16 on the CPU, or a strided view: through a copy
+    return;
+  }
+  const int64_t n = y.layout().local_numel();  // elementwise: reading and writing one buffer is safe
+  if (y.device().is_cpu()) SG_ON_CPU(compute, cpu::scale_forward(y.data<T>(), y.data<T>(), T(factor), n));
+  else SG_ON_CUDA(cuda::scale_forward(y.data_ptr(), y.data_ptr(), float(factor), n, y.dtype(), cuda_stream(y.device())));
+}
+
 void axpy_(Tensor& y, double alpha, const Tensor& x) {
   check_inputs("axpy_", {&y, &x});
   SG_CHECK((y.dtype() == DType::f32 || y.dtype() == DType::f64) && x.dtype() == y.dtype(),

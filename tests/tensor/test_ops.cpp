@@ -42,6 +42,17 @@ TEST(Ops, ElementwiseOpsMatchTheirDefinitions) {
   Tensor y = a.clone();
   axpy_(y, 2.0, b);
   EXPECT_TRUE(all_close(y.to_vector<float>(), add(a, scale(b, 2.0)).to_vector<float>(), 1e-6));
+  // In place, also on a bf16 tensor and a strided view (through a copy there).
+  Tensor z = a.clone();
+  scale_(z, -3.0);
+  EXPECT_EQ(z.to_vector<float>(), scaled);
+  Tensor h = a.to(DType::bf16);
+  scale_(h, 0.5);
+  EXPECT_EQ(h.to_vector<float>(), scale(a.to(DType::bf16), 0.5).to_vector<float>());
+  Tensor w = a.clone();
+  Tensor transposed = w.transpose(0, 1);  // not contiguous: written back through copy_
+  scale_(transposed, 2.0);
+  EXPECT_EQ(w.to_vector<float>(), scale(a, 2.0).to_vector<float>());
 }
 
 TEST(Ops, ElementwiseOpsReadViews) {
