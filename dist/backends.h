@@ -17,6 +17,12 @@ std::unique_ptr<Backend> make_local_backend();
 std::unique_ptr<Backend> make_mpi_backend();
 #endif
 
+// Collectives on device (CUDA) tensors carried by a host backend: inputs are
+// copied into pinned host buffers, `host` runs the collective, the results
+// are copied back on completion. For ranks that share one GPU (NCCL needs a
+// GPU per rank); also correct, if pointless, on CPU tensors.
+std::unique_ptr<Backend> make_staged_backend(std::unique_ptr<Backend> host);
+
 #ifdef SG_NCCL
 // NCCL collectives for CUDA tensors on their own stream. Its unique id is
 // broadcast through `bootstrap` (the MPI communicator).

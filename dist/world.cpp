@@ -28,6 +28,15 @@ const char* first_env(std::initializer_list<const char*> names) {
 #ifdef SG_MPI
 int g_rank_for_messages = 0;
 
+int ranks_on_this_node() {
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  int local = 1;
+  MPI_Comm_size(node, &local);
+  MPI_Comm_free(&node);
+  return local;
+}
+
 // Prints the uncaught exception with this rank's number and takes the whole
 // job down, so the other ranks do not wait for it until their timeouts.
 [[noreturn]] void abort_job() {
@@ -54,11 +63,7 @@ int g_rank_for_messages = 0;
 // its share: the cores it may run on, divided by the ranks on this node.
 void share_cores_between_local_ranks() {
   if (std::getenv("OMP_NUM_THREADS") != nullptr) return;
-  MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-  int local = 1;
-  MPI_Comm_size(node, &local);
-  MPI_Comm_free(&node);
+  const int local = ranks_on_this_node();
   const int cores = omp_get_num_procs();  // respects the launcher's binding
   const int hardware = int(std::max(1u, std::thread::hardware_concurrency()));
   // A rank bound to its own cores may use them all; unbound ranks split the node.
@@ -74,10 +79,33 @@ void finalize_at_exit() {
 }
 #endif
 
-// The CUDA backend, created on the first collective on a CUDA tensor.
+// The backend for CUDA tensors, created on the first collective on one:
+//   a world of one:                 the local backend (copies on the GPU);
+//   one GPU per rank, NCCL built:   NCCL;
+//   ranks sharing a GPU, or no NCCL: MPI through pinned host staging.
+// SG_CUDA_COLLECTIVES=nccl|mpi overrides the choice for launched jobs.
 std::function<std::unique_ptr<Backend>()> cuda_backend_factory() {
+  if (!launched_by_mpi()) return [] { return make_local_backend(); };
+#ifdef SG_MPI
+  return []() -> std::unique_ptr<Backend> {
+    const char* forced = std::getenv("SG_CUDA_COLLECTIVES");
+    const std::string choice = forced ? forced : "";
+    SG_CHECK(choice.empty() || choice == "nccl" || choice == "mpi", "SG_CUDA_COLLECTIVES must be nccl or mpi, got '",
+             choice, "'");
+    const int gpus = std::max(1, cuda_device_count());
+    const bool sharing = ranks_on_this_node() > gpus;
 #ifdef SG_NCCL
-  return [] { return make_nccl_backend(world(), local_rank() % std::max(1, cuda_device_count())); };
+    if (choice == "nccl" || (choice.empty() && !sharing)) {
+      SG_CHECK(!sharing, "SG_CUDA_COLLECTIVES=nccl, but ", ranks_on_this_node(), " ranks share ", gpus,
+               " GPU(s) on this node and NCCL needs one GPU per rank; unset it to carry CUDA tensors over MPI");
+      return make_nccl_backend(world(), local_rank() % gpus);
+    }
+#else
+    SG_CHECK(choice != "nccl", "SG_CUDA_COLLECTIVES=nccl, but this build has no NCCL");
+    (void)sharing;
+#endif
+    return make_staged_backend(make_mpi_backend());
+  };
 #else
   return nullptr;
 #endif

@@ -50,11 +50,21 @@ cmake --build build-gpu -j"$jobs" > "$logs/build.log" 2>&1 || {
 echo "gpu_check: built in $(( $(date +%s) - start )) s"
 
 status=0
-suites="test_cuda test_kernels test_tensor test_autograd test_nn"
+suites="test_cuda test_kernels test_tensor test_autograd test_nn test_dist test_zero"
 [ -x build-gpu/bin/test_nccl ] && suites="test_cuda test_nccl $suites"
 for suite in $suites; do
   build-gpu/bin/$suite > "$logs/$suite.log" 2>&1 || status=1
 done
+# Several ranks sharing the GPU (CUDA tensors through the staged MPI
+# backend), where the machine has an MPI launcher.
+if command -v mpirun >/dev/null && [ -x build-gpu/bin/test_zero ]; then
+  for ranks in 2 4; do
+    mpirun --oversubscribe --allow-run-as-root -np $ranks build-gpu/bin/test_zero --gtest_filter='*OnCuda*' \
+      > "$logs/test_zero_np$ranks.log" 2>&1 || status=1
+  done
+else
+  echo "gpu_check: no mpirun here; the CUDA ZeRO equivalence ran as a world of one only" | tee "$logs/test_zero_np2.log"
+fi
 build-gpu/bin/bench_gemm --repeat 10 > "$logs/bench_gemm.log" 2>&1 || status=1
 # train_gpt on the GPU beside the CPU: 20 steps of a small model, the same
 # seed and windows; f32 should agree closely, bf16 should follow.
@@ -73,11 +83,14 @@ echo
 echo "## CUDA tests (each CUDA kernel against its CPU twin)"
 echo "| test | result |"
 echo "|---|---|"
-cat "$logs/test_cuda.log" "$logs/test_nccl.log" 2>/dev/null | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z]' |
+cat "$logs/test_cuda.log" "$logs/test_nccl.log" "$logs/test_zero_np"*.log 2>/dev/null | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z]' |
   sed -E 's/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 | \1 |/' | sort -u
+cat "$logs/test_dist.log" "$logs/test_zero.log" 2>/dev/null | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z/]*Cuda' |
+  sed -E 's/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 (world of one) | \1 |/' | sort -u
 for suite in $suites; do
-  echo "$suite: $(grep -E '^\[  (PASSED|FAILED) ' "$logs/$suite.log" | tr '\n' ' ')"
+  echo "$suite: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$logs/$suite.log" | tr '\n' ' ')"
 done
+grep -h "gpu_check: no mpirun" "$logs/test_zero_np2.log" 2>/dev/null || true
 echo
 echo "## train_gpt, 20 steps of a small model: loss at steps 1, 5, 10, 20"
 echo "| run | 1 | 5 | 10 | 20 |"

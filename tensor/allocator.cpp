@@ -2,12 +2,10 @@
 // CPU memory is 64-byte aligned (one cache line; what AVX-512 loads want).
 // CUDA memory comes from cudaMalloc through kernels/cuda/runtime.h.
 //
-// Freed host blocks are kept for reuse (HostCache below) instead of going
-// back to the C library: a training step allocates the same sizes every
-// step, and glibc serves large blocks with fresh pages from mmap, which the
-// kernel zeroes on first touch (a sixth of a GPT-2 124M CPU step was the
-// kernel's clear_page). The counters count live tensors only; the cache's
-// bytes are reported apart (host_cache_bytes()).
+// Freed blocks are kept for reuse on both (tensor/block_cache.h says why; on
+// the CPU a sixth of a GPT-2 124M step was the kernel's clear_page before).
+// The counters count live tensors only; the caches' bytes are reported apart
+// (cached_bytes()).
 #include "tensor/allocator.h"
 
 #include <algorithm>
@@ -18,6 +16,7 @@
 #include <vector>
 
 #include "kernels/error.h"
+#include "tensor/block_cache.h"
 #ifdef SG_CUDA
 #include "kernels/cuda/runtime.h"
 #endif
@@ -61,54 +60,70 @@ Tracker& tracker() {
 // many bytes as were ever live at once (at least 256 MiB), so it at most
 // doubles the footprint of a program's busiest moment; SG_CPU_CACHE=0 turns
 // it off (every free goes back to the C library at once).
-class HostCache {
- public:
-  void* take(size_t bytes) {
-    if (!enabled_) return nullptr;
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = free_.find(bytes);
-    if (it == free_.end() || it->second.empty()) return nullptr;
-    void* data = it->second.back();
-    it->second.pop_back();
-    cached_ -= bytes;
-    return data;
-  }
-  // False when the block is not kept (the caller frees it).
-  bool keep(void* data, size_t bytes, int64_t peak_live) {
-    if (!enabled_) return false;
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (cached_ + bytes > size_t(std::max<int64_t>(peak_live, int64_t(256) << 20))) return false;
-    free_[bytes].push_back(data);
-    cached_ += bytes;
-    return true;
-  }
-  void clear() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (auto& [bytes, blocks] : free_) {
-      for (void* data : blocks) std::free(data);
-    }
-    free_.clear();
-    cached_ = 0;
-  }
-  int64_t cached() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return int64_t(cached_);
-  }
+size_t host_rounding(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
- private:
-  bool enabled_ = [] {
-    const char* setting = std::getenv("SG_CPU_CACHE");
-    return setting == nullptr || std::string(setting) != "0";
-  }();
-  std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
-  size_t cached_ = 0;
-};
+bool cache_enabled(const char* variable) {
+  const char* setting = std::getenv(variable);
+  return setting == nullptr || std::string(setting) != "0";
+}
 
-HostCache& host_cache() {
-  static HostCache* instance = new HostCache();  // never destroyed, like the tracker
+BlockCache& host_cache() {
+  static BlockCache* instance = new BlockCache(  // never destroyed, like the tracker
+      BlockCache::Backend{
+          .allocate = [](size_t bytes) { return std::aligned_alloc(64, bytes); },
+          .release = [](void* data, size_t) { std::free(data); },
+          .rounding = host_rounding,
+          .limit =
+              [] {
+                Tracker& t = tracker();  // the cache's lock is held; the tracker never takes it
+                std::lock_guard<std::mutex> lock(t.mutex);
+                return size_t(std::max<int64_t>(t.devices[0].total.peak, int64_t(256) << 20));
+              },
+      },
+      cache_enabled("SG_CPU_CACHE"));
   return *instance;
 }
+
+#ifdef SG_CUDA
+// One cache per GPU, without a limit: its blocks go back to the driver when
+// cudaMalloc runs out (BlockCache::allocate) or on empty_cache().
+// SG_CUDA_CACHE=0 turns it off (for compute-sanitizer runs, say).
+BlockCache& cuda_cache(int device) {
+  static std::array<BlockCache*, kMaxCudaDevices> caches{};
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  BlockCache*& cache = caches[size_t(device)];
+  if (cache == nullptr) {
+    cache = new BlockCache(
+        BlockCache::Backend{
+            .allocate = [device](size_t bytes) { return cuda::try_device_malloc(int64_t(bytes), device); },
+            .release = [device](void* data, size_t) { cuda::device_free(data, device); },
+            .rounding = cuda_size_class,
+        },
+        cache_enabled("SG_CUDA_CACHE"));
+  }
+  return *cache;
+}
+
+int visible_cuda_devices() {
+  static const int count = cuda::device_count();
+  return count;
+}
+
+// Pinned host blocks (cudaMallocHost) for staging; emptied with the host cache.
+BlockCache& pinned_cache() {
+  static BlockCache* instance = new BlockCache(
+      BlockCache::Backend{
+          .allocate = [](size_t bytes) { return cuda::pinned_malloc(int64_t(bytes)); },
+          .release = [](void* data, size_t) { cuda::pinned_free(data); },
+          .rounding = cuda_size_class,
+      },
+      cache_enabled("SG_CUDA_CACHE"));
+  return *instance;
+}
+#else
+int visible_cuda_devices() { return 0; }
+#endif
 
 }  // namespace
 
@@ -130,9 +145,32 @@ MemoryStats memory_stats(Device device) {
   return t.slot(device);
 }
 
-int64_t host_cache_bytes() { return host_cache().cached(); }
+int64_t cached_bytes(Device device) {
+#ifdef SG_CUDA
+  if (device.is_cpu() && visible_cuda_devices() > 0) {
+    return int64_t(host_cache().cached_bytes() + pinned_cache().cached_bytes());
+  }
+#endif
+  if (device.is_cpu()) return int64_t(host_cache().cached_bytes());
+#ifdef SG_CUDA
+  if (device.index >= 0 && device.index < visible_cuda_devices()) return int64_t(cuda_cache(device.index).cached_bytes());
+#endif
+  return 0;
+}
 
-void empty_host_cache() { host_cache().clear(); }
+void empty_cache(Device device) {
+#ifdef SG_CUDA
+  if (device.is_cpu() && visible_cuda_devices() > 0) pinned_cache().empty();
+#endif
+  if (device.is_cpu()) return host_cache().empty();
+#ifdef SG_CUDA
+  if (device.index >= 0 && device.index < visible_cuda_devices()) cuda_cache(device.index).empty();
+#endif
+}
+
+int64_t host_cache_bytes() { return cached_bytes(Device::cpu()); }
+
+void empty_host_cache() { empty_cache(Device::cpu()); }
 
 void reset_peak_memory(Device device) {
   Tracker& t = tracker();
@@ -143,22 +181,33 @@ void reset_peak_memory(Device device) {
   stats.allocations = 0;
 }
 
-std::shared_ptr<Storage> Storage::allocate(int64_t bytes, Device device, MemoryCategory category) {
+std::shared_ptr<Storage> Storage::allocate(int64_t bytes, Device device, MemoryCategory category, bool pinned) {
   SG_CHECK(bytes >= 0, "cannot allocate a negative number of bytes (", bytes, ")");
+  SG_CHECK(!pinned || device.is_cpu(), "pinned memory is host memory; ", device.str(), " tensors cannot be pinned");
+  pinned = pinned && visible_cuda_devices() > 0;
   void* data = nullptr;
   if (bytes > 0) {
-    if (device.is_cpu()) {
-      size_t rounded = (size_t(bytes) + 63) / 64 * 64;
-      data = host_cache().take(rounded);
-      if (data == nullptr) data = std::aligned_alloc(64, rounded);
+    if (pinned) {
+#ifdef SG_CUDA
+      data = pinned_cache().allocate(size_t(bytes));  // throws when the driver refuses
+#endif
+    } else if (device.is_cpu()) {
+      data = host_cache().allocate(size_t(bytes));
       SG_CHECK(data != nullptr, "out of host memory allocating ", bytes, " bytes for ",
                category_name(category), "; live host bytes: ", memory_stats(device).total.live);
     } else {
 #ifdef SG_CUDA
-      int visible = cuda::device_count();
+      const int visible = visible_cuda_devices();
       SG_CHECK(device.index < visible, "cannot allocate on ", device.str(), ": this machine has ", visible,
                " CUDA device(s) visible; keep tensors on Device::cpu() or check CUDA_VISIBLE_DEVICES");
-      data = cuda::device_malloc(bytes, device.index);
+      data = cuda_cache(device.index).allocate(size_t(bytes));
+      if (data == nullptr) {
+        const cuda::MemoryInfo info = cuda::memory_info(device.index);
+        SG_FAIL("out of memory on ", device.str(), " allocating ", bytes, " bytes for ", category_name(category),
+                ": shardgrad's tensors hold ", memory_stats(device).total.live, " bytes, the driver reports ",
+                info.free_bytes, " of ", info.total_bytes,
+                " bytes free; reduce the micro-batch size or use a higher ZeRO stage");
+      }
 #else
       SG_FAIL("this build of shardgrad has no CUDA support; reconfigure with -DSG_CUDA=ON on a machine "
               "with the CUDA toolkit to use ", device.str());
@@ -166,17 +215,20 @@ std::shared_ptr<Storage> Storage::allocate(int64_t bytes, Device device, MemoryC
     }
   }
   tracker().add(device, category, bytes);
-  return std::shared_ptr<Storage>(new Storage(data, bytes, device, category));
+  return std::shared_ptr<Storage>(new Storage(data, bytes, device, category, pinned));
 }
 
 Storage::~Storage() {
   if (data_ != nullptr) {
-    if (device_.is_cpu()) {
-      const size_t rounded = (size_t(bytes_) + 63) / 64 * 64;
-      if (!host_cache().keep(data_, rounded, memory_stats(device_).total.peak)) std::free(data_);
+    if (pinned_) {
+#ifdef SG_CUDA
+      pinned_cache().release(data_, size_t(bytes_));
+#endif
+    } else if (device_.is_cpu()) {
+      host_cache().release(data_, size_t(bytes_));
     } else {
 #ifdef SG_CUDA
-      cuda::device_free(data_, device_.index);
+      cuda_cache(device_.index).release(data_, size_t(bytes_));
 #endif
     }
   }

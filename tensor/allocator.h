@@ -48,9 +48,12 @@ struct MemoryStats {
 // A snapshot of the counters for one device.
 MemoryStats memory_stats(Device device);
 
-// Host memory freed by tensors and kept for reuse (not counted as live), and
-// a way to give it back to the C library (SG_CPU_CACHE=0 keeps nothing).
-int64_t host_cache_bytes();
+// Memory freed by tensors and kept for reuse (tensor/block_cache.h; not
+// counted as live), and a way to give it back to the C library or the CUDA
+// driver (SG_CPU_CACHE=0 / SG_CUDA_CACHE=0 keep nothing).
+int64_t cached_bytes(Device device);
+void empty_cache(Device device);
+int64_t host_cache_bytes();  // cached_bytes(Device::cpu())
 void empty_host_cache();
 
 // Sets every peak to the current live bytes and zeroes the allocation count,
@@ -61,7 +64,10 @@ void reset_peak_memory(Device device);
 // viewing it goes away. Tensors share a Storage through std::shared_ptr.
 class Storage {
  public:
-  static std::shared_ptr<Storage> allocate(int64_t bytes, Device device, MemoryCategory category);
+  // pinned: page-locked host memory (device must be the CPU); it is plain
+  // host memory where no GPU is visible, and is_pinned() says which it got.
+  static std::shared_ptr<Storage> allocate(int64_t bytes, Device device, MemoryCategory category,
+                                           bool pinned = false);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -70,14 +76,16 @@ class Storage {
   int64_t bytes() const { return bytes_; }
   Device device() const { return device_; }
   MemoryCategory category() const { return category_; }
+  bool pinned() const { return pinned_; }
 
  private:
-  Storage(void* data, int64_t bytes, Device device, MemoryCategory category)
-      : data_(data), bytes_(bytes), device_(device), category_(category) {}
+  Storage(void* data, int64_t bytes, Device device, MemoryCategory category, bool pinned)
+      : data_(data), bytes_(bytes), device_(device), category_(category), pinned_(pinned) {}
   void* data_;
   int64_t bytes_;
   Device device_;
   MemoryCategory category_;
+  bool pinned_;
 };
 
 }  // namespace sg

@@ -91,7 +91,7 @@ Tensor Tensor::empty_with(const Layout& layout, const TensorOptions& options) {
   tensor.strides_ = contiguous_strides(layout.global_shape());
   tensor.dtype_ = options.dtype();
   tensor.storage_ = Storage::allocate(layout.local_numel() * dtype_size(options.dtype()), options.device(),
-                                      options.category());
+                                      options.category(), options.pinned());
   return tensor;
 }
 
@@ -146,6 +146,8 @@ MemoryCategory Tensor::category() const {
   check_defined("category()");
   return storage_->category();
 }
+
+bool Tensor::is_pinned() const { return storage_ != nullptr && storage_->pinned(); }
 
 bool Tensor::is_contiguous() const {
   if (is_sharded()) return true;  // a shard is one flat run of memory
@@ -275,6 +277,12 @@ void Tensor::copy_(const Tensor& source) {
   source.check_defined("copy_ (source)");
   SG_CHECK(shape() == source.shape() && layout_.placement() == source.layout_.placement(), "copy_: cannot copy ",
            source.str(), " into ", str(), "; shapes and placements must match");
+  // Between devices, two contiguous buffers of one dtype take one transfer
+  // (into pinned staging memory, say, without a pageable copy in between).
+  if (device() != source.device() && dtype_ == source.dtype_ && is_contiguous() && source.is_contiguous()) {
+    copy_bytes(data_ptr(), device(), source.data_ptr(), source.device(), nbytes());
+    return;
+  }
   // Bring the source to our device and dtype (each a no-op when already so),
   // then one strided copy handles any view on either side.
   Tensor ready = source.to(dtype_).to(device());

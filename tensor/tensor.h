@@ -40,14 +40,19 @@ class TensorOptions {
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
   MemoryCategory category() const { return category_; }
+  bool pinned() const { return pinned_; }
   TensorOptions dtype(DType dtype) const { TensorOptions o = *this; o.dtype_ = dtype; return o; }
   TensorOptions device(Device device) const { TensorOptions o = *this; o.device_ = device; return o; }
   TensorOptions category(MemoryCategory c) const { TensorOptions o = *this; o.category_ = c; return o; }
+  // Page-locked host memory (CPU tensors only) for staging transfers to and
+  // from GPUs; plain host memory where no GPU is visible.
+  TensorOptions pinned(bool pinned) const { TensorOptions o = *this; o.pinned_ = pinned; return o; }
 
  private:
   DType dtype_ = DType::f32;
   Device device_ = Device::cpu();
   MemoryCategory category_ = MemoryCategory::activation;
+  bool pinned_ = false;
 };
 
 template <typename T>
@@ -94,6 +99,7 @@ class Tensor {
   DType dtype() const { return dtype_; }
   Device device() const;
   MemoryCategory category() const;
+  bool is_pinned() const;  // page-locked host memory (TensorOptions::pinned)
   const Layout& layout() const { return layout_; }
   bool is_sharded() const { return layout_.is_sharded(); }
   bool is_contiguous() const;

@@ -31,18 +31,40 @@ int device_count() {
   return count;
 }
 
-void* device_malloc(int64_t bytes, int device) {
+void* try_device_malloc(int64_t bytes, int device) {
   set_device(device);
   void* pointer = nullptr;
   cudaError_t status = cudaMalloc(&pointer, size_t(bytes));
+  if (status == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();  // not sticky: clear it and let the caller decide
+    return nullptr;
+  }
+  CUDA_CHECK(status);
+  return pointer;
+}
+
+MemoryInfo memory_info(int device) {
+  set_device(device);
+  size_t free_bytes = 0, total_bytes = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return MemoryInfo{int64_t(free_bytes), int64_t(total_bytes)};
+}
+
+void* pinned_malloc(int64_t bytes) {
+  void* pointer = nullptr;
+  cudaError_t status = cudaMallocHost(&pointer, size_t(bytes));
   if (status != cudaSuccess) {
     (void)cudaGetLastError();
-    size_t free_bytes = 0, total_bytes = 0;
-    cudaMemGetInfo(&free_bytes, &total_bytes);
-    SG_FAIL("cudaMalloc of ", bytes, " bytes on cuda:", device, " failed: ", cudaGetErrorString(status), " (", free_bytes,
-            " of ", total_bytes, " bytes free); reduce the batch size or use a higher ZeRO stage");
+    SG_FAIL("cudaMallocHost of ", bytes, " bytes of pinned host memory failed: ", cudaGetErrorString(status),
+            "; the machine may limit locked memory (ulimit -l)");
   }
   return pointer;
+}
+
+void pinned_free(void* pointer) noexcept {
+  if (cudaFreeHost(pointer) != cudaSuccess) {
+    std::fprintf(stderr, "shardgrad: cudaFreeHost failed: %s\n", cudaGetErrorString(cudaGetLastError()));
+  }
 }
 
 void device_free(void* pointer, int device) noexcept {

@@ -17,8 +17,21 @@ namespace sg::cuda {
 
 int device_count();  // 0 when there is no driver or no GPU; never throws
 
-void* device_malloc(int64_t bytes, int device);
+// cudaMalloc, or nullptr when the device is out of memory (tensor/allocator.cpp
+// then empties its cache and tries again); other failures throw.
+void* try_device_malloc(int64_t bytes, int device);
 void device_free(void* pointer, int device) noexcept;
+
+struct MemoryInfo {
+  int64_t free_bytes = 0, total_bytes = 0;
+};
+MemoryInfo memory_info(int device);
+
+// Page-locked host memory: the DMA engines copy it without a bounce buffer,
+// and copies from it can run asynchronously. Staging for host<->device
+// transfers (the MPI backend's CUDA tensors, batches of tokens).
+void* pinned_malloc(int64_t bytes);
+void pinned_free(void* pointer) noexcept;
 
 // Copies issued on the device's stream; each returns once the bytes have landed.
 void copy_host_to_device(void* dst, const void* src, int64_t bytes, int device);

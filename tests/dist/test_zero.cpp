@@ -16,6 +16,19 @@ TEST_P(ZeroEquivalence, SameLossesAndParametersAsOneProcess) { check(zero_run(Ge
 INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalence, ::testing::Values(0, 1, 2, 3),
                          [](const auto& info) { return "stage" + std::to_string(info.param); });
 
+// The same on CUDA tensors: every rank's model, batches and collectives on
+// the GPU (ranks sharing one GPU reduce through pinned host staging), held
+// to the CPU's one-process run at 1e-4.
+class ZeroEquivalenceOnCuda : public ZeroEquivalence {};
+
+TEST_P(ZeroEquivalenceOnCuda, SameLossesAndParametersAsOneCpuProcess) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible; scripts/gpu_check.sh runs this on one";
+  check(zero_run(GetParam(), false, {}, Device::cuda()), reference(), GetParam(), 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalenceOnCuda, ::testing::Values(0, 1, 2, 3),
+                         [](const auto& info) { return "stage" + std::to_string(info.param); });
+
 TEST(ZeroGroups, OneGroupPerUnitAndDecayClassWithNamesAndOffsets) {
   Gpt model(config());
   std::vector<ZeroParameter> params = zero_parameters(model, config().seed);

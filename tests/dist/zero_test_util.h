@@ -83,12 +83,17 @@ inline TrainingRun reference_run() {
 // A model and its ZeRO optimizer (stage 3 optionally born partitioned: the
 // model built under DeferredParameters); `knobs` sets the options beyond
 // stage, learning rate and weight decay.
+// On `device`: parameters, batches and every collective (CUDA tensors of
+// ranks sharing one GPU travel through the staged MPI backend).
 struct ZeroTrainer {
-  ZeroTrainer(int stage, bool born_partitioned = false, ZeroOptions knobs = {})
-      : model(build(born_partitioned)), zero(zero_parameters(model, config().seed), world(), with(knobs, stage)) {}
-  static Gpt build(bool born_partitioned) {
+  ZeroTrainer(int stage, bool born_partitioned = false, ZeroOptions knobs = {}, Device on = Device::cpu())
+      : device(on),
+        model(build(born_partitioned, on)),
+        zero(zero_parameters(model, config().seed), world(), with(knobs, stage)) {}
+  static Gpt build(bool born_partitioned, Device on) {
     std::optional<DeferredParameters> deferred;
     if (born_partitioned) deferred.emplace();
+    ParametersOn placed(on);
     return Gpt(config());
   }
   static ZeroOptions with(ZeroOptions knobs, int stage) {
@@ -105,7 +110,7 @@ struct ZeroTrainer {
       double loss = 0;
       for (int64_t micro = 0; micro < kAccum; ++micro) {
         auto [x, y] = batch(step, micro, first, rows);
-        Variable l = model.loss(x, y);
+        Variable l = model.loss(x.to(device), y.to(device));
         zero.backward(scale(l, 1.0 / kAccum), micro == kAccum - 1);
         loss += l.data().item() / kAccum;
       }
@@ -127,12 +132,14 @@ struct ZeroTrainer {
     for (const NamedParameter& p : model.named_parameters()) values.push_back(full.at(p.name).to_vector<float>());
     return values;
   }
-  Gpt model;  // declared first: built before the optimizer packs its parameters
+  Device device;
+  Gpt model;  // declared before the optimizer: built before it packs the parameters
   ZeroOptimizer zero;
 };
 
-inline TrainingRun zero_run(int stage, bool born_partitioned = false, ZeroOptions knobs = {}) {
-  ZeroTrainer trainer(stage, born_partitioned, knobs);
+inline TrainingRun zero_run(int stage, bool born_partitioned = false, ZeroOptions knobs = {},
+                            Device device = Device::cpu()) {
+  ZeroTrainer trainer(stage, born_partitioned, knobs, device);
   TrainingRun run;
   run.losses = trainer.train(0, kSteps);
   run.params = trainer.parameters();
@@ -163,12 +170,13 @@ struct OneStepSetup {
 
 class ZeroEquivalence : public ::testing::TestWithParam<int> {
  public:
-  // Losses and parameters of `run` against `expected` (the one-process run).
-  static void check(const TrainingRun& run, const TrainingRun& expected, int stage);
+  // Losses and parameters of `run` against `expected` (the one-process run),
+  // relative `tolerance` (1e-5 on the CPU; CUDA's f32 sums in other orders).
+  static void check(const TrainingRun& run, const TrainingRun& expected, int stage, double tolerance = 1e-5);
 };
 
-inline void ZeroEquivalence::check(const TrainingRun& run, const TrainingRun& expected, int stage) {
-  EXPECT_TRUE(test::all_close(run.losses, expected.losses, 1e-5)) << "stage " << stage << " on "
+inline void ZeroEquivalence::check(const TrainingRun& run, const TrainingRun& expected, int stage, double tolerance) {
+  EXPECT_TRUE(test::all_close(run.losses, expected.losses, tolerance)) << "stage " << stage << " on "
                                                                      << world().world_size() << " ranks";
   ASSERT_EQ(run.params.size(), expected.params.size());
   // Every element within 1e-5 relative, with one principled exception. The
@@ -188,10 +196,10 @@ inline void ZeroEquivalence::check(const TrainingRun& run, const TrainingRun& ex
         got[size_t(j)] = want[size_t(j)];
       }
     }
-    // Relative 1e-5, with the tensor's own scale as the floor for elements near zero.
+    // Relative tolerance, with the tensor's own scale as the floor for elements near zero.
     double scale = 0;
     for (float v : want) scale = std::max(scale, double(std::abs(v)));
-    EXPECT_TRUE(test::all_close(got, want, 1e-5, 1e-5 * scale)) << names[i].name << " (stage " << stage << ")";
+    EXPECT_TRUE(test::all_close(got, want, tolerance, tolerance * scale)) << names[i].name << " (stage " << stage << ")";
   }
   // The run really trained: the loss fell.
   EXPECT_LT(run.losses.back(), run.losses.front() - 0.1);
