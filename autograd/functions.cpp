@@ -113,12 +113,30 @@ Variable layernorm(const Variable& x, const Variable& weight, const Variable& bi
 }
 
 // Attention saves qkv and the (B, NH, T, T) probabilities; the backward
-// formula is in kernels/cpu/attention.h.
+// formula is in kernels/cpu/attention.h. On CUDA the fused kernels run
+// instead (the matrix would be B * NH * T * T floats per layer).
 Variable attention(const Variable& qkv, int64_t n_head) {
+  const bool fused = qkv.value().device().is_cuda() && n_head >= 1 && qkv.size(-1) % (3 * n_head) == 0 &&
+                     qkv.size(-1) / (3 * n_head) <= kFusedAttentionMaxHeadSize;
+  if (fused) return fused_attention(qkv, n_head);
+  return naive_attention(qkv, n_head);
+}
+
+Variable naive_attention(const Variable& qkv, int64_t n_head) {
   AttentionOutput out = sg::attention(qkv.value(), n_head);
   Tensor att = out.att;
   return make_result(out.out, "attention", {qkv}, [qkv, att, n_head](const Tensor& dy) {
     return std::vector<Tensor>{sg::attention_backward(dy, qkv.value(), att, n_head)};
+  });
+}
+
+// Fused attention saves qkv, its output and each row's log-sum-exp; the
+// backward recomputes the probabilities (kernels/cpu/flash_attention.h).
+Variable fused_attention(const Variable& qkv, int64_t n_head) {
+  FusedAttentionOutput out = sg::fused_attention(qkv.value(), n_head);
+  Tensor y = out.out, lse = out.lse;
+  return make_result(out.out, "fused_attention", {qkv}, [qkv, y, lse, n_head](const Tensor& dy) {
+    return std::vector<Tensor>{sg::fused_attention_backward(dy, qkv.value(), y, lse, n_head)};
   });
 }
 

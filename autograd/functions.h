@@ -31,8 +31,14 @@ Variable gelu(const Variable& x);
 Variable softmax(const Variable& x);  // over the last dim
 Variable layernorm(const Variable& x, const Variable& weight, const Variable& bias);  // over the last dim
 
-// Causal self-attention over qkv (B, T, 3C) -> (B, T, C), NH heads.
+// Causal self-attention over qkv (B, T, 3C) -> (B, T, C), NH heads: the
+// fused kernels on CUDA (head sizes up to 128), the naive form elsewhere.
 Variable attention(const Variable& qkv, int64_t n_head);
+// Either form explicitly: naive saves the (B, NH, T, T) probabilities,
+// fused only (B, NH, T) log-sum-exps and recomputes in backward.
+Variable naive_attention(const Variable& qkv, int64_t n_head);
+Variable fused_attention(const Variable& qkv, int64_t n_head);
+constexpr int64_t kFusedAttentionMaxHeadSize = 128;
 
 // Rows of table (V, C) picked by ids (any shape, i32/i64) -> ids.shape + (C).
 Variable embedding(const Variable& table, const Tensor& ids);

@@ -1,6 +1,7 @@
 #include "optim/optimizers.h"
 
 #include <cmath>
+#include <map>
 
 #include "tensor/ops.h"
 
@@ -102,9 +103,19 @@ void Sgd::step() {
 
 double grad_norm(const std::vector<Variable>& params) {
   double total = 0.0;
+  std::map<int, Tensor> on_gpu;  // each GPU's partial sum, read once at the end (one sync, not one per tensor)
   for (const Variable& p : params) {
-    if (p.grad().defined()) total += squared_norm(p.grad()).item();
+    if (!p.grad().defined()) continue;
+    Tensor squares = squared_norm(p.grad());
+    if (squares.device().is_cpu()) {
+      total += squares.item();
+      continue;
+    }
+    squares = squares.to(DType::f32).view({1});
+    Tensor& sum = on_gpu[squares.device().index];
+    sum = sum.defined() ? add(sum, squares) : squares;
   }
+  for (const auto& [index, sum] : on_gpu) total += sum.item();
   return std::sqrt(total);
 }
 

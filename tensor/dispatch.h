@@ -12,6 +12,7 @@
 
 #ifdef SG_CUDA
 #include "kernels/cuda/adamw.h"
+#include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/loss.h"

@@ -78,6 +78,17 @@ struct AttentionOutput {
 AttentionOutput attention(const Tensor& qkv, int64_t n_head);  // qkv (B, T, 3C), causal
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& att, int64_t n_head);
 
+// The same attention fused (kernels/cpu/flash_attention.h): no (T, T) matrix,
+// only the log-sum-exp of each row's scores, (B, NH, T) in f32 (f64 for f64).
+// CUDA kernels take f32/bf16/f16 as they are; head sizes up to 128 there.
+struct FusedAttentionOutput {
+  Tensor out;  // (B, T, C)
+  Tensor lse;  // (B, NH, T)
+};
+FusedAttentionOutput fused_attention(const Tensor& qkv, int64_t n_head);
+Tensor fused_attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                                int64_t n_head);
+
 // ---- embedding and loss ---------------------------------------------------------
 Tensor embedding(const Tensor& table, const Tensor& ids);  // table (V, C), ids (...) -> (..., C)
 Tensor embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_size);  // -> dtable (V, C)

@@ -102,6 +102,29 @@ TEST_F(CudaKernels, AttentionMatchesCpu) {
                           attention_backward(dout, qkv, cpu_a.att, 4), kF32, 1e-5));
 }
 
+// The fused kernels against their CPU twin, in f32 and bf16, for head sizes
+// in every bucket (8 -> 16, 24 -> 32, 64, 80 -> 128) and T across tile edges.
+TEST_F(CudaKernels, FusedAttentionMatchesCpu) {
+  struct Case {
+    int64_t B, T, C, NH;
+  };
+  for (Case c : {Case{2, 37, 16, 2}, Case{1, 64, 48, 2}, Case{2, 33, 128, 2}, Case{1, 70, 160, 2}}) {
+    SCOPED_TRACE("T=" + std::to_string(c.T) + " C=" + std::to_string(c.C));
+    Tensor qkv = random_tensor({c.B, c.T, 3 * c.C}, "qkv"), dout = random_tensor({c.B, c.T, c.C}, "dout");
+    FusedAttentionOutput cpu_a = fused_attention(qkv, c.NH), gpu_a = fused_attention(gpu(qkv), c.NH);
+    EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, kF32, 1e-6));
+    EXPECT_TRUE(same_as_cpu(gpu_a.lse, cpu_a.lse, kF32, 1e-6));
+    EXPECT_TRUE(same_as_cpu(fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH),
+                            fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, c.NH), kF32, 1e-5));
+    // bf16 inputs and outputs, f32 inside: within bf16's rounding of the f32 result.
+    Tensor q16 = qkv.to(DType::bf16), d16 = dout.to(DType::bf16);
+    FusedAttentionOutput cpu_b = fused_attention(q16, c.NH), gpu_b = fused_attention(gpu(q16), c.NH);
+    EXPECT_TRUE(same_as_cpu(gpu_b.out, cpu_b.out, kBf16, 1e-2));
+    EXPECT_TRUE(same_as_cpu(fused_attention_backward(gpu(d16), gpu(q16), gpu_b.out, gpu_b.lse, c.NH),
+                            fused_attention_backward(d16, q16, cpu_b.out, cpu_b.lse, c.NH), kBf16, 1e-2));
+  }
+}
+
 TEST_F(CudaKernels, EmbeddingAndCrossEntropyMatchCpu) {
   Tensor table = random_tensor({50, 24}, "wte");
   std::vector<int32_t> id_values;

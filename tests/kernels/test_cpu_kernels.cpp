@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/adamw.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/flash_attention.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/loss.h"
 #include "kernels/cpu/normalization.h"
@@ -249,6 +250,27 @@ TEST(CpuKernels, AttentionForwardMatchesReference) {
     }
     EXPECT_NEAR(total, 1.0, 1e-6);
   }
+}
+
+// The fused form computes the same function without the (T, T) matrix; its
+// lse is the log of each row's softmax denominator, and its backward (from
+// lse and the output) equals the naive backward (from the matrix).
+TEST(CpuKernels, FlashAttentionMatchesTheNaiveForm) {
+  const int64_t B = 2, T = 7, C = 12, NH = 3;
+  auto qkv = random_floats(B * T * 3 * C, 21, -2.0f, 2.0f), dout = random_floats(B * T * C, 22);
+  std::vector<float> out(size_t(B * T * C)), att(size_t(B * NH * T * T)), naive_dqkv(qkv.size(), 0.0f);
+  cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+  cpu::attention_backward(naive_dqkv.data(), dout.data(), qkv.data(), att.data(), B, T, C, NH);
+  std::vector<float> fused(out.size()), lse(size_t(B * NH * T)), fused_dqkv(qkv.size(), 0.0f);
+  cpu::flash_attention_forward(fused.data(), lse.data(), qkv.data(), B, T, C, NH);
+  EXPECT_TRUE(all_close(fused, attention_reference(to_double(qkv), B, T, C, NH), 1e-5, 1e-6));
+  cpu::flash_attention_backward(fused_dqkv.data(), dout.data(), qkv.data(), fused.data(), lse.data(), B, T, C, NH);
+  EXPECT_TRUE(all_close(fused_dqkv, naive_dqkv, 1e-4, 1e-6));
+  // Row t = 0 attends only to itself: its lse is its own scaled score.
+  const int64_t HS = C / NH;
+  double self = 0;
+  for (int64_t i = 0; i < HS; ++i) self += double(qkv[size_t(i)]) * double(qkv[size_t(C + i)]);
+  EXPECT_NEAR(lse[0], self / std::sqrt(double(HS)), 1e-5);
 }
 
 TEST(CpuKernels, AttentionBackwardMatchesFiniteDifference) {

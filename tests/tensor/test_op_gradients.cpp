@@ -86,6 +86,14 @@ TEST(OpGradients, CausalAttention) {
                               [](const Tensor& v) { return attention(v, 2).out; }, qkv, d));
 }
 
+TEST(OpGradients, FusedCausalAttention) {
+  Tensor qkv = randn64({2, 5, 3 * 6}, "qkv"), d = randn64({2, 5, 6}, "d");
+  FusedAttentionOutput a = fused_attention(qkv, 3);
+  EXPECT_TRUE(matches_numeric(fused_attention_backward(d, qkv, a.out, a.lse, 3),
+                              [](const Tensor& v) { return fused_attention(v, 3).out; }, qkv, d));
+  EXPECT_TRUE(all_close(a.out.to_vector<double>(), attention(qkv, 3).out.to_vector<double>(), 1e-12, 1e-14));
+}
+
 TEST(OpGradients, EmbeddingTable) {
   Tensor table = randn64({5, 3}, "wte"), d = randn64({2, 2, 3}, "d");
   Tensor ids = Tensor::from_vector(std::vector<int32_t>{4, 1, 4, 0}, {2, 2});

@@ -1,0 +1,38 @@
+// CUDA twin of kernels/cpu/flash_attention.h: fused causal self-attention
+// that never materializes the (T, T) matrix. The math (online softmax
+// forward, recomputation from lse backward) is written out there.
+//
+// Kernels: each block takes one (batch, head) pair and a tile of rows, one
+// thread per row; the other side's rows stream through shared memory tile
+// by tile. Backward runs three kernels: D = rowsum(dO * O); dK and dV with a
+// thread per key row (looping over the query tiles that can see it); dQ
+// with a thread per query row. Every gradient element has one writer: no
+// atomics, the same bits every run. Head sizes up to 128.
+//
+// This is the correct, O(T)-memory kernel; it computes on CUDA cores, not
+// tensor cores (docs/performance.md says what is measured of it).
+//
+// Read next: kernels/cuda/loss.h.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/dtype.h"
+
+namespace sg::cuda {
+
+constexpr int64_t kFlashMaxHeadSize = 128;
+
+// out (B, T, C) and qkv (B, T, 3C) in `dtype` (f32, bf16, f16); lse (B, NH, T) f32.
+void flash_attention_forward(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
+                             DType dtype, cudaStream_t stream);
+
+// Accumulates into dqkv (B, T, 3C, f32); dout, qkv and out in `dtype`;
+// row_dots: scratch of B * NH * T floats (the D_t above).
+void flash_attention_backward(float* dqkv, float* row_dots, const void* dout, const void* qkv, const void* out,
+                              const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
+                              cudaStream_t stream);
+
+}  // namespace sg::cuda
