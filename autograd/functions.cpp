@@ -150,18 +150,14 @@ Variable embedding(const Variable& table, const Tensor& ids) {
 
 // loss = (1/n) sum over counted rows of (logsumexp(x) - x[target]), n = rows
 // with target >= 0:  dlogits = dloss/n * (softmax(x) - onehot(target)).
+// The mean and n stay on the logits' device; so does dloss in backward.
 Variable cross_entropy(const Variable& logits, const Tensor& targets) {
   Tensor x = logits.value();
   CrossEntropyOutput out = sg::cross_entropy(x, targets);
-  int64_t counted = 0;
-  for (int64_t t : targets.to_vector<int64_t>()) counted += t >= 0;
-  SG_CHECK(counted > 0, "cross_entropy: every target is ignored (negative), so the mean is undefined");
-  Tensor lse = out.lse;
-  Tensor loss = sg::scale(sg::sum(out.losses), 1.0 / double(counted)).to(x.dtype());
-  return make_result(loss, "cross_entropy", {logits}, [x, lse, targets, counted](const Tensor& dloss) {
-    Tensor dlosses = Tensor::full(targets.shape(), dloss.item() / double(counted),
-                                  TensorOptions().dtype(lse.dtype()).device(x.device()));
-    return std::vector<Tensor>{sg::cross_entropy_backward(dlosses, x, lse, targets)};
+  CrossEntropyMean mean = sg::cross_entropy_mean(out.losses, targets);
+  Tensor lse = out.lse, count = mean.count;
+  return make_result(mean.loss.to(x.dtype()), "cross_entropy", {logits}, [x, lse, targets, count](const Tensor& dloss) {
+    return std::vector<Tensor>{sg::cross_entropy_mean_backward(dloss, count, x, lse, targets)};
   });
 }
 

@@ -39,6 +39,7 @@
 #include "optim/optimizers.h"
 #include "optim/schedule.h"
 #include "optim/zero.h"
+#include "tensor/ops.h"
 
 namespace sg {
 namespace {
@@ -249,16 +250,23 @@ int run(const TrainFlags& flags) {
     comm.reset_stats();
     const double lr = schedule.lr(step);
     double loss = 0.0;
+    Tensor gpu_loss;  // on a GPU the micro-batch losses add up there: one read per step, after it is queued
     for (int64_t micro = 0; micro < flags.grad_accum; ++micro) {
       WindowLoader::Batch batch = train_loader.next();
       Variable micro_loss = model.loss(batch.x, batch.y);
       // Averaging over micro-batches: each backward adds 1/accum of its gradient.
       optimizer.backward(scale(micro_loss, 1.0 / double(flags.grad_accum)), micro + 1 == flags.grad_accum);
-      loss += micro_loss.data().item() / double(flags.grad_accum);
+      if (device.is_cpu()) {
+        loss += micro_loss.data().item() / double(flags.grad_accum);
+      } else {
+        Tensor l = micro_loss.data().to(DType::f32);
+        gpu_loss = gpu_loss.defined() ? add(gpu_loss, l) : l;
+      }
     }
     const double norm = optimizer.clip_grad_norm(flags.clip);
     optimizer.step(lr);
     optimizer.zero_grad();
+    if (gpu_loss.defined()) loss = gpu_loss.item() / double(flags.grad_accum);
     // The mean over ranks is the loss of the global batch; a stop signal on
     // any rank stops every rank, after this same step.
     bool stop = g_signal != 0;

@@ -101,6 +101,19 @@ CrossEntropyOutput cross_entropy(const Tensor& logits, const Tensor& targets);  
 Tensor cross_entropy_backward(const Tensor& dlosses, const Tensor& logits, const Tensor& lse,
                               const Tensor& targets);  // -> dlogits (..., V)
 
+// The mean loss over rows whose target is not negative, and how many rows
+// that is, as 0-d tensors on the losses' device (f32; f64 for f64). On the
+// GPU both stay there: the backward below reads them on the device, so a
+// training step needs no host round trip for its loss. Every row ignored:
+// an error on the CPU, NaN on CUDA (PyTorch's mean of nothing).
+struct CrossEntropyMean {
+  Tensor loss, count;
+};
+CrossEntropyMean cross_entropy_mean(const Tensor& losses, const Tensor& targets);
+// dlogits of that mean: dloss / count * (softmax - onehot) on counted rows.
+Tensor cross_entropy_mean_backward(const Tensor& dloss, const Tensor& count, const Tensor& logits, const Tensor& lse,
+                                   const Tensor& targets);
+
 // ---- reductions to a 0-d f32 tensor on the input's device -------------------------
 Tensor sum(const Tensor& x);
 Tensor mean(const Tensor& x);

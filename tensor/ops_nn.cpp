@@ -4,7 +4,6 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/flash_attention.h"
-#include "kernels/cpu/loss.h"
 #include "kernels/cpu/normalization.h"
 #include "tensor/ops.h"
 #include "tensor/ops_common.h"
@@ -262,105 +261,6 @@ Tensor fused_attention_backward(const Tensor& dout, const Tensor& qkv, const Ten
                                               cuda_stream(qkv.device())));
   }
   return dqkv.to(qkv.dtype());
-}
-
-namespace {
-
-// Ids out of range would read or write outside the table: a clear error
-// instead. Checked on the host, so only for CPU tensors (a CUDA check would
-// cost a device sync per call).
-void check_id_range(std::string_view op, const Tensor& ids, int64_t limit, bool allow_negative) {
-  if (!ids.device().is_cpu()) return;
-  const int32_t* p = ids.data<int32_t>();
-  for (int64_t i = 0; i < ids.numel(); ++i) {
-    SG_CHECK(p[i] < limit && (p[i] >= 0 || allow_negative), op, ": index ", p[i], " at position ", i,
-             " is outside [0, ", limit, ")", allow_negative ? " (negative indices are ignored)" : "");
-  }
-}
-
-}  // namespace
-
-Tensor embedding(const Tensor& table, const Tensor& ids) {
-  check_inputs("embedding", {&table, &ids});
-  check_float("embedding", table);
-  check_replicated("embedding", table);
-  SG_CHECK(table.dim() == 2, "embedding: the table must be (V, C), got ", table.str());
-  Tensor index = as_indices("embedding", ids);
-  check_id_range("embedding", index, table.size(0), false);
-  DType compute = compute_dtype("embedding", table, CudaTypes::kF32Only);
-  Tensor t = prepare(table, compute);
-  int64_t C = table.size(1), N = ids.numel();
-  Shape out_shape = ids.shape();
-  out_shape.push_back(C);
-  Tensor out = Tensor::empty(out_shape, TensorOptions().dtype(compute).device(table.device()));
-  if (table.device().is_cpu()) SG_ON_CPU(compute, cpu::embedding_forward(out.data<T>(), t.data<T>(), index.data<int32_t>(), N, C));
-  else SG_ON_CUDA(cuda::embedding_forward(out.data<float>(), t.data<float>(), index.data<int32_t>(), N, C, cuda_stream(table.device())));
-  return out.to(table.dtype());
-}
-
-Tensor embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_size) {
-  check_inputs("embedding_backward", {&dout, &ids});
-  Tensor index = as_indices("embedding_backward", ids);
-  check_id_range("embedding_backward", index, vocab_size, false);
-  Shape expected = ids.shape();
-  SG_CHECK(dout.dim() == ids.dim() + 1, "embedding_backward: dout ", dout.str(), " must be ids' shape plus C");
-  expected.push_back(dout.size(-1));
-  SG_CHECK(dout.shape() == expected, "embedding_backward: dout ", dout.str(), " does not match ids ", ids.str());
-  check_float("embedding_backward", dout);
-  DType compute = compute_dtype("embedding_backward", dout, CudaTypes::kF32Only);
-  Tensor d = prepare(dout, compute);
-  int64_t C = dout.size(-1), N = ids.numel();
-  Tensor dtable = Tensor::zeros({vocab_size, C}, TensorOptions().dtype(compute).device(dout.device()));
-  if (dout.device().is_cpu()) SG_ON_CPU(compute, cpu::embedding_backward(dtable.data<T>(), d.data<T>(), index.data<int32_t>(), N, C));
-  else SG_ON_CUDA(cuda::embedding_backward(dtable.data<float>(), d.data<float>(), index.data<int32_t>(), N, C, cuda_stream(dout.device())));
-  return dtable.to(dout.dtype());
-}
-
-CrossEntropyOutput cross_entropy(const Tensor& logits, const Tensor& targets) {
-  check_inputs("cross_entropy", {&logits, &targets});
-  check_float("cross_entropy", logits);
-  check_replicated("cross_entropy", logits);
-  SG_CHECK(logits.dim() >= 1 && leading_shape(logits) == targets.shape(), "cross_entropy: logits ", logits.str(),
-           " must be targets' shape ", shape_str(targets.shape()), " plus the vocabulary");
-  Tensor index = as_indices("cross_entropy", targets);
-  int64_t V = logits.size(-1), N = targets.numel();
-  check_id_range("cross_entropy", index, V, true);
-  DType compute = compute_dtype("cross_entropy", logits, CudaTypes::kF32Only);
-  Tensor x = prepare(logits, compute);
-  CrossEntropyOutput result;
-  result.losses = Tensor::empty(targets.shape(), TensorOptions().dtype(compute).device(logits.device()));
-  result.lse = Tensor::empty(targets.shape(), TensorOptions().dtype(compute).device(logits.device()));
-  if (logits.device().is_cpu()) {
-    SG_ON_CPU(compute, cpu::cross_entropy_forward(result.losses.data<T>(), result.lse.data<T>(), x.data<T>(),
-                                                  index.data<int32_t>(), N, V));
-  } else {
-    SG_ON_CUDA(cuda::cross_entropy_forward(result.losses.data<float>(), result.lse.data<float>(), x.data<float>(),
-                                           index.data<int32_t>(), N, V, cuda_stream(logits.device())));
-  }
-  return result;
-}
-
-Tensor cross_entropy_backward(const Tensor& dlosses, const Tensor& logits, const Tensor& lse, const Tensor& targets) {
-  check_inputs("cross_entropy_backward", {&dlosses, &logits, &lse, &targets});
-  check_replicated("cross_entropy_backward", logits);
-  SG_CHECK(logits.dim() >= 1 && leading_shape(logits) == targets.shape() && dlosses.shape() == targets.shape() &&
-               lse.shape() == targets.shape(),
-           "cross_entropy_backward: dlosses ", dlosses.str(), ", lse ", lse.str(), " and targets ",
-           shape_str(targets.shape()), " must all be logits' ", logits.str(), " shape without the vocabulary");
-  Tensor index = as_indices("cross_entropy_backward", targets);
-  int64_t V = logits.size(-1), N = targets.numel();
-  check_id_range("cross_entropy_backward", index, V, true);
-  DType compute = compute_dtype("cross_entropy_backward", logits, CudaTypes::kF32Only);
-  Tensor d = prepare(dlosses, compute), x = prepare(logits, compute), l = prepare(lse, compute);
-  Tensor dlogits = zeros_like(x, compute);
-  if (logits.device().is_cpu()) {
-    SG_ON_CPU(compute, cpu::cross_entropy_backward(dlogits.data<T>(), d.data<T>(), x.data<T>(), l.data<T>(),
-                                                   index.data<int32_t>(), N, V));
-  } else {
-    SG_ON_CUDA(cuda::cross_entropy_backward(dlogits.data<float>(), d.data<float>(), x.data<float>(), l.data<float>(),
-                                            index.data<int32_t>(), N, V, cuda_stream(logits.device())));
-  }
-  return dlogits.to(logits.dtype());
 }
 
 }  // namespace sg

@@ -2,6 +2,7 @@
 // logits: max, then sum of exponentials, then the loss; the backward pass
 // recomputes softmax from the saved logsumexp instead of storing (N, V).
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/float_types.cuh"
 #include "kernels/cuda/loss.h"
 #include "kernels/cuda/warp.cuh"
 
@@ -22,34 +23,80 @@ __global__ void embedding_backward_kernel(float* dtable, const float* dout, cons
   }
 }
 
-__global__ void cross_entropy_forward_kernel(float* losses, float* lse, const float* logits, const int32_t* targets,
+// One warp per row, one pass over the logits: each lane keeps a running max
+// m and sum of exp(x - m) over its columns (rescaling the sum when m grows),
+// then the lanes combine theirs. Logits in T (f32, bf16, f16), math in f32.
+template <typename T>
+__global__ void cross_entropy_forward_kernel(float* losses, float* lse, const T* logits, const int32_t* targets,
                                              int64_t N, int64_t V) {
   int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   int lane = threadIdx.x % kWarp;
   if (row >= N) return;
-  const float* x = logits + row * V;
-  float max_value = -INFINITY;
-  for (int64_t j = lane; j < V; j += kWarp) max_value = fmaxf(max_value, x[j]);
-  max_value = warp_max(max_value);
-  float sum = 0.0f;
-  for (int64_t j = lane; j < V; j += kWarp) sum += expf(x[j] - max_value);
-  float log_sum_exp = max_value + logf(warp_sum(sum));
+  const T* x = logits + row * V;
+  float m = -INFINITY, sum = 0.0f;
+  for (int64_t j = lane; j < V; j += kWarp) {
+    const float value = load(x[j]);
+    if (value > m) {
+      sum *= expf(m - value);
+      m = value;
+    }
+    sum += expf(value - m);
+  }
+  const float max_value = warp_max(m);
+  sum = warp_sum(m == -INFINITY ? 0.0f : sum * expf(m - max_value));
+  const float log_sum_exp = max_value + logf(sum);
   if (lane == 0) {
     lse[row] = log_sum_exp;
-    losses[row] = targets[row] < 0 ? 0.0f : log_sum_exp - x[targets[row]];
+    losses[row] = targets[row] < 0 ? 0.0f : log_sum_exp - load(x[targets[row]]);
   }
 }
 
-__global__ void cross_entropy_backward_kernel(float* dlogits, const float* dlosses, const float* logits,
-                                              const float* lse, const int32_t* targets, int64_t N, int64_t V) {
+// dlogits = scale_n * (softmax(x) - onehot(target)), written (not added), so
+// dlogits may be the logits' own buffer: each element is read, then written,
+// by one thread. scale_n is dlosses[n] per row, or dloss[0] / count[0] for the
+// mean (per_row false): read on the device, no host round trip.
+template <typename T>
+__global__ void cross_entropy_backward_kernel(T* dlogits, const float* dlosses, const float* count, bool per_row,
+                                              const T* logits, const float* lse, const int32_t* targets, int64_t N,
+                                              int64_t V) {
   int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   int lane = threadIdx.x % kWarp;
-  if (row >= N || targets[row] < 0) return;
-  const float* x = logits + row * V;
-  float* dx = dlogits + row * V;
-  float d = dlosses[row], l = lse[row];
-  int32_t target = targets[row];
-  for (int64_t j = lane; j < V; j += kWarp) dx[j] += d * (expf(x[j] - l) - (j == target ? 1.0f : 0.0f));
+  if (row >= N) return;
+  const T* x = logits + row * V;
+  T* dx = dlogits + row * V;
+  const int32_t target = targets[row];
+  const float d = target < 0 ? 0.0f : per_row ? dlosses[row] : dlosses[0] / count[0];
+  const float l = lse[row];
+  for (int64_t j = lane; j < V; j += kWarp) dx[j] = store<T>(d * (expf(load(x[j]) - l) - (j == target ? 1.0f : 0.0f)));
+}
+
+// The mean over counted rows (target >= 0), in one block: each thread sums a
+// strided part in a fixed order, then a tree in shared memory (the same bits
+// every run).
+__global__ void cross_entropy_mean_kernel(float* loss, float* count, const float* losses, const int32_t* targets,
+                                          int64_t N) {
+  __shared__ float sums[1024], counts[1024];
+  float s = 0.0f, c = 0.0f;
+  for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
+    if (targets[n] >= 0) {
+      s += losses[n];
+      c += 1.0f;
+    }
+  }
+  sums[threadIdx.x] = s;
+  counts[threadIdx.x] = c;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      sums[threadIdx.x] += sums[threadIdx.x + stride];
+      counts[threadIdx.x] += counts[threadIdx.x + stride];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    *loss = sums[0] / counts[0];  // 0 / 0 = NaN when every row is ignored, as in PyTorch
+    *count = counts[0];
+  }
 }
 
 }  // namespace
@@ -67,18 +114,32 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* ids, in
   SG_CHECK_LAUNCH();
 }
 
-void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N,
-                           int64_t V, cudaStream_t stream) {
+void cross_entropy_forward(float* losses, float* lse, const void* logits, const int32_t* targets, int64_t N,
+                           int64_t V, DType dtype, cudaStream_t stream) {
   if (N == 0) return;
-  cross_entropy_forward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(losses, lse, logits, targets, N, V);
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    cross_entropy_forward_kernel<T><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+        losses, lse, static_cast<const T*>(logits), targets, N, V);
+  });
   SG_CHECK_LAUNCH();
 }
 
-void cross_entropy_backward(float* dlogits, const float* dlosses, const float* logits, const float* lse,
-                            const int32_t* targets, int64_t N, int64_t V, cudaStream_t stream) {
+void cross_entropy_backward(void* dlogits, const float* dlosses, const float* count, const void* logits,
+                            const float* lse, const int32_t* targets, int64_t N, int64_t V, DType dtype,
+                            cudaStream_t stream) {
   if (N == 0) return;
-  cross_entropy_backward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(dlogits, dlosses, logits, lse,
-                                                                                       targets, N, V);
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    cross_entropy_backward_kernel<T><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+        static_cast<T*>(dlogits), dlosses, count, count == nullptr, static_cast<const T*>(logits), lse, targets, N, V);
+  });
+  SG_CHECK_LAUNCH();
+}
+
+void cross_entropy_mean(float* loss, float* count, const float* losses, const int32_t* targets, int64_t N,
+                        cudaStream_t stream) {
+  cross_entropy_mean_kernel<<<1, 1024, 0, stream>>>(loss, count, losses, targets, N);
   SG_CHECK_LAUNCH();
 }
 

@@ -1,5 +1,5 @@
 // CUDA twins of kernels/cpu/loss.h: embedding lookup / scatter-add and
-// cross-entropy from logits. f32.
+// cross-entropy from logits (f32, bf16 or f16 logits; f32 math).
 //
 // Read next: kernels/cuda/reduce.h.
 #pragma once
@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "kernels/dtype.h"
+
 namespace sg::cuda {
 
 void embedding_forward(float* out, const float* table, const int32_t* ids, int64_t N, int64_t C, cudaStream_t stream);
@@ -15,9 +17,17 @@ void embedding_forward(float* out, const float* table, const int32_t* ids, int64
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C,
                         cudaStream_t stream);
 
-void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N,
-                           int64_t V, cudaStream_t stream);
-void cross_entropy_backward(float* dlogits, const float* dlosses, const float* logits, const float* lse,
-                            const int32_t* targets, int64_t N, int64_t V, cudaStream_t stream);
+// logits (N, V) in `dtype` (f32, bf16, f16); losses and lse (N) f32.
+void cross_entropy_forward(float* losses, float* lse, const void* logits, const int32_t* targets, int64_t N,
+                           int64_t V, DType dtype, cudaStream_t stream);
+// Writes dlogits (N, V) in `dtype`; it may be the logits' own buffer. With
+// count null, dlosses holds one scale per row; otherwise the loss is the
+// mean and every counted row's scale is dlosses[0] / count[0].
+void cross_entropy_backward(void* dlogits, const float* dlosses, const float* count, const void* logits,
+                            const float* lse, const int32_t* targets, int64_t N, int64_t V, DType dtype,
+                            cudaStream_t stream);
+// loss = the mean of losses over rows with target >= 0; count = those rows.
+void cross_entropy_mean(float* loss, float* count, const float* losses, const int32_t* targets, int64_t N,
+                        cudaStream_t stream);
 
 }  // namespace sg::cuda

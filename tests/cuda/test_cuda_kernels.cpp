@@ -143,6 +143,22 @@ TEST_F(CudaKernels, EmbeddingAndCrossEntropyMatchCpu) {
   Tensor dl = random_tensor({8, 8}, "dl");
   EXPECT_TRUE(same_as_cpu(cross_entropy_backward(gpu(dl), gpu(logits), gpu_ce.lse, gpu(targets)),
                           cross_entropy_backward(dl, logits, cpu_ce.lse, targets), kF32, 1e-6));
+
+  // The mean and its backward, read on the device (no host round trip).
+  CrossEntropyMean cpu_mean = cross_entropy_mean(cpu_ce.losses, targets);
+  CrossEntropyMean gpu_mean = cross_entropy_mean(gpu_ce.losses, gpu(targets));
+  EXPECT_TRUE(same_as_cpu(gpu_mean.loss, cpu_mean.loss, kF32, 1e-6));
+  EXPECT_TRUE(same_as_cpu(gpu_mean.count, cpu_mean.count, 0.0, 0.0));
+  Tensor dloss = Tensor::full({}, 0.75);
+  EXPECT_TRUE(same_as_cpu(cross_entropy_mean_backward(gpu(dloss), gpu_mean.count, gpu(logits), gpu_ce.lse, gpu(targets)),
+                          cross_entropy_mean_backward(dloss, cpu_mean.count, logits, cpu_ce.lse, targets), kF32, 1e-7));
+  // bf16 logits are read as they are (no f32 copy); dlogits come back in bf16.
+  Tensor l16 = logits.to(DType::bf16);
+  CrossEntropyOutput cpu_b = cross_entropy(l16, targets), gpu_b = cross_entropy(gpu(l16), gpu(targets));
+  EXPECT_TRUE(same_as_cpu(gpu_b.losses, cpu_b.losses, kF32, 1e-5));
+  Tensor gpu_d16 = cross_entropy_backward(gpu(dl), gpu(l16), gpu_b.lse, gpu(targets));
+  EXPECT_EQ(gpu_d16.dtype(), DType::bf16);
+  EXPECT_TRUE(same_as_cpu(gpu_d16, cross_entropy_backward(dl, l16, cpu_b.lse, targets), kBf16, 1e-3));
 }
 
 TEST_F(CudaKernels, ReductionsMatchCpu) {

@@ -214,6 +214,15 @@ TEST(Ops, EmbeddingAndCrossEntropy) {
   EXPECT_EQ(d.at({1, 2}), 0.0);
   EXPECT_THROW(cross_entropy(logits, Tensor::from_vector(std::vector<int32_t>{4, 0}, {2})), Error);
   EXPECT_THROW(cross_entropy(logits, Tensor::from_vector(std::vector<int32_t>{0}, {1})), Error);
+  // The mean over counted rows, and its gradient: dloss / count per counted row.
+  CrossEntropyMean mean = cross_entropy_mean(ce.losses, targets);
+  EXPECT_NEAR(mean.loss.item(), std::log(4.0), 1e-6);
+  EXPECT_EQ(mean.count.item(), 1.0);
+  Tensor dm = cross_entropy_mean_backward(Tensor::full({}, 2.0), mean.count, logits, ce.lse, targets);
+  EXPECT_NEAR(dm.at({0, 1}), 2.0 * (0.25 - 1.0), 1e-6);
+  EXPECT_EQ(dm.at({1, 0}), 0.0);
+  Tensor all_ignored = Tensor::from_vector(std::vector<int32_t>{-1, -1}, {2});
+  EXPECT_THROW(cross_entropy_mean(ce.losses, all_ignored), Error);
 }
 
 TEST(Ops, AdamWUpdatesShardsInPlace) {
