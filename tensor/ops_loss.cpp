@@ -38,14 +38,14 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
   SG_CHECK(table.dim() == 2, "embedding: the table must be (V, C), got ", table.str());
   Tensor index = as_indices("embedding", ids);
   check_id_range("embedding", index, table.size(0), false);
-  DType compute = compute_dtype("embedding", table, CudaTypes::kF32Only);
+  DType compute = compute_dtype("embedding", table, CudaTypes::kNative16);
   Tensor t = prepare(table, compute);
   int64_t C = table.size(1), N = ids.numel();
   Shape out_shape = ids.shape();
   out_shape.push_back(C);
   Tensor out = Tensor::empty(out_shape, TensorOptions().dtype(compute).device(table.device()));
   if (table.device().is_cpu()) SG_ON_CPU(compute, cpu::embedding_forward(out.data<T>(), t.data<T>(), index.data<int32_t>(), N, C));
-  else SG_ON_CUDA(cuda::embedding_forward(out.data<float>(), t.data<float>(), index.data<int32_t>(), N, C, cuda_stream(table.device())));
+  else SG_ON_CUDA(cuda::embedding_forward(out.data_ptr(), t.data_ptr(), index.data<int32_t>(), N, C, compute, cuda_stream(table.device())));
   return out.to(table.dtype());
 }
 
@@ -58,12 +58,12 @@ Tensor embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_s
   expected.push_back(dout.size(-1));
   SG_CHECK(dout.shape() == expected, "embedding_backward: dout ", dout.str(), " does not match ids ", ids.str());
   check_float("embedding_backward", dout);
-  DType compute = compute_dtype("embedding_backward", dout, CudaTypes::kF32Only);
+  DType compute = compute_dtype("embedding_backward", dout, CudaTypes::kNative16);
   Tensor d = prepare(dout, compute);
   int64_t C = dout.size(-1), N = ids.numel();
-  Tensor dtable = Tensor::zeros({vocab_size, C}, TensorOptions().dtype(compute).device(dout.device()));
+  Tensor dtable = Tensor::zeros({vocab_size, C}, TensorOptions().dtype(stats_dtype(compute)).device(dout.device()));
   if (dout.device().is_cpu()) SG_ON_CPU(compute, cpu::embedding_backward(dtable.data<T>(), d.data<T>(), index.data<int32_t>(), N, C));
-  else SG_ON_CUDA(cuda::embedding_backward(dtable.data<float>(), d.data<float>(), index.data<int32_t>(), N, C, cuda_stream(dout.device())));
+  else SG_ON_CUDA(cuda::embedding_backward(dtable.data<float>(), d.data_ptr(), index.data<int32_t>(), N, C, compute, cuda_stream(dout.device())));
   return dtable.to(dout.dtype());
 }
 

@@ -200,12 +200,20 @@ Tensor bias_backward(const Tensor& dout) {
   check_float("bias_backward", dout);
   check_replicated("bias_backward", dout);
   SG_CHECK(dout.dim() >= 1, "bias_backward: needs at least one dimension, got ", dout.str());
-  DType compute = compute_dtype("bias_backward", dout, CudaTypes::kF32Only);
+  DType compute = compute_dtype("bias_backward", dout, CudaTypes::kNative16);
   Tensor d = prepare(dout, compute);
   int64_t cols = dout.size(-1), rows = cols ? dout.numel() / cols : 0;
-  Tensor dbias = Tensor::zeros({cols}, TensorOptions().dtype(compute).device(dout.device()));
-  if (dout.device().is_cpu()) SG_ON_CPU(compute, cpu::bias_add_backward(dbias.data<T>(), d.data<T>(), rows, cols));
-  else SG_ON_CUDA(cuda::bias_add_backward(dbias.data<float>(), d.data<float>(), rows, cols, cuda_stream(d.device())));
+  Tensor dbias = Tensor::zeros({cols}, TensorOptions().dtype(stats_dtype(compute)).device(dout.device()));
+  if (dout.device().is_cpu()) {
+    SG_ON_CPU(compute, cpu::bias_add_backward(dbias.data<T>(), d.data<T>(), rows, cols));
+  } else {
+#ifdef SG_CUDA
+    static_assert(cuda::kBiasBackwardScratchRows == 32);
+#endif
+    Tensor partials = Tensor::empty({32, cols}, TensorOptions().device(dout.device()));
+    SG_ON_CUDA(cuda::bias_add_backward(dbias.data<float>(), partials.data<float>(), d.data_ptr(), rows, cols, compute,
+                                       cuda_stream(d.device())));
+  }
   return dbias.to(dout.dtype());
 }
 

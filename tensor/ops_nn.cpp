@@ -38,13 +38,17 @@ Tensor gelu_backward(const Tensor& x, const Tensor& dout) {
   check_float("gelu_backward", x);
   SG_CHECK(x.layout() == dout.layout(), "gelu_backward: layouts differ: ", x.str(), " vs ", dout.str());
   check_same_dtype("gelu_backward", x, dout);
-  DType compute = compute_dtype("gelu_backward", x, CudaTypes::kF32Only);
+  DType compute = compute_dtype("gelu_backward", x, CudaTypes::kNative16);
   Tensor in = prepare(x, compute), d = prepare(dout, compute);
-  Tensor dx = zeros_like(in, compute);
   int64_t n = in.layout().local_numel();
-  if (x.device().is_cpu()) SG_ON_CPU(compute, cpu::gelu_backward(dx.data<T>(), in.data<T>(), d.data<T>(), n));
-  else SG_ON_CUDA(cuda::gelu_backward(dx.data<float>(), in.data<float>(), d.data<float>(), n, cuda_stream(x.device())));
-  return dx.to(x.dtype());
+  if (x.device().is_cpu()) {
+    Tensor dx = zeros_like(in, compute);
+    SG_ON_CPU(compute, cpu::gelu_backward(dx.data<T>(), in.data<T>(), d.data<T>(), n));
+    return dx.to(x.dtype());
+  }
+  Tensor dx = empty_like(in, compute);  // the CUDA kernel writes every element
+  SG_ON_CUDA(cuda::gelu_backward(dx.data_ptr(), in.data_ptr(), d.data_ptr(), n, compute, cuda_stream(x.device())));
+  return dx;
 }
 
 Tensor bias_gelu_(Tensor& pre, const Tensor& bias) {
@@ -52,8 +56,16 @@ Tensor bias_gelu_(Tensor& pre, const Tensor& bias) {
   check_same_dtype("bias_gelu_", pre, bias);
   SG_CHECK(bias.dim() == 1 && pre.dim() >= 1 && pre.size(-1) == bias.size(0), "bias_gelu_: bias ", bias.str(),
            " does not match the last dimension of ", pre.str());
+  if (pre.device().is_cuda() && pre.is_contiguous() && !pre.is_sharded()) {
+    Tensor b = prepare(bias, pre.dtype());
+    Tensor y = empty_like(pre, pre.dtype());
+    [[maybe_unused]] const int64_t cols = bias.size(0), rows = cols ? pre.numel() / cols : 0;
+    SG_ON_CUDA(cuda::bias_gelu_forward(y.data_ptr(), pre.data_ptr(), b.data_ptr(), rows, cols, pre.dtype(),
+                                       cuda_stream(pre.device())));
+    return y;
+  }
   if (!(pre.device().is_cpu() && pre.dtype() == DType::f32 && pre.is_contiguous() && !pre.is_sharded())) {
-    add_bias_(pre, bias);  // the ops one after the other (f64 checks, 16-bit, CUDA)
+    add_bias_(pre, bias);  // the ops one after the other (f64 checks, 16-bit on the CPU)
     return gelu(pre);
   }
   Tensor b = prepare(bias, DType::f32);
@@ -142,20 +154,26 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
   int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
   SG_CHECK(weight.shape() == Shape{C} && mean.numel() == N && rstd.numel() == N,
            "layernorm_backward: weight/mean/rstd do not match ", x.str(), "; pass what layernorm() returned");
-  DType compute = compute_dtype("layernorm_backward", x, CudaTypes::kF32Only);
+  DType compute = compute_dtype("layernorm_backward", x, CudaTypes::kNative16);
+  DType stats = stats_dtype(compute);
   Tensor d = prepare(dout, compute), in = prepare(x, compute), w = prepare(weight, compute);
-  Tensor m = prepare(mean, compute), s = prepare(rstd, compute);
+  Tensor m = prepare(mean, stats), s = prepare(rstd, stats);
   LayerNormGrads grads;
-  grads.dx = zeros_like(in, compute);
-  grads.dweight = Tensor::zeros({C}, TensorOptions().dtype(compute).device(x.device()));
-  grads.dbias = Tensor::zeros({C}, TensorOptions().dtype(compute).device(x.device()));
+  grads.dweight = Tensor::zeros({C}, TensorOptions().dtype(stats).device(x.device()));
+  grads.dbias = Tensor::zeros({C}, TensorOptions().dtype(stats).device(x.device()));
   if (x.device().is_cpu()) {
+    grads.dx = zeros_like(in, compute);
     SG_ON_CPU(compute, cpu::layernorm_backward(grads.dx.data<T>(), grads.dweight.data<T>(), grads.dbias.data<T>(),
                                                d.data<T>(), in.data<T>(), w.data<T>(), m.data<T>(), s.data<T>(), N, C));
   } else {
-    SG_ON_CUDA(cuda::layernorm_backward(grads.dx.data<float>(), grads.dweight.data<float>(), grads.dbias.data<float>(),
-                                        d.data<float>(), in.data<float>(), w.data<float>(), m.data<float>(),
-                                        s.data<float>(), N, C, cuda_stream(x.device())));
+    grads.dx = empty_like(in, compute);  // written by the kernel
+#ifdef SG_CUDA
+    static_assert(cuda::kLayerNormScratchRows == 32);
+#endif
+    Tensor partials = Tensor::empty({2 * 32, C}, TensorOptions().device(x.device()));
+    SG_ON_CUDA(cuda::layernorm_backward(grads.dx.data_ptr(), grads.dweight.data<float>(), grads.dbias.data<float>(),
+                                        partials.data<float>(), d.data_ptr(), in.data_ptr(), w.data_ptr(),
+                                        m.data<float>(), s.data<float>(), N, C, compute, cuda_stream(x.device())));
   }
   grads.dx = grads.dx.to(x.dtype());
   grads.dweight = grads.dweight.to(weight.dtype());

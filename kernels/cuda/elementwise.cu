@@ -47,13 +47,28 @@ __global__ void gelu_kernel(T* out, const T* in, int64_t n) {
   }
 }
 
-__global__ void gelu_backward_kernel(float* din, const float* in, const float* dout, int64_t n) {
+// din = dout * gelu'(x), written (not added); any of the three float types.
+template <typename T>
+__global__ void gelu_backward_kernel(T* din, const T* in, const T* dout, int64_t n) {
   SG_GRID_STRIDE(i, n) {
-    float x = in[i];
+    float x = load(in[i]);
     float u = kGeluScale * (x + kGeluCubic * x * x * x);
     float t = tanhf(u);
     float du_dx = kGeluScale * (1.0f + 3.0f * kGeluCubic * x * x);
-    din[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du_dx);
+    din[i] = store<T>(load(dout[i]) * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du_dx));
+  }
+}
+
+// c_fc's epilogue in one pass: h += bias[column] in place (kept for
+// backward), y = gelu(h), as the CPU's bias_gelu_forward.
+template <typename T>
+__global__ void bias_gelu_kernel(T* y, T* h, const T* bias, int64_t rows, int64_t cols) {
+  SG_GRID_STRIDE(i, rows * cols) {
+    const T stored = store<T>(load(h[i]) + load(bias[i % cols]));
+    h[i] = stored;
+    float x = load(stored);  // gelu of the rounded h, as backward will see it
+    float u = kGeluScale * (x + kGeluCubic * x * x * x);
+    y[i] = store<T>(0.5f * x * (1.0f + tanhf(u)));
   }
 }
 
@@ -169,9 +184,24 @@ void gelu_forward(void* out, const void* in, int64_t n, DType dtype, cudaStream_
   SG_CHECK_LAUNCH();
 }
 
-void gelu_backward(float* din, const float* in, const float* dout, int64_t n, cudaStream_t stream) {
+void gelu_backward(void* din, const void* in, const void* dout, int64_t n, DType dtype, cudaStream_t stream) {
   if (n == 0) return;
-  gelu_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(din, in, dout, n);
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    gelu_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(static_cast<T*>(din), static_cast<const T*>(in),
+                                                                 static_cast<const T*>(dout), n);
+  });
+  SG_CHECK_LAUNCH();
+}
+
+void bias_gelu_forward(void* y, void* h, const void* bias, int64_t rows, int64_t cols, DType dtype,
+                       cudaStream_t stream) {
+  if (rows * cols == 0) return;
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    bias_gelu_kernel<<<blocks_for(rows * cols), kThreads, 0, stream>>>(
+        static_cast<T*>(y), static_cast<T*>(h), static_cast<const T*>(bias), rows, cols);
+  });
   SG_CHECK_LAUNCH();
 }
 

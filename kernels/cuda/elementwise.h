@@ -21,7 +21,11 @@ void mul_backward(float* da, float* db, const float* dout, const float* a, const
                   cudaStream_t stream);
 
 void gelu_forward(void* out, const void* in, int64_t n, DType dtype, cudaStream_t stream);
-void gelu_backward(float* din, const float* in, const float* dout, int64_t n, cudaStream_t stream);
+// din = dout * gelu'(in), written (not added).
+void gelu_backward(void* din, const void* in, const void* dout, int64_t n, DType dtype, cudaStream_t stream);
+// As the CPU's: h (rows, cols) += bias in place, y = gelu(h), one pass.
+void bias_gelu_forward(void* y, void* h, const void* bias, int64_t rows, int64_t cols, DType dtype,
+                       cudaStream_t stream);
 
 void cast(void* out, DType out_dtype, const void* in, DType in_dtype, int64_t n, cudaStream_t stream);
 

@@ -9,17 +9,19 @@
 namespace sg::cuda {
 namespace {
 
-__global__ void embedding_forward_kernel(float* out, const float* table, const int32_t* ids, int64_t N, int64_t C) {
+template <typename T>
+__global__ void embedding_forward_kernel(T* out, const T* table, const int32_t* ids, int64_t N, int64_t C) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < N * C; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n = i / C, c = i % C;
     out[i] = table[int64_t(ids[n]) * C + c];
   }
 }
 
-__global__ void embedding_backward_kernel(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C) {
+template <typename T>
+__global__ void embedding_backward_kernel(float* dtable, const T* dout, const int32_t* ids, int64_t N, int64_t C) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < N * C; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n = i / C, c = i % C;
-    atomicAdd(dtable + int64_t(ids[n]) * C + c, dout[i]);
+    atomicAdd(dtable + int64_t(ids[n]) * C + c, load(dout[i]));
   }
 }
 
@@ -101,16 +103,25 @@ __global__ void cross_entropy_mean_kernel(float* loss, float* count, const float
 
 }  // namespace
 
-void embedding_forward(float* out, const float* table, const int32_t* ids, int64_t N, int64_t C, cudaStream_t stream) {
+void embedding_forward(void* out, const void* table, const int32_t* ids, int64_t N, int64_t C, DType dtype,
+                       cudaStream_t stream) {
   if (N * C == 0) return;
-  embedding_forward_kernel<<<blocks_for(N * C), kThreads, 0, stream>>>(out, table, ids, N, C);
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    embedding_forward_kernel<T><<<blocks_for(N * C), kThreads, 0, stream>>>(
+        static_cast<T*>(out), static_cast<const T*>(table), ids, N, C);
+  });
   SG_CHECK_LAUNCH();
 }
 
-void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C,
+void embedding_backward(float* dtable, const void* dout, const int32_t* ids, int64_t N, int64_t C, DType dtype,
                         cudaStream_t stream) {
   if (N * C == 0) return;
-  embedding_backward_kernel<<<blocks_for(N * C), kThreads, 0, stream>>>(dtable, dout, ids, N, C);
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    embedding_backward_kernel<T><<<blocks_for(N * C), kThreads, 0, stream>>>(dtable, static_cast<const T*>(dout),
+                                                                              ids, N, C);
+  });
   SG_CHECK_LAUNCH();
 }
 

@@ -12,9 +12,11 @@
 
 namespace sg::cuda {
 
-void embedding_forward(float* out, const float* table, const int32_t* ids, int64_t N, int64_t C, cudaStream_t stream);
+// table and out in `dtype` (f32, bf16, f16); dtable f32, accumulated.
+void embedding_forward(void* out, const void* table, const int32_t* ids, int64_t N, int64_t C, DType dtype,
+                       cudaStream_t stream);
 // Scatter-add with atomics: the summation order of repeated ids varies run to run.
-void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C,
+void embedding_backward(float* dtable, const void* dout, const int32_t* ids, int64_t N, int64_t C, DType dtype,
                         cudaStream_t stream);
 
 // logits (N, V) in `dtype` (f32, bf16, f16); losses and lse (N) f32.

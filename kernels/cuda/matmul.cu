@@ -6,6 +6,7 @@
 #include <array>
 #include <mutex>
 
+#include "kernels/cuda/column_sums.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/float_types.cuh"
 #include "kernels/cuda/matmul.h"
@@ -40,14 +41,11 @@ __global__ void bias_add_kernel(T* out, const T* bias, int64_t rows, int64_t col
   }
 }
 
-// One thread per column walks down the rows: neighbouring threads read
-// neighbouring addresses (coalesced), and each sum has one writer (deterministic).
-__global__ void bias_backward_kernel(float* dbias, const float* dout, int64_t rows, int64_t cols) {
-  int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= cols) return;
-  float sum = 0.0f;
-  for (int64_t r = 0; r < rows; ++r) sum += dout[r * cols + c];
-  dbias[c] += sum;
+// dbias = the column sums of dout, in two stages (column_sums.cuh).
+template <typename T>
+__global__ void bias_backward_kernel(float* partials, const T* dout, int64_t rows, int64_t cols) {
+  float* const outs[1] = {partials};
+  column_partial_sums<1>(outs, rows, cols, [&](int64_t row, int64_t col, float* v) { v[0] = load(dout[row * cols + col]); });
 }
 
 }  // namespace
@@ -88,9 +86,16 @@ void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, D
   SG_CHECK_LAUNCH();
 }
 
-void bias_add_backward(float* dbias, const float* dout, int64_t rows, int64_t cols, cudaStream_t stream) {
+void bias_add_backward(float* dbias, float* partials, const void* dout, int64_t rows, int64_t cols, DType dtype,
+                       cudaStream_t stream) {
   if (cols == 0) return;
-  bias_backward_kernel<<<unsigned((cols + kThreads - 1) / kThreads), kThreads, 0, stream>>>(dbias, dout, rows, cols);
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    bias_backward_kernel<T><<<column_sum_grid(cols), column_sum_block(), 0, stream>>>(
+        partials, static_cast<const T*>(dout), rows, cols);
+  });
+  SG_CHECK_LAUNCH();
+  add_column_partials<<<unsigned((cols + kThreads - 1) / kThreads), kThreads, 0, stream>>>(dbias, partials, cols);
   SG_CHECK_LAUNCH();
 }
 

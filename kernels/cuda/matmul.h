@@ -19,6 +19,10 @@ void matmul_backward(void* da, void* db, const void* dc, const void* a, const vo
                      DType dtype, cudaStream_t stream);
 
 void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, DType dtype, cudaStream_t stream);
-void bias_add_backward(float* dbias, const float* dout, int64_t rows, int64_t cols, cudaStream_t stream);
+// dbias (cols, f32) += the column sums of dout (rows, cols) in `dtype`;
+// partials: scratch of kBiasBackwardScratchRows * cols floats.
+constexpr int64_t kBiasBackwardScratchRows = 32;
+void bias_add_backward(float* dbias, float* partials, const void* dout, int64_t rows, int64_t cols, DType dtype,
+                       cudaStream_t stream);
 
 }  // namespace sg::cuda

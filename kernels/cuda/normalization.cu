@@ -2,6 +2,7 @@
 // elements, then combine with shuffles (kernels/cuda/warp.cuh). Rows are
 // short (C <= a few thousand), so one warp per row keeps every lane busy
 // without shared memory.
+#include "kernels/cuda/column_sums.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/float_types.cuh"
 #include "kernels/cuda/normalization.h"
@@ -40,42 +41,42 @@ __global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const
   }
 }
 
-__global__ void layernorm_backward_input_kernel(float* din, const float* dout, const float* in, const float* weight,
+template <typename T>
+__global__ void layernorm_backward_input_kernel(T* din, const T* dout, const T* in, const T* weight,
                                                 const float* mean, const float* rstd, int64_t N, int64_t C) {
   int64_t row = warp_row();
   int lane = threadIdx.x % kWarp;
   if (row >= N) return;
-  const float* x = in + row * C;
-  const float* dy = dout + row * C;
+  const T* x = in + row * C;
+  const T* dy = dout + row * C;
   float m = mean[row], s = rstd[row];
   float sum_dxhat = 0.0f, sum_dxhat_xhat = 0.0f;
   for (int64_t c = lane; c < C; c += kWarp) {
-    float xhat = (x[c] - m) * s, dxhat = dy[c] * weight[c];
+    float xhat = (load(x[c]) - m) * s, dxhat = load(dy[c]) * load(weight[c]);
     sum_dxhat += dxhat;
     sum_dxhat_xhat += dxhat * xhat;
   }
   float mean_dxhat = warp_sum(sum_dxhat) / float(C);
   float mean_dxhat_xhat = warp_sum(sum_dxhat_xhat) / float(C);
-  float* dx = din + row * C;
+  T* dx = din + row * C;
   for (int64_t c = lane; c < C; c += kWarp) {
-    float xhat = (x[c] - m) * s, dxhat = dy[c] * weight[c];
-    dx[c] += s * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+    float xhat = (load(x[c]) - m) * s, dxhat = load(dy[c]) * load(weight[c]);
+    dx[c] = store<T>(s * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat));  // written, not added
   }
 }
 
-// dweight and dbias: one thread per column summing down the rows (coalesced, deterministic).
-__global__ void layernorm_backward_params_kernel(float* dweight, float* dbias, const float* dout, const float* in,
-                                                 const float* mean, const float* rstd, int64_t N, int64_t C) {
-  int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  float dw = 0.0f, db = 0.0f;
-  for (int64_t row = 0; row < N; ++row) {
-    float dy = dout[row * C + c];
-    dw += dy * (in[row * C + c] - mean[row]) * rstd[row];
-    db += dy;
-  }
-  dweight[c] += dw;
-  dbias[c] += db;
+// dweight = column sums of dy * xhat, dbias = column sums of dy, in two
+// deterministic stages (column_sums.cuh).
+template <typename T>
+__global__ void layernorm_backward_params_kernel(float* weight_partials, float* bias_partials, const T* dout,
+                                                 const T* in, const float* mean, const float* rstd, int64_t N,
+                                                 int64_t C) {
+  float* const outs[2] = {weight_partials, bias_partials};
+  column_partial_sums<2>(outs, N, C, [&](int64_t row, int64_t c, float* v) {
+    const float dy = load(dout[row * C + c]);
+    v[0] = dy * (load(in[row * C + c]) - mean[row]) * rstd[row];
+    v[1] = dy;
+  });
 }
 
 template <typename T>
@@ -120,15 +121,24 @@ void layernorm_forward(void* out, float* mean, float* rstd, const void* in, cons
   SG_CHECK_LAUNCH();
 }
 
-void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
-                        const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
+void layernorm_backward(void* din, float* dweight, float* dbias, float* partials, const void* dout, const void* in,
+                        const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C, DType dtype,
                         cudaStream_t stream) {
   if (N == 0 || C == 0) return;
-  layernorm_backward_input_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(din, dout, in, weight, mean,
-                                                                                          rstd, N, C);
-  SG_CHECK_LAUNCH();
-  layernorm_backward_params_kernel<<<unsigned((C + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-      dweight, dbias, dout, in, mean, rstd, N, C);
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    layernorm_backward_input_kernel<T><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+        static_cast<T*>(din), static_cast<const T*>(dout), static_cast<const T*>(in), static_cast<const T*>(weight),
+        mean, rstd, N, C);
+    SG_CHECK_LAUNCH();
+    layernorm_backward_params_kernel<T><<<column_sum_grid(C), column_sum_block(), 0, stream>>>(
+        partials, partials + kColumnSumChunks * C, static_cast<const T*>(dout), static_cast<const T*>(in), mean, rstd,
+        N, C);
+    SG_CHECK_LAUNCH();
+  });
+  const unsigned blocks = unsigned((C + kThreads - 1) / kThreads);
+  add_column_partials<<<blocks, kThreads, 0, stream>>>(dweight, partials, C);
+  add_column_partials<<<blocks, kThreads, 0, stream>>>(dbias, partials + kColumnSumChunks * C, C);
   SG_CHECK_LAUNCH();
 }
 

@@ -1,6 +1,6 @@
 // CUDA twins of kernels/cpu/normalization.h: LayerNorm and softmax over the
-// last dimension of (N, C). Forward kernels take f32, bf16 or f16 (statistics
-// in f32); backward kernels are f32.
+// last dimension of (N, C). LayerNorm takes f32, bf16 or f16 both ways
+// (statistics and parameter gradients in f32); softmax's backward is f32.
 //
 // Read next: kernels/cuda/attention.h.
 #pragma once
@@ -15,8 +15,11 @@ namespace sg::cuda {
 
 void layernorm_forward(void* out, float* mean, float* rstd, const void* in, const void* weight, const void* bias,
                        int64_t N, int64_t C, DType dtype, cudaStream_t stream);
-void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
-                        const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
+// din written in `dtype` (as dout, in and weight); dweight and dbias (C, f32)
+// accumulated; partials: scratch of 2 * kLayerNormScratchRows * C floats.
+constexpr int64_t kLayerNormScratchRows = 32;
+void layernorm_backward(void* din, float* dweight, float* dbias, float* partials, const void* dout, const void* in,
+                        const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C, DType dtype,
                         cudaStream_t stream);
 
 void softmax_forward(void* out, const void* in, int64_t N, int64_t C, DType dtype, cudaStream_t stream);

@@ -30,6 +30,23 @@ TEST_F(CudaKernels, ElementwiseMatchCpuInF32AndBf16) {
   axpy_(y_gpu, -0.5, gpu(b));
   EXPECT_TRUE(same_as_cpu(y_gpu, y, kF32, 1e-7));
   EXPECT_TRUE(same_as_cpu(gelu_backward(gpu(a), gpu(b)), gelu_backward(a, b), kF32, 1e-6));
+  EXPECT_TRUE(same_as_cpu(gelu_backward(gpu(ah), gpu(bh)), gelu_backward(ah, bh), kBf16, 1e-2));
+}
+
+// c_fc's epilogue in one kernel: h += bias in place, y = gelu(h); and its backward.
+TEST_F(CudaKernels, FusedBiasGeluMatchesCpu) {
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const double rtol = dtype == DType::f32 ? kF32 : kBf16, atol = dtype == DType::f32 ? 1e-6 : 1e-2;
+    Tensor pre = random_tensor({33, 70}, "pre").to(dtype), bias = random_tensor({70}, "bias").to(dtype);
+    Tensor dy = random_tensor({33, 70}, "dy").to(dtype);
+    Tensor h_cpu = pre.clone(), h_gpu = gpu(pre);
+    Tensor y_cpu = bias_gelu_(h_cpu, bias), y_gpu = bias_gelu_(h_gpu, gpu(bias));
+    EXPECT_TRUE(same_as_cpu(y_gpu, y_cpu, rtol, atol)) << dtype_name(dtype);
+    EXPECT_TRUE(same_as_cpu(h_gpu, h_cpu, rtol, atol)) << "h holds pre + bias";
+    BiasGeluGrads g_cpu = bias_gelu_backward(h_cpu, dy), g_gpu = bias_gelu_backward(h_gpu, gpu(dy));
+    EXPECT_TRUE(same_as_cpu(g_gpu.dh, g_cpu.dh, rtol, atol));
+    EXPECT_TRUE(same_as_cpu(g_gpu.dbias, g_cpu.dbias, rtol, dtype == DType::f32 ? 1e-5 : 5e-2));
+  }
 }
 
 TEST_F(CudaKernels, MatmulMatchesCpuForEveryTransposeAndBatch) {
@@ -71,6 +88,12 @@ TEST_F(CudaKernels, BiasMatchesCpu) {
   EXPECT_TRUE(same_as_cpu(add_bias(gpu(x).to(DType::bf16), gpu(bias).to(DType::bf16)),
                           add_bias(x.to(DType::bf16), bias.to(DType::bf16)), kBf16, 1e-2));
   EXPECT_TRUE(same_as_cpu(bias_backward(gpu(x)), bias_backward(x), kF32, 1e-5));
+  EXPECT_TRUE(same_as_cpu(bias_backward(gpu(x).to(DType::bf16)), bias_backward(x.to(DType::bf16)), kBf16, 5e-2));
+  // Many rows (the column sums run in 32 row chunks, some empty for few rows).
+  for (int64_t rows : {int64_t(1), int64_t(31), int64_t(5000)}) {
+    Tensor tall = random_tensor({rows, 768}, "tall");
+    EXPECT_TRUE(same_as_cpu(bias_backward(gpu(tall)), bias_backward(tall), kF32, 1e-4)) << rows << " rows";
+  }
 }
 
 TEST_F(CudaKernels, SoftmaxAndLayerNormMatchCpu) {
@@ -91,6 +114,15 @@ TEST_F(CudaKernels, SoftmaxAndLayerNormMatchCpu) {
   EXPECT_TRUE(same_as_cpu(gpu_g.dx, cpu_g.dx, kF32, 1e-5));
   EXPECT_TRUE(same_as_cpu(gpu_g.dweight, cpu_g.dweight, kF32, 1e-5));
   EXPECT_TRUE(same_as_cpu(gpu_g.dbias, cpu_g.dbias, kF32, 1e-5));
+  // bf16 in, bf16 dx out, f32 statistics and parameter gradients inside.
+  Tensor xh = x.to(DType::bf16), dyh = dy.to(DType::bf16), wh = w.to(DType::bf16), bh = b.to(DType::bf16);
+  LayerNormOutput cpu_h = layernorm(xh, wh, bh), gpu_h = layernorm(gpu(xh), gpu(wh), gpu(bh));
+  LayerNormGrads cpu_hg = layernorm_backward(dyh, xh, wh, cpu_h.mean, cpu_h.rstd);
+  LayerNormGrads gpu_hg = layernorm_backward(gpu(dyh), gpu(xh), gpu(wh), gpu_h.mean, gpu_h.rstd);
+  EXPECT_EQ(gpu_hg.dx.dtype(), DType::bf16);
+  EXPECT_TRUE(same_as_cpu(gpu_hg.dx, cpu_hg.dx, kBf16, 2e-2));
+  EXPECT_TRUE(same_as_cpu(gpu_hg.dweight, cpu_hg.dweight, kBf16, 5e-2));
+  EXPECT_TRUE(same_as_cpu(gpu_hg.dbias, cpu_hg.dbias, kBf16, 5e-2));
 }
 
 TEST_F(CudaKernels, AttentionMatchesCpu) {
@@ -133,6 +165,10 @@ TEST_F(CudaKernels, EmbeddingAndCrossEntropyMatchCpu) {
   EXPECT_TRUE(same_as_cpu(embedding(gpu(table), gpu(ids)), embedding(table, ids), 0.0, 0.0));
   Tensor dout = random_tensor({8, 8, 24}, "dout");
   EXPECT_TRUE(same_as_cpu(embedding_backward(gpu(dout), gpu(ids), 50), embedding_backward(dout, ids, 50), kF32, 1e-6));
+  Tensor table16 = table.to(DType::bf16), dout16 = dout.to(DType::bf16);
+  EXPECT_TRUE(same_as_cpu(embedding(gpu(table16), gpu(ids)), embedding(table16, ids), 0.0, 0.0));
+  EXPECT_TRUE(same_as_cpu(embedding_backward(gpu(dout16), gpu(ids), 50), embedding_backward(dout16, ids, 50), kBf16,
+                          1e-2));
 
   Tensor logits = random_tensor({8, 8, 50}, "logits", 2.0);
   id_values[3] = -1;  // an ignored row
