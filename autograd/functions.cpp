@@ -61,8 +61,12 @@ Variable matmul(const Variable& a, const Variable& b) {
 // y = x W^T + b with x (.., in), W (out, in):
 //   dx = dy W   (.., in)      dW = dy'^T x'   (out, in)     db = sum over rows of dy
 Variable linear(const Variable& x, const Variable& weight, const Variable& bias) {
-  Tensor y = sg::matmul(x.value(), weight.value().transpose(0, 1));
-  if (bias.defined()) sg::add_bias_(y, bias.value());  // y is matmul's fresh output: add in place
+  // Copies of the values, read in this order: at ZeRO stage 3 a read may
+  // release another group's gathered data (value() returns a reference to
+  // it), and the weight and bias are in different groups (decay classes).
+  const Tensor input = x.value();
+  const Tensor w = weight.value().transpose(0, 1);
+  Tensor y = bias.defined() ? sg::matmul_bias(input, w, Tensor(bias.value())) : sg::matmul(input, w);
   std::vector<Variable> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
   bool has_bias = bias.defined();

@@ -39,6 +39,9 @@ Tensor gelu_backward(const Tensor& x, const Tensor& dout);    // dx
 // (B.., M, K) @ (B.., K, N) is a batched product. Transposed views of
 // contiguous tensors are passed as transpose flags. (CUDA: bf16 via cuBLAS.)
 Tensor matmul(const Tensor& a, const Tensor& b);
+// matmul(a, b) + bias (n) over every row: on CUDA the bias is added in
+// cuBLASLt's epilogue (one pass over the output), on the CPU in place.
+Tensor matmul_bias(const Tensor& a, const Tensor& b, const Tensor& bias);
 Tensor add_bias(const Tensor& x, const Tensor& bias);  // x (..., C) + bias (C)
 // The same, in place, for a tensor nothing else holds yet (a fresh matmul
 // output in linear's forward): saves a copy of the activation.

@@ -117,7 +117,10 @@ void axpy_(Tensor& y, double alpha, const Tensor& x) {
   else SG_ON_CUDA(cuda::axpy(y.data<float>(), float(alpha), source.data<float>(), n, cuda_stream(y.device())));
 }
 
-Tensor matmul(const Tensor& a, const Tensor& b) {
+namespace {
+
+// matmul, and on CUDA with the bias (n) added in the GEMM's epilogue.
+Tensor matmul_impl(const Tensor& a, const Tensor& b, const Tensor* bias) {
   check_inputs("matmul", {&a, &b});
   check_float("matmul", a);
   check_same_dtype("matmul", a, b);
@@ -133,7 +136,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (right.dim() == 2 && left.dim() > 2) {
     Shape out_shape(a.shape().begin(), a.shape().end() - 1);
     out_shape.push_back(b.size(-1));
-    return matmul(left.reshape({-1, a.size(-1)}), right).view(out_shape).to(a.dtype());
+    return matmul_impl(left.reshape({-1, a.size(-1)}), right, bias).view(out_shape).to(a.dtype());
   }
   SG_CHECK(left.dim() == right.dim(), "matmul: batched operands need the same number of dimensions: ", a.str(),
            " @ ", b.str());
@@ -156,11 +159,28 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (shape.batch == 0) return out.to(a.dtype());
   if (a.device().is_cpu()) {
     SG_ON_CPU(compute, cpu::matmul_forward(out.data<T>(), A.tensor.data<T>(), B.tensor.data<T>(), shape));
+    if (bias) add_bias_(out, bias->to(compute));  // in place into the fresh output
+  } else if (bias) {
+    Tensor b16 = prepare(*bias, compute);
+    SG_ON_CUDA(cuda::matmul_bias_forward(out.data_ptr(), A.tensor.data_ptr(), B.tensor.data_ptr(), b16.data_ptr(), shape,
+                                         compute, cuda_stream(a.device())));
   } else {
     SG_ON_CUDA(cuda::matmul_forward(out.data_ptr(), A.tensor.data_ptr(), B.tensor.data_ptr(), shape, compute,
                                     cuda_stream(a.device())));
   }
   return out.to(a.dtype());
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) { return matmul_impl(a, b, nullptr); }
+
+Tensor matmul_bias(const Tensor& a, const Tensor& b, const Tensor& bias) {
+  check_inputs("matmul_bias", {&a, &b, &bias});
+  check_same_dtype("matmul_bias", a, bias);
+  SG_CHECK(bias.dim() == 1 && b.dim() >= 1 && bias.size(0) == b.size(-1), "matmul_bias: bias ", bias.str(),
+           " must be (n) with n = the last dimension of ", b.str());
+  return matmul_impl(a, b, &bias);
 }
 
 Tensor add_bias(const Tensor& x, const Tensor& bias) {

@@ -10,6 +10,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/float_types.cuh"
 #include "kernels/cuda/matmul.h"
+#include "kernels/cuda/matmul_lt.h"
 
 namespace sg::cuda {
 namespace {
@@ -52,6 +53,7 @@ __global__ void bias_backward_kernel(float* partials, const T* dout, int64_t row
 
 void matmul_forward(void* c, const void* a, const void* b, const GemmShape& s, DType dtype, cudaStream_t stream) {
   if (s.m == 0 || s.n == 0 || s.batch == 0) return;
+  if (s.k > 0 && lt_matmul(c, a, b, nullptr, s, dtype, stream)) return;
   cublasHandle_t handle = handle_for_current_device();
   CUBLAS_CHECK(cublasSetStream(handle, stream));
   cudaDataType type = cuda_type(dtype);
@@ -74,6 +76,14 @@ void matmul_backward(void* da, void* db, const void* dc, const void* a, const vo
     if (!shape.trans_b) matmul_forward(db, a, dc, g, dtype, stream);
     else matmul_forward(db, dc, a, g, dtype, stream);
   }
+}
+
+void matmul_bias_forward(void* c, const void* a, const void* b, const void* bias, const GemmShape& s, DType dtype,
+                         cudaStream_t stream) {
+  if (s.m == 0 || s.n == 0 || s.batch == 0) return;
+  if (s.k > 0 && s.beta == 0.0f && s.batch == 1 && lt_matmul(c, a, b, bias, s, dtype, stream)) return;
+  matmul_forward(c, a, b, s, dtype, stream);  // cuBLAS, then the bias in a second pass
+  bias_add_forward(c, bias, s.m * s.batch, s.n, dtype, stream);
 }
 
 void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, DType dtype, cudaStream_t stream) {

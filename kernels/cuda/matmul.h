@@ -1,8 +1,9 @@
-// CUDA twins of kernels/cpu/matmul.h. GEMMs go through cuBLAS
-// (cublasGemmStridedBatchedEx) with f32 accumulation for every storage type;
+// CUDA twins of kernels/cpu/matmul.h. GEMMs go through cuBLASLt
+// (matmul_lt.h) where it has an algorithm, else cuBLAS
+// (cublasGemmStridedBatchedEx), with f32 accumulation for every storage type;
 // f32 GEMMs use exact f32 math (no TF32), so they match the CPU to 1e-5.
 //
-// Read next: kernels/cuda/normalization.h.
+// Read next: kernels/cuda/matmul_lt.h.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -18,6 +19,11 @@ void matmul_forward(void* c, const void* a, const void* b, const GemmShape& shap
 void matmul_backward(void* da, void* db, const void* dc, const void* a, const void* b, const GemmShape& shape,
                      DType dtype, cudaStream_t stream);
 
+// C = op(A) op(B) + bias (n) over every row: the bias in cuBLASLt's epilogue
+// where it has an algorithm, else a second pass. Needs beta = 0 and a dense
+// C (ldc = n, batches contiguous).
+void matmul_bias_forward(void* c, const void* a, const void* b, const void* bias, const GemmShape& shape, DType dtype,
+                         cudaStream_t stream);
 void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, DType dtype, cudaStream_t stream);
 // dbias (cols, f32) += the column sums of dout (rows, cols) in `dtype`;
 // partials: scratch of kBiasBackwardScratchRows * cols floats.

@@ -82,6 +82,24 @@ TEST_F(CudaKernels, MatmulBackwardKernelMatchesCpu) {
   }
 }
 
+// The bias in cuBLASLt's epilogue (and the plain GEMMs that now go through
+// cuBLASLt first), against the CPU's GEMM then bias; SG_CUBLASLT=0 checks the
+// cuBLAS path the same way.
+TEST_F(CudaKernels, MatmulWithBiasMatchesCpu) {
+  Tensor x = random_tensor({2, 33, 64}, "x"), w = random_tensor({96, 64}, "w"), bias = random_tensor({96}, "bias");
+  Tensor wt = w.transpose(0, 1);
+  EXPECT_TRUE(same_as_cpu(matmul_bias(gpu(x), gpu(w).transpose(0, 1), gpu(bias)), matmul_bias(x, wt, bias), kF32, 1e-5));
+  Tensor xh = x.to(DType::bf16), wh = w.to(DType::bf16), bh = bias.to(DType::bf16);
+  EXPECT_TRUE(same_as_cpu(matmul_bias(gpu(xh), gpu(wh).transpose(0, 1), gpu(bh)),
+                          matmul_bias(xh, wh.transpose(0, 1), bh), kBf16, 5e-2));
+  // An operand that starts off any alignment (a view one element in).
+  Tensor shifted = random_tensor({33 * 64 + 1}, "shifted");
+  Tensor view_cpu = shifted.slice(0, 1, 33 * 64 + 1).view({33, 64});
+  Tensor view_gpu = gpu(shifted).slice(0, 1, 33 * 64 + 1).view({33, 64});
+  EXPECT_TRUE(same_as_cpu(matmul_bias(view_gpu, gpu(w).transpose(0, 1), gpu(bias)), matmul_bias(view_cpu, wt, bias),
+                          kF32, 1e-5));
+}
+
 TEST_F(CudaKernels, BiasMatchesCpu) {
   Tensor x = random_tensor({33, 70}, "x"), bias = random_tensor({70}, "bias");
   EXPECT_TRUE(same_as_cpu(add_bias(gpu(x), gpu(bias)), add_bias(x, bias), kF32, 1e-7));

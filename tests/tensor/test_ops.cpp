@@ -96,6 +96,16 @@ TEST(Ops, MatmulMatchesNaiveProductForOddSizes) {
   EXPECT_TRUE(all_close(matmul(a, b).to_vector<float>(), naive_matmul(a, b), 1e-5, 1e-5));
 }
 
+TEST(Ops, MatmulBiasIsTheProductPlusTheBiasOnEveryRow) {
+  Tensor a = randn({2, 7, 13}, "a"), b = randn({5, 13}, "b"), bias = randn({5}, "bias");
+  Tensor bt = b.transpose(0, 1);
+  EXPECT_TRUE(all_close(matmul_bias(a, bt, bias).to_vector<float>(), add_bias(matmul(a, bt), bias).to_vector<double>(),
+                        1e-6, 1e-6));
+  EXPECT_EQ(matmul_bias(a, bt, bias).shape(), (Shape{2, 7, 5}));
+  EXPECT_THROW(matmul_bias(a, bt, randn({4}, "short")), Error);
+  EXPECT_THROW(matmul_bias(a, bt, bias.to(DType::bf16)), Error);
+}
+
 TEST(Ops, MatmulReadsTransposedAndSlicedViewsInPlace) {
   Tensor a = randn({13, 7}, "a"), b = randn({5, 20}, "b");
   Tensor at = a.transpose(0, 1);                    // (7, 13) stored transposed

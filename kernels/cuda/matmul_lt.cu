@@ -1,0 +1,187 @@
+// GEMMs through cuBLASLt, with the bias added in the GEMM's epilogue.
+//
+// cuBLASLt takes the problem as descriptors (operation, layouts, a
+// preference) and returns candidate algorithms from a heuristic. Asking is
+// not free, so the first answer for each problem is kept: a training step
+// repeats the same few dozen shapes, and every later call is one lookup and
+// one cublasLtMatmul. The layouts follow matmul.cu's row-major trick: the
+// row-major product C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T,
+// so Lt's "A" is our B and its "B" our A. The bias is then a vector over the
+// rows of Lt's column-major D, which are our output's columns: exactly a
+// linear layer's bias.
+//
+// The heuristic excludes algorithms that need more alignment than the
+// pointers have (views into a tensor may start anywhere), so each pointer's
+// alignment is part of the problem's key. When Lt offers nothing, the caller
+// falls back to cublasGemmStridedBatchedEx.
+#include <cublasLt.h>
+
+#include <array>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/matmul_lt.h"
+
+namespace sg::cuda {
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // what cuBLAS recommends for Hopper
+
+#define CUBLASLT_CHECK(call) CUBLAS_CHECK(call)
+
+cudaDataType lt_type(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return CUDA_R_32F;
+    case DType::bf16: return CUDA_R_16BF;
+    case DType::f16: return CUDA_R_16F;
+    default: SG_FAIL("cuBLASLt GEMM: unsupported dtype ", dtype_name(dtype));
+  }
+}
+
+// The largest power of two (up to 256) dividing the address.
+uint32_t alignment_of(const void* pointer) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
+  uint32_t alignment = 256;
+  while (alignment > 1 && address % alignment != 0) alignment /= 2;
+  return alignment;
+}
+
+struct Key {
+  int64_t m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c;
+  bool trans_a, trans_b, bias, accumulate;
+  DType dtype;
+  uint32_t align_a, align_b, align_c, align_bias;
+  int device;
+  auto tie() const {
+    return std::tie(m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c, trans_a, trans_b, bias, accumulate,
+                    dtype, align_a, align_b, align_c, align_bias, device);
+  }
+  bool operator<(const Key& other) const { return tie() < other.tie(); }
+};
+
+struct Plan {
+  bool usable = false;  // false: Lt offered no algorithm; use the cuBLAS path
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+struct DeviceState {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+};
+
+std::mutex g_mutex;
+std::map<Key, Plan> g_plans;  // kept for the process: a few dozen shapes
+std::array<DeviceState, 16> g_devices{};
+
+DeviceState& state_for(int device) {
+  DeviceState& state = g_devices[size_t(device)];
+  if (state.handle == nullptr) {
+    CUBLASLT_CHECK(cublasLtCreate(&state.handle));
+    CUDA_CHECK(cudaMalloc(&state.workspace, kWorkspaceBytes));
+  }
+  return state;
+}
+
+// A column-major (rows, cols) layout with leading dimension ld, batched.
+cublasLtMatrixLayout_t layout(cudaDataType type, int64_t rows, int64_t cols, int64_t ld, int64_t batch,
+                              int64_t stride) {
+  cublasLtMatrixLayout_t l = nullptr;
+  CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&l, type, uint64_t(rows), uint64_t(cols), ld));
+  if (batch > 1) {
+    const int32_t count = int32_t(batch);
+    CUBLASLT_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+    CUBLASLT_CHECK(
+        cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+  }
+  return l;
+}
+
+Plan make_plan(const Key& key, const void* bias, DeviceState& state) {
+  Plan plan;
+  const cudaDataType type = lt_type(key.dtype);
+  CUBLASLT_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  // Lt's A is our B, its B our A (see the top of the file).
+  const cublasOperation_t op_a = key.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
+  CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+  if (key.bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    CUBLASLT_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  // Stored shapes, column-major: our B is (k, n) row-major = (n, k) column-major, or (k, n) when transposed.
+  plan.a = key.trans_b ? layout(type, key.k, key.n, key.ldb, key.batch, key.stride_b)
+                       : layout(type, key.n, key.k, key.ldb, key.batch, key.stride_b);
+  plan.b = key.trans_a ? layout(type, key.m, key.k, key.lda, key.batch, key.stride_a)
+                       : layout(type, key.k, key.m, key.lda, key.batch, key.stride_a);
+  plan.c = layout(type, key.n, key.m, key.ldc, key.batch, key.stride_c);
+
+  cublasLtMatmulPreference_t preference = nullptr;
+  CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&preference));
+  const size_t workspace = kWorkspaceBytes;
+  CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                      &workspace, sizeof(workspace)));
+  // Lt's A is our B: the alignments swap too.
+  const std::array<std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t>, 4> alignments{{
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_b},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_c},
+  }};
+  for (const auto& [attribute, value] : alignments) {
+    CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)));
+  }
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(state.handle, plan.desc, plan.a, plan.b, plan.c,
+                                                               plan.c, preference, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(preference);
+  plan.usable = status == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+  if (plan.usable) plan.algo = result.algo;
+  return plan;
+}
+
+bool enabled() {
+  static const bool on = [] {
+    const char* setting = std::getenv("SG_CUBLASLT");
+    return setting == nullptr || std::string(setting) != "0";
+  }();
+  return on;
+}
+
+}  // namespace
+
+bool lt_matmul(void* c, const void* a, const void* b, const void* bias, const GemmShape& s, DType dtype,
+               cudaStream_t stream) {
+  if (!enabled() || s.batch > 65535) return false;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  const Key key{s.m,       s.n,       s.k,       s.lda,          s.ldb,           s.ldc,          s.batch,
+                s.stride_a, s.stride_b, s.stride_c, s.trans_a,    s.trans_b,       bias != nullptr, s.beta != 0.0f,
+                dtype,     alignment_of(a), alignment_of(b), alignment_of(c), bias ? alignment_of(bias) : 256u,
+                device};
+  std::lock_guard<std::mutex> lock(g_mutex);
+  DeviceState& state = state_for(device);
+  auto it = g_plans.find(key);
+  if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(key, bias, state)).first;
+  Plan& plan = it->second;
+  if (!plan.usable) return false;
+  if (bias != nullptr) {
+    CUBLASLT_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  const float alpha = s.alpha, beta = s.beta;
+  CUBLASLT_CHECK(cublasLtMatmul(state.handle, plan.desc, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c,
+                                &plan.algo, state.workspace, kWorkspaceBytes, stream));
+  return true;
+}
+
+}  // namespace sg::cuda

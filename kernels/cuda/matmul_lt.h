@@ -1,0 +1,21 @@
+// cuBLASLt GEMMs (matmul_lt.cu): the same row-major problem as
+// matmul_forward, optionally with a bias over the output's columns added in
+// the GEMM's epilogue (no second pass over the output). Returns false when
+// cuBLASLt has no algorithm for the problem (the caller then uses cuBLAS);
+// SG_CUBLASLT=0 turns it off. Plans are cached per shape, dtype and pointer
+// alignment.
+//
+// Read next: kernels/cuda/normalization.h.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/dtype.h"
+#include "kernels/gemm_shape.h"
+
+namespace sg::cuda {
+
+bool lt_matmul(void* c, const void* a, const void* b, const void* bias, const GemmShape& shape, DType dtype,
+               cudaStream_t stream);
+
+}  // namespace sg::cuda
