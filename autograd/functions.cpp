@@ -116,6 +116,21 @@ Variable layernorm(const Variable& x, const Variable& weight, const Variable& bi
   });
 }
 
+// Two tape entries from one kernel: the sum (backward: the gradient to both
+// inputs) and the LayerNorm of it (backward: as layernorm's, on the sum).
+std::pair<Variable, Variable> add_layernorm(const Variable& x, const Variable& y, const Variable& weight,
+                                            const Variable& bias) {
+  const Tensor w = weight.value();
+  AddLayerNormOutput out = sg::add_layernorm(x.value(), y.value(), w, Tensor(bias.value()));
+  Variable sum = make_result(out.sum, "add", {x, y}, [](const Tensor& dy) { return std::vector<Tensor>{dy, dy}; });
+  Tensor saved = out.sum, mean = out.norm.mean, rstd = out.norm.rstd;
+  Variable norm = make_result(out.norm.out, "layernorm", {sum, weight, bias}, [saved, weight, mean, rstd](const Tensor& dy) {
+    LayerNormGrads g = sg::layernorm_backward(dy, saved, weight.value(), mean, rstd);
+    return std::vector<Tensor>{g.dx, g.dweight, g.dbias};
+  });
+  return {sum, norm};
+}
+
 // Attention saves qkv and the (B, NH, T, T) probabilities; the backward
 // formula is in kernels/cpu/attention.h. On CUDA the fused kernels run
 // instead (the matrix would be B * NH * T * T floats per layer).

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include "autograd/variable.h"
 
@@ -30,6 +31,10 @@ Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& 
 Variable gelu(const Variable& x);
 Variable softmax(const Variable& x);  // over the last dim
 Variable layernorm(const Variable& x, const Variable& weight, const Variable& bias);  // over the last dim
+// The residual add and the LayerNorm after it, computed in one pass on CUDA:
+// returns {x + y, layernorm(x + y)}, as add() then layernorm() would.
+std::pair<Variable, Variable> add_layernorm(const Variable& x, const Variable& y, const Variable& weight,
+                                            const Variable& bias);
 
 // Causal self-attention over qkv (B, T, 3C) -> (B, T, C), NH heads: the
 // fused kernels on CUDA (head sizes up to 128), the naive form elsewhere.

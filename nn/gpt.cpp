@@ -60,11 +60,15 @@ Variable Gpt::operator()(const Tensor& idx) const {
   const int64_t B = idx.size(0), T = idx.size(1);
   SG_CHECK(T <= cfg_.block_size, "GPT input has T = ", T, " tokens, more than the context of ", cfg_.block_size,
            "; crop it or train with a larger --ctx");
-  // Positions 0..T-1 for every row: an embedding of (B, T) ids, so no broadcast is needed.
-  std::vector<int32_t> positions(static_cast<size_t>(B * T));
-  for (int64_t i = 0; i < B * T; ++i) positions[size_t(i)] = int32_t(i % T);
-  Tensor pos = Tensor::from_vector(positions, {B, T}, TensorOptions().dtype(DType::i32).device(idx.device()));
-  Variable x = add(wte_(idx), wpe_(pos));  // (B, T, C)
+  // Positions 0..T-1 for every row: an embedding of (B, T) ids, so no
+  // broadcast is needed. Kept between calls: on a GPU, building them anew
+  // would be a host-to-device copy (and a wait) in every forward.
+  if (!positions_.defined() || positions_.shape() != Shape{B, T} || positions_.device() != idx.device()) {
+    std::vector<int32_t> positions(static_cast<size_t>(B * T));
+    for (int64_t i = 0; i < B * T; ++i) positions[size_t(i)] = int32_t(i % T);
+    positions_ = Tensor::from_vector(positions, {B, T}, TensorOptions().dtype(DType::i32).device(idx.device()));
+  }
+  Variable x = add(wte_(idx), wpe_(positions_));  // (B, T, C)
   for (const Block& block : h_) x = block(x);
   x = ln_f_(x);
   return linear(x, wte_.weight(), Variable());  // (B, T, V): the LM head is wte itself, x @ wte^T

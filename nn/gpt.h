@@ -53,9 +53,10 @@ class Mlp : public Module {
 class Block : public Module {
  public:
   explicit Block(const GptConfig& cfg);
-  Variable operator()(Variable x) const {  // (B, T, C) -> (B, T, C)
-    x = add(x, attn_(ln1_(x)));
-    return add(x, mlp_(ln2_(x)));
+  Variable operator()(const Variable& x) const {  // (B, T, C) -> (B, T, C)
+    // x + attn(ln_1(x)) and ln_2 of it come from one kernel on CUDA.
+    auto [residual, normalized] = ln2_.add_and_normalize(x, attn_(ln1_(x)));
+    return add(residual, mlp_(normalized));
   }
 
  private:
@@ -75,6 +76,7 @@ class Gpt : public Module {
 
  private:
   GptConfig cfg_;
+  mutable Tensor positions_;  // (B, T) position ids of the last call, reused while B, T and device match
   Embedding wte_, wpe_;
   std::vector<Block> h_;
   LayerNorm ln_f_;

@@ -45,6 +45,10 @@ class LayerNorm : public Module {
  public:
   explicit LayerNorm(int64_t dim);
   Variable operator()(const Variable& x) const { return layernorm(x, weight_, bias_); }  // (.., dim) -> (.., dim)
+  // {x + y, this(x + y)}: a residual add and this norm, one pass on CUDA.
+  std::pair<Variable, Variable> add_and_normalize(const Variable& x, const Variable& y) const {
+    return add_layernorm(x, y, weight_, bias_);
+  }
 
  private:
   Variable weight_, bias_;

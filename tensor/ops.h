@@ -73,6 +73,15 @@ struct LayerNormGrads {
 LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
                                   const Tensor& mean, const Tensor& rstd);
 
+// The residual add and the LayerNorm that follows it: sum = x + y, and norm
+// = layernorm(sum). On CUDA one kernel (sum is written and normalized in the
+// same pass); on the CPU the two ops. Backward is layernorm_backward on sum.
+struct AddLayerNormOutput {
+  Tensor sum;
+  LayerNormOutput norm;
+};
+AddLayerNormOutput add_layernorm(const Tensor& x, const Tensor& y, const Tensor& weight, const Tensor& bias);
+
 // ---- attention ------------------------------------------------------------------
 struct AttentionOutput {
   Tensor out;  // (B, T, C)

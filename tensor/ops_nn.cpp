@@ -146,6 +146,36 @@ LayerNormOutput layernorm(const Tensor& x, const Tensor& weight, const Tensor& b
   return result;
 }
 
+AddLayerNormOutput add_layernorm(const Tensor& x, const Tensor& y, const Tensor& weight, const Tensor& bias) {
+  check_inputs("add_layernorm", {&x, &y, &weight, &bias});
+  check_same_shape("add_layernorm", x, y);
+  check_same_dtype("add_layernorm", x, y);
+  if (x.device().is_cpu() || x.dtype() == DType::f64) {
+    Tensor sum = add(x, y);
+    return {sum, layernorm(sum, weight, bias)};
+  }
+  check_float("add_layernorm", x);
+  check_replicated("add_layernorm", x);
+  check_same_dtype("add_layernorm", x, weight);
+  check_same_dtype("add_layernorm", x, bias);
+  SG_CHECK(weight.shape() == Shape{x.size(-1)} && bias.shape() == Shape{x.size(-1)}, "add_layernorm: weight ",
+           weight.str(), " and bias ", bias.str(), " must be (C) with C = the last dimension of ", x.str());
+  DType compute = compute_dtype("add_layernorm", x, CudaTypes::kNative16);
+  Tensor a = prepare(x, compute), b = prepare(y, compute), w = prepare(weight, compute), c = prepare(bias, compute);
+  [[maybe_unused]] const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
+  const TensorOptions stats = TensorOptions().device(x.device());
+  AddLayerNormOutput result;
+  result.sum = empty_like(a, compute);
+  result.norm.out = empty_like(a, compute);
+  result.norm.mean = Tensor::empty(leading_shape(x), stats);
+  result.norm.rstd = Tensor::empty(leading_shape(x), stats);
+  SG_ON_CUDA(cuda::add_layernorm_forward(result.sum.data_ptr(), result.norm.out.data_ptr(),
+                                         result.norm.mean.data<float>(), result.norm.rstd.data<float>(), a.data_ptr(),
+                                         b.data_ptr(), w.data_ptr(), c.data_ptr(), N, C, compute,
+                                         cuda_stream(x.device())));
+  return result;
+}
+
 LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight, const Tensor& mean,
                                   const Tensor& rstd) {
   check_inputs("layernorm_backward", {&dout, &x, &weight, &mean, &rstd});

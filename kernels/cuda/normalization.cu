@@ -41,6 +41,37 @@ __global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const
   }
 }
 
+// The residual add and the LayerNorm after it, in one pass over the row:
+// r = x + y is written (the residual stream goes on) and normalized while it
+// is at hand, instead of being written by one kernel and read by the next.
+template <typename T>
+__global__ void add_layernorm_forward_kernel(T* sum_out, T* out, float* mean, float* rstd, const T* x, const T* y,
+                                             const T* weight, const T* bias, int64_t N, int64_t C) {
+  int64_t row = warp_row();
+  int lane = threadIdx.x % kWarp;
+  if (row >= N) return;
+  T* r = sum_out + row * C;
+  float sum = 0.0f;
+  for (int64_t c = lane; c < C; c += kWarp) {
+    const T value = store<T>(load(x[row * C + c]) + load(y[row * C + c]));
+    r[c] = value;  // each lane reads back only what it wrote itself
+    sum += load(value);
+  }
+  float m = warp_sum(sum) / float(C);
+  float squares = 0.0f;
+  for (int64_t c = lane; c < C; c += kWarp) {
+    float d = load(r[c]) - m;
+    squares += d * d;
+  }
+  float s = rsqrtf(warp_sum(squares) / float(C) + kLayerNormEps);
+  T* o = out + row * C;
+  for (int64_t c = lane; c < C; c += kWarp) o[c] = store<T>((load(r[c]) - m) * s * load(weight[c]) + load(bias[c]));
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = s;
+  }
+}
+
 template <typename T>
 __global__ void layernorm_backward_input_kernel(T* din, const T* dout, const T* in, const T* weight,
                                                 const float* mean, const float* rstd, int64_t N, int64_t C) {
@@ -117,6 +148,19 @@ void layernorm_forward(void* out, float* mean, float* rstd, const void* in, cons
     layernorm_forward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
         static_cast<T*>(out), mean, rstd, static_cast<const T*>(in), static_cast<const T*>(weight),
         static_cast<const T*>(bias), N, C);
+  });
+  SG_CHECK_LAUNCH();
+}
+
+void add_layernorm_forward(void* sum, void* out, float* mean, float* rstd, const void* x, const void* y,
+                           const void* weight, const void* bias, int64_t N, int64_t C, DType dtype,
+                           cudaStream_t stream) {
+  if (N == 0) return;
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    add_layernorm_forward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+        static_cast<T*>(sum), static_cast<T*>(out), mean, rstd, static_cast<const T*>(x), static_cast<const T*>(y),
+        static_cast<const T*>(weight), static_cast<const T*>(bias), N, C);
   });
   SG_CHECK_LAUNCH();
 }

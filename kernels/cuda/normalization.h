@@ -15,6 +15,10 @@ namespace sg::cuda {
 
 void layernorm_forward(void* out, float* mean, float* rstd, const void* in, const void* weight, const void* bias,
                        int64_t N, int64_t C, DType dtype, cudaStream_t stream);
+// sum = x + y (the residual stream) and out = layernorm(sum), in one pass.
+void add_layernorm_forward(void* sum, void* out, float* mean, float* rstd, const void* x, const void* y,
+                           const void* weight, const void* bias, int64_t N, int64_t C, DType dtype,
+                           cudaStream_t stream);
 // din written in `dtype` (as dout, in and weight); dweight and dbias (C, f32)
 // accumulated; partials: scratch of 2 * kLayerNormScratchRows * C floats.
 constexpr int64_t kLayerNormScratchRows = 32;

@@ -97,6 +97,16 @@ TEST(AutogradFunctions, GeluSoftmaxLayerNorm) {
                   {randn64({2, 3, 6}, "x", 2.0), randn64({6}, "w"), randn64({6}, "b")}, 1e-5, 1e-7);
 }
 
+// Both outputs of the fused residual add + LayerNorm carry gradient back.
+TEST(AutogradFunctions, AddLayerNorm) {
+  check_gradients(
+      [](auto& v) {
+        auto [sum, norm] = add_layernorm(v[0], v[1], v[2], v[3]);
+        return add(sum, mul(norm, norm));
+      },
+      {randn64({2, 3, 6}, "x", 2.0), randn64({2, 3, 6}, "y"), randn64({6}, "w"), randn64({6}, "b")}, 1e-5, 1e-7);
+}
+
 TEST(AutogradFunctions, Attention) {
   check_gradients([](auto& v) { return attention(v[0], 2); }, {randn64({2, 3, 3 * 4}, "qkv")}, 1e-5, 1e-7);
   check_gradients([](auto& v) { return fused_attention(v[0], 2); }, {randn64({2, 3, 3 * 4}, "qkv")}, 1e-5, 1e-7);

@@ -82,6 +82,21 @@ TEST_F(CudaKernels, MatmulBackwardKernelMatchesCpu) {
   }
 }
 
+// The residual add and LayerNorm in one kernel, against the CPU's two ops.
+TEST_F(CudaKernels, AddLayerNormMatchesCpu) {
+  Tensor x = random_tensor({45, 130}, "x", 2.0), y = random_tensor({45, 130}, "y");
+  Tensor w = random_tensor({130}, "w"), b = random_tensor({130}, "b");
+  AddLayerNormOutput cpu_r = add_layernorm(x, y, w, b), gpu_r = add_layernorm(gpu(x), gpu(y), gpu(w), gpu(b));
+  EXPECT_TRUE(same_as_cpu(gpu_r.sum, cpu_r.sum, kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(gpu_r.norm.out, cpu_r.norm.out, kF32, 1e-5));
+  EXPECT_TRUE(same_as_cpu(gpu_r.norm.mean, cpu_r.norm.mean, kF32, 1e-6));
+  EXPECT_TRUE(same_as_cpu(gpu_r.norm.rstd, cpu_r.norm.rstd, kF32, 1e-6));
+  Tensor xh = x.to(DType::bf16), yh = y.to(DType::bf16), wh = w.to(DType::bf16), bh = b.to(DType::bf16);
+  AddLayerNormOutput cpu_h = add_layernorm(xh, yh, wh, bh), gpu_h = add_layernorm(gpu(xh), gpu(yh), gpu(wh), gpu(bh));
+  EXPECT_TRUE(same_as_cpu(gpu_h.sum, cpu_h.sum, kBf16, 1e-2));
+  EXPECT_TRUE(same_as_cpu(gpu_h.norm.out, cpu_h.norm.out, kBf16, 2e-2));
+}
+
 // The bias in cuBLASLt's epilogue (and the plain GEMMs that now go through
 // cuBLASLt first), against the CPU's GEMM then bias; SG_CUBLASLT=0 checks the
 // cuBLAS path the same way.
