@@ -18,10 +18,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 deps=.gpu_deps
+# OpenMPI and the libraries it loads, for several ranks sharing the GPU
+# (the machines have no MPI); unpacked under /tmp and relocated with
+# OPAL_PREFIX (checked on Debian with the system's OpenMPI hidden).
+mpi_packages="libopenmpi3 openmpi-bin openmpi-common libopenmpi-dev libhwloc15 libevent-2.1-7 libevent-core-2.1-7
+  libevent-pthreads-2.1-7 libpmix2 libfabric1 libucx0 libibverbs1 librdmacm1 libnl-3-200 libnl-route-3-200 libpsm2-2
+  libpsm-infinipath1 libnuma1 libmunge2 libxnvctrl0"
 if [ "${1:-}" = "--prepare" ]; then
-  mkdir -p "$deps"
+  mkdir -p "$deps/mpi"
   (cd "$deps" && apt-get download libeigen3-dev libgtest-dev nlohmann-json3-dev >/dev/null)
-  ls -la "$deps"
+  (cd "$deps/mpi" && apt-get download $mpi_packages >/dev/null)
+  du -sh "$deps" "$deps/mpi"
   exit 0
 fi
 
@@ -37,12 +44,23 @@ if [ -d "$deps" ] && ls "$deps"/*.deb >/dev/null 2>&1; then
   prefix_args=(-DCMAKE_PREFIX_PATH="$prefix/usr")
 fi
 
+mpi_args=()
+mpirun_cmd=$(command -v mpirun || true)
+if [ -z "$mpirun_cmd" ] && ls "$deps"/mpi/*.deb >/dev/null 2>&1; then
+  mpi_prefix=/tmp/sg-mpi
+  for deb in "$deps"/mpi/*.deb; do dpkg -x "$deb" "$mpi_prefix"; done
+  export OPAL_PREFIX=$mpi_prefix/usr
+  export LD_LIBRARY_PATH=$mpi_prefix/usr/lib/x86_64-linux-gnu:$mpi_prefix/usr/lib/x86_64-linux-gnu/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  mpirun_cmd=$mpi_prefix/usr/bin/mpirun.openmpi
+  mpi_args=(-DMPI_CXX_COMPILER="$mpi_prefix/usr/bin/mpicxx.openmpi" -DMPIEXEC_EXECUTABLE="$mpirun_cmd")
+fi
+
 logs=${OUT:-build-gpu}
 mkdir -p "$logs"
 jobs=$(nproc)
 start=$(date +%s)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSG_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native \
-  "${prefix_args[@]}" > "$logs/configure.log" 2>&1 || { tail -30 "$logs/configure.log"; exit 1; }
+  "${prefix_args[@]}" "${mpi_args[@]}" > "$logs/configure.log" 2>&1 || { tail -30 "$logs/configure.log"; exit 1; }
 cmake --build build-gpu -j"$jobs" > "$logs/build.log" 2>&1 || {
   grep -E "error" -A3 "$logs/build.log" | head -60
   exit 1
@@ -57,11 +75,13 @@ for suite in $suites; do
 done
 # Several ranks sharing the GPU (CUDA tensors through the staged MPI
 # backend), where the machine has an MPI launcher.
-if command -v mpirun >/dev/null && [ -x build-gpu/bin/test_zero ]; then
+if [ -n "$mpirun_cmd" ] && grep -q "SG_MPI=ON" "$logs/configure.log"; then
   for ranks in 2 4; do
-    mpirun --oversubscribe --allow-run-as-root -np $ranks build-gpu/bin/test_zero --gtest_filter='*OnCuda*' \
-      > "$logs/test_zero_np$ranks.log" 2>&1 || status=1
+    timeout 240 "$mpirun_cmd" --oversubscribe --allow-run-as-root -np $ranks build-gpu/bin/test_zero \
+      --gtest_filter='*OnCuda*' > "$logs/test_zero_np$ranks.log" 2>&1 || status=1
   done
+  timeout 120 "$mpirun_cmd" --oversubscribe --allow-run-as-root -np 2 build-gpu/bin/test_dist \
+    --gtest_filter='StagedBackend.*' > "$logs/test_dist_np2.log" 2>&1 || status=1
 else
   echo "gpu_check: no mpirun here; the CUDA ZeRO equivalence ran as a world of one only" | tee "$logs/test_zero_np2.log"
 fi
@@ -83,8 +103,14 @@ echo
 echo "## CUDA tests (each CUDA kernel against its CPU twin)"
 echo "| test | result |"
 echo "|---|---|"
-cat "$logs/test_cuda.log" "$logs/test_nccl.log" "$logs/test_zero_np"*.log 2>/dev/null | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z]' |
+cat "$logs/test_cuda.log" "$logs/test_nccl.log" 2>/dev/null | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z]' |
   sed -E 's/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 | \1 |/' | sort -u
+for log in "$logs"/test_zero_np*.log "$logs"/test_dist_np2.log; do
+  [ -f "$log" ] || continue
+  ranks=$(basename "$log" .log | sed 's/.*_np//')
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z]' |
+    sed -E "s/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 ($ranks ranks on one GPU) | \1 |/" | sort -u
+done
 cat "$logs/test_dist.log" "$logs/test_zero.log" 2>/dev/null | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z/]*Cuda' |
   sed -E 's/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 (world of one) | \1 |/' | sort -u
 for suite in $suites; do
