@@ -135,10 +135,27 @@ std::pair<Variable, Variable> add_layernorm(const Variable& x, const Variable& y
 // formula is in kernels/cpu/attention.h. On CUDA the fused kernels run
 // instead (the matrix would be B * NH * T * T floats per layer).
 Variable attention(const Variable& qkv, int64_t n_head) {
-  const bool fused = qkv.value().device().is_cuda() && n_head >= 1 && qkv.size(-1) % (3 * n_head) == 0 &&
-                     qkv.size(-1) / (3 * n_head) <= kFusedAttentionMaxHeadSize;
-  if (fused) return fused_attention(qkv, n_head);
+  const Tensor& x = qkv.value();
+  if (!x.device().is_cuda() || x.dim() != 3 || n_head < 1 || x.size(2) % (3 * n_head) != 0) {
+    return naive_attention(qkv, n_head);  // (which also reports bad shapes)
+  }
+  // On a GPU: batched GEMMs on tensor cores while the probabilities they
+  // keep for backward stay small, else the fused kernels (O(T) memory).
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t probability_bytes = B * n_head * T * T * int64_t(dtype_size(x.dtype()));
+  if (probability_bytes <= kGemmAttentionMaxBytes) return gemm_attention(qkv, n_head);
+  if (x.size(2) / (3 * n_head) <= kFusedAttentionMaxHeadSize) return fused_attention(qkv, n_head);
   return naive_attention(qkv, n_head);
+}
+
+// Attention as batched GEMMs: saves qkv and P, like the naive form; the
+// backward formula is at gemm_attention_backward (tensor/ops_attention.cpp).
+Variable gemm_attention(const Variable& qkv, int64_t n_head) {
+  AttentionOutput out = sg::gemm_attention(qkv.value(), n_head);
+  Tensor att = out.att;
+  return make_result(out.out, "gemm_attention", {qkv}, [qkv, att, n_head](const Tensor& dy) {
+    return std::vector<Tensor>{sg::gemm_attention_backward(dy, qkv.value(), att, n_head)};
+  });
 }
 
 Variable naive_attention(const Variable& qkv, int64_t n_head) {

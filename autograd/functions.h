@@ -36,14 +36,18 @@ Variable layernorm(const Variable& x, const Variable& weight, const Variable& bi
 std::pair<Variable, Variable> add_layernorm(const Variable& x, const Variable& y, const Variable& weight,
                                             const Variable& bias);
 
-// Causal self-attention over qkv (B, T, 3C) -> (B, T, C), NH heads: the
-// fused kernels on CUDA (head sizes up to 128), the naive form elsewhere.
+// Causal self-attention over qkv (B, T, 3C) -> (B, T, C), NH heads. On the
+// CPU the naive form (itself on GEMMs there). On CUDA: batched GEMMs while
+// the (B, NH, T, T) probabilities take at most kGemmAttentionMaxBytes, else
+// the fused kernels (head sizes up to 128), else the naive kernels.
 Variable attention(const Variable& qkv, int64_t n_head);
-// Either form explicitly: naive saves the (B, NH, T, T) probabilities,
+// Each form explicitly: naive and GEMM save the (B, NH, T, T) probabilities,
 // fused only (B, NH, T) log-sum-exps and recomputes in backward.
 Variable naive_attention(const Variable& qkv, int64_t n_head);
+Variable gemm_attention(const Variable& qkv, int64_t n_head);
 Variable fused_attention(const Variable& qkv, int64_t n_head);
 constexpr int64_t kFusedAttentionMaxHeadSize = 128;
+constexpr int64_t kGemmAttentionMaxBytes = int64_t(1) << 30;  // per layer; GPT-2 at T 1024, batch 16: 384 MiB in bf16
 
 // Rows of table (V, C) picked by ids (any shape, i32/i64) -> ids.shape + (C).
 Variable embedding(const Variable& table, const Tensor& ids);

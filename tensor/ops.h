@@ -90,6 +90,18 @@ struct AttentionOutput {
 AttentionOutput attention(const Tensor& qkv, int64_t n_head);  // qkv (B, T, 3C), causal
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& att, int64_t n_head);
 
+// Attention's masked softmax over scores (..., T, T): row t takes
+// softmax(scale * scores) over keys s <= t and 0 beyond; backward (written,
+// not accumulated) is scale * P * (dP - rowsum(dP * P)).
+Tensor causal_softmax(const Tensor& scores, double scale);
+Tensor causal_softmax_backward(const Tensor& probabilities, const Tensor& dprobabilities, double scale);
+
+// The same attention as batched GEMMs (cuBLAS on CUDA: tensor cores) around
+// causal_softmax: S = Q K^T per head, P = causal_softmax(S, 1/sqrt(HS)),
+// O = P V. .att is P (B, NH, T, T) in the compute dtype, kept for backward.
+AttentionOutput gemm_attention(const Tensor& qkv, int64_t n_head);
+Tensor gemm_attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& att, int64_t n_head);
+
 // The same attention fused (kernels/cpu/flash_attention.h): no (T, T) matrix,
 // only the log-sum-exp of each row's scores, (B, NH, T) in f32 (f64 for f64).
 // CUDA kernels take f32/bf16/f16 as they are; head sizes up to 128 there.

@@ -1,9 +1,7 @@
 // The neural-network ops: GELU, softmax, LayerNorm, attention, embedding and
 // cross-entropy, forward and backward. Argument checks and dispatch only; the
 // math is documented beside each kernel in kernels/cpu/.
-#include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
-#include "kernels/cpu/flash_attention.h"
 #include "kernels/cpu/normalization.h"
 #include "tensor/ops.h"
 #include "tensor/ops_common.h"
@@ -209,106 +207,6 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
   grads.dweight = grads.dweight.to(weight.dtype());
   grads.dbias = grads.dbias.to(weight.dtype());
   return grads;
-}
-
-namespace {
-
-struct AttentionDims {
-  int64_t B, T, C, NH;
-};
-
-AttentionDims attention_dims(std::string_view op, const Tensor& qkv, int64_t n_head) {
-  check_float(op, qkv);
-  check_replicated(op, qkv);
-  SG_CHECK(qkv.dim() == 3 && qkv.size(2) % 3 == 0, op, ": qkv must be (B, T, 3C), got ", qkv.str());
-  AttentionDims dims{qkv.size(0), qkv.size(1), qkv.size(2) / 3, n_head};
-  SG_CHECK(n_head >= 1 && dims.C % n_head == 0, op, ": C = ", dims.C, " is not divisible into ", n_head, " heads");
-  return dims;
-}
-
-}  // namespace
-
-AttentionOutput attention(const Tensor& qkv, int64_t n_head) {
-  check_inputs("attention", {&qkv});
-  AttentionDims s = attention_dims("attention", qkv, n_head);
-  DType compute = compute_dtype("attention", qkv, CudaTypes::kF32Only);
-  Tensor in = prepare(qkv, compute);
-  AttentionOutput result;
-  TensorOptions options = TensorOptions().dtype(compute).device(qkv.device());
-  result.out = Tensor::empty({s.B, s.T, s.C}, options);
-  result.att = Tensor::empty({s.B, s.NH, s.T, s.T}, options);
-  if (qkv.device().is_cpu()) {
-    SG_ON_CPU(compute, cpu::attention_forward(result.out.data<T>(), result.att.data<T>(), in.data<T>(), s.B, s.T, s.C,
-                                              s.NH));
-  } else {
-    SG_ON_CUDA(cuda::attention_forward(result.out.data<float>(), result.att.data<float>(), in.data<float>(), s.B, s.T,
-                                       s.C, s.NH, cuda_stream(qkv.device())));
-  }
-  result.out = result.out.to(qkv.dtype());
-  return result;
-}
-
-Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& att, int64_t n_head) {
-  check_inputs("attention_backward", {&dout, &qkv, &att});
-  AttentionDims s = attention_dims("attention_backward", qkv, n_head);
-  SG_CHECK((dout.shape() == Shape{s.B, s.T, s.C} && att.shape() == Shape{s.B, s.NH, s.T, s.T}),
-           "attention_backward: dout ", dout.str(), " / att ", att.str(), " do not match qkv ", qkv.str());
-  DType compute = compute_dtype("attention_backward", qkv, CudaTypes::kF32Only);
-  Tensor d = prepare(dout, compute), in = prepare(qkv, compute), probabilities = prepare(att, compute);
-  Tensor dqkv = Tensor::zeros(qkv.shape(), TensorOptions().dtype(compute).device(qkv.device()));
-  if (qkv.device().is_cpu()) {
-    SG_ON_CPU(compute, cpu::attention_backward(dqkv.data<T>(), d.data<T>(), in.data<T>(), probabilities.data<T>(),
-                                               s.B, s.T, s.C, s.NH));
-  } else {
-    SG_ON_CUDA(cuda::attention_backward(dqkv.data<float>(), d.data<float>(), in.data<float>(),
-                                        probabilities.data<float>(), s.B, s.T, s.C, s.NH, cuda_stream(qkv.device())));
-  }
-  return dqkv.to(qkv.dtype());
-}
-
-FusedAttentionOutput fused_attention(const Tensor& qkv, int64_t n_head) {
-  check_inputs("fused_attention", {&qkv});
-  AttentionDims s = attention_dims("fused_attention", qkv, n_head);
-  DType compute = compute_dtype("fused_attention", qkv, CudaTypes::kNative16);
-  Tensor in = prepare(qkv, compute);
-  FusedAttentionOutput result;
-  result.out = Tensor::empty({s.B, s.T, s.C}, TensorOptions().dtype(compute).device(qkv.device()));
-  result.lse = Tensor::empty({s.B, s.NH, s.T}, TensorOptions().dtype(stats_dtype(compute)).device(qkv.device()));
-  if (qkv.device().is_cpu()) {
-    SG_ON_CPU(compute, cpu::flash_attention_forward(result.out.data<T>(), result.lse.data<T>(), in.data<T>(), s.B, s.T,
-                                                    s.C, s.NH));
-  } else {
-    SG_ON_CUDA(cuda::flash_attention_forward(result.out.data_ptr(), result.lse.data<float>(), in.data_ptr(), s.B, s.T,
-                                             s.C, s.NH, compute, cuda_stream(qkv.device())));
-  }
-  result.out = result.out.to(qkv.dtype());
-  return result;
-}
-
-Tensor fused_attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                                int64_t n_head) {
-  check_inputs("fused_attention_backward", {&dout, &qkv, &out, &lse});
-  AttentionDims s = attention_dims("fused_attention_backward", qkv, n_head);
-  SG_CHECK((dout.shape() == Shape{s.B, s.T, s.C} && out.shape() == dout.shape() && lse.shape() == Shape{s.B, s.NH, s.T}),
-           "fused_attention_backward: dout ", dout.str(), ", out ", out.str(), " and lse ", lse.str(),
-           " do not match qkv ", qkv.str(), "; pass what fused_attention() returned");
-  check_same_dtype("fused_attention_backward", dout, qkv);
-  check_same_dtype("fused_attention_backward", out, qkv);
-  DType compute = compute_dtype("fused_attention_backward", qkv, CudaTypes::kNative16);
-  Tensor d = prepare(dout, compute), in = prepare(qkv, compute), o = prepare(out, compute);
-  Tensor l = prepare(lse, stats_dtype(compute));
-  DType grad = stats_dtype(compute);  // the gradient accumulates in f32 (f64 for f64)
-  Tensor dqkv = Tensor::zeros(qkv.shape(), TensorOptions().dtype(grad).device(qkv.device()));
-  if (qkv.device().is_cpu()) {
-    SG_ON_CPU(compute, cpu::flash_attention_backward(dqkv.data<T>(), d.data<T>(), in.data<T>(), o.data<T>(),
-                                                     l.data<T>(), s.B, s.T, s.C, s.NH));
-  } else {
-    Tensor row_dots = Tensor::empty({s.B, s.NH, s.T}, TensorOptions().device(qkv.device()));
-    SG_ON_CUDA(cuda::flash_attention_backward(dqkv.data<float>(), row_dots.data<float>(), d.data_ptr(), in.data_ptr(),
-                                              o.data_ptr(), l.data<float>(), s.B, s.T, s.C, s.NH, compute,
-                                              cuda_stream(qkv.device())));
-  }
-  return dqkv.to(qkv.dtype());
 }
 
 }  // namespace sg

@@ -97,7 +97,42 @@ void softmax_backward(T* din, const T* out, const T* dout, int64_t N, int64_t C)
   }
 }
 
+template <typename T>
+void causal_softmax_forward(T* out, const T* in, int64_t N, int64_t T_, T scale) {
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < N; ++row) {
+    const int64_t t = row % T_;  // the query: keys s <= t are visible
+    const T* x = in + row * T_;
+    T* y = out + row * T_;
+    T max_value = -INFINITY;
+    for (int64_t s = 0; s <= t; ++s) max_value = std::max(max_value, x[s] * scale);
+    double sum = 0.0;
+    for (int64_t s = 0; s <= t; ++s) {
+      y[s] = std::exp(x[s] * scale - max_value);
+      sum += y[s];
+    }
+    const T inverse = T(1.0 / sum);
+    for (int64_t s = 0; s <= t; ++s) y[s] *= inverse;
+    for (int64_t s = t + 1; s < T_; ++s) y[s] = 0;
+  }
+}
+
+template <typename T>
+void causal_softmax_backward(T* din, const T* out, const T* dout, int64_t N, int64_t T_, T scale) {
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < N; ++row) {
+    const T* y = out + row * T_;
+    const T* dy = dout + row * T_;
+    double dot = 0.0;
+    for (int64_t s = 0; s < T_; ++s) dot += double(dy[s]) * y[s];
+    T* dx = din + row * T_;
+    for (int64_t s = 0; s < T_; ++s) dx[s] = scale * y[s] * (dy[s] - T(dot));  // masked: y = 0, so 0
+  }
+}
+
 #define SG_INSTANTIATE(T) \
+  template void causal_softmax_forward<T>(T*, const T*, int64_t, int64_t, T); \
+  template void causal_softmax_backward<T>(T*, const T*, const T*, int64_t, int64_t, T); \
   template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t); \
   template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, int64_t); \
   template void softmax_forward<T>(T*, const T*, int64_t, int64_t); \

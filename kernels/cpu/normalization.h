@@ -34,4 +34,12 @@ void softmax_forward(T* out, const T* in, int64_t N, int64_t C);
 template <typename T>
 void softmax_backward(T* din, const T* out, const T* dout, int64_t N, int64_t C);
 
+// Attention's softmax over scores (N, T) whose row r belongs to query
+// t = r % T: y_s = softmax over s <= t of scale * x_s, and 0 for s > t (the
+// causal mask). Backward writes (not adds) dx = scale * y * (dy - sum_s dy_s y_s).
+template <typename T>
+void causal_softmax_forward(T* out, const T* in, int64_t N, int64_t T_, T scale);
+template <typename T>
+void causal_softmax_backward(T* din, const T* out, const T* dout, int64_t N, int64_t T_, T scale);
+
 }  // namespace sg::cpu

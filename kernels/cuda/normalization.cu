@@ -138,6 +138,38 @@ __global__ void softmax_backward_kernel(float* din, const float* out, const floa
   for (int64_t c = lane; c < C; c += kWarp) din[row * C + c] += y[c] * (dy[c] - dot);
 }
 
+// Attention's masked softmax, one warp per row (kernels/cpu/normalization.h).
+template <typename T>
+__global__ void causal_softmax_forward_kernel(T* out, const T* in, int64_t N, int64_t T_, float scale) {
+  int64_t row = warp_row();
+  int lane = threadIdx.x % kWarp;
+  if (row >= N) return;
+  const int64_t t = row % T_;
+  const T* x = in + row * T_;
+  float max_value = -INFINITY;
+  for (int64_t s = lane; s <= t; s += kWarp) max_value = fmaxf(max_value, load(x[s]) * scale);
+  max_value = warp_max(max_value);
+  float sum = 0.0f;
+  for (int64_t s = lane; s <= t; s += kWarp) sum += expf(load(x[s]) * scale - max_value);
+  const float inverse = 1.0f / warp_sum(sum);
+  T* y = out + row * T_;
+  for (int64_t s = lane; s < T_; s += kWarp) y[s] = store<T>(s <= t ? expf(load(x[s]) * scale - max_value) * inverse : 0.0f);
+}
+
+template <typename T>
+__global__ void causal_softmax_backward_kernel(T* din, const T* out, const T* dout, int64_t N, int64_t T_,
+                                               float scale) {
+  int64_t row = warp_row();
+  int lane = threadIdx.x % kWarp;
+  if (row >= N) return;
+  const T* y = out + row * T_;
+  const T* dy = dout + row * T_;
+  float dot = 0.0f;
+  for (int64_t s = lane; s < T_; s += kWarp) dot += load(dy[s]) * load(y[s]);
+  dot = warp_sum(dot);
+  for (int64_t s = lane; s < T_; s += kWarp) din[row * T_ + s] = store<T>(scale * load(y[s]) * (load(dy[s]) - dot));
+}
+
 }  // namespace
 
 void layernorm_forward(void* out, float* mean, float* rstd, const void* in, const void* weight, const void* bias,
@@ -199,6 +231,28 @@ void softmax_forward(void* out, const void* in, int64_t N, int64_t C, DType dtyp
 void softmax_backward(float* din, const float* out, const float* dout, int64_t N, int64_t C, cudaStream_t stream) {
   if (N == 0) return;
   softmax_backward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(din, out, dout, N, C);
+  SG_CHECK_LAUNCH();
+}
+
+void causal_softmax_forward(void* out, const void* in, int64_t N, int64_t T, float scale, DType dtype,
+                            cudaStream_t stream) {
+  if (N == 0) return;
+  with_float_type(dtype, [&](auto tag) {
+    using Ty = decltype(tag);
+    causal_softmax_forward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+        static_cast<Ty*>(out), static_cast<const Ty*>(in), N, T, scale);
+  });
+  SG_CHECK_LAUNCH();
+}
+
+void causal_softmax_backward(void* din, const void* out, const void* dout, int64_t N, int64_t T, float scale,
+                             DType dtype, cudaStream_t stream) {
+  if (N == 0) return;
+  with_float_type(dtype, [&](auto tag) {
+    using Ty = decltype(tag);
+    causal_softmax_backward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+        static_cast<Ty*>(din), static_cast<const Ty*>(out), static_cast<const Ty*>(dout), N, T, scale);
+  });
   SG_CHECK_LAUNCH();
 }
 

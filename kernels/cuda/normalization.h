@@ -29,4 +29,10 @@ void layernorm_backward(void* din, float* dweight, float* dbias, float* partials
 void softmax_forward(void* out, const void* in, int64_t N, int64_t C, DType dtype, cudaStream_t stream);
 void softmax_backward(float* din, const float* out, const float* dout, int64_t N, int64_t C, cudaStream_t stream);
 
+// As kernels/cpu/normalization.h's causal_softmax_*, in f32, bf16 or f16.
+void causal_softmax_forward(void* out, const void* in, int64_t N, int64_t T, float scale, DType dtype,
+                            cudaStream_t stream);
+void causal_softmax_backward(void* din, const void* out, const void* dout, int64_t N, int64_t T, float scale,
+                             DType dtype, cudaStream_t stream);
+
 }  // namespace sg::cuda

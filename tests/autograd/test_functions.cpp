@@ -110,6 +110,7 @@ TEST(AutogradFunctions, AddLayerNorm) {
 TEST(AutogradFunctions, Attention) {
   check_gradients([](auto& v) { return attention(v[0], 2); }, {randn64({2, 3, 3 * 4}, "qkv")}, 1e-5, 1e-7);
   check_gradients([](auto& v) { return fused_attention(v[0], 2); }, {randn64({2, 3, 3 * 4}, "qkv")}, 1e-5, 1e-7);
+  check_gradients([](auto& v) { return gemm_attention(v[0], 2); }, {randn64({2, 3, 3 * 4}, "qkv")}, 1e-5, 1e-7);
 }
 
 TEST(AutogradFunctions, EmbeddingAndCrossEntropy) {

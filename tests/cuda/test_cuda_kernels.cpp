@@ -167,6 +167,24 @@ TEST_F(CudaKernels, AttentionMatchesCpu) {
                           attention_backward(dout, qkv, cpu_a.att, 4), kF32, 1e-5));
 }
 
+// Attention as batched GEMMs around the masked softmax, against the CPU's
+// same composition (itself held to the naive form in test_op_gradients).
+TEST_F(CudaKernels, GemmAttentionMatchesCpu) {
+  Tensor qkv = random_tensor({2, 37, 3 * 48}, "qkv"), dout = random_tensor({2, 37, 48}, "dout");
+  AttentionOutput cpu_a = gemm_attention(qkv, 4), gpu_a = gemm_attention(gpu(qkv), 4);
+  EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, kF32, 1e-6));
+  EXPECT_TRUE(same_as_cpu(gpu_a.att, cpu_a.att, kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(gemm_attention_backward(gpu(dout), gpu(qkv), gpu_a.att, 4),
+                          gemm_attention_backward(dout, qkv, cpu_a.att, 4), kF32, 1e-5));
+  Tensor q16 = qkv.to(DType::bf16), d16 = dout.to(DType::bf16);
+  AttentionOutput cpu_b = gemm_attention(q16, 4), gpu_b = gemm_attention(gpu(q16), 4);
+  EXPECT_TRUE(same_as_cpu(gpu_b.out, cpu_b.out, kBf16, 2e-2));
+  EXPECT_TRUE(same_as_cpu(gemm_attention_backward(gpu(d16), gpu(q16), gpu_b.att, 4),
+                          gemm_attention_backward(d16, q16, cpu_b.att, 4), kBf16, 5e-2));
+  Tensor scores = random_tensor({3, 37, 37}, "scores", 3.0);
+  EXPECT_TRUE(same_as_cpu(causal_softmax(gpu(scores), 0.3), causal_softmax(scores, 0.3), kF32, 1e-7));
+}
+
 // The fused kernels against their CPU twin, in f32 and bf16, for head sizes
 // in every bucket (8 -> 16, 24 -> 32, 64, 80 -> 128) and T across tile edges.
 TEST_F(CudaKernels, FusedAttentionMatchesCpu) {

@@ -94,6 +94,19 @@ TEST(OpGradients, FusedCausalAttention) {
   EXPECT_TRUE(all_close(a.out.to_vector<double>(), attention(qkv, 3).out.to_vector<double>(), 1e-12, 1e-14));
 }
 
+TEST(OpGradients, GemmAttentionAndCausalSoftmax) {
+  Tensor qkv = randn64({2, 5, 3 * 6}, "qkv"), d = randn64({2, 5, 6}, "d");
+  AttentionOutput a = gemm_attention(qkv, 3);
+  EXPECT_TRUE(all_close(a.out.to_vector<double>(), attention(qkv, 3).out.to_vector<double>(), 1e-12, 1e-14));
+  EXPECT_TRUE(all_close(a.att.to_vector<double>(), attention(qkv, 3).att.to_vector<double>(), 1e-12, 1e-14));
+  EXPECT_TRUE(matches_numeric(gemm_attention_backward(d, qkv, a.att, 3),
+                              [](const Tensor& v) { return gemm_attention(v, 3).out; }, qkv, d));
+  Tensor scores = randn64({2, 4, 4}, "scores"), dp = randn64({2, 4, 4}, "dp");
+  EXPECT_TRUE(matches_numeric(causal_softmax_backward(causal_softmax(scores, 0.7), dp, 0.7),
+                              [](const Tensor& v) { return causal_softmax(v, 0.7); }, scores, dp));
+  EXPECT_EQ(causal_softmax(scores, 0.7).at({1, 0, 3}), 0.0);  // masked: query 0 sees key 0 only
+}
+
 TEST(OpGradients, EmbeddingTable) {
   Tensor table = randn64({5, 3}, "wte"), d = randn64({2, 2, 3}, "d");
   Tensor ids = Tensor::from_vector(std::vector<int32_t>{4, 1, 4, 0}, {2, 2});
