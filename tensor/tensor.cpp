@@ -252,11 +252,20 @@ Tensor Tensor::with_category(MemoryCategory new_category) const {
   return copy;
 }
 
-Tensor Tensor::to(Device target) const {
+Tensor Tensor::to(Device target) const { return to(target, false); }
+
+Tensor Tensor::to(Device target, bool non_blocking) const {
   check_defined("to(device)");
   if (target == device()) return *this;
   Tensor source = contiguous();
   Tensor moved = empty_with(layout_, TensorOptions().dtype(dtype_).device(target).category(category()));
+  if (non_blocking && target.is_cuda() && source.is_pinned()) {
+    // From pinned memory the upload runs in stream order without a wait; the
+    // runtime holds the source's storage until the copy is done.
+    SG_ON_CUDA(cuda::copy_host_to_device_async(moved.data_ptr(), source.data_ptr(), nbytes(), target.index,
+                                               source.storage_));
+    return moved;
+  }
   copy_bytes(moved.data_ptr(), target, source.data_ptr(), device(), nbytes());
   return moved;
 }

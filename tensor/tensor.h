@@ -128,6 +128,10 @@ class Tensor {
   Tensor contiguous() const;  // itself when already contiguous
   Tensor clone() const;       // always a fresh copy
   Tensor to(Device device) const;
+  // non_blocking (PyTorch's): from pinned memory to a GPU, return before the
+  // copy has run (it runs in stream order); the caller must not write the
+  // source until the GPU has caught up. Otherwise the same as to(device).
+  Tensor to(Device device, bool non_blocking) const;
   Tensor to(DType dtype) const;
   Tensor with_category(MemoryCategory category) const;  // a copy counted under `category`
   void copy_(const Tensor& source);  // same shape; converts dtype and device as needed

@@ -1,8 +1,10 @@
 #include "kernels/cuda/runtime.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <mutex>
+#include <vector>
 
 #include "kernels/cuda/cuda_check.h"
 
@@ -12,6 +14,23 @@ namespace {
 constexpr int kMaxDevices = 16;
 std::array<cudaStream_t, kMaxDevices> g_streams{};
 std::mutex g_stream_mutex;
+
+// Pinned buffers of asynchronous uploads, held until their copy is done.
+struct PendingUpload {
+  cudaEvent_t done;
+  std::shared_ptr<const void> keep_alive;
+};
+std::mutex g_upload_mutex;
+std::vector<PendingUpload> g_uploads;
+
+void release_finished_uploads() {  // with g_upload_mutex held
+  auto finished = std::remove_if(g_uploads.begin(), g_uploads.end(), [](PendingUpload& upload) {
+    if (cudaEventQuery(upload.done) != cudaSuccess) return false;  // not yet (or an error, reported elsewhere)
+    cudaEventDestroy(upload.done);
+    return true;
+  });
+  g_uploads.erase(finished, g_uploads.end());
+}
 
 void set_device(int device) {
   SG_CHECK(device >= 0 && device < kMaxDevices, "cuda:", device, " is out of range");
@@ -83,7 +102,23 @@ cudaStream_t current_stream(int device) {
   return g_streams[size_t(device)];
 }
 
-void synchronize(int device) { CUDA_CHECK(cudaStreamSynchronize(current_stream(device))); }
+void synchronize(int device) {
+  CUDA_CHECK(cudaStreamSynchronize(current_stream(device)));
+  std::lock_guard<std::mutex> lock(g_upload_mutex);
+  release_finished_uploads();
+}
+
+void copy_host_to_device_async(void* dst, const void* src, int64_t bytes, int device,
+                               std::shared_ptr<const void> keep_alive) {
+  cudaStream_t stream = current_stream(device);
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(bytes), cudaMemcpyHostToDevice, stream));
+  cudaEvent_t done;
+  CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventRecord(done, stream));
+  std::lock_guard<std::mutex> lock(g_upload_mutex);
+  release_finished_uploads();
+  g_uploads.push_back(PendingUpload{done, std::move(keep_alive)});
+}
 
 void copy_host_to_device(void* dst, const void* src, int64_t bytes, int device) {
   cudaStream_t stream = current_stream(device);

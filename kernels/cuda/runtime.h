@@ -12,6 +12,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <memory>
 
 namespace sg::cuda {
 
@@ -32,6 +33,13 @@ MemoryInfo memory_info(int device);
 // transfers (the MPI backend's CUDA tensors, batches of tokens).
 void* pinned_malloc(int64_t bytes);
 void pinned_free(void* pointer) noexcept;
+
+// A host-to-device copy from pinned memory that returns at once: the copy
+// runs in stream order, and keep_alive (the pinned buffer's owner) is held
+// until an event says the copy is done, so the buffer cannot be reused
+// under it. No wait for the GPU to drain, as a synchronous copy would.
+void copy_host_to_device_async(void* dst, const void* src, int64_t bytes, int device,
+                               std::shared_ptr<const void> keep_alive);
 
 // Copies issued on the device's stream; each returns once the bytes have landed.
 void copy_host_to_device(void* dst, const void* src, int64_t bytes, int device);

@@ -76,5 +76,30 @@ TEST_F(CudaTensor, F64IsCpuOnlyForOpsButConvertsAndMoves) {
   EXPECT_THROW(gelu(gpu(a)), Error);
 }
 
+// Pinned host memory: uploads without blocking keep their source until the
+// copy ran (the cache cannot hand the block out under it), and the caching
+// allocator serves a freed block again without the driver.
+TEST_F(CudaTensor, PinnedUploadsAndTheCachingAllocator) {
+  std::vector<Tensor> uploads;
+  for (int i = 0; i < 20; ++i) {
+    Tensor host = Tensor::empty({1 << 16}, TensorOptions().pinned(true));
+    ASSERT_TRUE(host.is_pinned());
+    host.fill_(double(i));
+    uploads.push_back(host.to(Device::cuda(), /*non_blocking=*/true));
+  }  // every host tensor is dropped at once; their blocks return to the cache after their copies
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(uploads[size_t(i)].to_vector<float>()[777], float(i));
+
+  empty_cache(Device::cuda());
+  EXPECT_EQ(cached_bytes(Device::cuda()), 0);
+  void* first = nullptr;
+  {
+    Tensor a = Tensor::empty({1000, 1000}, TensorOptions().device(Device::cuda()));
+    first = a.data_ptr();
+  }
+  EXPECT_GE(cached_bytes(Device::cuda()), 4000000);
+  Tensor b = Tensor::empty({1000, 1000}, TensorOptions().device(Device::cuda()));
+  EXPECT_EQ(b.data_ptr(), first) << "the freed block serves the same size again";
+}
+
 }  // namespace
 }  // namespace sg
