@@ -8,6 +8,9 @@
 // not kept alive from forward to backward by the closure.
 #include "autograd/functions.h"
 
+#include <cstdlib>
+#include <string>
+
 #include "tensor/ops.h"
 
 namespace sg {
@@ -134,7 +137,31 @@ std::pair<Variable, Variable> add_layernorm(const Variable& x, const Variable& y
 // Attention saves qkv and the (B, NH, T, T) probabilities; the backward
 // formula is in kernels/cpu/attention.h. On CUDA the fused kernels run
 // instead (the matrix would be B * NH * T * T floats per layer).
+namespace {
+
+AttentionForm form_from_environment() {
+  const char* setting = std::getenv("SG_ATTENTION");
+  const std::string form = setting ? setting : "auto";
+  if (form == "naive") return AttentionForm::naive;
+  if (form == "gemm") return AttentionForm::gemm;
+  if (form == "fused") return AttentionForm::fused;
+  SG_CHECK(form == "auto", "SG_ATTENTION must be auto, naive, gemm or fused, got '", form, "'");
+  return AttentionForm::automatic;
+}
+
+AttentionForm g_attention_form = form_from_environment();
+
+}  // namespace
+
+void set_attention_form(AttentionForm form) { g_attention_form = form; }
+
 Variable attention(const Variable& qkv, int64_t n_head) {
+  switch (g_attention_form) {
+    case AttentionForm::naive: return naive_attention(qkv, n_head);
+    case AttentionForm::gemm: return gemm_attention(qkv, n_head);
+    case AttentionForm::fused: return fused_attention(qkv, n_head);
+    case AttentionForm::automatic: break;
+  }
   const Tensor& x = qkv.value();
   if (!x.device().is_cuda() || x.dim() != 3 || n_head < 1 || x.size(2) % (3 * n_head) != 0) {
     return naive_attention(qkv, n_head);  // (which also reports bad shapes)

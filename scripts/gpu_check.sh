@@ -68,7 +68,7 @@ cmake --build build-gpu -j"$jobs" > "$logs/build.log" 2>&1 || {
 echo "gpu_check: built in $(( $(date +%s) - start )) s"
 
 status=0
-suites="test_cuda test_kernels test_tensor test_autograd test_nn test_dist test_zero"
+suites="test_cuda test_cuda_gpt test_kernels test_tensor test_autograd test_nn test_dist test_zero"
 [ -x build-gpu/bin/test_nccl ] && suites="test_cuda test_nccl $suites"
 for suite in $suites; do
   build-gpu/bin/$suite > "$logs/$suite.log" 2>&1 || status=1
@@ -98,12 +98,15 @@ build-gpu/bin/bench_collectives --device cuda --iters 10 > "$logs/bench_collecti
 # GPT-2 124M, bf16, T 1024 (bench/gpt_gpu.py adds PyTorch beside it where installed).
 timeout 300 python3 bench/gpt_gpu.py --bin build-gpu/bin/bench_gpt > "$logs/bench_gpt.log" 2>&1 ||
   { status=1; tail -5 "$logs/bench_gpt.log"; }
+# shardgrad alone with the fused (CUDA-core) attention instead of the GEMM form, to compare.
+SG_ATTENTION=fused timeout 120 build-gpu/bin/bench_gpt --device cuda --dtype bf16 > "$logs/bench_gpt_fused.log" 2>&1 ||
+  { status=1; tail -5 "$logs/bench_gpt_fused.log"; }
 
 echo
 echo "## CUDA tests (each CUDA kernel against its CPU twin)"
 echo "| test | result |"
 echo "|---|---|"
-cat "$logs/test_cuda.log" "$logs/test_nccl.log" 2>/dev/null | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z]' |
+cat "$logs/test_cuda.log" "$logs/test_cuda_gpt.log" "$logs/test_nccl.log" 2>/dev/null | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z]' |
   sed -E 's/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 | \1 |/' | sort -u
 for log in "$logs"/test_zero_np*.log "$logs"/test_dist_np2.log; do
   [ -f "$log" ] || continue
@@ -128,6 +131,7 @@ done
 echo
 echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
 cat "$logs/bench_gpt.log"
+echo "shardgrad with SG_ATTENTION=fused: $(tail -1 "$logs/bench_gpt_fused.log")"
 echo
 echo "## GEMM (build/bin/bench_gemm)"
 cat "$logs/bench_gemm.log"

@@ -43,6 +43,25 @@ TEST_P(ZeroBf16, FollowsTheF32Run) {
 INSTANTIATE_TEST_SUITE_P(Stages, ZeroBf16, ::testing::Values(0, 1, 2, 3),
                          [](const auto& info) { return "stage" + std::to_string(info.param); });
 
+// The same on the GPU: bf16 kernels (cuBLASLt GEMMs, GEMM-form attention,
+// the fused epilogues) against the CPU's f32 run, at 1% per step.
+class ZeroBf16OnCuda : public ::testing::TestWithParam<int> {};
+
+TEST_P(ZeroBf16OnCuda, FollowsTheCpuF32Run) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible; scripts/gpu_check.sh runs this on one";
+  const ZeroOptions knobs{.dtype = DType::bf16, .reduce_dtype = DType::bf16};
+  ZeroTrainer trainer(GetParam(), false, knobs, Device::cuda());
+  std::vector<float> losses = trainer.train(0, kSteps);
+  const std::vector<float>& expected = reference().losses;
+  for (int64_t step = 0; step < kSteps; ++step) {
+    EXPECT_NEAR(losses[size_t(step)], expected[size_t(step)], 0.01 * expected[size_t(step)]) << "step " << step;
+  }
+  EXPECT_LT(losses.back(), losses.front() - 0.1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, ZeroBf16OnCuda, ::testing::Values(0, 3),
+                         [](const auto& info) { return "stage" + std::to_string(info.param); });
+
 // ZeRO's mixed-precision bytes per rank (P padded elements, N ranks):
 // parameters 2P (stage 3: 2P/N), f32 masters and moments 12P (stages 1-3:
 // 12P/N); gradients accumulate in f32, as in f32 training.
