@@ -79,36 +79,39 @@ void finalize_at_exit() {
 }
 #endif
 
-// The backend for CUDA tensors, created on the first collective on one:
-//   a world of one:                 the local backend (copies on the GPU);
-//   one GPU per rank, NCCL built:   NCCL;
-//   ranks sharing a GPU, or no NCCL: MPI through pinned host staging.
-// SG_CUDA_COLLECTIVES=nccl|mpi overrides the choice for launched jobs.
+// The backend for CUDA tensors, created on the first collective on one
+// (choose_cuda_collectives has the rule).
 std::function<std::unique_ptr<Backend>()> cuda_backend_factory() {
-  if (!launched_by_mpi()) return [] { return make_local_backend(); };
-#ifdef SG_MPI
   return []() -> std::unique_ptr<Backend> {
     const char* forced = std::getenv("SG_CUDA_COLLECTIVES");
-    const std::string choice = forced ? forced : "";
-    SG_CHECK(choice.empty() || choice == "nccl" || choice == "mpi", "SG_CUDA_COLLECTIVES must be nccl or mpi, got '",
-             choice, "'");
-    const int gpus = std::max(1, cuda_device_count());
-    const bool sharing = ranks_on_this_node() > gpus;
+    const bool launched = launched_by_mpi();
+    int ranks = 1;
+#ifdef SG_MPI
+    if (launched) ranks = ranks_on_this_node();
+#endif
 #ifdef SG_NCCL
-    if (choice == "nccl" || (choice.empty() && !sharing)) {
-      SG_CHECK(!sharing, "SG_CUDA_COLLECTIVES=nccl, but ", ranks_on_this_node(), " ranks share ", gpus,
-               " GPU(s) on this node and NCCL needs one GPU per rank; unset it to carry CUDA tensors over MPI");
-      return make_nccl_backend(world(), local_rank() % gpus);
+    constexpr bool nccl_built = true;
+#else
+    constexpr bool nccl_built = false;
+#endif
+    const int gpus = std::max(1, cuda_device_count());
+    switch (choose_cuda_collectives(launched, ranks, gpus, nccl_built, forced ? forced : "")) {
+      case CudaCollectives::local: return make_local_backend();
+      case CudaCollectives::nccl:
+#ifdef SG_NCCL
+        return make_nccl_backend(world(), local_rank() % gpus);
+#else
+        break;
+#endif
+      case CudaCollectives::staged_mpi:
+#ifdef SG_MPI
+        return make_staged_backend(make_mpi_backend());
+#else
+        break;
+#endif
     }
-#else
-    SG_CHECK(choice != "nccl", "SG_CUDA_COLLECTIVES=nccl, but this build has no NCCL");
-    (void)sharing;
-#endif
-    return make_staged_backend(make_mpi_backend());
+    SG_FAIL("no backend for CUDA tensors in this build");
   };
-#else
-  return nullptr;
-#endif
 }
 
 std::unique_ptr<Communicator> create_world() {
@@ -131,6 +134,22 @@ std::unique_ptr<Communicator> create_world() {
 }
 
 }  // namespace
+
+CudaCollectives choose_cuda_collectives(bool launched, int ranks_on_node, int gpus_on_node, bool nccl_built,
+                                        const std::string& forced) {
+  SG_CHECK(forced.empty() || forced == "nccl" || forced == "mpi", "SG_CUDA_COLLECTIVES must be nccl or mpi, got '",
+           forced, "'");
+  if (!launched) return CudaCollectives::local;
+  const bool sharing = ranks_on_node > gpus_on_node;
+  if (forced == "nccl") {
+    SG_CHECK(nccl_built, "SG_CUDA_COLLECTIVES=nccl, but this build has no NCCL");
+    SG_CHECK(!sharing, "SG_CUDA_COLLECTIVES=nccl, but ", ranks_on_node, " ranks share ", gpus_on_node,
+             " GPU(s) on this node and NCCL needs one GPU per rank; unset it to carry CUDA tensors over MPI");
+    return CudaCollectives::nccl;
+  }
+  if (forced.empty() && nccl_built && !sharing) return CudaCollectives::nccl;
+  return CudaCollectives::staged_mpi;
+}
 
 bool launched_by_mpi() { return first_env({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) != nullptr; }
 

@@ -12,6 +12,8 @@
 // Read next: dist/communicator.h, dist/shard_ops.h.
 #pragma once
 
+#include <string>
+
 #include "dist/communicator.h"
 
 namespace sg {
@@ -20,5 +22,16 @@ Communicator& world();            // initializes on first call
 bool launched_by_mpi();           // a launcher's variables are in the environment
 int local_rank();                 // rank among this node's processes (0 without a launcher)
 void finalize_world();            // optional: MPI_Finalize now (it also runs at exit)
+
+// Which backend carries CUDA tensors (world() asks on the first collective
+// on one):
+//   a world without a launcher:      local (copies on the GPU);
+//   one GPU per rank, NCCL built:    NCCL;
+//   ranks sharing a GPU, or no NCCL: MPI through pinned host staging.
+// `forced` is SG_CUDA_COLLECTIVES ("", "nccl" or "mpi"); impossible choices
+// (NCCL with ranks sharing a GPU, or without NCCL) are errors.
+enum class CudaCollectives { local, nccl, staged_mpi };
+CudaCollectives choose_cuda_collectives(bool launched, int ranks_on_node, int gpus_on_node, bool nccl_built,
+                                        const std::string& forced);
 
 }  // namespace sg

@@ -229,6 +229,19 @@ void expect_collectives_agree(Communicator& staged, Device device, DType dtype) 
   staged.barrier()->wait();
 }
 
+TEST(CudaCollectivesChoice, FollowsTheRule) {
+  using C = CudaCollectives;
+  EXPECT_EQ(choose_cuda_collectives(false, 1, 1, true, ""), C::local);     // no launcher: a world of one
+  EXPECT_EQ(choose_cuda_collectives(true, 8, 8, true, ""), C::nccl);       // a GPU per rank
+  EXPECT_EQ(choose_cuda_collectives(true, 4, 1, true, ""), C::staged_mpi); // four ranks on one GPU
+  EXPECT_EQ(choose_cuda_collectives(true, 2, 2, false, ""), C::staged_mpi);  // no NCCL in the build
+  EXPECT_EQ(choose_cuda_collectives(true, 2, 2, true, "mpi"), C::staged_mpi);
+  EXPECT_EQ(choose_cuda_collectives(true, 2, 2, true, "nccl"), C::nccl);
+  EXPECT_THROW(choose_cuda_collectives(true, 4, 1, true, "nccl"), Error);  // NCCL cannot share a GPU
+  EXPECT_THROW(choose_cuda_collectives(true, 2, 2, false, "nccl"), Error);
+  EXPECT_THROW(choose_cuda_collectives(true, 2, 2, true, "gloo"), Error);
+}
+
 TEST(StagedBackend, CarriesEveryCollectiveOfCpuTensorsLikeItsHost) {
   const int64_t before = memory_stats(Device::cpu())[MemoryCategory::communication].live;
   reset_peak_memory(Device::cpu());
