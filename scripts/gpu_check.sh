@@ -70,8 +70,8 @@ echo "gpu_check: built in $(( $(date +%s) - start )) s"
 status=0
 suites="test_cuda test_cuda_gpt test_kernels test_tensor test_autograd test_nn test_dist test_zero"
 [ -x build-gpu/bin/test_nccl ] && suites="test_cuda test_nccl $suites"
-for suite in $suites; do
-  build-gpu/bin/$suite > "$logs/$suite.log" 2>&1 || status=1
+for suite in $suites; do  # bounded: a hung kernel must not eat the machine's whole lease
+  timeout 240 build-gpu/bin/$suite > "$logs/$suite.log" 2>&1 || { status=1; echo "gpu_check: $suite failed or timed out"; }
 done
 # Several ranks sharing the GPU (CUDA tensors through the staged MPI
 # backend), where the machine has an MPI launcher.
@@ -85,16 +85,16 @@ if [ -n "$mpirun_cmd" ] && grep -q "SG_MPI=ON" "$logs/configure.log"; then
 else
   echo "gpu_check: no mpirun here; the CUDA ZeRO equivalence ran as a world of one only" | tee "$logs/test_zero_np2.log"
 fi
-build-gpu/bin/bench_gemm --repeat 10 > "$logs/bench_gemm.log" 2>&1 || status=1
+timeout 120 build-gpu/bin/bench_gemm --repeat 10 > "$logs/bench_gemm.log" 2>&1 || status=1
 # train_gpt on the GPU beside the CPU: 20 steps of a small model, the same
 # seed and windows; f32 should agree closely, bf16 should follow.
 small=(--layers 2 --heads 2 --embd 64 --ctx 64 --batch 8 --steps 20 --warmup 2 --eval-every 0 --sample 0 --out "$logs/run")
 for run in "cpu f32" "cuda f32" "cuda bf16"; do
   set -- $run
-  build-gpu/bin/train_gpt "${small[@]}" --device "$1" --dtype "$2" --metrics "$logs/train_$1_$2.jsonl" \
+  timeout 120 build-gpu/bin/train_gpt "${small[@]}" --device "$1" --dtype "$2" --metrics "$logs/train_$1_$2.jsonl" \
     > "$logs/train_$1_$2.log" 2>&1 || { status=1; tail -5 "$logs/train_$1_$2.log"; }
 done
-build-gpu/bin/bench_collectives --device cuda --iters 10 > "$logs/bench_collectives.log" 2>&1 || status=1
+timeout 60 build-gpu/bin/bench_collectives --device cuda --iters 10 > "$logs/bench_collectives.log" 2>&1 || status=1
 # GPT-2 124M, bf16, T 1024 (bench/gpt_gpu.py adds PyTorch beside it where installed).
 timeout 300 python3 bench/gpt_gpu.py --bin build-gpu/bin/bench_gpt > "$logs/bench_gpt.log" 2>&1 ||
   { status=1; tail -5 "$logs/bench_gpt.log"; }
@@ -103,7 +103,7 @@ timeout 300 python3 bench/gpt_gpu.py --bin build-gpu/bin/bench_gpt > "$logs/benc
 SG_ATTENTION=fused timeout 120 build-gpu/bin/bench_gpt --device cuda --dtype bf16 > "$logs/bench_gpt_fused.log" 2>&1 ||
   { status=1; tail -5 "$logs/bench_gpt_fused.log"; }
 for batch in 16 32; do
-  timeout 120 build-gpu/bin/bench_gpt --device cuda --dtype bf16 --batch $batch > "$logs/bench_gpt_b$batch.log" 2>&1 || true
+  timeout 90 build-gpu/bin/bench_gpt --device cuda --dtype bf16 --batch $batch > "$logs/bench_gpt_b$batch.log" 2>&1 || true
 done
 
 echo

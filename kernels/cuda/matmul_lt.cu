@@ -17,6 +17,7 @@
 #include <cublasLt.h>
 
 #include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -179,8 +180,16 @@ bool lt_matmul(void* c, const void* a, const void* b, const void* bias, const Ge
         cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   const float alpha = s.alpha, beta = s.beta;
-  CUBLASLT_CHECK(cublasLtMatmul(state.handle, plan.desc, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c,
-                                &plan.algo, state.workspace, kWorkspaceBytes, stream));
+  const cublasStatus_t status = cublasLtMatmul(state.handle, plan.desc, &alpha, b, plan.a, a, plan.b, &beta, c,
+                                               plan.c, c, plan.c, &plan.algo, state.workspace, kWorkspaceBytes, stream);
+  if (status != CUBLAS_STATUS_SUCCESS) {
+    // Refused at launch (nothing ran): this problem goes to cuBLAS from now on.
+    std::fprintf(stderr, "shardgrad: cublasLtMatmul refused a %lldx%lldx%lld %s GEMM (%s); using cuBLAS for it\n",
+                 (long long)s.m, (long long)s.n, (long long)s.k, dtype_name(dtype).data(),
+                 cublasGetStatusString(status));
+    plan.usable = false;
+    return false;
+  }
   return true;
 }
 
