@@ -14,7 +14,9 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "dist/backends.h"
@@ -51,10 +53,28 @@ std::vector<std::vector<Tensor>>& abandoned_buffers() {
   return *buffers;
 }
 
+// How wait() learns that a collective is done (SG_NCCL_WAIT):
+//   host (default): the host polls the completion event, so a rank that never
+//     joins becomes the communicator's timeout error, not a hang;
+//   device: the compute stream waits on the event and wait() returns at once,
+//     so the host keeps queuing kernels while NCCL runs; a missing rank then
+//     hangs the GPU (NCCL's own errors are still reported). The tensors may
+//     go back to the caching allocator at once: whatever reuses them is
+//     queued on the compute stream behind the wait, or on NCCL's stream.
+bool device_side_wait() {
+  static const bool device = [] {
+    const char* setting = std::getenv("SG_NCCL_WAIT");
+    const std::string mode = setting ? setting : "host";
+    SG_CHECK(mode == "host" || mode == "device", "SG_NCCL_WAIT must be host or device, got '", mode, "'");
+    return mode == "device";
+  }();
+  return device;
+}
+
 class NcclWork : public Work {
  public:
-  NcclWork(cudaEvent_t done, ncclComm_t comm, std::vector<Tensor> keep_alive)
-      : done_event_(done), comm_(comm), keep_alive_(std::move(keep_alive)) {}
+  NcclWork(cudaEvent_t done, ncclComm_t comm, std::vector<Tensor> keep_alive, cudaStream_t compute)
+      : done_event_(done), comm_(comm), keep_alive_(std::move(keep_alive)), compute_(compute) {}
   ~NcclWork() override {
     if (!keep_alive_.empty() && cudaEventQuery(done_event_) != cudaSuccess) {
       abandoned_buffers().push_back(std::move(keep_alive_));
@@ -67,6 +87,11 @@ class NcclWork : public Work {
     ncclResult_t async_error = ncclSuccess;
     NCCL_CHECK(ncclCommGetAsyncError(comm_, &async_error));
     NCCL_CHECK(async_error);
+    if (device_side_wait()) {
+      CUDA_CHECK(cudaStreamWaitEvent(compute_, done_event_, 0));
+      keep_alive_.clear();
+      return true;
+    }
     cudaError_t status = cudaEventQuery(done_event_);
     if (status == cudaErrorNotReady) return false;
     CUDA_CHECK(status);
@@ -78,6 +103,7 @@ class NcclWork : public Work {
   cudaEvent_t done_event_;
   ncclComm_t comm_;
   std::vector<Tensor> keep_alive_;
+  cudaStream_t compute_;
 };
 
 class NcclBackend : public Backend {
@@ -142,7 +168,7 @@ class NcclBackend : public Backend {
     cudaEvent_t done;
     CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventRecord(done, stream_));
-    return std::make_shared<NcclWork>(done, comm_, std::move(keep_alive));
+    return std::make_shared<NcclWork>(done, comm_, std::move(keep_alive), cuda::current_stream(device_));
   }
 
   int device_;
