@@ -73,6 +73,12 @@ suites="test_cuda test_cuda_gpt test_kernels test_tensor test_autograd test_nn t
 for suite in $suites; do  # bounded: a hung kernel must not eat the machine's whole lease
   timeout 240 build-gpu/bin/$suite > "$logs/$suite.log" 2>&1 || { status=1; echo "gpu_check: $suite failed or timed out"; }
 done
+# NCCL with the compute stream waiting on its events (no host poll).
+if [ -x build-gpu/bin/test_nccl ]; then
+  SG_NCCL_WAIT=device timeout 120 build-gpu/bin/test_nccl > "$logs/test_nccl_device_wait.log" 2>&1 || status=1
+  echo "test_nccl with SG_NCCL_WAIT=device: $(grep -E '^\[  (PASSED|FAILED) ' "$logs/test_nccl_device_wait.log" | tr '\n' ' ')" \
+    > "$logs/nccl_device_wait_summary.txt"
+fi
 # Several ranks sharing the GPU (CUDA tensors through the staged MPI
 # backend), where the machine has an MPI launcher.
 if [ -n "$mpirun_cmd" ] && grep -q "SG_MPI=ON" "$logs/configure.log"; then
@@ -124,6 +130,7 @@ for suite in $suites; do
   echo "$suite: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$logs/$suite.log" | tr '\n' ' ')"
 done
 grep -h "gpu_check: no mpirun" "$logs/test_zero_np2.log" 2>/dev/null || true
+cat "$logs/nccl_device_wait_summary.txt" 2>/dev/null || true
 echo
 echo "## train_gpt, 20 steps of a small model: loss at steps 1, 5, 10, 20"
 echo "| run | 1 | 5 | 10 | 20 |"
