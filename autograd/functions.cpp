@@ -127,16 +127,14 @@ std::pair<Variable, Variable> add_layernorm(const Variable& x, const Variable& y
   AddLayerNormOutput out = sg::add_layernorm(x.value(), y.value(), w, Tensor(bias.value()));
   Variable sum = make_result(out.sum, "add", {x, y}, [](const Tensor& dy) { return std::vector<Tensor>{dy, dy}; });
   Tensor saved = out.sum, mean = out.norm.mean, rstd = out.norm.rstd;
-  Variable norm = make_result(out.norm.out, "layernorm", {sum, weight, bias}, [saved, weight, mean, rstd](const Tensor& dy) {
+  auto backward = [saved, weight, mean, rstd](const Tensor& dy) {
     LayerNormGrads g = sg::layernorm_backward(dy, saved, weight.value(), mean, rstd);
     return std::vector<Tensor>{g.dx, g.dweight, g.dbias};
-  });
+  };
+  Variable norm = make_result(out.norm.out, "layernorm", {sum, weight, bias}, backward);
   return {sum, norm};
 }
 
-// Attention saves qkv and the (B, NH, T, T) probabilities; the backward
-// formula is in kernels/cpu/attention.h. On CUDA the fused kernels run
-// instead (the matrix would be B * NH * T * T floats per layer).
 namespace {
 
 AttentionForm form_from_environment() {
@@ -185,6 +183,8 @@ Variable gemm_attention(const Variable& qkv, int64_t n_head) {
   });
 }
 
+// Naive attention saves qkv and the (B, NH, T, T) probabilities; the
+// backward formula is in kernels/cpu/attention.h.
 Variable naive_attention(const Variable& qkv, int64_t n_head) {
   AttentionOutput out = sg::attention(qkv.value(), n_head);
   Tensor att = out.att;

@@ -153,7 +153,9 @@ int64_t cached_bytes(Device device) {
 #endif
   if (device.is_cpu()) return int64_t(host_cache().cached_bytes());
 #ifdef SG_CUDA
-  if (device.index >= 0 && device.index < visible_cuda_devices()) return int64_t(cuda_cache(device.index).cached_bytes());
+  if (device.index >= 0 && device.index < visible_cuda_devices()) {
+    return int64_t(cuda_cache(device.index).cached_bytes());
+  }
 #endif
   return 0;
 }

@@ -92,7 +92,8 @@ Tensor fused_attention_backward(const Tensor& dout, const Tensor& qkv, const Ten
                                 int64_t n_head) {
   check_inputs("fused_attention_backward", {&dout, &qkv, &out, &lse});
   AttentionDims s = attention_dims("fused_attention_backward", qkv, n_head);
-  SG_CHECK((dout.shape() == Shape{s.B, s.T, s.C} && out.shape() == dout.shape() && lse.shape() == Shape{s.B, s.NH, s.T}),
+  SG_CHECK((dout.shape() == Shape{s.B, s.T, s.C} && out.shape() == dout.shape() &&
+            lse.shape() == Shape{s.B, s.NH, s.T}),
            "fused_attention_backward: dout ", dout.str(), ", out ", out.str(), " and lse ", lse.str(),
            " do not match qkv ", qkv.str(), "; pass what fused_attention() returned");
   check_same_dtype("fused_attention_backward", dout, qkv);

@@ -46,7 +46,8 @@ __global__ void bias_add_kernel(T* out, const T* bias, int64_t rows, int64_t col
 template <typename T>
 __global__ void bias_backward_kernel(float* partials, const T* dout, int64_t rows, int64_t cols) {
   float* const outs[1] = {partials};
-  column_partial_sums<1>(outs, rows, cols, [&](int64_t row, int64_t col, float* v) { v[0] = load(dout[row * cols + col]); });
+  column_partial_sums<1>(outs, rows, cols,
+                         [&](int64_t row, int64_t col, float* v) { v[0] = load(dout[row * cols + col]); });
 }
 
 }  // namespace

@@ -153,7 +153,9 @@ __global__ void causal_softmax_forward_kernel(T* out, const T* in, int64_t N, in
   for (int64_t s = lane; s <= t; s += kWarp) sum += expf(load(x[s]) * scale - max_value);
   const float inverse = 1.0f / warp_sum(sum);
   T* y = out + row * T_;
-  for (int64_t s = lane; s < T_; s += kWarp) y[s] = store<T>(s <= t ? expf(load(x[s]) * scale - max_value) * inverse : 0.0f);
+  for (int64_t s = lane; s < T_; s += kWarp) {
+    y[s] = store<T>(s <= t ? expf(load(x[s]) * scale - max_value) * inverse : 0.0f);
+  }
 }
 
 template <typename T>
