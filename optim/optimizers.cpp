@@ -39,6 +39,7 @@ AdamW::AdamW(std::vector<ParamGroup> groups, Options options) : Optimizer(std::m
   for (const ParamGroup& group : groups_) {
     m_.emplace_back(group.params.size());
     v_.emplace_back(group.params.size());
+    copies_.emplace_back(group.params.size());
   }
 }
 
@@ -56,7 +57,8 @@ void AdamW::step() {
       if (!p.grad().defined()) continue;
       if (!m_[g][i].defined()) m_[g][i] = new_state(p.data()), v_[g][i] = new_state(p.data());
       Tensor data = p.data();  // a handle: the update writes the parameter's storage
-      adamw_update_(data, m_[g][i], v_[g][i], p.grad(), hp);
+      Tensor& copy = copies_[g][i];
+      adamw_update_(data, m_[g][i], v_[g][i], p.grad(), hp, copy.defined() ? &copy : nullptr);
     }
   }
 }
@@ -64,6 +66,11 @@ void AdamW::step() {
 Tensor& AdamW::exp_avg(size_t g, size_t i) {
   if (!m_[g][i].defined()) m_[g][i] = new_state(groups_[g].params[i].data()), v_[g][i] = new_state(groups_[g].params[i].data());
   return m_[g][i];
+}
+
+void AdamW::set_low_precision_copy(size_t g, size_t i, Tensor copy) {
+  SG_CHECK(g < copies_.size() && i < copies_[g].size(), "AdamW: no parameter ", i, " in group ", g);
+  copies_[g][i] = std::move(copy);
 }
 
 Tensor& AdamW::exp_avg_sq(size_t g, size_t i) {

@@ -57,10 +57,14 @@ class AdamW : public Optimizer {
   // as the first step would) where it has none yet.
   Tensor& exp_avg(size_t g, size_t i);
   Tensor& exp_avg_sq(size_t g, size_t i);
+  // The next step also writes parameter i of group g, rounded, into `copy`
+  // (bf16/f16, as many elements) in the same pass; an undefined copy stops it.
+  void set_low_precision_copy(size_t g, size_t i, Tensor copy);
 
  private:
   Options options_;
   std::vector<std::vector<Tensor>> m_, v_;  // per group, per parameter
+  std::vector<std::vector<Tensor>> copies_;  // per group, per parameter; undefined: none
 };
 
 // SGD with momentum, PyTorch's form: g += wd * p; buf = momentum * buf + g

@@ -281,10 +281,19 @@ void ZeroOptimizer::step(double lr) {
   NoGradGuard no_grad;
   if (scaler_ && !norm_measured_) clip_grad_norm(0.0);  // fp16: unscale, and find overflows
   const bool apply = scaler_ ? scaler_->update(overflow_) : true;
+  // Mixed precision: the model's bf16/f16 parameters this rank updates.
+  auto low_precision_params = [this](size_t g) {
+    ShardGroup& group = groups_[g];
+    return options_.stage == 0   ? group.flat_params()
+           : options_.stage == 3 ? group.flat_shard()
+                                 : group.my_slice(group.flat_params());
+  };
   if (apply) {
     for (size_t g = 0; g < groups_.size(); ++g) {
       Tensor grad = options_.stage == 0 ? groups_[g].flat_grads() : grad_shards_[g];
       updated_[g].set_grad(grad);  // undefined when the group got no gradient: AdamW skips it
+      // AdamW writes the 16-bit parameters from the f32 masters in its own pass.
+      if (mixed()) adam_->set_low_precision_copy(g, 0, grad.defined() ? low_precision_params(g) : Tensor());
     }
     adam_->set_lr(lr);
     adam_->step();
@@ -297,13 +306,9 @@ void ZeroOptimizer::step(double lr) {
   }
   if (!apply) return;  // an fp16 overflow: nothing changed
   if (mixed()) {
-    // The model's bf16/f16 parameters from the updated f32 masters.
+    // Groups AdamW skipped (no gradient) still get their 16-bit copy.
     for (size_t g = 0; g < groups_.size(); ++g) {
-      ShardGroup& group = groups_[g];
-      Tensor params = options_.stage == 0   ? group.flat_params()
-                      : options_.stage == 3 ? group.flat_shard()
-                                            : group.my_slice(group.flat_params());
-      params.copy_(updated_[g].data());
+      if (!updated_[g].grad().defined()) low_precision_params(g).copy_(updated_[g].data());
     }
   }
   if (options_.stage == 0 || options_.stage == 3) return;

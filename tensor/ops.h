@@ -146,6 +146,10 @@ Tensor squared_norm(const Tensor& x);  // sum of squares, for global-norm clippi
 
 // ---- optimizer ------------------------------------------------------------------
 // One AdamW step on f32 buffers of equal layout (whole tensors or shards), in place.
-void adamw_update_(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const AdamWParams& hp);
+// copy (optional): a contiguous bf16/f16 buffer of as many elements that gets
+// the updated parameters rounded, in the same pass (mixed precision's model
+// parameters from the f32 masters).
+void adamw_update_(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const AdamWParams& hp,
+                   Tensor* copy = nullptr);
 
 }  // namespace sg

@@ -281,7 +281,7 @@ Tensor squared_norm(const Tensor& x) {
   });
 }
 
-void adamw_update_(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const AdamWParams& hp) {
+void adamw_update_(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const AdamWParams& hp, Tensor* copy) {
   check_inputs("adamw_update_", {&param, &m, &v, &grad});
   for (const Tensor* t : std::initializer_list<const Tensor*>{&param, &m, &v, &grad}) {
     SG_CHECK(t->dtype() == DType::f32, "adamw_update_: parameters, moments and gradients are f32 (master "
@@ -292,13 +292,22 @@ void adamw_update_(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, cons
     SG_CHECK(t->is_contiguous(), "adamw_update_: ", t->str(), " is updated in place and must be contiguous");
   }
   SG_CHECK(hp.step >= 1, "adamw_update_: step counts from 1, got ", hp.step);
-  Tensor g = grad.contiguous();
   int64_t n = param.layout().local_numel();
+  if (copy) {
+    SG_CHECK((copy->dtype() == DType::bf16 || copy->dtype() == DType::f16) && copy->device() == param.device() &&
+                 copy->is_contiguous() && copy->layout().local_numel() == n,
+             "adamw_update_: the 16-bit copy ", copy->str(), " must be a contiguous bf16/f16 buffer of ", n,
+             " elements on ", param.device().str());
+  }
+  void* copy_data = copy ? copy->data_ptr() : nullptr;
+  const DType copy_dtype = copy ? copy->dtype() : DType::bf16;
+  Tensor g = grad.contiguous();
   if (param.device().is_cpu()) {
-    cpu::adamw_update(param.data<float>(), m.data<float>(), v.data<float>(), g.data<float>(), n, hp);
+    cpu::adamw_update(param.data<float>(), m.data<float>(), v.data<float>(), g.data<float>(), n, hp, copy_data,
+                      copy_dtype);
   } else {
     SG_ON_CUDA(cuda::adamw_update(param.data<float>(), m.data<float>(), v.data<float>(), g.data<float>(), n, hp,
-                                  cuda_stream(param.device())));
+                                  cuda_stream(param.device()), copy_data, copy_dtype));
   }
 }
 

@@ -9,10 +9,12 @@
 #include <cstdint>
 
 #include "kernels/adamw_math.h"
+#include "kernels/dtype.h"
 
 namespace sg::cuda {
 
+// copy (optional): the updated parameters rounded to copy_dtype, same pass.
 void adamw_update(float* param, float* m, float* v, const float* grad, int64_t n, const AdamWParams& hp,
-                  cudaStream_t stream);
+                  cudaStream_t stream, void* copy = nullptr, DType copy_dtype = DType::bf16);
 
 }  // namespace sg::cuda

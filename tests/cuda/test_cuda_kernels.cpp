@@ -269,6 +269,13 @@ TEST_F(CudaKernels, AdamWMatchesCpu) {
   EXPECT_TRUE(same_as_cpu(pg, p, kF32, 1e-7));
   EXPECT_TRUE(same_as_cpu(mg, m, kF32, 1e-8));
   EXPECT_TRUE(same_as_cpu(vg, v, kF32, 1e-9));
+  // With the bf16 copy written in the same pass.
+  Tensor copy = Tensor::zeros({4097}, TensorOptions().dtype(DType::bf16)), copy_g = gpu(copy);
+  hp.step = 4;
+  adamw_update_(p, m, v, g, hp, &copy);
+  adamw_update_(pg, mg, vg, gg, hp, &copy_g);
+  EXPECT_TRUE(same_as_cpu(copy_g, copy, kBf16, 1e-2));
+  EXPECT_TRUE(same_as_cpu(copy_g, pg.to(DType::bf16), 0.0, 0.0)) << "the copy is the cast of the updated masters";
 }
 
 }  // namespace

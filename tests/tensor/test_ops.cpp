@@ -250,6 +250,24 @@ TEST(Ops, AdamWUpdatesShardsInPlace) {
   EXPECT_THROW(adamw_update_(p, m, v, g, hp), Error);
 }
 
+// The 16-bit copy mixed precision needs, written in the same pass: the
+// updated f32 parameters rounded, bit for bit what a cast gives.
+TEST(Ops, AdamWWritesTheSixteenBitCopyInItsPass) {
+  Tensor p = randn({33}, "p"), g = randn({33}, "g"), m = Tensor::zeros({33}), v = Tensor::zeros({33});
+  AdamWParams hp;
+  hp.lr = 0.01f;
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    Tensor copy = Tensor::zeros({33}, TensorOptions().dtype(dtype));
+    adamw_update_(p, m, v, g, hp, &copy);
+    Tensor cast = p.to(dtype);
+    EXPECT_EQ(copy.to(DType::f32).to_vector<float>(), cast.to(DType::f32).to_vector<float>()) << dtype_name(dtype);
+  }
+  Tensor short_copy = Tensor::zeros({32}, TensorOptions().dtype(DType::bf16));
+  EXPECT_THROW(adamw_update_(p, m, v, g, hp, &short_copy), Error);
+  Tensor f32_copy = Tensor::zeros({33});
+  EXPECT_THROW(adamw_update_(p, m, v, g, hp, &f32_copy), Error);
+}
+
 TEST(Ops, SixteenBitInputsComputeInF32OnTheCpu) {
   Tensor x = randn({4, 8}, "x");
   Tensor expected = gelu(x.to(DType::bf16).to(DType::f32));
