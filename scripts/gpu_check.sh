@@ -92,6 +92,7 @@ else
   echo "gpu_check: no mpirun here; the CUDA ZeRO equivalence ran as a world of one only" | tee "$logs/test_zero_np2.log"
 fi
 timeout 120 build-gpu/bin/bench_gemm --repeat 10 > "$logs/bench_gemm.log" 2>&1 || status=1
+timeout 120 build-gpu/bin/bench_attention --device cuda --dtype bf16 > "$logs/bench_attention.log" 2>&1 || status=1
 # train_gpt on the GPU beside the CPU: 20 steps of a small model, the same
 # seed and windows; f32 should agree closely, bf16 should follow.
 small=(--layers 2 --heads 2 --embd 64 --ctx 64 --batch 8 --steps 20 --warmup 2 --eval-every 0 --sample 0 --out "$logs/run")
@@ -144,6 +145,9 @@ echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
 cat "$logs/bench_gpt.log"
 echo "shardgrad with SG_ATTENTION=fused: $(tail -1 "$logs/bench_gpt_fused.log")"
 for batch in 16 32; do echo "shardgrad, batch $batch: $(tail -1 "$logs/bench_gpt_b$batch.log")"; done
+echo
+echo "## Attention, GPT-2 124M's shape (build/bin/bench_attention)"
+cat "$logs/bench_attention.log"
 echo
 echo "## GEMM (build/bin/bench_gemm)"
 cat "$logs/bench_gemm.log"

@@ -1,0 +1,99 @@
+// bench_attention: the three forms of causal self-attention side by side
+// (tensor/ops_attention.cpp): naive kernels, batched GEMMs around the masked
+// softmax, fused (flash) kernels. Forward and backward milliseconds (median
+// of --repeat after one warm-up) and the bytes each keeps for backward, at
+// GPT-2 124M's attention shape by default.
+//
+//   build/bin/bench_attention [--device cuda|cpu] [--dtype bf16|f32] [--batch 8] [--ctx 1024]
+//                             [--embd 768] [--heads 12] [--repeat 5]
+//
+// CUDA timings include a device synchronization (reading one element of the
+// result), so they time every kernel of the call. Which form attention()
+// picks is the question this answers (docs/gpu.md).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "examples/cli.h"
+#include "tensor/ops.h"
+#include "tensor/rng.h"
+
+namespace sg {
+namespace {
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+// Milliseconds of fn (median of `repeat` after one warm-up); `sync` reads a
+// result element so device work is included.
+double time_ms(int repeat, const std::function<Tensor()>& fn) {
+  std::vector<double> ms;
+  for (int i = 0; i <= repeat; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    Tensor result = fn();
+    (void)result.view({-1}).slice(0, 0, 1).to(Device::cpu());  // waits for the device
+    const double elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (i > 0) ms.push_back(elapsed);
+  }
+  return median(ms);
+}
+
+int run(int argc, char** argv) {
+  std::map<std::string, std::string> a = {{"device", "cuda"}, {"dtype", "bf16"}, {"batch", "8"},  {"ctx", "1024"},
+                                          {"embd", "768"},    {"heads", "12"},   {"repeat", "5"}};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    SG_CHECK(flag.rfind("--", 0) == 0 && a.count(flag.substr(2)), "unknown flag ", flag,
+             "; see the top of bench/attention.cpp");
+    a[flag.substr(2)] = argv[i + 1];
+  }
+  const Device device = a["device"] == "cuda" ? Device::cuda() : Device::cpu();
+  SG_CHECK(device.is_cpu() || cuda_available(), "no GPU visible; use --device cpu");
+  const DType dtype = a["dtype"] == "bf16" ? DType::bf16 : DType::f32;
+  const int64_t B = std::stoll(a["batch"]), T = std::stoll(a["ctx"]), C = std::stoll(a["embd"]);
+  const int64_t NH = std::stoll(a["heads"]);
+  const int repeat = std::stoi(a["repeat"]);
+  Tensor qkv = Tensor::empty({B, T, 3 * C});
+  fill_normal_(qkv, 1, "bench-qkv", 0.0, 1.0);
+  Tensor dout = Tensor::empty({B, T, C});
+  fill_normal_(dout, 2, "bench-dout", 0.0, 1.0);
+  qkv = qkv.to(dtype).to(device);
+  dout = dout.to(dtype).to(device);
+
+  std::printf("attention B %lld, T %lld, C %lld, %lld heads, %s on %s\n", (long long)B, (long long)T, (long long)C,
+              (long long)NH, std::string(dtype_name(dtype)).c_str(), device.str().c_str());
+  std::printf("| form | forward ms | backward ms | kept for backward besides qkv and the output (MiB) |\n|---|---|---|---|\n");
+  auto row = [](const char* form, double forward, double backward, int64_t kept) {
+    std::printf("| %s | %.3f | %.3f | %.1f |\n", form, forward, backward, double(kept) / double(1 << 20));
+  };
+  {
+    AttentionOutput out = attention(qkv, NH);
+    row("naive", time_ms(repeat, [&] { return attention(qkv, NH).out; }),
+        time_ms(repeat, [&] { return attention_backward(dout, qkv, out.att, NH); }), out.att.nbytes());
+  }
+  {
+    AttentionOutput out = gemm_attention(qkv, NH);
+    row("GEMMs + masked softmax", time_ms(repeat, [&] { return gemm_attention(qkv, NH).out; }),
+        time_ms(repeat, [&] { return gemm_attention_backward(dout, qkv, out.att, NH); }), out.att.nbytes());
+  }
+  {
+    FusedAttentionOutput out = fused_attention(qkv, NH);
+    row("fused", time_ms(repeat, [&] { return fused_attention(qkv, NH).out; }),
+        time_ms(repeat, [&] { return fused_attention_backward(dout, qkv, out.out, out.lse, NH); }),
+        out.lse.nbytes());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace sg
+
+int main(int argc, char** argv) {
+  return sg::run_main("bench_attention", [&] { return sg::run(argc, argv); });
+}
