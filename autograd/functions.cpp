@@ -64,12 +64,11 @@ Variable matmul(const Variable& a, const Variable& b) {
 // y = x W^T + b with x (.., in), W (out, in):
 //   dx = dy W   (.., in)      dW = dy'^T x'   (out, in)     db = sum over rows of dy
 Variable linear(const Variable& x, const Variable& weight, const Variable& bias) {
-  // Copies of the values, read in this order: at ZeRO stage 3 a read may
-  // release another group's gathered data (value() returns a reference to
-  // it), and the weight and bias are in different groups (decay classes).
+  // Read in this order (the weight, then the bias): at ZeRO stage 3 the reads
+  // drive the gather schedule, and weight and bias are in different groups.
   const Tensor input = x.value();
   const Tensor w = weight.value().transpose(0, 1);
-  Tensor y = bias.defined() ? sg::matmul_bias(input, w, Tensor(bias.value())) : sg::matmul(input, w);
+  Tensor y = bias.defined() ? sg::matmul_bias(input, w, bias.value()) : sg::matmul(input, w);
   std::vector<Variable> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
   bool has_bias = bias.defined();
@@ -124,7 +123,7 @@ Variable layernorm(const Variable& x, const Variable& weight, const Variable& bi
 std::pair<Variable, Variable> add_layernorm(const Variable& x, const Variable& y, const Variable& weight,
                                             const Variable& bias) {
   const Tensor w = weight.value();
-  AddLayerNormOutput out = sg::add_layernorm(x.value(), y.value(), w, Tensor(bias.value()));
+  AddLayerNormOutput out = sg::add_layernorm(x.value(), y.value(), w, bias.value());
   Variable sum = make_result(out.sum, "add", {x, y}, [](const Tensor& dy) { return std::vector<Tensor>{dy, dy}; });
   Tensor saved = out.sum, mean = out.norm.mean, rstd = out.norm.rstd;
   auto backward = [saved, weight, mean, rstd](const Tensor& dy) {
@@ -160,7 +159,7 @@ Variable attention(const Variable& qkv, int64_t n_head) {
     case AttentionForm::fused: return fused_attention(qkv, n_head);
     case AttentionForm::automatic: break;
   }
-  const Tensor& x = qkv.value();
+  const Tensor x = qkv.value();
   if (!x.device().is_cuda() || x.dim() != 3 || n_head < 1 || x.size(2) % (3 * n_head) != 0) {
     return naive_attention(qkv, n_head);  // (which also reports bad shapes)
   }

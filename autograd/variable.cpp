@@ -37,7 +37,7 @@ const Tensor& Variable::data() const {
   return state_->data;
 }
 
-const Tensor& Variable::value() const {
+Tensor Variable::value() const {
   check_defined("value()");
   if (state_->before_use) state_->before_use(*state_);
   return state_->data;

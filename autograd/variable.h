@@ -72,8 +72,10 @@ class Variable {
   // ZeRO-3 parameter, data() outside a gather is a sharded placeholder and
   // value() is the whole gathered tensor. Backward rules hold the Variable
   // and call value() again when they run, so nothing keeps a gathered
-  // parameter alive between forward and backward.
-  const Tensor& value() const;
+  // parameter alive between forward and backward. Returned by value (a
+  // handle): a later value() of another parameter may release this one's
+  // gathered data in the Variable, and the handle keeps what was read valid.
+  Tensor value() const;
   // Swaps in data of the same global shape and dtype but any placement: dist/
   // moves a parameter between its gathered values and its placeholder.
   void replace_data(const Tensor& data);
