@@ -86,10 +86,12 @@ inline TrainingRun reference_run() {
 // On `device`: parameters, batches and every collective (CUDA tensors of
 // ranks sharing one GPU travel through the staged MPI backend).
 struct ZeroTrainer {
-  ZeroTrainer(int stage, bool born_partitioned = false, ZeroOptions knobs = {}, Device on = Device::cpu())
+  // comm: the communicator the optimizer uses (the world's by default).
+  ZeroTrainer(int stage, bool born_partitioned = false, ZeroOptions knobs = {}, Device on = Device::cpu(),
+              Communicator* comm = nullptr)
       : device(on),
         model(build(born_partitioned, on)),
-        zero(zero_parameters(model, config().seed), world(), with(knobs, stage)) {}
+        zero(zero_parameters(model, config().seed), comm ? *comm : world(), with(knobs, stage)) {}
   static Gpt build(bool born_partitioned, Device on) {
     std::optional<DeferredParameters> deferred;
     if (born_partitioned) deferred.emplace();
@@ -138,8 +140,8 @@ struct ZeroTrainer {
 };
 
 inline TrainingRun zero_run(int stage, bool born_partitioned = false, ZeroOptions knobs = {},
-                            Device device = Device::cpu()) {
-  ZeroTrainer trainer(stage, born_partitioned, knobs, device);
+                            Device device = Device::cpu(), Communicator* comm = nullptr) {
+  ZeroTrainer trainer(stage, born_partitioned, knobs, device, comm);
   TrainingRun run;
   run.losses = trainer.train(0, kSteps);
   run.params = trainer.parameters();
