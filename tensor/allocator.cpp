@@ -170,9 +170,6 @@ void empty_cache(Device device) {
 #endif
 }
 
-int64_t host_cache_bytes() { return cached_bytes(Device::cpu()); }
-
-void empty_host_cache() { empty_cache(Device::cpu()); }
 
 void reset_peak_memory(Device device) {
   Tracker& t = tracker();

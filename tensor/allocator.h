@@ -53,8 +53,6 @@ MemoryStats memory_stats(Device device);
 // driver (SG_CPU_CACHE=0 / SG_CUDA_CACHE=0 keep nothing).
 int64_t cached_bytes(Device device);
 void empty_cache(Device device);
-int64_t host_cache_bytes();  // cached_bytes(Device::cpu())
-void empty_host_cache();
 
 // Sets every peak to the current live bytes and zeroes the allocation count,
 // so the next peak measures one phase (a training step, say).

@@ -29,6 +29,15 @@ AttentionDims attention_dims(std::string_view op, const Tensor& qkv, int64_t n_h
   return dims;
 }
 
+// The backward of the forms that keep P: dout (B, T, C) and att (B, NH, T, T) must match qkv.
+AttentionDims attention_backward_dims(std::string_view op, const Tensor& dout, const Tensor& qkv, const Tensor& att,
+                                      int64_t n_head) {
+  AttentionDims s = attention_dims(op, qkv, n_head);
+  SG_CHECK((dout.shape() == Shape{s.B, s.T, s.C} && att.shape() == Shape{s.B, s.NH, s.T, s.T}), op, ": dout ",
+           dout.str(), " / att ", att.str(), " do not match qkv ", qkv.str());
+  return s;
+}
+
 }  // namespace
 
 AttentionOutput attention(const Tensor& qkv, int64_t n_head) {
@@ -53,9 +62,7 @@ AttentionOutput attention(const Tensor& qkv, int64_t n_head) {
 
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& att, int64_t n_head) {
   check_inputs("attention_backward", {&dout, &qkv, &att});
-  AttentionDims s = attention_dims("attention_backward", qkv, n_head);
-  SG_CHECK((dout.shape() == Shape{s.B, s.T, s.C} && att.shape() == Shape{s.B, s.NH, s.T, s.T}),
-           "attention_backward: dout ", dout.str(), " / att ", att.str(), " do not match qkv ", qkv.str());
+  AttentionDims s = attention_backward_dims("attention_backward", dout, qkv, att, n_head);
   DType compute = compute_dtype("attention_backward", qkv, CudaTypes::kF32Only);
   Tensor d = prepare(dout, compute), in = prepare(qkv, compute), probabilities = prepare(att, compute);
   Tensor dqkv = Tensor::zeros(qkv.shape(), TensorOptions().dtype(compute).device(qkv.device()));
@@ -192,9 +199,7 @@ AttentionOutput gemm_attention(const Tensor& qkv, int64_t n_head) {
 
 Tensor gemm_attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& att, int64_t n_head) {
   check_inputs("gemm_attention_backward", {&dout, &qkv, &att});
-  AttentionDims s = attention_dims("gemm_attention_backward", qkv, n_head);
-  SG_CHECK((dout.shape() == Shape{s.B, s.T, s.C} && att.shape() == Shape{s.B, s.NH, s.T, s.T}),
-           "gemm_attention_backward: dout ", dout.str(), " / att ", att.str(), " do not match qkv ", qkv.str());
+  AttentionDims s = attention_backward_dims("gemm_attention_backward", dout, qkv, att, n_head);
   DType compute = compute_dtype("gemm_attention_backward", qkv, CudaTypes::kNative16);
   const int64_t HS = s.C / s.NH;
   const double scale = 1.0 / std::sqrt(double(HS));

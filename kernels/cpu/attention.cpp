@@ -14,6 +14,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/causal_softmax_row.h"
+
 namespace sg::cpu {
 namespace {
 
@@ -40,20 +42,8 @@ void attention_forward(Real* out, Real* att, const Real* qkv, int64_t B, int64_t
       ConstStrided<Real> v(base + 2 * C, T, HS, Eigen::OuterStride<>(3 * C));
       Eigen::Map<Matrix<Real>> p(att + (b * NH + h) * T * T, T, T);
       p.noalias() = q * k.transpose();
-      // Row t: softmax over keys s <= t (scaled), zero beyond.
-      for (int64_t t = 0; t < T; ++t) {
-        Real* row = p.data() + t * T;
-        Real max_score = -INFINITY;
-        for (int64_t s = 0; s <= t; ++s) max_score = std::max(max_score, row[s] * scale);
-        Real sum = 0;
-        for (int64_t s = 0; s <= t; ++s) {
-          row[s] = std::exp(row[s] * scale - max_score);
-          sum += row[s];
-        }
-        const Real inverse = Real(1) / sum;
-        for (int64_t s = 0; s <= t; ++s) row[s] *= inverse;
-        for (int64_t s = t + 1; s < T; ++s) row[s] = 0;
-      }
+      // Row t: softmax over keys s <= t (scaled), zero beyond; in place.
+      for (int64_t t = 0; t < T; ++t) causal_softmax_row(p.data() + t * T, p.data() + t * T, t, T, scale);
       Strided<Real> o(out + b * T * C + h * HS, T, HS, Eigen::OuterStride<>(C));
       o.noalias() = p * v;
     }
@@ -84,13 +74,8 @@ void attention_backward(Real* dqkv, const Real* dout, const Real* qkv, const Rea
         ConstStrided<Real> dO(dout + b * T * C + h * HS, T, HS, Eigen::OuterStride<>(C));
         dv.noalias() += p.transpose() * dO;
         ds.noalias() = dO * v.transpose();
-        for (int64_t t = 0; t < T; ++t) {
-          Real* row = ds.data() + t * T;
-          const Real* prow = p.data() + t * T;
-          Real dot = 0;
-          for (int64_t s = 0; s <= t; ++s) dot += row[s] * prow[s];
-          for (int64_t s = 0; s <= t; ++s) row[s] = prow[s] * (row[s] - dot) * scale;
-          for (int64_t s = t + 1; s < T; ++s) row[s] = 0;
+        for (int64_t t = 0; t < T; ++t) {  // dP -> dS, row by row, in place
+          causal_softmax_row_backward(ds.data() + t * T, p.data() + t * T, ds.data() + t * T, t, T, scale);
         }
         dq.noalias() += ds * k;
         dk.noalias() += ds.transpose() * q;

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/causal_softmax_row.h"
+
 namespace sg::cpu {
 
 template <typename T>
@@ -100,33 +102,14 @@ void softmax_backward(T* din, const T* out, const T* dout, int64_t N, int64_t C)
 template <typename T>
 void causal_softmax_forward(T* out, const T* in, int64_t N, int64_t T_, T scale) {
 #pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < N; ++row) {
-    const int64_t t = row % T_;  // the query: keys s <= t are visible
-    const T* x = in + row * T_;
-    T* y = out + row * T_;
-    T max_value = -INFINITY;
-    for (int64_t s = 0; s <= t; ++s) max_value = std::max(max_value, x[s] * scale);
-    double sum = 0.0;
-    for (int64_t s = 0; s <= t; ++s) {
-      y[s] = std::exp(x[s] * scale - max_value);
-      sum += y[s];
-    }
-    const T inverse = T(1.0 / sum);
-    for (int64_t s = 0; s <= t; ++s) y[s] *= inverse;
-    for (int64_t s = t + 1; s < T_; ++s) y[s] = 0;
-  }
+  for (int64_t row = 0; row < N; ++row) causal_softmax_row(out + row * T_, in + row * T_, row % T_, T_, scale);
 }
 
 template <typename T>
 void causal_softmax_backward(T* din, const T* out, const T* dout, int64_t N, int64_t T_, T scale) {
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < N; ++row) {
-    const T* y = out + row * T_;
-    const T* dy = dout + row * T_;
-    double dot = 0.0;
-    for (int64_t s = 0; s < T_; ++s) dot += double(dy[s]) * y[s];
-    T* dx = din + row * T_;
-    for (int64_t s = 0; s < T_; ++s) dx[s] = scale * y[s] * (dy[s] - T(dot));  // masked: y = 0, so 0
+    causal_softmax_row_backward(din + row * T_, out + row * T_, dout + row * T_, row % T_, T_, scale);
   }
 }
 

@@ -9,6 +9,12 @@ namespace {
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluCubic = 0.044715f;
 
+// GELU, tanh approximation (kernels/cpu/elementwise.h), of one value.
+__device__ __forceinline__ float gelu_of(float x) {
+  float u = kGeluScale * (x + kGeluCubic * x * x * x);
+  return 0.5f * x * (1.0f + tanhf(u));
+}
+
 #define SG_GRID_STRIDE(i, n) \
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
 
@@ -40,11 +46,7 @@ __global__ void mul_backward_kernel(float* da, float* db, const float* dout, con
 
 template <typename T>
 __global__ void gelu_kernel(T* out, const T* in, int64_t n) {
-  SG_GRID_STRIDE(i, n) {
-    float x = load(in[i]);
-    float u = kGeluScale * (x + kGeluCubic * x * x * x);
-    out[i] = store<T>(0.5f * x * (1.0f + tanhf(u)));
-  }
+  SG_GRID_STRIDE(i, n) out[i] = store<T>(gelu_of(load(in[i])));
 }
 
 // din = dout * gelu'(x), written (not added); any of the three float types.
@@ -66,9 +68,7 @@ __global__ void bias_gelu_kernel(T* y, T* h, const T* bias, int64_t rows, int64_
   SG_GRID_STRIDE(i, rows * cols) {
     const T stored = store<T>(load(h[i]) + load(bias[i % cols]));
     h[i] = stored;
-    float x = load(stored);  // gelu of the rounded h, as backward will see it
-    float u = kGeluScale * (x + kGeluCubic * x * x * x);
-    y[i] = store<T>(0.5f * x * (1.0f + tanhf(u)));
+    y[i] = store<T>(gelu_of(load(stored)));  // of the rounded h, as backward will see it
   }
 }
 

@@ -17,33 +17,40 @@ __device__ __forceinline__ int64_t warp_row() {
   return (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
 }
 
+// One row of LayerNorm, by one warp: mean, then the variance of the centred
+// values (two passes: it does not cancel), then y = (x - m) * s * w + b.
+// Lane l reads columns l, l + 32, ...: the same ones it may have just written
+// (add_layernorm below), so no other lane's writes are needed.
 template <typename T>
-__global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* in, const T* weight, const T* bias,
-                                         int64_t N, int64_t C) {
-  int64_t row = warp_row();
-  int lane = threadIdx.x % kWarp;
-  if (row >= N) return;
-  const T* x = in + row * C;
+__device__ void layernorm_row(T* y, float* mean, float* rstd, const T* x, const T* weight, const T* bias, int64_t C,
+                              int lane) {
   float sum = 0.0f;
   for (int64_t c = lane; c < C; c += kWarp) sum += load(x[c]);
   float m = warp_sum(sum) / float(C);
-  float squares = 0.0f;  // two passes: the variance of centred values does not cancel
+  float squares = 0.0f;
   for (int64_t c = lane; c < C; c += kWarp) {
     float d = load(x[c]) - m;
     squares += d * d;
   }
   float s = rsqrtf(warp_sum(squares) / float(C) + kLayerNormEps);
-  T* y = out + row * C;
   for (int64_t c = lane; c < C; c += kWarp) y[c] = store<T>((load(x[c]) - m) * s * load(weight[c]) + load(bias[c]));
   if (lane == 0) {
-    mean[row] = m;
-    rstd[row] = s;
+    *mean = m;
+    *rstd = s;
   }
 }
 
-// The residual add and the LayerNorm after it, in one pass over the row:
-// r = x + y is written (the residual stream goes on) and normalized while it
-// is at hand, instead of being written by one kernel and read by the next.
+template <typename T>
+__global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* in, const T* weight, const T* bias,
+                                         int64_t N, int64_t C) {
+  int64_t row = warp_row();
+  if (row >= N) return;
+  layernorm_row(out + row * C, mean + row, rstd + row, in + row * C, weight, bias, C, threadIdx.x % kWarp);
+}
+
+// The residual add and the LayerNorm after it, in one kernel: r = x + y is
+// written (the residual stream goes on) and normalized while it is at hand
+// (in cache), instead of being written by one kernel and read by the next.
 template <typename T>
 __global__ void add_layernorm_forward_kernel(T* sum_out, T* out, float* mean, float* rstd, const T* x, const T* y,
                                              const T* weight, const T* bias, int64_t N, int64_t C) {
@@ -51,25 +58,8 @@ __global__ void add_layernorm_forward_kernel(T* sum_out, T* out, float* mean, fl
   int lane = threadIdx.x % kWarp;
   if (row >= N) return;
   T* r = sum_out + row * C;
-  float sum = 0.0f;
-  for (int64_t c = lane; c < C; c += kWarp) {
-    const T value = store<T>(load(x[row * C + c]) + load(y[row * C + c]));
-    r[c] = value;  // each lane reads back only what it wrote itself
-    sum += load(value);
-  }
-  float m = warp_sum(sum) / float(C);
-  float squares = 0.0f;
-  for (int64_t c = lane; c < C; c += kWarp) {
-    float d = load(r[c]) - m;
-    squares += d * d;
-  }
-  float s = rsqrtf(warp_sum(squares) / float(C) + kLayerNormEps);
-  T* o = out + row * C;
-  for (int64_t c = lane; c < C; c += kWarp) o[c] = store<T>((load(r[c]) - m) * s * load(weight[c]) + load(bias[c]));
-  if (lane == 0) {
-    mean[row] = m;
-    rstd[row] = s;
-  }
+  for (int64_t c = lane; c < C; c += kWarp) r[c] = store<T>(load(x[row * C + c]) + load(y[row * C + c]));
+  layernorm_row(out + row * C, mean + row, rstd + row, static_cast<const T*>(r), weight, bias, C, lane);
 }
 
 template <typename T>

@@ -71,7 +71,7 @@ namespace {
 // Freed host blocks are kept and handed out again for the same size (no
 // fresh pages for the kernel to zero), and never counted as live.
 TEST(HostCache, ReusesFreedBlocksWithoutCountingThemLive) {
-  empty_host_cache();
+  empty_cache(Device::cpu());
   const int64_t live = memory_stats(Device::cpu()).total.live;
   void* first = nullptr;
   {
@@ -79,14 +79,14 @@ TEST(HostCache, ReusesFreedBlocksWithoutCountingThemLive) {
     first = a.data_ptr();
   }
   EXPECT_EQ(memory_stats(Device::cpu()).total.live, live);
-  EXPECT_EQ(host_cache_bytes(), 400000);
+  EXPECT_EQ(cached_bytes(Device::cpu()), 400000);
   Tensor b = Tensor::empty({100, 1000});  // the same bytes
   EXPECT_EQ(b.data_ptr(), first);
-  EXPECT_EQ(host_cache_bytes(), 0);
+  EXPECT_EQ(cached_bytes(Device::cpu()), 0);
   { Tensor c = Tensor::empty({7}); }
-  EXPECT_EQ(host_cache_bytes(), 64);  // rounded to the 64-byte alignment
-  empty_host_cache();
-  EXPECT_EQ(host_cache_bytes(), 0);
+  EXPECT_EQ(cached_bytes(Device::cpu()), 64);  // rounded to the 64-byte alignment
+  empty_cache(Device::cpu());
+  EXPECT_EQ(cached_bytes(Device::cpu()), 0);
 }
 
 }  // namespace
