@@ -1,0 +1,75 @@
+// The emulator's test kernels (tests/cuda_emu/simt_kernels.h), written as
+// any kernel in kernels/cuda is and translated the same way.
+#include "tests/cuda_emu/simt_kernels.h"
+
+#include <cuda_runtime.h>
+
+namespace sg::emu_test {
+namespace {
+
+// A shared-memory tree: correct only if every level waits for the one before.
+__global__ void block_sum_kernel(float* out, const float* in) {
+  __shared__ float partial[1024];
+  partial[threadIdx.x] = in[blockIdx.x * blockDim.x + threadIdx.x];
+  __syncthreads();
+  for (unsigned width = blockDim.x / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) partial[threadIdx.x] += partial[threadIdx.x + width];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = partial[0];
+}
+
+__global__ void warp_sum_kernel(float* out, int lanes_alive) {
+  if (int(threadIdx.x) >= lanes_alive) return;
+  float value = float(threadIdx.x);
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
+  out[threadIdx.x] = value;
+}
+
+__global__ void thread_id_kernel(int32_t* out) {
+  const unsigned block = blockIdx.y * gridDim.x + blockIdx.x;
+  const unsigned thread = threadIdx.y * blockDim.x + threadIdx.x;
+  out[block * blockDim.x * blockDim.y + thread] = int32_t(block * 1000 + thread);
+}
+
+__global__ void split_barrier_kernel(int32_t* out) {
+  if (threadIdx.x < 16) {
+    __syncthreads();
+  } else {
+    __syncwarp();
+  }
+  out[threadIdx.x] = 1;
+}
+
+__global__ void reverse_kernel(float* out, const float* in, int n) {
+  extern __shared__ float buffer[];
+  for (int i = threadIdx.x; i < n; i += blockDim.x) buffer[i] = in[i];
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = buffer[n - 1 - i];
+}
+
+__global__ void shared_overrun_kernel(float* out, int n) {
+  extern __shared__ float buffer[];
+  out[0] = buffer[n];
+}
+
+__global__ void write_kernel(float* out, int index) { out[index] = 1.0f; }
+
+}  // namespace
+
+void block_sums(float* out, const float* in, int blocks, int threads) {
+  block_sum_kernel<<<blocks, threads>>>(out, in);
+}
+void warp_sums(float* out, int lanes_alive) { warp_sum_kernel<<<1, 32>>>(out, lanes_alive); }
+void thread_ids(int32_t* out, unsigned grid_x, unsigned grid_y, unsigned block_x, unsigned block_y) {
+  thread_id_kernel<<<dim3(grid_x, grid_y), dim3(block_x, block_y)>>>(out);
+}
+void split_barrier(int32_t* out) { split_barrier_kernel<<<1, 32>>>(out); }
+void reverse_in_shared(float* out, const float* in, int n) {
+  reverse_kernel<<<1, 64, size_t(n) * sizeof(float)>>>(out, in, n);
+}
+void write_past_end(float* out, int n) { write_kernel<<<1, 1>>>(out, n); }
+void read_past_shared(float* out, int n) { shared_overrun_kernel<<<1, 1, size_t(n) * sizeof(float)>>>(out, n); }
+void launch_too_many_threads(float* out) { write_kernel<<<1, 2048>>>(out, 0); }
+
+}  // namespace sg::emu_test

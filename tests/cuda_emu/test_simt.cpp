@@ -1,0 +1,149 @@
+// The SIMT emulator (tools/cuda_emu) against what a GPU does: barriers,
+// shuffles, indices, dynamic shared memory, and the faults it must report
+// rather than hide. These run only in the emulator build (build-emu).
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "kernels/error.h"
+#include "tests/cuda_emu/simt_kernels.h"
+
+namespace sg::emu_test {
+namespace {
+
+// A device buffer of n elements, freed at scope exit.
+template <typename T>
+struct DeviceBuffer {
+  T* data = nullptr;
+  size_t n;
+  explicit DeviceBuffer(size_t count) : n(count) {
+    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&data), n * sizeof(T)), cudaSuccess);
+  }
+  ~DeviceBuffer() { cudaFree(data); }
+  void upload(const std::vector<T>& host) {
+    ASSERT_EQ(cudaMemcpy(data, host.data(), n * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(n);
+    EXPECT_EQ(cudaMemcpy(host.data(), data, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    return host;
+  }
+};
+
+TEST(Simt, SharedMemoryTreeWaitsAtEveryBarrier) {
+  const int blocks = 3, threads = 256;
+  std::vector<float> in(size_t(blocks * threads));
+  std::iota(in.begin(), in.end(), 0.0f);
+  DeviceBuffer<float> d_in{in.size()}, d_out{size_t(blocks)};
+  d_in.upload(in);
+  block_sums(d_out.data, d_in.data, blocks, threads);
+  const std::vector<float> out = d_out.download();
+  for (int b = 0; b < blocks; ++b) {
+    float expected = 0.0f;
+    for (int t = 0; t < threads; ++t) expected += in[size_t(b * threads + t)];
+    EXPECT_EQ(out[size_t(b)], expected) << "block " << b;
+  }
+}
+
+TEST(Simt, ShuffleXorSumsTheWarp) {
+  DeviceBuffer<float> out(32);
+  warp_sums(out.data, 32);
+  for (float value : out.download()) EXPECT_EQ(value, 496.0f);  // 0 + 1 + ... + 31
+}
+
+TEST(Simt, ShuffleWithReturnedLanesIsReported) {
+  DeviceBuffer<float> out(32);
+  try {
+    warp_sums(out.data, 16);
+    FAIL() << "a full-mask shuffle after half the warp returned must be reported";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("have returned or do not exist"), std::string::npos) << error.what();
+  }
+}
+
+TEST(Simt, TwoDimensionalGridsAndBlocksIndexLikeCuda) {
+  const unsigned gx = 3, gy = 2, bx = 8, by = 4;
+  DeviceBuffer<int32_t> out(size_t(gx * gy * bx * by));
+  thread_ids(out.data, gx, gy, bx, by);
+  const std::vector<int32_t> ids = out.download();
+  for (unsigned block = 0; block < gx * gy; ++block) {
+    for (unsigned thread = 0; thread < bx * by; ++thread) {
+      EXPECT_EQ(ids[block * bx * by + thread], int32_t(block * 1000 + thread));
+    }
+  }
+}
+
+TEST(Simt, BarrierNoThreadCanPassIsReportedNotHung) {
+  DeviceBuffer<int32_t> out(32);
+  try {
+    split_barrier(out.data);
+    FAIL() << "threads split between __syncthreads and __syncwarp must be reported";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("can never open"), std::string::npos) << error.what();
+  }
+}
+
+TEST(Simt, DynamicSharedMemory) {
+  const int n = 100;
+  std::vector<float> in(n);
+  std::iota(in.begin(), in.end(), 1.0f);
+  DeviceBuffer<float> d_in(n), d_out(n);
+  d_in.upload(in);
+  reverse_in_shared(d_out.data, d_in.data, n);
+  const std::vector<float> out = d_out.download();
+  for (int i = 0; i < n; ++i) EXPECT_EQ(out[size_t(i)], in[size_t(n - 1 - i)]);
+}
+
+TEST(Simt, LaunchTheGpuWouldRefuseThrows) {
+  DeviceBuffer<float> out(1);
+  EXPECT_THROW(launch_too_many_threads(out.data), Error);
+}
+
+TEST(SimtDeathTest, WritePastTheEndOfDeviceMemoryFaultsNamingTheKernel) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        float* data = nullptr;
+        cudaMalloc(reinterpret_cast<void**>(&data), 64 * sizeof(float));
+        write_past_end(data, 64);
+      },
+      "invalid memory access .*write_kernel");
+}
+
+TEST(SimtDeathTest, ReadPastDynamicSharedMemoryFaults) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        float* data = nullptr;
+        cudaMalloc(reinterpret_cast<void**>(&data), sizeof(float));
+        read_past_shared(data, 64);
+      },
+      "invalid memory access .*shared_overrun_kernel");
+}
+
+TEST(EmulatedRuntime, NewDeviceMemoryReadsAsNaN) {
+  DeviceBuffer<float> buffer(8);
+  for (float value : buffer.download()) EXPECT_TRUE(std::isnan(value));
+}
+
+TEST(EmulatedRuntime, CopyWithTheWrongKindOfPointerIsRefused) {
+  std::vector<float> host(4, 1.0f), other(4);
+  DeviceBuffer<float> device(4);
+  EXPECT_EQ(cudaMemcpy(other.data(), host.data(), 16, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(device.data, host.data(), 16, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(device.data, host.data(), 32, cudaMemcpyHostToDevice), cudaErrorInvalidValue);  // too long
+  EXPECT_EQ(cudaMemcpy(device.data, host.data(), 16, cudaMemcpyHostToDevice), cudaSuccess);
+}
+
+TEST(EmulatedRuntime, DeviceRunsOutOfMemoryAtItsCapacity) {
+  size_t free_bytes = 0, total_bytes = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
+  void* pointer = nullptr;
+  EXPECT_EQ(cudaMalloc(&pointer, total_bytes + 1), cudaErrorMemoryAllocation);
+}
+
+}  // namespace
+}  // namespace sg::emu_test

@@ -1,0 +1,299 @@
+// The cuBLAS and cuBLASLt calls shardgrad makes, computed on the host for the
+// emulator (tools/cuda_emu/simt.h). Linked instead of libcublas and
+// libcublasLt; the toolkit's headers declare them, so signatures are checked.
+//
+// Both compute the column-major batched GEMM D = alpha op(A) op(B) + beta C
+// with f64 sums, rounding once into D's type. What this checks is how the
+// callers describe their problems: transposes, leading dimensions, batch
+// strides, which operand is which under the row-major trick, and the bias
+// epilogue broadcasting along D's rows. Lt descriptors take only the
+// attributes kernels/cuda/matmul_lt.cu sets; any other attribute is refused
+// (CUBLAS_STATUS_NOT_SUPPORTED) rather than silently ignored. A layout that
+// does not fit the operation (m, n, k disagree; ld smaller than the rows) is
+// refused as the library would: CUBLAS_STATUS_INVALID_VALUE.
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+namespace {
+
+double load(const void* base, cudaDataType type, int64_t index) {
+  switch (type) {
+    case CUDA_R_32F: return double(static_cast<const float*>(base)[index]);
+    case CUDA_R_16BF: return double(__bfloat162float(static_cast<const __nv_bfloat16*>(base)[index]));
+    case CUDA_R_16F: return double(__half2float(static_cast<const __half*>(base)[index]));
+    default: return 0.0;
+  }
+}
+
+void store(void* base, cudaDataType type, int64_t index, double value) {
+  switch (type) {
+    case CUDA_R_32F: static_cast<float*>(base)[index] = float(value); break;
+    case CUDA_R_16BF: static_cast<__nv_bfloat16*>(base)[index] = __float2bfloat16_rn(float(value)); break;
+    case CUDA_R_16F: static_cast<__half*>(base)[index] = __float2half_rn(float(value)); break;
+    default: break;
+  }
+}
+
+bool supported(cudaDataType type) { return type == CUDA_R_32F || type == CUDA_R_16BF || type == CUDA_R_16F; }
+
+struct Operand {
+  const void* data;
+  cudaDataType type;
+  int64_t ld, stride;
+  bool transposed;
+  // op(X)(row, col) of batch b, column-major storage.
+  double at(int64_t b, int64_t row, int64_t col) const {
+    return load(data, type, b * stride + (transposed ? col + row * ld : row + col * ld));
+  }
+};
+
+// D(b) = alpha op(A)(b) op(B)(b) + beta C(b) [+ bias over D's rows]; C may be D.
+void gemm(int64_t m, int64_t n, int64_t k, int64_t batch, double alpha, const Operand& a, const Operand& b,
+          double beta, const void* c, int64_t ldc, int64_t stride_c, void* d, cudaDataType d_type, int64_t ldd,
+          int64_t stride_d, const void* bias) {
+  for (int64_t p = 0; p < batch; ++p) {
+    for (int64_t col = 0; col < n; ++col) {
+      for (int64_t row = 0; row < m; ++row) {
+        double sum = 0.0;
+        for (int64_t i = 0; i < k; ++i) sum += a.at(p, row, i) * b.at(p, i, col);
+        double value = alpha * sum;
+        if (beta != 0.0) value += beta * load(c, d_type, p * stride_c + row + col * ldc);
+        if (bias != nullptr) value += load(bias, d_type, row);
+        store(d, d_type, p * stride_d + row + col * ldd, value);
+      }
+    }
+  }
+}
+
+struct LtDesc {
+  cublasOperation_t trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  const void* bias = nullptr;
+};
+struct LtLayout {
+  cudaDataType type;
+  int64_t rows, cols, ld;
+  int32_t batch = 1;
+  int64_t stride = 0;
+};
+
+std::mutex g_mutex;
+std::map<const void*, LtDesc> g_descs;
+std::map<const void*, LtLayout> g_layouts;
+
+template <typename T>
+bool read_attribute(T& out, const void* buffer, size_t bytes) {
+  if (bytes != sizeof(T)) return false;
+  std::memcpy(&out, buffer, sizeof(T));
+  return true;
+}
+
+}  // namespace
+
+extern "C" {
+
+// ---- cuBLAS -------------------------------------------------------------------
+
+cublasStatus_t cublasCreate_v2(cublasHandle_t* handle) {
+  *handle = reinterpret_cast<cublasHandle_t>(new int(0));
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy_v2(cublasHandle_t handle) {
+  delete reinterpret_cast<int*>(handle);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream_v2(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+
+const char* cublasGetStatusString(cublasStatus_t status) {
+  switch (status) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "CUBLAS_STATUS (emulator: other)";
+  }
+}
+
+cublasStatus_t cublasGemmStridedBatchedEx_64(cublasHandle_t, cublasOperation_t transa, cublasOperation_t transb,
+                                             int64_t m, int64_t n, int64_t k, const void* alpha, const void* A,
+                                             cudaDataType Atype, int64_t lda, long long int strideA, const void* B,
+                                             cudaDataType Btype, int64_t ldb, long long int strideB, const void* beta,
+                                             void* C, cudaDataType Ctype, int64_t ldc, long long int strideC,
+                                             int64_t batchCount, cublasComputeType_t computeType, cublasGemmAlgo_t) {
+  if (!supported(Atype) || Atype != Btype || Atype != Ctype || computeType != CUBLAS_COMPUTE_32F) {
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  const int64_t a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
+  if (m < 0 || n < 0 || k < 0 || batchCount < 0 || lda < std::max<int64_t>(1, a_rows) ||
+      ldb < std::max<int64_t>(1, b_rows) || ldc < std::max<int64_t>(1, m)) {
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  const Operand a{A, Atype, lda, strideA, transa != CUBLAS_OP_N}, b{B, Btype, ldb, strideB, transb != CUBLAS_OP_N};
+  gemm(m, n, k, batchCount, *static_cast<const float*>(alpha), a, b, *static_cast<const float*>(beta), C, ldc,
+       strideC, C, Ctype, ldc, strideC, nullptr);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// ---- cuBLASLt -----------------------------------------------------------------
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
+  *handle = reinterpret_cast<cublasLtHandle_t>(new int(0));
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) {
+  delete reinterpret_cast<int*>(handle);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute, cudaDataType_t scale) {
+  if (compute != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  *desc = new cublasLtMatmulDescOpaque_t{};
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_descs[*desc] = LtDesc{};
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_descs.erase(desc);
+  delete desc;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute,
+                                              const void* buffer, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  LtDesc& d = g_descs.at(desc);
+  bool ok = false;
+  switch (attribute) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: ok = read_attribute(d.trans_a, buffer, bytes); break;
+    case CUBLASLT_MATMUL_DESC_TRANSB: ok = read_attribute(d.trans_b, buffer, bytes); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+      ok = read_attribute(d.epilogue, buffer, bytes) &&
+           (d.epilogue == CUBLASLT_EPILOGUE_DEFAULT || d.epilogue == CUBLASLT_EPILOGUE_BIAS);
+      break;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: ok = read_attribute(d.bias, buffer, bytes); break;
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType type, uint64_t rows,
+                                          uint64_t cols, int64_t ld) {
+  if (!supported(type)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (ld < std::max<int64_t>(1, int64_t(rows))) return CUBLAS_STATUS_INVALID_VALUE;  // column-major
+  *layout = new cublasLtMatrixLayoutOpaque_t{};
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_layouts[*layout] = LtLayout{type, int64_t(rows), int64_t(cols), ld};
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_layouts.erase(layout);
+  delete layout;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t layout,
+                                                cublasLtMatrixLayoutAttribute_t attribute, const void* buffer,
+                                                size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  LtLayout& l = g_layouts.at(layout);
+  bool ok = false;
+  switch (attribute) {
+    case CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: ok = read_attribute(l.batch, buffer, bytes) && l.batch >= 1; break;
+    case CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: ok = read_attribute(l.stride, buffer, bytes); break;
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* preference) {
+  *preference = new cublasLtMatmulPreferenceOpaque_t{};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t preference) {
+  delete preference;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t,
+                                                    cublasLtMatmulPreferenceAttributes_t attribute, const void*,
+                                                    size_t) {
+  switch (attribute) {
+    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES: return CUBLAS_STATUS_SUCCESS;
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+}
+
+}  // extern "C"
+
+namespace {
+
+// The problem the descriptors describe, or a status saying why it is not one.
+cublasStatus_t check_problem(const LtDesc& d, const LtLayout& a, const LtLayout& b, const LtLayout& c,
+                             const LtLayout& dl) {
+  if (a.type != b.type || a.type != c.type || c.type != dl.type) return CUBLAS_STATUS_NOT_SUPPORTED;
+  const int64_t m = dl.rows, n = dl.cols;
+  const int64_t a_m = d.trans_a == CUBLAS_OP_N ? a.rows : a.cols, a_k = d.trans_a == CUBLAS_OP_N ? a.cols : a.rows;
+  const int64_t b_k = d.trans_b == CUBLAS_OP_N ? b.rows : b.cols, b_n = d.trans_b == CUBLAS_OP_N ? b.cols : b.rows;
+  if (a_m != m || b_n != n || a_k != b_k || c.rows != m || c.cols != n) return CUBLAS_STATUS_INVALID_VALUE;
+  if (a.batch != dl.batch || b.batch != dl.batch || c.batch != dl.batch) return CUBLAS_STATUS_INVALID_VALUE;
+  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" {
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
+                                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
+                                              cublasLtMatrixLayout_t d, cublasLtMatmulPreference_t, int requested,
+                                              cublasLtMatmulHeuristicResult_t results[], int* found) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  *found = 0;
+  if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
+  const cublasStatus_t status = check_problem(g_descs.at(desc), g_layouts.at(a), g_layouts.at(b), g_layouts.at(c),
+                                              g_layouts.at(d));
+  if (status != CUBLAS_STATUS_SUCCESS) return status;
+  results[0] = cublasLtMatmulHeuristicResult_t{};
+  results[0].state = CUBLAS_STATUS_SUCCESS;
+  *found = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha, const void* A,
+                              cublasLtMatrixLayout_t a_layout, const void* B, cublasLtMatrixLayout_t b_layout,
+                              const void* beta, const void* C, cublasLtMatrixLayout_t c_layout, void* D,
+                              cublasLtMatrixLayout_t d_layout, const cublasLtMatmulAlgo_t*, void*, size_t,
+                              cudaStream_t) {
+  LtDesc d;
+  LtLayout a, b, c, dl;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    d = g_descs.at(desc);
+    a = g_layouts.at(a_layout), b = g_layouts.at(b_layout), c = g_layouts.at(c_layout), dl = g_layouts.at(d_layout);
+  }
+  const cublasStatus_t status = check_problem(d, a, b, c, dl);
+  if (status != CUBLAS_STATUS_SUCCESS) return status;
+  const int64_t k = d.trans_a == CUBLAS_OP_N ? a.cols : a.rows;
+  const Operand op_a{A, a.type, a.ld, a.stride, d.trans_a != CUBLAS_OP_N};
+  const Operand op_b{B, b.type, b.ld, b.stride, d.trans_b != CUBLAS_OP_N};
+  gemm(dl.rows, dl.cols, k, dl.batch, *static_cast<const float*>(alpha), op_a, op_b, *static_cast<const float*>(beta),
+       C, c.ld, c.stride, D, dl.type, dl.ld, dl.stride, d.epilogue == CUBLASLT_EPILOGUE_BIAS ? d.bias : nullptr);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // extern "C"

@@ -1,0 +1,223 @@
+// The CUDA runtime calls shardgrad makes, done on the host for the emulator
+// (tools/cuda_emu/simt.h). Linked instead of libcudart; the declarations come
+// from the toolkit's own cuda_runtime_api.h, so the signatures are checked.
+//
+// Everything runs in issue order on the calling thread: a copy is done when
+// it returns, every event has completed and every stream is idle. So the
+// emulator cannot catch a missing stream synchronization; it does catch:
+//  - an index past the end of device memory: each cudaMalloc'd buffer ends
+//    (16-byte aligned, as the start is) at an unmapped page;
+//  - a read of memory nothing wrote: new buffers are filled with 0xff bytes,
+//    NaN in f32, bf16 and f16;
+//  - a copy whose direction names the wrong kind of pointer (a host pointer
+//    passed as device memory, or the other way round);
+//  - a device running out of memory: each emulated GPU has
+//    SG_EMU_DEVICE_MEMORY bytes (default 8 GiB), so the allocator's
+//    out-of-memory path runs. SG_EMU_DEVICES sets how many GPUs (default 1).
+#include <cuda_runtime_api.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace {
+
+struct Allocation {
+  char* mapping;
+  size_t mapped;
+  size_t bytes;
+  int device;
+};
+
+std::mutex g_mutex;
+std::map<uintptr_t, Allocation> g_device_memory;  // by start address
+std::map<uintptr_t, size_t> g_pinned;
+size_t g_used[64] = {};
+thread_local int g_current_device = 0;
+
+int64_t env_number(const char* name, int64_t fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? std::strtoll(value, nullptr, 10) : fallback;
+}
+
+int device_count() { return int(env_number("SG_EMU_DEVICES", 1)); }
+size_t device_capacity() { return size_t(env_number("SG_EMU_DEVICE_MEMORY", int64_t(8) << 30)); }
+
+// The device allocation holding [pointer, pointer + bytes), or nullptr.
+const Allocation* find_device(const void* pointer, size_t bytes) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
+  auto it = g_device_memory.upper_bound(address);
+  if (it == g_device_memory.begin()) return nullptr;
+  --it;
+  const Allocation& allocation = it->second;
+  return address + bytes <= it->first + allocation.bytes ? &allocation : nullptr;
+}
+
+bool is_device(const void* pointer, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return find_device(pointer, bytes) != nullptr;
+}
+
+// Inside some device allocation at all (a host range must not overlap one).
+bool touches_device(const void* pointer) { return is_device(pointer, 1); }
+
+cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (bytes == 0) return cudaSuccess;
+  const bool dst_ok = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice ? is_device(dst, bytes)
+                                                                                        : !touches_device(dst);
+  const bool src_ok = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice ? is_device(src, bytes)
+                                                                                        : !touches_device(src);
+  if (kind == cudaMemcpyDefault) {
+    std::memmove(dst, src, bytes);
+    return cudaSuccess;
+  }
+  if (!dst_ok || !src_ok) return cudaErrorInvalidValue;
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+struct Stream {
+  int device;
+};
+struct Event {
+  int device;
+};
+
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = device_count();
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= device_count()) return cudaErrorInvalidDevice;
+  g_current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = g_current_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError() { return cudaSuccess; }  // launch errors throw at once in the emulator
+cudaError_t cudaPeekAtLastError() { return cudaSuccess; }
+
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument (emulator: a pointer of the wrong kind for this copy?)";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    default: return "unknown error (emulator)";
+  }
+}
+
+cudaError_t cudaMalloc(void** pointer, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  const int device = g_current_device;
+  if (g_used[device] + bytes > device_capacity()) return cudaErrorMemoryAllocation;
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  const size_t rounded = (bytes + 15) / 16 * 16, usable = (rounded + page - 1) / page * page;
+  void* mapping = mmap(nullptr, usable + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapping == MAP_FAILED) return cudaErrorMemoryAllocation;
+  char* base = static_cast<char*>(mapping);
+  mprotect(base + usable, page, PROT_NONE);
+  char* data = base + usable - rounded;
+  std::memset(data, 0xff, rounded);
+  g_device_memory[reinterpret_cast<uintptr_t>(data)] = Allocation{base, usable + page, bytes, device};
+  g_used[device] += bytes;
+  *pointer = data;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* pointer) {
+  if (pointer == nullptr) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_device_memory.find(reinterpret_cast<uintptr_t>(pointer));
+  if (it == g_device_memory.end()) return cudaErrorInvalidValue;
+  g_used[it->second.device] -= it->second.bytes;
+  munmap(it->second.mapping, it->second.mapped);
+  g_device_memory.erase(it);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  *total_bytes = device_capacity();
+  *free_bytes = *total_bytes - g_used[g_current_device];
+  return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void** pointer, size_t bytes) {
+  *pointer = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (*pointer == nullptr) return cudaErrorMemoryAllocation;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_pinned[reinterpret_cast<uintptr_t>(*pointer)] = bytes;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void* pointer) {
+  if (pointer == nullptr) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (g_pinned.erase(reinterpret_cast<uintptr_t>(pointer)) == 0) return cudaErrorInvalidValue;
+  std::free(pointer);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  return copy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  return copy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaMemcpyPeerAsync(void* dst, int, const void* src, int, size_t bytes, cudaStream_t) {
+  return copy(dst, src, bytes, cudaMemcpyDeviceToDevice);
+}
+
+cudaError_t cudaMemsetAsync(void* pointer, int value, size_t bytes, cudaStream_t) {
+  if (!is_device(pointer, bytes)) return cudaErrorInvalidValue;
+  std::memset(pointer, value, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
+  *stream = reinterpret_cast<cudaStream_t>(new Stream{g_current_device});
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  delete reinterpret_cast<Stream*>(stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
+  *event = reinterpret_cast<cudaEvent_t>(new Event{g_current_device});
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete reinterpret_cast<Event*>(event);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }  // all work is done when it returns
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+
+}  // extern "C"

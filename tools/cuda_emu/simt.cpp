@@ -1,0 +1,302 @@
+// The fiber scheduler behind tools/cuda_emu/simt.h: one block at a time,
+// one fiber per thread, barriers that count live threads.
+#include "tools/cuda_emu/simt.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/error.h"
+#include "tools/cuda_emu/fiber.h"
+
+namespace sg_emu {
+
+thread_local const ThreadIndex* current_index = nullptr;
+
+namespace {
+
+constexpr int kWarp = 32;
+constexpr size_t kStackBytes = size_t(256) << 10;  // a thread's locals, printf, an exception's unwinding
+constexpr size_t kMaxDynamicShared = size_t(48) << 10;  // more needs cudaFuncSetAttribute on the GPU
+
+// Opens when `expected` threads have arrived; `generation` counts openings,
+// so a waiting thread knows its barrier has opened once the count moves on.
+struct Barrier {
+  int arrived = 0;
+  uint64_t generation = 0;
+};
+
+struct Thread {
+  ThreadIndex index;
+  FiberContext context;
+  int warp = 0, lane = 0;
+  bool done = false;
+  const Barrier* waiting_on = nullptr;
+  uint64_t waiting_for = 0;  // the generation that must pass
+};
+
+struct Warp {
+  Barrier barrier;
+  unsigned live_lanes = 0;  // a bit per lane that exists and has not returned
+  uint64_t slots[kWarp] = {};
+};
+
+// The block being run, and the launch it belongs to.
+struct Block {
+  const char* kernel = nullptr;
+  const std::function<void()>* body = nullptr;
+  std::vector<Thread> threads;
+  std::vector<Warp> warps;
+  Barrier barrier;
+  int live = 0;
+  void* dynamic_shared = nullptr;
+  std::exception_ptr error;
+  FiberContext scheduler;
+};
+
+thread_local Block* g_block = nullptr;
+thread_local Thread* g_thread = nullptr;
+std::mutex g_launch_mutex;
+
+// Read by the fault handler: which kernel and thread touched a bad address.
+const char* volatile g_faulting_kernel = nullptr;
+
+// Memory with an unmapped page below (stacks) or above (shared memory) it.
+struct GuardedBuffer {
+  char* mapping = nullptr;
+  size_t mapped = 0;
+  char* data = nullptr;
+};
+
+GuardedBuffer map_guarded(size_t bytes, bool guard_above) {
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  const size_t usable = (bytes + page - 1) / page * page;
+  GuardedBuffer buffer;
+  buffer.mapped = usable + page;
+  void* mapping = mmap(nullptr, buffer.mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  SG_CHECK(mapping != MAP_FAILED, "CUDA emulator: mmap of ", buffer.mapped, " bytes failed: ", std::strerror(errno));
+  buffer.mapping = static_cast<char*>(mapping);
+  if (guard_above) {
+    mprotect(buffer.mapping + usable, page, PROT_NONE);
+    buffer.data = buffer.mapping + usable - ((bytes + 15) / 16 * 16);  // ends (16-aligned) at the guard
+  } else {
+    mprotect(buffer.mapping, page, PROT_NONE);
+    buffer.data = buffer.mapping + page;
+  }
+  return buffer;
+}
+
+std::vector<GuardedBuffer> g_stacks;  // reused by every launch, grown to the largest block
+
+void on_fault(int signal) {
+  const char* kernel = g_faulting_kernel;
+  char message[512];
+  if (kernel != nullptr) {
+    const ThreadIndex* at = current_index;
+    int length = std::snprintf(message, sizeof(message),
+                               "CUDA emulator: invalid memory access (signal %d) in kernel %s, block (%u, %u, %u), "
+                               "thread (%u, %u, %u): an index past the end of a buffer, or a stack overflow\n",
+                               signal, kernel, at ? at->block.x : 0u, at ? at->block.y : 0u, at ? at->block.z : 0u,
+                               at ? at->thread.x : 0u, at ? at->thread.y : 0u, at ? at->thread.z : 0u);
+    if (length > 0) (void)!write(STDERR_FILENO, message, size_t(length));
+  }
+  ::signal(signal, SIG_DFL);  // returning re-runs the access, which now ends the process
+}
+
+// Once per OS thread: a stack for the fault handler (the fault may be a
+// fiber's stack overflowing) and the handler itself.
+void install_fault_handler() {
+  static thread_local bool installed = false;
+  if (installed) return;
+  installed = true;
+  static thread_local std::vector<char> alternate(size_t(64) << 10);
+  stack_t stack{};
+  stack.ss_sp = alternate.data();
+  stack.ss_size = alternate.size();
+  sigaltstack(&stack, nullptr);
+  struct sigaction action {};
+  action.sa_handler = on_fault;
+  action.sa_flags = SA_ONSTACK;
+  sigaction(SIGSEGV, &action, nullptr);
+  sigaction(SIGBUS, &action, nullptr);
+}
+
+void yield_to_scheduler() { fiber_switch(g_thread->context, g_block->scheduler); }
+
+void arrive_and_wait(Barrier& barrier, int expected) {
+  if (++barrier.arrived >= expected) {
+    barrier.arrived = 0;
+    ++barrier.generation;
+    return;
+  }
+  g_thread->waiting_on = &barrier;
+  g_thread->waiting_for = barrier.generation;
+  yield_to_scheduler();
+}
+
+// A returning thread no longer counts: a barrier the rest already wait at opens.
+void release_if_complete(Barrier& barrier, int expected) {
+  if (barrier.arrived > 0 && barrier.arrived >= expected) {
+    barrier.arrived = 0;
+    ++barrier.generation;
+  }
+}
+
+void thread_main() {
+  Thread* self = g_thread;
+  try {
+    (*g_block->body)();
+  } catch (...) {
+    if (!g_block->error) g_block->error = std::current_exception();
+  }
+  self->done = true;
+  Block& block = *g_block;
+  Warp& warp = block.warps[size_t(self->warp)];
+  --block.live;
+  warp.live_lanes &= ~(1u << self->lane);
+  release_if_complete(block.barrier, block.live);
+  release_if_complete(warp.barrier, __builtin_popcount(warp.live_lanes));
+  yield_to_scheduler();  // for good: the scheduler never resumes a finished thread
+}
+
+std::string dims(const dim3& d) { return sg::detail::concat("(", d.x, ", ", d.y, ", ", d.z, ")"); }
+
+void check_config(const char* kernel, const Config& config) {
+  const uint64_t threads = uint64_t(config.block.x) * config.block.y * config.block.z;
+  SG_CHECK(threads >= 1 && threads <= 1024 && config.block.z <= 64, "CUDA emulator: kernel ", kernel,
+           " launched with block ", dims(config.block), " (", threads,
+           " threads); a block holds 1 to 1024 threads, z at most 64. The GPU would refuse it too");
+  SG_CHECK(config.grid.x >= 1 && config.grid.y >= 1 && config.grid.z >= 1 && config.grid.y <= 65535 &&
+               config.grid.z <= 65535,
+           "CUDA emulator: kernel ", kernel, " launched with grid ", dims(config.grid),
+           "; each dimension must be at least 1, and y and z at most 65535");
+  SG_CHECK(config.shared_bytes <= kMaxDynamicShared, "CUDA emulator: kernel ", kernel, " asks for ",
+           config.shared_bytes, " bytes of dynamic shared memory; more than 48 KiB needs cudaFuncSetAttribute");
+}
+
+void run_block(Block& block, const Config& config, const uint3& block_index) {
+  const unsigned count = config.block.x * config.block.y * config.block.z;
+  block.barrier = Barrier{};
+  block.live = int(count);
+  block.warps.assign((count + kWarp - 1) / kWarp, Warp{});
+  block.threads.resize(count);
+  for (unsigned i = 0; i < count; ++i) {
+    Thread& thread = block.threads[i];
+    thread = Thread{};
+    thread.index.thread = uint3{i % config.block.x, (i / config.block.x) % config.block.y,
+                                i / (config.block.x * config.block.y)};
+    thread.index.block = block_index;
+    thread.index.block_dim = config.block;
+    thread.index.grid_dim = config.grid;
+    thread.warp = int(i / kWarp);
+    thread.lane = int(i % kWarp);
+    block.warps[size_t(thread.warp)].live_lanes |= 1u << thread.lane;
+    fiber_prepare(thread.context, g_stacks[i].data, kStackBytes, thread_main);
+  }
+  // Round-robin over the threads that can run, until all have returned.
+  for (;;) {
+    bool ran = false, all_done = true;
+    for (Thread& thread : block.threads) {
+      if (thread.done) continue;
+      all_done = false;
+      if (thread.waiting_on != nullptr && thread.waiting_on->generation == thread.waiting_for) continue;
+      thread.waiting_on = nullptr;
+      g_thread = &thread;
+      current_index = &thread.index;
+      fiber_switch(block.scheduler, thread.context);
+      ran = true;
+      if (block.error) std::rethrow_exception(block.error);
+    }
+    if (all_done) return;
+    SG_CHECK(ran, "CUDA emulator: kernel ", block.kernel, ", block ", dims(dim3(block_index.x, block_index.y, block_index.z)),
+             ": ", block.live, " threads wait at barriers that can never open (a __syncthreads or a shuffle "
+             "that some threads of the block or warp do not reach)");
+  }
+}
+
+}  // namespace
+
+void launch(const char* kernel, const Config& config, const std::function<void()>& body) {
+  check_config(kernel, config);
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  install_fault_handler();
+  const unsigned threads = config.block.x * config.block.y * config.block.z;
+  while (g_stacks.size() < threads) g_stacks.push_back(map_guarded(kStackBytes, false));
+  GuardedBuffer shared{};
+  if (config.shared_bytes > 0) shared = map_guarded(config.shared_bytes, true);
+
+  Block block;
+  block.kernel = kernel;
+  block.body = &body;
+  block.dynamic_shared = shared.data;
+  Block* outer_block = g_block;
+  g_block = &block;
+  g_faulting_kernel = kernel;
+  struct Restore {  // also on the way out of an error
+    Block* outer;
+    GuardedBuffer shared;
+    ~Restore() {
+      g_block = outer;
+      g_thread = nullptr;
+      current_index = nullptr;
+      g_faulting_kernel = nullptr;
+      if (shared.mapping != nullptr) munmap(shared.mapping, shared.mapped);
+    }
+  } restore{outer_block, shared};
+  for (unsigned z = 0; z < config.grid.z; ++z) {
+    for (unsigned y = 0; y < config.grid.y; ++y) {
+      for (unsigned x = 0; x < config.grid.x; ++x) run_block(block, config, uint3{x, y, z});
+    }
+  }
+}
+
+void sync_block() {
+  SG_CHECK(g_thread != nullptr, "CUDA emulator: __syncthreads outside a kernel");
+  arrive_and_wait(g_block->barrier, g_block->live);
+}
+
+int lane_id() { return g_thread->lane; }
+
+void sync_warp(unsigned lane_mask) {
+  Warp& warp = g_block->warps[size_t(g_thread->warp)];
+  SG_CHECK((lane_mask & ~warp.live_lanes) == 0, "CUDA emulator: kernel ", g_block->kernel,
+           ": __syncwarp names lanes that have returned or do not exist");
+  arrive_and_wait(warp.barrier, __builtin_popcount(warp.live_lanes));
+}
+
+// Every lane the mask names must exist and must not have returned. Checked
+// on entry and again once the offers are in: a lane may return while the
+// others wait for it.
+void check_shuffle_lanes(const Warp& warp, unsigned lane_mask) {
+  SG_CHECK((lane_mask & ~warp.live_lanes) == 0, "CUDA emulator: kernel ", g_block->kernel, ", thread (",
+           current_index->thread.x, ", ", current_index->thread.y, "): a shuffle with mask 0x", std::hex, lane_mask,
+           " but lanes 0x", (lane_mask & ~warp.live_lanes),
+           " have returned or do not exist: on the GPU the result is undefined");
+}
+
+uint64_t shuffle(unsigned lane_mask, uint64_t bits, int source_lane) {
+  Warp& warp = g_block->warps[size_t(g_thread->warp)];
+  check_shuffle_lanes(warp, lane_mask);
+  warp.slots[g_thread->lane] = bits;
+  arrive_and_wait(warp.barrier, __builtin_popcount(warp.live_lanes));  // every lane has offered
+  check_shuffle_lanes(warp, lane_mask);
+  const bool valid = source_lane >= 0 && source_lane < kWarp && (warp.live_lanes >> source_lane & 1u);
+  const uint64_t result = valid ? warp.slots[source_lane] : bits;
+  arrive_and_wait(warp.barrier, __builtin_popcount(warp.live_lanes));  // every lane has read: slots reusable
+  return result;
+}
+
+void* dynamic_shared() {
+  SG_CHECK(g_block != nullptr && g_block->dynamic_shared != nullptr, "CUDA emulator: kernel ",
+           g_block ? g_block->kernel : "?", " uses extern __shared__ memory but was launched with none");
+  return g_block->dynamic_shared;
+}
+
+}  // namespace sg_emu

@@ -1,0 +1,72 @@
+// A SIMT emulator: runs shardgrad's CUDA kernels on the CPU, so the CUDA
+// tests (every kernel against its CPU twin, a GPT step on CUDA against the
+// CPU, ZeRO on CUDA tensors) run on machines without a GPU.
+//
+// Why: a kernel's logic (its indexing, its barriers, its warp reductions, its
+// tiling at the edges) can be checked without the hardware. What it cannot
+// check is the hardware: timing, the memory model between streams, tensor
+// cores, real cuBLAS. Code that has passed here has run, but not on a GPU.
+//
+// How: every block runs on its own, one after another. Each thread of the
+// block is a fiber (ucontext) with its own stack, all on the calling OS
+// thread. A thread runs until it reaches a barrier (__syncthreads, a warp
+// shuffle, __syncwarp) and then hands over to the next; a barrier opens when
+// every live thread it waits for has arrived. So shared memory (a `static`
+// array here, since only one block runs at a time) and shuffles behave as on
+// the GPU, and a barrier no thread can pass (a __syncthreads inside a branch
+// some threads skipped) is reported instead of hanging.
+//
+// The pieces (read in this order):
+//   tools/cuda_emu/simt.h       this file: launches, thread indices, barriers
+//   tools/cuda_emu/device.h     what a kernel sees: threadIdx, __syncthreads, ...
+//   tools/cuda_emu/translate.cpp  rewrites kernel<<<grid, block>>>(args) into a launch
+//   tools/cuda_emu/runtime.cpp  cudaMalloc, copies, streams, events (on the host)
+//   tools/cuda_emu/blas.cpp     the cuBLAS and cuBLASLt calls shardgrad makes
+// docs/gpu.md ("Testing CUDA code without a GPU") tells the story.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+namespace sg_emu {
+
+// The <<<grid, block, shared_bytes, stream>>> of a launch.
+struct Config {
+  dim3 grid, block;
+  size_t shared_bytes = 0;
+  cudaStream_t stream = nullptr;
+};
+inline Config config(dim3 grid, dim3 block, size_t shared_bytes = 0, cudaStream_t stream = nullptr) {
+  return Config{grid, block, shared_bytes, stream};
+}
+
+// Runs `body` (a call of the kernel with its arguments) once per thread of
+// every block. Throws sg::Error for a configuration the GPU would refuse, a
+// thread that fails, or a barrier that can never open. Launches are
+// serialized process-wide: the kernels' `static` shared arrays are shared.
+void launch(const char* kernel, const Config& config, const std::function<void()>& body);
+
+// What the running thread sees as threadIdx, blockIdx, blockDim, gridDim.
+struct ThreadIndex {
+  uint3 thread, block;
+  dim3 block_dim, grid_dim;
+};
+extern thread_local const ThreadIndex* current_index;
+inline const ThreadIndex& index() { return *current_index; }
+
+void sync_block();                  // __syncthreads()
+void sync_warp(unsigned lane_mask); // __syncwarp(mask)
+// The core of every shuffle: each lane of the warp offers `bits` and gets
+// back the bits lane `source_lane` offered (its own when that lane does not
+// exist). Every lane named in `lane_mask` must take part, as on the GPU.
+uint64_t shuffle(unsigned lane_mask, uint64_t bits, int source_lane);
+int lane_id();
+
+// The launch's dynamic shared memory (extern __shared__), `shared_bytes` long
+// and followed by an unmapped page, so reading past its end faults.
+void* dynamic_shared();
+
+}  // namespace sg_emu
