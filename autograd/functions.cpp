@@ -213,12 +213,16 @@ Variable embedding(const Variable& table, const Tensor& ids) {
 // loss = (1/n) sum over counted rows of (logsumexp(x) - x[target]), n = rows
 // with target >= 0:  dlogits = dloss/n * (softmax(x) - onehot(target)).
 // The mean and n stay on the logits' device; so does dloss in backward.
+// The loss is f32 for 16-bit logits (f64 for f64), as under PyTorch's
+// autocast: a bf16 loss would log only three digits, and fp16's loss scale
+// (2^16 at first, DeepSpeed's default) would overflow to inf in 16 bits,
+// so every first step would be skipped for no real overflow.
 Variable cross_entropy(const Variable& logits, const Tensor& targets) {
   Tensor x = logits.value();
   CrossEntropyOutput out = sg::cross_entropy(x, targets);
   CrossEntropyMean mean = sg::cross_entropy_mean(out.losses, targets);
   Tensor lse = out.lse, count = mean.count;
-  return make_result(mean.loss.to(x.dtype()), "cross_entropy", {logits}, [x, lse, targets, count](const Tensor& dloss) {
+  return make_result(mean.loss, "cross_entropy", {logits}, [x, lse, targets, count](const Tensor& dloss) {
     return std::vector<Tensor>{sg::cross_entropy_mean_backward(dloss, count, x, lse, targets)};
   });
 }

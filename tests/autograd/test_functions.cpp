@@ -132,5 +132,17 @@ TEST(AutogradFunctions, CrossEntropyIsTheMeanOverCountedRows) {
   EXPECT_THROW(cross_entropy(Variable(logits), Tensor::full({3}, -1, TensorOptions().dtype(DType::i32))), Error);
 }
 
+TEST(AutogradFunctions, CrossEntropyOfSixteenBitLogitsIsF32) {
+  Tensor targets = Tensor::from_vector(std::vector<int32_t>{0, 2, 3}, {3});
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    Variable logits(Tensor::zeros({3, 5}, TensorOptions().dtype(dtype)), true);
+    Variable loss = cross_entropy(logits, targets);
+    EXPECT_EQ(loss.data().dtype(), DType::f32) << dtype_name(dtype);
+    EXPECT_NEAR(loss.data().item(), std::log(5.0), 1e-6) << "all digits, not the 16-bit rounding";
+    loss.backward();
+    EXPECT_EQ(logits.grad().dtype(), dtype);
+  }
+}
+
 }  // namespace
 }  // namespace sg

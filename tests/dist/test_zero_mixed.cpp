@@ -108,5 +108,17 @@ TEST(ZeroFp16, SkipsOverflowingStepsAndLowersTheScale) {
   EXPECT_LT(losses.back(), losses.front() - 0.1) << "training proceeds once the gradients fit";
 }
 
+// DeepSpeed's default scale, 2^16, is itself past f16's largest value: the
+// scaled loss must be f32 (cross_entropy's loss is), or the first steps
+// overflow for no real reason. Here the very first step applies.
+TEST(ZeroFp16, DefaultScaleAppliesTheFirstStep) {
+  const ZeroOptions knobs{.dtype = DType::f16, .reduce_dtype = DType::f32};
+  ZeroTrainer trainer(2, false, knobs);
+  EXPECT_EQ(trainer.zero.loss_scaler()->scale(), 65536.0);
+  trainer.train(0, 1);
+  EXPECT_EQ(trainer.zero.applied_steps(), 1);
+  EXPECT_EQ(trainer.zero.loss_scaler()->scale(), 65536.0);
+}
+
 }  // namespace
 }  // namespace sg
