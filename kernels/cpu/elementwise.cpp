@@ -73,18 +73,6 @@ void axpy(T* y, T alpha, const T* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-template <typename T>
-void mul_backward(T* da, T* db, const T* dout, const T* a, const T* b, int64_t n) {
-  if (da) {
-#pragma omp parallel for schedule(static) if (n > kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) da[i] += dout[i] * b[i];
-  }
-  if (db) {
-#pragma omp parallel for schedule(static) if (n > kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) db[i] += dout[i] * a[i];
-  }
-}
-
 // Runs fn(begin, end) over [0, n) in chunks, split across threads when n is
 // large enough to pay.
 template <typename Fn>
@@ -171,7 +159,6 @@ void bias_gelu_backward(float* dh, const float* h, const float* dy, int64_t n) {
   template void mul_forward<T>(T*, const T*, const T*, int64_t);                      \
   template void scale_forward<T>(T*, const T*, T, int64_t);                           \
   template void axpy<T>(T*, T, const T*, int64_t);                                    \
-  template void mul_backward<T>(T*, T*, const T*, const T*, const T*, int64_t);       \
   template void gelu_forward<T>(T*, const T*, int64_t);                               \
   template void gelu_backward<T>(T*, const T*, const T*, int64_t);
 SG_INSTANTIATE(float)

@@ -24,10 +24,6 @@ void scale_forward(T* out, const T* in, T scale, int64_t n);  // out = scale * i
 template <typename T>
 void axpy(T* y, T alpha, const T* x, int64_t n);
 
-// da += dout * b, db += dout * a (either may be null).
-template <typename T>
-void mul_backward(T* da, T* db, const T* dout, const T* a, const T* b, int64_t n);
-
 // GELU, tanh approximation (GPT-2's):
 //   y = x/2 * (1 + tanh(u)),  u = sqrt(2/pi) * (x + 0.044715 x^3)
 template <typename T>

@@ -37,13 +37,6 @@ __global__ void axpy_kernel(float* y, float alpha, const float* x, int64_t n) {
   SG_GRID_STRIDE(i, n) y[i] += alpha * x[i];
 }
 
-__global__ void mul_backward_kernel(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n) {
-  SG_GRID_STRIDE(i, n) {
-    if (da) da[i] += dout[i] * b[i];
-    if (db) db[i] += dout[i] * a[i];
-  }
-}
-
 template <typename T>
 __global__ void gelu_kernel(T* out, const T* in, int64_t n) {
   SG_GRID_STRIDE(i, n) out[i] = store<T>(gelu_of(load(in[i])));
@@ -165,13 +158,6 @@ void scale_forward(void* out, const void* in, float scale, int64_t n, DType dtyp
 void axpy(float* y, float alpha, const float* x, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   axpy_kernel<<<blocks_for(n), kThreads, 0, stream>>>(y, alpha, x, n);
-  SG_CHECK_LAUNCH();
-}
-
-void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n,
-                  cudaStream_t stream) {
-  if (n == 0) return;
-  mul_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(da, db, dout, a, b, n);
   SG_CHECK_LAUNCH();
 }
 

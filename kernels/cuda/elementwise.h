@@ -17,8 +17,6 @@ void add_forward(void* out, const void* a, const void* b, int64_t n, DType dtype
 void mul_forward(void* out, const void* a, const void* b, int64_t n, DType dtype, cudaStream_t stream);
 void scale_forward(void* out, const void* in, float scale, int64_t n, DType dtype, cudaStream_t stream);
 void axpy(float* y, float alpha, const float* x, int64_t n, cudaStream_t stream);
-void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n,
-                  cudaStream_t stream);
 
 void gelu_forward(void* out, const void* in, int64_t n, DType dtype, cudaStream_t stream);
 // din = dout * gelu'(in), written (not added).
