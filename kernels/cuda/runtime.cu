@@ -21,7 +21,9 @@ struct PendingUpload {
   std::shared_ptr<const void> keep_alive;
 };
 std::mutex g_upload_mutex;
-std::vector<PendingUpload> g_uploads;
+// Never destroyed: at exit the CUDA runtime may already be unloaded, and
+// releasing a pinned buffer then fails (the emulator found this).
+std::vector<PendingUpload>& g_uploads = *new std::vector<PendingUpload>;
 
 void release_finished_uploads() {  // with g_upload_mutex held
   auto finished = std::remove_if(g_uploads.begin(), g_uploads.end(), [](PendingUpload& upload) {

@@ -34,9 +34,11 @@ struct Allocation {
   int device;
 };
 
-std::mutex g_mutex;
-std::map<uintptr_t, Allocation> g_device_memory;  // by start address
-std::map<uintptr_t, size_t> g_pinned;
+// Never destroyed, as the real runtime's state outlives static destructors
+// that free memory.
+std::mutex& g_mutex = *new std::mutex;
+std::map<uintptr_t, Allocation>& g_device_memory = *new std::map<uintptr_t, Allocation>;  // by start address
+std::map<uintptr_t, size_t>& g_pinned = *new std::map<uintptr_t, size_t>;
 size_t g_used[64] = {};
 thread_local int g_current_device = 0;
 
