@@ -4,14 +4,19 @@
 #
 #   scripts/test.sh
 #
-# Two configurations are built:
+# Three configurations are built:
 #   build/      the full build: CUDA kernels too where nvcc exists
 #               (their tests skip, saying so, on a machine without a GPU);
+#   build-emu/  where the CUDA toolkit exists: the same CUDA code run on the
+#               CPU by the SIMT emulator (tools/cuda_emu), with only the tests
+#               that run CUDA code; then a check that every kernel in
+#               kernels/cuda ran in one of them;
 #   build-cpu/  SG_CUDA=OFF, proving the CPU-only build a machine without the
 #               CUDA toolkit gets.
-# Set SG_TEST_CPU_ONLY=0 to skip the second one (it is skipped anyway when the
-# first one is already CPU-only). Last, the safetensors and checkpoint-index
-# parsers are fuzzed for SG_FUZZ_SECONDS (30) seconds (scripts/fuzz.sh).
+# Set SG_TEST_EMULATOR=0 or SG_TEST_CPU_ONLY=0 to skip the second or third
+# (both are skipped when the first one is already CPU-only). Last, the
+# safetensors and checkpoint-index parsers are fuzzed for SG_FUZZ_SECONDS
+# (30) seconds (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +42,14 @@ build_and_test() {
 
 mkdir -p build
 build_and_test build
+
+if [ "${SG_TEST_EMULATOR:-1}" = "1" ] && grep -q "SG_CUDA=ON" build.configure.log; then
+  mkdir -p build-emu
+  rm -f build-emu/kernel-launches.txt
+  SG_EMU_LAUNCH_LOG="$PWD/build-emu/kernel-launches.txt" \
+    build_and_test build-emu -DSG_CUDA=OFF -DSG_CUDA_EMULATOR=ON
+  tools/cuda_emu/check_every_kernel_ran.sh build-emu/kernel-launches.txt
+fi
 
 if [ "${SG_TEST_CPU_ONLY:-1}" = "1" ] && grep -q "SG_CUDA=ON" build.configure.log; then
   mkdir -p build-cpu

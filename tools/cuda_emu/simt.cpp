@@ -7,9 +7,12 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <fstream>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -221,11 +224,25 @@ void run_block(Block& block, const Config& config, const uint3& block_index) {
   }
 }
 
+// With SG_EMU_LAUNCH_LOG=file, each kernel's name (no template arguments)
+// is appended to the file the first time this process launches it: the
+// test script's check that every kernel in kernels/cuda ran in some test.
+void log_first_launch(const char* kernel) {  // with g_launch_mutex held
+  static const char* const path = std::getenv("SG_EMU_LAUNCH_LOG");
+  static std::set<std::string> seen;
+  if (path == nullptr) return;
+  std::string name(kernel);
+  name = name.substr(0, name.find('<'));
+  name = name.substr(name.rfind(':') == std::string::npos ? 0 : name.rfind(':') + 1);
+  if (seen.insert(name).second) std::ofstream(path, std::ios::app) << name << "\n";
+}
+
 }  // namespace
 
 void launch(const char* kernel, const Config& config, const std::function<void()>& body) {
   check_config(kernel, config);
   std::lock_guard<std::mutex> lock(g_launch_mutex);
+  log_first_launch(kernel);
   install_fault_handler();
   const unsigned threads = config.block.x * config.block.y * config.block.z;
   while (g_stacks.size() < threads) g_stacks.push_back(map_guarded(kStackBytes, false));
