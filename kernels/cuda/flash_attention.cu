@@ -30,15 +30,19 @@ __device__ __forceinline__ int64_t out_index(const Dims& d, int64_t row, int64_t
   return row * d.C + h * d.hs + i;
 }
 
-// Rows [first, first + kTile) of part `part` of head h into tile (f32), zeros past T.
+// Rows [first, first + kTile) of part `part` of head h into tile (f32),
+// zeros past T and past the head size: the unrolled loops read all MAX_HS
+// columns, and shared memory left by an earlier kernel may hold inf or NaN,
+// which 0 * x would carry into the scores (the CUDA emulator, which fills
+// shared memory with NaN, found this).
 template <int MAX_HS, int STRIDE, typename T>
 __device__ void load_tile(float (*tile)[STRIDE], const T* qkv, const Dims& d, int64_t b, int64_t h, int64_t first,
                           int part) {
   constexpr int kTile = tile_rows<MAX_HS>();
-  for (int index = threadIdx.x; index < kTile * d.hs; index += blockDim.x) {
-    const int r = index / d.hs, i = index % d.hs;
+  for (int index = threadIdx.x; index < kTile * MAX_HS; index += blockDim.x) {
+    const int r = index / MAX_HS, i = index % MAX_HS;
     const int64_t t = first + r;
-    tile[r][i] = t < d.T ? load(qkv[qkv_index(d, b * d.T + t, part, h, i)]) : 0.0f;
+    tile[r][i] = t < d.T && i < d.hs ? load(qkv[qkv_index(d, b * d.T + t, part, h, i)]) : 0.0f;
   }
 }
 
