@@ -89,7 +89,7 @@ __global__ void cross_entropy_mean_kernel(float* loss, float* count, const float
   counts[threadIdx.x] = c;
   __syncthreads();
   for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) {
+    if (int(threadIdx.x) < stride) {
       sums[threadIdx.x] += sums[threadIdx.x + stride];
       counts[threadIdx.x] += counts[threadIdx.x + stride];
     }

@@ -25,7 +25,7 @@ __global__ void reduce_kernel(float* out, const float* in, int64_t n) {
   partial[threadIdx.x] = acc;
   __syncthreads();
   for (int width = kReduceThreads / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) {
+    if (int(threadIdx.x) < width) {
       double other = partial[threadIdx.x + width];
       partial[threadIdx.x] = kind == Reduction::max ? fmax(partial[threadIdx.x], other) : partial[threadIdx.x] + other;
     }

@@ -53,6 +53,14 @@ __global__ void shared_overrun_kernel(float* out, int n) {
   out[0] = buffer[n];
 }
 
+// Thread i writes slot i and reads slot i - 1 with no __syncthreads between:
+// a race, which only the order in which the threads run decides.
+__global__ void racy_shift_kernel(float* out) {
+  __shared__ float slots[64];
+  slots[threadIdx.x] = float(threadIdx.x);
+  out[threadIdx.x] = threadIdx.x == 0 ? -1.0f : slots[threadIdx.x - 1];
+}
+
 __global__ void write_kernel(float* out, int index) { out[index] = 1.0f; }
 
 }  // namespace
@@ -70,6 +78,7 @@ void reverse_in_shared(float* out, const float* in, int n) {
 }
 void write_past_end(float* out, int n) { write_kernel<<<1, 1>>>(out, n); }
 void read_past_shared(float* out, int n) { shared_overrun_kernel<<<1, 1, size_t(n) * sizeof(float)>>>(out, n); }
+void shift_without_barrier(float* out, int n) { racy_shift_kernel<<<1, n>>>(out); }
 void launch_too_many_threads(float* out) { write_kernel<<<1, 2048>>>(out, 0); }
 
 }  // namespace sg::emu_test

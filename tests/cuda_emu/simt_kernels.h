@@ -14,5 +14,6 @@ void reverse_in_shared(float* out, const float* in, int n);  // extern __shared_
 void write_past_end(float* out, int n);        // out[n] = 1: one element too far
 void read_past_shared(float* out, int n);     // n floats of extern __shared__, reads element n
 void launch_too_many_threads(float* out);      // a block of 2048 threads
+void shift_without_barrier(float* out, int n);  // out[i] = i - 1 through shared memory, a barrier missing
 
 }  // namespace sg::emu_test

@@ -10,6 +10,7 @@
 
 #include "kernels/error.h"
 #include "tests/cuda_emu/simt_kernels.h"
+#include "tools/cuda_emu/simt.h"
 
 namespace sg::emu_test {
 namespace {
@@ -100,6 +101,29 @@ TEST(Simt, DynamicSharedMemory) {
 TEST(Simt, LaunchTheGpuWouldRefuseThrows) {
   DeviceBuffer<float> out(1);
   EXPECT_THROW(launch_too_many_threads(out.data), Error);
+}
+
+// The missing barrier passes in the default order (slot i - 1 is written
+// before thread i runs) and shows in reverse order, which is why the test
+// script runs the emulator's tests both ways.
+TEST(Simt, ReverseOrderExposesAMissingBarrier) {
+  const int n = 64;
+  DeviceBuffer<float> out(n);
+  auto shifted_correctly = [&] {
+    shift_without_barrier(out.data, n);
+    const std::vector<float> values = out.download();
+    for (int i = 1; i < n; ++i) {
+      if (values[size_t(i)] != float(i - 1)) return false;
+    }
+    return true;
+  };
+  // (Each block's shared array starts as NaN, so the reader cannot find the
+  // previous launch's value there either.)
+  sg_emu::set_reverse_order(false);
+  EXPECT_TRUE(shifted_correctly());
+  sg_emu::set_reverse_order(true);
+  EXPECT_FALSE(shifted_correctly());
+  sg_emu::set_reverse_order(false);
 }
 
 TEST(SimtDeathTest, WritePastTheEndOfDeviceMemoryFaultsNamingTheKernel) {

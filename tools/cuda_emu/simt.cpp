@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -60,6 +61,8 @@ struct Block {
   Barrier barrier;
   int live = 0;
   void* dynamic_shared = nullptr;
+  size_t dynamic_shared_bytes = 0;
+  std::set<void*> filled_arrays;  // static shared arrays filled for this block
   std::exception_ptr error;
   FiberContext scheduler;
 };
@@ -184,10 +187,26 @@ void check_config(const char* kernel, const Config& config) {
            config.shared_bytes, " bytes of dynamic shared memory; more than 48 KiB needs cudaFuncSetAttribute");
 }
 
+// Between barriers the threads run one after another, so a missing barrier
+// hides when the writer happens to run before the reader. SG_EMU_ORDER=reverse
+// runs the highest thread first instead; scripts/test.sh runs the emulator's
+// tests both ways, which exposes a race either way round.
+std::atomic<int> g_reverse_order{-1};  // -1: not yet read from SG_EMU_ORDER
+
+bool reverse_order() {
+  if (g_reverse_order.load() < 0) {
+    const char* order = std::getenv("SG_EMU_ORDER");
+    g_reverse_order = order != nullptr && std::string(order) == "reverse" ? 1 : 0;
+  }
+  return g_reverse_order.load() == 1;
+}
+
 void run_block(Block& block, const Config& config, const uint3& block_index) {
   const unsigned count = config.block.x * config.block.y * config.block.z;
   block.barrier = Barrier{};
   block.live = int(count);
+  block.filled_arrays.clear();
+  if (block.dynamic_shared != nullptr) std::memset(block.dynamic_shared, 0xff, block.dynamic_shared_bytes);
   block.warps.assign((count + kWarp - 1) / kWarp, Warp{});
   block.threads.resize(count);
   for (unsigned i = 0; i < count; ++i) {
@@ -204,9 +223,11 @@ void run_block(Block& block, const Config& config, const uint3& block_index) {
     fiber_prepare(thread.context, g_stacks[i].data, kStackBytes, thread_main);
   }
   // Round-robin over the threads that can run, until all have returned.
+  const bool reverse = reverse_order();
   for (;;) {
     bool ran = false, all_done = true;
-    for (Thread& thread : block.threads) {
+    for (unsigned i = 0; i < count; ++i) {
+      Thread& thread = block.threads[reverse ? count - 1 - i : i];
       if (thread.done) continue;
       all_done = false;
       if (thread.waiting_on != nullptr && thread.waiting_on->generation == thread.waiting_for) continue;
@@ -253,6 +274,7 @@ void launch(const char* kernel, const Config& config, const std::function<void()
   block.kernel = kernel;
   block.body = &body;
   block.dynamic_shared = shared.data;
+  block.dynamic_shared_bytes = config.shared_bytes;
   Block* outer_block = g_block;
   g_block = &block;
   g_faulting_kernel = kernel;
@@ -273,6 +295,8 @@ void launch(const char* kernel, const Config& config, const std::function<void()
     }
   }
 }
+
+void set_reverse_order(bool reverse) { g_reverse_order = reverse ? 1 : 0; }
 
 void sync_block() {
   SG_CHECK(g_thread != nullptr, "CUDA emulator: __syncthreads outside a kernel");
@@ -308,6 +332,10 @@ uint64_t shuffle(unsigned lane_mask, uint64_t bits, int source_lane) {
   const uint64_t result = valid ? warp.slots[source_lane] : bits;
   arrive_and_wait(warp.barrier, __builtin_popcount(warp.live_lanes));  // every lane has read: slots reusable
   return result;
+}
+
+void shared_array(void* array, size_t bytes) {
+  if (g_block->filled_arrays.insert(array).second) std::memset(array, 0xff, bytes);
 }
 
 void* dynamic_shared() {

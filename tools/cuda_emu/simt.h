@@ -49,6 +49,12 @@ inline Config config(dim3 grid, dim3 block, size_t shared_bytes = 0, cudaStream_
 // serialized process-wide: the kernels' `static` shared arrays are shared.
 void launch(const char* kernel, const Config& config, const std::function<void()>& body);
 
+// Between barriers a block's threads run one after another, lowest first, so
+// a missing barrier hides when the writer happens to run before the reader.
+// Reverse order runs the highest first; scripts/test.sh runs the emulator's
+// tests both ways (SG_EMU_ORDER=reverse sets it for a process).
+void set_reverse_order(bool reverse);
+
 // What the running thread sees as threadIdx, blockIdx, blockDim, gridDim.
 struct ThreadIndex {
   uint3 thread, block;
@@ -65,8 +71,13 @@ void sync_warp(unsigned lane_mask); // __syncwarp(mask)
 uint64_t shuffle(unsigned lane_mask, uint64_t bits, int source_lane);
 int lane_id();
 
+// A static __shared__ array (translate.cpp adds the call after each): filled
+// with 0xff bytes (NaN) the first time a thread of the block reaches it.
+void shared_array(void* array, size_t bytes);
+
 // The launch's dynamic shared memory (extern __shared__), `shared_bytes` long
-// and followed by an unmapped page, so reading past its end faults.
+// and followed by an unmapped page, so reading past its end faults. Filled
+// with 0xff bytes (NaN) at the start of each block.
 void* dynamic_shared();
 
 }  // namespace sg_emu

@@ -7,6 +7,13 @@
 //   extern __shared__ float scratch[];
 //     -> float* scratch = static_cast<float*>(::sg_emu::dynamic_shared());
 //
+// and one is rewritten for fidelity: after each static shared array
+//   __shared__ float tile[64][64];
+//     -> __shared__ float tile[64][64]; ::sg_emu::shared_array(tile, sizeof(tile));
+// which fills the array with 0xff bytes (NaN) when a block first reaches it,
+// as a GPU's shared memory holds garbage, not the previous block's values.
+// (Headers are not rewritten: column_sums.cuh's array is not refilled.)
+//
 // Each thread then calls the kernel as a plain function, so template
 // arguments are deduced as nvcc deduces them. Everything else is copied as
 // it is, newlines included, so compiler messages point at the .cu's lines
@@ -121,6 +128,45 @@ std::string translate_dynamic_shared(std::string text) {
   return text;
 }
 
+// The names an array declaration introduces: "float a[4], b[4]" -> a, b.
+std::vector<std::string> declared_names(const std::string& declaration) {
+  std::vector<std::string> names;
+  int depth = 0;
+  size_t piece_start = 0;
+  for (size_t i = 0; i <= declaration.size(); ++i) {
+    const char c = i < declaration.size() ? declaration[i] : ',';
+    if (c == '[' || c == '(') ++depth;
+    if (c == ']' || c == ')') --depth;
+    if (c != ',' || depth != 0) continue;
+    std::string piece = declaration.substr(piece_start, i - piece_start);
+    piece = piece.substr(0, piece.find('['));
+    size_t end = piece.find_last_not_of(" \t\n");
+    size_t begin = end;
+    while (begin > 0 && (std::isalnum(static_cast<unsigned char>(piece[begin - 1])) || piece[begin - 1] == '_')) --begin;
+    if (end != std::string::npos) names.push_back(piece.substr(begin, end - begin + 1));
+    piece_start = i + 1;
+  }
+  return names;
+}
+
+std::string translate_static_shared(const std::string& text) {
+  const std::vector<bool> code = code_mask(text);
+  const std::string marker = "__shared__";
+  std::string out;
+  size_t copied = 0;
+  for (size_t at = text.find(marker); at != std::string::npos; at = text.find(marker, at + 1)) {
+    if (!code[at]) continue;
+    const size_t semicolon = text.find(';', at);
+    if (semicolon == std::string::npos) throw std::runtime_error("__shared__ without ;");
+    out += text.substr(copied, semicolon + 1 - copied);
+    for (const std::string& name : declared_names(text.substr(at + marker.size(), semicolon - at - marker.size()))) {
+      out += " ::sg_emu::shared_array(" + name + ", sizeof(" + name + "));";
+    }
+    copied = semicolon + 1;
+  }
+  return out + text.substr(copied);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -136,7 +182,7 @@ int main(int argc, char** argv) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   try {
-    const std::string text = translate_launches(translate_dynamic_shared(buffer.str()));
+    const std::string text = translate_launches(translate_static_shared(translate_dynamic_shared(buffer.str())));
     const std::filesystem::path output(argv[2]);
     if (output.has_parent_path()) std::filesystem::create_directories(output.parent_path());
     std::ofstream out(output);
