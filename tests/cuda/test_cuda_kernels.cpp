@@ -1,5 +1,6 @@
 // Every CUDA kernel against its CPU twin on the same inputs: f32 within 1e-5
-// relative, bf16 within 1e-2. Runs only where a GPU is visible.
+// relative, bf16 within 1e-2. Runs where a GPU is visible, and on every CI
+// pass in the SIMT emulator (docs/cuda-emulator.md).
 #include <cmath>
 
 #include "kernels/cuda/matmul.h"
