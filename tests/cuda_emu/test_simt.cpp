@@ -3,6 +3,7 @@
 // rather than hide. These run only in the emulator build (build-emu).
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
+#include <nccl.h>
 
 #include <cmath>
 #include <numeric>
@@ -160,6 +161,21 @@ TEST(EmulatedRuntime, CopyWithTheWrongKindOfPointerIsRefused) {
   EXPECT_EQ(cudaMemcpy(device.data, host.data(), 16, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
   EXPECT_EQ(cudaMemcpy(device.data, host.data(), 32, cudaMemcpyHostToDevice), cudaErrorInvalidValue);  // too long
   EXPECT_EQ(cudaMemcpy(device.data, host.data(), 16, cudaMemcpyHostToDevice), cudaSuccess);
+}
+
+TEST(EmulatedNccl, HostBuffersAndCountsThatDoNotFitAreRefused) {
+  ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  ncclComm_t comm = nullptr;
+  ASSERT_EQ(ncclCommInitRank(&comm, 1, id, 0), ncclSuccess);
+  std::vector<float> host(8, 1.0f);
+  DeviceBuffer<float> device(8), gathered(8);
+  EXPECT_EQ(ncclAllReduce(host.data(), host.data(), 8, ncclFloat32, ncclSum, comm, nullptr), ncclInvalidArgument);
+  EXPECT_EQ(ncclAllGather(device.data, gathered.data, 9, ncclFloat32, comm, nullptr), ncclInvalidArgument);
+  device.upload(host);
+  EXPECT_EQ(ncclAllGather(device.data, gathered.data, 8, ncclFloat32, comm, nullptr), ncclSuccess);
+  EXPECT_EQ(gathered.download(), host);
+  EXPECT_EQ(ncclCommDestroy(comm), ncclSuccess);
 }
 
 TEST(EmulatedRuntime, DeviceRunsOutOfMemoryAtItsCapacity) {

@@ -25,6 +25,8 @@
 #include <mutex>
 #include <string>
 
+#include "tools/cuda_emu/runtime.h"
+
 namespace {
 
 struct Allocation {
@@ -91,6 +93,8 @@ struct Event {
 };
 
 }  // namespace
+
+bool sg_emu::is_device_memory(const void* pointer, size_t bytes) { return is_device(pointer, bytes); }
 
 extern "C" {
 
