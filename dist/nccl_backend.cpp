@@ -10,7 +10,8 @@
 // The NCCL unique id is created by rank 0 and broadcast over the bootstrap
 // (MPI) communicator; every rank then joins with ncclCommInitRank.
 //
-// Not yet run on a GPU (see docs/performance.md).
+// Not yet run on a GPU (see docs/performance.md); it runs in every CI pass
+// against the emulator's NCCL over MPI (docs/cuda-emulator.md).
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
