@@ -239,6 +239,13 @@ Tensor bias_backward(const Tensor& dout) {
 
 namespace {
 
+// Scratch for the first stage of a CUDA reduction (kernels/cuda/reduce.h).
+#ifdef SG_CUDA
+constexpr int64_t kCudaReducePartials = cuda::kReducePartials;
+#else
+constexpr int64_t kCudaReducePartials = 1;  // never allocated: no CUDA tensors in this build
+#endif
+
 // A whole-tensor reduction to a 0-d tensor: f64 for f64 input, else f32.
 template <typename CpuFn, typename CudaFn>
 Tensor reduce(std::string_view op, const Tensor& x, CpuFn cpu_fn, CudaFn cuda_fn) {
@@ -248,8 +255,13 @@ Tensor reduce(std::string_view op, const Tensor& x, CpuFn cpu_fn, CudaFn cuda_fn
   DType compute = compute_dtype(op, x, CudaTypes::kF32Only);
   Tensor in = prepare(x, compute);
   Tensor out = Tensor::empty({}, TensorOptions().dtype(compute).device(x.device()));
-  if (x.device().is_cpu()) SG_ON_CPU(compute, cpu_fn(out.data<T>(), in.data<T>(), in.numel()));
-  else cuda_fn(out.data<float>(), in.data<float>(), in.numel(), x.device());
+  if (x.device().is_cpu()) {
+    SG_ON_CPU(compute, cpu_fn(out.data<T>(), in.data<T>(), in.numel()));
+  } else {
+    // The first stage's per-block results (kernels/cuda/reduce.cu).
+    Tensor partials = Tensor::empty({kCudaReducePartials}, TensorOptions().dtype(DType::f64).device(x.device()));
+    cuda_fn(out.data<float>(), partials.data<double>(), in.data<float>(), in.numel(), x.device());
+  }
   return out;
 }
 
@@ -257,8 +269,8 @@ Tensor reduce(std::string_view op, const Tensor& x, CpuFn cpu_fn, CudaFn cuda_fn
 
 Tensor sum(const Tensor& x) {
   return reduce("sum", x, [](auto* out, const auto* in, int64_t n) { cpu::sum_forward(out, in, n); },
-                [](float* out, const float* in, int64_t n, Device device) {
-    SG_ON_CUDA(cuda::sum_forward(out, in, n, cuda_stream(device)));
+                [](float* out, double* partials, const float* in, int64_t n, Device device) {
+    SG_ON_CUDA(cuda::sum_forward(out, partials, in, n, cuda_stream(device)));
   });
 }
 
@@ -269,15 +281,15 @@ Tensor mean(const Tensor& x) {
 
 Tensor max(const Tensor& x) {
   return reduce("max", x, [](auto* out, const auto* in, int64_t n) { cpu::max_forward(out, in, n); },
-                [](float* out, const float* in, int64_t n, Device device) {
-    SG_ON_CUDA(cuda::max_forward(out, in, n, cuda_stream(device)));
+                [](float* out, double* partials, const float* in, int64_t n, Device device) {
+    SG_ON_CUDA(cuda::max_forward(out, partials, in, n, cuda_stream(device)));
   });
 }
 
 Tensor squared_norm(const Tensor& x) {
   return reduce("squared_norm", x, [](auto* out, const auto* in, int64_t n) { cpu::squared_norm_forward(out, in, n); },
-                [](float* out, const float* in, int64_t n, Device device) {
-    SG_ON_CUDA(cuda::squared_norm_forward(out, in, n, cuda_stream(device)));
+                [](float* out, double* partials, const float* in, int64_t n, Device device) {
+    SG_ON_CUDA(cuda::squared_norm_forward(out, partials, in, n, cuda_stream(device)));
   });
 }
 

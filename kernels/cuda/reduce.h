@@ -1,5 +1,7 @@
 // CUDA twins of kernels/cpu/reduce.h. The result is written to *out in device
-// memory, so a reduction never forces a host round trip by itself.
+// memory, so a reduction never forces a host round trip by itself. partials
+// is scratch for kReducePartials doubles (device memory, the caller's): the
+// per-block results of the first of two stages (reduce.cu).
 //
 // Read next: kernels/cuda/adamw.h.
 #pragma once
@@ -10,8 +12,10 @@
 
 namespace sg::cuda {
 
-void sum_forward(float* out, const float* in, int64_t n, cudaStream_t stream);
-void max_forward(float* out, const float* in, int64_t n, cudaStream_t stream);
-void squared_norm_forward(float* out, const float* in, int64_t n, cudaStream_t stream);
+constexpr int kReducePartials = 1024;
+
+void sum_forward(float* out, double* partials, const float* in, int64_t n, cudaStream_t stream);
+void max_forward(float* out, double* partials, const float* in, int64_t n, cudaStream_t stream);
+void squared_norm_forward(float* out, double* partials, const float* in, int64_t n, cudaStream_t stream);
 
 }  // namespace sg::cuda

@@ -256,11 +256,17 @@ TEST_F(CudaKernels, EmbeddingAndCrossEntropyMatchCpu) {
   EXPECT_TRUE(same_as_cpu(gpu_d16, cross_entropy_backward(dl, l16, cpu_b.lse, targets), kBf16, 1e-3));
 }
 
+// One element, one partial block, several, and every one of the 1024 partials.
 TEST_F(CudaKernels, ReductionsMatchCpu) {
-  Tensor x = random_tensor({100003}, "x");
-  EXPECT_TRUE(same_as_cpu(sum(gpu(x)), sum(x), kF32, 1e-4));
-  EXPECT_TRUE(same_as_cpu(squared_norm(gpu(x)), squared_norm(x), kF32, 0.0));
-  EXPECT_TRUE(same_as_cpu(max(gpu(x)), max(x), 0.0, 0.0));
+  for (int64_t n : {int64_t(1), int64_t(4097), int64_t(100003), int64_t(3000001)}) {
+    SCOPED_TRACE(n);
+    Tensor x = random_tensor({n}, "x");
+    EXPECT_TRUE(same_as_cpu(sum(gpu(x)), sum(x), kF32, 1e-4));
+    EXPECT_TRUE(same_as_cpu(squared_norm(gpu(x)), squared_norm(x), kF32, 0.0));
+    EXPECT_TRUE(same_as_cpu(max(gpu(x)), max(x), 0.0, 0.0));
+    Tensor negative = scale(mul(x, x), -1.0);  // every value <= 0: the max is not the identity 0
+    EXPECT_TRUE(same_as_cpu(max(gpu(negative)), max(negative), 0.0, 0.0));
+  }
 }
 
 TEST_F(CudaKernels, AdamWMatchesCpu) {
