@@ -12,8 +12,11 @@
 //
 // The heuristic excludes algorithms that need more alignment than the
 // pointers have (views into a tensor may start anywhere), so each pointer's
-// alignment is part of the problem's key. When Lt offers nothing, the caller
-// falls back to cublasGemmStridedBatchedEx.
+// alignment is part of the problem's key. The bias has no such preference,
+// and Lt's bias epilogue has been reported to fault on a bias that is not
+// 16-byte aligned (a ZeRO flat buffer can put a bias anywhere), so such a
+// bias is added by a kernel after the GEMM instead. When Lt offers nothing,
+// the caller falls back to cublasGemmStridedBatchedEx.
 #include <cublasLt.h>
 
 #include <array>
@@ -31,6 +34,7 @@ namespace sg::cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // what cuBLAS recommends for Hopper
+constexpr uint32_t kBiasAlignment = 16;
 
 #define CUBLASLT_CHECK(call) CUBLAS_CHECK(call)
 
@@ -163,6 +167,7 @@ bool enabled() {
 bool lt_matmul(void* c, const void* a, const void* b, const void* bias, const GemmShape& s, DType dtype,
                cudaStream_t stream) {
   if (!enabled() || s.batch > 65535) return false;
+  if (bias != nullptr && alignment_of(bias) < kBiasAlignment) return false;  // the caller adds it after the GEMM
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   const Key key{s.m,       s.n,       s.k,       s.lda,          s.ldb,           s.ldc,          s.batch,

@@ -116,6 +116,12 @@ TEST_F(CudaKernels, MatmulWithBiasMatchesCpu) {
   Tensor view_gpu = gpu(shifted).slice(0, 1, 33 * 64 + 1).view({33, 64});
   EXPECT_TRUE(same_as_cpu(matmul_bias(view_gpu, gpu(w).transpose(0, 1), gpu(bias)), matmul_bias(view_cpu, wt, bias),
                           kF32, 1e-5));
+  // A bias one element into its buffer (as in a ZeRO flat buffer): not
+  // 16-byte aligned, so it is added after the GEMM, not in Lt's epilogue.
+  Tensor padded = random_tensor({97}, "padded");
+  Tensor bias_cpu = padded.slice(0, 1, 97), bias_gpu = gpu(padded).slice(0, 1, 97);
+  EXPECT_TRUE(same_as_cpu(matmul_bias(gpu(x), gpu(w).transpose(0, 1), bias_gpu), matmul_bias(x, wt, bias_cpu), kF32,
+                          1e-5));
 }
 
 TEST_F(CudaKernels, BiasMatchesCpu) {

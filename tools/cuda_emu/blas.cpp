@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -288,6 +290,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   }
   const cublasStatus_t status = check_problem(d, a, b, c, dl);
   if (status != CUBLAS_STATUS_SUCCESS) return status;
+  // Real Lt kernels have been reported to fault (a sticky CUDA error, not a
+  // status) on a bias that is not 16-byte aligned; matmul_lt.cu must never
+  // pass one, so here it ends the process as the fault would.
+  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && reinterpret_cast<uintptr_t>(d.bias) % 16 != 0) {
+    std::fprintf(stderr, "CUDA emulator: cublasLtMatmul's bias epilogue got a bias that is not 16-byte aligned; "
+                         "on a GPU this faults\n");
+    std::abort();
+  }
   const int64_t k = d.trans_a == CUBLAS_OP_N ? a.cols : a.rows;
   const Operand op_a{A, a.type, a.ld, a.stride, d.trans_a != CUBLAS_OP_N};
   const Operand op_b{B, b.type, b.ld, b.stride, d.trans_b != CUBLAS_OP_N};
