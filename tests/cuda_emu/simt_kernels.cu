@@ -61,6 +61,13 @@ __global__ void racy_shift_kernel(float* out) {
   out[threadIdx.x] = threadIdx.x == 0 ? -1.0f : slots[threadIdx.x - 1];
 }
 
+__global__ void big_shared_kernel(float* out) {
+  __shared__ float first[8192];
+  __shared__ float second[8192];
+  first[threadIdx.x] = second[threadIdx.x] = 1.0f;
+  out[0] = first[0] + second[0];
+}
+
 __global__ void write_kernel(float* out, int index) { out[index] = 1.0f; }
 
 }  // namespace
@@ -79,6 +86,7 @@ void reverse_in_shared(float* out, const float* in, int n) {
 void write_past_end(float* out, int n) { write_kernel<<<1, 1>>>(out, n); }
 void read_past_shared(float* out, int n) { shared_overrun_kernel<<<1, 1, size_t(n) * sizeof(float)>>>(out, n); }
 void shift_without_barrier(float* out, int n) { racy_shift_kernel<<<1, n>>>(out); }
+void too_much_shared_memory(float* out) { big_shared_kernel<<<1, 1>>>(out); }
 void launch_too_many_threads(float* out) { write_kernel<<<1, 2048>>>(out, 0); }
 
 }  // namespace sg::emu_test

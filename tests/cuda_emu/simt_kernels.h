@@ -14,6 +14,7 @@ void reverse_in_shared(float* out, const float* in, int n);  // extern __shared_
 void write_past_end(float* out, int n);        // out[n] = 1: one element too far
 void read_past_shared(float* out, int n);     // n floats of extern __shared__, reads element n
 void launch_too_many_threads(float* out);      // a block of 2048 threads
-void shift_without_barrier(float* out, int n);  // out[i] = i - 1 through shared memory, a barrier missing
+void shift_without_barrier(float* out, int n);
+void too_much_shared_memory(float* out);       // two 32 KiB __shared__ arrays in one block  // out[i] = i - 1 through shared memory, a barrier missing
 
 }  // namespace sg::emu_test

@@ -102,6 +102,12 @@ TEST(Simt, DynamicSharedMemory) {
 TEST(Simt, LaunchTheGpuWouldRefuseThrows) {
   DeviceBuffer<float> out(1);
   EXPECT_THROW(launch_too_many_threads(out.data), Error);
+  try {
+    too_much_shared_memory(out.data);
+    FAIL() << "64 KiB of __shared__ arrays in a block must be reported";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("65536 bytes of shared memory"), std::string::npos) << error.what();
+  }
 }
 
 // The missing barrier passes in the default order (slot i - 1 is written

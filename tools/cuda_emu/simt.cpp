@@ -28,7 +28,7 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr size_t kStackBytes = size_t(256) << 10;  // a thread's locals, printf, an exception's unwinding
-constexpr size_t kMaxDynamicShared = size_t(48) << 10;  // more needs cudaFuncSetAttribute on the GPU
+constexpr size_t kMaxDynamicShared = size_t(48) << 10;  // static + dynamic; more needs cudaFuncSetAttribute
 
 // Opens when `expected` threads have arrived; `generation` counts openings,
 // so a waiting thread knows its barrier has opened once the count moves on.
@@ -63,6 +63,7 @@ struct Block {
   void* dynamic_shared = nullptr;
   size_t dynamic_shared_bytes = 0;
   std::set<void*> filled_arrays;  // static shared arrays filled for this block
+  size_t static_shared_bytes = 0;  // their sizes, added up
   std::exception_ptr error;
   FiberContext scheduler;
 };
@@ -206,6 +207,7 @@ void run_block(Block& block, const Config& config, const uint3& block_index) {
   block.barrier = Barrier{};
   block.live = int(count);
   block.filled_arrays.clear();
+  block.static_shared_bytes = 0;
   if (block.dynamic_shared != nullptr) std::memset(block.dynamic_shared, 0xff, block.dynamic_shared_bytes);
   block.warps.assign((count + kWarp - 1) / kWarp, Warp{});
   block.threads.resize(count);
@@ -335,7 +337,14 @@ uint64_t shuffle(unsigned lane_mask, uint64_t bits, int source_lane) {
 }
 
 void shared_array(void* array, size_t bytes) {
-  if (g_block->filled_arrays.insert(array).second) std::memset(array, 0xff, bytes);
+  Block& block = *g_block;
+  if (!block.filled_arrays.insert(array).second) return;
+  std::memset(array, 0xff, bytes);
+  block.static_shared_bytes += bytes;
+  const size_t total = block.static_shared_bytes + block.dynamic_shared_bytes;
+  SG_CHECK(total <= kMaxDynamicShared, "CUDA emulator: kernel ", block.kernel, " uses ", total,
+           " bytes of shared memory per block (", block.static_shared_bytes, " in __shared__ arrays); a block may "
+           "have 48 KiB, more only as dynamic shared memory after cudaFuncSetAttribute");
 }
 
 void* dynamic_shared() {
