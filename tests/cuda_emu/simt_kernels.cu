@@ -68,6 +68,12 @@ __global__ void big_shared_kernel(float* out) {
   out[0] = first[0] + second[0];
 }
 
+__global__ void static_overrun_kernel(float* out) {
+  __shared__ float slots[15];
+  slots[threadIdx.x] = 1.0f;  // thread 15 writes one element too far
+  out[0] = slots[0];
+}
+
 __global__ void write_kernel(float* out, int index) { out[index] = 1.0f; }
 
 }  // namespace
@@ -87,6 +93,7 @@ void write_past_end(float* out, int n) { write_kernel<<<1, 1>>>(out, n); }
 void read_past_shared(float* out, int n) { shared_overrun_kernel<<<1, 1, size_t(n) * sizeof(float)>>>(out, n); }
 void shift_without_barrier(float* out, int n) { racy_shift_kernel<<<1, n>>>(out); }
 void too_much_shared_memory(float* out) { big_shared_kernel<<<1, 1>>>(out); }
+void write_past_static_shared(float* out) { static_overrun_kernel<<<1, 16>>>(out); }
 void launch_too_many_threads(float* out) { write_kernel<<<1, 2048>>>(out, 0); }
 
 }  // namespace sg::emu_test

@@ -15,6 +15,7 @@ void write_past_end(float* out, int n);        // out[n] = 1: one element too fa
 void read_past_shared(float* out, int n);     // n floats of extern __shared__, reads element n
 void launch_too_many_threads(float* out);      // a block of 2048 threads
 void shift_without_barrier(float* out, int n);
-void too_much_shared_memory(float* out);       // two 32 KiB __shared__ arrays in one block  // out[i] = i - 1 through shared memory, a barrier missing
+void too_much_shared_memory(float* out);       // two 32 KiB __shared__ arrays in one block
+void write_past_static_shared(float* out);     // a __shared__ float[15] written by 16 threads  // out[i] = i - 1 through shared memory, a barrier missing
 
 }  // namespace sg::emu_test

@@ -155,6 +155,17 @@ TEST(SimtDeathTest, ReadPastDynamicSharedMemoryFaults) {
       "invalid memory access .*shared_overrun_kernel");
 }
 
+TEST(SimtDeathTest, WritePastAStaticSharedArrayFaults) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        float* data = nullptr;
+        cudaMalloc(reinterpret_cast<void**>(&data), sizeof(float));
+        write_past_static_shared(data);
+      },
+      "invalid memory access .*static_overrun_kernel.*thread \\(15, 0, 0\\)");
+}
+
 TEST(EmulatedRuntime, NewDeviceMemoryReadsAsNaN) {
   DeviceBuffer<float> buffer(8);
   for (float value : buffer.download()) EXPECT_TRUE(std::isnan(value));

@@ -82,7 +82,7 @@ struct GuardedBuffer {
   char* data = nullptr;
 };
 
-GuardedBuffer map_guarded(size_t bytes, bool guard_above) {
+GuardedBuffer map_guarded(size_t bytes, bool guard_above, size_t alignment = 16) {
   const size_t page = size_t(sysconf(_SC_PAGESIZE));
   const size_t usable = (bytes + page - 1) / page * page;
   GuardedBuffer buffer;
@@ -92,7 +92,7 @@ GuardedBuffer map_guarded(size_t bytes, bool guard_above) {
   buffer.mapping = static_cast<char*>(mapping);
   if (guard_above) {
     mprotect(buffer.mapping + usable, page, PROT_NONE);
-    buffer.data = buffer.mapping + usable - ((bytes + 15) / 16 * 16);  // ends (16-aligned) at the guard
+    buffer.data = buffer.mapping + usable - ((bytes + alignment - 1) / alignment * alignment);  // ends at the guard
   } else {
     mprotect(buffer.mapping, page, PROT_NONE);
     buffer.data = buffer.mapping + page;
@@ -336,7 +336,12 @@ uint64_t shuffle(unsigned lane_mask, uint64_t bits, int source_lane) {
   return result;
 }
 
-void shared_array(void* array, size_t bytes) {
+void* map_shared_array(size_t bytes, size_t alignment) {
+  GuardedBuffer buffer = map_guarded(bytes, true, alignment);
+  return buffer.data;
+}
+
+void enter_shared_array(void* array, size_t bytes) {
   Block& block = *g_block;
   if (!block.filled_arrays.insert(array).second) return;
   std::memset(array, 0xff, bytes);

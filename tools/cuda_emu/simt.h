@@ -71,9 +71,28 @@ void sync_warp(unsigned lane_mask); // __syncwarp(mask)
 uint64_t shuffle(unsigned lane_mask, uint64_t bits, int source_lane);
 int lane_id();
 
-// A static __shared__ array (translate.cpp adds the call after each): filled
-// with 0xff bytes (NaN) the first time a thread of the block reaches it.
-void shared_array(void* array, size_t bytes);
+// Memory for one static __shared__ array: `bytes` ending exactly at an
+// unmapped page (aligned to `alignment`), kept for the process.
+void* map_shared_array(size_t bytes, size_t alignment);
+// Fills the array with 0xff bytes (NaN) the first time a thread of the
+// running block reaches it, and counts it against the block's 48 KiB.
+void enter_shared_array(void* array, size_t bytes);
+
+// A static __shared__ array, as translate.cpp rewrites one:
+//   static SharedArray<float[64][64]> tile_shared_;
+//   float (&tile)[64][64] = tile_shared_.get();
+template <typename Array>
+class SharedArray {
+ public:
+  Array& get() {
+    if (data_ == nullptr) data_ = map_shared_array(sizeof(Array), alignof(Array));
+    enter_shared_array(data_, sizeof(Array));
+    return *static_cast<Array*>(data_);
+  }
+
+ private:
+  void* data_ = nullptr;
+};
 
 // The launch's dynamic shared memory (extern __shared__), `shared_bytes` long
 // and followed by an unmapped page, so reading past its end faults. Filled

@@ -7,23 +7,28 @@
 //   extern __shared__ float scratch[];
 //     -> float* scratch = static_cast<float*>(::sg_emu::dynamic_shared());
 //
-// and one is rewritten for fidelity: after each static shared array
+// and one is rewritten for fidelity: each static shared array
 //   __shared__ float tile[64][64];
-//     -> __shared__ float tile[64][64]; ::sg_emu::shared_array(tile, sizeof(tile));
-// which fills the array with 0xff bytes (NaN) when a block first reaches it,
-// as a GPU's shared memory holds garbage, not the previous block's values.
-// (Headers are not rewritten: column_sums.cuh's array is not refilled.)
+//     -> static ::sg_emu::SharedArray<float[64][64]> tile_shared_;
+//        float (&tile)[64][64] = tile_shared_.get();
+// lives in memory of its own that ends at an unmapped page (an index past
+// its end faults) and is filled with NaN when a block first reaches it, as a
+// GPU's shared memory holds garbage, not the previous block's values.
+//
+// The kernels' own headers (#include "....cuh") are inlined, once each, with
+// #line directives, so their kernels and arrays are rewritten too.
 //
 // Each thread then calls the kernel as a plain function, so template
 // arguments are deduced as nvcc deduces them. Everything else is copied as
 // it is, newlines included, so compiler messages point at the .cu's lines
 // (the output starts with a #line naming the .cu).
 //
-//   cuda_emu_translate input.cu output.cpp
+//   cuda_emu_translate input.cu output.cpp project_root
 #include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -128,27 +133,43 @@ std::string translate_dynamic_shared(std::string text) {
   return text;
 }
 
-// The names an array declaration introduces: "float a[4], b[4]" -> a, b.
-std::vector<std::string> declared_names(const std::string& declaration) {
-  std::vector<std::string> names;
+// One declarator of a shared array declaration: "tile[64][64]" -> name
+// "tile", dims "[64][64]".
+struct Declarator {
+  std::string name, dims;
+};
+
+// "float a[4], b[4]" -> type "float", declarators a[4] and b[4].
+std::pair<std::string, std::vector<Declarator>> parse_declaration(const std::string& declaration) {
+  std::vector<std::string> pieces;
   int depth = 0;
   size_t piece_start = 0;
   for (size_t i = 0; i <= declaration.size(); ++i) {
     const char c = i < declaration.size() ? declaration[i] : ',';
-    if (c == '[' || c == '(') ++depth;
-    if (c == ']' || c == ')') --depth;
+    if (c == '[' || c == '(' || c == '<') ++depth;
+    if (c == ']' || c == ')' || c == '>') --depth;
     if (c != ',' || depth != 0) continue;
-    std::string piece = declaration.substr(piece_start, i - piece_start);
-    piece = piece.substr(0, piece.find('['));
-    size_t end = piece.find_last_not_of(" \t\n");
-    size_t begin = end;
-    while (begin > 0 && (std::isalnum(static_cast<unsigned char>(piece[begin - 1])) || piece[begin - 1] == '_')) --begin;
-    if (end != std::string::npos) names.push_back(piece.substr(begin, end - begin + 1));
+    pieces.push_back(declaration.substr(piece_start, i - piece_start));
     piece_start = i + 1;
   }
-  return names;
+  std::string type;
+  std::vector<Declarator> declarators;
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    const std::string& piece = pieces[p];
+    const size_t bracket = piece.find('[');
+    if (bracket == std::string::npos) throw std::runtime_error("a __shared__ variable that is not an array: " + piece);
+    size_t end = piece.find_last_not_of(" \t\n", bracket - 1);
+    size_t begin = end;
+    while (begin > 0 && (std::isalnum(static_cast<unsigned char>(piece[begin - 1])) || piece[begin - 1] == '_')) --begin;
+    if (p == 0) type = trim(piece.substr(0, begin));
+    declarators.push_back(Declarator{piece.substr(begin, end - begin + 1), trim(piece.substr(bracket))});
+  }
+  return {type, declarators};
 }
 
+// __shared__ T name[d0][d1];  ->  static ::sg_emu::SharedArray<T[d0][d1]> name_shared_;
+//                                 T (&name)[d0][d1] = name_shared_.get();
+// on the same line, for each declarator.
 std::string translate_static_shared(const std::string& text) {
   const std::vector<bool> code = code_mask(text);
   const std::string marker = "__shared__";
@@ -158,31 +179,55 @@ std::string translate_static_shared(const std::string& text) {
     if (!code[at]) continue;
     const size_t semicolon = text.find(';', at);
     if (semicolon == std::string::npos) throw std::runtime_error("__shared__ without ;");
-    out += text.substr(copied, semicolon + 1 - copied);
-    for (const std::string& name : declared_names(text.substr(at + marker.size(), semicolon - at - marker.size()))) {
-      out += " ::sg_emu::shared_array(" + name + ", sizeof(" + name + "));";
+    out += text.substr(copied, at - copied);
+    const auto [type, declarators] = parse_declaration(text.substr(at + marker.size(), semicolon - at - marker.size()));
+    for (size_t i = 0; i < declarators.size(); ++i) {
+      const Declarator& d = declarators[i];
+      out += (i ? " " : "") + std::string("static ::sg_emu::SharedArray<") + type + d.dims + "> " + d.name +
+             "_shared_; " + type + " (&" + d.name + ")" + d.dims + " = " + d.name + "_shared_.get();";
     }
     copied = semicolon + 1;
   }
   return out + text.substr(copied);
 }
 
+// Inlines each #include "….cuh" (the kernels' own headers) once, with #line
+// directives, so the rewrites above reach the headers' kernels and arrays too.
+std::string inline_headers(const std::string& path, const std::string& root, std::set<std::string>& included) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::string out, line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    const size_t quote = line.find('"');
+    const bool include = trim(line).rfind("#include \"", 0) == 0 && line.find(".cuh\"") != std::string::npos;
+    if (trim(line) == "#pragma once") {
+      out += "\n";
+    } else if (include) {
+      const std::string header = root + "/" + line.substr(quote + 1, line.find('"', quote + 1) - quote - 1);
+      if (included.insert(header).second) {
+        out += "#line 1 \"" + header + "\"\n" + inline_headers(header, root, included);
+      }
+      out += "#line " + std::to_string(number + 1) + " \"" + path + "\"\n";
+    } else {
+      out += line + "\n";
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::cerr << "usage: cuda_emu_translate input.cu output.cpp\n";
+  if (argc != 4) {
+    std::cerr << "usage: cuda_emu_translate input.cu output.cpp project_root\n";
     return 2;
   }
-  std::ifstream in(argv[1]);
-  if (!in) {
-    std::cerr << "cuda_emu_translate: cannot read " << argv[1] << "\n";
-    return 1;
-  }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
   try {
-    const std::string text = translate_launches(translate_static_shared(translate_dynamic_shared(buffer.str())));
+    std::set<std::string> included;
+    const std::string source = inline_headers(argv[1], argv[3], included);
+    const std::string text = translate_launches(translate_static_shared(translate_dynamic_shared(source)));
     const std::filesystem::path output(argv[2]);
     if (output.has_parent_path()) std::filesystem::create_directories(output.parent_path());
     std::ofstream out(output);
