@@ -3,8 +3,10 @@
 // has rewritten its launches; the .cu files themselves are unchanged.
 //
 // g++ reads the CUDA headers in host mode, where __global__, __device__ and
-// __shared__ expand to nothing. Here __shared__ becomes `static`: one block
-// runs at a time, so one array per kernel is the block's shared memory.
+// __shared__ expand to nothing. translate.cpp rewrites every __shared__
+// array (simt.h's SharedArray); should one reach the compiler untranslated,
+// `static` keeps the meaning: one block runs at a time, so one array per
+// declaration is the block's shared memory.
 #pragma once
 
 #include <cuda_bf16.h>
