@@ -48,9 +48,9 @@ __global__ void reverse_kernel(float* out, const float* in, int n) {
   for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = buffer[n - 1 - i];
 }
 
-__global__ void shared_overrun_kernel(float* out, int n) {
+__global__ void shared_overrun_kernel(float* out, int index) {
   extern __shared__ float buffer[];
-  out[0] = buffer[n];
+  out[0] = buffer[index];
 }
 
 // Thread i writes slot i and reads slot i - 1 with no __syncthreads between:
@@ -68,10 +68,10 @@ __global__ void big_shared_kernel(float* out) {
   out[0] = first[0] + second[0];
 }
 
-__global__ void static_overrun_kernel(float* out) {
-  __shared__ float slots[15];
-  slots[threadIdx.x] = 1.0f;  // thread 15 writes one element too far
-  out[0] = slots[0];
+__global__ void static_overrun_kernel(float* out, int index) {
+  __shared__ float slots[16];
+  slots[threadIdx.x == 0 ? index : threadIdx.x] = 1.0f;
+  out[0] = slots[1];
 }
 
 __global__ void write_kernel(float* out, int index) { out[index] = 1.0f; }
@@ -89,11 +89,13 @@ void split_barrier(int32_t* out) { split_barrier_kernel<<<1, 32>>>(out); }
 void reverse_in_shared(float* out, const float* in, int n) {
   reverse_kernel<<<1, 64, size_t(n) * sizeof(float)>>>(out, in, n);
 }
-void write_past_end(float* out, int n) { write_kernel<<<1, 1>>>(out, n); }
-void read_past_shared(float* out, int n) { shared_overrun_kernel<<<1, 1, size_t(n) * sizeof(float)>>>(out, n); }
+void write_at(float* out, int index) { write_kernel<<<1, 1>>>(out, index); }
+void read_shared_at(float* out, int n, int index) {
+  shared_overrun_kernel<<<1, 1, size_t(n) * sizeof(float)>>>(out, index);
+}
 void shift_without_barrier(float* out, int n) { racy_shift_kernel<<<1, n>>>(out); }
 void too_much_shared_memory(float* out) { big_shared_kernel<<<1, 1>>>(out); }
-void write_past_static_shared(float* out) { static_overrun_kernel<<<1, 16>>>(out); }
+void write_static_shared_at(float* out, int index) { static_overrun_kernel<<<1, 16>>>(out, index); }
 void launch_too_many_threads(float* out) { write_kernel<<<1, 2048>>>(out, 0); }
 
 }  // namespace sg::emu_test

@@ -11,11 +11,11 @@ void warp_sums(float* out, int lanes_alive);  // out[lane] = sum over the warp o
 void thread_ids(int32_t* out, unsigned grid_x, unsigned grid_y, unsigned block_x, unsigned block_y);
 void split_barrier(int32_t* out);              // half the block at __syncthreads, half at __syncwarp
 void reverse_in_shared(float* out, const float* in, int n);  // extern __shared__, n floats
-void write_past_end(float* out, int n);        // out[n] = 1: one element too far
-void read_past_shared(float* out, int n);     // n floats of extern __shared__, reads element n
+void write_at(float* out, int index);          // out[index] = 1 (index n or -1: one element outside)
+void read_shared_at(float* out, int n, int index);  // n floats of extern __shared__, reads element index
 void launch_too_many_threads(float* out);      // a block of 2048 threads
-void shift_without_barrier(float* out, int n);
+void shift_without_barrier(float* out, int n);  // out[i] = i - 1 through shared memory, a barrier missing
 void too_much_shared_memory(float* out);       // two 32 KiB __shared__ arrays in one block
-void write_past_static_shared(float* out);     // a __shared__ float[15] written by 16 threads  // out[i] = i - 1 through shared memory, a barrier missing
+void write_static_shared_at(float* out, int index);  // a __shared__ float[16]: thread 0 writes element index
 
 }  // namespace sg::emu_test

@@ -6,7 +6,8 @@
 // it returns, every event has completed and every stream is idle. So the
 // emulator cannot catch a missing stream synchronization; it does catch:
 //  - an index past the end of device memory: each cudaMalloc'd buffer ends
-//    (16-byte aligned, as the start is) at an unmapped page;
+//    (16-byte aligned, as the start is) at an unmapped page, or starts right
+//    after one with SG_EMU_GUARD=front (guarded_memory.h);
 //  - a read of memory nothing wrote: new buffers are filled with 0xff bytes,
 //    NaN in f32, bf16 and f16;
 //  - a copy whose direction names the wrong kind of pointer (a host pointer
@@ -15,8 +16,6 @@
 //    SG_EMU_DEVICE_MEMORY bytes (default 8 GiB), so the allocator's
 //    out-of-memory path runs. SG_EMU_DEVICES sets how many GPUs (default 1).
 #include <cuda_runtime_api.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -25,13 +24,13 @@
 #include <mutex>
 #include <string>
 
+#include "tools/cuda_emu/guarded_memory.h"
 #include "tools/cuda_emu/runtime.h"
 
 namespace {
 
 struct Allocation {
-  char* mapping;
-  size_t mapped;
+  sg_emu::GuardedMapping memory;
   size_t bytes;
   int device;
 };
@@ -132,15 +131,11 @@ cudaError_t cudaMalloc(void** pointer, size_t bytes) {
   std::lock_guard<std::mutex> lock(g_mutex);
   const int device = g_current_device;
   if (g_used[device] + bytes > device_capacity()) return cudaErrorMemoryAllocation;
-  const size_t page = size_t(sysconf(_SC_PAGESIZE));
-  const size_t rounded = (bytes + 15) / 16 * 16, usable = (rounded + page - 1) / page * page;
-  void* mapping = mmap(nullptr, usable + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mapping == MAP_FAILED) return cudaErrorMemoryAllocation;
-  char* base = static_cast<char*>(mapping);
-  mprotect(base + usable, page, PROT_NONE);
-  char* data = base + usable - rounded;
-  std::memset(data, 0xff, rounded);
-  g_device_memory[reinterpret_cast<uintptr_t>(data)] = Allocation{base, usable + page, bytes, device};
+  const sg_emu::GuardedMapping memory = sg_emu::map_guarded(bytes, 16);
+  if (memory.data == nullptr) return cudaErrorMemoryAllocation;
+  char* data = memory.data;
+  std::memset(data, 0xff, bytes);
+  g_device_memory[reinterpret_cast<uintptr_t>(data)] = Allocation{memory, bytes, device};
   g_used[device] += bytes;
   *pointer = data;
   return cudaSuccess;
@@ -152,7 +147,7 @@ cudaError_t cudaFree(void* pointer) {
   auto it = g_device_memory.find(reinterpret_cast<uintptr_t>(pointer));
   if (it == g_device_memory.end()) return cudaErrorInvalidValue;
   g_used[it->second.device] -= it->second.bytes;
-  munmap(it->second.mapping, it->second.mapped);
+  sg_emu::unmap(it->second.memory);
   g_device_memory.erase(it);
   return cudaSuccess;
 }

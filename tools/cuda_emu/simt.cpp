@@ -3,7 +3,6 @@
 #include "tools/cuda_emu/simt.h"
 
 #include <signal.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +18,7 @@
 
 #include "kernels/error.h"
 #include "tools/cuda_emu/fiber.h"
+#include "tools/cuda_emu/guarded_memory.h"
 
 namespace sg_emu {
 
@@ -75,32 +75,7 @@ std::mutex g_launch_mutex;
 // Read by the fault handler: which kernel and thread touched a bad address.
 const char* volatile g_faulting_kernel = nullptr;
 
-// Memory with an unmapped page below (stacks) or above (shared memory) it.
-struct GuardedBuffer {
-  char* mapping = nullptr;
-  size_t mapped = 0;
-  char* data = nullptr;
-};
-
-GuardedBuffer map_guarded(size_t bytes, bool guard_above, size_t alignment = 16) {
-  const size_t page = size_t(sysconf(_SC_PAGESIZE));
-  const size_t usable = (bytes + page - 1) / page * page;
-  GuardedBuffer buffer;
-  buffer.mapped = usable + page;
-  void* mapping = mmap(nullptr, buffer.mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  SG_CHECK(mapping != MAP_FAILED, "CUDA emulator: mmap of ", buffer.mapped, " bytes failed: ", std::strerror(errno));
-  buffer.mapping = static_cast<char*>(mapping);
-  if (guard_above) {
-    mprotect(buffer.mapping + usable, page, PROT_NONE);
-    buffer.data = buffer.mapping + usable - ((bytes + alignment - 1) / alignment * alignment);  // ends at the guard
-  } else {
-    mprotect(buffer.mapping, page, PROT_NONE);
-    buffer.data = buffer.mapping + page;
-  }
-  return buffer;
-}
-
-std::vector<GuardedBuffer> g_stacks;  // reused by every launch, grown to the largest block
+std::vector<GuardedMapping> g_stacks;  // reused by every launch, grown to the largest block
 
 void on_fault(int signal) {
   const char* kernel = g_faulting_kernel;
@@ -268,9 +243,15 @@ void launch(const char* kernel, const Config& config, const std::function<void()
   log_first_launch(kernel);
   install_fault_handler();
   const unsigned threads = config.block.x * config.block.y * config.block.z;
-  while (g_stacks.size() < threads) g_stacks.push_back(map_guarded(kStackBytes, false));
-  GuardedBuffer shared{};
-  if (config.shared_bytes > 0) shared = map_guarded(config.shared_bytes, true);
+  while (g_stacks.size() < threads) {
+    g_stacks.push_back(map_stack(kStackBytes));
+    SG_CHECK(g_stacks.back().data != nullptr, "CUDA emulator: out of memory for a thread's stack");
+  }
+  GuardedMapping shared{};
+  if (config.shared_bytes > 0) {
+    shared = map_guarded(config.shared_bytes, 16);
+    SG_CHECK(shared.data != nullptr, "CUDA emulator: out of memory for ", config.shared_bytes, " bytes of shared memory");
+  }
 
   Block block;
   block.kernel = kernel;
@@ -282,13 +263,13 @@ void launch(const char* kernel, const Config& config, const std::function<void()
   g_faulting_kernel = kernel;
   struct Restore {  // also on the way out of an error
     Block* outer;
-    GuardedBuffer shared;
+    GuardedMapping shared;
     ~Restore() {
       g_block = outer;
       g_thread = nullptr;
       current_index = nullptr;
       g_faulting_kernel = nullptr;
-      if (shared.mapping != nullptr) munmap(shared.mapping, shared.mapped);
+      unmap(shared);
     }
   } restore{outer_block, shared};
   for (unsigned z = 0; z < config.grid.z; ++z) {
@@ -337,8 +318,9 @@ uint64_t shuffle(unsigned lane_mask, uint64_t bits, int source_lane) {
 }
 
 void* map_shared_array(size_t bytes, size_t alignment) {
-  GuardedBuffer buffer = map_guarded(bytes, true, alignment);
-  return buffer.data;
+  const GuardedMapping memory = map_guarded(bytes, alignment);
+  SG_CHECK(memory.data != nullptr, "CUDA emulator: out of memory for a ", bytes, "-byte __shared__ array");
+  return memory.data;  // kept for the process: the array is static
 }
 
 void enter_shared_array(void* array, size_t bytes) {
