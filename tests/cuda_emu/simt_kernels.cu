@@ -3,6 +3,7 @@
 #include "tests/cuda_emu/simt_kernels.h"
 
 #include <cuda_runtime.h>
+#include <mma.h>
 
 namespace sg::emu_test {
 namespace {
@@ -74,6 +75,28 @@ __global__ void static_overrun_kernel(float* out, int index) {
   out[0] = slots[1];
 }
 
+__global__ void wmma_kernel(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced) {
+  namespace wmma = nvcuda::wmma;
+  __shared__ alignas(32) __nv_bfloat16 a_tile[256];
+  __shared__ alignas(32) __nv_bfloat16 b_tile[256];
+  __shared__ alignas(32) float c_tile[256];
+  for (int i = threadIdx.x; i < 256; i += 32) {
+    a_tile[i] = a[i];
+    b_tile[i] = b[i];
+  }
+  __syncwarp();
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> fc;
+  wmma::fill_fragment(fc, 0.0f);
+  wmma::load_matrix_sync(fa, a_tile, 16);
+  wmma::load_matrix_sync(fb, b_tile, 16);
+  wmma::mma_sync(fc, fa, fb, fc);
+  wmma::store_matrix_sync(c_tile, fc, 16, wmma::mem_row_major);
+  if (synced) __syncwarp();
+  for (int i = int(threadIdx.x) * 8; i < int(threadIdx.x) * 8 + 8; ++i) c[i] = c_tile[i];  // other lanes' shares
+}
+
 __global__ void write_kernel(float* out, int index) { out[index] = 1.0f; }
 
 }  // namespace
@@ -96,6 +119,9 @@ void read_shared_at(float* out, int n, int index) {
 void shift_without_barrier(float* out, int n) { racy_shift_kernel<<<1, n>>>(out); }
 void too_much_shared_memory(float* out) { big_shared_kernel<<<1, 1>>>(out); }
 void write_static_shared_at(float* out, int index) { static_overrun_kernel<<<1, 16>>>(out, index); }
+void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced) {
+  wmma_kernel<<<1, 32>>>(c, a, b, synced);
+}
 void launch_too_many_threads(float* out) { write_kernel<<<1, 2048>>>(out, 0); }
 
 }  // namespace sg::emu_test

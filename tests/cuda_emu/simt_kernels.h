@@ -2,6 +2,8 @@
 // host function launches one and returns once it has run.
 #pragma once
 
+#include <cuda_bf16.h>
+
 #include <cstdint>
 
 namespace sg::emu_test {
@@ -16,6 +18,9 @@ void read_shared_at(float* out, int n, int index);  // n floats of extern __shar
 void launch_too_many_threads(float* out);      // a block of 2048 threads
 void shift_without_barrier(float* out, int n);  // out[i] = i - 1 through shared memory, a barrier missing
 void too_much_shared_memory(float* out);       // two 32 KiB __shared__ arrays in one block
-void write_static_shared_at(float* out, int index);  // a __shared__ float[16]: thread 0 writes element index
+void write_static_shared_at(float* out, int index);
+// c (16x16, f32, row-major) = a (16x16 bf16, row-major) b (16x16 bf16, column-major) on tensor cores;
+// without the __syncwarp between storing the result to shared memory and reading it when `synced` is false.
+void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced);  // a __shared__ float[16]: thread 0 writes element index
 
 }  // namespace sg::emu_test

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -110,6 +111,34 @@ TEST(Simt, LaunchTheGpuWouldRefuseThrows) {
   } catch (const Error& error) {
     EXPECT_NE(std::string(error.what()).find("65536 bytes of shared memory"), std::string::npos) << error.what();
   }
+}
+
+// A 16x16x16 product on (emulated) tensor cores, and the race WMMA code
+// must avoid: reading what store_matrix_sync wrote before a __syncwarp, when
+// the other lanes' shares may not be there yet (here: NaN, the fresh array).
+TEST(Simt, WmmaProductAndAMissingSyncwarp) {
+  std::vector<__nv_bfloat16> a(256), b(256);
+  std::vector<float> expected(256, 0.0f);
+  for (int i = 0; i < 256; ++i) {
+    a[size_t(i)] = __float2bfloat16_rn(float(i % 7) - 3.0f);
+    b[size_t(i)] = __float2bfloat16_rn(float(i % 5) * 0.5f);
+  }
+  for (int r = 0; r < 16; ++r) {
+    for (int n = 0; n < 16; ++n) {
+      for (int k = 0; k < 16; ++k) {  // b is column-major: (k, n) at n * 16 + k
+        expected[size_t(r * 16 + n)] += __bfloat162float(a[size_t(r * 16 + k)]) * __bfloat162float(b[size_t(n * 16 + k)]);
+      }
+    }
+  }
+  DeviceBuffer<__nv_bfloat16> d_a(256), d_b(256);
+  DeviceBuffer<float> d_c(256);
+  d_a.upload(a);
+  d_b.upload(b);
+  wmma_product(d_c.data, d_a.data, d_b.data, true);
+  EXPECT_EQ(d_c.download(), expected);
+  wmma_product(d_c.data, d_a.data, d_b.data, false);
+  const std::vector<float> racy = d_c.download();
+  EXPECT_TRUE(std::any_of(racy.begin(), racy.end(), [](float x) { return std::isnan(x); }));
 }
 
 // The missing barrier passes in the default order (slot i - 1 is written

@@ -317,6 +317,20 @@ uint64_t shuffle(unsigned lane_mask, uint64_t bits, int source_lane) {
   return result;
 }
 
+const void* const* gather_from_warp(const void* mine) {
+  Warp& warp = g_block->warps[size_t(g_thread->warp)];
+  check_shuffle_lanes(warp, 0xffffffffu);
+  warp.slots[g_thread->lane] = reinterpret_cast<uintptr_t>(mine);
+  arrive_and_wait(warp.barrier, __builtin_popcount(warp.live_lanes));  // every lane has offered
+  check_shuffle_lanes(warp, 0xffffffffu);
+  return reinterpret_cast<const void* const*>(warp.slots);
+}
+
+void release_warp() {
+  Warp& warp = g_block->warps[size_t(g_thread->warp)];
+  arrive_and_wait(warp.barrier, __builtin_popcount(warp.live_lanes));
+}
+
 void* map_shared_array(size_t bytes, size_t alignment) {
   const GuardedMapping memory = map_guarded(bytes, alignment);
   SG_CHECK(memory.data != nullptr, "CUDA emulator: out of memory for a ", bytes, "-byte __shared__ array");
@@ -326,7 +340,7 @@ void* map_shared_array(size_t bytes, size_t alignment) {
 void enter_shared_array(void* array, size_t bytes) {
   Block& block = *g_block;
   if (!block.filled_arrays.insert(array).second) return;
-  std::memset(array, 0xff, bytes);
+  std::memset(array, 0xff, bytes);  // NaN in f32, bf16 and f16
   block.static_shared_bytes += bytes;
   const size_t total = block.static_shared_bytes + block.dynamic_shared_bytes;
   SG_CHECK(total <= kMaxDynamicShared, "CUDA emulator: kernel ", block.kernel, " uses ", total,

@@ -27,6 +27,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -71,6 +72,13 @@ void sync_warp(unsigned lane_mask); // __syncwarp(mask)
 uint64_t shuffle(unsigned lane_mask, uint64_t bits, int source_lane);
 int lane_id();
 
+// The core of warp-collective operations on data too big for a shuffle (the
+// WMMA emulation, wmma.h): every lane of the full warp offers a pointer, and
+// once all have, each gets the table of all 32. The pointed-to data must
+// stay untouched until every lane has called release_warp().
+const void* const* gather_from_warp(const void* mine);
+void release_warp();
+
 // Memory for one static __shared__ array: `bytes` ending exactly at an
 // unmapped page (aligned to `alignment`), kept for the process.
 void* map_shared_array(size_t bytes, size_t alignment);
@@ -81,11 +89,11 @@ void enter_shared_array(void* array, size_t bytes);
 // A static __shared__ array, as translate.cpp rewrites one:
 //   static SharedArray<float[64][64]> tile_shared_;
 //   float (&tile)[64][64] = tile_shared_.get();
-template <typename Array>
+template <typename Array, size_t Alignment = alignof(Array)>
 class SharedArray {
  public:
   Array& get() {
-    if (data_ == nullptr) data_ = map_shared_array(sizeof(Array), alignof(Array));
+    if (data_ == nullptr) data_ = map_shared_array(sizeof(Array), std::max(Alignment, alignof(Array)));
     enter_shared_array(data_, sizeof(Array));
     return *static_cast<Array*>(data_);
   }

@@ -11,6 +11,7 @@
 //   __shared__ float tile[64][64];
 //     -> static ::sg_emu::SharedArray<float[64][64]> tile_shared_;
 //        float (&tile)[64][64] = tile_shared_.get();
+// (a leading alignas(N) becomes SharedArray's second argument)
 // lives in memory of its own that ends at an unmapped page (an index past
 // its end faults) and is filled with NaN when a block first reaches it, as a
 // GPU's shared memory holds garbage, not the previous block's values.
@@ -180,11 +181,17 @@ std::string translate_static_shared(const std::string& text) {
     const size_t semicolon = text.find(';', at);
     if (semicolon == std::string::npos) throw std::runtime_error("__shared__ without ;");
     out += text.substr(copied, at - copied);
-    const auto [type, declarators] = parse_declaration(text.substr(at + marker.size(), semicolon - at - marker.size()));
+    auto [type, declarators] = parse_declaration(text.substr(at + marker.size(), semicolon - at - marker.size()));
+    std::string alignment;  // "alignas(32) float" -> ", 32" and "float"
+    if (type.rfind("alignas(", 0) == 0) {
+      const size_t close = type.find(')');
+      alignment = ", " + type.substr(8, close - 8);
+      type = trim(type.substr(close + 1));
+    }
     for (size_t i = 0; i < declarators.size(); ++i) {
       const Declarator& d = declarators[i];
-      out += (i ? " " : "") + std::string("static ::sg_emu::SharedArray<") + type + d.dims + "> " + d.name +
-             "_shared_; " + type + " (&" + d.name + ")" + d.dims + " = " + d.name + "_shared_.get();";
+      out += (i ? " " : "") + std::string("static ::sg_emu::SharedArray<") + type + d.dims + alignment + "> " +
+             d.name + "_shared_; " + type + " (&" + d.name + ")" + d.dims + " = " + d.name + "_shared_.get();";
     }
     copied = semicolon + 1;
   }
