@@ -5,6 +5,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/flash_attention.h"
+#include "kernels/cuda/flash_attention_tc.h"
 #include "kernels/cuda/float_types.cuh"
 
 namespace sg::cuda {
@@ -254,6 +255,10 @@ void flash_attention_forward(void* out, float* lse, const void* qkv, int64_t B, 
                              DType dtype, cudaStream_t stream) {
   if (B * T * C == 0) return;
   const Dims d = dims_of(T, C, NH);
+  if (flash_tensor_cores_apply(dtype, d.hs)) {
+    flash_forward_tensor_cores(out, lse, qkv, B, T, C, NH, dtype, stream);
+    return;
+  }
   with_float_type(dtype, [&](auto type_tag) {
     using Ty = decltype(type_tag);
     with_max_head_size(d.hs, [&](auto max_hs) {
@@ -278,6 +283,10 @@ void flash_attention_backward(float* dqkv, float* D, const void* dout, const voi
     flash_backward_d_kernel<Ty><<<blocks_for(B * NH * T), kThreads, 0, stream>>>(D, dO, static_cast<const Ty*>(out), d,
                                                                                 B * NH * T);
     SG_CHECK_LAUNCH();
+    if (flash_tensor_cores_apply(dtype, d.hs)) {
+      flash_backward_tensor_cores(dqkv, D, dout, qkv, lse, B, T, C, NH, dtype, stream);
+      return;
+    }
     with_max_head_size(d.hs, [&](auto max_hs) {
       constexpr int MAX_HS = decltype(max_hs)::value;
       constexpr int kTile = tile_rows<MAX_HS>();

@@ -9,8 +9,10 @@
 // with a thread per query row. Every gradient element has one writer: no
 // atomics, the same bits every run. Head sizes up to 128.
 //
-// This is the correct, O(T)-memory kernel; it computes on CUDA cores, not
-// tensor cores (docs/performance.md says what is measured of it).
+// These kernels compute on CUDA cores. bf16/f16 with head sizes 16, 32, 48
+// or 64 go to tensor-core kernels instead (flash_attention_tc.cu, WMMA), the
+// same math with the products as 16x16x16 tiles; SG_FLASH_TENSOR_CORES=0
+// keeps everything here (docs/performance.md says what is measured).
 //
 // Read next: kernels/cuda/loss.h.
 #pragma once

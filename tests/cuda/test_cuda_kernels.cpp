@@ -222,6 +222,29 @@ TEST_F(CudaKernels, FusedAttentionMatchesCpu) {
   }
 }
 
+// bf16 and f16 with head sizes 16, 32, 48 and 64 run on tensor cores
+// (flash_attention_tc.cu): 64 query rows per block, 32 or 16 keys per step,
+// so T is taken across those edges. The probabilities and dS are rounded to
+// 16 bits before their products: held to the CPU's f32 math within 2e-2.
+TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
+  struct Case {
+    int64_t B, T, C, NH;
+  };
+  for (Case c : {Case{2, 37, 32, 2}, Case{1, 130, 64, 2}, Case{1, 64, 96, 2}, Case{2, 81, 128, 2}}) {
+    for (DType dtype : {DType::bf16, DType::f16}) {
+      SCOPED_TRACE("T=" + std::to_string(c.T) + " HS=" + std::to_string(c.C / c.NH) + " " +
+                   std::string(dtype_name(dtype)));
+      Tensor qkv = random_tensor({c.B, c.T, 3 * c.C}, "qkv").to(dtype);
+      Tensor dout = random_tensor({c.B, c.T, c.C}, "dout").to(dtype);
+      FusedAttentionOutput cpu_a = fused_attention(qkv, c.NH), gpu_a = fused_attention(gpu(qkv), c.NH);
+      EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, 2e-2, 2e-2));
+      EXPECT_TRUE(same_as_cpu(gpu_a.lse, cpu_a.lse, 1e-3, 1e-3));
+      EXPECT_TRUE(same_as_cpu(fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH),
+                              fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, c.NH), 2e-2, 2e-2));
+    }
+  }
+}
+
 TEST_F(CudaKernels, EmbeddingAndCrossEntropyMatchCpu) {
   Tensor table = random_tensor({50, 24}, "wte");
   std::vector<int32_t> id_values;

@@ -249,7 +249,7 @@ void launch(const char* kernel, const Config& config, const std::function<void()
   }
   GuardedMapping shared{};
   if (config.shared_bytes > 0) {
-    shared = map_guarded(config.shared_bytes, 16);
+    shared = map_guarded(config.shared_bytes, 128);  // what __align__(128) extern __shared__ arrays expect
     SG_CHECK(shared.data != nullptr, "CUDA emulator: out of memory for ", config.shared_bytes, " bytes of shared memory");
   }
 

@@ -124,6 +124,7 @@ std::string translate_dynamic_shared(std::string text) {
   for (size_t at = text.find(marker); at != std::string::npos; at = text.find(marker, at + 1)) {
     const size_t semicolon = text.find(';', at);
     std::string declaration = trim(text.substr(at + marker.size(), semicolon - at - marker.size()));  // float scratch[]
+    if (declaration.rfind("__align__(", 0) == 0) declaration = trim(declaration.substr(declaration.find(')') + 1));
     const size_t bracket = declaration.find('[');
     if (bracket == std::string::npos) throw std::runtime_error("extern __shared__ without []");
     std::string head = trim(declaration.substr(0, bracket));  // float scratch

@@ -1,0 +1,27 @@
+// Internal to kernels/cuda: fused causal attention on tensor cores (WMMA),
+// which flash_attention.cu hands bf16/f16 problems with head sizes 16, 32,
+// 48 or 64 (GPT-2's is 64). The CUDA-core kernels there take the rest (f32,
+// other head sizes), and everything when SG_FLASH_TENSOR_CORES=0.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/dtype.h"
+
+namespace sg::cuda {
+
+constexpr int64_t kFlashTensorCoreMaxHeadSize = 64;
+
+bool flash_tensor_cores_apply(DType dtype, int64_t head_size);
+
+// Same arguments and results as flash_attention_forward / _backward
+// (flash_attention.h); row_dots (D) must already hold rowsum(dO * O).
+void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
+                                DType dtype, cudaStream_t stream);
+void flash_backward_tensor_cores(float* dqkv, const float* row_dots, const void* dout, const void* qkv,
+                                 const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
+                                 cudaStream_t stream);
+
+}  // namespace sg::cuda
