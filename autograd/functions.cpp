@@ -163,8 +163,11 @@ Variable attention(const Variable& qkv, int64_t n_head) {
   if (!x.device().is_cuda() || x.dim() != 3 || n_head < 1 || x.size(2) % (3 * n_head) != 0) {
     return naive_attention(qkv, n_head);  // (which also reports bad shapes)
   }
-  // On a GPU: batched GEMMs on tensor cores while the probabilities they
-  // keep for backward stay small, else the fused kernels (O(T) memory).
+  // On a GPU: the fused kernels where they run on tensor cores (16-bit, head
+  // sizes 16-64: GPT-2's); else batched GEMMs on tensor cores while the
+  // probabilities they keep for backward stay small; else the fused kernels
+  // on CUDA cores (O(T) memory).
+  if (fused_attention_on_tensor_cores(x, n_head)) return fused_attention(qkv, n_head);
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t probability_bytes = B * n_head * T * T * int64_t(dtype_size(x.dtype()));
   if (probability_bytes <= kGemmAttentionMaxBytes) return gemm_attention(qkv, n_head);

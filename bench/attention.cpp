@@ -84,7 +84,8 @@ int run(int argc, char** argv) {
   }
   {
     FusedAttentionOutput out = fused_attention(qkv, NH);
-    row("fused", time_ms(repeat, [&] { return fused_attention(qkv, NH).out; }),
+    row(fused_attention_on_tensor_cores(qkv, NH) ? "fused (tensor cores)" : "fused",
+        time_ms(repeat, [&] { return fused_attention(qkv, NH).out; }),
         time_ms(repeat, [&] { return fused_attention_backward(dout, qkv, out.out, out.lse, NH); }),
         out.lse.nbytes());
   }

@@ -105,10 +105,13 @@ timeout 60 build-gpu/bin/bench_collectives --device cuda --iters 10 > "$logs/ben
 # GPT-2 124M, bf16, T 1024 (bench/gpt_gpu.py adds PyTorch beside it where installed).
 timeout 300 python3 bench/gpt_gpu.py --bin build-gpu/bin/bench_gpt > "$logs/bench_gpt.log" 2>&1 ||
   { status=1; tail -5 "$logs/bench_gpt.log"; }
-# shardgrad alone with the fused (CUDA-core) attention instead of the GEMM form, to compare,
+# shardgrad alone with the GEMM-form attention instead of the fused tensor-core kernels, to compare,
 # and larger micro-batches (the issue asks for the largest that fits; an out-of-memory is reported, not fatal).
-SG_ATTENTION=fused timeout 120 build-gpu/bin/bench_gpt --device cuda --dtype bf16 > "$logs/bench_gpt_fused.log" 2>&1 ||
-  { status=1; tail -5 "$logs/bench_gpt_fused.log"; }
+SG_ATTENTION=gemm timeout 120 build-gpu/bin/bench_gpt --device cuda --dtype bf16 > "$logs/bench_gpt_gemm.log" 2>&1 ||
+  { status=1; tail -5 "$logs/bench_gpt_gemm.log"; }
+# and the fused kernels on CUDA cores (SG_FLASH_TENSOR_CORES=0), the third way.
+SG_ATTENTION=fused SG_FLASH_TENSOR_CORES=0 timeout 120 build-gpu/bin/bench_gpt --device cuda --dtype bf16 \
+  > "$logs/bench_gpt_fused_cuda_cores.log" 2>&1 || { status=1; tail -5 "$logs/bench_gpt_fused_cuda_cores.log"; }
 for batch in 16 32; do
   timeout 90 build-gpu/bin/bench_gpt --device cuda --dtype bf16 --batch $batch > "$logs/bench_gpt_b$batch.log" 2>&1 || true
 done
@@ -143,7 +146,8 @@ done
 echo
 echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
 cat "$logs/bench_gpt.log"
-echo "shardgrad with SG_ATTENTION=fused: $(tail -1 "$logs/bench_gpt_fused.log")"
+echo "shardgrad with SG_ATTENTION=gemm: $(tail -1 "$logs/bench_gpt_gemm.log")"
+echo "shardgrad with the fused kernels on CUDA cores: $(tail -1 "$logs/bench_gpt_fused_cuda_cores.log")"
 for batch in 16 32; do echo "shardgrad, batch $batch: $(tail -1 "$logs/bench_gpt_b$batch.log")"; done
 echo
 echo "## Attention, GPT-2 124M's shape (build/bin/bench_attention)"

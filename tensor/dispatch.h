@@ -13,6 +13,7 @@
 #ifdef SG_CUDA
 #include "kernels/cuda/adamw.h"
 #include "kernels/cuda/flash_attention.h"
+#include "kernels/cuda/flash_attention_tc.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/loss.h"

@@ -110,6 +110,9 @@ struct FusedAttentionOutput {
   Tensor lse;  // (B, NH, T)
 };
 FusedAttentionOutput fused_attention(const Tensor& qkv, int64_t n_head);
+// Whether fused_attention(qkv) runs on tensor cores: CUDA, bf16/f16, head
+// size 16, 32, 48 or 64, and SG_FLASH_TENSOR_CORES not 0.
+bool fused_attention_on_tensor_cores(const Tensor& qkv, int64_t n_head);
 Tensor fused_attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                                 int64_t n_head);
 

@@ -76,6 +76,15 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& a
   return dqkv.to(qkv.dtype());
 }
 
+bool fused_attention_on_tensor_cores(const Tensor& qkv, int64_t n_head) {
+  if (!qkv.device().is_cuda() || qkv.dim() != 3 || n_head < 1 || qkv.size(2) % (3 * n_head) != 0) return false;
+#ifdef SG_CUDA
+  return cuda::flash_tensor_cores_apply(qkv.dtype(), qkv.size(2) / (3 * n_head));
+#else
+  return false;
+#endif
+}
+
 FusedAttentionOutput fused_attention(const Tensor& qkv, int64_t n_head) {
   check_inputs("fused_attention", {&qkv});
   AttentionDims s = attention_dims("fused_attention", qkv, n_head);
