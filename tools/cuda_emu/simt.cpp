@@ -49,7 +49,8 @@ struct Thread {
 struct Warp {
   Barrier barrier;
   unsigned live_lanes = 0;  // a bit per lane that exists and has not returned
-  uint64_t slots[kWarp] = {};
+  uint64_t slots[kWarp] = {};          // shuffles' offers
+  const void* pointers[kWarp] = {};    // gather_from_warp's offers
 };
 
 // The block being run, and the launch it belongs to.
@@ -320,10 +321,10 @@ uint64_t shuffle(unsigned lane_mask, uint64_t bits, int source_lane) {
 const void* const* gather_from_warp(const void* mine) {
   Warp& warp = g_block->warps[size_t(g_thread->warp)];
   check_shuffle_lanes(warp, 0xffffffffu);
-  warp.slots[g_thread->lane] = reinterpret_cast<uintptr_t>(mine);
+  warp.pointers[g_thread->lane] = mine;
   arrive_and_wait(warp.barrier, __builtin_popcount(warp.live_lanes));  // every lane has offered
   check_shuffle_lanes(warp, 0xffffffffu);
-  return reinterpret_cast<const void* const*>(warp.slots);
+  return warp.pointers;
 }
 
 void release_warp() {
