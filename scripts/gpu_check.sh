@@ -96,7 +96,7 @@ timeout 120 build-gpu/bin/bench_attention --device cuda --dtype bf16 > "$logs/be
 # train_gpt on the GPU beside the CPU: 20 steps of a small model, the same
 # seed and windows; f32 should agree closely, bf16 should follow.
 small=(--layers 2 --heads 2 --embd 64 --ctx 64 --batch 8 --steps 20 --warmup 2 --eval-every 0 --sample 0 --out "$logs/run")
-for run in "cpu f32" "cuda f32" "cuda bf16"; do
+for run in "cpu f32" "cuda f32" "cuda bf16" "cuda fp16"; do
   set -- $run
   timeout 120 build-gpu/bin/train_gpt "${small[@]}" --device "$1" --dtype "$2" --metrics "$logs/train_$1_$2.jsonl" \
     > "$logs/train_$1_$2.log" 2>&1 || { status=1; tail -5 "$logs/train_$1_$2.log"; }
@@ -139,7 +139,7 @@ echo
 echo "## train_gpt, 20 steps of a small model: loss at steps 1, 5, 10, 20"
 echo "| run | 1 | 5 | 10 | 20 |"
 echo "|---|---|---|---|---|"
-for run in cpu_f32 cuda_f32 cuda_bf16; do
+for run in cpu_f32 cuda_f32 cuda_bf16 cuda_fp16; do
   [ -s "$logs/train_$run.jsonl" ] || { echo "| $run | failed | | | |"; continue; }
   echo "| $run | $(sed -n '1p;5p;10p;20p' "$logs/train_$run.jsonl" | sed -E 's/.*"loss": ([0-9.e+-]+).*/\1/' | tr '\n' '|' | sed 's/|$//; s/|/ | /g') |"
 done
