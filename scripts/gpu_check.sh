@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: builds shardgrad with CUDA on a machine with a GPU, runs every
 # CUDA test (each CUDA kernel against its CPU twin, transfers, RNG bits), a
-# short train_gpt run on the GPU beside the CPU (f32 and bf16), and the GEMM
+# short train_gpt run on the GPU beside the CPU (f32, bf16 and fp16), and the GEMM
 # timing, and prints a short table last.
 #
 # The GPU machines we borrow have nvcc, CMake and g++ but no Debian packages
