@@ -23,6 +23,8 @@
 namespace sg {
 namespace {
 
+thread_local bool g_frees_saved_tensors = false;
+
 // Post-order of the states reachable from root through grad_fn inputs,
 // iteratively (a deep network would overflow a recursive search).
 std::vector<std::shared_ptr<VariableState>> post_order(const std::shared_ptr<VariableState>& root) {
@@ -62,6 +64,8 @@ void accumulate_into_leaf(VariableState& leaf, const Tensor& grad) {
 
 }  // namespace
 
+bool backward_frees_saved_tensors() { return g_frees_saved_tensors; }
+
 void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
   check_defined("backward()");
   SG_CHECK(requires_grad(), "backward() on a Variable that does not require grad: nothing that requires grad was ",
@@ -87,7 +91,16 @@ void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
     SG_CHECK(node.backward != nullptr, "backward() through '", node.name, "' a second time: its saved tensors were ",
              "freed by the first pass; call the first backward(/*retain_graph=*/true) to keep them");
     for (auto& hook : node.pre_backward_hooks) hook(node);
-    std::vector<Tensor> input_grads = node.backward(grad);
+    struct FreesSaved {  // restored on the way out (a rule may itself run a backward)
+      bool outer = g_frees_saved_tensors;
+      explicit FreesSaved(bool frees) { g_frees_saved_tensors = frees; }
+      ~FreesSaved() { g_frees_saved_tensors = outer; }
+    };
+    std::vector<Tensor> input_grads;
+    {
+      FreesSaved frees(!retain_graph);
+      input_grads = node.backward(grad);
+    }
     SG_CHECK(input_grads.size() == node.inputs.size(), "'", node.name, "' returned ", input_grads.size(),
              " gradients for ", node.inputs.size(), " inputs");
     if (!retain_graph) node.backward = nullptr;

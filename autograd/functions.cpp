@@ -94,6 +94,26 @@ Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& 
   });
 }
 
+// loss = cross_entropy(x W^T, targets), the LM head and the loss as one
+// node that owns the logits (N, V): nothing else can read them, so backward
+// writes dlogits over them (unless the graph is retained) and the largest
+// activation of a GPT step is never held twice, as in llm.c.
+//   dlogits = dloss/n (softmax - onehot)    dx = dlogits W    dW = dlogits'^T x'
+Variable linear_cross_entropy(const Variable& x, const Variable& weight, const Tensor& targets) {
+  const Tensor input = x.value();
+  Tensor logits = sg::matmul(input, weight.value().transpose(0, 1));
+  CrossEntropyOutput out = sg::cross_entropy(logits, targets);
+  CrossEntropyMean mean = sg::cross_entropy_mean(out.losses, targets);
+  Tensor lse = out.lse, count = mean.count;
+  auto backward = [x, weight, logits, lse, targets, count](const Tensor& dloss) {
+    Tensor dlogits =
+        sg::cross_entropy_mean_backward(dloss, count, logits, lse, targets, backward_frees_saved_tensors());
+    Tensor input = x.value(), w = weight.value();
+    return std::vector<Tensor>{sg::matmul(dlogits, w), sg::matmul(as_rows(dlogits).transpose(0, 1), as_rows(input))};
+  };
+  return make_result(mean.loss, "linear_cross_entropy", {x, weight}, backward);
+}
+
 // y = gelu(x):  dx = dy * gelu'(x)  (kernels/cpu/elementwise.h)
 Variable gelu(const Variable& x) {
   return make_result(sg::gelu(x.value()), "gelu", {x},

@@ -61,6 +61,10 @@ Variable embedding(const Variable& table, const Tensor& ids);
 // Mean cross-entropy (nats) of logits (.., V) against targets (..); targets
 // < 0 are ignored and left out of the mean, like PyTorch's ignore_index.
 Variable cross_entropy(const Variable& logits, const Tensor& targets);
+// cross_entropy(linear(x, weight), targets) without a logits Variable: the
+// node owns the logits and backward writes dlogits over them (one (N, V)
+// buffer instead of two). GPT's loss uses it.
+Variable linear_cross_entropy(const Variable& x, const Variable& weight, const Tensor& targets);
 
 Variable sum(const Variable& x);   // 0-d
 Variable mean(const Variable& x);  // 0-d

@@ -136,4 +136,10 @@ class NoGradGuard {
 // a Node with `backward` when grad mode is on and any input requires grad.
 Variable make_result(Tensor result, const char* op, std::vector<Variable> inputs, Node::BackwardFn backward);
 
+// True while a backward rule runs in a pass that drops each rule's saved
+// tensors right after it (backward without retain_graph): the rule may then
+// overwrite what it saved (linear_cross_entropy writes dlogits over its
+// logits). False outside backward and under retain_graph.
+bool backward_frees_saved_tensors();
+
 }  // namespace sg

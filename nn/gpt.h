@@ -72,6 +72,7 @@ class Gpt : public Module {
 
   Variable operator()(const Tensor& idx) const;                       // idx (B, T) -> logits (B, T, V)
   Variable loss(const Tensor& idx, const Tensor& targets) const;      // mean cross-entropy, nats
+  Variable hidden(const Tensor& idx) const;                           // idx (B, T) -> after ln_f (B, T, C)
   const GptConfig& config() const { return cfg_; }
 
  private:

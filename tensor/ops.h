@@ -138,8 +138,10 @@ struct CrossEntropyMean {
 };
 CrossEntropyMean cross_entropy_mean(const Tensor& losses, const Tensor& targets);
 // dlogits of that mean: dloss / count * (softmax - onehot) on counted rows.
+// overwrite_logits: the caller gives the logits up, and dlogits is written
+// over them (no second (N, V) buffer; autograd's linear_cross_entropy).
 Tensor cross_entropy_mean_backward(const Tensor& dloss, const Tensor& count, const Tensor& logits, const Tensor& lse,
-                                   const Tensor& targets);
+                                   const Tensor& targets, bool overwrite_logits = false);
 
 // ---- reductions to a 0-d f32 tensor on the input's device -------------------------
 Tensor sum(const Tensor& x);

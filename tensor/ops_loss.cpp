@@ -104,20 +104,21 @@ void check_cross_entropy_backward(const Tensor& logits, const Tensor& lse, const
 // dlogits from per-row scales (dlosses) or, on CUDA, from the mean's dloss
 // and count read on the device (dlosses a scalar, count not null).
 Tensor cross_entropy_grad(const Tensor& dlosses, const Tensor* count, const Tensor& logits, const Tensor& lse,
-                          const Tensor& targets) {
+                          const Tensor& targets, bool overwrite_logits) {
   Tensor index = as_indices("cross_entropy_backward", targets);
   int64_t V = logits.size(-1), N = targets.numel();
   check_id_range("cross_entropy_backward", index, V, true);
   DType compute = compute_dtype("cross_entropy_backward", logits, CudaTypes::kNative16);
   DType stats = stats_dtype(compute);
   Tensor d = prepare(dlosses, stats), x = prepare(logits, compute), l = prepare(lse, stats);
+  // Over the logits themselves when the caller gives them up (x is then
+  // either they or a private converted copy); every element is written.
+  Tensor dlogits = overwrite_logits ? x : empty_like(x, compute);
   if (logits.device().is_cpu()) {
-    Tensor dlogits = zeros_like(x, compute);
     SG_ON_CPU(compute, cpu::cross_entropy_backward(dlogits.data<T>(), d.data<T>(), x.data<T>(), l.data<T>(),
                                                    index.data<int32_t>(), N, V));
     return dlogits.to(logits.dtype());
   }
-  Tensor dlogits = empty_like(x, compute);  // every element is written
   Tensor c = count ? prepare(*count, DType::f32) : Tensor();
   SG_ON_CUDA(cuda::cross_entropy_backward(dlogits.data_ptr(), d.data<float>(), count ? c.data<float>() : nullptr,
                                           x.data_ptr(), l.data<float>(), index.data<int32_t>(), N, V, compute,
@@ -132,7 +133,7 @@ Tensor cross_entropy_backward(const Tensor& dlosses, const Tensor& logits, const
   check_cross_entropy_backward(logits, lse, targets);
   SG_CHECK(dlosses.shape() == targets.shape(), "cross_entropy_backward: dlosses ", dlosses.str(),
            " must have targets' shape ", shape_str(targets.shape()));
-  return cross_entropy_grad(dlosses, nullptr, logits, lse, targets);
+  return cross_entropy_grad(dlosses, nullptr, logits, lse, targets, false);
 }
 
 CrossEntropyMean cross_entropy_mean(const Tensor& losses, const Tensor& targets) {
@@ -165,7 +166,7 @@ CrossEntropyMean cross_entropy_mean(const Tensor& losses, const Tensor& targets)
 }
 
 Tensor cross_entropy_mean_backward(const Tensor& dloss, const Tensor& count, const Tensor& logits, const Tensor& lse,
-                                   const Tensor& targets) {
+                                   const Tensor& targets, bool overwrite_logits) {
   check_inputs("cross_entropy_mean_backward", {&dloss, &count, &logits, &lse, &targets});
   check_cross_entropy_backward(logits, lse, targets);
   SG_CHECK(dloss.numel() == 1 && count.numel() == 1, "cross_entropy_mean_backward: dloss ", dloss.str(),
@@ -173,9 +174,9 @@ Tensor cross_entropy_mean_backward(const Tensor& dloss, const Tensor& count, con
   if (logits.device().is_cpu()) {
     Tensor dlosses = Tensor::full(targets.shape(), dloss.item() / count.item(),
                                   TensorOptions().dtype(logits.dtype() == DType::f64 ? DType::f64 : DType::f32));
-    return cross_entropy_grad(dlosses, nullptr, logits, lse, targets);
+    return cross_entropy_grad(dlosses, nullptr, logits, lse, targets, overwrite_logits);
   }
   Tensor scalar = dloss.view({1});
-  return cross_entropy_grad(scalar, &count, logits, lse, targets);
+  return cross_entropy_grad(scalar, &count, logits, lse, targets, overwrite_logits);
 }
 }  // namespace sg

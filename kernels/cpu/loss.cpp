@@ -49,11 +49,14 @@ void cross_entropy_backward(T* dlogits, const T* dlosses, const T* logits, const
                             const int32_t* targets, int64_t N, int64_t V) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
-    if (targets[n] < 0) continue;
     const T* x = logits + n * V;
     T* dx = dlogits + n * V;
+    if (targets[n] < 0) {
+      for (int64_t j = 0; j < V; ++j) dx[j] = T(0);
+      continue;
+    }
     T d = dlosses[n];
-    for (int64_t j = 0; j < V; ++j) dx[j] += d * std::exp(x[j] - lse[n]);
+    for (int64_t j = 0; j < V; ++j) dx[j] = d * std::exp(x[j] - lse[n]);
     dx[targets[n]] -= d;
   }
 }

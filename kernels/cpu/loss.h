@@ -25,8 +25,10 @@ template <typename T>
 void cross_entropy_forward(T* losses, T* lse, const T* logits, const int32_t* targets,
                            int64_t N, int64_t V);
 
-// dlogits[n, j] += dloss[n] * (softmax(logits[n])_j - [j == target[n]]),
-// with softmax_j = exp(logits_j - lse). One pass, recomputing the softmax.
+// dlogits[n, j] = dloss[n] * (softmax(logits[n])_j - [j == target[n]]),
+// with softmax_j = exp(logits_j - lse); 0 for rows with target < 0. One
+// pass, recomputing the softmax; dlogits may be logits itself (each element
+// is read before it is written, by the same thread).
 template <typename T>
 void cross_entropy_backward(T* dlogits, const T* dlosses, const T* logits, const T* lse,
                             const int32_t* targets, int64_t N, int64_t V);

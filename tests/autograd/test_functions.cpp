@@ -132,6 +132,43 @@ TEST(AutogradFunctions, CrossEntropyIsTheMeanOverCountedRows) {
   EXPECT_THROW(cross_entropy(Variable(logits), Tensor::full({3}, -1, TensorOptions().dtype(DType::i32))), Error);
 }
 
+TEST(AutogradFunctions, LinearCrossEntropy) {
+  Tensor targets = Tensor::from_vector(std::vector<int64_t>{1, -1, 4, 0, 2, 3}, {2, 3});
+  check_gradients([&](auto& v) { return linear_cross_entropy(v[0], v[1], targets); },
+                  {randn64({2, 3, 4}, "x"), randn64({5, 4}, "w")});
+}
+
+// The fused head gives cross_entropy(linear(x, w))'s loss and gradients, bit
+// for bit, and its backward writes dlogits over the logits it owns: the
+// unfused backward holds a second (N, V) buffer at its peak, the fused one
+// does not. Under retain_graph the logits stay intact for a second pass.
+TEST(AutogradFunctions, LinearCrossEntropyOverwritesItsLogits) {
+  const int64_t N = 64, C = 8, V = 1000;
+  Tensor x0 = randn64({N, C}, "x").to(DType::f32), w0 = randn64({V, C}, "w").to(DType::f32);
+  Tensor targets = Tensor::from_vector(std::vector<int32_t>(size_t(N), 7), {N});
+  const int64_t logits_bytes = N * V * 4;
+  auto run = [&](bool fused, bool retain, int64_t* backward_growth) {
+    Variable x(x0.clone(), true), w(w0.clone(), true);
+    Variable loss = fused ? linear_cross_entropy(x, w, targets) : cross_entropy(linear(x, w, Variable()), targets);
+    const int64_t before = memory_stats(Device::cpu())[MemoryCategory::activation].live;
+    reset_peak_memory(Device::cpu());
+    loss.backward(retain);
+    *backward_growth = memory_stats(Device::cpu())[MemoryCategory::activation].peak - before;
+    if (retain) loss.backward();  // a second pass through the retained graph
+    return std::vector<std::vector<float>>{{float(loss.data().item())}, x.grad().to_vector<float>(),
+                                           w.grad().to_vector<float>()};
+  };
+  int64_t fused_growth = 0, unfused_growth = 0, retained_growth = 0;
+  const auto fused = run(true, false, &fused_growth), unfused = run(false, false, &unfused_growth);
+  EXPECT_EQ(fused, unfused);
+  EXPECT_GE(unfused_growth, logits_bytes) << "the unfused backward allocates dlogits";
+  EXPECT_LT(fused_growth, logits_bytes) << "the fused backward writes dlogits over its logits";
+  const auto twice = run(true, true, &retained_growth);
+  for (size_t i = 1; i < 3; ++i) {
+    for (size_t j = 0; j < twice[i].size(); ++j) EXPECT_FLOAT_EQ(twice[i][j], 2.0f * fused[i][j]) << i << "," << j;
+  }
+}
+
 TEST(AutogradFunctions, CrossEntropyOfSixteenBitLogitsIsF32) {
   Tensor targets = Tensor::from_vector(std::vector<int32_t>{0, 2, 3}, {3});
   for (DType dtype : {DType::bf16, DType::f16}) {

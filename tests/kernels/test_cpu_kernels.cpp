@@ -301,7 +301,7 @@ TEST(CpuKernels, CrossEntropyMatchesReferenceAndFiniteDifference) {
   const int64_t N = 6, V = 11;
   auto logits = random_floats(N * V, 23, -4.0f, 4.0f), dloss = random_floats(N, 24);
   std::vector<int32_t> targets = {0, 10, 3, -1, 7, 7};  // -1: ignored row
-  std::vector<float> losses(N), lse(N), dlogits(logits.size(), 0.0f);
+  std::vector<float> losses(N), lse(N), dlogits(logits.size(), std::nanf(""));  // every element is written
   cpu::cross_entropy_forward(losses.data(), lse.data(), logits.data(), targets.data(), N, V);
   EXPECT_TRUE(all_close(losses, cross_entropy_reference(to_double(logits), targets, N, V), 1e-5, 1e-6));
   EXPECT_EQ(losses[3], 0.0f);
@@ -309,6 +309,10 @@ TEST(CpuKernels, CrossEntropyMatchesReferenceAndFiniteDifference) {
   auto f = [&](const Vec& v) { return cross_entropy_reference(v, targets, N, V); };
   EXPECT_TRUE(all_close(dlogits, finite_difference_gradient(f, to_double(logits), to_double(dloss)), 1e-4, 1e-6));
   for (int64_t j = 0; j < V; ++j) EXPECT_EQ(dlogits[size_t(3 * V + j)], 0.0f);
+  // In place: dlogits written over the logits gives the same values.
+  std::vector<float> in_place = logits;
+  cpu::cross_entropy_backward(in_place.data(), dloss.data(), in_place.data(), lse.data(), targets.data(), N, V);
+  EXPECT_EQ(in_place, dlogits);
 }
 
 // ---- reductions and optimizer -------------------------------------------------------
