@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 
+#include <type_traits>
+
 namespace sg::emu_test {
 namespace {
 
@@ -97,6 +99,11 @@ __global__ void wmma_kernel(float* c, const __nv_bfloat16* a, const __nv_bfloat1
   for (int i = int(threadIdx.x) * 8; i < int(threadIdx.x) * 8 + 8; ++i) c[i] = c_tile[i];  // other lanes' shares
 }
 
+template <typename T, int Scale>
+__global__ void scaled_ids_kernel(T* out, int n) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = T(i * Scale);
+}
+
 __global__ void write_kernel(float* out, int index) { out[index] = 1.0f; }
 
 }  // namespace
@@ -121,6 +128,12 @@ void too_much_shared_memory(float* out) { big_shared_kernel<<<1, 1>>>(out); }
 void write_static_shared_at(float* out, int index) { static_overrun_kernel<<<1, 16>>>(out, index); }
 void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced) {
   wmma_kernel<<<1, 32>>>(c, a, b, synced);
+}
+const char* nested_template_launch(int32_t* out, int n) {
+  // not a launch: kernel<<<1, 1>>>(out) in a comment
+  static const char* text = "kernel<<<1, 1>>>(out) in a string";
+  scaled_ids_kernel<int32_t, std::integral_constant<int, 3>::value><<<dim3(1), dim3(32), 0, nullptr>>>(out, n);
+  return text;
 }
 void launch_too_many_threads(float* out) { write_kernel<<<1, 2048>>>(out, 0); }
 

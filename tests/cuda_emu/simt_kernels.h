@@ -16,6 +16,10 @@ void reverse_in_shared(float* out, const float* in, int n);  // extern __shared_
 void write_at(float* out, int index);          // out[index] = 1 (index n or -1: one element outside)
 void read_shared_at(float* out, int n, int index);  // n floats of extern __shared__, reads element index
 void launch_too_many_threads(float* out);      // a block of 2048 threads
+// out[i] = i * Scale for i < n, through a launch whose template arguments
+// nest; the file around it has <<< in a comment and in a string, which the
+// translator must leave alone. Returns that string.
+const char* nested_template_launch(int32_t* out, int n);
 void shift_without_barrier(float* out, int n);  // out[i] = i - 1 through shared memory, a barrier missing
 void too_much_shared_memory(float* out);       // two 32 KiB __shared__ arrays in one block
 void write_static_shared_at(float* out, int index);

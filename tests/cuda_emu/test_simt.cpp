@@ -102,6 +102,14 @@ TEST(Simt, DynamicSharedMemory) {
   for (int i = 0; i < n; ++i) EXPECT_EQ(out[size_t(i)], in[size_t(n - 1 - i)]);
 }
 
+// The translator rewrites launches, not text that looks like one.
+TEST(Simt, TranslatorLeavesCommentsAndStringsAndReadsNestedTemplates) {
+  DeviceBuffer<int32_t> out(40);
+  EXPECT_STREQ(nested_template_launch(out.data, 40), "kernel<<<1, 1>>>(out) in a string");
+  const std::vector<int32_t> values = out.download();
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(values[size_t(i)], 3 * i);
+}
+
 TEST(Simt, LaunchTheGpuWouldRefuseThrows) {
   DeviceBuffer<float> out(1);
   EXPECT_THROW(launch_too_many_threads(out.data), Error);
