@@ -171,6 +171,29 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
+// One 16 x 16 step of the backward: s = s_rows s_cols^T and dp = dp_rows dp_cols^T,
+// each operand (16, HS) row-major in shared memory, stored row-major (16, 16)
+// in f32 to the warp's scratch.
+template <int HS, typename T>
+__device__ void score_tiles(float* s, const T* s_rows, const T* s_cols, float* dp, const T* dp_rows, const T* dp_cols) {
+  FragC s_acc, dp_acc;
+  wmma::fill_fragment(s_acc, 0.0f);
+  wmma::fill_fragment(dp_acc, 0.0f);
+  for (int kk = 0; kk < HS / 16; ++kk) {
+    FragA<T> a;
+    FragBCol<T> b;
+    wmma::load_matrix_sync(a, s_rows + kk * 16, HS);
+    wmma::load_matrix_sync(b, s_cols + kk * 16, HS);
+    wmma::mma_sync(s_acc, a, b, s_acc);
+    wmma::load_matrix_sync(a, dp_rows + kk * 16, HS);
+    wmma::load_matrix_sync(b, dp_cols + kk * 16, HS);
+    wmma::mma_sync(dp_acc, a, b, dp_acc);
+  }
+  wmma::store_matrix_sync(s, s_acc, 16, wmma::mem_row_major);
+  wmma::store_matrix_sync(dp, dp_acc, 16, wmma::mem_row_major);
+  __syncwarp();
+}
+
 // dqkv[rows of the warp, part] += the warp's (16, HS) accumulator tiles, rows < T.
 template <int HS>
 __device__ void add_rows(float* dqkv, const FragC (&tiles)[HS / 16], float* scratch, const TcDims& d, int64_t b,
@@ -231,22 +254,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     __syncthreads();
     if (t0 + kStepRows - 1 < warp_first) continue;  // every query is before every key of this warp
 
-    FragC s_acc, dp_acc;
-    wmma::fill_fragment(s_acc, 0.0f);
-    wmma::fill_fragment(dp_acc, 0.0f);
-    for (int kk = 0; kk < HS / 16; ++kk) {
-      FragA<T> key, value;
-      FragBCol<T> query, grad;
-      wmma::load_matrix_sync(key, k + warp * 16 * HS + kk * 16, HS);
-      wmma::load_matrix_sync(query, q + kk * 16, HS);
-      wmma::mma_sync(s_acc, key, query, s_acc);
-      wmma::load_matrix_sync(value, v + warp * 16 * HS + kk * 16, HS);
-      wmma::load_matrix_sync(grad, dO + kk * 16, HS);
-      wmma::mma_sync(dp_acc, value, grad, dp_acc);
-    }
-    wmma::store_matrix_sync(s, s_acc, 16, wmma::mem_row_major);
-    wmma::store_matrix_sync(dp, dp_acc, 16, wmma::mem_row_major);
-    __syncwarp();
+    score_tiles<HS>(s, k + warp * 16 * HS, q, dp, v + warp * 16 * HS, dO);  // s^T and dp^T: (16 keys, 16 queries)
     for (int e = lane; e < 256; e += 32) {
       const int64_t key_row = warp_first + e / 16, t = t0 + e % 16;
       const bool seen = key_row <= t && t < d.T && key_row < d.T;
@@ -309,22 +317,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     __syncthreads();
     if (s0 > warp_first + 15) continue;  // every key is after every query of this warp
 
-    FragC s_acc, dp_acc;
-    wmma::fill_fragment(s_acc, 0.0f);
-    wmma::fill_fragment(dp_acc, 0.0f);
-    for (int kk = 0; kk < HS / 16; ++kk) {
-      FragA<T> query, grad;
-      FragBCol<T> key, value;
-      wmma::load_matrix_sync(query, q + warp * 16 * HS + kk * 16, HS);
-      wmma::load_matrix_sync(key, k + kk * 16, HS);
-      wmma::mma_sync(s_acc, query, key, s_acc);
-      wmma::load_matrix_sync(grad, dO + warp * 16 * HS + kk * 16, HS);
-      wmma::load_matrix_sync(value, v + kk * 16, HS);
-      wmma::mma_sync(dp_acc, grad, value, dp_acc);
-    }
-    wmma::store_matrix_sync(s, s_acc, 16, wmma::mem_row_major);
-    wmma::store_matrix_sync(dp, dp_acc, 16, wmma::mem_row_major);
-    __syncwarp();
+    score_tiles<HS>(s, q + warp * 16 * HS, k, dp, dO + warp * 16 * HS, v);  // s and dp: (16 queries, 16 keys)
     for (int e = lane; e < 256; e += 32) {
       const int r = warp * 16 + e / 16;
       const int64_t t = q0 + r, key_row = s0 + e % 16;
