@@ -100,20 +100,35 @@ __global__ void layernorm_backward_params_kernel(float* weight_partials, float* 
   });
 }
 
+// One warp's row of a softmax of x * scale over its first `valid` entries
+// of `width`; the rest of y is 0 (the causal mask). Plain softmax: valid =
+// width, scale 1 (x * 1.0f is x exactly).
+template <typename T>
+__device__ void softmax_row(T* y, const T* x, int64_t valid, int64_t width, float scale, int lane) {
+  float max_value = -INFINITY;
+  for (int64_t c = lane; c < valid; c += kWarp) max_value = fmaxf(max_value, load(x[c]) * scale);
+  max_value = warp_max(max_value);
+  float sum = 0.0f;
+  for (int64_t c = lane; c < valid; c += kWarp) sum += expf(load(x[c]) * scale - max_value);
+  const float inverse = 1.0f / warp_sum(sum);
+  for (int64_t c = lane; c < width; c += kWarp) {
+    y[c] = store<T>(c < valid ? expf(load(x[c]) * scale - max_value) * inverse : 0.0f);
+  }
+}
+
+// sum over the row of dy * y, on every lane: both softmax backwards need it.
+template <typename T>
+__device__ float row_dot(const T* dy, const T* y, int64_t width, int lane) {
+  float dot = 0.0f;
+  for (int64_t c = lane; c < width; c += kWarp) dot += load(dy[c]) * load(y[c]);
+  return warp_sum(dot);
+}
+
 template <typename T>
 __global__ void softmax_forward_kernel(T* out, const T* in, int64_t N, int64_t C) {
   int64_t row = warp_row();
-  int lane = threadIdx.x % kWarp;
   if (row >= N) return;
-  const T* x = in + row * C;
-  float max_value = -INFINITY;
-  for (int64_t c = lane; c < C; c += kWarp) max_value = fmaxf(max_value, load(x[c]));
-  max_value = warp_max(max_value);
-  float sum = 0.0f;
-  for (int64_t c = lane; c < C; c += kWarp) sum += expf(load(x[c]) - max_value);
-  float inverse = 1.0f / warp_sum(sum);
-  T* y = out + row * C;
-  for (int64_t c = lane; c < C; c += kWarp) y[c] = store<T>(expf(load(x[c]) - max_value) * inverse);
+  softmax_row(out + row * C, in + row * C, C, C, 1.0f, threadIdx.x % kWarp);
 }
 
 __global__ void softmax_backward_kernel(float* din, const float* out, const float* dout, int64_t N, int64_t C) {
@@ -122,30 +137,17 @@ __global__ void softmax_backward_kernel(float* din, const float* out, const floa
   if (row >= N) return;
   const float* y = out + row * C;
   const float* dy = dout + row * C;
-  float dot = 0.0f;
-  for (int64_t c = lane; c < C; c += kWarp) dot += dy[c] * y[c];
-  dot = warp_sum(dot);
+  const float dot = row_dot(dy, y, C, lane);
   for (int64_t c = lane; c < C; c += kWarp) din[row * C + c] += y[c] * (dy[c] - dot);
 }
 
-// Attention's masked softmax, one warp per row (kernels/cpu/normalization.h).
+// Attention's masked softmax, one warp per row (kernels/cpu/normalization.h):
+// row t of each (T, T) block sees columns 0..t.
 template <typename T>
 __global__ void causal_softmax_forward_kernel(T* out, const T* in, int64_t N, int64_t T_, float scale) {
   int64_t row = warp_row();
-  int lane = threadIdx.x % kWarp;
   if (row >= N) return;
-  const int64_t t = row % T_;
-  const T* x = in + row * T_;
-  float max_value = -INFINITY;
-  for (int64_t s = lane; s <= t; s += kWarp) max_value = fmaxf(max_value, load(x[s]) * scale);
-  max_value = warp_max(max_value);
-  float sum = 0.0f;
-  for (int64_t s = lane; s <= t; s += kWarp) sum += expf(load(x[s]) * scale - max_value);
-  const float inverse = 1.0f / warp_sum(sum);
-  T* y = out + row * T_;
-  for (int64_t s = lane; s < T_; s += kWarp) {
-    y[s] = store<T>(s <= t ? expf(load(x[s]) * scale - max_value) * inverse : 0.0f);
-  }
+  softmax_row(out + row * T_, in + row * T_, row % T_ + 1, T_, scale, threadIdx.x % kWarp);
 }
 
 template <typename T>
@@ -156,9 +158,7 @@ __global__ void causal_softmax_backward_kernel(T* din, const T* out, const T* do
   if (row >= N) return;
   const T* y = out + row * T_;
   const T* dy = dout + row * T_;
-  float dot = 0.0f;
-  for (int64_t s = lane; s < T_; s += kWarp) dot += load(dy[s]) * load(y[s]);
-  dot = warp_sum(dot);
+  const float dot = row_dot(dy, y, T_, lane);
   for (int64_t s = lane; s < T_; s += kWarp) din[row * T_ + s] = store<T>(scale * load(y[s]) * (load(dy[s]) - dot));
 }
 
