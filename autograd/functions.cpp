@@ -237,9 +237,8 @@ Variable embedding(const Variable& table, const Tensor& ids) {
 // with target >= 0:  dlogits = dloss/n * (softmax(x) - onehot(target)).
 // The mean and n stay on the logits' device; so does dloss in backward.
 // The loss is f32 for 16-bit logits (f64 for f64), as under PyTorch's
-// autocast: a bf16 loss would log only three digits, and fp16's loss scale
-// (2^16 at first, DeepSpeed's default) would overflow to inf in 16 bits,
-// so every first step would be skipped for no real overflow.
+// autocast: a bf16 loss would log only three digits. (fp16's loss scale is
+// applied to the backward's seed in f32 whatever the loss's dtype: optim/zero.cpp.)
 Variable cross_entropy(const Variable& logits, const Tensor& targets) {
   Tensor x = logits.value();
   CrossEntropyOutput out = sg::cross_entropy(x, targets);

@@ -178,7 +178,11 @@ void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
   for (size_t g = 0; g < groups_.size(); ++g) pending_[g] = int(groups_[g].params().size());
   if (schedule_) schedule_->next_phase();  // forward is over
   if (scaler_) {
-    scale(loss, scaler_->scale()).backward();  // fp16: gradients lifted clear of underflow
+    // fp16: gradients lifted clear of underflow, d(S loss) = S dloss. The
+    // seed is S itself in f32, as DeepSpeed scales loss.float(): S starts at
+    // 2^16, past f16's largest value, so S times a 16-bit loss would be inf.
+    const TensorOptions seed = TensorOptions().dtype(DType::f32).device(loss.device());
+    loss.backward(Tensor::full(loss.shape(), scaler_->scale(), seed));
   } else {
     loss.backward();
   }
