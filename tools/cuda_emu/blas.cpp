@@ -108,10 +108,6 @@ cublasStatus_t cublasCreate_v2(cublasHandle_t* handle) {
   *handle = reinterpret_cast<cublasHandle_t>(new int(0));
   return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasDestroy_v2(cublasHandle_t handle) {
-  delete reinterpret_cast<int*>(handle);
-  return CUBLAS_STATUS_SUCCESS;
-}
 cublasStatus_t cublasSetStream_v2(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
 
 const char* cublasGetStatusString(cublasStatus_t status) {
@@ -149,23 +145,12 @@ cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
   *handle = reinterpret_cast<cublasLtHandle_t>(new int(0));
   return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) {
-  delete reinterpret_cast<int*>(handle);
-  return CUBLAS_STATUS_SUCCESS;
-}
 
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute, cudaDataType_t scale) {
   if (compute != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
   *desc = new cublasLtMatmulDescOpaque_t{};
   std::lock_guard<std::mutex> lock(g_mutex);
   g_descs[*desc] = LtDesc{};
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_descs.erase(desc);
-  delete desc;
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -194,13 +179,6 @@ cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDa
   *layout = new cublasLtMatrixLayoutOpaque_t{};
   std::lock_guard<std::mutex> lock(g_mutex);
   g_layouts[*layout] = LtLayout{type, int64_t(rows), int64_t(cols), ld};
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_layouts.erase(layout);
-  delete layout;
   return CUBLAS_STATUS_SUCCESS;
 }
 

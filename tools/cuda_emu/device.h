@@ -32,7 +32,6 @@
 #define blockIdx (::sg_emu::index().block)
 #define blockDim (::sg_emu::index().block_dim)
 #define gridDim (::sg_emu::index().grid_dim)
-#define warpSize 32
 
 inline void __syncthreads() { ::sg_emu::sync_block(); }
 inline void __syncwarp(unsigned lane_mask = 0xffffffffu) { ::sg_emu::sync_warp(lane_mask); }
@@ -55,12 +54,6 @@ T __shfl_xor_sync(unsigned lane_mask, T value, int lane_xor, int width = 32) {
   return __shfl_sync(lane_mask, value, (source / width == lane / width) ? source % width : lane % width, width);
 }
 
-template <typename T>
-T __shfl_down_sync(unsigned lane_mask, T value, unsigned delta, int width = 32) {
-  const int lane = ::sg_emu::lane_id() % width;
-  return __shfl_sync(lane_mask, value, lane + int(delta) < width ? lane + int(delta) : lane, width);
-}
-
 // One fiber runs at a time, so a read-modify-write is atomic.
 template <typename T>
 T atomicAdd(T* address, T value) {
@@ -68,20 +61,10 @@ T atomicAdd(T* address, T value) {
   *address = old + value;
   return old;
 }
-template <typename T>
-T atomicMax(T* address, T value) {
-  T old = *address;
-  *address = std::max(old, value);
-  return old;
-}
 
-// Device math that is not standard C++; host <cmath> supplies the rest.
+// Device math that is not standard C++ (what kernels/cuda uses; add what a
+// new kernel needs); host <cmath> supplies the rest.
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
-inline float __expf(float x) { return std::exp(x); }
-inline float __logf(float x) { return std::log(x); }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 
 // CUDA's min and max take mixed integer widths; std's do not.
 template <typename A, typename B>
