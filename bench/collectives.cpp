@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     sg::Communicator& comm = sg::world();
     sg::Device device = sg::parse_device(o.device);
     SG_CHECK(device.is_cpu() || sg::cuda_available(), "--device ", o.device, ": no CUDA device is visible");
-    if (device.is_cuda()) device = sg::Device::cuda(sg::local_rank() % sg::cuda_device_count());
+    if (device.is_cuda()) device = sg::local_cuda_device();
     if (comm.rank() == 0) {
       std::printf("bench_collectives: %d ranks, %s tensors, f32, %d iterations per size\n", comm.world_size(),
                   device.is_cpu() ? "cpu (MPI)" : "cuda (NCCL)", o.iters);

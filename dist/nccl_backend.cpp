@@ -130,23 +130,27 @@ class NcclBackend : public Backend {
   std::string name() const override { return "nccl"; }
 
   WorkHandle all_gather(Tensor& output, const Tensor& input) override {
+    check_device("all_gather", output), check_device("all_gather", input);
     begin();
     NCCL_CHECK(ncclAllGather(input.data_ptr(), output.data_ptr(), size_t(input.numel()), nccl_type(input), comm_, stream_));
     return end({output, input});
   }
   WorkHandle reduce_scatter(Tensor& output, const Tensor& input) override {
+    check_device("reduce_scatter", output), check_device("reduce_scatter", input);
     begin();
     NCCL_CHECK(ncclReduceScatter(input.data_ptr(), output.data_ptr(), size_t(output.numel()), nccl_type(input), ncclSum,
                                  comm_, stream_));
     return end({output, input});
   }
   WorkHandle all_reduce(Tensor& tensor) override {
+    check_device("all_reduce", tensor);
     begin();
     NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()), nccl_type(tensor), ncclSum,
                              comm_, stream_));
     return end({tensor});
   }
   WorkHandle broadcast(Tensor& tensor, int root) override {
+    check_device("broadcast", tensor);
     begin();
     NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), size_t(tensor.numel()), nccl_type(tensor), root,
                              comm_, stream_));
@@ -155,6 +159,16 @@ class NcclBackend : public Backend {
   WorkHandle barrier() override { SG_FAIL("barrier() runs on the CPU backend"); }
 
  private:
+  // The communicator and its streams belong to one GPU. A tensor on another
+  // would be ordered by that GPU's stream, not this one's: NCCL could read
+  // it before it is written (the emulator's lazy streams found tests doing
+  // this), or fail outright.
+  void check_device(const char* op, const Tensor& t) const {
+    SG_CHECK(t.device() == Device::cuda(device_), op, ": this rank's NCCL communicator runs on cuda:", device_,
+             ", but the tensor ", t.str(), " is on ", t.device().str(),
+             "; put each rank's CUDA tensors on sg::local_cuda_device() (GPU local_rank % GPUs)");
+  }
+
   // The communication stream waits for everything already queued on the
   // compute stream: the collective's inputs are written there.
   void begin() {

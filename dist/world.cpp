@@ -158,6 +158,13 @@ int local_rank() {
   return value ? std::atoi(value) : 0;
 }
 
+Device local_cuda_device() {
+  const int gpus = cuda_device_count();
+  SG_CHECK(gpus > 0, "local_cuda_device(): no GPU is visible to this process (a build without CUDA, no driver, or "
+                     "CUDA_VISIBLE_DEVICES empty)");
+  return Device::cuda(local_rank() % gpus);
+}
+
 Communicator& world() {
   static std::unique_ptr<Communicator> instance;
   static std::once_flag once;

@@ -21,6 +21,10 @@ namespace sg {
 Communicator& world();            // initializes on first call
 bool launched_by_mpi();           // a launcher's variables are in the environment
 int local_rank();                 // rank among this node's processes (0 without a launcher)
+// The GPU this rank's CUDA tensors belong on: cuda:(local_rank() % GPUs on
+// the node). With a GPU per rank the NCCL backend runs there and refuses
+// tensors on any other; ranks sharing one GPU all get cuda:0.
+Device local_cuda_device();
 void finalize_world();            // optional: MPI_Finalize now (it also runs at exit)
 
 // Which backend carries CUDA tensors (world() asks on the first collective

@@ -118,7 +118,7 @@ int run(const TrainFlags& flags) {
   // --device cuda: every tensor of the step lives on this rank's GPU.
   SG_CHECK(flags.device == "cpu" || cuda_available(), "--device cuda: no GPU is visible to this build of shardgrad ",
            "(built without CUDA, or no device found); use --device cpu");
-  const Device device = flags.device == "cuda" ? Device::cuda(local_rank() % cuda_device_count()) : Device::cpu();
+  const Device device = flags.device == "cuda" ? local_cuda_device() : Device::cpu();
   SG_CHECK(flags.train_batch_size == 0 || flags.train_batch_size == flags.batch * flags.grad_accum * W,
            "train_batch_size ", flags.train_batch_size, " in the config is not train_micro_batch_size_per_gpu (",
            flags.batch, ") x gradient_accumulation_steps (", flags.grad_accum, ") x ranks (", W, ") = ",

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <string>
 #include <thread>
 
 #include "dist/backends.h"
@@ -240,6 +242,29 @@ TEST(CudaCollectivesChoice, FollowsTheRule) {
   EXPECT_THROW(choose_cuda_collectives(true, 4, 1, true, "nccl"), Error);  // NCCL cannot share a GPU
   EXPECT_THROW(choose_cuda_collectives(true, 2, 2, false, "nccl"), Error);
   EXPECT_THROW(choose_cuda_collectives(true, 2, 2, true, "gloo"), Error);
+}
+
+// With a GPU per rank, the NCCL backend refuses a tensor on another GPU than
+// its own: ordered by that GPU's stream, it could be read before it is
+// written. Every rank misplaces its tensor, so every rank throws and none is
+// left waiting in the collective.
+TEST(CudaNccl, ATensorOnAnotherGpuThanTheRanksIsRefused) {
+  const int gpus = cuda_device_count();
+  const char* forced = std::getenv("SG_CUDA_COLLECTIVES");
+  if (gpus < 2 || comm().world_size() < 2 || forced == nullptr || std::string(forced) != "nccl") {
+    GTEST_SKIP() << "needs NCCL and a GPU per rank; the emulator build runs it as Dist.CudaNcclRanks2 and 4";
+  }
+  const Device elsewhere = Device::cuda((local_cuda_device().index + 1) % gpus);
+  Tensor misplaced = Tensor::ones({8}, TensorOptions().device(elsewhere));
+  try {
+    comm().all_reduce(misplaced);
+    ADD_FAILURE() << "an all-reduce of a tensor on " << elsewhere.str() << " was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("local_cuda_device()"), std::string::npos) << e.what();
+  }
+  Tensor placed = Tensor::ones({8}, TensorOptions().device(local_cuda_device()));
+  comm().all_reduce(placed)->wait();
+  EXPECT_EQ(placed.to_vector<float>()[0], float(comm().world_size()));
 }
 
 TEST(StagedBackend, CarriesEveryCollectiveOfCpuTensorsLikeItsHost) {

@@ -45,7 +45,7 @@ class ZeroEquivalenceOnCuda : public ZeroEquivalence {};
 
 TEST_P(ZeroEquivalenceOnCuda, SameLossesAndParametersAsOneCpuProcess) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible; scripts/gpu_check.sh runs this on one";
-  check(zero_run(GetParam(), false, {}, Device::cuda()), reference(), GetParam(), 1e-4);
+  check(zero_run(GetParam(), false, {}, local_cuda_device()), reference(), GetParam(), 1e-4);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalenceOnCuda, ::testing::Values(0, 1, 2, 3),

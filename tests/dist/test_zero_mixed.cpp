@@ -50,7 +50,7 @@ class ZeroBf16OnCuda : public ::testing::TestWithParam<int> {};
 TEST_P(ZeroBf16OnCuda, FollowsTheCpuF32Run) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible; scripts/gpu_check.sh runs this on one";
   const ZeroOptions knobs{.dtype = DType::bf16, .reduce_dtype = DType::bf16};
-  ZeroTrainer trainer(GetParam(), false, knobs, Device::cuda());
+  ZeroTrainer trainer(GetParam(), false, knobs, local_cuda_device());
   std::vector<float> losses = trainer.train(0, kSteps);
   const std::vector<float>& expected = reference().losses;
   for (int64_t step = 0; step < kSteps; ++step) {
