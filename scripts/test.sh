@@ -10,8 +10,9 @@
 #   build-emu/  where the CUDA toolkit exists: the same CUDA code run on the
 #               CPU by the SIMT emulator (tools/cuda_emu), with only the tests
 #               that run CUDA code, twice (threads in each order, guard
-#               pages after and before buffers); then a check that every
-#               kernel in kernels/cuda ran in one of them;
+#               pages after and before buffers, stream work in issue order
+#               and then as late as allowed); then a check that every kernel
+#               in kernels/cuda ran in one of them;
 #   build-cpu/  SG_CUDA=OFF, proving the CPU-only build a machine without the
 #               CUDA toolkit gets.
 # Set SG_TEST_EMULATOR=0 or SG_TEST_CPU_ONLY=0 to skip the second or third
@@ -50,8 +51,10 @@ if [ "${SG_TEST_EMULATOR:-1}" = "1" ] && grep -q "SG_CUDA=ON" build.configure.lo
   SG_EMU_LAUNCH_LOG="$PWD/build-emu/kernel-launches.txt" \
     build_and_test build-emu -DSG_CUDA=OFF -DSG_CUDA_EMULATOR=ON
   tools/cuda_emu/check_every_kernel_ran.sh build-emu/kernel-launches.txt
-  echo "== test build-emu again: threads run highest first, guard pages before the buffers (docs/cuda-emulator.md)"
-  SG_EMU_ORDER=reverse SG_EMU_GUARD=front ctest --test-dir build-emu --output-on-failure -j"$jobs"
+  echo "== test build-emu again: threads run highest first, guard pages before the buffers, stream work as late as" \
+       "allowed (docs/cuda-emulator.md)"
+  SG_EMU_ORDER=reverse SG_EMU_GUARD=front SG_EMU_STREAMS=lazy \
+    ctest --test-dir build-emu --output-on-failure -j"$jobs"
 fi
 
 if [ "${SG_TEST_CPU_ONLY:-1}" = "1" ] && grep -q "SG_CUDA=ON" build.configure.log; then

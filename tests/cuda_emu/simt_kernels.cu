@@ -106,6 +106,10 @@ __global__ void scaled_ids_kernel(T* out, int n) {
 
 __global__ void write_kernel(float* out, int index) { out[index] = 1.0f; }
 
+__global__ void scaled_copy_kernel(float* out, const float* in, float factor, int n) {
+  if (int(threadIdx.x) < n) out[threadIdx.x] = factor * in[threadIdx.x];
+}
+
 }  // namespace
 
 void block_sums(float* out, const float* in, int blocks, int threads) {
@@ -136,5 +140,8 @@ const char* nested_template_launch(int32_t* out, int n) {
   return text;
 }
 void launch_too_many_threads(float* out) { write_kernel<<<1, 2048>>>(out, 0); }
+void scaled_copy(float* out, const float* in, float factor, int n, cudaStream_t stream) {
+  scaled_copy_kernel<<<1, 32, 0, stream>>>(out, in, factor, n);
+}
 
 }  // namespace sg::emu_test

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
 
 #include <cstdint>
 
@@ -22,9 +23,12 @@ void launch_too_many_threads(float* out);      // a block of 2048 threads
 const char* nested_template_launch(int32_t* out, int n);
 void shift_without_barrier(float* out, int n);  // out[i] = i - 1 through shared memory, a barrier missing
 void too_much_shared_memory(float* out);       // two 32 KiB __shared__ arrays in one block
-void write_static_shared_at(float* out, int index);
+void write_static_shared_at(float* out, int index);  // a __shared__ float[16]: thread 0 writes element index
 // c (16x16, f32, row-major) = a (16x16 bf16, row-major) b (16x16 bf16, column-major) on tensor cores;
 // without the __syncwarp between storing the result to shared memory and reading it when `synced` is false.
-void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced);  // a __shared__ float[16]: thread 0 writes element index
+void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced);
+// out[i] = factor * in[i] for i < n (at most 32), queued on `stream`: it may
+// run after this function has returned (SG_EMU_STREAMS=lazy).
+void scaled_copy(float* out, const float* in, float factor, int n, cudaStream_t stream);
 
 }  // namespace sg::emu_test

@@ -14,6 +14,7 @@
 
 #include "kernels/error.h"
 #include "tests/cuda_emu/simt_kernels.h"
+#include "tools/cuda_emu/runtime.h"
 #include "tools/cuda_emu/simt.h"
 
 namespace sg::emu_test {
@@ -238,6 +239,108 @@ TEST(EmulatedNccl, HostBuffersAndCountsThatDoNotFitAreRefused) {
   device.upload(host);
   EXPECT_EQ(ncclAllGather(device.data, gathered.data, 8, ncclFloat32, comm, nullptr), ncclSuccess);
   EXPECT_EQ(gathered.download(), host);
+  EXPECT_EQ(ncclCommDestroy(comm), ncclSuccess);
+}
+
+// SG_EMU_STREAMS=lazy for one test, then back to what the process had.
+class LazyStreams {
+ public:
+  LazyStreams() : was_(sg_emu::lazy_streams()) {
+    sg_emu::set_lazy_streams(true);
+    for (cudaStream_t* s : {&a, &b}) EXPECT_EQ(cudaStreamCreateWithFlags(s, cudaStreamNonBlocking), cudaSuccess);
+  }
+  ~LazyStreams() {
+    cudaStreamDestroy(a), cudaStreamDestroy(b);
+    sg_emu::set_lazy_streams(was_);
+  }
+  cudaStream_t a = nullptr, b = nullptr;
+
+ private:
+  bool was_;
+};
+
+TEST(EmulatedStreams, LazyWorkRunsWhenTheHostWaitsForIt) {
+  LazyStreams streams;
+  DeviceBuffer<float> x(4), y(4);
+  x.upload({1, 2, 3, 4});  // cudaMemcpy: the legacy stream, at once
+  // Queued: it runs after scaled_copy has returned, with the arguments it
+  // was launched with (translate.cpp copies them at the launch).
+  scaled_copy(y.data, x.data, 2.0f, 4, streams.a);
+  float* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(reinterpret_cast<void**>(&pinned), 4 * sizeof(float)), cudaSuccess);
+  std::fill(pinned, pinned + 4, -1.0f);
+  ASSERT_EQ(cudaMemcpyAsync(pinned, y.data, 4 * sizeof(float), cudaMemcpyDeviceToHost, streams.a), cudaSuccess);
+  EXPECT_EQ(pinned[0], -1.0f) << "a host that reads before synchronizing sees the old contents";
+  ASSERT_EQ(cudaStreamSynchronize(streams.a), cudaSuccess);
+  EXPECT_EQ(std::vector<float>(pinned, pinned + 4), (std::vector<float>{2, 4, 6, 8}));
+  // Into pageable memory a download waits for its stream, as CUDA's does.
+  scaled_copy(y.data, x.data, 3.0f, 4, streams.a);
+  std::vector<float> pageable(4);
+  ASSERT_EQ(cudaMemcpyAsync(pageable.data(), y.data, 16, cudaMemcpyDeviceToHost, streams.a), cudaSuccess);
+  EXPECT_EQ(pageable, (std::vector<float>{3, 6, 9, 12}));
+  cudaFreeHost(pinned);
+}
+
+TEST(EmulatedStreams, AnEventOrdersTwoStreamsAndAMissingOneShows) {
+  DeviceBuffer<float> x(4), y(4), z(4);
+  x.upload({1, 2, 3, 4});
+  {
+    LazyStreams streams;
+    scaled_copy(y.data, x.data, 2.0f, 4, streams.a);  // y = 2x on a
+    cudaEvent_t written = nullptr;
+    ASSERT_EQ(cudaEventCreateWithFlags(&written, cudaEventDisableTiming), cudaSuccess);
+    ASSERT_EQ(cudaEventRecord(written, streams.a), cudaSuccess);
+    ASSERT_EQ(cudaStreamWaitEvent(streams.b, written, 0), cudaSuccess);
+    ASSERT_EQ(cudaEventDestroy(written), cudaSuccess);  // the queued wait keeps its record
+    scaled_copy(z.data, y.data, 3.0f, 4, streams.b);  // z = 3y on b, after the event
+    ASSERT_EQ(cudaStreamSynchronize(streams.b), cudaSuccess);
+    EXPECT_EQ(z.download(), (std::vector<float>{6, 12, 18, 24}));
+  }
+  // Without the event, b reads y before a writes it: issue order (eager)
+  // hides that, the lazy schedule shows it.
+  for (bool lazy : {false, true}) {
+    LazyStreams streams;
+    sg_emu::set_lazy_streams(lazy);
+    DeviceBuffer<float> fresh(4);  // NaN until written
+    scaled_copy(fresh.data, x.data, 5.0f, 4, streams.a);
+    scaled_copy(z.data, fresh.data, 1.0f, 4, streams.b);
+    ASSERT_EQ(cudaStreamSynchronize(streams.b), cudaSuccess);
+    EXPECT_EQ(std::isnan(z.download()[0]), lazy);
+  }
+}
+
+TEST(EmulatedNccl, WorkThatWritesACollectivesInputBeforeItCompletesIsNamed) {
+  ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  ncclComm_t comm = nullptr;
+  ASSERT_EQ(ncclCommInitRank(&comm, 1, id, 0), ncclSuccess);
+  LazyStreams streams;  // a: compute, b: communication
+  DeviceBuffer<float> x(4), sum(4);
+  x.upload({1, 2, 3, 4});
+  ASSERT_EQ(ncclAllReduce(x.data, sum.data, 4, ncclFloat32, ncclSum, comm, streams.b), ncclSuccess);
+  cudaEvent_t done = nullptr;
+  ASSERT_EQ(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(done, streams.b), cudaSuccess);
+  EXPECT_TRUE(std::isnan(sum.download()[0])) << "the result lands when the communication stream gets there";
+  scaled_copy(x.data, x.data, 2.0f, 4, streams.a);  // not ordered after the collective
+  try {
+    cudaStreamSynchronize(streams.a);
+    ADD_FAILURE() << "a kernel wrote an all-reduce's input while it was in flight, unnoticed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("scaled_copy_kernel wrote the input of ncclAllReduce"), std::string::npos)
+        << e.what();
+  }
+  ASSERT_EQ(cudaStreamSynchronize(streams.b), cudaSuccess);
+  EXPECT_EQ(sum.download(), (std::vector<float>{1, 2, 3, 4}));
+  // Ordered after the collective's event, the same write is fine.
+  ASSERT_EQ(ncclAllReduce(x.data, sum.data, 4, ncclFloat32, ncclSum, comm, streams.b), ncclSuccess);
+  ASSERT_EQ(cudaEventRecord(done, streams.b), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(streams.a, done, 0), cudaSuccess);
+  scaled_copy(x.data, x.data, 2.0f, 4, streams.a);
+  ASSERT_EQ(cudaStreamSynchronize(streams.a), cudaSuccess);
+  EXPECT_EQ(sum.download(), (std::vector<float>{2, 4, 6, 8}));
+  EXPECT_EQ(x.download(), (std::vector<float>{4, 8, 12, 16}));
+  cudaEventDestroy(done);
   EXPECT_EQ(ncclCommDestroy(comm), ncclSuccess);
 }
 

@@ -3,7 +3,8 @@
 // libcublasLt; the toolkit's headers declare them, so signatures are checked.
 //
 // Both compute the column-major batched GEMM D = alpha op(A) op(B) + beta C
-// with f64 sums, rounding once into D's type. What this checks is how the
+// with f64 sums, rounding once into D's type, queued on the handle's (or the
+// call's) stream like any other device work (runtime.h). What this checks is how the
 // callers describe their problems: transposes, leading dimensions, batch
 // strides, which operand is which under the row-major trick, and the bias
 // epilogue broadcasting along D's rows. Lt descriptors take only the
@@ -23,6 +24,8 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+
+#include "tools/cuda_emu/runtime.h"
 
 namespace {
 
@@ -75,6 +78,11 @@ void gemm(int64_t m, int64_t n, int64_t k, int64_t batch, double alpha, const Op
   }
 }
 
+// The stream cublasSetStream set; GEMMs are queued on it.
+struct BlasHandle {
+  cudaStream_t stream = nullptr;
+};
+
 struct LtDesc {
   cublasOperation_t trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
@@ -105,10 +113,13 @@ extern "C" {
 // ---- cuBLAS -------------------------------------------------------------------
 
 cublasStatus_t cublasCreate_v2(cublasHandle_t* handle) {
-  *handle = reinterpret_cast<cublasHandle_t>(new int(0));
+  *handle = reinterpret_cast<cublasHandle_t>(new BlasHandle{});
   return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasSetStream_v2(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t stream) {
+  reinterpret_cast<BlasHandle*>(handle)->stream = stream;
+  return CUBLAS_STATUS_SUCCESS;
+}
 
 const char* cublasGetStatusString(cublasStatus_t status) {
   switch (status) {
@@ -119,7 +130,7 @@ const char* cublasGetStatusString(cublasStatus_t status) {
   }
 }
 
-cublasStatus_t cublasGemmStridedBatchedEx_64(cublasHandle_t, cublasOperation_t transa, cublasOperation_t transb,
+cublasStatus_t cublasGemmStridedBatchedEx_64(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
                                              int64_t m, int64_t n, int64_t k, const void* alpha, const void* A,
                                              cudaDataType Atype, int64_t lda, long long int strideA, const void* B,
                                              cudaDataType Btype, int64_t ldb, long long int strideB, const void* beta,
@@ -134,8 +145,10 @@ cublasStatus_t cublasGemmStridedBatchedEx_64(cublasHandle_t, cublasOperation_t t
     return CUBLAS_STATUS_INVALID_VALUE;
   }
   const Operand a{A, Atype, lda, strideA, transa != CUBLAS_OP_N}, b{B, Btype, ldb, strideB, transb != CUBLAS_OP_N};
-  gemm(m, n, k, batchCount, *static_cast<const float*>(alpha), a, b, *static_cast<const float*>(beta), C, ldc,
-       strideC, C, Ctype, ldc, strideC, nullptr);
+  const double alpha_value = *static_cast<const float*>(alpha), beta_value = *static_cast<const float*>(beta);
+  sg_emu::enqueue(reinterpret_cast<BlasHandle*>(handle)->stream, "cublasGemmStridedBatchedEx", [=] {
+    gemm(m, n, k, batchCount, alpha_value, a, b, beta_value, C, ldc, strideC, C, Ctype, ldc, strideC, nullptr);
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -258,7 +271,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
                               cublasLtMatrixLayout_t a_layout, const void* B, cublasLtMatrixLayout_t b_layout,
                               const void* beta, const void* C, cublasLtMatrixLayout_t c_layout, void* D,
                               cublasLtMatrixLayout_t d_layout, const cublasLtMatmulAlgo_t*, void*, size_t,
-                              cudaStream_t) {
+                              cudaStream_t stream) {
   LtDesc d;
   LtLayout a, b, c, dl;
   {
@@ -279,8 +292,12 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   const int64_t k = d.trans_a == CUBLAS_OP_N ? a.cols : a.rows;
   const Operand op_a{A, a.type, a.ld, a.stride, d.trans_a != CUBLAS_OP_N};
   const Operand op_b{B, b.type, b.ld, b.stride, d.trans_b != CUBLAS_OP_N};
-  gemm(dl.rows, dl.cols, k, dl.batch, *static_cast<const float*>(alpha), op_a, op_b, *static_cast<const float*>(beta),
-       C, c.ld, c.stride, D, dl.type, dl.ld, dl.stride, d.epilogue == CUBLASLT_EPILOGUE_BIAS ? d.bias : nullptr);
+  const double alpha_value = *static_cast<const float*>(alpha), beta_value = *static_cast<const float*>(beta);
+  const void* bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS ? d.bias : nullptr;
+  sg_emu::enqueue(stream, "cublasLtMatmul", [=] {
+    gemm(dl.rows, dl.cols, k, dl.batch, alpha_value, op_a, op_b, beta_value, C, c.ld, c.stride, D, dl.type, dl.ld,
+         dl.stride, bias);
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -3,19 +3,30 @@
 // toolkit's nccl.h, so the signatures are checked.
 //
 // Emulated device memory is host memory, so a collective is the matching MPI
-// collective on the same buffers, over a duplicate of MPI_COMM_WORLD (the
-// only communicator shardgrad builds NCCL on); a world of one needs no MPI.
-// Each call completes before it returns, as if the communication stream ran
-// at once. What it checks is how NCCL is called: counts per rank (all-gather
-// takes the input's count, reduce-scatter the output's), in-place layouts,
-// and that every buffer is device memory (NCCL cannot read a host tensor).
-// It cannot check NCCL's own asynchrony.
+// collective, over a duplicate of MPI_COMM_WORLD (the only communicator
+// shardgrad builds NCCL on); a world of one needs no MPI. What it checks is
+// how NCCL is called: counts per rank (all-gather takes the input's count,
+// reduce-scatter the output's), in-place layouts, and that every buffer is
+// device memory (NCCL cannot read a host tensor).
+//
+// Asynchrony (see streams.cpp): the ranks must exchange in the order they
+// call, so each collective's MPI exchange happens during the call, on a copy
+// of its input taken once its stream has reached it. Only its result is
+// queued on the stream, to land when the stream gets there. Under
+// SG_EMU_STREAMS=lazy that is as late as the program allows, so a kernel
+// that reads the result without waiting for the collective's event reads the
+// old contents. And when the result lands, the input must still hold what
+// was sent: if anything wrote it in between, it wrote a buffer NCCL was
+// still reading (a missing wait, or a buffer freed and reused too early),
+// and the emulator says so.
 #include <nccl.h>
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
+#include "kernels/error.h"
 #include "tools/cuda_emu/runtime.h"
 
 #ifdef SG_MPI
@@ -89,6 +100,35 @@ MPI_Op mpi_sum(ncclDataType_t type) {
 ncclResult_t mpi_result(int status) { return status == MPI_SUCCESS ? ncclSuccess : ncclSystemError; }
 #endif
 
+// One collective: its input as sent and its result, queued on its stream.
+struct Collective {
+  const char* name;
+  cudaStream_t stream;
+  const void* send;
+  std::vector<char> input, result;
+
+  // Runs the stream up to the call (its waits, earlier collectives' results),
+  // then copies the input.
+  Collective(const char* name_, cudaStream_t stream_, const void* send_, size_t input_bytes, size_t result_bytes)
+      : name(name_), stream(stream_), send(send_), result(result_bytes) {
+    sg_emu::drain(stream);
+    const char* from = static_cast<const char*>(send);
+    if (input_bytes > 0) input.assign(from, from + input_bytes);
+  }
+
+  // Queues the result's landing in recv. Until it lands, the input is
+  // watched: work that writes it is named (streams.cpp).
+  void finish(void* recv) {
+    auto sent = std::make_shared<const std::vector<char>>(std::move(input));
+    auto landed = std::make_shared<const std::vector<char>>(std::move(result));
+    const uint64_t watch = sent->empty() ? 0 : sg_emu::watch(send, sent, name);
+    sg_emu::enqueue(stream, name, [watch, landed, recv] {
+      if (watch != 0) sg_emu::unwatch(watch);
+      std::memcpy(recv, landed->data(), landed->size());
+    });
+  }
+};
+
 }  // namespace
 
 extern "C" {
@@ -147,80 +187,93 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t, ncclResult_t* error) {
 }
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
-                           ncclComm_t comm, cudaStream_t) {
+                           ncclComm_t comm, cudaStream_t stream) {
   if (!on_device(send, count, type) || !on_device(recv, count, type) || op != ncclSum) return ncclInvalidArgument;
+  Collective c("ncclAllReduce", stream, send, count * element_bytes(type), count * element_bytes(type));
   if (comm->ranks == 1) {
-    std::memmove(recv, send, count * element_bytes(type));
-    return ncclSuccess;
-  }
+    c.result = c.input;
 #ifdef SG_MPI
-  return mpi_result(MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, int(count), mpi_type(type), mpi_sum(type),
-                                  comm->mpi));
+  } else if (int status = MPI_Allreduce(c.input.data(), c.result.data(), int(count), mpi_type(type), mpi_sum(type),
+                                        comm->mpi);
+             status != MPI_SUCCESS) {
+    return mpi_result(status);
 #else
-  return ncclInvalidUsage;
+  } else {
+    return ncclInvalidUsage;
 #endif
+  }
+  c.finish(recv);
+  return ncclSuccess;
 }
 
 // recv holds ranks * sendcount elements; in place when send is this rank's slot of recv.
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount, ncclDataType_t type, ncclComm_t comm,
-                           cudaStream_t) {
+                           cudaStream_t stream) {
   const size_t bytes = sendcount * element_bytes(type);
   if (!on_device(send, sendcount, type) || !on_device(recv, sendcount * size_t(comm->ranks), type)) {
     return ncclInvalidArgument;
   }
-  char* slot = static_cast<char*>(recv) + size_t(comm->rank) * bytes;
+  Collective c("ncclAllGather", stream, send, bytes, bytes * size_t(comm->ranks));
   if (comm->ranks == 1) {
-    std::memmove(slot, send, bytes);
-    return ncclSuccess;
-  }
+    c.result = c.input;
 #ifdef SG_MPI
-  return mpi_result(MPI_Allgather(send == slot ? MPI_IN_PLACE : send, int(sendcount), mpi_type(type), recv,
-                                  int(sendcount), mpi_type(type), comm->mpi));
+  } else if (int status = MPI_Allgather(c.input.data(), int(sendcount), mpi_type(type), c.result.data(),
+                                        int(sendcount), mpi_type(type), comm->mpi);
+             status != MPI_SUCCESS) {
+    return mpi_result(status);
 #else
-  return ncclInvalidUsage;
+  } else {
+    return ncclInvalidUsage;
 #endif
+  }
+  c.finish(recv);
+  return ncclSuccess;
 }
 
 // send holds ranks * recvcount elements; recv gets this rank's summed slot.
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount, ncclDataType_t type, ncclRedOp_t op,
-                               ncclComm_t comm, cudaStream_t) {
+                               ncclComm_t comm, cudaStream_t stream) {
   const size_t bytes = recvcount * element_bytes(type);
   if (!on_device(send, recvcount * size_t(comm->ranks), type) || !on_device(recv, recvcount, type) || op != ncclSum) {
     return ncclInvalidArgument;
   }
-  const char* slot = static_cast<const char*>(send) + size_t(comm->rank) * bytes;
+  Collective c("ncclReduceScatter", stream, send, bytes * size_t(comm->ranks), bytes);
   if (comm->ranks == 1) {
-    std::memmove(recv, slot, bytes);
-    return ncclSuccess;
-  }
+    c.result = c.input;
 #ifdef SG_MPI
-  // MPI's in-place form differs from NCCL's (result at the front, not in
-  // this rank's slot): reduce a copy when the buffers overlap.
-  std::vector<char> copy;
-  const char* input = static_cast<const char*>(send);
-  if (input < static_cast<char*>(recv) + bytes && static_cast<char*>(recv) < input + bytes * size_t(comm->ranks)) {
-    copy.assign(input, input + bytes * size_t(comm->ranks));
-    input = copy.data();
-  }
-  return mpi_result(MPI_Reduce_scatter_block(input, recv, int(recvcount), mpi_type(type), mpi_sum(type), comm->mpi));
+  } else if (int status = MPI_Reduce_scatter_block(c.input.data(), c.result.data(), int(recvcount), mpi_type(type),
+                                                   mpi_sum(type), comm->mpi);
+             status != MPI_SUCCESS) {
+    return mpi_result(status);
 #else
-  return ncclInvalidUsage;
+  } else {
+    return ncclInvalidUsage;
 #endif
+  }
+  c.finish(recv);
+  return ncclSuccess;
 }
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root, ncclComm_t comm,
-                           cudaStream_t) {
+                           cudaStream_t stream) {
   if (!on_device(recv, count, type) || (comm->rank == root && !on_device(send, count, type)) || root < 0 ||
       root >= comm->ranks) {
     return ncclInvalidArgument;
   }
-  if (comm->rank == root && send != recv) std::memmove(recv, send, count * element_bytes(type));
-  if (comm->ranks == 1) return ncclSuccess;
+  const size_t bytes = count * element_bytes(type);
+  Collective c("ncclBroadcast", stream, comm->rank == root ? send : nullptr, comm->rank == root ? bytes : 0, bytes);
+  if (comm->rank == root) c.result = c.input;
 #ifdef SG_MPI
-  return mpi_result(MPI_Bcast(recv, int(count), mpi_type(type), root, comm->mpi));
+  if (comm->ranks > 1) {
+    if (int status = MPI_Bcast(c.result.data(), int(count), mpi_type(type), root, comm->mpi); status != MPI_SUCCESS) {
+      return mpi_result(status);
+    }
+  }
 #else
-  return ncclInvalidUsage;
+  if (comm->ranks > 1) return ncclInvalidUsage;
 #endif
+  c.finish(recv);
+  return ncclSuccess;
 }
 
 }  // extern "C"

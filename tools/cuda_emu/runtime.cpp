@@ -2,9 +2,8 @@
 // (tools/cuda_emu/simt.h). Linked instead of libcudart; the declarations come
 // from the toolkit's own cuda_runtime_api.h, so the signatures are checked.
 //
-// Everything runs in issue order on the calling thread: a copy is done when
-// it returns, every event has completed and every stream is idle. So the
-// emulator cannot catch a missing stream synchronization; it does catch:
+// Streams and events are in streams.cpp: a copy on a stream is queued there
+// and runs at once or as late as allowed (SG_EMU_STREAMS). This file checks:
 //  - an index past the end of device memory: each cudaMalloc'd buffer ends
 //    (16-byte aligned, as the start is) at an unmapped page, or starts right
 //    after one with SG_EMU_GUARD=front (guarded_memory.h);
@@ -21,8 +20,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "tools/cuda_emu/guarded_memory.h"
 #include "tools/cuda_emu/runtime.h"
@@ -69,25 +70,32 @@ bool is_device(const void* pointer, size_t bytes) {
 // Inside some device allocation at all (a host range must not overlap one).
 bool touches_device(const void* pointer) { return is_device(pointer, 1); }
 
+// Inside one cudaMallocHost'd buffer.
+bool is_pinned(const void* pointer, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
+  auto it = g_pinned.upper_bound(address);
+  if (it == g_pinned.begin()) return false;
+  --it;
+  return address + bytes <= it->first + it->second;
+}
+
 // shardgrad always names the direction (never cudaMemcpyDefault), so each
 // side is checked against it.
-cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+cudaError_t check_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (bytes == 0) return cudaSuccess;
   const bool dst_ok = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice ? is_device(dst, bytes)
                                                                                         : !touches_device(dst);
   const bool src_ok = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice ? is_device(src, bytes)
                                                                                         : !touches_device(src);
-  if (kind == cudaMemcpyDefault || !dst_ok || !src_ok) return cudaErrorInvalidValue;
-  std::memmove(dst, src, bytes);
-  return cudaSuccess;
+  return kind == cudaMemcpyDefault || !dst_ok || !src_ok ? cudaErrorInvalidValue : cudaSuccess;
 }
 
-struct Stream {
-  int device;
-};
-struct Event {
-  int device;
-};
+cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  const cudaError_t status = check_copy(dst, src, bytes, kind);
+  if (status == cudaSuccess && bytes > 0) std::memmove(dst, src, bytes);
+  return status;
+}
 
 }  // namespace
 
@@ -138,8 +146,10 @@ cudaError_t cudaMalloc(void** pointer, size_t bytes) {
   return cudaSuccess;
 }
 
+// cudaFree synchronizes the device first, as the real one does.
 cudaError_t cudaFree(void* pointer) {
   if (pointer == nullptr) return cudaSuccess;
+  sg_emu::drain_all();
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = g_device_memory.find(reinterpret_cast<uintptr_t>(pointer));
   if (it == g_device_memory.end()) return cudaErrorInvalidValue;
@@ -166,48 +176,40 @@ cudaError_t cudaMallocHost(void** pointer, size_t bytes) {
 
 cudaError_t cudaFreeHost(void* pointer) {
   if (pointer == nullptr) return cudaSuccess;
+  sg_emu::drain_all();  // as cudaFree: no queued copy may outlive its pinned buffer
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_pinned.erase(reinterpret_cast<uintptr_t>(pointer)) == 0) return cudaErrorInvalidValue;
   std::free(pointer);
   return cudaSuccess;
 }
 
+// The legacy default stream does not wait for shardgrad's non-blocking
+// streams: the copy runs now.
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   return copy(dst, src, bytes, kind);
 }
 
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
-  return copy(dst, src, bytes, kind);
+// The pointers are checked now (the call's error); the bytes move when the
+// stream gets there. With pageable (not pinned) host memory CUDA is partly
+// synchronous, and so is this: an upload reads its source during the call,
+// a download waits for the stream and is done when the call returns.
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  const cudaError_t status = check_copy(dst, src, bytes, kind);
+  if (status != cudaSuccess || bytes == 0) return status;
+  if (kind == cudaMemcpyHostToDevice && !is_pinned(src, bytes)) {
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
+    sg_emu::enqueue(stream, "cudaMemcpyAsync (upload)", [=] { std::memcpy(dst, staged->data(), bytes); });
+  } else if (kind == cudaMemcpyDeviceToHost && !is_pinned(dst, bytes)) {
+    sg_emu::drain(stream);
+    std::memcpy(dst, src, bytes);
+  } else {
+    sg_emu::enqueue(stream, "cudaMemcpyAsync", [=] { std::memmove(dst, src, bytes); });
+  }
+  return status;
 }
 
-cudaError_t cudaMemcpyPeerAsync(void* dst, int, const void* src, int, size_t bytes, cudaStream_t) {
-  return copy(dst, src, bytes, cudaMemcpyDeviceToDevice);
+cudaError_t cudaMemcpyPeerAsync(void* dst, int, const void* src, int, size_t bytes, cudaStream_t stream) {
+  return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream);
 }
-
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
-  *stream = reinterpret_cast<cudaStream_t>(new Stream{g_current_device});
-  return cudaSuccess;
-}
-
-cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  delete reinterpret_cast<Stream*>(stream);
-  return cudaSuccess;
-}
-
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
-
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
-  *event = reinterpret_cast<cudaEvent_t>(new Event{g_current_device});
-  return cudaSuccess;
-}
-
-cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  delete reinterpret_cast<Event*>(event);
-  return cudaSuccess;
-}
-
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }  // all work is done when it returns
 
 }  // extern "C"

@@ -1,11 +1,38 @@
-// What the emulator's host runtime (runtime.cpp) tells its other fakes.
+// What the emulator's host runtime (runtime.cpp, streams.cpp) tells its
+// other fakes.
 #pragma once
 
+#include <cuda_runtime_api.h>
+
 #include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
 
 namespace sg_emu {
 
 // True when [pointer, pointer + bytes) lies inside one cudaMalloc'd buffer.
 bool is_device_memory(const void* pointer, size_t bytes);
+
+// Streams (streams.cpp). Every piece of device work (a kernel, a copy, a
+// GEMM, a collective's result) is queued on its stream; SG_EMU_STREAMS says
+// when it runs: at once (eager, the default) or as late as the program's
+// synchronization allows (lazy).
+bool lazy_streams();
+void set_lazy_streams(bool lazy);  // for the emulator's own tests; runs what is queued first
+// Queues `work` on `stream`; the legacy default stream (nullptr) runs it now.
+// `what` names it in errors.
+void enqueue(cudaStream_t stream, const char* what, std::function<void()> work);
+// Runs everything queued on `stream`, and on the streams it waits for.
+void drain(cudaStream_t stream);
+// Until unwatch(id), every piece of queued work that runs is checked not to
+// have changed `expected->size()` bytes at `data` from `expected`: the input
+// of a collective (`reader`) in flight. Returns the id.
+uint64_t watch(const void* data, std::shared_ptr<const std::vector<char>> expected, const char* reader);
+void unwatch(uint64_t id);
+// Runs everything queued anywhere (what cudaFree's implicit device
+// synchronization does).
+void drain_all();
 
 }  // namespace sg_emu

@@ -19,6 +19,7 @@
 #include "kernels/error.h"
 #include "tools/cuda_emu/fiber.h"
 #include "tools/cuda_emu/guarded_memory.h"
+#include "tools/cuda_emu/runtime.h"
 
 namespace sg_emu {
 
@@ -75,6 +76,8 @@ std::mutex g_launch_mutex;
 
 // Read by the fault handler: which kernel and thread touched a bad address.
 const char* volatile g_faulting_kernel = nullptr;
+// Outside kernels: the queued operation running (a copy, a GEMM, ...).
+thread_local const char* volatile g_faulting_operation = nullptr;
 
 std::vector<GuardedMapping> g_stacks;  // reused by every launch, grown to the largest block
 
@@ -88,6 +91,12 @@ void on_fault(int signal) {
                                "thread (%u, %u, %u): an index past the end of a buffer, or a stack overflow\n",
                                signal, kernel, at ? at->block.x : 0u, at ? at->block.y : 0u, at ? at->block.z : 0u,
                                at ? at->thread.x : 0u, at ? at->thread.y : 0u, at ? at->thread.z : 0u);
+    if (length > 0) (void)!write(STDERR_FILENO, message, size_t(length));
+  } else if (const char* operation = g_faulting_operation; operation != nullptr) {
+    int length = std::snprintf(message, sizeof(message),
+                               "CUDA emulator: invalid memory access (signal %d) in %s, queued on a stream: one of "
+                               "its buffers was freed before the stream got to it, or is too small\n",
+                               signal, operation);
     if (length > 0) (void)!write(STDERR_FILENO, message, size_t(length));
   }
   ::signal(signal, SIG_DFL);  // returning re-runs the access, which now ends the process
@@ -236,10 +245,9 @@ void log_first_launch(const char* kernel) {  // with g_launch_mutex held
   if (seen.insert(name).second) std::ofstream(path, std::ios::app) << name << "\n";
 }
 
-}  // namespace
 
-void launch(const char* kernel, const Config& config, const std::function<void()>& body) {
-  check_config(kernel, config);
+// Runs every block of a launch (when its stream gets to it).
+void run_grid(const char* kernel, const Config& config, const std::function<void()>& body) {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
   log_first_launch(kernel);
   install_fault_handler();
@@ -279,6 +287,22 @@ void launch(const char* kernel, const Config& config, const std::function<void()
     }
   }
 }
+
+}  // namespace
+
+// A configuration the GPU refuses fails at the launch, as cudaGetLastError
+// would report it; the blocks run when the stream gets to them
+// (SG_EMU_STREAMS), each thread with the arguments as they were at the launch.
+void launch(const char* kernel, const Config& config, const std::function<void()>& body) {
+  check_config(kernel, config);
+  enqueue(config.stream, kernel, [kernel, config, body] { run_grid(kernel, config, body); });
+}
+
+FaultContext::FaultContext(const char* what) : outer_(g_faulting_operation) {
+  install_fault_handler();
+  g_faulting_operation = what;
+}
+FaultContext::~FaultContext() { g_faulting_operation = outer_; }
 
 void set_reverse_order(bool reverse) { g_reverse_order = reverse ? 1 : 0; }
 

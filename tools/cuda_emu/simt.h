@@ -45,10 +45,25 @@ inline Config config(dim3 grid, dim3 block, size_t shared_bytes = 0, cudaStream_
 }
 
 // Runs `body` (a call of the kernel with its arguments) once per thread of
-// every block. Throws sg::Error for a configuration the GPU would refuse, a
-// thread that fails, or a barrier that can never open. Launches are
-// serialized process-wide: the kernels' `static` shared arrays are shared.
+// every block, when config.stream gets to it (runtime.h: at once, or later
+// under SG_EMU_STREAMS=lazy). Throws sg::Error for a configuration the GPU
+// would refuse (at the launch), a thread that fails, or a barrier that can
+// never open (when it runs). Launches run one at a time process-wide: the
+// kernels' `static` shared arrays are shared.
 void launch(const char* kernel, const Config& config, const std::function<void()>& body);
+
+// While one lives, a memory fault on this OS thread is reported as one in
+// `what` (a queued copy, GEMM or collective); a kernel's own report wins.
+class FaultContext {
+ public:
+  explicit FaultContext(const char* what);
+  ~FaultContext();
+  FaultContext(const FaultContext&) = delete;
+  FaultContext& operator=(const FaultContext&) = delete;
+
+ private:
+  const char* outer_;
+};
 
 // Between barriers a block's threads run one after another, lowest first, so
 // a missing barrier hides when the writer happens to run before the reader.

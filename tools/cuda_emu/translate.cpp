@@ -3,7 +3,9 @@
 //
 //   kernel<T><<<grid, block, shared, stream>>>(a, b);
 //     -> ::sg_emu::launch("kernel<T>", ::sg_emu::config(grid, block, shared, stream),
-//                         [&] { kernel<T>(a, b); });
+//                         [](auto... sg_emu_args) { return [=] { kernel<T>(sg_emu_args...); }; }(a, b));
+//   (the arguments are evaluated and copied at the launch, as CUDA does; the
+//   kernel may run later, when its stream gets to it)
 //   extern __shared__ float scratch[];
 //     -> float* scratch = static_cast<float*>(::sg_emu::dynamic_shared());
 //
@@ -113,7 +115,8 @@ std::string translate_launches(const std::string& text) {
     if (kernel.empty()) throw std::runtime_error("no kernel name before <<< at offset " + std::to_string(at));
     out += text.substr(copied, start - copied);
     out += "::sg_emu::launch(\"" + kernel + "\", ::sg_emu::config(" + text.substr(at + 3, config_end - at - 3) +
-           "), [&] { " + kernel + text.substr(open, args_end - open) + "; })";
+           "), [](auto... sg_emu_args) { return [=] { " + kernel + "(sg_emu_args...); }; }" +
+           text.substr(open, args_end - open) + ")";
     copied = args_end;
   }
   return out + text.substr(copied);
