@@ -133,6 +133,7 @@ const char* cudaGetErrorString(cudaError_t error) {
 }
 
 cudaError_t cudaMalloc(void** pointer, size_t bytes) {
+  sg_emu::count_device_allocation();
   std::lock_guard<std::mutex> lock(g_mutex);
   const int device = g_current_device;
   if (g_used[device] + bytes > device_capacity()) return cudaErrorMemoryAllocation;
@@ -149,6 +150,7 @@ cudaError_t cudaMalloc(void** pointer, size_t bytes) {
 // cudaFree synchronizes the device first, as the real one does.
 cudaError_t cudaFree(void* pointer) {
   if (pointer == nullptr) return cudaSuccess;
+  sg_emu::count_host_wait();
   sg_emu::drain_all();
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = g_device_memory.find(reinterpret_cast<uintptr_t>(pointer));
@@ -176,6 +178,7 @@ cudaError_t cudaMallocHost(void** pointer, size_t bytes) {
 
 cudaError_t cudaFreeHost(void* pointer) {
   if (pointer == nullptr) return cudaSuccess;
+  sg_emu::count_host_wait();
   sg_emu::drain_all();  // as cudaFree: no queued copy may outlive its pinned buffer
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_pinned.erase(reinterpret_cast<uintptr_t>(pointer)) == 0) return cudaErrorInvalidValue;
@@ -186,6 +189,7 @@ cudaError_t cudaFreeHost(void* pointer) {
 // The legacy default stream does not wait for shardgrad's non-blocking
 // streams: the copy runs now.
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  sg_emu::count_host_wait();
   return copy(dst, src, bytes, kind);
 }
 
@@ -200,6 +204,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
     sg_emu::enqueue(stream, "cudaMemcpyAsync (upload)", [=] { std::memcpy(dst, staged->data(), bytes); });
   } else if (kind == cudaMemcpyDeviceToHost && !is_pinned(dst, bytes)) {
+    sg_emu::count_host_wait();
     sg_emu::drain(stream);
     std::memcpy(dst, src, bytes);
   } else {

@@ -31,6 +31,21 @@ void drain(cudaStream_t stream);
 // of a collective (`reader`) in flight. Returns the id.
 uint64_t watch(const void* data, std::shared_ptr<const std::vector<char>> expected, const char* reader);
 void unwatch(uint64_t id);
+// What the host asked of the device so far, for tests of how often a
+// training step stalls on it:
+struct Counters {
+  // Calls that block the host until device work is done (stream
+  // synchronization, downloads into pageable memory, cudaMemcpy, and
+  // cudaFree/cudaFreeHost, which synchronize the device), counted when
+  // device work was queued since the last one: a download followed by a
+  // stream synchronization is one round trip. An event query does not
+  // block and is not counted.
+  int64_t host_waits = 0;
+  int64_t device_allocations = 0;  // cudaMalloc calls (the caching allocator should make these rare)
+};
+Counters counters();
+void count_host_wait();
+void count_device_allocation();
 // Runs everything queued anywhere (what cudaFree's implicit device
 // synchronization does).
 void drain_all();

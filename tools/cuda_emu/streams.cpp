@@ -84,6 +84,9 @@ void check_watched(const char* writer) {
   }
 }
 
+sg_emu::Counters g_counters;  // with g_mutex held
+bool g_queued_since_wait = false;  // device work queued since the last counted host wait
+
 int g_lazy = -1;  // -1: not yet read from SG_EMU_STREAMS (with g_mutex held)
 
 bool read_lazy() {
@@ -118,6 +121,7 @@ void run(Op& op) {
 
 void enqueue(Stream* stream, Op op) {
   std::lock_guard<std::recursive_mutex> lock(g_mutex);
+  if (op.work) g_queued_since_wait = true;
   if (stream == nullptr || !sg_emu::lazy_streams()) {
     run(op);  // the legacy default stream does not wait for our non-blocking streams: now is a valid time
     return;
@@ -157,6 +161,23 @@ void sg_emu::unwatch(uint64_t id) {
   g_watched.erase(id);
 }
 
+sg_emu::Counters sg_emu::counters() {
+  std::lock_guard<std::recursive_mutex> lock(g_mutex);
+  return g_counters;
+}
+
+void sg_emu::count_host_wait() {
+  std::lock_guard<std::recursive_mutex> lock(g_mutex);
+  if (!g_queued_since_wait) return;  // nothing new to wait for: a second wait in a row costs nothing
+  g_queued_since_wait = false;
+  ++g_counters.host_waits;
+}
+
+void sg_emu::count_device_allocation() {
+  std::lock_guard<std::recursive_mutex> lock(g_mutex);
+  ++g_counters.device_allocations;
+}
+
 void sg_emu::drain(cudaStream_t stream) {
   if (stream == nullptr) return;  // its work ran when it was queued
   std::lock_guard<std::recursive_mutex> lock(g_mutex);
@@ -188,6 +209,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  sg_emu::count_host_wait();
   sg_emu::drain(stream);
   return cudaSuccess;
 }
