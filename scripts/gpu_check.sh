@@ -73,6 +73,9 @@ suites="test_cuda test_cuda_gpt test_kernels test_tensor test_autograd test_nn t
 for suite in $suites; do  # bounded: a hung kernel must not eat the machine's whole lease
   timeout 240 build-gpu/bin/$suite > "$logs/$suite.log" 2>&1 || { status=1; echo "gpu_check: $suite failed or timed out"; }
 done
+# Checkpoints of CUDA runs: resumed bit for bit on the GPU, and on the CPU.
+timeout 240 build-gpu/bin/test_checkpoint --gtest_filter='*OnCuda*' > "$logs/test_checkpoint.log" 2>&1 ||
+  { status=1; echo "gpu_check: test_checkpoint failed or timed out"; }
 # NCCL with the compute stream waiting on its events (no host poll).
 if [ -x build-gpu/bin/test_nccl ]; then
   SG_NCCL_WAIT=device timeout 120 build-gpu/bin/test_nccl > "$logs/test_nccl_device_wait.log" 2>&1 || status=1
@@ -128,7 +131,7 @@ for log in "$logs"/test_zero_np*.log "$logs"/test_dist_np2.log; do
   sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z]' |
     sed -E "s/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 ($ranks ranks on one GPU) | \1 |/" | sort -u
 done
-cat "$logs/test_dist.log" "$logs/test_zero.log" 2>/dev/null | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z/]*Cuda' |
+cat "$logs/test_dist.log" "$logs/test_zero.log" "$logs/test_checkpoint.log" 2>/dev/null | grep -E '^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z/]*Cuda' |
   sed -E 's/^\[ +([A-Z]+) +\] ([^ ]+).*/| \2 (world of one) | \1 |/' | sort -u
 for suite in $suites; do
   echo "$suite: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$logs/$suite.log" | tr '\n' ' ')"
