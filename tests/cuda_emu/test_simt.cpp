@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <numeric>
@@ -211,6 +212,21 @@ TEST(SimtDeathTest, IndexOutsideAStaticSharedArrayFaults) {
         write_static_shared_at(data, outside(16));
       },
       "invalid memory access .*static_overrun_kernel.*thread \\(0, 0, 0\\)");
+}
+
+// Device memory is closed to host code, as a GPU's is: reading a CUDA
+// tensor's bytes on the CPU faults, saying so.
+TEST(SimtDeathTest, HostCodeTouchingDeviceMemoryFaultsSayingSo) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        float* data = nullptr;
+        cudaMalloc(reinterpret_cast<void**>(&data), 4 * sizeof(float));
+        const float value = 1.0f;
+        cudaMemcpy(data, &value, sizeof(float), cudaMemcpyHostToDevice);  // a copy is device work: fine
+        std::printf("%f\n", double(data[0]));
+      },
+      "host code touched device memory");
 }
 
 TEST(EmulatedRuntime, NewDeviceMemoryReadsAsNaN) {

@@ -28,6 +28,7 @@
 
 #include "kernels/error.h"
 #include "tools/cuda_emu/runtime.h"
+#include "tools/cuda_emu/simt.h"
 
 #ifdef SG_MPI
 #include <mpi.h>
@@ -112,6 +113,7 @@ struct Collective {
   Collective(const char* name_, cudaStream_t stream_, const void* send_, size_t input_bytes, size_t result_bytes)
       : name(name_), stream(stream_), send(send_), result(result_bytes) {
     sg_emu::drain(stream);
+    sg_emu::DeviceWork work(name);
     const char* from = static_cast<const char*>(send);
     if (input_bytes > 0) input.assign(from, from + input_bytes);
   }

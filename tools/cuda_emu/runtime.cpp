@@ -15,6 +15,8 @@
 //    SG_EMU_DEVICE_MEMORY bytes (default 8 GiB), so the allocator's
 //    out-of-memory path runs. SG_EMU_DEVICES sets how many GPUs (default 1).
 #include <cuda_runtime_api.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -27,6 +29,7 @@
 
 #include "tools/cuda_emu/guarded_memory.h"
 #include "tools/cuda_emu/runtime.h"
+#include "tools/cuda_emu/simt.h"
 
 namespace {
 
@@ -62,6 +65,26 @@ const Allocation* find_device(const void* pointer, size_t bytes) {
   return address + bytes <= it->first + allocation.bytes ? &allocation : nullptr;
 }
 
+// The whole pages of an allocation: what opens and closes to the host.
+void pages_of(const Allocation& a, char** start, size_t* bytes) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t first = reinterpret_cast<uintptr_t>(a.memory.data) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(a.memory.data) + a.bytes + page - 1) / page * page;
+  *start = reinterpret_cast<char*>(first);
+  *bytes = size_t(end - first);
+}
+
+// What this thread's device work opened (fixed storage: filled by the fault
+// handler, which must not allocate).
+struct Opened {
+  const char* data;  // the allocation's
+  char* start;       // its pages
+  size_t bytes;
+};
+constexpr int kMaxOpened = 4096;
+thread_local Opened t_opened[kMaxOpened];
+thread_local int t_opened_count = 0;
+
 bool is_device(const void* pointer, size_t bytes) {
   std::lock_guard<std::mutex> lock(g_mutex);
   return find_device(pointer, bytes) != nullptr;
@@ -93,13 +116,37 @@ cudaError_t check_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 
 cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   const cudaError_t status = check_copy(dst, src, bytes, kind);
-  if (status == cudaSuccess && bytes > 0) std::memmove(dst, src, bytes);
+  if (status == cudaSuccess && bytes > 0) {
+    sg_emu::DeviceWork work("cudaMemcpy");
+    std::memmove(dst, src, bytes);
+  }
   return status;
 }
 
 }  // namespace
 
 bool sg_emu::is_device_memory(const void* pointer, size_t bytes) { return is_device(pointer, bytes); }
+
+bool sg_emu::open_device_memory(const void* address) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  const Allocation* allocation = find_device(address, 1);
+  if (allocation == nullptr || t_opened_count == kMaxOpened) return false;
+  Opened& opened = t_opened[t_opened_count];
+  opened.data = allocation->memory.data;
+  pages_of(*allocation, &opened.start, &opened.bytes);
+  if (mprotect(opened.start, opened.bytes, PROT_READ | PROT_WRITE) != 0) return false;
+  ++t_opened_count;
+  return true;
+}
+
+void sg_emu::close_device_memory() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  for (int i = 0; i < t_opened_count; ++i) {
+    // Only what is still allocated (another thread may have freed it).
+    if (find_device(t_opened[i].data, 1) != nullptr) mprotect(t_opened[i].start, t_opened[i].bytes, PROT_NONE);
+  }
+  t_opened_count = 0;
+}
 
 extern "C" {
 
@@ -141,7 +188,12 @@ cudaError_t cudaMalloc(void** pointer, size_t bytes) {
   if (memory.data == nullptr) return cudaErrorMemoryAllocation;
   char* data = memory.data;
   std::memset(data, 0xff, bytes);
-  g_device_memory[reinterpret_cast<uintptr_t>(data)] = Allocation{memory, bytes, device};
+  const Allocation& allocation = g_device_memory[reinterpret_cast<uintptr_t>(data)] = Allocation{memory, bytes, device};
+  char* start = nullptr;
+  size_t pages = 0;
+  pages_of(allocation, &start, &pages);
+  mprotect(start, pages, PROT_NONE);  // closed to host code; device work opens it (simt.h's DeviceWork)
+  sg_emu::install_fault_handler();
   g_used[device] += bytes;
   *pointer = data;
   return cudaSuccess;
@@ -206,6 +258,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   } else if (kind == cudaMemcpyDeviceToHost && !is_pinned(dst, bytes)) {
     sg_emu::count_host_wait();
     sg_emu::drain(stream);
+    sg_emu::DeviceWork work("cudaMemcpyAsync (download)");
     std::memcpy(dst, src, bytes);
   } else {
     sg_emu::enqueue(stream, "cudaMemcpyAsync", [=] { std::memmove(dst, src, bytes); });

@@ -15,6 +15,15 @@ namespace sg_emu {
 // True when [pointer, pointer + bytes) lies inside one cudaMalloc'd buffer.
 bool is_device_memory(const void* pointer, size_t bytes);
 
+// Device memory is closed (PROT_NONE) to host code: a CUDA tensor's bytes
+// read on the CPU fault, as they do with a real GPU. Emulated device work
+// (simt.h's DeviceWork) opens a buffer on its first touch: the fault handler
+// calls open_device_memory, which opens the buffer holding `address` and
+// returns true (false: not device memory). close_device_memory closes what
+// this thread opened.
+bool open_device_memory(const void* address);
+void close_device_memory();
+
 // Streams (streams.cpp). Every piece of device work (a kernel, a copy, a
 // GEMM, a collective's result) is queued on its stream; SG_EMU_STREAMS says
 // when it runs: at once (eager, the default) or as late as the program's

@@ -78,13 +78,23 @@ std::mutex g_launch_mutex;
 const char* volatile g_faulting_kernel = nullptr;
 // Outside kernels: the queued operation running (a copy, a GEMM, ...).
 thread_local const char* volatile g_faulting_operation = nullptr;
+thread_local int g_device_work_depth = 0;  // DeviceWork objects alive on this thread
 
 std::vector<GuardedMapping> g_stacks;  // reused by every launch, grown to the largest block
 
-void on_fault(int signal) {
+void on_fault(int signal, siginfo_t* info, void*) {
+  // Device work's first touch of a (closed) device buffer: open it, and
+  // returning re-runs the access.
+  if (g_device_work_depth > 0 && open_device_memory(info->si_addr)) return;
   const char* kernel = g_faulting_kernel;
   char message[512];
-  if (kernel != nullptr) {
+  if (g_device_work_depth == 0 && is_device_memory(info->si_addr, 1)) {
+    int length = std::snprintf(message, sizeof(message),
+                               "CUDA emulator: host code touched device memory at %p (a CUDA tensor's bytes read or "
+                               "written on the CPU); on a GPU this faults too: copy the tensor to the CPU first\n",
+                               info->si_addr);
+    if (length > 0) (void)!write(STDERR_FILENO, message, size_t(length));
+  } else if (kernel != nullptr) {
     const ThreadIndex* at = current_index;
     int length = std::snprintf(message, sizeof(message),
                                "CUDA emulator: invalid memory access (signal %d) in kernel %s, block (%u, %u, %u), "
@@ -102,23 +112,6 @@ void on_fault(int signal) {
   ::signal(signal, SIG_DFL);  // returning re-runs the access, which now ends the process
 }
 
-// Once per OS thread: a stack for the fault handler (the fault may be a
-// fiber's stack overflowing) and the handler itself.
-void install_fault_handler() {
-  static thread_local bool installed = false;
-  if (installed) return;
-  installed = true;
-  static thread_local std::vector<char> alternate(size_t(64) << 10);
-  stack_t stack{};
-  stack.ss_sp = alternate.data();
-  stack.ss_size = alternate.size();
-  sigaltstack(&stack, nullptr);
-  struct sigaction action {};
-  action.sa_handler = on_fault;
-  action.sa_flags = SA_ONSTACK;
-  sigaction(SIGSEGV, &action, nullptr);
-  sigaction(SIGBUS, &action, nullptr);
-}
 
 void yield_to_scheduler() { fiber_switch(g_thread->context, g_block->scheduler); }
 
@@ -298,11 +291,34 @@ void launch(const char* kernel, const Config& config, const std::function<void()
   enqueue(config.stream, kernel, [kernel, config, body] { run_grid(kernel, config, body); });
 }
 
-FaultContext::FaultContext(const char* what) : outer_(g_faulting_operation) {
+// Once per OS thread: a stack for the fault handler (the fault may be a
+// fiber's stack overflowing) and the handler itself.
+void install_fault_handler() {
+  static thread_local bool installed = false;
+  if (installed) return;
+  installed = true;
+  static thread_local std::vector<char> alternate(size_t(64) << 10);
+  stack_t stack{};
+  stack.ss_sp = alternate.data();
+  stack.ss_size = alternate.size();
+  sigaltstack(&stack, nullptr);
+  struct sigaction action {};
+  action.sa_sigaction = on_fault;
+  action.sa_flags = SA_ONSTACK | SA_SIGINFO;
+  sigaction(SIGSEGV, &action, nullptr);
+  sigaction(SIGBUS, &action, nullptr);
+}
+
+DeviceWork::DeviceWork(const char* what) : outer_(g_faulting_operation) {
   install_fault_handler();
   g_faulting_operation = what;
+  ++g_device_work_depth;
 }
-FaultContext::~FaultContext() { g_faulting_operation = outer_; }
+
+DeviceWork::~DeviceWork() {
+  g_faulting_operation = outer_;
+  if (--g_device_work_depth == 0) close_device_memory();
+}
 
 void set_reverse_order(bool reverse) { g_reverse_order = reverse ? 1 : 0; }
 

@@ -52,18 +52,26 @@ inline Config config(dim3 grid, dim3 block, size_t shared_bytes = 0, cudaStream_
 // kernels' `static` shared arrays are shared.
 void launch(const char* kernel, const Config& config, const std::function<void()>& body);
 
-// While one lives, a memory fault on this OS thread is reported as one in
-// `what` (a queued copy, GEMM or collective); a kernel's own report wins.
-class FaultContext {
+// While one lives, this OS thread runs emulated device work (`what`: a
+// kernel, a queued copy, a GEMM, a collective). Device memory is closed to
+// host code (runtime.h): device work opens each buffer on its first touch,
+// and the buffers close again when the outermost DeviceWork ends. A memory
+// fault meanwhile is reported as one in `what`; a kernel's own report wins.
+class DeviceWork {
  public:
-  explicit FaultContext(const char* what);
-  ~FaultContext();
-  FaultContext(const FaultContext&) = delete;
-  FaultContext& operator=(const FaultContext&) = delete;
+  explicit DeviceWork(const char* what);
+  ~DeviceWork();
+  DeviceWork(const DeviceWork&) = delete;
+  DeviceWork& operator=(const DeviceWork&) = delete;
 
  private:
   const char* outer_;
 };
+
+// The handler that reports memory faults (by kernel, block and thread, or by
+// queued work, or as host code touching device memory). Process-wide; each
+// OS thread also gets a stack for it on its first call.
+void install_fault_handler();
 
 // Between barriers a block's threads run one after another, lowest first, so
 // a missing barrier hides when the writer happens to run before the reader.

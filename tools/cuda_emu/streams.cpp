@@ -109,7 +109,7 @@ void drain(Stream* stream, const Marker* until = nullptr) {
 
 void run(Op& op) {
   if (op.work) {
-    sg_emu::FaultContext context(op.what);
+    sg_emu::DeviceWork work(op.what);
     op.work();
     check_watched(op.what);
   } else if (op.record) {
