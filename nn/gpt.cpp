@@ -79,9 +79,9 @@ Variable Gpt::hidden(const Tensor& idx) const {
     for (int64_t i = 0; i < B * T; ++i) positions[size_t(i)] = int32_t(i % T);
     positions_ = Tensor::from_vector(positions, {B, T}, TensorOptions().dtype(DType::i32).device(idx.device()));
   }
-  Variable x = add(wte_(idx), wpe_(positions_));  // (B, T, C)
+  ResidualSum x{wte_(idx), wpe_(positions_)};  // (B, T, C) each; block 0's ln_1 adds them
   for (const Block& block : h_) x = block(x);
-  return ln_f_(x);
+  return ln_f_.add_and_normalize(x.a, x.b).second;
 }
 
 }  // namespace sg

@@ -49,17 +49,37 @@ class Mlp : public Module {
   Linear c_fc_, c_proj_;
 };
 
+// The residual stream between blocks as a sum not yet added: x = a + b.
+// Whoever reads x next starts with a LayerNorm, which adds the two in the
+// same kernel (LayerNorm::add_and_normalize), so no (B, T, C) pass is spent
+// on an add alone.
+struct ResidualSum {
+  Variable a, b;
+};
+
 // One pre-LayerNorm block:  x += attn(ln_1(x));  x += mlp(ln_2(x))
 class Block : public Module {
  public:
   explicit Block(const GptConfig& cfg);
   Variable operator()(const Variable& x) const {  // (B, T, C) -> (B, T, C)
-    // x + attn(ln_1(x)) and ln_2 of it come from one kernel on CUDA.
-    auto [residual, normalized] = ln2_.add_and_normalize(x, attn_(ln1_(x)));
-    return add(residual, mlp_(normalized));
+    ResidualSum out = rest(x, ln1_(x));
+    return add(out.a, out.b);
+  }
+  // The same with the input and the output left as sums: every residual add
+  // runs fused with the LayerNorm after it (ln_1, ln_2, then the next
+  // block's ln_1 or ln_f), one kernel on CUDA.
+  ResidualSum operator()(const ResidualSum& x) const {
+    auto [sum, normalized] = ln1_.add_and_normalize(x.a, x.b);
+    return rest(sum, normalized);
   }
 
  private:
+  // x and ln_1(x) -> {x + attn(ln_1(x)), mlp(ln_2(that))}.
+  ResidualSum rest(const Variable& x, const Variable& normalized) const {
+    auto [residual, normalized_2] = ln2_.add_and_normalize(x, attn_(normalized));
+    return {residual, mlp_(normalized_2)};
+  }
+
   LayerNorm ln1_;
   CausalSelfAttention attn_;
   LayerNorm ln2_;
