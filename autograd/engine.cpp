@@ -56,7 +56,7 @@ void accumulate_into_leaf(VariableState& leaf, const Tensor& grad) {
   if (!leaf.grad.defined()) {
     leaf.grad = grad.with_category(MemoryCategory::gradient);  // a copy: grad may be shared with another input
   } else if ((leaf.grad.dtype() == DType::f32 || leaf.grad.dtype() == DType::f64) && leaf.grad.is_contiguous()) {
-    axpy_(leaf.grad, 1.0, grad.to(leaf.grad.dtype()));
+    axpy_(leaf.grad, 1.0, grad);  // a 16-bit gradient is read as it is, with no f32 copy on a GPU
   } else {
     leaf.grad.copy_(add(leaf.grad, grad.to(leaf.grad.dtype())));
   }

@@ -103,7 +103,7 @@ void ZeroOptimizer::reduce_bucket(const std::vector<size_t>& bucket) {
     for (size_t i = 0; i < shards.size(); ++i) {
       Tensor piece = mine.slice(0, at, at + slices[i]);
       if (add) {
-        axpy_(shards[i], 1.0, piece.dtype() == DType::f32 ? piece : piece.to(DType::f32));
+        axpy_(shards[i], 1.0, piece);  // a bf16/f16 reduction is read as it is
       } else {
         shards[i].copy_(piece);
       }

@@ -29,7 +29,7 @@ Tensor add(const Tensor& a, const Tensor& b);   // a + b            (CUDA: bf16 
 Tensor mul(const Tensor& a, const Tensor& b);   // a * b            (CUDA: bf16 native)
 Tensor scale(const Tensor& x, double factor);   // factor * x       (CUDA: bf16 native)
 void scale_(Tensor& y, double factor);          // y *= factor, in place (gradient clipping)
-void axpy_(Tensor& y, double alpha, const Tensor& x);  // y += alpha * x, in place (f32)
+void axpy_(Tensor& y, double alpha, const Tensor& x);  // y += alpha * x, in place (y f32 or f64; x f32/bf16/f16 into f32)
 
 Tensor gelu(const Tensor& x);                                 // GELU, tanh form (CUDA: bf16 native)
 Tensor gelu_backward(const Tensor& x, const Tensor& dout);    // dx

@@ -104,17 +104,25 @@ void scale_(Tensor& y, double factor) {
   else SG_ON_CUDA(cuda::scale_forward(y.data_ptr(), y.data_ptr(), float(factor), n, y.dtype(), cuda_stream(y.device())));
 }
 
+// x may have another float dtype than y: a bf16/f16 gradient accumulating
+// into f32. On CUDA the kernel reads it as it is (no f32 copy of it), on the
+// CPU it goes through a copy in y's dtype. Widening to f32 is exact, so both
+// give the bits of axpy_(y, alpha, x.to(f32)).
 void axpy_(Tensor& y, double alpha, const Tensor& x) {
   check_inputs("axpy_", {&y, &x});
-  SG_CHECK((y.dtype() == DType::f32 || y.dtype() == DType::f64) && x.dtype() == y.dtype(),
-           "axpy_: accumulates f32 (or f64) buffers of one dtype, got ", y.str(), " += ", x.str());
+  SG_CHECK((y.dtype() == DType::f32 || y.dtype() == DType::f64) && is_floating(x.dtype()),
+           "axpy_: accumulates a float tensor into an f32 (or f64) buffer, got ", y.str(), " += ", x.str());
   DType compute = compute_dtype("axpy_", y, CudaTypes::kF32Only);
   SG_CHECK(y.layout() == x.layout(), "axpy_: shapes or placements differ: ", y.str(), " vs ", x.str());
   SG_CHECK(y.is_contiguous(), "axpy_: the destination ", y.str(), " must be contiguous (it is updated in place)");
-  Tensor source = x.contiguous();
   int64_t n = y.layout().local_numel();
-  if (y.device().is_cpu()) SG_ON_CPU(compute, cpu::axpy(y.data<T>(), T(alpha), source.data<T>(), n));
-  else SG_ON_CUDA(cuda::axpy(y.data<float>(), float(alpha), source.data<float>(), n, cuda_stream(y.device())));
+  if (y.device().is_cpu()) {
+    Tensor source = x.to(y.dtype()).contiguous();
+    SG_ON_CPU(compute, cpu::axpy(y.data<T>(), T(alpha), source.data<T>(), n));
+  } else {
+    Tensor source = x.contiguous();
+    SG_ON_CUDA(cuda::axpy(y.data<float>(), float(alpha), source.data_ptr(), source.dtype(), n, cuda_stream(y.device())));
+  }
 }
 
 namespace {

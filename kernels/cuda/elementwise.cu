@@ -33,8 +33,11 @@ __global__ void scale_kernel(T* out, const T* in, float scale, int64_t n) {
   SG_GRID_STRIDE(i, n) out[i] = store<T>(scale * load(in[i]));
 }
 
-__global__ void axpy_kernel(float* y, float alpha, const float* x, int64_t n) {
-  SG_GRID_STRIDE(i, n) y[i] += alpha * x[i];
+// x in f32, bf16 or f16: a 16-bit gradient accumulates into f32 without an
+// f32 copy of it first.
+template <typename T>
+__global__ void axpy_kernel(float* y, float alpha, const T* x, int64_t n) {
+  SG_GRID_STRIDE(i, n) y[i] += alpha * load(x[i]);
 }
 
 template <typename T>
@@ -155,9 +158,12 @@ void scale_forward(void* out, const void* in, float scale, int64_t n, DType dtyp
   SG_CHECK_LAUNCH();
 }
 
-void axpy(float* y, float alpha, const float* x, int64_t n, cudaStream_t stream) {
+void axpy(float* y, float alpha, const void* x, DType x_dtype, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  axpy_kernel<<<blocks_for(n), kThreads, 0, stream>>>(y, alpha, x, n);
+  with_float_type(x_dtype, [&](auto tag) {
+    using T = decltype(tag);
+    axpy_kernel<<<blocks_for(n), kThreads, 0, stream>>>(y, alpha, static_cast<const T*>(x), n);
+  });
   SG_CHECK_LAUNCH();
 }
 

@@ -16,7 +16,8 @@ namespace sg::cuda {
 void add_forward(void* out, const void* a, const void* b, int64_t n, DType dtype, cudaStream_t stream);
 void mul_forward(void* out, const void* a, const void* b, int64_t n, DType dtype, cudaStream_t stream);
 void scale_forward(void* out, const void* in, float scale, int64_t n, DType dtype, cudaStream_t stream);
-void axpy(float* y, float alpha, const float* x, int64_t n, cudaStream_t stream);
+// y (f32) += alpha * x, x in f32, bf16 or f16.
+void axpy(float* y, float alpha, const void* x, DType x_dtype, int64_t n, cudaStream_t stream);
 
 void gelu_forward(void* out, const void* in, int64_t n, DType dtype, cudaStream_t stream);
 // din = dout * gelu'(in), written (not added).

@@ -32,6 +32,17 @@ TEST_F(CudaKernels, ElementwiseMatchCpuInF32AndBf16) {
   axpy_(y, -0.5, b);
   axpy_(y_gpu, -0.5, gpu(b));
   EXPECT_TRUE(same_as_cpu(y_gpu, y, kF32, 1e-7));
+  // A 16-bit x is read as it is: the CPU twin's bits, and no f32 copy of it
+  // on the GPU (a bf16 gradient accumulating into f32).
+  for (const Tensor& sixteen : {bh, b.to(DType::f16)}) {
+    Tensor y16 = a.clone(), y16_gpu = gpu(a), x16_gpu = gpu(sixteen);
+    axpy_(y16, -0.5, sixteen);
+    reset_peak_memory(Device::cuda(0));
+    const int64_t live = memory_stats(Device::cuda(0)).total.live;
+    axpy_(y16_gpu, -0.5, x16_gpu);
+    EXPECT_EQ(memory_stats(Device::cuda(0)).total.peak, live) << "axpy_ made a copy of its 16-bit input";
+    EXPECT_EQ(y16_gpu.to(Device::cpu()).to_vector<float>(), y16.to_vector<float>()) << dtype_name(sixteen.dtype());
+  }
   EXPECT_TRUE(same_as_cpu(gelu_backward(gpu(a), gpu(b)), gelu_backward(a, b), kF32, 1e-6));
   EXPECT_TRUE(same_as_cpu(gelu_backward(gpu(ah), gpu(bh)), gelu_backward(ah, bh), kBf16, 1e-2));
 }
