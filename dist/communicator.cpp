@@ -141,7 +141,7 @@ std::function<void()> Communicator::average_after(ReduceOp op, const Tensor& res
   if (op != ReduceOp::average || world_ == 1) return nullptr;
   Tensor out = result;
   const double factor = 1.0 / world_;
-  return [out, factor]() mutable { out.copy_(scale(out, factor)); };
+  return [out, factor]() mutable { scale_(out, factor); };  // in place: one pass, no copy (out is contiguous)
 }
 
 WorkHandle Communicator::all_gather(Tensor& output, const Tensor& input) {
