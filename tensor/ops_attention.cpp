@@ -117,17 +117,20 @@ Tensor fused_attention_backward(const Tensor& dout, const Tensor& qkv, const Ten
   DType compute = compute_dtype("fused_attention_backward", qkv, CudaTypes::kNative16);
   Tensor d = prepare(dout, compute), in = prepare(qkv, compute), o = prepare(out, compute);
   Tensor l = prepare(lse, stats_dtype(compute));
-  DType grad = stats_dtype(compute);  // the gradient accumulates in f32 (f64 for f64)
-  Tensor dqkv = Tensor::zeros(qkv.shape(), TensorOptions().dtype(grad).device(qkv.device()));
   if (qkv.device().is_cpu()) {
+    // Accumulated in f32 (f64 for f64), rounded to the dtype at the end.
+    Tensor dqkv = Tensor::zeros(qkv.shape(), TensorOptions().dtype(stats_dtype(compute)));
     SG_ON_CPU(compute, cpu::flash_attention_backward(dqkv.data<T>(), d.data<T>(), in.data<T>(), o.data<T>(),
                                                      l.data<T>(), s.B, s.T, s.C, s.NH));
-  } else {
-    Tensor row_dots = Tensor::empty({s.B, s.NH, s.T}, TensorOptions().device(qkv.device()));
-    SG_ON_CUDA(cuda::flash_attention_backward(dqkv.data<float>(), row_dots.data<float>(), d.data_ptr(), in.data_ptr(),
-                                              o.data_ptr(), l.data<float>(), s.B, s.T, s.C, s.NH, compute,
-                                              cuda_stream(qkv.device())));
+    return dqkv.to(qkv.dtype());
   }
+  // The kernels sum each element in f32 and write it once, rounded: the same
+  // bits, without an f32 buffer to zero and cast (75 MB a layer for GPT-2).
+  Tensor dqkv = empty_like(in, compute);
+  Tensor row_dots = Tensor::empty({s.B, s.NH, s.T}, TensorOptions().device(qkv.device()));
+  SG_ON_CUDA(cuda::flash_attention_backward(dqkv.data_ptr(), row_dots.data<float>(), d.data_ptr(), in.data_ptr(),
+                                            o.data_ptr(), l.data<float>(), s.B, s.T, s.C, s.NH, compute,
+                                            cuda_stream(qkv.device())));
   return dqkv.to(qkv.dtype());
 }
 

@@ -115,7 +115,7 @@ __global__ void flash_backward_d_kernel(float* D, const T* dout, const T* out, D
 // One thread per key row s: dK_s and dV_s over the queries t >= s.
 template <typename T, int MAX_HS>
 __global__ void __launch_bounds__(tile_rows<MAX_HS>())
-    flash_backward_dkdv_kernel(float* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, Dims d) {
+    flash_backward_dkdv_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, Dims d) {
   constexpr int kTile = tile_rows<MAX_HS>();
   __shared__ float k_own[kTile][MAX_HS + 1];  // this block's key rows; +1: no bank conflicts per thread
   __shared__ float v_own[kTile][MAX_HS + 1];
@@ -171,8 +171,8 @@ __global__ void __launch_bounds__(tile_rows<MAX_HS>())
 #pragma unroll
   for (int i = 0; i < MAX_HS; ++i) {
     if (i < d.hs) {
-      dqkv[qkv_index(d, b * d.T + s, 1, h, i)] += dk[i];
-      dqkv[qkv_index(d, b * d.T + s, 2, h, i)] += dv[i];
+      dqkv[qkv_index(d, b * d.T + s, 1, h, i)] = store<T>(dk[i]);  // the one writer of each element
+      dqkv[qkv_index(d, b * d.T + s, 2, h, i)] = store<T>(dv[i]);
     }
   }
 }
@@ -180,7 +180,7 @@ __global__ void __launch_bounds__(tile_rows<MAX_HS>())
 // One thread per query row t: dQ_t over the keys s <= t.
 template <typename T, int MAX_HS>
 __global__ void __launch_bounds__(tile_rows<MAX_HS>())
-    flash_backward_dq_kernel(float* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, Dims d) {
+    flash_backward_dq_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, Dims d) {
   constexpr int kTile = tile_rows<MAX_HS>();
   __shared__ float k_tile[kTile][MAX_HS];
   __shared__ float v_tile[kTile][MAX_HS];
@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(tile_rows<MAX_HS>())
   if (!active) return;
 #pragma unroll
   for (int i = 0; i < MAX_HS; ++i) {
-    if (i < d.hs) dqkv[qkv_index(d, b * d.T + t, 0, h, i)] += dq[i];
+    if (i < d.hs) dqkv[qkv_index(d, b * d.T + t, 0, h, i)] = store<T>(dq[i]);
   }
 }
 
@@ -271,7 +271,7 @@ void flash_attention_forward(void* out, float* lse, const void* qkv, int64_t B, 
   SG_CHECK_LAUNCH();
 }
 
-void flash_attention_backward(float* dqkv, float* D, const void* dout, const void* qkv, const void* out,
+void flash_attention_backward(void* dqkv, float* D, const void* dout, const void* qkv, const void* out,
                               const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
                               cudaStream_t stream) {
   if (B * T * C == 0) return;
@@ -290,9 +290,10 @@ void flash_attention_backward(float* dqkv, float* D, const void* dout, const voi
     with_max_head_size(d.hs, [&](auto max_hs) {
       constexpr int MAX_HS = decltype(max_hs)::value;
       constexpr int kTile = tile_rows<MAX_HS>();
-      flash_backward_dkdv_kernel<Ty, MAX_HS><<<grid_of(B, T, NH, kTile), kTile, 0, stream>>>(dqkv, dO, x, lse, D, d);
+      auto* dx = static_cast<Ty*>(dqkv);
+      flash_backward_dkdv_kernel<Ty, MAX_HS><<<grid_of(B, T, NH, kTile), kTile, 0, stream>>>(dx, dO, x, lse, D, d);
       SG_CHECK_LAUNCH();
-      flash_backward_dq_kernel<Ty, MAX_HS><<<grid_of(B, T, NH, kTile), kTile, 0, stream>>>(dqkv, dO, x, lse, D, d);
+      flash_backward_dq_kernel<Ty, MAX_HS><<<grid_of(B, T, NH, kTile), kTile, 0, stream>>>(dx, dO, x, lse, D, d);
       SG_CHECK_LAUNCH();
     });
   });

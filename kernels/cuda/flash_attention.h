@@ -31,9 +31,10 @@ constexpr int64_t kFlashMaxHeadSize = 128;
 void flash_attention_forward(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
                              DType dtype, cudaStream_t stream);
 
-// Accumulates into dqkv (B, T, 3C, f32); dout, qkv and out in `dtype`;
-// row_dots: scratch of B * NH * T floats (the D_t above).
-void flash_attention_backward(float* dqkv, float* row_dots, const void* dout, const void* qkv, const void* out,
+// Writes dqkv (B, T, 3C), like dout, qkv and out in `dtype`: each element
+// has one writer, which sums in f32 and rounds once (no zeroed f32 buffer,
+// no cast after); row_dots: scratch of B * NH * T floats (the D_t above).
+void flash_attention_backward(void* dqkv, float* row_dots, const void* dout, const void* qkv, const void* out,
                               const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
                               cudaStream_t stream);
 

@@ -194,17 +194,18 @@ __device__ void score_tiles(float* s, const T* s_rows, const T* s_cols, float* d
   __syncwarp();
 }
 
-// dqkv[rows of the warp, part] += the warp's (16, HS) accumulator tiles, rows < T.
-template <int HS>
-__device__ void add_rows(float* dqkv, const FragC (&tiles)[HS / 16], float* scratch, const TcDims& d, int64_t b,
-                         int64_t h, int64_t first, int part) {
+// dqkv[rows of the warp, part] = the warp's (16, HS) accumulator tiles,
+// rounded once to T, rows < T. Each element has this one writer.
+template <typename T, int HS>
+__device__ void write_rows(T* dqkv, const FragC (&tiles)[HS / 16], float* scratch, const TcDims& d, int64_t b,
+                           int64_t h, int64_t first, int part) {
   const int lane = threadIdx.x % 32;
   for (int n = 0; n < HS / 16; ++n) {
     wmma::store_matrix_sync(scratch, tiles[n], 16, wmma::mem_row_major);
     __syncwarp();
     for (int e = lane; e < 256; e += 32) {
       const int64_t t = first + e / 16;
-      if (t < d.T) dqkv[(b * d.T + t) * 3 * d.C + part * d.C + h * HS + n * 16 + e % 16] += scratch[e];
+      if (t < d.T) dqkv[(b * d.T + t) * 3 * d.C + part * d.C + h * HS + n * 16 + e % 16] = store<T>(scratch[e]);
     }
     __syncwarp();
   }
@@ -215,7 +216,7 @@ __device__ void add_rows(float* dqkv, const FragC (&tiles)[HS / 16], float* scra
 //   dV_w += p^T dO, dK_w += ds^T q.
 template <typename T, int HS>
 __global__ void __launch_bounds__(kBlockThreads)
-    flash_backward_dkdv_tc_kernel(float* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
+    flash_backward_dkdv_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
   extern __shared__ __align__(128) unsigned char shared_bytes[];
   SharedCarver carve{shared_bytes};
   T* k = carve.take<T>(kBlockRows * HS);
@@ -274,15 +275,15 @@ __global__ void __launch_bounds__(kBlockThreads)
       wmma::mma_sync(dk[n], ds_frag, query, dk[n]);
     }
   }
-  add_rows<HS>(dqkv, dk, s, d, b, h, warp_first, 1);
-  add_rows<HS>(dqkv, dv, s, d, b, h, warp_first, 2);
+  write_rows<T, HS>(dqkv, dk, s, d, b, h, warp_first, 1);
+  write_rows<T, HS>(dqkv, dv, s, d, b, h, warp_first, 2);
 }
 
 // dQ for 64 query rows; the key tiles they can see stream by.
 //   s = q_w k^T, dp = dO_w v^T, ds = p (dp - D) scale, dQ_w += ds k.
 template <typename T, int HS>
 __global__ void __launch_bounds__(kBlockThreads)
-    flash_backward_dq_tc_kernel(float* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
+    flash_backward_dq_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
   extern __shared__ __align__(128) unsigned char shared_bytes[];
   SharedCarver carve{shared_bytes};
   T* q = carve.take<T>(kBlockRows * HS);
@@ -334,7 +335,7 @@ __global__ void __launch_bounds__(kBlockThreads)
       wmma::mma_sync(dq[n], ds_frag, key, dq[n]);
     }
   }
-  add_rows<HS>(dqkv, dq, s, d, b, h, warp_first, 0);
+  write_rows<T, HS>(dqkv, dq, s, d, b, h, warp_first, 0);
 }
 
 // Calls fn(std::integral_constant<int, HS>{}) for a head size the kernels have.
@@ -387,7 +388,7 @@ void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t 
   SG_CHECK_LAUNCH();
 }
 
-void flash_backward_tensor_cores(float* dqkv, const float* row_dots, const void* dout, const void* qkv,
+void flash_backward_tensor_cores(void* dqkv, const float* row_dots, const void* dout, const void* qkv,
                                  const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
                                  cudaStream_t stream) {
   const TcDims d{T, C, NH, 1.0f / sqrtf(float(C / NH))};
@@ -398,10 +399,11 @@ void flash_backward_tensor_cores(float* dqkv, const float* row_dots, const void*
     with_head_size(C / NH, [&](auto head_size) {
       constexpr int HS = decltype(head_size)::value;
       constexpr size_t bytes = backward_shared_bytes<HS, Ty>();
-      flash_backward_dkdv_tc_kernel<Ty, HS><<<grid_for(B, T, NH), kBlockThreads, bytes, stream>>>(dqkv, dO, x, lse,
+      auto* dx = static_cast<Ty*>(dqkv);
+      flash_backward_dkdv_tc_kernel<Ty, HS><<<grid_for(B, T, NH), kBlockThreads, bytes, stream>>>(dx, dO, x, lse,
                                                                                                  row_dots, d);
       SG_CHECK_LAUNCH();
-      flash_backward_dq_tc_kernel<Ty, HS><<<grid_for(B, T, NH), kBlockThreads, bytes, stream>>>(dqkv, dO, x, lse,
+      flash_backward_dq_tc_kernel<Ty, HS><<<grid_for(B, T, NH), kBlockThreads, bytes, stream>>>(dx, dO, x, lse,
                                                                                                row_dots, d);
       SG_CHECK_LAUNCH();
     });

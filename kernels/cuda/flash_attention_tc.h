@@ -20,7 +20,7 @@ bool flash_tensor_cores_apply(DType dtype, int64_t head_size);
 // (flash_attention.h); row_dots (D) must already hold rowsum(dO * O).
 void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
                                 DType dtype, cudaStream_t stream);
-void flash_backward_tensor_cores(float* dqkv, const float* row_dots, const void* dout, const void* qkv,
+void flash_backward_tensor_cores(void* dqkv, const float* row_dots, const void* dout, const void* qkv,
                                  const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
                                  cudaStream_t stream);
 
