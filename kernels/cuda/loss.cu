@@ -17,11 +17,31 @@ __global__ void embedding_forward_kernel(T* out, const T* table, const int32_t* 
   }
 }
 
+// dtable[ids[n], c] += dout[n, c], deterministically: each element of dtable
+// has one writer, which adds its rows in position order, as the CPU twin
+// does, so the bits match it and every run. (atomicAdd would be simpler,
+// but its order, and so the rounding, changes from run to run.) Block
+// (part, chunk) owns the ids with id % gridDim.x == part and kEmbeddingThreads
+// channels; every block reads all N ids, a tile at a time through shared
+// memory, and skips the ids of other parts.
+constexpr int kEmbeddingThreads = 256;
+constexpr int kEmbeddingParts = 128;
+
 template <typename T>
 __global__ void embedding_backward_kernel(float* dtable, const T* dout, const int32_t* ids, int64_t N, int64_t C) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < N * C; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t n = i / C, c = i % C;
-    atomicAdd(dtable + int64_t(ids[n]) * C + c, load(dout[i]));
+  __shared__ int32_t tile[kEmbeddingThreads];
+  const int64_t c = int64_t(blockIdx.y) * kEmbeddingThreads + threadIdx.x;
+  const int part = int(blockIdx.x), parts = int(gridDim.x);
+  for (int64_t first = 0; first < N; first += kEmbeddingThreads) {
+    const int count = N - first < kEmbeddingThreads ? int(N - first) : kEmbeddingThreads;
+    __syncthreads();  // the previous tile is read by everyone
+    if (int(threadIdx.x) < count) tile[threadIdx.x] = ids[first + threadIdx.x];
+    __syncthreads();
+    if (c >= C) continue;
+    for (int j = 0; j < count; ++j) {
+      const int32_t id = tile[j];
+      if (id % parts == part) dtable[int64_t(id) * C + c] += load(dout[(first + j) * C + c]);
+    }
   }
 }
 
@@ -119,8 +139,8 @@ void embedding_backward(float* dtable, const void* dout, const int32_t* ids, int
   if (N * C == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
-    embedding_backward_kernel<T><<<blocks_for(N * C), kThreads, 0, stream>>>(dtable, static_cast<const T*>(dout),
-                                                                              ids, N, C);
+    const dim3 grid(kEmbeddingParts, unsigned((C + kEmbeddingThreads - 1) / kEmbeddingThreads));
+    embedding_backward_kernel<T><<<grid, kEmbeddingThreads, 0, stream>>>(dtable, static_cast<const T*>(dout), ids, N, C);
   });
   SG_CHECK_LAUNCH();
 }

@@ -99,8 +99,8 @@ TEST_P(CheckpointResume, MixedPrecisionContinuesBitForBit) {
 }
 
 // On the GPU: a CUDA run saved at step 5 and resumed continues bit for bit
-// (the CUDA kernels are deterministic: no atomics, reductions in a fixed
-// order), in f32 and in bf16. The checkpoint holds no trace of the device:
+// (a step's CUDA kernels are deterministic: no atomics, reductions in a
+// fixed order), in f32 and in bf16. The checkpoint holds no trace of the device:
 // the same files resume on the CPU, which then follows its own run as
 // closely as a GPU run does (1e-4).
 class CheckpointResumeOnCuda : public ::testing::TestWithParam<int> {};
