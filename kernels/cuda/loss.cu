@@ -21,26 +21,35 @@ __global__ void embedding_forward_kernel(T* out, const T* table, const int32_t* 
 // has one writer, which adds its rows in position order, as the CPU twin
 // does, so the bits match it and every run. (atomicAdd would be simpler,
 // but its order, and so the rounding, changes from run to run.) Block
-// (part, chunk) owns the ids with id % gridDim.x == part and kEmbeddingThreads
-// channels; every block reads all N ids, a tile at a time through shared
-// memory, and skips the ids of other parts.
+// (part, chunk) owns the ids with id % kEmbeddingParts == part and
+// kEmbeddingThreads * kEmbeddingChannels channels, kEmbeddingChannels per
+// thread. Every block reads all N ids, a tile at a time through shared
+// memory, and skips the other parts' ids: that scan (N ids per thread) is
+// the price of determinism, so each thread takes several channels.
 constexpr int kEmbeddingThreads = 256;
-constexpr int kEmbeddingParts = 128;
+constexpr int kEmbeddingChannels = 4;  // per thread
+constexpr int kEmbeddingParts = 128;   // a power of two: the part is id & (parts - 1)
 
 template <typename T>
 __global__ void embedding_backward_kernel(float* dtable, const T* dout, const int32_t* ids, int64_t N, int64_t C) {
   __shared__ int32_t tile[kEmbeddingThreads];
-  const int64_t c = int64_t(blockIdx.y) * kEmbeddingThreads + threadIdx.x;
-  const int part = int(blockIdx.x), parts = int(gridDim.x);
+  const int64_t c0 = int64_t(blockIdx.y) * kEmbeddingThreads * kEmbeddingChannels + threadIdx.x;
+  const int part = int(blockIdx.x);
   for (int64_t first = 0; first < N; first += kEmbeddingThreads) {
     const int count = N - first < kEmbeddingThreads ? int(N - first) : kEmbeddingThreads;
     __syncthreads();  // the previous tile is read by everyone
     if (int(threadIdx.x) < count) tile[threadIdx.x] = ids[first + threadIdx.x];
     __syncthreads();
-    if (c >= C) continue;
     for (int j = 0; j < count; ++j) {
-      const int32_t id = tile[j];
-      if (id % parts == part) dtable[int64_t(id) * C + c] += load(dout[(first + j) * C + c]);
+      const int32_t id = tile[j];  // in [0, V): checked by the caller
+      if ((id & (kEmbeddingParts - 1)) != part) continue;
+      float* row = dtable + int64_t(id) * C;
+      const T* d = dout + (first + j) * C;
+#pragma unroll
+      for (int k = 0; k < kEmbeddingChannels; ++k) {
+        const int64_t c = c0 + k * kEmbeddingThreads;
+        if (c < C) row[c] += load(d[c]);
+      }
     }
   }
 }
@@ -139,7 +148,8 @@ void embedding_backward(float* dtable, const void* dout, const int32_t* ids, int
   if (N * C == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const dim3 grid(kEmbeddingParts, unsigned((C + kEmbeddingThreads - 1) / kEmbeddingThreads));
+    const int64_t per_block = kEmbeddingThreads * kEmbeddingChannels;
+    const dim3 grid(kEmbeddingParts, unsigned((C + per_block - 1) / per_block));
     embedding_backward_kernel<T><<<grid, kEmbeddingThreads, 0, stream>>>(dtable, static_cast<const T*>(dout), ids, N, C);
   });
   SG_CHECK_LAUNCH();
