@@ -121,7 +121,8 @@ void axpy_(Tensor& y, double alpha, const Tensor& x) {
     SG_ON_CPU(compute, cpu::axpy(y.data<T>(), T(alpha), source.data<T>(), n));
   } else {
     Tensor source = x.contiguous();
-    SG_ON_CUDA(cuda::axpy(y.data<float>(), float(alpha), source.data_ptr(), source.dtype(), n, cuda_stream(y.device())));
+    SG_ON_CUDA(
+        cuda::axpy(y.data<float>(), float(alpha), source.data_ptr(), source.dtype(), n, cuda_stream(y.device())));
   }
 }
 

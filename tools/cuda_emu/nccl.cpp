@@ -194,13 +194,12 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
   Collective c("ncclAllReduce", stream, send, count * element_bytes(type), count * element_bytes(type));
   if (comm->ranks == 1) {
     c.result = c.input;
-#ifdef SG_MPI
-  } else if (int status = MPI_Allreduce(c.input.data(), c.result.data(), int(count), mpi_type(type), mpi_sum(type),
-                                        comm->mpi);
-             status != MPI_SUCCESS) {
-    return mpi_result(status);
-#else
   } else {
+#ifdef SG_MPI
+    const int status = MPI_Allreduce(c.input.data(), c.result.data(), int(count), mpi_type(type), mpi_sum(type),
+                                     comm->mpi);
+    if (status != MPI_SUCCESS) return mpi_result(status);
+#else
     return ncclInvalidUsage;
 #endif
   }
@@ -218,13 +217,12 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount, ncclD
   Collective c("ncclAllGather", stream, send, bytes, bytes * size_t(comm->ranks));
   if (comm->ranks == 1) {
     c.result = c.input;
-#ifdef SG_MPI
-  } else if (int status = MPI_Allgather(c.input.data(), int(sendcount), mpi_type(type), c.result.data(),
-                                        int(sendcount), mpi_type(type), comm->mpi);
-             status != MPI_SUCCESS) {
-    return mpi_result(status);
-#else
   } else {
+#ifdef SG_MPI
+    const int status = MPI_Allgather(c.input.data(), int(sendcount), mpi_type(type), c.result.data(), int(sendcount),
+                                     mpi_type(type), comm->mpi);
+    if (status != MPI_SUCCESS) return mpi_result(status);
+#else
     return ncclInvalidUsage;
 #endif
   }
@@ -242,13 +240,12 @@ ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount, n
   Collective c("ncclReduceScatter", stream, send, bytes * size_t(comm->ranks), bytes);
   if (comm->ranks == 1) {
     c.result = c.input;
-#ifdef SG_MPI
-  } else if (int status = MPI_Reduce_scatter_block(c.input.data(), c.result.data(), int(recvcount), mpi_type(type),
-                                                   mpi_sum(type), comm->mpi);
-             status != MPI_SUCCESS) {
-    return mpi_result(status);
-#else
   } else {
+#ifdef SG_MPI
+    const int status = MPI_Reduce_scatter_block(c.input.data(), c.result.data(), int(recvcount), mpi_type(type),
+                                                mpi_sum(type), comm->mpi);
+    if (status != MPI_SUCCESS) return mpi_result(status);
+#else
     return ncclInvalidUsage;
 #endif
   }

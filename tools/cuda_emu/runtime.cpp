@@ -253,7 +253,8 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   const cudaError_t status = check_copy(dst, src, bytes, kind);
   if (status != cudaSuccess || bytes == 0) return status;
   if (kind == cudaMemcpyHostToDevice && !is_pinned(src, bytes)) {
-    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
+    const char* from = static_cast<const char*>(src);
+    auto staged = std::make_shared<std::vector<char>>(from, from + bytes);
     sg_emu::enqueue(stream, "cudaMemcpyAsync (upload)", [=] { std::memcpy(dst, staged->data(), bytes); });
   } else if (kind == cudaMemcpyDeviceToHost && !is_pinned(dst, bytes)) {
     sg_emu::count_host_wait();
