@@ -51,6 +51,7 @@ void AdamW::step() {
     hp.lr = float(lr_);
     hp.beta1 = float(options_.beta1), hp.beta2 = float(options_.beta2), hp.eps = float(options_.eps);
     hp.weight_decay = float(groups_[g].weight_decay);
+    hp.grad_scale = float(grad_scale_);
     hp.step = steps_;
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
       Variable& p = groups_[g].params[i];

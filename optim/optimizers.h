@@ -60,9 +60,14 @@ class AdamW : public Optimizer {
   // The next step also writes parameter i of group g, rounded, into `copy`
   // (bf16/f16, as many elements) in the same pass; an undefined copy stops it.
   void set_low_precision_copy(size_t g, size_t i, Tensor copy);
+  // Steps multiply each gradient by `scale` as they read it (1 by default):
+  // clipping and fp16's unscaling, done in the update's own pass instead of
+  // one pass over the gradients of their own. The gradients are not changed.
+  void set_grad_scale(double scale) { grad_scale_ = scale; }
 
  private:
   Options options_;
+  double grad_scale_ = 1.0;
   std::vector<std::vector<Tensor>> m_, v_;  // per group, per parameter
   std::vector<std::vector<Tensor>> copies_;  // per group, per parameter; undefined: none
 };

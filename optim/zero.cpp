@@ -274,10 +274,7 @@ double ZeroOptimizer::clip_grad_norm(double max_norm) {
   overflow_ = !std::isfinite(norm);
   if (overflow_) return norm;
   const double clip = max_norm > 0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;
-  const double factor = clip / loss_scale;
-  if (factor != 1.0) {
-    for (Tensor grad : gradient_tensors()) scale_(grad, factor);
-  }
+  grad_factor_ = clip / loss_scale;  // step() hands it to AdamW, which multiplies as it reads
   return norm;
 }
 
@@ -300,6 +297,7 @@ void ZeroOptimizer::step(double lr) {
       if (mixed()) adam_->set_low_precision_copy(g, 0, grad.defined() ? low_precision_params(g) : Tensor());
     }
     adam_->set_lr(lr);
+    adam_->set_grad_scale(grad_factor_);
     adam_->step();
     ++applied_steps_;
   }
@@ -334,6 +332,7 @@ void ZeroOptimizer::step(double lr) {
 
 void ZeroOptimizer::zero_grad() {
   norm_measured_ = overflow_ = false;
+  grad_factor_ = 1.0;
   for (size_t g = 0; g < groups_.size(); ++g) {
     groups_[g].drop_flat_grads();
     grad_shards_[g] = Tensor();

@@ -86,8 +86,11 @@ class ZeroOptimizer {
   // Backward of one micro-batch's (already scaled) loss. On the last
   // micro-batch of a step, gradients are reduced across ranks too.
   void backward(const Variable& loss, bool last_micro_batch);
-  // Global L2 norm of the averaged gradients (identical on every rank), then
-  // scales them to at most max_norm (max_norm <= 0: measure only).
+  // Global L2 norm of the averaged gradients (identical on every rank). The
+  // next step() scales them to at most max_norm (max_norm <= 0: measure
+  // only), and under fp16 divides out the loss scale: inside AdamW's pass
+  // (AdamW::set_grad_scale), so the gradients themselves keep their values
+  // and are read once less (124M floats a step for GPT-2).
   double clip_grad_norm(double max_norm);
   void step(double lr);
   void zero_grad();
@@ -145,6 +148,7 @@ class ZeroOptimizer {
   std::unique_ptr<AdamW> adam_;
   std::unique_ptr<LossScaler> scaler_;  // f16 only
   bool norm_measured_ = false, overflow_ = false;  // this step's gradients
+  double grad_factor_ = 1.0;  // clipping / loss scale, applied by step() inside AdamW
   int64_t applied_steps_ = 0;
 };
 
