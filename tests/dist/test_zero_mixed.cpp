@@ -43,6 +43,17 @@ TEST_P(ZeroBf16, FollowsTheF32Run) {
 INSTANTIATE_TEST_SUITE_P(Stages, ZeroBf16, ::testing::Values(0, 1, 2, 3),
                          [](const auto& info) { return "stage" + std::to_string(info.param); });
 
+// A world of one moves no byte, so it rounds no gradient to 16 bits for a
+// collective: with reduce_dtype bf16 the run is exactly the f32-reduce run.
+TEST(ZeroBf16, AWorldOfOneKeepsItsGradientsInF32) {
+  if (world().world_size() != 1) GTEST_SKIP() << "about a world of one: Zero.WorldOfOneWithoutLauncher runs it";
+  for (int stage : {0, 1, 2, 3}) {
+    ZeroTrainer f32_reduce(stage, false, {.dtype = DType::bf16, .reduce_dtype = DType::f32});
+    ZeroTrainer bf16_reduce(stage, false, {.dtype = DType::bf16, .reduce_dtype = DType::bf16});
+    EXPECT_EQ(bf16_reduce.train(0, 3), f32_reduce.train(0, 3)) << "stage " << stage;
+  }
+}
+
 // The same on the GPU: bf16 kernels (cuBLASLt GEMMs, GEMM-form attention,
 // the fused epilogues) against the CPU's f32 run, at 1% per step.
 class ZeroBf16OnCuda : public ::testing::TestWithParam<int> {};
