@@ -7,7 +7,8 @@
 // overflow check, decide on the host) and the loss it prints. Anything more,
 // an .item() deep inside an op, say, costs a pipeline drain per call and
 // shows up here. Once the caching allocator is warm a step also allocates no
-// device memory (cudaMalloc synchronizes too, and is slow).
+// device memory (cudaMalloc synchronizes too, and is slow). CTest also runs
+// it on 2 ranks with a GPU each (NCCL), where the count is the same.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -35,7 +36,7 @@ class StepOnTheGpu : public ::testing::TestWithParam<std::tuple<int, DType>> {};
 
 TEST_P(StepOnTheGpu, WaitsForTheDeviceTwiceAndAllocatesNothingOnceWarm) {
   const auto [stage, dtype] = GetParam();
-  const Device device = Device::cuda();
+  const Device device = local_cuda_device();
   std::optional<ParametersOn> placed;
   placed.emplace(device);
   Gpt model(small());
