@@ -99,11 +99,20 @@ void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
     std::vector<Tensor> input_grads;
     {
       FreesSaved frees(!retain_graph);
-      input_grads = node.backward(grad);
+      // A rule that can add input 0's gradient so far into its own does so
+      // in the same pass; its result then replaces the pending one.
+      auto already = node.backward_adding && !node.inputs.empty() ? pending.find(node.inputs[0].get()) : pending.end();
+      if (already != pending.end()) {
+        const Tensor so_far = std::move(already->second);
+        pending.erase(already);
+        input_grads = node.backward_adding(grad, so_far);
+      } else {
+        input_grads = node.backward(grad);
+      }
     }
     SG_CHECK(input_grads.size() == node.inputs.size(), "'", node.name, "' returned ", input_grads.size(),
              " gradients for ", node.inputs.size(), " inputs");
-    if (!retain_graph) node.backward = nullptr;
+    if (!retain_graph) node.backward = nullptr, node.backward_adding = nullptr;
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       VariableState* input = node.inputs[i].get();
       if (!input->requires_grad || !input_grads[i].defined()) continue;

@@ -127,15 +127,31 @@ Variable softmax(const Variable& x) {
                      [y](const Tensor& dy) { return std::vector<Tensor>{sg::softmax_backward(y, dy)}; });
 }
 
+namespace {
+
+// LayerNorm's node: saved input x (the tensor itself: add_layernorm's sum;
+// through its Variable: layernorm's, which ZeRO-3 may have to gather),
+// mean and rstd. Its backward can take in x's gradient from elsewhere (the
+// residual stream's) and add it in the same kernel (Node::backward_adding).
+template <typename SavedInput>
+Variable layernorm_node(const Tensor& out, const Variable& x, const Variable& weight, const Variable& bias,
+                        SavedInput saved, const Tensor& mean, const Tensor& rstd) {
+  auto rule = [saved, weight, mean, rstd](const Tensor& dy, const Tensor& already) {
+    LayerNormGrads g = sg::layernorm_backward(dy, saved(), weight.value(), mean, rstd, already);
+    return std::vector<Tensor>{g.dx, g.dweight, g.dbias};
+  };
+  Variable y = make_result(out, "layernorm", {x, weight, bias}, [rule](const Tensor& dy) { return rule(dy, Tensor()); });
+  if (y.state()->grad_fn) y.state()->grad_fn->backward_adding = rule;
+  return y;
+}
+
+}  // namespace
+
 // LayerNorm saves its input and the per-row mean and rstd; the backward
 // formula is in kernels/cpu/normalization.h.
 Variable layernorm(const Variable& x, const Variable& weight, const Variable& bias) {
   LayerNormOutput out = sg::layernorm(x.value(), weight.value(), bias.value());
-  Tensor mean = out.mean, rstd = out.rstd;
-  return make_result(out.out, "layernorm", {x, weight, bias}, [x, weight, mean, rstd](const Tensor& dy) {
-    LayerNormGrads g = sg::layernorm_backward(dy, x.value(), weight.value(), mean, rstd);
-    return std::vector<Tensor>{g.dx, g.dweight, g.dbias};
-  });
+  return layernorm_node(out.out, x, weight, bias, [x] { return x.value(); }, out.mean, out.rstd);
 }
 
 // Two tape entries from one kernel: the sum (backward: the gradient to both
@@ -145,12 +161,9 @@ std::pair<Variable, Variable> add_layernorm(const Variable& x, const Variable& y
   const Tensor w = weight.value();
   AddLayerNormOutput out = sg::add_layernorm(x.value(), y.value(), w, bias.value());
   Variable sum = make_result(out.sum, "add", {x, y}, [](const Tensor& dy) { return std::vector<Tensor>{dy, dy}; });
-  Tensor saved = out.sum, mean = out.norm.mean, rstd = out.norm.rstd;
-  auto backward = [saved, weight, mean, rstd](const Tensor& dy) {
-    LayerNormGrads g = sg::layernorm_backward(dy, saved, weight.value(), mean, rstd);
-    return std::vector<Tensor>{g.dx, g.dweight, g.dbias};
-  };
-  Variable norm = make_result(out.norm.out, "layernorm", {sum, weight, bias}, backward);
+  const Tensor saved = out.sum;
+  Variable norm = layernorm_node(out.norm.out, sum, weight, bias, [saved] { return saved; }, out.norm.mean,
+                                 out.norm.rstd);
   return {sum, norm};
 }
 

@@ -37,11 +37,19 @@ struct VariableState;
 // after running it unless the graph is retained.
 struct Node {
   using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+  // backward's gradients, with `already` (what input 0 has collected from
+  // its other consumers so far) added into input 0's in the same pass.
+  using AddingBackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output, const Tensor& already)>;
   using PreBackwardHook = std::function<void(Node&)>;
 
   std::string name;  // the op, for error messages and debugging: "matmul", "layernorm"
   std::vector<std::shared_ptr<VariableState>> inputs;
   BackwardFn backward;
+  // Optional (LayerNorm has one): the engine calls it instead of backward
+  // when input 0 already has a pending gradient, and takes input 0's result
+  // as the whole of it, so no separate add runs (the residual stream's
+  // gradient joins the LayerNorm's in its own kernel).
+  AddingBackwardFn backward_adding;
   std::vector<PreBackwardHook> pre_backward_hooks;
   uint64_t sequence = 0;  // creation order: later ops have larger numbers
 

@@ -70,8 +70,10 @@ LayerNormOutput layernorm(const Tensor& x, const Tensor& weight, const Tensor& b
 struct LayerNormGrads {
   Tensor dx, dweight, dbias;
 };
+// add_to_dx (x's shape and dtype; optional): a gradient x already has from
+// elsewhere, added into dx in the same pass (the residual stream's).
 LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
-                                  const Tensor& mean, const Tensor& rstd);
+                                  const Tensor& mean, const Tensor& rstd, const Tensor& add_to_dx = Tensor());
 
 // The residual add and the LayerNorm that follows it: sum = x + y, and norm
 // = layernorm(sum). On CUDA one kernel (sum is written and normalized in the

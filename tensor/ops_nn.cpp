@@ -175,8 +175,13 @@ AddLayerNormOutput add_layernorm(const Tensor& x, const Tensor& y, const Tensor&
 }
 
 LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight, const Tensor& mean,
-                                  const Tensor& rstd) {
+                                  const Tensor& rstd, const Tensor& add_to_dx) {
   check_inputs("layernorm_backward", {&dout, &x, &weight, &mean, &rstd});
+  if (add_to_dx.defined()) {
+    check_inputs("layernorm_backward", {&x, &add_to_dx});
+    check_same_shape("layernorm_backward", add_to_dx, x);
+    check_same_dtype("layernorm_backward", add_to_dx, x);
+  }
   check_replicated("layernorm_backward", x);
   check_same_shape("layernorm_backward", dout, x);
   int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
@@ -190,7 +195,13 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
   grads.dweight = Tensor::zeros({C}, TensorOptions().dtype(stats).device(x.device()));
   grads.dbias = Tensor::zeros({C}, TensorOptions().dtype(stats).device(x.device()));
   if (x.device().is_cpu()) {
-    grads.dx = zeros_like(in, compute);
+    // The kernel accumulates into dx, so it starts as add_to_dx, or zeros.
+    if (add_to_dx.defined()) {
+      grads.dx = empty_like(in, compute);
+      grads.dx.copy_(add_to_dx);
+    } else {
+      grads.dx = zeros_like(in, compute);
+    }
     SG_ON_CPU(compute, cpu::layernorm_backward(grads.dx.data<T>(), grads.dweight.data<T>(), grads.dbias.data<T>(),
                                                d.data<T>(), in.data<T>(), w.data<T>(), m.data<T>(), s.data<T>(), N, C));
   } else {
@@ -199,9 +210,11 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
     static_assert(cuda::kLayerNormScratchRows == 32);
 #endif
     Tensor partials = Tensor::empty({2 * 32, C}, TensorOptions().device(x.device()));
+    Tensor extra = add_to_dx.defined() ? prepare(add_to_dx, compute) : Tensor();
     SG_ON_CUDA(cuda::layernorm_backward(grads.dx.data_ptr(), grads.dweight.data<float>(), grads.dbias.data<float>(),
                                         partials.data<float>(), d.data_ptr(), in.data_ptr(), w.data_ptr(),
-                                        m.data<float>(), s.data<float>(), N, C, compute, cuda_stream(x.device())));
+                                        m.data<float>(), s.data<float>(), N, C, compute, cuda_stream(x.device()),
+                                        extra.defined() ? extra.data_ptr() : nullptr));
   }
   grads.dx = grads.dx.to(x.dtype());
   grads.dweight = grads.dweight.to(weight.dtype());

@@ -64,7 +64,8 @@ __global__ void add_layernorm_forward_kernel(T* sum_out, T* out, float* mean, fl
 
 template <typename T>
 __global__ void layernorm_backward_input_kernel(T* din, const T* dout, const T* in, const T* weight,
-                                                const float* mean, const float* rstd, int64_t N, int64_t C) {
+                                                const float* mean, const float* rstd, const T* add_to_din, int64_t N,
+                                                int64_t C) {
   int64_t row = warp_row();
   int lane = threadIdx.x % kWarp;
   if (row >= N) return;
@@ -80,9 +81,12 @@ __global__ void layernorm_backward_input_kernel(T* din, const T* dout, const T* 
   float mean_dxhat = warp_sum(sum_dxhat) / float(C);
   float mean_dxhat_xhat = warp_sum(sum_dxhat_xhat) / float(C);
   T* dx = din + row * C;
+  const T* extra = add_to_din ? add_to_din + row * C : nullptr;
   for (int64_t c = lane; c < C; c += kWarp) {
     float xhat = (load(x[c]) - m) * s, dxhat = load(dy[c]) * load(weight[c]);
-    dx[c] = store<T>(s * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat));  // written, not added
+    float value = s * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+    if (extra) value += load(extra[c]);  // the input's gradient from elsewhere, in the same pass
+    dx[c] = store<T>(value);  // written, not added: din may be add_to_din itself
   }
 }
 
@@ -191,13 +195,13 @@ void add_layernorm_forward(void* sum, void* out, float* mean, float* rstd, const
 
 void layernorm_backward(void* din, float* dweight, float* dbias, float* partials, const void* dout, const void* in,
                         const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C, DType dtype,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, const void* add_to_din) {
   if (N == 0 || C == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
     layernorm_backward_input_kernel<T><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
         static_cast<T*>(din), static_cast<const T*>(dout), static_cast<const T*>(in), static_cast<const T*>(weight),
-        mean, rstd, N, C);
+        mean, rstd, static_cast<const T*>(add_to_din), N, C);
     SG_CHECK_LAUNCH();
     layernorm_backward_params_kernel<T><<<column_sum_grid(C), column_sum_block(), 0, stream>>>(
         partials, partials + kColumnSumChunks * C, static_cast<const T*>(dout), static_cast<const T*>(in), mean, rstd,

@@ -97,6 +97,16 @@ TEST(AutogradFunctions, GeluSoftmaxLayerNorm) {
                   {randn64({2, 3, 6}, "x", 2.0), randn64({6}, "w"), randn64({6}, "b")}, 1e-5, 1e-7);
 }
 
+// x reaches the output through the LayerNorm and through another op.
+// Whichever backward runs second takes the first one's gradient in: a
+// LayerNorm running second adds it in its own pass (Node::backward_adding).
+// Both orders.
+TEST(AutogradFunctions, LayerNormWhoseInputHasAnotherConsumer) {
+  const std::vector<Tensor> inputs = {randn64({2, 3, 6}, "x", 2.0), randn64({6}, "w"), randn64({6}, "b")};
+  check_gradients([](auto& v) { return add(scale(v[0], 0.5), layernorm(v[0], v[1], v[2])); }, inputs, 1e-5, 1e-7);
+  check_gradients([](auto& v) { return add(layernorm(v[0], v[1], v[2]), scale(v[0], 0.5)); }, inputs, 1e-5, 1e-7);
+}
+
 // Both outputs of the fused residual add + LayerNorm carry gradient back.
 TEST(AutogradFunctions, AddLayerNorm) {
   check_gradients(

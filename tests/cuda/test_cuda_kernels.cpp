@@ -181,6 +181,14 @@ TEST_F(CudaKernels, SoftmaxAndLayerNormMatchCpu) {
   EXPECT_TRUE(same_as_cpu(gpu_hg.dx, cpu_hg.dx, kBf16, 2e-2));
   EXPECT_TRUE(same_as_cpu(gpu_hg.dweight, cpu_hg.dweight, kBf16, 5e-2));
   EXPECT_TRUE(same_as_cpu(gpu_hg.dbias, cpu_hg.dbias, kBf16, 5e-2));
+  // With a gradient x has from elsewhere added in the same pass (the residual stream's).
+  Tensor extra = random_tensor(x.shape(), "extra");
+  LayerNormGrads cpu_a = layernorm_backward(dy, x, w, cpu_ln.mean, cpu_ln.rstd, extra);
+  LayerNormGrads gpu_a = layernorm_backward(gpu(dy), gpu(x), gpu(w), gpu_ln.mean, gpu_ln.rstd, gpu(extra));
+  EXPECT_TRUE(same_as_cpu(gpu_a.dx, cpu_a.dx, kF32, 1e-5));
+  LayerNormGrads cpu_ah = layernorm_backward(dyh, xh, wh, cpu_h.mean, cpu_h.rstd, extra.to(DType::bf16));
+  LayerNormGrads gpu_ah = layernorm_backward(gpu(dyh), gpu(xh), gpu(wh), gpu_h.mean, gpu_h.rstd, gpu(extra.to(DType::bf16)));
+  EXPECT_TRUE(same_as_cpu(gpu_ah.dx, cpu_ah.dx, kBf16, 2e-2));
 }
 
 TEST_F(CudaKernels, AttentionMatchesCpu) {

@@ -77,6 +77,12 @@ TEST(OpGradients, LayerNormInputWeightAndBias) {
   EXPECT_TRUE(matches_numeric(g.dx, [&](const Tensor& v) { return layernorm(v, w, b).out; }, x, d));
   EXPECT_TRUE(matches_numeric(g.dweight, [&](const Tensor& v) { return layernorm(x, v, b).out; }, w, d));
   EXPECT_TRUE(matches_numeric(g.dbias, [&](const Tensor& v) { return layernorm(x, w, v).out; }, b, d));
+  // A gradient x has from elsewhere, added into dx in the same pass: exactly dx + it.
+  Tensor extra = randn64({4, 7}, "extra");
+  LayerNormGrads with_extra = layernorm_backward(d, x, w, ln.mean, ln.rstd, extra);
+  EXPECT_EQ(with_extra.dx.to_vector<double>(), add(g.dx, extra).to_vector<double>());
+  EXPECT_EQ(with_extra.dweight.to_vector<double>(), g.dweight.to_vector<double>());
+  EXPECT_THROW(layernorm_backward(d, x, w, ln.mean, ln.rstd, randn64({4, 6}, "wrong")), Error);
 }
 
 TEST(OpGradients, CausalAttention) {
