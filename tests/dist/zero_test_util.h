@@ -86,12 +86,14 @@ inline TrainingRun reference_run() {
 // On `device`: parameters, batches and every collective (CUDA tensors of
 // ranks sharing one GPU travel through the staged MPI backend).
 struct ZeroTrainer {
-  // comm: the communicator the optimizer uses (the world's by default).
+  // comm: the communicator the optimizer and the batch split use (the
+  // world's by default).
   ZeroTrainer(int stage, bool born_partitioned = false, ZeroOptions knobs = {}, Device on = Device::cpu(),
               Communicator* comm = nullptr)
       : device(on),
+        comm(comm ? *comm : world()),
         model(build(born_partitioned, on)),
-        zero(zero_parameters(model, config().seed), comm ? *comm : world(), with(knobs, stage)) {}
+        zero(zero_parameters(model, config().seed), this->comm, with(knobs, stage)) {}
   static Gpt build(bool born_partitioned, Device on) {
     std::optional<DeferredParameters> deferred;
     if (born_partitioned) deferred.emplace();
@@ -105,7 +107,6 @@ struct ZeroTrainer {
   // Steps [from, to), every rank on its slice of the global batch; the
   // per-step losses (averaged over ranks: the global batch's).
   std::vector<float> train(int64_t from, int64_t to) {
-    Communicator& comm = world();
     const int64_t rows = kGlobalBatch / comm.world_size(), first = comm.rank() * rows;
     std::vector<float> losses;
     for (int64_t step = from; step < to; ++step) {
@@ -135,6 +136,7 @@ struct ZeroTrainer {
     return values;
   }
   Device device;
+  Communicator& comm;
   Gpt model;  // declared before the optimizer: built before it packs the parameters
   ZeroOptimizer zero;
 };
