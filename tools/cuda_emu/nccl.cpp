@@ -109,18 +109,22 @@ struct Collective {
   std::vector<char> input, result;
 
   // Runs the stream up to the call (its waits, earlier collectives' results),
-  // then copies the input.
-  Collective(const char* name_, cudaStream_t stream_, const void* send_, size_t input_bytes, size_t result_bytes)
+  // then copies the input. In a world of one that is the result too; more
+  // ranks exchange it over MPI into `result` (a build without MPI has no
+  // such communicator: ncclCommInitRank refuses it).
+  Collective(const char* name_, cudaStream_t stream_, ncclComm_t comm, const void* send_, size_t input_bytes,
+             size_t result_bytes)
       : name(name_), stream(stream_), send(send_), result(result_bytes) {
     sg_emu::drain(stream);
     sg_emu::DeviceWork work(name);
     const char* from = static_cast<const char*>(send);
     if (input_bytes > 0) input.assign(from, from + input_bytes);
+    if (comm->ranks == 1) result = input;
   }
 
   // Queues the result's landing in recv. Until it lands, the input is
   // watched: work that writes it is named (streams.cpp).
-  void finish(void* recv) {
+  ncclResult_t finish(void* recv) {
     auto sent = std::make_shared<const std::vector<char>>(std::move(input));
     auto landed = std::make_shared<const std::vector<char>>(std::move(result));
     const uint64_t watch = sent->empty() ? 0 : sg_emu::watch(send, sent, name);
@@ -128,6 +132,7 @@ struct Collective {
       if (watch != 0) sg_emu::unwatch(watch);
       std::memcpy(recv, landed->data(), landed->size());
     });
+    return ncclSuccess;
   }
 };
 
@@ -191,20 +196,15 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t, ncclResult_t* error) {
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream) {
   if (!on_device(send, count, type) || !on_device(recv, count, type) || op != ncclSum) return ncclInvalidArgument;
-  Collective c("ncclAllReduce", stream, send, count * element_bytes(type), count * element_bytes(type));
-  if (comm->ranks == 1) {
-    c.result = c.input;
-  } else {
+  Collective c("ncclAllReduce", stream, comm, send, count * element_bytes(type), count * element_bytes(type));
 #ifdef SG_MPI
+  if (comm->ranks > 1) {
     const int status = MPI_Allreduce(c.input.data(), c.result.data(), int(count), mpi_type(type), mpi_sum(type),
                                      comm->mpi);
     if (status != MPI_SUCCESS) return mpi_result(status);
-#else
-    return ncclInvalidUsage;
-#endif
   }
-  c.finish(recv);
-  return ncclSuccess;
+#endif
+  return c.finish(recv);
 }
 
 // recv holds ranks * sendcount elements; in place when send is this rank's slot of recv.
@@ -214,20 +214,15 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount, ncclD
   if (!on_device(send, sendcount, type) || !on_device(recv, sendcount * size_t(comm->ranks), type)) {
     return ncclInvalidArgument;
   }
-  Collective c("ncclAllGather", stream, send, bytes, bytes * size_t(comm->ranks));
-  if (comm->ranks == 1) {
-    c.result = c.input;
-  } else {
+  Collective c("ncclAllGather", stream, comm, send, bytes, bytes * size_t(comm->ranks));
 #ifdef SG_MPI
+  if (comm->ranks > 1) {
     const int status = MPI_Allgather(c.input.data(), int(sendcount), mpi_type(type), c.result.data(), int(sendcount),
                                      mpi_type(type), comm->mpi);
     if (status != MPI_SUCCESS) return mpi_result(status);
-#else
-    return ncclInvalidUsage;
-#endif
   }
-  c.finish(recv);
-  return ncclSuccess;
+#endif
+  return c.finish(recv);
 }
 
 // send holds ranks * recvcount elements; recv gets this rank's summed slot.
@@ -237,20 +232,15 @@ ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount, n
   if (!on_device(send, recvcount * size_t(comm->ranks), type) || !on_device(recv, recvcount, type) || op != ncclSum) {
     return ncclInvalidArgument;
   }
-  Collective c("ncclReduceScatter", stream, send, bytes * size_t(comm->ranks), bytes);
-  if (comm->ranks == 1) {
-    c.result = c.input;
-  } else {
+  Collective c("ncclReduceScatter", stream, comm, send, bytes * size_t(comm->ranks), bytes);
 #ifdef SG_MPI
+  if (comm->ranks > 1) {
     const int status = MPI_Reduce_scatter_block(c.input.data(), c.result.data(), int(recvcount), mpi_type(type),
                                                 mpi_sum(type), comm->mpi);
     if (status != MPI_SUCCESS) return mpi_result(status);
-#else
-    return ncclInvalidUsage;
-#endif
   }
-  c.finish(recv);
-  return ncclSuccess;
+#endif
+  return c.finish(recv);
 }
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root, ncclComm_t comm,
@@ -260,19 +250,16 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
     return ncclInvalidArgument;
   }
   const size_t bytes = count * element_bytes(type);
-  Collective c("ncclBroadcast", stream, comm->rank == root ? send : nullptr, comm->rank == root ? bytes : 0, bytes);
-  if (comm->rank == root) c.result = c.input;
+  const bool root_here = comm->rank == root;
+  Collective c("ncclBroadcast", stream, comm, root_here ? send : nullptr, root_here ? bytes : 0, bytes);
 #ifdef SG_MPI
   if (comm->ranks > 1) {
-    if (int status = MPI_Bcast(c.result.data(), int(count), mpi_type(type), root, comm->mpi); status != MPI_SUCCESS) {
-      return mpi_result(status);
-    }
+    if (root_here) c.result = c.input;
+    const int status = MPI_Bcast(c.result.data(), int(count), mpi_type(type), root, comm->mpi);
+    if (status != MPI_SUCCESS) return mpi_result(status);
   }
-#else
-  if (comm->ranks > 1) return ncclInvalidUsage;
 #endif
-  c.finish(recv);
-  return ncclSuccess;
+  return c.finish(recv);
 }
 
 }  // extern "C"
