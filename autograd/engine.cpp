@@ -66,6 +66,16 @@ void accumulate_into_leaf(VariableState& leaf, const Tensor& grad) {
 
 bool backward_frees_saved_tensors() { return g_frees_saved_tensors; }
 
+std::vector<Variable> Variable::reachable_leaves() const {
+  check_defined("reachable_leaves()");
+  std::vector<Variable> leaves;
+  if (!requires_grad()) return leaves;
+  for (const std::shared_ptr<VariableState>& state : post_order(state_)) {
+    if (!state->grad_fn) leaves.push_back(Variable::from_state(state));
+  }
+  return leaves;
+}
+
 void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
   check_defined("backward()");
   SG_CHECK(requires_grad(), "backward() on a Variable that does not require grad: nothing that requires grad was ",

@@ -114,6 +114,12 @@ class Variable {
 
   void add_post_accumulate_hook(VariableState::PostAccumulateHook hook);
 
+  // The leaves that require grad and that backward() from this Variable
+  // would reach, in no particular order. What a data-parallel reducer needs
+  // before backward starts (optim/zero.cpp): a parameter this graph never
+  // reaches will get no gradient, so it counts as ready at once.
+  std::vector<Variable> reachable_leaves() const;
+
   // The Variable with the same data but no history: gradients stop here.
   Variable detach() const { return Variable(data()); }
 

@@ -57,6 +57,28 @@ TEST(Engine, FrozenInputsGetNoGradient) {
   EXPECT_FALSE(frozen.grad().defined());
 }
 
+TEST(Engine, ReachableLeavesAreTheOnesBackwardWouldReach) {
+  Variable a = leaf({1}, {1}), b = leaf({2}, {1}), unused = leaf({3}, {1});
+  Variable frozen(Tensor::from_vector(std::vector<float>{4}, {1}));
+  Variable side = mul(unused, b);  // computed, but the loss below never uses it
+  Variable loss = add(mul(a, b), mul(b, frozen));
+  std::vector<Variable> leaves = loss.reachable_leaves();
+  auto reached = [&](const Variable& v) {
+    for (const Variable& l : leaves)
+      if (l.state() == v.state()) return true;
+    return false;
+  };
+  EXPECT_EQ(leaves.size(), 2u);  // b once, though two paths lead to it; frozen does not require grad
+  EXPECT_TRUE(reached(a));
+  EXPECT_TRUE(reached(b));
+  EXPECT_FALSE(reached(unused));
+  EXPECT_EQ(side.reachable_leaves().size(), 2u);
+  EXPECT_TRUE(Variable(Tensor::from_vector(std::vector<float>{1}, {1})).reachable_leaves().empty());
+  loss.backward();  // and backward agrees
+  EXPECT_TRUE(a.grad().defined() && b.grad().defined());
+  EXPECT_FALSE(unused.grad().defined());
+}
+
 TEST(Engine, SavedTensorsAreFreedUnlessTheGraphIsRetained) {
   Variable x = leaf({1, 2}, {2});
   Variable loss = sum(mul(x, x));
