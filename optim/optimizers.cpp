@@ -40,7 +40,24 @@ AdamW::AdamW(std::vector<ParamGroup> groups, Options options) : Optimizer(std::m
     m_.emplace_back(group.params.size());
     v_.emplace_back(group.params.size());
     copies_.emplace_back(group.params.size());
+    ranges_.emplace_back(group.params.size());
   }
+}
+
+void AdamW::set_update_ranges(size_t g, size_t i, std::vector<std::pair<int64_t, int64_t>> ranges) {
+  SG_CHECK(g < ranges_.size() && i < ranges_[g].size(), "AdamW: no parameter ", i, " in group ", g);
+  const Variable& p = groups_[g].params[i];
+  SG_CHECK(p.data().dim() == 1, "AdamW: update ranges need a 1-D parameter; ", p.name(), " is ", p.data().str());
+  for (const auto& [begin, end] : ranges) {
+    SG_CHECK(0 <= begin && begin <= end && end <= p.numel(), "AdamW: update range [", begin, ", ", end, ") is outside ",
+             p.name(), "'s ", p.numel(), " elements");
+  }
+  ranges_[g][i] = {true, std::move(ranges)};
+}
+
+void AdamW::clear_update_ranges(size_t g, size_t i) {
+  SG_CHECK(g < ranges_.size() && i < ranges_[g].size(), "AdamW: no parameter ", i, " in group ", g);
+  ranges_[g][i] = {};
 }
 
 void AdamW::step() {
@@ -59,7 +76,16 @@ void AdamW::step() {
       if (!m_[g][i].defined()) m_[g][i] = new_state(p.data()), v_[g][i] = new_state(p.data());
       Tensor data = p.data();  // a handle: the update writes the parameter's storage
       Tensor& copy = copies_[g][i];
-      adamw_update_(data, m_[g][i], v_[g][i], p.grad(), hp, copy.defined() ? &copy : nullptr);
+      if (!ranges_[g][i].partial) {
+        adamw_update_(data, m_[g][i], v_[g][i], p.grad(), hp, copy.defined() ? &copy : nullptr);
+        continue;
+      }
+      for (const auto& [begin, end] : ranges_[g][i].ranges) {  // views: each update writes its part in place
+        if (begin == end) continue;
+        Tensor part = data.slice(0, begin, end), m = m_[g][i].slice(0, begin, end), v = v_[g][i].slice(0, begin, end);
+        Tensor part_copy = copy.defined() ? copy.slice(0, begin, end) : Tensor();
+        adamw_update_(part, m, v, p.grad().slice(0, begin, end), hp, copy.defined() ? &part_copy : nullptr);
+      }
     }
   }
 }

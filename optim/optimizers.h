@@ -64,10 +64,24 @@ class AdamW : public Optimizer {
   // clipping and fp16's unscaling, done in the update's own pass instead of
   // one pass over the gradients of their own. The gradients are not changed.
   void set_grad_scale(double scale) { grad_scale_ = scale; }
+  // Steps update only these element ranges [begin, end) of parameter i of
+  // group g (a 1-D parameter); the elements outside keep their values, their
+  // moments and their 16-bit copy, as a parameter without a gradient does.
+  // ZeRO's flat groups use it for the parameters that got no gradient in a
+  // step (optim/zero.cpp). clear_update_ranges: the whole parameter again.
+  void set_update_ranges(size_t g, size_t i, std::vector<std::pair<int64_t, int64_t>> ranges);
+  void clear_update_ranges(size_t g, size_t i);
 
  private:
   Options options_;
   double grad_scale_ = 1.0;
+  // Per group, per parameter: the ranges set_update_ranges chose; empty
+  // (and not `partial`): the whole parameter.
+  struct Ranges {
+    bool partial = false;
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+  };
+  std::vector<std::vector<Ranges>> ranges_;
   std::vector<std::vector<Tensor>> m_, v_;  // per group, per parameter
   std::vector<std::vector<Tensor>> copies_;  // per group, per parameter; undefined: none
 };

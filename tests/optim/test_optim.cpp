@@ -44,6 +44,42 @@ TEST(AdamW, SkipsParametersWithoutGradientsAndCountsItsState) {
   EXPECT_EQ(memory_stats(Device::cpu())[MemoryCategory::optimizer_state].live - before, 2 * 4);  // m and v of a only
 }
 
+// Update ranges (how ZeRO's flat groups leave a parameter without gradient
+// alone): the elements inside train exactly as parameters of their own
+// would, 16-bit copy included; those outside keep values, moments and copy.
+TEST(AdamW, UpdateRangesTrainOnlyTheirElements) {
+  std::vector<float> values{1, -2, 3, -4, 5, -6, 7, -8, 9, -10};
+  Variable flat = parameter(values);
+  Variable head = parameter({1, -2, 3}), tail = parameter({7, -8, 9, -10});
+  const AdamW::Options options{.lr = 0.1, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8};
+  AdamW ranged({{{flat}, 0.5}}, options), separate({{{head, tail}, 0.5}}, options);
+  ranged.set_update_ranges(0, 0, {{0, 3}, {6, 10}});
+  Tensor copy = flat.data().to(DType::bf16);
+  ranged.set_low_precision_copy(0, 0, copy);
+  for (int step = 1; step <= 3; ++step) {
+    std::vector<float> grad{0.5f, -1, 2, 9, 9, 9, 0.25f, -0.5f, 1, 3};
+    flat.set_grad(Tensor::from_vector(grad, {10}));
+    head.set_grad(Tensor::from_vector(std::vector<float>(grad.begin(), grad.begin() + 3), {3}));
+    tail.set_grad(Tensor::from_vector(std::vector<float>(grad.begin() + 6, grad.end()), {4}));
+    ranged.step(), separate.step();
+  }
+  std::vector<float> got = flat.data().to_vector<float>(), want = head.data().to_vector<float>();
+  want.insert(want.end(), values.begin() + 3, values.begin() + 6);  // untouched
+  for (float v : tail.data().to_vector<float>()) want.push_back(v);
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(copy.to(DType::f32).to_vector<float>(), flat.data().to(DType::bf16).to(DType::f32).to_vector<float>());
+  std::vector<float> m = ranged.exp_avg(0, 0).to_vector<float>();
+  EXPECT_EQ(std::vector<float>(m.begin() + 3, m.begin() + 6), std::vector<float>(3, 0.0f));
+  ranged.clear_update_ranges(0, 0);  // the whole parameter again
+  flat.set_grad(Tensor::ones({10}));
+  ranged.step();
+  EXPECT_NE(flat.data().at({4}), values[4]);
+  EXPECT_THROW(ranged.set_update_ranges(0, 0, {{8, 11}}), Error);  // past the end
+  Variable matrix(Tensor::ones({2, 2}), /*requires_grad=*/true);
+  AdamW two_d({{{matrix}, 0.0}}, options);
+  EXPECT_THROW(two_d.set_update_ranges(0, 0, {{0, 1}}), Error);  // ranges of a 1-D parameter only
+}
+
 TEST(Sgd, MomentumFollowsPyTorch) {
   Variable p = parameter({1.0f});
   Sgd optimizer({{{p}, 0.1}}, {.lr = 0.5, .momentum = 0.9});
