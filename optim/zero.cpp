@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <unordered_set>
 
 #include "autograd/functions.h"
 #include "tensor/ops.h"
@@ -84,15 +85,22 @@ ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communica
     schedule_ = std::make_unique<GatherSchedule>(elements, options.prefetch_bucket, options.persistence_threshold);
   }
   pending_.assign(groups_.size(), 0);
+  ready_.assign(groups_.size(), false);
   grad_shards_.resize(groups_.size());
   // The hook: when the last gradient of a group has been accumulated in the
-  // backward pass that reduces, its collective starts at once.
+  // backward pass that reduces, its collective starts (in the fixed order).
+  // It also marks the parameter as used in this step.
   for (size_t g = 0; g < groups_.size(); ++g) {
+    first_param_.push_back(used_.size());
     for (const GroupParameter& p : groups_[g].params()) {
       Variable variable = p.variable;
       std::shared_ptr<bool> alive = alive_;
-      variable.add_post_accumulate_hook([this, g, alive](Variable&) {
-        if (*alive) on_gradient_ready(g);
+      const size_t index = used_.size();
+      used_.push_back(0.0f);
+      variable.add_post_accumulate_hook([this, g, index, alive](Variable&) {
+        if (!*alive) return;
+        used_[index] = 1.0f;
+        on_gradient_ready(g);
       });
       if (options.stage == 3) {
         variable.state()->before_use = [this, g, alive](VariableState&) {
@@ -175,7 +183,21 @@ void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
   }
   // Stages 2-3 reduce every micro-batch; stages 0-1 only at the step boundary.
   collecting_ = options_.stage >= 2 || last_micro_batch;
-  for (size_t g = 0; g < groups_.size(); ++g) pending_[g] = int(groups_[g].params().size());
+  if (collecting_) {
+    // Each group waits for the gradients of the parameters this backward
+    // will reach. A parameter it never reaches (an unused layer, a branch
+    // this batch did not take) gets no gradient, so its group may be ready
+    // before backward starts.
+    std::unordered_set<const VariableState*> reached;
+    for (const Variable& leaf : loss.reachable_leaves()) reached.insert(leaf.state().get());
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      pending_[g] = 0;
+      for (const GroupParameter& p : groups_[g].params()) pending_[g] += int(reached.count(p.variable.state().get()));
+      ready_[g] = pending_[g] == 0;
+    }
+    launched_ = 0;
+    if (options_.overlap_comm) launch_ready_in_order();
+  }
   if (schedule_) schedule_->next_phase();  // forward is over
   if (scaler_) {
     // fp16: gradients lifted clear of underflow, d(S loss) = S dloss. The
@@ -188,24 +210,73 @@ void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
   }
   if (schedule_) schedule_->next_phase();
   if (collecting_) {
-    // Without overlap every reduction starts now. A group none of whose
-    // parameters received a gradient still takes part: every rank must
-    // issue the same collectives.
-    for (size_t g = 0; g < groups_.size(); ++g) {
-      if (pending_[g] > 0 || !options_.overlap_comm) {
-        pending_[g] = 0;
-        launch_reduction(g);
-      }
-    }
+    // What was not launched yet starts now, in the same order (without
+    // overlap, that is every reduction). A group none of whose parameters
+    // received a gradient still takes part: every rank must issue the same
+    // collectives.
+    std::fill(ready_.begin(), ready_.end(), true);
+    launch_ready_in_order();
     flush_reductions();
+    if (last_micro_batch && comm_.world_size() > 1) {
+      // Which parameters got a gradient on any rank in this step: a
+      // parameter none did is left alone by step(), as plain AdamW leaves
+      // one whose .grad is undefined (a flag per parameter, summed over
+      // ranks on the host, in flight with the reductions).
+      Tensor used = Tensor::from_vector(used_, {int64_t(used_.size())});
+      in_flight_.push_back(comm_.all_reduce(used));
+      after_wait_.push_back([this, used] { used_ = used.to_vector<float>(); });
+    }
     wait_all();
   }
   collecting_ = false;
 }
 
 void ZeroOptimizer::on_gradient_ready(size_t g) {
-  if (!collecting_ || !options_.overlap_comm || --pending_[g] != 0) return;
-  launch_reduction(g);
+  if (!collecting_ || !options_.overlap_comm || pending_[g] <= 0 || --pending_[g] != 0) return;
+  ready_[g] = true;
+  launch_ready_in_order();
+}
+
+// Reductions start in one fixed order, the groups' reverse order (roughly
+// the order backward completes them), never in the order gradients happen
+// to arrive: with a branch taken on one rank and not on another, arrival
+// differs between ranks, and every rank must issue the same collectives in
+// the same order. A group that is ready waits for the groups before it.
+void ZeroOptimizer::launch_ready_in_order() {
+  while (launched_ < groups_.size()) {
+    const size_t g = groups_.size() - 1 - launched_;
+    if (!ready_[g]) return;
+    pending_[g] = 0;
+    launch_reduction(g);
+    ++launched_;
+  }
+}
+
+// Plain AdamW skips a parameter that got no gradient (its values, moments
+// and weight decay untouched); ZeRO's AdamW updates whole flat groups, so
+// it is told the element ranges of the parameters that did, in the part
+// of the group this rank updates.
+void ZeroOptimizer::leave_unused_parameters_alone() {
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const ShardGroup& group = groups_[g];
+    const int64_t first = options_.stage == 0 ? 0 : comm_.rank() * group.shard_size();
+    const int64_t last = first + updated_[g].numel();
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    bool all_used = true;
+    for (size_t i = 0; i < group.params().size(); ++i) {
+      const GroupParameter& p = group.params()[i];
+      if (used_[first_param_[g] + i] == 0.0f) {
+        all_used = false;
+        continue;
+      }
+      const int64_t begin = std::max(p.offset, first) - first, end = std::min(p.offset + p.numel, last) - first;
+      if (begin >= end) continue;
+      if (!ranges.empty() && ranges.back().second == begin) ranges.back().second = end;
+      else ranges.emplace_back(begin, end);
+    }
+    if (all_used) adam_->clear_update_ranges(g, 0);
+    else adam_->set_update_ranges(g, 0, std::move(ranges));
+  }
 }
 
 // Group g's gradients are complete: it joins the bucket, which is reduced
@@ -296,6 +367,7 @@ void ZeroOptimizer::step(double lr) {
       // AdamW writes the 16-bit parameters from the f32 masters in its own pass.
       if (mixed()) adam_->set_low_precision_copy(g, 0, grad.defined() ? low_precision_params(g) : Tensor());
     }
+    leave_unused_parameters_alone();
     adam_->set_lr(lr);
     adam_->set_grad_scale(grad_factor_);
     adam_->step();
@@ -333,6 +405,7 @@ void ZeroOptimizer::step(double lr) {
 void ZeroOptimizer::zero_grad() {
   norm_measured_ = overflow_ = false;
   grad_factor_ = 1.0;
+  std::fill(used_.begin(), used_.end(), 0.0f);
   for (size_t g = 0; g < groups_.size(); ++g) {
     groups_[g].drop_flat_grads();
     grad_shards_[g] = Tensor();

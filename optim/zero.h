@@ -7,8 +7,9 @@
 // Each rank runs its own micro-batches; gradients are averaged over ranks.
 //
 //   stage 0  gradients all-reduced (one collective per group, issued as soon
-//            as backward has produced the group's last gradient, so it
-//            overlaps the rest of backward); every rank updates everything.
+//            as backward has produced the group's last gradient, in a fixed
+//            order, so it overlaps the rest of backward); every rank
+//            updates everything.
 //   stage 1  + optimizer states sharded: gradients reduce-scattered into
 //            each rank's slice; AdamW updates only that slice (its moments
 //            exist only there); the updated slices are all-gathered.
@@ -31,6 +32,10 @@
 // step; overlap_comm = false holds every reduction until backward is done;
 // stage3_prefetch_bucket_size and stage3_param_persistence_threshold are the
 // gather schedule's (optim/gather_schedule.h).
+//
+// A parameter that no rank gave a gradient in a step is left alone, as
+// plain AdamW leaves one whose .grad is undefined (docs/zero.md,
+// "Parameters that get no gradient").
 //
 // Training loop:
 //   for each micro-batch: zero.backward(scale(loss, 1 / accum), micro == accum - 1);
@@ -121,6 +126,8 @@ class ZeroOptimizer {
 
  private:
   void on_gradient_ready(size_t group);
+  void launch_ready_in_order();
+  void leave_unused_parameters_alone();
   void ensure_gathered(size_t group);
   void release_all();
   void launch_reduction(size_t group);
@@ -134,6 +141,10 @@ class ZeroOptimizer {
   ZeroOptions options_;
   std::vector<ShardGroup> groups_;
   std::vector<int> pending_;            // per group: gradients still to arrive in this backward
+  std::vector<bool> ready_;             // per group: every gradient of this backward has arrived
+  size_t launched_ = 0;                 // reductions launched in this backward, in the fixed order
+  std::vector<size_t> first_param_;     // per group: its first parameter's index in used_
+  std::vector<float> used_;             // per parameter: got a gradient this step (here, then on any rank)
   std::vector<Tensor> grad_shards_;     // stages 1-2: this rank's slice of each group's averaged gradient
   std::vector<WorkHandle> in_flight_;
   std::vector<std::function<void()>> after_wait_;

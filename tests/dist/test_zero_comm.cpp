@@ -26,11 +26,20 @@ int64_t padded_of(const ZeroOptimizer& zero, const std::string& group) {
   return 0;
 }
 
+// Besides the model's values, each step on more than one rank all-reduces one
+// flag per parameter (whether it got a gradient on any rank: step() leaves a
+// parameter none gave one alone, as plain AdamW does): P elements, one call.
+int64_t used_flags(const ZeroOptimizer& zero) {
+  int64_t parameters = 0;
+  for (const ShardGroup& g : zero.groups()) parameters += int64_t(g.params().size());
+  return world().world_size() > 1 ? parameters : 0;
+}
+
 // Communication per step without accumulation: 2 Psi for stages 0-2 (Psi: the
 // padded elements of every group), counted by the communicator. Stage 0
 // all-reduces Psi (counted twice: a reduce-scatter and an all-gather's worth);
 // stages 1-2 reduce-scatter Psi and all-gather Psi, plus the one-element
-// all-reduce of the squared gradient norm.
+// all-reduce of the squared gradient norm; and the used flags.
 TEST(ZeroCommunication, TwoPsiPerStepForStagesZeroToTwo) {
   Communicator& comm = world();
   for (int stage : {0, 1, 2}) {
@@ -41,12 +50,12 @@ TEST(ZeroCommunication, TwoPsiPerStepForStagesZeroToTwo) {
     zero.clip_grad_norm(kClip);
     zero.step(kLr);
     const CommStats& s = comm.stats();
-    const int64_t psi = zero.padded_elements();
-    const int64_t volume = 2 * s[CollectiveOp::all_reduce].elements + s[CollectiveOp::reduce_scatter].elements +
-                           s[CollectiveOp::all_gather].elements;
+    const int64_t psi = zero.padded_elements(), flags = used_flags(zero);
+    const int64_t volume = 2 * (s[CollectiveOp::all_reduce].elements - flags) +
+                           s[CollectiveOp::reduce_scatter].elements + s[CollectiveOp::all_gather].elements;
     EXPECT_EQ(volume, 2 * psi + (stage > 0 ? 2 : 0)) << "stage " << stage;
     EXPECT_EQ(s[CollectiveOp::all_reduce].calls + s[CollectiveOp::reduce_scatter].calls,
-              int64_t(zero.groups().size()) + (stage > 0 ? 1 : 0))
+              int64_t(zero.groups().size()) + (stage > 0 ? 1 : 0) + (flags > 0 ? 1 : 0))
         << "one reduction per group";
   }
 }
@@ -60,7 +69,8 @@ TEST(ZeroCommunication, TwoPsiPerStepForStagesZeroToTwo) {
 //   backward  Psi - wte - wpe: the head's read of wte is carried over the
 //             turn from forward, and the embedding's backward never reads wpe
 //             (it only adds rows of the output gradient)
-//   reduce-scatter Psi, plus the one-element all-reduce of the gradient norm.
+//   reduce-scatter Psi, plus the one-element all-reduce of the gradient norm
+//   and the used flags.
 TEST(ZeroCommunication, ThreePsiLessWhatStageThreeNeedNotGatherTwice) {
   Communicator& comm = world();
   OneStepSetup setup(3);
@@ -75,7 +85,7 @@ TEST(ZeroCommunication, ThreePsiLessWhatStageThreeNeedNotGatherTwice) {
   EXPECT_EQ(s[CollectiveOp::all_gather].calls, 2 * groups - 2);
   EXPECT_EQ(s[CollectiveOp::reduce_scatter].elements, psi);
   EXPECT_EQ(s[CollectiveOp::reduce_scatter].calls, groups);
-  EXPECT_EQ(s[CollectiveOp::all_reduce].elements, 1);  // the squared gradient norm
+  EXPECT_EQ(s[CollectiveOp::all_reduce].elements, 1 + used_flags(zero));  // the squared gradient norm, the flags
 }
 
 // Persistent groups (fewer elements than the threshold) are gathered at
@@ -107,8 +117,8 @@ TEST(ZeroCommunication, BucketsPackGroupsIntoOneCollective) {
     const CommStats& s = comm.stats();
     const int64_t psi = zero.padded_elements();
     if (stage == 0) {
-      EXPECT_EQ(s[CollectiveOp::all_reduce].calls, 1);
-      EXPECT_EQ(s[CollectiveOp::all_reduce].elements, psi);
+      EXPECT_EQ(s[CollectiveOp::all_reduce].calls, 1 + (used_flags(zero) > 0 ? 1 : 0));
+      EXPECT_EQ(s[CollectiveOp::all_reduce].elements, psi + used_flags(zero));
       continue;
     }
     EXPECT_EQ(s[CollectiveOp::reduce_scatter].calls, 1) << "stage " << stage;
