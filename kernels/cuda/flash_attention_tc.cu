@@ -338,6 +338,15 @@ __global__ void __launch_bounds__(kBlockThreads)
   write_rows<T, HS>(dqkv, dq, s, d, b, h, warp_first, 0);
 }
 
+// A launch may ask for at most 48 KiB of dynamic shared memory unless the
+// kernel opts in to more (cudaFuncSetAttribute), which these do not. The
+// emulator refuses such a launch when a test makes it; this refuses the
+// build, at the largest head size (bf16 and f16 carve the same bytes).
+static_assert(forward_shared_bytes<kFlashTensorCoreMaxHeadSize, __nv_bfloat16>() <= 48 * 1024,
+              "the tensor-core forward needs more than 48 KiB of shared memory");
+static_assert(backward_shared_bytes<kFlashTensorCoreMaxHeadSize, __nv_bfloat16>() <= 48 * 1024,
+              "the tensor-core backward needs more than 48 KiB of shared memory");
+
 // Calls fn(std::integral_constant<int, HS>{}) for a head size the kernels have.
 template <typename Fn>
 void with_head_size(int64_t hs, Fn&& fn) {
