@@ -8,8 +8,8 @@
 //      pre-backward hooks, then the backward rule, and adds the resulting
 //      gradients to its inputs' pending gradients.
 //   3. A leaf that requires grad adds its pending gradient into .grad (+=,
-//      so gradients accumulate across backward calls, as in PyTorch) and runs
-//      its post-accumulate hooks.
+//      so gradients accumulate across backward calls, as in PyTorch; a
+//      stale buffer is written instead) and runs its post-accumulate hooks.
 //
 // Unless retain_graph is set, each Node's backward rule (and with it the
 // tensors it saved) is dropped right after it runs, freeing activations as
@@ -55,6 +55,9 @@ void accumulate(std::unordered_map<VariableState*, Tensor>& pending, VariableSta
 void accumulate_into_leaf(VariableState& leaf, const Tensor& grad) {
   if (!leaf.grad.defined()) {
     leaf.grad = grad.with_category(MemoryCategory::gradient);  // a copy: grad may be shared with another input
+  } else if (leaf.grad_stale) {
+    leaf.grad.copy_(grad);  // the buffer's values are leftovers: written, not added to (converting 16 bits to f32)
+    leaf.grad_stale = false;
   } else if ((leaf.grad.dtype() == DType::f32 || leaf.grad.dtype() == DType::f64) && leaf.grad.is_contiguous()) {
     axpy_(leaf.grad, 1.0, grad);  // a 16-bit gradient is read as it is, with no f32 copy on a GPU
   } else {

@@ -68,6 +68,11 @@ void Variable::retype(const Tensor& data) {
 
 const Tensor& Variable::grad() const {
   check_defined("grad()");
+  if (state_->grad_stale) {  // read before any backward wrote it: what it holds is zero
+    Tensor grad = state_->grad;  // a handle to the same storage
+    grad.fill_(0.0);
+    state_->grad_stale = false;
+  }
   return state_->grad;
 }
 
@@ -76,11 +81,19 @@ void Variable::set_grad(const Tensor& grad) {
   SG_CHECK(!grad.defined() || grad.layout() == state_->data.layout(), "set_grad: ", grad.str(), " does not match ",
            state_->data.str());
   state_->grad = grad;
+  state_->grad_stale = false;
+}
+
+void Variable::set_stale_grad(const Tensor& grad) {
+  SG_CHECK(grad.defined(), "set_stale_grad: the buffer must be defined");
+  set_grad(grad);
+  state_->grad_stale = true;
 }
 
 void Variable::zero_grad() {
   check_defined("zero_grad()");
   state_->grad = Tensor();
+  state_->grad_stale = false;
 }
 
 bool Variable::requires_grad() const {

@@ -62,6 +62,7 @@ struct VariableState {
 
   Tensor data;
   Tensor grad;                     // leaves only; accumulated with +=
+  bool grad_stale = false;         // grad's values are leftovers: the next accumulation writes it (set_stale_grad)
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;   // null for leaves
   std::string name;                // parameters carry their full name
@@ -94,6 +95,12 @@ class Variable {
   void retype(const Tensor& data);
   const Tensor& grad() const;  // undefined until a backward pass reaches this leaf
   void set_grad(const Tensor& grad);
+  // A gradient buffer whose values are leftovers: the next accumulation
+  // writes it instead of adding to it, and grad() zeroes it if it is read
+  // before that. ZeRO's flat gradient buffers (dist/shard_group.cpp) use it
+  // to skip a zero fill and the read of those zeros, 8 bytes per f32
+  // gradient element per step.
+  void set_stale_grad(const Tensor& grad);
   void zero_grad();            // drops the gradient (the next accumulation starts fresh)
   bool requires_grad() const;
   bool is_leaf() const { return grad_fn() == nullptr; }

@@ -78,13 +78,38 @@ Tensor ShardGroup::my_slice(const Tensor& flat) const {
   return flat.slice(0, start, start + size);
 }
 
+namespace {
+
+// Zeroes every element of `flat` (padded) outside the ranges [offset,
+// offset + numel) of the parameters `covers` accepts; the parameters lie
+// in offset order.
+template <typename Covers>
+void zero_uncovered(Tensor& flat, const std::vector<GroupParameter>& params, Covers covers) {
+  int64_t from = 0;
+  for (const GroupParameter& p : params) {
+    if (!covers(p)) continue;
+    if (p.offset > from) flat.slice(0, from, p.offset).fill_(0.0);
+    from = p.offset + p.numel;
+  }
+  if (flat.numel() > from) flat.slice(0, from, flat.numel()).fill_(0.0);
+}
+
+}  // namespace
+
 Tensor& ShardGroup::attach_flat_grads() {
-  flat_grads_ = Tensor::zeros({padded()}, options(MemoryCategory::gradient));
+  flat_grads_ = Tensor::empty({padded()}, options(MemoryCategory::gradient));
+  zero_uncovered(flat_grads_, params_, [](const GroupParameter& p) { return p.variable.requires_grad(); });
   for (GroupParameter& p : params_) {
     if (!p.variable.requires_grad()) continue;
-    p.variable.set_grad(flat_grads_.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape()));
+    p.variable.set_stale_grad(flat_grads_.slice(0, p.offset, p.offset + p.numel).view(p.variable.shape()));
   }
   return flat_grads_;
+}
+
+void ShardGroup::zero_unwritten_grads() {
+  for (const GroupParameter& p : params_) {
+    if (p.variable.requires_grad()) (void)p.variable.grad();  // zeroes a view no backward wrote
+  }
 }
 
 void ShardGroup::drop_flat_grads() {
@@ -93,7 +118,8 @@ void ShardGroup::drop_flat_grads() {
 }
 
 Tensor ShardGroup::pack_grads(MemoryCategory category, DType dtype) const {
-  Tensor flat = Tensor::zeros({padded()}, options(category, dtype));
+  Tensor flat = Tensor::empty({padded()}, options(category, dtype));
+  zero_uncovered(flat, params_, [](const GroupParameter& p) { return p.variable.grad().defined(); });
   for (const GroupParameter& p : params_) {
     if (p.variable.grad().defined()) flat.slice(0, p.offset, p.offset + p.numel).copy_(p.variable.grad().reshape({p.numel}));
   }

@@ -62,9 +62,16 @@ class ShardGroup {
   // This rank's slice of a (padded) flat buffer, as a 1-D view.
   Tensor my_slice(const Tensor& flat) const;
 
-  // Gradients accumulate straight into one zeroed flat buffer (each
-  // parameter's .grad is a view of it), ready to be reduced in one call.
+  // Gradients accumulate straight into one flat buffer (each parameter's
+  // .grad is a view of it), ready to be reduced in one call. The buffer is
+  // not zero-filled: only what no parameter covers (the padding) is zeroed,
+  // and each view is a stale gradient (Variable::set_stale_grad) that the
+  // first backward to reach it writes instead of adding to.
   Tensor& attach_flat_grads();
+  // Zeroes the views no backward has written since attach_flat_grads (a
+  // parameter the step never reached): the whole buffer then holds the
+  // gradients. Before anything reads flat_grads() itself.
+  void zero_unwritten_grads();
   Tensor& flat_grads() { return flat_grads_; }
   void drop_flat_grads();  // frees the buffer and every parameter's .grad
 

@@ -282,6 +282,9 @@ void ZeroOptimizer::leave_unused_parameters_alone() {
 // Group g's gradients are complete: it joins the bucket, which is reduced
 // once it holds reduce_bucket elements (at once when that is 0).
 void ZeroOptimizer::launch_reduction(size_t g) {
+  // Stages 0-1 reduce the flat buffer itself: a view no backward wrote this
+  // step holds leftovers until it is zeroed.
+  if (options_.stage < 2) groups_[g].zero_unwritten_grads();
   if (options_.stage >= 1 && !grad_shards_[g].defined()) {
     grad_shards_[g] = Tensor::zeros({groups_[g].shard_size()}, groups_[g].options(MemoryCategory::gradient));
   }
@@ -304,11 +307,19 @@ void ZeroOptimizer::wait_all() {
   after_wait_.clear();
 }
 
-// The averaged gradients this rank holds: whole flat groups (stage 0) or its slices.
+// The averaged gradient of group g this rank holds: the whole flat buffer
+// (stage 0; a view no backward wrote is zeroed first) or its slice.
+// Undefined when the group has none.
+Tensor ZeroOptimizer::averaged_grad(size_t g) {
+  if (options_.stage > 0) return grad_shards_[g];
+  if (groups_[g].flat_grads().defined()) groups_[g].zero_unwritten_grads();
+  return groups_[g].flat_grads();
+}
+
 std::vector<Tensor> ZeroOptimizer::gradient_tensors() {
   std::vector<Tensor> grads;
   for (size_t g = 0; g < groups_.size(); ++g) {
-    Tensor grad = options_.stage == 0 ? groups_[g].flat_grads() : grad_shards_[g];
+    Tensor grad = averaged_grad(g);
     if (grad.defined()) grads.push_back(grad);
   }
   return grads;
@@ -362,7 +373,7 @@ void ZeroOptimizer::step(double lr) {
   };
   if (apply) {
     for (size_t g = 0; g < groups_.size(); ++g) {
-      Tensor grad = options_.stage == 0 ? groups_[g].flat_grads() : grad_shards_[g];
+      Tensor grad = averaged_grad(g);
       updated_[g].set_grad(grad);  // undefined when the group got no gradient: AdamW skips it
       // AdamW writes the 16-bit parameters from the f32 masters in its own pass.
       if (mixed()) adam_->set_low_precision_copy(g, 0, grad.defined() ? low_precision_params(g) : Tensor());

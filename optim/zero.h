@@ -135,6 +135,7 @@ class ZeroOptimizer {
   void reduce_bucket(const std::vector<size_t>& bucket);
   void gather_updated_slices(const std::vector<size_t>& bucket);
   void wait_all();
+  Tensor averaged_grad(size_t group);
   std::vector<Tensor> gradient_tensors();
 
   Communicator& comm_;

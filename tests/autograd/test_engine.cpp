@@ -2,6 +2,8 @@
 // retention, the two hook seams and the errors a user meets.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "autograd/functions.h"
 #include "tensor/ops.h"
 
@@ -77,6 +79,31 @@ TEST(Engine, ReachableLeavesAreTheOnesBackwardWouldReach) {
   loss.backward();  // and backward agrees
   EXPECT_TRUE(a.grad().defined() && b.grad().defined());
   EXPECT_FALSE(unused.grad().defined());
+}
+
+// A stale gradient buffer (Variable::set_stale_grad): the first
+// accumulation writes it, converting a 16-bit gradient; the next adds; read
+// before any backward, it is zero.
+TEST(Engine, AStaleGradientIsWrittenThenAddedTo) {
+  Variable x = leaf({1, 2}, {2});
+  const float nan = std::nanf("");
+  Tensor buffer = Tensor::from_vector(std::vector<float>{nan, nan}, {2});
+  x.set_stale_grad(buffer);
+  sum(scale(x, 3.0)).backward();
+  EXPECT_EQ(buffer.to_vector<float>(), (std::vector<float>{3, 3}));  // written in place, not replaced
+  sum(scale(x, 3.0)).backward();
+  EXPECT_EQ(x.grad().to_vector<float>(), (std::vector<float>{6, 6}));
+
+  Variable y = leaf({1, 2}, {2});
+  y.set_stale_grad(Tensor::from_vector(std::vector<float>{nan, nan}, {2}));
+  EXPECT_EQ(y.grad().to_vector<float>(), (std::vector<float>{0, 0}));  // read before any backward: zero
+
+  Variable h(Tensor::from_vector(std::vector<float>{1, 2}, {2}).to(DType::bf16), true);
+  Tensor f32 = Tensor::from_vector(std::vector<float>{nan, nan}, {2});
+  h.set_stale_grad(f32);
+  sum(scale(h, 0.5)).backward();  // a bf16 gradient into the f32 buffer
+  EXPECT_EQ(f32.to_vector<float>(), (std::vector<float>{0.5f, 0.5f}));
+  EXPECT_THROW(h.set_stale_grad(Tensor()), Error);
 }
 
 TEST(Engine, SavedTensorsAreFreedUnlessTheGraphIsRetained) {

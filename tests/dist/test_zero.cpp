@@ -3,6 +3,8 @@
 // global batch of 12 sequences (so 1, 2, 3 and 4 ranks all divide it), with
 // gradient accumulation 2 and clipping on, for 10 steps; the per-step losses
 // and the final parameters must equal the one-process run of plain AdamW.
+#include <cmath>
+
 #include "dist/backends.h"
 #include "tests/dist/zero_test_util.h"
 #include "tools/zero_memory_model.h"
@@ -66,6 +68,29 @@ TEST(ZeroGroups, OneGroupPerUnitAndDecayClassWithNamesAndOffsets) {
   // The parameters now live in the group's buffer.
   EXPECT_EQ(block.params()[0].variable.data().data_ptr(), block.flat_params().data_ptr());
   EXPECT_THROW(ZeroOptimizer(params, world(), {.stage = 4, .adam = {}}), Error);
+}
+
+// Stages 0-1's flat gradient buffer is not zero-filled: the padding is
+// zeroed, each parameter's view is written by the first backward that
+// reaches it (leftovers, here NaN, are overwritten, not added to), and a
+// view no backward reached is zeroed before the buffer is reduced.
+TEST(ZeroGroups, FlatGradientsAreWrittenNotZeroFilled) {
+  Variable a(Tensor::from_vector(std::vector<float>{1, 2, 3}, {3}), true, "u.a");
+  Variable b(Tensor::from_vector(std::vector<float>{4, 5}, {2}), true, "u.b");
+  ShardGroup group("u", {{"u.a", a}, {"u.b", b}}, world().rank(), world().world_size(), 4);
+  Tensor& flat = group.attach_flat_grads();
+  std::vector<float> values = flat.to_vector<float>();
+  for (size_t i = 5; i < values.size(); ++i) ASSERT_EQ(values[i], 0.0f) << "padding element " << i;
+  flat.slice(0, 0, 5).fill_(std::nan(""));  // what an unzeroed buffer might hold
+  sum(mul(a, a)).backward();                 // reaches a only: d/da = 2a
+  values = flat.to_vector<float>();
+  EXPECT_EQ(std::vector<float>(values.begin(), values.begin() + 3), (std::vector<float>{2, 4, 6}));
+  EXPECT_TRUE(std::isnan(values[3])) << "b's view is left as it was until it is needed";
+  sum(mul(a, a)).backward();  // a second micro-batch adds
+  EXPECT_EQ(a.grad().to_vector<float>(), (std::vector<float>{4, 8, 12}));
+  group.zero_unwritten_grads();
+  values = flat.to_vector<float>();
+  EXPECT_EQ(std::vector<float>(values.begin(), values.begin() + 5), (std::vector<float>{4, 8, 12, 0, 0}));
 }
 
 
