@@ -9,7 +9,9 @@
 #include "tensor/allocator.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -180,6 +182,17 @@ void reset_peak_memory(Device device) {
   stats.allocations = 0;
 }
 
+std::atomic<bool>& poison_setting() {
+  static std::atomic<bool> poison = [] {
+    const char* setting = std::getenv("SG_POISON");
+    return setting != nullptr && std::string(setting) == "1";
+  }();
+  return poison;
+}
+
+bool poison_host_memory() { return poison_setting().load(std::memory_order_relaxed); }
+void set_poison_host_memory(bool on) { poison_setting().store(on, std::memory_order_relaxed); }
+
 std::shared_ptr<Storage> Storage::allocate(int64_t bytes, Device device, MemoryCategory category, bool pinned) {
   SG_CHECK(bytes >= 0, "cannot allocate a negative number of bytes (", bytes, ")");
   SG_CHECK(!pinned || device.is_cpu(), "pinned memory is host memory; ", device.str(), " tensors cannot be pinned");
@@ -213,6 +226,7 @@ std::shared_ptr<Storage> Storage::allocate(int64_t bytes, Device device, MemoryC
 #endif
     }
   }
+  if (data != nullptr && device.is_cpu() && poison_host_memory()) std::memset(data, 0xff, size_t(bytes));
   tracker().add(device, category, bytes);
   return std::shared_ptr<Storage>(new Storage(data, bytes, device, category, pinned));
 }

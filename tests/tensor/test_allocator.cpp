@@ -2,6 +2,8 @@
 // and keeps peaks until reset.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "tensor/tensor.h"
 
 namespace sg {
@@ -87,6 +89,35 @@ TEST(HostCache, ReusesFreedBlocksWithoutCountingThemLive) {
   EXPECT_EQ(cached_bytes(Device::cpu()), 64);  // rounded to the 64-byte alignment
   empty_cache(Device::cpu());
   EXPECT_EQ(cached_bytes(Device::cpu()), 0);
+}
+
+// SG_POISON=1: host memory comes as NaN, new or reused, so a read of what
+// was never written shows; off, nothing is written.
+TEST(HostPoison, NewAndReusedHostMemoryIsNaN) {
+  const bool was = poison_host_memory();
+  set_poison_host_memory(true);
+  void* first = nullptr;
+  {
+    Tensor a = Tensor::empty({3000});
+    first = a.data_ptr();
+    for (float v : a.to_vector<float>()) ASSERT_TRUE(std::isnan(v));
+    a.fill_(1.0);
+  }
+  Tensor b = Tensor::empty({3000});  // the cached block again (unless SG_CPU_CACHE=0)
+  if (b.data_ptr() == first) {
+    for (float v : b.to_vector<float>()) ASSERT_TRUE(std::isnan(v)) << "a reused block keeps its old values";
+  }
+  for (float v : Tensor::empty({5}, TensorOptions().dtype(DType::bf16)).to(DType::f32).to_vector<float>()) {
+    EXPECT_TRUE(std::isnan(v));
+  }
+  set_poison_host_memory(false);
+  Tensor c = Tensor::empty({3000});
+  void* block = c.data_ptr();
+  c.fill_(2.0);
+  c = Tensor();
+  Tensor d = Tensor::empty({3000});
+  if (d.data_ptr() == block) EXPECT_EQ(d.to_vector<float>()[0], 2.0f) << "without poison a block comes as it was left";
+  set_poison_host_memory(was);
 }
 
 }  // namespace
