@@ -68,6 +68,7 @@ cmake --build build-gpu -j"$jobs" > "$logs/build.log" 2>&1 || {
 echo "gpu_check: built in $(( $(date +%s) - start )) s"
 
 status=0
+export SG_POISON=1  # the tests get NaN-filled memory, new or reused (tensor/allocator.h), as in CI
 suites="test_cuda test_cuda_gpt test_kernels test_tensor test_autograd test_nn test_dist test_zero"
 [ -x build-gpu/bin/test_nccl ] && suites="test_cuda test_nccl $suites"
 for suite in $suites; do  # bounded: a hung kernel must not eat the machine's whole lease
@@ -94,6 +95,7 @@ if [ -n "$mpirun_cmd" ] && grep -q "SG_MPI=ON" "$logs/configure.log"; then
 else
   echo "gpu_check: no mpirun here; the CUDA ZeRO equivalence ran as a world of one only" | tee "$logs/test_zero_np2.log"
 fi
+unset SG_POISON  # the timings and training runs below run as a user's would
 timeout 120 build-gpu/bin/bench_gemm --repeat 10 > "$logs/bench_gemm.log" 2>&1 || status=1
 timeout 120 build-gpu/bin/bench_attention --device cuda --dtype bf16 > "$logs/bench_attention.log" 2>&1 || status=1
 # train_gpt on the GPU beside the CPU: 20 steps of a small model, the same

@@ -190,8 +190,8 @@ std::atomic<bool>& poison_setting() {
   return poison;
 }
 
-bool poison_host_memory() { return poison_setting().load(std::memory_order_relaxed); }
-void set_poison_host_memory(bool on) { poison_setting().store(on, std::memory_order_relaxed); }
+bool poison_memory() { return poison_setting().load(std::memory_order_relaxed); }
+void set_poison_memory(bool on) { poison_setting().store(on, std::memory_order_relaxed); }
 
 std::shared_ptr<Storage> Storage::allocate(int64_t bytes, Device device, MemoryCategory category, bool pinned) {
   SG_CHECK(bytes >= 0, "cannot allocate a negative number of bytes (", bytes, ")");
@@ -226,7 +226,15 @@ std::shared_ptr<Storage> Storage::allocate(int64_t bytes, Device device, MemoryC
 #endif
     }
   }
-  if (data != nullptr && device.is_cpu() && poison_host_memory()) std::memset(data, 0xff, size_t(bytes));
+  if (data != nullptr && poison_memory()) {
+    if (device.is_cpu()) {
+      std::memset(data, 0xff, size_t(bytes));
+    } else {
+#ifdef SG_CUDA
+      cuda::fill_bytes_async(data, 0xff, bytes, device.index);  // a reused block too, in stream order
+#endif
+    }
+  }
   tracker().add(device, category, bytes);
   return std::shared_ptr<Storage>(new Storage(data, bytes, device, category, pinned));
 }

@@ -54,10 +54,10 @@ MemoryStats memory_stats(Device device);
 int64_t cached_bytes(Device device);
 void empty_cache(Device device);
 
-// Whether new host allocations are filled with 0xff bytes (SG_POISON=1;
+// Whether new allocations are filled with 0xff bytes (SG_POISON=1;
 // see Storage::allocate), and a switch for tests.
-bool poison_host_memory();
-void set_poison_host_memory(bool on);
+bool poison_memory();
+void set_poison_memory(bool on);
 
 // Sets every peak to the current live bytes and zeroes the allocation count,
 // so the next peak measures one phase (a training step, say).
@@ -69,11 +69,11 @@ class Storage {
  public:
   // pinned: page-locked host memory (device must be the CPU); it is plain
   // host memory where no GPU is visible, and is_pinned() says which it got.
-  // With SG_POISON=1 (scripts/test.sh sets it) host memory, pinned or not,
-  // comes filled with 0xff bytes, NaN in every floating dtype, whether it is
-  // new or reused: code that reads what it never wrote (an empty tensor
-  // only partly filled) shows it, instead of reading the zeros of a fresh
-  // page. The CUDA emulator does the same for device memory.
+  // With SG_POISON=1 (scripts/test.sh sets it) memory, host (pinned or not)
+  // or device, comes filled with 0xff bytes, NaN in every floating dtype,
+  // whether it is new or reused from a cache: code that reads what it never
+  // wrote (an empty tensor only partly filled) shows it, instead of reading
+  // the zeros of a fresh page or what a freed tensor left.
   static std::shared_ptr<Storage> allocate(int64_t bytes, Device device, MemoryCategory category,
                                            bool pinned = false);
   ~Storage();

@@ -122,6 +122,10 @@ void copy_host_to_device_async(void* dst, const void* src, int64_t bytes, int de
   g_uploads.push_back(PendingUpload{done, std::move(keep_alive)});
 }
 
+void fill_bytes_async(void* dst, int value, int64_t bytes, int device) {
+  CUDA_CHECK(cudaMemsetAsync(dst, value, size_t(bytes), current_stream(device)));
+}
+
 void copy_host_to_device(void* dst, const void* src, int64_t bytes, int device) {
   cudaStream_t stream = current_stream(device);
   CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(bytes), cudaMemcpyHostToDevice, stream));

@@ -46,6 +46,10 @@ void copy_host_to_device(void* dst, const void* src, int64_t bytes, int device);
 void copy_device_to_host(void* dst, const void* src, int64_t bytes, int device);
 void copy_device_to_device(void* dst, int dst_device, const void* src, int src_device, int64_t bytes);
 
+// Sets `bytes` bytes at dst to `value`, in the device's stream order
+// (SG_POISON's fill of device memory; tensor/allocator.h).
+void fill_bytes_async(void* dst, int value, int64_t bytes, int device);
+
 // Makes `device` current and returns its stream.
 cudaStream_t current_stream(int device);
 void synchronize(int device);

@@ -1,5 +1,6 @@
 // CUDA tensors: transfers, casts and copies bit for bit equal to the CPU's,
 // Philox fills with the CPU's bits, and memory counted on the GPU.
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -104,6 +105,21 @@ TEST_F(CudaTensor, PinnedUploadsAndTheCachingAllocator) {
   EXPECT_GE(cached_bytes(Device::cuda()), 4000000);
   Tensor b = Tensor::empty({1000, 1000}, TensorOptions().device(Device::cuda()));
   EXPECT_EQ(b.data_ptr(), first) << "the freed block serves the same size again";
+}
+
+// SG_POISON=1 on the GPU: a block reused from the cache comes as NaN, not
+// as the freed tensor left it (the fill runs in stream order, after the
+// block's last use).
+TEST_F(CudaTensor, PoisonFillsReusedDeviceMemory) {
+  const bool was = poison_memory();
+  set_poison_memory(true);
+  {
+    Tensor a = Tensor::empty({4096}, TensorOptions().device(Device::cuda()));
+    a.fill_(1.0);
+  }
+  Tensor b = Tensor::empty({4096}, TensorOptions().device(Device::cuda()));
+  for (float v : b.to_vector<float>()) ASSERT_TRUE(std::isnan(v));
+  set_poison_memory(was);
 }
 
 }  // namespace

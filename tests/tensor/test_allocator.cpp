@@ -94,8 +94,8 @@ TEST(HostCache, ReusesFreedBlocksWithoutCountingThemLive) {
 // SG_POISON=1: host memory comes as NaN, new or reused, so a read of what
 // was never written shows; off, nothing is written.
 TEST(HostPoison, NewAndReusedHostMemoryIsNaN) {
-  const bool was = poison_host_memory();
-  set_poison_host_memory(true);
+  const bool was = poison_memory();
+  set_poison_memory(true);
   void* first = nullptr;
   {
     Tensor a = Tensor::empty({3000});
@@ -110,14 +110,14 @@ TEST(HostPoison, NewAndReusedHostMemoryIsNaN) {
   for (float v : Tensor::empty({5}, TensorOptions().dtype(DType::bf16)).to(DType::f32).to_vector<float>()) {
     EXPECT_TRUE(std::isnan(v));
   }
-  set_poison_host_memory(false);
+  set_poison_memory(false);
   Tensor c = Tensor::empty({3000});
   void* block = c.data_ptr();
   c.fill_(2.0);
   c = Tensor();
   Tensor d = Tensor::empty({3000});
   if (d.data_ptr() == block) EXPECT_EQ(d.to_vector<float>()[0], 2.0f) << "without poison a block comes as it was left";
-  set_poison_host_memory(was);
+  set_poison_memory(was);
 }
 
 }  // namespace

@@ -267,6 +267,13 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   return status;
 }
 
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return cudaSuccess;
+  if (!is_device(dst, bytes)) return cudaErrorInvalidValue;
+  sg_emu::enqueue(stream, "cudaMemsetAsync", [=] { std::memset(dst, value, bytes); });
+  return cudaSuccess;
+}
+
 cudaError_t cudaMemcpyPeerAsync(void* dst, int, const void* src, int, size_t bytes, cudaStream_t stream) {
   return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream);
 }
