@@ -97,6 +97,12 @@ void ZeroOptimizer::save_checkpoint(const std::string& dir, const std::string& t
     index.world_size = world;
     index.zero_stage = options_.stage;
     index.optimizer_steps = adam_->steps_taken();
+    for (size_t g = 0; g < groups_.size(); ++g) {  // the parameters that skipped steps (every rank agrees)
+      for (size_t i = 0; i < groups_[g].params().size(); ++i) {
+        const int64_t steps = updates_[first_param_[g] + i];
+        if (steps != index.optimizer_steps) index.parameter_steps[groups_[g].params()[i].name] = steps;
+      }
+    }
     if (scaler_) index.has_loss_scaler = true, index.loss_scaler = scaler_->state();
     index.training = training_json;
     for (const ShardGroup& group : groups_) {
@@ -145,6 +151,10 @@ std::string ZeroOptimizer::load_checkpoint(const std::string& dir) {
     SG_CHECK(expected.count(name), dir, " is a checkpoint of a different model: it has '", name,
              "', which this model does not");
   }
+  for (const auto& [name, steps] : index.parameter_steps) {
+    SG_CHECK(expected.count(name), dir, " is a checkpoint of a different model: it counts steps of '", name,
+             "', which this model does not have");
+  }
   std::map<std::string, std::unique_ptr<SafetensorsReader>> readers;
   auto reader = [&](const std::string& file) -> SafetensorsReader& {
     std::unique_ptr<SafetensorsReader>& r = readers[file];
@@ -189,6 +199,12 @@ std::string ZeroOptimizer::load_checkpoint(const std::string& dir) {
     fill(group, adam_->exp_avg_sq(g, 0), moments_first, ".exp_avg_sq");
   }
   adam_->set_steps_taken(index.optimizer_steps);
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    for (size_t i = 0; i < groups_[g].params().size(); ++i) {
+      auto it = index.parameter_steps.find(groups_[g].params()[i].name);
+      updates_[first_param_[g] + i] = it == index.parameter_steps.end() ? index.optimizer_steps : it->second;
+    }
+  }
   // fp16: the scale continues where it was (a checkpoint of bf16 or f32
   // training has none: the scaler starts afresh).
   if (scaler_ && index.has_loss_scaler) scaler_->restore(index.loss_scaler);

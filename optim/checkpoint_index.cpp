@@ -92,7 +92,9 @@ std::string CheckpointIndex::to_json() const {
                {"version", version},
                {"world_size", world_size},
                {"zero_stage", zero_stage},
-               {"optimizer", {{"type", "AdamW"}, {"steps", optimizer_steps}}},
+               {"optimizer", parameter_steps.empty()
+                                 ? json{{"type", "AdamW"}, {"steps", optimizer_steps}}
+                                 : json{{"type", "AdamW"}, {"steps", optimizer_steps}, {"parameter_steps", parameter_steps}}},
                {"tensors", tensors_json},
                {"loss_scaler", has_loss_scaler ? json{{"scale", loss_scaler.scale},
                                                       {"iteration", loss_scaler.iteration},
@@ -120,6 +122,16 @@ CheckpointIndex parse_checkpoint_index(std::string_view text, const std::string&
   SG_CHECK(field(optimizer, "type", "the optimizer", origin) == "AdamW", origin,
            ": the checkpoint's optimizer is not AdamW");
   index.optimizer_steps = count(field(optimizer, "steps", "the optimizer", origin), "optimizer steps", origin);
+  if (optimizer.contains("parameter_steps")) {
+    const json& steps = optimizer["parameter_steps"];
+    SG_CHECK(steps.is_object(), origin, ": corrupt checkpoint index: the optimizer's 'parameter_steps' is not an object");
+    for (auto it = steps.begin(); it != steps.end(); ++it) {
+      const int64_t n = count(it.value(), "the steps of " + it.key(), origin);
+      SG_CHECK(n <= index.optimizer_steps, origin, ": corrupt checkpoint index: ", it.key(), " counts ", n,
+               " steps, more than the optimizer's ", index.optimizer_steps);
+      index.parameter_steps[it.key()] = n;
+    }
+  }
   const json& tensors = field(root, "tensors", "the index", origin);
   SG_CHECK(tensors.is_object(), origin, ": corrupt checkpoint index: 'tensors' is not an object");
   for (auto it = tensors.begin(); it != tensors.end(); ++it) {

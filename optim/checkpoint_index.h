@@ -3,7 +3,8 @@
 // checkpoint directory with an index is complete, and one without is not.
 //
 //   {"format": "shardgrad-checkpoint", "version": 1,
-//    "world_size": 2, "zero_stage": 3, "optimizer": {"type": "AdamW", "steps": 100},
+//    "world_size": 2, "zero_stage": 3, "optimizer": {"type": "AdamW", "steps": 100,
+//                                                     "parameter_steps": {"side.weight": 61}},  (where not "steps")
 //    "loss_scaler": {"scale": 32768, "iteration": 100, "last_overflow": 61, "hysteresis_left": 2},  (fp16 only)
 //    "tensors": {
 //      "h.0.attn.c_attn.weight": {"dtype": "F32", "shape": [384, 128],
@@ -47,6 +48,10 @@ struct CheckpointIndex {
   int version = kVersion;
   int world_size = 1, zero_stage = 0;
   int64_t optimizer_steps = 0;
+  // Each parameter's own count of AdamW steps (its bias correction), for the
+  // parameters whose count is not optimizer_steps (one that got no gradient
+  // in some steps).
+  std::map<std::string, int64_t> parameter_steps;
   bool has_loss_scaler = false;  // fp16 training: the scaler's state
   LossScaler::State loss_scaler;
   std::map<std::string, CheckpointTensor> tensors;

@@ -41,16 +41,29 @@ AdamW::AdamW(std::vector<ParamGroup> groups, Options options) : Optimizer(std::m
     v_.emplace_back(group.params.size());
     copies_.emplace_back(group.params.size());
     ranges_.emplace_back(group.params.size());
+    updates_.emplace_back(group.params.size(), 0);
   }
 }
 
-void AdamW::set_update_ranges(size_t g, size_t i, std::vector<std::pair<int64_t, int64_t>> ranges) {
+int64_t AdamW::updates(size_t g, size_t i) const {
+  SG_CHECK(g < updates_.size() && i < updates_[g].size(), "AdamW: no parameter ", i, " in group ", g);
+  return updates_[g][i];
+}
+
+void AdamW::set_updates(size_t g, size_t i, int64_t updates) {
+  SG_CHECK(g < updates_.size() && i < updates_[g].size(), "AdamW: no parameter ", i, " in group ", g);
+  SG_CHECK(updates >= 0, "AdamW: a parameter's update count cannot be negative, got ", updates);
+  updates_[g][i] = updates;
+}
+
+void AdamW::set_update_ranges(size_t g, size_t i, std::vector<UpdateRange> ranges) {
   SG_CHECK(g < ranges_.size() && i < ranges_[g].size(), "AdamW: no parameter ", i, " in group ", g);
   const Variable& p = groups_[g].params[i];
   SG_CHECK(p.data().dim() == 1, "AdamW: update ranges need a 1-D parameter; ", p.name(), " is ", p.data().str());
-  for (const auto& [begin, end] : ranges) {
-    SG_CHECK(0 <= begin && begin <= end && end <= p.numel(), "AdamW: update range [", begin, ", ", end, ") is outside ",
-             p.name(), "'s ", p.numel(), " elements");
+  for (const UpdateRange& r : ranges) {
+    SG_CHECK(0 <= r.begin && r.begin <= r.end && r.end <= p.numel(), "AdamW: update range [", r.begin, ", ", r.end,
+             ") is outside ", p.name(), "'s ", p.numel(), " elements");
+    SG_CHECK(r.step >= 1, "AdamW: an update range's step counts from 1, got ", r.step);
   }
   ranges_[g][i] = {true, std::move(ranges)};
 }
@@ -69,22 +82,25 @@ void AdamW::step() {
     hp.beta1 = float(options_.beta1), hp.beta2 = float(options_.beta2), hp.eps = float(options_.eps);
     hp.weight_decay = float(groups_[g].weight_decay);
     hp.grad_scale = float(grad_scale_);
-    hp.step = steps_;
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
       Variable& p = groups_[g].params[i];
       if (!p.grad().defined()) continue;
       if (!m_[g][i].defined()) m_[g][i] = new_state(p.data()), v_[g][i] = new_state(p.data());
       Tensor data = p.data();  // a handle: the update writes the parameter's storage
       Tensor& copy = copies_[g][i];
+      ++updates_[g][i];
       if (!ranges_[g][i].partial) {
+        hp.step = updates_[g][i];
         adamw_update_(data, m_[g][i], v_[g][i], p.grad(), hp, copy.defined() ? &copy : nullptr);
         continue;
       }
-      for (const auto& [begin, end] : ranges_[g][i].ranges) {  // views: each update writes its part in place
-        if (begin == end) continue;
-        Tensor part = data.slice(0, begin, end), m = m_[g][i].slice(0, begin, end), v = v_[g][i].slice(0, begin, end);
-        Tensor part_copy = copy.defined() ? copy.slice(0, begin, end) : Tensor();
-        adamw_update_(part, m, v, p.grad().slice(0, begin, end), hp, copy.defined() ? &part_copy : nullptr);
+      for (const UpdateRange& r : ranges_[g][i].ranges) {  // views: each update writes its part in place
+        if (r.begin == r.end) continue;
+        hp.step = r.step;
+        Tensor part = data.slice(0, r.begin, r.end), m = m_[g][i].slice(0, r.begin, r.end);
+        Tensor v = v_[g][i].slice(0, r.begin, r.end);
+        Tensor part_copy = copy.defined() ? copy.slice(0, r.begin, r.end) : Tensor();
+        adamw_update_(part, m, v, p.grad().slice(0, r.begin, r.end), hp, copy.defined() ? &part_copy : nullptr);
       }
     }
   }

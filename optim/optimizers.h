@@ -43,9 +43,17 @@ class Optimizer {
 };
 
 // AdamW with decoupled weight decay (Loshchilov & Hutter), PyTorch's update;
-// the arithmetic is kernels/adamw_math.h.
+// the arithmetic is kernels/adamw_math.h. Like PyTorch's (state['step']),
+// each parameter counts its own steps for the bias correction: one first
+// updated at the optimizer's 5th step is corrected as at its 1st.
 class AdamW : public Optimizer {
  public:
+  // For set_update_ranges: elements [begin, end), bias-corrected as at
+  // their `step`-th update.
+  struct UpdateRange {
+    int64_t begin = 0, end = 0;
+    int64_t step = 1;
+  };
   struct Options {
     double lr = 1e-3;
     double beta1 = 0.9, beta2 = 0.999;
@@ -64,12 +72,17 @@ class AdamW : public Optimizer {
   // clipping and fp16's unscaling, done in the update's own pass instead of
   // one pass over the gradients of their own. The gradients are not changed.
   void set_grad_scale(double scale) { grad_scale_ = scale; }
-  // Steps update only these element ranges [begin, end) of parameter i of
-  // group g (a 1-D parameter); the elements outside keep their values, their
-  // moments and their 16-bit copy, as a parameter without a gradient does.
-  // ZeRO's flat groups use it for the parameters that got no gradient in a
-  // step (optim/zero.cpp). clear_update_ranges: the whole parameter again.
-  void set_update_ranges(size_t g, size_t i, std::vector<std::pair<int64_t, int64_t>> ranges);
+  // How many steps have updated parameter i of group g (its own count), and
+  // setting it (restoring a checkpoint).
+  int64_t updates(size_t g, size_t i) const;
+  void set_updates(size_t g, size_t i, int64_t updates);
+  // Steps update only these element ranges of parameter i of group g (a 1-D
+  // parameter), each with its own step count; the elements outside keep
+  // their values, their moments and their 16-bit copy, as a parameter
+  // without a gradient does. ZeRO's flat groups hold many parameters, which
+  // may differ in both (optim/zero.cpp). clear_update_ranges: the whole
+  // parameter again, with its own count.
+  void set_update_ranges(size_t g, size_t i, std::vector<UpdateRange> ranges);
   void clear_update_ranges(size_t g, size_t i);
 
  private:
@@ -79,9 +92,10 @@ class AdamW : public Optimizer {
   // (and not `partial`): the whole parameter.
   struct Ranges {
     bool partial = false;
-    std::vector<std::pair<int64_t, int64_t>> ranges;
+    std::vector<UpdateRange> ranges;
   };
   std::vector<std::vector<Ranges>> ranges_;
+  std::vector<std::vector<int64_t>> updates_;  // per group, per parameter: steps that updated it
   std::vector<std::vector<Tensor>> m_, v_;  // per group, per parameter
   std::vector<std::vector<Tensor>> copies_;  // per group, per parameter; undefined: none
 };

@@ -97,6 +97,7 @@ ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communica
       std::shared_ptr<bool> alive = alive_;
       const size_t index = used_.size();
       used_.push_back(0.0f);
+      updates_.push_back(0);
       variable.add_post_accumulate_hook([this, g, index, alive](Variable&) {
         if (!*alive) return;
         used_[index] = 1.0f;
@@ -253,29 +254,35 @@ void ZeroOptimizer::launch_ready_in_order() {
 }
 
 // Plain AdamW skips a parameter that got no gradient (its values, moments
-// and weight decay untouched); ZeRO's AdamW updates whole flat groups, so
-// it is told the element ranges of the parameters that did, in the part
-// of the group this rank updates.
-void ZeroOptimizer::leave_unused_parameters_alone() {
+// and weight decay untouched) and counts each parameter's own steps for the
+// bias correction. ZeRO's AdamW updates whole flat groups, so it is told
+// the element ranges of the parameters that got a gradient, in the part of
+// the group this rank updates, each with its parameter's count. (Every rank
+// counts every parameter, so the counts agree; usually one range covers the
+// whole part, padding included.)
+void ZeroOptimizer::plan_updates() {
   for (size_t g = 0; g < groups_.size(); ++g) {
     const ShardGroup& group = groups_[g];
     const int64_t first = options_.stage == 0 ? 0 : comm_.rank() * group.shard_size();
     const int64_t last = first + updated_[g].numel();
-    std::vector<std::pair<int64_t, int64_t>> ranges;
-    bool all_used = true;
+    std::vector<AdamW::UpdateRange> ranges;
+    bool uniform = true;  // every parameter updated, all at the same count
     for (size_t i = 0; i < group.params().size(); ++i) {
       const GroupParameter& p = group.params()[i];
-      if (used_[first_param_[g] + i] == 0.0f) {
-        all_used = false;
+      const size_t k = first_param_[g] + i;
+      if (used_[k] == 0.0f) {
+        uniform = false;
         continue;
       }
+      const int64_t step = ++updates_[k];
+      uniform = uniform && step == updates_[first_param_[g]];
       const int64_t begin = std::max(p.offset, first) - first, end = std::min(p.offset + p.numel, last) - first;
       if (begin >= end) continue;
-      if (!ranges.empty() && ranges.back().second == begin) ranges.back().second = end;
-      else ranges.emplace_back(begin, end);
+      if (!ranges.empty() && ranges.back().end == begin && ranges.back().step == step) ranges.back().end = end;
+      else ranges.push_back({begin, end, step});
     }
-    if (all_used) adam_->clear_update_ranges(g, 0);
-    else adam_->set_update_ranges(g, 0, std::move(ranges));
+    if (uniform && !group.params().empty()) ranges = {{0, updated_[g].numel(), updates_[first_param_[g]]}};
+    adam_->set_update_ranges(g, 0, std::move(ranges));
   }
 }
 
@@ -378,7 +385,7 @@ void ZeroOptimizer::step(double lr) {
       // AdamW writes the 16-bit parameters from the f32 masters in its own pass.
       if (mixed()) adam_->set_low_precision_copy(g, 0, grad.defined() ? low_precision_params(g) : Tensor());
     }
-    leave_unused_parameters_alone();
+    plan_updates();
     adam_->set_lr(lr);
     adam_->set_grad_scale(grad_factor_);
     adam_->step();

@@ -34,8 +34,9 @@
 // gather schedule's (optim/gather_schedule.h).
 //
 // A parameter that no rank gave a gradient in a step is left alone, as
-// plain AdamW leaves one whose .grad is undefined (docs/zero.md,
-// "Parameters that get no gradient").
+// plain AdamW leaves one whose .grad is undefined, and each parameter counts
+// its own steps for AdamW's bias correction, as plain AdamW's do
+// (docs/zero.md, "Parameters that get no gradient").
 //
 // Training loop:
 //   for each micro-batch: zero.backward(scale(loss, 1 / accum), micro == accum - 1);
@@ -127,7 +128,7 @@ class ZeroOptimizer {
  private:
   void on_gradient_ready(size_t group);
   void launch_ready_in_order();
-  void leave_unused_parameters_alone();
+  void plan_updates();
   void ensure_gathered(size_t group);
   void release_all();
   void launch_reduction(size_t group);
@@ -146,6 +147,7 @@ class ZeroOptimizer {
   size_t launched_ = 0;                 // reductions launched in this backward, in the fixed order
   std::vector<size_t> first_param_;     // per group: its first parameter's index in used_
   std::vector<float> used_;             // per parameter: got a gradient this step (here, then on any rank)
+  std::vector<int64_t> updates_;        // per parameter: steps that updated it (AdamW's bias correction)
   std::vector<Tensor> grad_shards_;     // stages 1-2: this rank's slice of each group's averaged gradient
   std::vector<WorkHandle> in_flight_;
   std::vector<std::function<void()>> after_wait_;

@@ -315,6 +315,19 @@ TEST(CheckpointErrors, EachBrokenCheckpointSaysWhatIsWrong) {
                "checkpoint format version 2 is newer than this shardgrad reads (1)");
   EXPECT_ERROR(error_after("index", [](const std::string& d) { spit(d + "/index.json", "{\"format\": \"shardgrad-checkpoint\""); }),
                "corrupt checkpoint index: not a JSON object");
+  auto with_parameter_steps = [](const std::string& steps) {
+    return [steps](const std::string& d) {
+      replace_in(d + "/index.json", "\"type\": \"AdamW\"", "\"type\": \"AdamW\", \"parameter_steps\": " + steps);
+    };
+  };
+  EXPECT_ERROR(error_after("steps-type", with_parameter_steps("3")), "'parameter_steps' is not an object");
+  EXPECT_ERROR(error_after("steps-above", with_parameter_steps(R"({"wpe.weight": 9})")),
+               "wpe.weight counts 9 steps, more than the optimizer's 1");
+  EXPECT_ERROR(error_after("steps-negative", with_parameter_steps(R"({"wpe.weight": -1})")),
+               "the steps of wpe.weight must be an integer");
+  EXPECT_ERROR(error_after("steps-name", with_parameter_steps(R"({"nope": 0})")),
+               "it counts steps of 'nope', which this model does not have");
+  EXPECT_EQ(error_after("steps-fine", with_parameter_steps(R"({"wpe.weight": 0})")), "");
   EXPECT_ERROR(error_after("escape", [](const std::string& d) {
                  replace_in(d + "/index.json", "\"rank-0-of-1.safetensors\"", "\"../../etc/passwd\"");
                }),

@@ -13,6 +13,13 @@
 //   head.spare, unused.weight       never used (head.spare shares its group
 //                                   with head.bias, so the group is updated
 //                                   in part)
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "optim/checkpoint_index.h"
 #include "tensor/ops.h"
 #include "tests/dist/zero_test_util.h"
 
@@ -117,28 +124,49 @@ struct ZeroResult {
   std::map<std::string, Tensor> model;
 };
 
-ZeroResult zero_run(int stage, Branch branch, DType dtype = DType::f32, Device device = Device::cpu()) {
-  Communicator& comm = world();
-  std::vector<Variable> params = initial_parameters(device);
-  std::vector<ZeroParameter> zero_params;
-  for (size_t i = 0; i < kSpecs.size(); ++i) zero_params.push_back({kSpecs[i].name, params[i], kSpecs[i].decays, {}});
-  ZeroOptimizer zero(zero_params, comm,
-                     {.stage = stage, .adam = {.lr = kLr}, .weight_decay = kWeightDecay, .dtype = dtype});
-  const int64_t rows = kRows / comm.world_size(), first = comm.rank() * rows;
-  for (int64_t step = 0; step < kSteps; ++step) {
-    for (int64_t micro = 0; micro < kAccum; ++micro) {
-      zero.backward(scale(loss_of(params, branch, step, micro, first, rows, dtype, device), 1.0 / kAccum), micro == kAccum - 1);
+struct UnusedTrainer {
+  UnusedTrainer(int stage, Branch branch, DType dtype = DType::f32, Device device = Device::cpu())
+      : stage(stage), branch(branch), dtype(dtype), device(device), params(initial_parameters(device)),
+        zero(zero_parameters(params), world(),
+             {.stage = stage, .adam = {.lr = kLr}, .weight_decay = kWeightDecay, .dtype = dtype}) {}
+  static std::vector<ZeroParameter> zero_parameters(const std::vector<Variable>& params) {
+    std::vector<ZeroParameter> zero_params;
+    for (size_t i = 0; i < kSpecs.size(); ++i) zero_params.push_back({kSpecs[i].name, params[i], kSpecs[i].decays, {}});
+    return zero_params;
+  }
+  // Steps [from, to), each rank on its rows.
+  void train(int64_t from, int64_t to) {
+    const int64_t rows = kRows / world().world_size(), first = world().rank() * rows;
+    for (int64_t step = from; step < to; ++step) {
+      for (int64_t micro = 0; micro < kAccum; ++micro) {
+        Variable loss = loss_of(params, branch, step, micro, first, rows, dtype, device);
+        zero.backward(scale(loss, 1.0 / kAccum), micro == kAccum - 1);
+      }
+      zero.clip_grad_norm(kClip);
+      zero.step(kLr);
+      zero.zero_grad();
     }
-    zero.clip_grad_norm(kClip);
-    zero.step(kLr);
-    zero.zero_grad();
   }
-  ZeroResult result;
-  for (auto& [name, value] : zero.full_parameters()) result.values[name] = value.to_vector<float>();
-  if (stage < 3) {
-    for (const Variable& p : params) result.model[p.name()] = p.data().clone();
+  ZeroResult result() {
+    ZeroResult result;
+    for (auto& [name, value] : zero.full_parameters()) result.values[name] = value.to_vector<float>();
+    if (stage < 3) {
+      for (const Variable& p : params) result.model[p.name()] = p.data().clone();
+    }
+    return result;
   }
-  return result;
+  int stage;
+  Branch branch;
+  DType dtype;
+  Device device;
+  std::vector<Variable> params;  // declared before the optimizer, which packs them
+  ZeroOptimizer zero;
+};
+
+ZeroResult zero_run(int stage, Branch branch, DType dtype = DType::f32, Device device = Device::cpu()) {
+  UnusedTrainer trainer(stage, branch, dtype, device);
+  trainer.train(0, kSteps);
+  return trainer.result();
 }
 
 void expect_matches_reference(const Values& got, const Values& want, const std::string& what, double tolerance = 1e-5) {
@@ -239,6 +267,37 @@ TEST_P(ZeroUnusedOnCuda, TrainsAsOneCpuProcess) {
   for (const char* name : {"head.spare", "unused.weight"}) {
     EXPECT_EQ(got.at(name), find(initial, name).data().to_vector<float>()) << name << " moved (stage " << stage << ")";
   }
+}
+
+// A checkpoint keeps each parameter's own step count: saved after step 2
+// (side.weight used in 2 of 3 steps, head.spare and unused.weight in none),
+// resumed in a fresh process state, the run ends exactly where the one that
+// never stopped does.
+TEST_P(ZeroUnusedOnSomeRanks, ACheckpointKeepsEachParametersStepCount) {
+  const int stage = GetParam();
+  Tensor pid = Tensor::full({1}, double(::getpid()), TensorOptions().dtype(DType::i64));
+  world().broadcast(pid, 0)->wait();  // one directory for every rank, none shared with another test program
+  const std::string dir = ::testing::TempDir() + "/sg-unused-" + std::to_string(int64_t(pid.item())) + "-stage" +
+                          std::to_string(stage);
+  if (world().rank() == 0) std::filesystem::remove_all(dir);
+  world().barrier()->wait();
+  {
+    UnusedTrainer first(stage, Branch::data_dependent);
+    first.train(0, 3);
+    first.zero.save_checkpoint(dir);
+  }
+  std::ifstream file(dir + "/index.json");
+  const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  const CheckpointIndex index = parse_checkpoint_index(text, dir);
+  EXPECT_EQ(index.optimizer_steps, 3);
+  EXPECT_EQ(index.parameter_steps,
+            (std::map<std::string, int64_t>{{"head.spare", 0}, {"side.weight", 2}, {"unused.weight", 0}}));
+  UnusedTrainer second(stage, Branch::data_dependent);
+  second.zero.load_checkpoint(dir);
+  second.train(3, kSteps);
+  EXPECT_EQ(second.result().values, zero_run(stage, Branch::data_dependent).values) << "stage " << stage;
+  world().barrier()->wait();
+  if (world().rank() == 0) std::filesystem::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stages, ZeroUnusedOnCuda, ::testing::Values(0, 1, 2, 3),

@@ -44,6 +44,29 @@ TEST(AdamW, SkipsParametersWithoutGradientsAndCountsItsState) {
   EXPECT_EQ(memory_stats(Device::cpu())[MemoryCategory::optimizer_state].live - before, 2 * 4);  // m and v of a only
 }
 
+// Each parameter counts its own steps, as PyTorch's AdamW does: one that
+// first gets a gradient at the optimizer's third step is bias-corrected as
+// at its first, exactly like a fresh optimizer's first step.
+TEST(AdamW, EachParameterCountsItsOwnSteps) {
+  Variable a = parameter({1.0f, -2.0f}), late = parameter({3.0f, 0.5f}), fresh = parameter({3.0f, 0.5f});
+  const AdamW::Options options{.lr = 0.1, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8};
+  AdamW optimizer({{{a, late}, 0.1}}, options), first_step({{{fresh}, 0.1}}, options);
+  const Tensor grad = Tensor::from_vector(std::vector<float>{0.5f, -0.25f}, {2});
+  for (int step = 1; step <= 3; ++step) {
+    a.set_grad(grad);
+    if (step == 3) late.set_grad(grad);
+    optimizer.step();
+  }
+  fresh.set_grad(grad);
+  first_step.step();
+  EXPECT_EQ(optimizer.steps_taken(), 3);
+  EXPECT_EQ(optimizer.updates(0, 0), 3);
+  EXPECT_EQ(optimizer.updates(0, 1), 1);
+  EXPECT_EQ(late.data().to_vector<float>(), fresh.data().to_vector<float>());
+  optimizer.set_updates(0, 1, 7);  // restoring a checkpoint
+  EXPECT_EQ(optimizer.updates(0, 1), 7);
+}
+
 // Update ranges (how ZeRO's flat groups leave a parameter without gradient
 // alone): the elements inside train exactly as parameters of their own
 // would, 16-bit copy included; those outside keep values, moments and copy.
@@ -53,10 +76,10 @@ TEST(AdamW, UpdateRangesTrainOnlyTheirElements) {
   Variable head = parameter({1, -2, 3}), tail = parameter({7, -8, 9, -10});
   const AdamW::Options options{.lr = 0.1, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8};
   AdamW ranged({{{flat}, 0.5}}, options), separate({{{head, tail}, 0.5}}, options);
-  ranged.set_update_ranges(0, 0, {{0, 3}, {6, 10}});
   Tensor copy = flat.data().to(DType::bf16);
   ranged.set_low_precision_copy(0, 0, copy);
   for (int step = 1; step <= 3; ++step) {
+    ranged.set_update_ranges(0, 0, {{0, 3, step}, {6, 10, step}});
     std::vector<float> grad{0.5f, -1, 2, 9, 9, 9, 0.25f, -0.5f, 1, 3};
     flat.set_grad(Tensor::from_vector(grad, {10}));
     head.set_grad(Tensor::from_vector(std::vector<float>(grad.begin(), grad.begin() + 3), {3}));
@@ -74,10 +97,11 @@ TEST(AdamW, UpdateRangesTrainOnlyTheirElements) {
   flat.set_grad(Tensor::ones({10}));
   ranged.step();
   EXPECT_NE(flat.data().at({4}), values[4]);
-  EXPECT_THROW(ranged.set_update_ranges(0, 0, {{8, 11}}), Error);  // past the end
+  EXPECT_THROW(ranged.set_update_ranges(0, 0, {{8, 11, 1}}), Error);  // past the end
+  EXPECT_THROW(ranged.set_update_ranges(0, 0, {{0, 1, 0}}), Error);   // steps count from 1
   Variable matrix(Tensor::ones({2, 2}), /*requires_grad=*/true);
   AdamW two_d({{{matrix}, 0.0}}, options);
-  EXPECT_THROW(two_d.set_update_ranges(0, 0, {{0, 1}}), Error);  // ranges of a 1-D parameter only
+  EXPECT_THROW(two_d.set_update_ranges(0, 0, {{0, 1, 1}}), Error);  // ranges of a 1-D parameter only
 }
 
 TEST(Sgd, MomentumFollowsPyTorch) {
