@@ -125,10 +125,15 @@ struct ZeroResult {
 };
 
 struct UnusedTrainer {
-  UnusedTrainer(int stage, Branch branch, DType dtype = DType::f32, Device device = Device::cpu())
+  // `knobs` sets the options beyond stage, learning rate, weight decay and dtype.
+  UnusedTrainer(int stage, Branch branch, DType dtype = DType::f32, Device device = Device::cpu(),
+                ZeroOptions knobs = {})
       : stage(stage), branch(branch), dtype(dtype), device(device), params(initial_parameters(device)),
-        zero(zero_parameters(params), world(),
-             {.stage = stage, .adam = {.lr = kLr}, .weight_decay = kWeightDecay, .dtype = dtype}) {}
+        zero(zero_parameters(params), world(), with(knobs, stage, dtype)) {}
+  static ZeroOptions with(ZeroOptions knobs, int stage, DType dtype) {
+    knobs.stage = stage, knobs.adam = {.lr = kLr}, knobs.weight_decay = kWeightDecay, knobs.dtype = dtype;
+    return knobs;
+  }
   static std::vector<ZeroParameter> zero_parameters(const std::vector<Variable>& params) {
     std::vector<ZeroParameter> zero_params;
     for (size_t i = 0; i < kSpecs.size(); ++i) zero_params.push_back({kSpecs[i].name, params[i], kSpecs[i].decays, {}});
@@ -163,8 +168,9 @@ struct UnusedTrainer {
   ZeroOptimizer zero;
 };
 
-ZeroResult zero_run(int stage, Branch branch, DType dtype = DType::f32, Device device = Device::cpu()) {
-  UnusedTrainer trainer(stage, branch, dtype, device);
+ZeroResult zero_run(int stage, Branch branch, DType dtype = DType::f32, Device device = Device::cpu(),
+                    ZeroOptions knobs = {}) {
+  UnusedTrainer trainer(stage, branch, dtype, device, knobs);
   trainer.train(0, kSteps);
   return trainer.result();
 }
@@ -266,6 +272,19 @@ TEST_P(ZeroUnusedOnCuda, TrainsAsOneCpuProcess) {
   std::vector<Variable> initial = initial_parameters();
   for (const char* name : {"head.spare", "unused.weight"}) {
     EXPECT_EQ(got.at(name), find(initial, name).data().to_vector<float>()) << name << " moved (stage " << stage << ")";
+  }
+}
+
+// DeepSpeed's knobs change how the reductions move, never what is
+// computed: buckets that pack a group left out of backward with the ones
+// after it in the order, and all reductions held until backward is done.
+TEST_P(ZeroUnusedOnSomeRanks, BucketsAndOverlapChangeNothing) {
+  const int stage = GetParam();
+  const Values reference = reference_run(Branch::data_dependent);
+  for (bool overlap : {true, false}) {
+    const ZeroOptions knobs{.reduce_bucket = 40, .allgather_bucket = 40, .overlap_comm = overlap};
+    expect_matches_reference(zero_run(stage, Branch::data_dependent, DType::f32, Device::cpu(), knobs).values,
+                             reference, "stage " + std::to_string(stage) + (overlap ? ", buckets" : ", no overlap"));
   }
 }
 
