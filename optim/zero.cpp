@@ -176,6 +176,11 @@ int64_t ZeroOptimizer::padded_elements() const {
 }
 
 void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
+  // Checked before anything starts: reductions may begin before backward does.
+  SG_CHECK(loss.defined() && loss.requires_grad(), "ZeroOptimizer::backward: the loss does not require grad (it was ",
+           "computed under NoGradGuard, or from no parameter): there is nothing to differentiate");
+  SG_CHECK(loss.numel() == 1, "ZeroOptimizer::backward: the loss must be one number, got ", loss.data().str(),
+           "; reduce it first (mean or sum)");
   if (options_.stage < 2) {
     // Stages 0-1: gradients accumulate over micro-batches into flat buffers.
     for (ShardGroup& group : groups_) {
@@ -205,9 +210,9 @@ void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
     // seed is S itself in f32, as DeepSpeed scales loss.float(): S starts at
     // 2^16, past f16's largest value, so S times a 16-bit loss would be inf.
     const TensorOptions seed = TensorOptions().dtype(DType::f32).device(loss.device());
-    loss.backward(Tensor::full(loss.shape(), scaler_->scale(), seed));
+    run_backward(loss, Tensor::full(loss.shape(), scaler_->scale(), seed));
   } else {
-    loss.backward();
+    run_backward(loss, Tensor());
   }
   if (schedule_) schedule_->next_phase();
   if (collecting_) {
@@ -230,6 +235,26 @@ void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
     wait_all();
   }
   collecting_ = false;
+}
+
+// loss.backward(seed), or with no seed loss.backward(). If it throws (out of
+// memory, say), the reductions already started finish before the error
+// goes on, so no collective is left writing into buffers the caller may
+// free, and the optimizer is ready for the next backward.
+void ZeroOptimizer::run_backward(const Variable& loss, const Tensor& seed) {
+  try {
+    if (seed.defined()) loss.backward(seed);
+    else loss.backward();
+  } catch (...) {
+    collecting_ = false;
+    bucket_.clear(), bucket_elements_ = 0;
+    try {
+      wait_all();
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "shardgrad: after a failed backward, a reduction also failed: %s\n", error.what());
+    }
+    throw;
+  }
 }
 
 void ZeroOptimizer::on_gradient_ready(size_t g) {

@@ -126,6 +126,7 @@ class ZeroOptimizer {
   int64_t padded_elements() const;
 
  private:
+  void run_backward(const Variable& loss, const Tensor& seed);
   void on_gradient_ready(size_t group);
   void launch_ready_in_order();
   void plan_updates();

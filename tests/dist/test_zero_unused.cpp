@@ -258,6 +258,38 @@ TEST_P(ZeroUnused, GroupsWithUnreachedParametersStillOverlapBackward) {
   EXPECT_GE(reductions_before_enc, 4);
 }
 
+// A loss that cannot be differentiated is refused before any reduction
+// starts; a backward that fails halfway (here a rule that throws) lets the
+// reductions it started finish first. Either way, after zero_grad the
+// optimizer trains on exactly as one that never saw the failure.
+TEST_P(ZeroUnused, AFailedBackwardLeavesNothingHalfDone) {
+  const int stage = GetParam();
+  Communicator& comm = world();
+  UnusedTrainer trainer(stage, Branch::never);
+  const int64_t rows = kRows / comm.world_size(), first = comm.rank() * rows;
+  comm.reset_stats();
+  Variable frozen;
+  {
+    NoGradGuard no_grad;
+    frozen = loss_of(trainer.params, Branch::never, 0, 0, first, rows);
+  }
+  EXPECT_THROW(trainer.zero.backward(frozen, true), Error);
+  Variable pair = make_result(Tensor::zeros({2}), "pair", {trainer.params[0]}, [](const Tensor&) {
+    return std::vector<Tensor>{Tensor()};
+  });
+  EXPECT_THROW(trainer.zero.backward(pair, true), Error);  // two numbers, not a loss
+  EXPECT_EQ(comm.stats()[CollectiveOp::all_reduce].calls + comm.stats()[CollectiveOp::reduce_scatter].calls, 0);
+  Variable explodes = make_result(Tensor::zeros({}), "explodes", {trainer.params[0]}, [](const Tensor&) {
+    throw Error("a backward rule failed");
+    return std::vector<Tensor>{};
+  });
+  Variable loss = add(loss_of(trainer.params, Branch::never, 0, 0, first, rows), explodes);
+  EXPECT_THROW(trainer.zero.backward(loss, true), Error);
+  trainer.zero.zero_grad();
+  trainer.train(0, kSteps);
+  expect_matches_reference(trainer.result().values, reference_run(Branch::never), "after failed backwards");
+}
+
 // The same on CUDA tensors (the update ranges are slices of the flat
 // buffers there), against the CPU's one-process run at 1e-4: a branch some
 // ranks take at stages 0-2, parameters nobody uses at stage 3.
