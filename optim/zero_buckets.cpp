@@ -1,4 +1,5 @@
-// ZeroOptimizer's collectives, one per bucket of shard groups (DeepSpeed's
+// ZeroOptimizer's collectives: when each group's reduction starts (in one
+// fixed order), and one collective per bucket of shard groups (DeepSpeed's
 // reduce_bucket_size and allgather_bucket_size). A bucket of one group moves
 // the group's own buffers, with no copy. A bucket of several is packed into
 // one buffer first. For a reduce-scatter or an all-gather the packing is
@@ -48,6 +49,49 @@ void unpack_rank_major(const Tensor& packed, std::vector<Tensor>& flats, const s
 }
 
 }  // namespace
+
+// Reductions start in one fixed order, the groups' reverse order (roughly
+// the order backward completes them), never in the order gradients happen
+// to arrive: with a branch taken on one rank and not on another, arrival
+// differs between ranks, and every rank must issue the same collectives in
+// the same order. A group that is ready waits for the groups before it.
+void ZeroOptimizer::launch_ready_in_order() {
+  while (launched_ < groups_.size()) {
+    const size_t g = groups_.size() - 1 - launched_;
+    if (!ready_[g]) return;
+    pending_[g] = 0;
+    launch_reduction(g);
+    ++launched_;
+  }
+}
+
+// Group g's gradients are complete: it joins the bucket, which is reduced
+// once it holds reduce_bucket elements (at once when that is 0).
+void ZeroOptimizer::launch_reduction(size_t g) {
+  // Stages 0-1 reduce the flat buffer itself: a view no backward wrote this
+  // step holds leftovers until it is zeroed.
+  if (options_.stage < 2) groups_[g].zero_unwritten_grads();
+  if (options_.stage >= 1 && !grad_shards_[g].defined()) {
+    grad_shards_[g] = Tensor::zeros({groups_[g].shard_size()}, groups_[g].options(MemoryCategory::gradient));
+  }
+  bucket_.push_back(g);
+  bucket_elements_ += groups_[g].padded();
+  if (bucket_elements_ >= options_.reduce_bucket) flush_reductions();
+}
+
+void ZeroOptimizer::flush_reductions() {
+  if (bucket_.empty()) return;
+  reduce_bucket(bucket_);
+  bucket_.clear();
+  bucket_elements_ = 0;
+}
+
+void ZeroOptimizer::wait_all() {
+  for (WorkHandle& work : in_flight_) work->wait();
+  in_flight_.clear();
+  for (auto& finish : after_wait_) finish();
+  after_wait_.clear();
+}
 
 // Gradients accumulate in f32; the collective runs in reduce_dtype (a
 // converted copy when that is bf16/f16), and the result lands in f32 again.
