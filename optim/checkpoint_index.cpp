@@ -82,6 +82,8 @@ int64_t CheckpointTensor::numel() const {
 }
 
 std::string CheckpointIndex::to_json() const {
+  json optimizer = {{"type", "AdamW"}, {"steps", optimizer_steps}};
+  if (!parameter_steps.empty()) optimizer["parameter_steps"] = parameter_steps;
   json tensors_json = json::object();
   for (const auto& [name, t] : tensors) {
     json shards = json::array();
@@ -92,9 +94,7 @@ std::string CheckpointIndex::to_json() const {
                {"version", version},
                {"world_size", world_size},
                {"zero_stage", zero_stage},
-               {"optimizer", parameter_steps.empty()
-                                 ? json{{"type", "AdamW"}, {"steps", optimizer_steps}}
-                                 : json{{"type", "AdamW"}, {"steps", optimizer_steps}, {"parameter_steps", parameter_steps}}},
+               {"optimizer", optimizer},
                {"tensors", tensors_json},
                {"loss_scaler", has_loss_scaler ? json{{"scale", loss_scaler.scale},
                                                       {"iteration", loss_scaler.iteration},
@@ -124,7 +124,8 @@ CheckpointIndex parse_checkpoint_index(std::string_view text, const std::string&
   index.optimizer_steps = count(field(optimizer, "steps", "the optimizer", origin), "optimizer steps", origin);
   if (optimizer.contains("parameter_steps")) {
     const json& steps = optimizer["parameter_steps"];
-    SG_CHECK(steps.is_object(), origin, ": corrupt checkpoint index: the optimizer's 'parameter_steps' is not an object");
+    SG_CHECK(steps.is_object(), origin,
+             ": corrupt checkpoint index: the optimizer's 'parameter_steps' is not an object");
     for (auto it = steps.begin(); it != steps.end(); ++it) {
       const int64_t n = count(it.value(), "the steps of " + it.key(), origin);
       SG_CHECK(n <= index.optimizer_steps, origin, ": corrupt checkpoint index: ", it.key(), " counts ", n,

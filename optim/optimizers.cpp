@@ -50,12 +50,6 @@ int64_t AdamW::updates(size_t g, size_t i) const {
   return updates_[g][i];
 }
 
-void AdamW::set_updates(size_t g, size_t i, int64_t updates) {
-  SG_CHECK(g < updates_.size() && i < updates_[g].size(), "AdamW: no parameter ", i, " in group ", g);
-  SG_CHECK(updates >= 0, "AdamW: a parameter's update count cannot be negative, got ", updates);
-  updates_[g][i] = updates;
-}
-
 void AdamW::set_update_ranges(size_t g, size_t i, std::vector<UpdateRange> ranges) {
   SG_CHECK(g < ranges_.size() && i < ranges_[g].size(), "AdamW: no parameter ", i, " in group ", g);
   const Variable& p = groups_[g].params[i];
@@ -65,12 +59,7 @@ void AdamW::set_update_ranges(size_t g, size_t i, std::vector<UpdateRange> range
              ") is outside ", p.name(), "'s ", p.numel(), " elements");
     SG_CHECK(r.step >= 1, "AdamW: an update range's step counts from 1, got ", r.step);
   }
-  ranges_[g][i] = {true, std::move(ranges)};
-}
-
-void AdamW::clear_update_ranges(size_t g, size_t i) {
-  SG_CHECK(g < ranges_.size() && i < ranges_[g].size(), "AdamW: no parameter ", i, " in group ", g);
-  ranges_[g][i] = {};
+  ranges_[g][i] = std::move(ranges);
 }
 
 void AdamW::step() {
@@ -89,12 +78,12 @@ void AdamW::step() {
       Tensor data = p.data();  // a handle: the update writes the parameter's storage
       Tensor& copy = copies_[g][i];
       ++updates_[g][i];
-      if (!ranges_[g][i].partial) {
+      if (!ranges_[g][i]) {
         hp.step = updates_[g][i];
         adamw_update_(data, m_[g][i], v_[g][i], p.grad(), hp, copy.defined() ? &copy : nullptr);
         continue;
       }
-      for (const UpdateRange& r : ranges_[g][i].ranges) {  // views: each update writes its part in place
+      for (const UpdateRange& r : *ranges_[g][i]) {  // views: each update writes its part in place
         if (r.begin == r.end) continue;
         hp.step = r.step;
         Tensor part = data.slice(0, r.begin, r.end), m = m_[g][i].slice(0, r.begin, r.end);

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "autograd/variable.h"
@@ -72,29 +73,21 @@ class AdamW : public Optimizer {
   // clipping and fp16's unscaling, done in the update's own pass instead of
   // one pass over the gradients of their own. The gradients are not changed.
   void set_grad_scale(double scale) { grad_scale_ = scale; }
-  // How many steps have updated parameter i of group g (its own count), and
-  // setting it (restoring a checkpoint).
+  // How many steps have updated parameter i of group g (its own count).
   int64_t updates(size_t g, size_t i) const;
-  void set_updates(size_t g, size_t i, int64_t updates);
   // Steps update only these element ranges of parameter i of group g (a 1-D
   // parameter), each with its own step count; the elements outside keep
   // their values, their moments and their 16-bit copy, as a parameter
   // without a gradient does. ZeRO's flat groups hold many parameters, which
-  // may differ in both (optim/zero.cpp). clear_update_ranges: the whole
-  // parameter again, with its own count.
+  // may differ in both (optim/zero.cpp, which sets them before every step).
   void set_update_ranges(size_t g, size_t i, std::vector<UpdateRange> ranges);
-  void clear_update_ranges(size_t g, size_t i);
 
  private:
   Options options_;
   double grad_scale_ = 1.0;
-  // Per group, per parameter: the ranges set_update_ranges chose; empty
-  // (and not `partial`): the whole parameter.
-  struct Ranges {
-    bool partial = false;
-    std::vector<UpdateRange> ranges;
-  };
-  std::vector<std::vector<Ranges>> ranges_;
+  // Per group, per parameter: the ranges set_update_ranges chose (none
+  // set: the whole parameter).
+  std::vector<std::vector<std::optional<std::vector<UpdateRange>>>> ranges_;
   std::vector<std::vector<int64_t>> updates_;  // per group, per parameter: steps that updated it
   std::vector<std::vector<Tensor>> m_, v_;  // per group, per parameter
   std::vector<std::vector<Tensor>> copies_;  // per group, per parameter; undefined: none

@@ -85,7 +85,6 @@ ZeroOptimizer::ZeroOptimizer(const std::vector<ZeroParameter>& params, Communica
     schedule_ = std::make_unique<GatherSchedule>(elements, options.prefetch_bucket, options.persistence_threshold);
   }
   pending_.assign(groups_.size(), 0);
-  ready_.assign(groups_.size(), false);
   grad_shards_.resize(groups_.size());
   // The hook: when the last gradient of a group has been accumulated in the
   // backward pass that reduces, its collective starts (in the fixed order).
@@ -199,7 +198,6 @@ void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
     for (size_t g = 0; g < groups_.size(); ++g) {
       pending_[g] = 0;
       for (const GroupParameter& p : groups_[g].params()) pending_[g] += int(reached.count(p.variable.state().get()));
-      ready_[g] = pending_[g] == 0;
     }
     launched_ = 0;
     if (options_.overlap_comm) launch_ready_in_order();
@@ -220,7 +218,7 @@ void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
     // overlap, that is every reduction). A group none of whose parameters
     // received a gradient still takes part: every rank must issue the same
     // collectives.
-    std::fill(ready_.begin(), ready_.end(), true);
+    std::fill(pending_.begin(), pending_.end(), 0);
     launch_ready_in_order();
     flush_reductions();
     if (last_micro_batch && comm_.world_size() > 1) {
@@ -259,7 +257,6 @@ void ZeroOptimizer::run_backward(const Variable& loss, const Tensor& seed) {
 
 void ZeroOptimizer::on_gradient_ready(size_t g) {
   if (!collecting_ || !options_.overlap_comm || pending_[g] <= 0 || --pending_[g] != 0) return;
-  ready_[g] = true;
   launch_ready_in_order();
 }
 

@@ -143,8 +143,7 @@ class ZeroOptimizer {
   Communicator& comm_;
   ZeroOptions options_;
   std::vector<ShardGroup> groups_;
-  std::vector<int> pending_;            // per group: gradients still to arrive in this backward
-  std::vector<bool> ready_;             // per group: every gradient of this backward has arrived
+  std::vector<int> pending_;            // per group: gradients still to arrive in this backward (0: ready)
   size_t launched_ = 0;                 // reductions launched in this backward, in the fixed order
   std::vector<size_t> first_param_;     // per group: its first parameter's index in used_
   std::vector<float> used_;             // per parameter: got a gradient this step (here, then on any rank)

@@ -58,8 +58,7 @@ void unpack_rank_major(const Tensor& packed, std::vector<Tensor>& flats, const s
 void ZeroOptimizer::launch_ready_in_order() {
   while (launched_ < groups_.size()) {
     const size_t g = groups_.size() - 1 - launched_;
-    if (!ready_[g]) return;
-    pending_[g] = 0;
+    if (pending_[g] > 0) return;
     launch_reduction(g);
     ++launched_;
   }

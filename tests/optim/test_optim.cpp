@@ -63,8 +63,6 @@ TEST(AdamW, EachParameterCountsItsOwnSteps) {
   EXPECT_EQ(optimizer.updates(0, 0), 3);
   EXPECT_EQ(optimizer.updates(0, 1), 1);
   EXPECT_EQ(late.data().to_vector<float>(), fresh.data().to_vector<float>());
-  optimizer.set_updates(0, 1, 7);  // restoring a checkpoint
-  EXPECT_EQ(optimizer.updates(0, 1), 7);
 }
 
 // Update ranges (how ZeRO's flat groups leave a parameter without gradient
@@ -93,10 +91,6 @@ TEST(AdamW, UpdateRangesTrainOnlyTheirElements) {
   EXPECT_EQ(copy.to(DType::f32).to_vector<float>(), flat.data().to(DType::bf16).to(DType::f32).to_vector<float>());
   std::vector<float> m = ranged.exp_avg(0, 0).to_vector<float>();
   EXPECT_EQ(std::vector<float>(m.begin() + 3, m.begin() + 6), std::vector<float>(3, 0.0f));
-  ranged.clear_update_ranges(0, 0);  // the whole parameter again
-  flat.set_grad(Tensor::ones({10}));
-  ranged.step();
-  EXPECT_NE(flat.data().at({4}), values[4]);
   EXPECT_THROW(ranged.set_update_ranges(0, 0, {{8, 11, 1}}), Error);  // past the end
   EXPECT_THROW(ranged.set_update_ranges(0, 0, {{0, 1, 0}}), Error);   // steps count from 1
   Variable matrix(Tensor::ones({2, 2}), /*requires_grad=*/true);
