@@ -36,8 +36,11 @@ def shardgrad(binary, cfg, threads, warmup, steps):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def make_gpt(L, NH, C, T, V):
-    """GPT-2 as shardgrad builds it: learned positions, pre-LayerNorm, tanh GELU, tied head."""
+def make_gpt(L, NH, C, T, V, sdpa=False):
+    """GPT-2 as shardgrad builds it: learned positions, pre-LayerNorm, tanh GELU, tied head.
+
+    sdpa: attention through F.scaled_dot_product_attention (PyTorch's fused
+    flash kernels on a GPU) instead of the explicit masked softmax."""
     import torch
     import torch.nn.functional as F
 
@@ -53,9 +56,13 @@ def make_gpt(L, NH, C, T, V):
             q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
             heads = lambda z: z.view(b, t, NH, C // NH).transpose(1, 2)
             q, k, v = heads(q), heads(k), heads(v)
-            s = (q @ k.transpose(-2, -1)) / math.sqrt(C // NH)
-            s = s.masked_fill(~torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device)), float("-inf"))
-            y = (F.softmax(s, dim=-1) @ v).transpose(1, 2).contiguous().view(b, t, C)
+            if sdpa:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                s = (q @ k.transpose(-2, -1)) / math.sqrt(C // NH)
+                s = s.masked_fill(~torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device)), float("-inf"))
+                y = F.softmax(s, dim=-1) @ v
+            y = y.transpose(1, 2).contiguous().view(b, t, C)
             x = x + self.attn_proj(y)
             return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
@@ -76,13 +83,13 @@ def make_gpt(L, NH, C, T, V):
     return Gpt()
 
 
-def adamw_for(model):
+def adamw_for(model, fused=False):
     import torch
 
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "wte" not in n and "wpe" not in n]
     other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "wte" not in n and "wpe" not in n)]
     return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
-                             lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
+                             lr=3e-4, betas=(0.9, 0.95), eps=1e-8, fused=fused)
 
 
 def pytorch(cfg, threads, warmup, steps):
