@@ -30,15 +30,20 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* in, const T* weight,
   }
 }
 
+// dweight and dbias sum over rows. Blocks of kRowsPerPartial rows each sum
+// into their own partial, and the partials are added in block order: the
+// same bits on any number of threads (kernels/cpu/fixed_chunks.h says why).
 template <typename T>
 void layernorm_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in,
                         const T* weight, const T* mean, const T* rstd, int64_t N, int64_t C) {
-#pragma omp parallel
-  {
-    // Each thread sums dweight/dbias over its rows privately, then adds once.
-    std::vector<T> local_dweight(size_t(C), 0.0f), local_dbias(size_t(C), 0.0f);
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < N; ++row) {
+  constexpr int64_t kRowsPerPartial = 32;
+  const int64_t blocks = (N + kRowsPerPartial - 1) / kRowsPerPartial;
+  std::vector<T> partials(size_t(blocks * 2 * C), T(0));  // per block: dweight's C, then dbias's C
+#pragma omp parallel for schedule(static)
+  for (int64_t block = 0; block < blocks; ++block) {
+    T* block_dweight = partials.data() + block * 2 * C;
+    T* block_dbias = block_dweight + C;
+    for (int64_t row = block * kRowsPerPartial; row < std::min(N, (block + 1) * kRowsPerPartial); ++row) {
       const T* x = in + row * C;
       const T* dy = dout + row * C;
       T m = mean[row], s = rstd[row];
@@ -48,8 +53,8 @@ void layernorm_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in
         T dxhat = dy[c] * weight[c];
         mean_dxhat += dxhat;
         mean_dxhat_xhat += dxhat * xhat;
-        local_dweight[size_t(c)] += dy[c] * xhat;
-        local_dbias[size_t(c)] += dy[c];
+        block_dweight[c] += dy[c] * xhat;
+        block_dbias[c] += dy[c];
       }
       mean_dxhat /= double(C);
       mean_dxhat_xhat /= double(C);
@@ -60,10 +65,12 @@ void layernorm_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in
         dx[c] += s * T(dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
       }
     }
-#pragma omp critical
+  }
+  for (int64_t block = 0; block < blocks; ++block) {
+    const T* block_dweight = partials.data() + block * 2 * C;
     for (int64_t c = 0; c < C; ++c) {
-      dweight[c] += local_dweight[size_t(c)];
-      dbias[c] += local_dbias[size_t(c)];
+      dweight[c] += block_dweight[c];
+      dbias[c] += block_dweight[C + c];
     }
   }
 }

@@ -3,14 +3,21 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/fixed_chunks.h"
+
 namespace sg::cpu {
+
+// Sums take fixed chunks (kernels/cpu/fixed_chunks.h): the same bits on any
+// number of threads. A max needs no such care: it rounds nothing.
+constexpr int64_t kChunk = int64_t{1} << 15;
 
 template <typename T>
 void sum_forward(T* out, const T* in, int64_t n) {
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (n > (1 << 15))
-  for (int64_t i = 0; i < n; ++i) total += in[i];
-  *out = T(total);
+  *out = T(sum_in_fixed_chunks<double>(n, kChunk, [&](int64_t begin, int64_t end) {
+    double total = 0.0;
+    for (int64_t i = begin; i < end; ++i) total += in[i];
+    return total;
+  }));
 }
 
 template <typename T>
@@ -23,10 +30,11 @@ void max_forward(T* out, const T* in, int64_t n) {
 
 template <typename T>
 void squared_norm_forward(T* out, const T* in, int64_t n) {
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (n > (1 << 15))
-  for (int64_t i = 0; i < n; ++i) total += double(in[i]) * in[i];
-  *out = T(total);
+  *out = T(sum_in_fixed_chunks<double>(n, kChunk, [&](int64_t begin, int64_t end) {
+    double total = 0.0;
+    for (int64_t i = begin; i < end; ++i) total += double(in[i]) * in[i];
+    return total;
+  }));
 }
 
 #define SG_INSTANTIATE(T) \
