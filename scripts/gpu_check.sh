@@ -146,9 +146,12 @@ for run in "cpu f32" "cuda f32" "cuda bf16" "cuda fp16"; do
   step "train_$1_$2" 60 $bin/train_gpt "${small[@]}" --out "$logs/run_$1_$2" --device "$1" --dtype "$2" \
     --metrics "$logs/train_$1_$2.jsonl"
 done
-# GPT-2 124M, bf16, T 1024, beside PyTorch (bench/gpt_gpu.py), then the other attention form.
+# GPT-2 124M, bf16, T 1024, beside PyTorch (bench/gpt_gpu.py), then the fused attention on tensor
+# cores instead of the default GEMM form, and where one step's kernel time goes (ncu).
 step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt
-SG_ATTENTION=gemm step bench_gpt_gemm 60 $bin/bench_gpt --device cuda --dtype bf16
+SG_ATTENTION=fused step bench_gpt_fused 60 $bin/bench_gpt --device cuda --dtype bf16
+command -v ncu >/dev/null &&
+  step kernel_profile 150 python3 bench/kernel_profile.py --top 40 -- $bin/bench_gpt --warmup 0 --steps 1
 export SG_POISON=1
 [ -x $bin/test_nccl ] && step test_nccl 90 $bin/test_nccl
 step test_checkpoint 90 $bin/test_checkpoint --gtest_filter='*OnCuda*'
@@ -207,10 +210,10 @@ summary() {
   echo
   echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
   cat "$logs/bench_gpt.log" 2>/dev/null
-  for log in bench_gpt_gemm bench_gpt_b16 bench_gpt_b32 bench_gpt_fused_cuda_cores; do
+  for log in bench_gpt_fused bench_gpt_b16 bench_gpt_b32 bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
-  for log in bench_attention bench_gemm bench_collectives; do
+  for log in kernel_profile bench_attention bench_gemm bench_collectives; do
     [ -f "$logs/$log.log" ] || continue
     echo
     echo "## $log"
