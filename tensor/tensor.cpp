@@ -292,8 +292,17 @@ void Tensor::copy_(const Tensor& source) {
     copy_bytes(data_ptr(), device(), source.data_ptr(), source.device(), nbytes());
     return;
   }
-  // Bring the source to our device and dtype (each a no-op when already so),
-  // then one strided copy handles any view on either side.
+  // A cast between two contiguous buffers on one device writes straight into
+  // this one (the engine's first gradient of a bf16 parameter into its f32
+  // slot, say), without a converted temporary and a second pass.
+  if (device() == source.device() && dtype_ != source.dtype_ && is_contiguous() && source.is_contiguous()) {
+    const int64_t n = layout_.local_numel();
+    if (device().is_cpu()) cpu::cast(data_ptr(), dtype_, source.data_ptr(), source.dtype_, n);
+    else SG_ON_CUDA(cuda::cast(data_ptr(), dtype_, source.data_ptr(), source.dtype_, n, cuda_stream(device())));
+    return;
+  }
+  // Else bring the source to our device and dtype (each a no-op when already
+  // so), then one strided copy handles any view on either side.
   Tensor ready = source.to(dtype_).to(device());
   int64_t ndim = is_sharded() ? 1 : dim();
   Shape extent = is_sharded() ? Shape{layout_.local_numel()} : shape();

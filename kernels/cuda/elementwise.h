@@ -29,7 +29,7 @@ void bias_gelu_forward(void* y, void* h, const void* bias, int64_t rows, int64_t
 void cast(void* out, DType out_dtype, const void* in, DType in_dtype, int64_t n, cudaStream_t stream);
 
 // As cpu::strided_copy; at most kMaxCopyDims dimensions.
-constexpr int kMaxCopyDims = 8;
+constexpr int kMaxCopyDims = 8;  // CopyPlan::kMaxDims (kernels/copy_plan.h): views are planned, then copied
 void strided_copy(void* out, const int64_t* out_strides, const void* in, const int64_t* in_strides,
                   const int64_t* shape, int ndim, int64_t element_size, cudaStream_t stream);
 

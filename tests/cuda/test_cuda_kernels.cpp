@@ -45,14 +45,25 @@ TEST_F(CudaKernels, ElementwiseMatchCpuInF32AndBf16) {
   }
   EXPECT_TRUE(same_as_cpu(gelu_backward(gpu(a), gpu(b)), gelu_backward(a, b), kF32, 1e-6));
   EXPECT_TRUE(same_as_cpu(gelu_backward(gpu(ah), gpu(bh)), gelu_backward(ah, bh), kBf16, 1e-2));
+  // 16-byte packs with a tail (3003 elements), and views off the 16-byte grid (element by element).
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const double rtol = dtype == DType::f32 ? kF32 : kBf16, atol = dtype == DType::f32 ? 1e-6 : 1e-2;
+    Tensor x = random_tensor({3004}, "x").to(dtype), dy = random_tensor({3004}, "dy").to(dtype);
+    for (int64_t first : {0, 1}) {
+      Tensor xs = x.slice(0, first, first + 3003), dys = dy.slice(0, first, first + 3003);
+      Tensor xg = gpu(x).slice(0, first, first + 3003), dyg = gpu(dy).slice(0, first, first + 3003);
+      EXPECT_TRUE(same_as_cpu(gelu_backward(xg, dyg), gelu_backward(xs, dys), rtol, atol)) << first;
+    }
+  }
 }
 
 // c_fc's epilogue in one kernel: h += bias in place, y = gelu(h); and its backward.
 TEST_F(CudaKernels, FusedBiasGeluMatchesCpu) {
-  for (DType dtype : {DType::f32, DType::bf16}) {
+  for (auto [dtype, cols] : {std::pair{DType::f32, 70}, {DType::bf16, 70}, {DType::f32, 64}, {DType::bf16, 64}}) {
+    // 70 columns: element by element; 64: in 16-byte packs.
     const double rtol = dtype == DType::f32 ? kF32 : kBf16, atol = dtype == DType::f32 ? 1e-6 : 1e-2;
-    Tensor pre = random_tensor({33, 70}, "pre").to(dtype), bias = random_tensor({70}, "bias").to(dtype);
-    Tensor dy = random_tensor({33, 70}, "dy").to(dtype);
+    Tensor pre = random_tensor({33, cols}, "pre").to(dtype), bias = random_tensor({cols}, "bias").to(dtype);
+    Tensor dy = random_tensor({33, cols}, "dy").to(dtype);
     Tensor h_cpu = pre.clone(), h_gpu = gpu(pre);
     Tensor y_cpu = bias_gelu_(h_cpu, bias), y_gpu = bias_gelu_(h_gpu, gpu(bias));
     EXPECT_TRUE(same_as_cpu(y_gpu, y_cpu, rtol, atol)) << dtype_name(dtype);

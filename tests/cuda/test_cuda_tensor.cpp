@@ -43,6 +43,42 @@ TEST_F(CudaTensor, StridedCopiesAndFillsMatchTheCpu) {
             to_bf16(0.1f).bits);
 }
 
+// The planned copies (kernels/copy_plan.h): 16-, 8- and 4-byte words and
+// plain memory copies, against the CPU's element-by-element copy. (Offsets
+// past 2^31 words take the same kernel with a 64-bit index type.)
+TEST_F(CudaTensor, PlannedCopiesMatchTheCpuInEveryWordSize) {
+  const int64_t B = 2, T = 33, NH = 3, HS = 64, C = NH * HS;
+  for (DType dtype : {DType::bf16, DType::f32}) {
+    Tensor qkv = random_tensor({B, T, 3 * C}, "qkv").to(dtype), gpu_qkv = gpu(qkv);
+    auto head_major = [&](const Tensor& x, int64_t part) {  // as tensor/ops_attention.cpp: 16-byte words
+      return x.view({B, T, 3, NH, HS}).slice(2, part, part + 1).transpose(1, 3).contiguous();
+    };
+    for (int64_t part : {0, 1, 2}) {
+      EXPECT_EQ(head_major(gpu_qkv, part).to(Device::cpu()).to(DType::f32).to_vector<float>(),
+                head_major(qkv, part).to(DType::f32).to_vector<float>()) << dtype_name(dtype) << " part " << part;
+    }
+    // Off the 16-byte grid by one element (8- or 4-byte words, or elements), and an odd inner run.
+    Tensor shifted = qkv.view({B * T * 3 * C}).slice(0, 1, 1 + B * T * C).view({B, T, NH, HS}).transpose(1, 2);
+    Tensor gpu_shifted = gpu_qkv.view({B * T * 3 * C}).slice(0, 1, 1 + B * T * C).view({B, T, NH, HS}).transpose(1, 2);
+    EXPECT_EQ(gpu_shifted.contiguous().to(Device::cpu()).to(DType::f32).to_vector<float>(),
+              shifted.contiguous().to(DType::f32).to_vector<float>()) << dtype_name(dtype);
+    Tensor odd = qkv.slice(2, 3, 3 + 37), gpu_odd = gpu_qkv.slice(2, 3, 3 + 37);
+    EXPECT_EQ(gpu_odd.contiguous().to(Device::cpu()).to(DType::f32).to_vector<float>(),
+              odd.contiguous().to(DType::f32).to_vector<float>()) << dtype_name(dtype);
+    // Contiguous into contiguous (a memory copy), and into a strided destination.
+    Tensor copy = Tensor::empty(qkv.shape(), TensorOptions().dtype(dtype).device(Device::cuda()));
+    copy.copy_(gpu_qkv);
+    EXPECT_EQ(copy.to(Device::cpu()).to(DType::f32).to_vector<float>(), qkv.to(DType::f32).to_vector<float>());
+    Tensor target = Tensor::zeros({B, NH, T, HS}, TensorOptions().dtype(dtype)), gpu_target = gpu(target);
+    auto write_k = [&](Tensor& into, const Tensor& from) {  // as write_part in tensor/ops_attention.cpp
+      into.view({B, NH, 1, T, HS}).transpose(1, 3).copy_(from.view({B, T, 3, NH, HS}).slice(2, 1, 2));
+    };
+    write_k(target, qkv);
+    write_k(gpu_target, gpu_qkv);
+    EXPECT_EQ(gpu_target.to(Device::cpu()).to(DType::f32).to_vector<float>(), target.to(DType::f32).to_vector<float>());
+  }
+}
+
 TEST_F(CudaTensor, PhiloxFillsGiveTheCpuBits) {
   Tensor cpu_tensor = Tensor::empty({1001, 33});
   Tensor gpu_tensor = Tensor::empty({1001, 33}, TensorOptions().device(Device::cuda()));
