@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/flash_attention.h"
+#include "kernels/cpu/matmul.h"
 #include "kernels/cpu/normalization.h"
 #include "tensor/ops.h"
 #include "tensor/ops_common.h"
@@ -175,22 +176,46 @@ Tensor causal_softmax_backward(const Tensor& probabilities, const Tensor& dproba
 
 namespace {
 
-// Part 0 (q), 1 (k) or 2 (v) of every head, as (B, NH, T, HS), contiguous:
-// the layout batched GEMMs take (one stride from one head to the next).
-Tensor head_major(const Tensor& qkv, int64_t part, const AttentionDims& s) {
-  const int64_t HS = s.C / s.NH;
-  return qkv.view({s.B, s.T, 3, s.NH, HS})
-      .slice(2, part, part + 1)  // (B, T, 1, NH, HS)
-      .transpose(1, 3)           // (B, NH, 1, T, HS)
-      .contiguous()
-      .view({s.B, s.NH, s.T, HS});
-}
+// A (B, NH) grid of matrices in one buffer: matrix (b, h) starts at element
+// first + b * b_stride + h * h_stride, its rows ld apart, stored transposed
+// when trans. q, k and v are such grids inside qkv (B, T, 3C): rows 3C
+// apart, heads HS apart; so is the output (B, T, C), rows C apart.
+struct HeadGrid {
+  const Tensor& tensor;
+  int64_t first, b_stride, h_stride, ld;
+  bool trans = false;
 
-// Writes x (B, NH, T, HS) into part `part` of dqkv (B, T, 3C).
-void write_part(Tensor& dqkv, int64_t part, const Tensor& x, const AttentionDims& s) {
-  const int64_t HS = s.C / s.NH;
-  Tensor target = dqkv.view({s.B, s.T, 3, s.NH, HS}).slice(2, part, part + 1).transpose(1, 2);  // (B, 1, T, NH, HS)
-  target.copy_(x.view({s.B, s.NH, s.T, 1, HS}).transpose(1, 3));                                  // (B, 1, T, NH, HS)
+  void* at(int64_t offset) const {
+    return static_cast<char*>(tensor.data_ptr()) + (first + offset) * int64_t(tensor.element_size());
+  }
+};
+
+// C(b, h) = op(A(b, h)) op(B(b, h)), (m, k) by (k, n), for every batch row
+// and head: one strided-batched GEMM per batch row (heads batched, HS apart)
+// or per head (batch rows batched), whichever makes fewer calls. Reading q, k
+// and v where they lie in qkv, and writing O and dq, dk, dv where they belong,
+// saves the eleven head-major copies per layer an (B * NH)-batched GEMM needs
+// (a quarter of a GPT-2 step's GPU time on an H100 before, docs/performance.md).
+void gemm_each_head(const HeadGrid& c, const HeadGrid& a, const HeadGrid& b, int64_t m, int64_t n, int64_t k,
+                    const AttentionDims& s, DType compute) {
+  const bool by_batch_row = s.B <= s.NH;
+  GemmShape g;
+  g.m = m, g.n = n, g.k = k, g.trans_a = a.trans, g.trans_b = b.trans, g.lda = a.ld, g.ldb = b.ld, g.ldc = c.ld;
+  g.batch = by_batch_row ? s.NH : s.B;
+  g.stride_a = by_batch_row ? a.h_stride : a.b_stride;
+  g.stride_b = by_batch_row ? b.h_stride : b.b_stride;
+  g.stride_c = by_batch_row ? c.h_stride : c.b_stride;
+  for (int64_t outer = 0; outer < (by_batch_row ? s.B : s.NH); ++outer) {
+    auto offset = [&](const HeadGrid& x) { return outer * (by_batch_row ? x.b_stride : x.h_stride); };
+    void* out = c.at(offset(c));
+    const void *left = a.at(offset(a)), *right = b.at(offset(b));
+    if (c.tensor.device().is_cpu()) {
+      SG_ON_CPU(compute, cpu::matmul_forward(static_cast<T*>(out), static_cast<const T*>(left),
+                                             static_cast<const T*>(right), g));
+    } else {
+      SG_ON_CUDA(cuda::matmul_forward(out, left, right, g, compute, cuda_stream(c.tensor.device())));
+    }
+  }
 }
 
 }  // namespace
@@ -200,12 +225,19 @@ AttentionOutput gemm_attention(const Tensor& qkv, int64_t n_head) {
   AttentionDims s = attention_dims("gemm_attention", qkv, n_head);
   DType compute = compute_dtype("gemm_attention", qkv, CudaTypes::kNative16);
   Tensor in = prepare(qkv, compute);
-  const double scale = 1.0 / std::sqrt(double(s.C / s.NH));
-  Tensor q = head_major(in, 0, s), k = head_major(in, 1, s), v = head_major(in, 2, s);
+  const int64_t HS = s.C / s.NH, T = s.T, C = s.C;
+  const double scale = 1.0 / std::sqrt(double(HS));
+  const TensorOptions options = TensorOptions().dtype(compute).device(qkv.device());
+  const HeadGrid q{in, 0, T * 3 * C, HS, 3 * C}, v{in, 2 * C, T * 3 * C, HS, 3 * C};
+  const HeadGrid k_t{in, C, T * 3 * C, HS, 3 * C, true};
+  Tensor scores = Tensor::empty({s.B, s.NH, T, T}, options);
+  gemm_each_head({scores, 0, s.NH * T * T, T * T, T}, q, k_t, T, T, HS, s, compute);  // S = Q K^T
   AttentionOutput result;
-  result.att = causal_softmax(matmul(q, k.transpose(-1, -2)), scale);  // (B, NH, T, T)
-  Tensor o = matmul(result.att, v);                                    // (B, NH, T, HS)
-  result.out = o.transpose(1, 2).contiguous().view({s.B, s.T, s.C}).to(qkv.dtype());
+  result.att = causal_softmax(scores, scale);  // (B, NH, T, T)
+  scores = Tensor();
+  Tensor out = Tensor::empty({s.B, T, C}, options);
+  gemm_each_head({out, 0, T * C, HS, C}, {result.att, 0, s.NH * T * T, T * T, T}, v, T, HS, T, s, compute);  // O = P V
+  result.out = out.to(qkv.dtype());
   return result;
 }
 
@@ -213,20 +245,24 @@ Tensor gemm_attention_backward(const Tensor& dout, const Tensor& qkv, const Tens
   check_inputs("gemm_attention_backward", {&dout, &qkv, &att});
   AttentionDims s = attention_backward_dims("gemm_attention_backward", dout, qkv, att, n_head);
   DType compute = compute_dtype("gemm_attention_backward", qkv, CudaTypes::kNative16);
-  const int64_t HS = s.C / s.NH;
+  const int64_t HS = s.C / s.NH, T = s.T, C = s.C;
   const double scale = 1.0 / std::sqrt(double(HS));
-  Tensor in = prepare(qkv, compute), p = prepare(att, compute);
-  Tensor q = head_major(in, 0, s), k = head_major(in, 1, s), v = head_major(in, 2, s);
-  Tensor d_o = prepare(dout, compute).view({s.B, s.T, s.NH, HS}).transpose(1, 2).contiguous();  // (B, NH, T, HS)
+  const TensorOptions options = TensorOptions().dtype(compute).device(qkv.device());
+  Tensor in = prepare(qkv, compute), p = prepare(att, compute), d_o = prepare(dout, compute);
+  Tensor dqkv = Tensor::empty(qkv.shape(), options);  // every element written: dq, dk and dv each cover a third
+  const int64_t row3 = T * 3 * C, square = T * T;
+  const HeadGrid q{in, 0, row3, HS, 3 * C}, k{in, C, row3, HS, 3 * C}, v_t{in, 2 * C, row3, HS, 3 * C, true};
+  const HeadGrid d_o_heads{d_o, 0, T * C, HS, C}, p_t{p, 0, s.NH * square, square, T, true};
   // O = P V:  dV = P^T dO, dP = dO V^T;  P = softmax(scale S):  dS = scale P (dP - rowsum(dP P));
   // S = Q K^T:  dQ = dS K, dK = dS^T Q.
-  Tensor dv = matmul(p.transpose(-1, -2), d_o);
-  Tensor ds = causal_softmax_backward(p, matmul(d_o, v.transpose(-1, -2)), scale);
-  Tensor dq = matmul(ds, k), dk = matmul(ds.transpose(-1, -2), q);
-  Tensor dqkv = Tensor::empty(qkv.shape(), TensorOptions().dtype(compute).device(qkv.device()));
-  write_part(dqkv, 0, dq, s);
-  write_part(dqkv, 1, dk, s);
-  write_part(dqkv, 2, dv, s);
+  gemm_each_head({dqkv, 2 * C, row3, HS, 3 * C}, p_t, d_o_heads, T, HS, T, s, compute);
+  Tensor dp = Tensor::empty({s.B, s.NH, T, T}, options);
+  gemm_each_head({dp, 0, s.NH * square, square, T}, d_o_heads, v_t, T, T, HS, s, compute);
+  Tensor ds = causal_softmax_backward(p, dp, scale);
+  dp = Tensor();
+  const HeadGrid ds_heads{ds, 0, s.NH * square, square, T}, ds_t{ds, 0, s.NH * square, square, T, true};
+  gemm_each_head({dqkv, 0, row3, HS, 3 * C}, ds_heads, k, T, HS, T, s, compute);
+  gemm_each_head({dqkv, C, row3, HS, 3 * C}, ds_t, q, T, HS, T, s, compute);
   return dqkv.to(qkv.dtype());
 }
 

@@ -211,10 +211,9 @@ TEST_F(CudaKernels, AttentionMatchesCpu) {
                           attention_backward(dout, qkv, cpu_a.att, 4), kF32, 1e-5));
 }
 
-// Attention as batched GEMMs around the masked softmax, against the CPU's
-// same composition (itself held to the naive form in test_op_gradients).
-TEST_F(CudaKernels, GemmAttentionMatchesCpu) {
-  Tensor qkv = random_tensor({2, 37, 3 * 48}, "qkv"), dout = random_tensor({2, 37, 48}, "dout");
+void gemm_attention_matches_cpu(int64_t B) {
+  SCOPED_TRACE(B);
+  Tensor qkv = random_tensor({B, 37, 3 * 48}, "qkv"), dout = random_tensor({B, 37, 48}, "dout");
   AttentionOutput cpu_a = gemm_attention(qkv, 4), gpu_a = gemm_attention(gpu(qkv), 4);
   EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, kF32, 1e-6));
   EXPECT_TRUE(same_as_cpu(gpu_a.att, cpu_a.att, kF32, 1e-7));
@@ -225,6 +224,14 @@ TEST_F(CudaKernels, GemmAttentionMatchesCpu) {
   EXPECT_TRUE(same_as_cpu(gpu_b.out, cpu_b.out, kBf16, 2e-2));
   EXPECT_TRUE(same_as_cpu(gemm_attention_backward(gpu(d16), gpu(q16), gpu_b.att, 4),
                           gemm_attention_backward(d16, q16, cpu_b.att, 4), kBf16, 5e-2));
+}
+
+// Attention as batched GEMMs around the masked softmax, against the CPU's
+// same composition (itself held to the naive form in test_op_gradients).
+TEST_F(CudaKernels, GemmAttentionMatchesCpu) {
+  for (int64_t B : {2, 5}) {  // fewer batch rows than heads (a GEMM call per row), then more (a call per head)
+    gemm_attention_matches_cpu(B);
+  }
   Tensor scores = random_tensor({3, 37, 37}, "scores", 3.0);
   EXPECT_TRUE(same_as_cpu(causal_softmax(gpu(scores), 0.3), causal_softmax(scores, 0.3), kF32, 1e-7));
 }

@@ -101,12 +101,15 @@ TEST(OpGradients, FusedCausalAttention) {
 }
 
 TEST(OpGradients, GemmAttentionAndCausalSoftmax) {
-  Tensor qkv = randn64({2, 5, 3 * 6}, "qkv"), d = randn64({2, 5, 6}, "d");
-  AttentionOutput a = gemm_attention(qkv, 3);
-  EXPECT_TRUE(all_close(a.out.to_vector<double>(), attention(qkv, 3).out.to_vector<double>(), 1e-12, 1e-14));
-  EXPECT_TRUE(all_close(a.att.to_vector<double>(), attention(qkv, 3).att.to_vector<double>(), 1e-12, 1e-14));
-  EXPECT_TRUE(matches_numeric(gemm_attention_backward(d, qkv, a.att, 3),
-                              [](const Tensor& v) { return gemm_attention(v, 3).out; }, qkv, d));
+  // 2 rows of 3 heads: one GEMM call per batch row; 4 rows of 1 head: one per head.
+  for (auto [B, NH] : {std::pair<int64_t, int64_t>{2, 3}, {4, 1}}) {
+    Tensor qkv = randn64({B, 5, 3 * 6}, "qkv"), d = randn64({B, 5, 6}, "d");
+    AttentionOutput a = gemm_attention(qkv, NH);
+    EXPECT_TRUE(all_close(a.out.to_vector<double>(), attention(qkv, NH).out.to_vector<double>(), 1e-12, 1e-14));
+    EXPECT_TRUE(all_close(a.att.to_vector<double>(), attention(qkv, NH).att.to_vector<double>(), 1e-12, 1e-14));
+    EXPECT_TRUE(matches_numeric(gemm_attention_backward(d, qkv, a.att, NH),
+                                [NH = NH](const Tensor& v) { return gemm_attention(v, NH).out; }, qkv, d));
+  }
   Tensor scores = randn64({2, 4, 4}, "scores"), dp = randn64({2, 4, 4}, "dp");
   EXPECT_TRUE(matches_numeric(causal_softmax_backward(causal_softmax(scores, 0.7), dp, 0.7),
                               [](const Tensor& v) { return causal_softmax(v, 0.7); }, scores, dp));
