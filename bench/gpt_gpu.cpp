@@ -30,7 +30,8 @@ namespace {
 int run(int argc, char** argv) {
   std::map<std::string, std::string> a = {{"device", "cuda"}, {"dtype", "bf16"}, {"layers", "12"}, {"heads", "12"},
                                           {"embd", "768"},    {"vocab", "50304"}, {"ctx", "1024"},  {"batch", "8"},
-                                          {"warmup", "2"},    {"steps", "5"},     {"peak-tflops", "989"}};
+                                          {"warmup", "2"},    {"steps", "5"},     {"peak-tflops", "989"},
+                                          {"profile-last", "0"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     SG_CHECK(flag.rfind("--", 0) == 0 && a.count(flag.substr(2)), "unknown flag ", flag);
@@ -59,6 +60,10 @@ int run(int argc, char** argv) {
     for (auto& v : x) v = token(rng);
     for (auto& v : y) v = token(rng);
     Tensor xs = Tensor::from_vector(x, {B, T}).to(device), ys = Tensor::from_vector(y, {B, T}).to(device);
+    // --profile-last 1: only the last step under a profiler started with
+    // --profile-from-start off (bench/kernel_profile.py), not the model's setup.
+    const bool profiled = a["profile-last"] == "1" && step + 1 == warmup + steps;
+    if (profiled) cuda_profiler_start();
     const auto start = std::chrono::steady_clock::now();
     Variable l = model.loss(xs, ys);
     zero.backward(l, true);
@@ -66,6 +71,7 @@ int run(int argc, char** argv) {
     zero.step(3e-4);
     zero.zero_grad();
     loss = l.data().item();  // waits for the device
+    if (profiled) cuda_profiler_stop();
     if (step >= warmup) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   std::sort(seconds.begin(), seconds.end());

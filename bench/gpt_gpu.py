@@ -9,7 +9,7 @@ installed (otherwise shardgrad alone). Same batch, context and steps;
 warm-up excluded; median step. Prints tokens/s, MFU (6 N + 6 L C T FLOPs per
 token against 989 TFLOP/s, an H100's dense bf16) and the ratios.
 
-    python3 bench/gpt_gpu.py [--bin build/bin/bench_gpt] [--batch 8] [--ctx 1024] [--steps 5]
+    python3 bench/gpt_gpu.py [--bin build/bin/bench_gpt] [--batch 8] [--ctx 1024] [--steps 10]
 """
 import argparse
 import json
@@ -57,7 +57,7 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--ctx", type=int, default=1024)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     run = subprocess.run(
         [args.bin, "--device", "cuda", "--dtype", "bf16", "--batch", str(args.batch), "--ctx", str(args.ctx),

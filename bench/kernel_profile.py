@@ -5,9 +5,10 @@ Runs a program under Nsight Compute (ncu), reading only each kernel's
 duration (gpu__time_duration.sum, one replay pass, clocks and caches as the
 card has them), and prints the kernels grouped by name: count, total
 milliseconds and share of the step, largest first. scripts/gpu_check.sh runs
-it on one step of bench_gpt (GPT-2 124M, bf16, batch 8, T 1024):
+it on the last of three steps of bench_gpt (GPT-2 124M, bf16, batch 8, T
+1024), which brackets that step with cudaProfilerStart/Stop:
 
-    python3 bench/kernel_profile.py [--top 30] -- build-gpu/bin/bench_gpt --warmup 0 --steps 1
+    python3 bench/kernel_profile.py --from-marker -- build-gpu/bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
 
 The durations are the kernels' own: launch gaps and host work between them
 are not counted, so the total is a floor of the step's time.
@@ -29,6 +30,8 @@ def short(name):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--from-marker", action="store_true",
+                        help="record only between the program's cudaProfilerStart and cudaProfilerStop")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     command = [c for c in args.command if c != "--"]
@@ -37,7 +40,9 @@ def main():
         print("kernel_profile: needs ncu on the PATH and a command after --", file=sys.stderr)
         return 2
     run = subprocess.run([ncu, "--csv", "--metrics", "gpu__time_duration.sum", "--clock-control", "none",
-                          "--cache-control", "none", "--print-kernel-base", "function", *command], capture_output=True, text=True)
+                          "--cache-control", "none", "--print-kernel-base", "function",
+                          *(["--profile-from-start", "off"] if args.from_marker else []), *command],
+                         capture_output=True, text=True)
     rows = [line for line in run.stdout.splitlines() if line.startswith('"')]
     if run.returncode != 0 or not rows:
         print(run.stdout[-2000:], run.stderr[-2000:], file=sys.stderr)

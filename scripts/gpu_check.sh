@@ -151,7 +151,8 @@ done
 step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt
 SG_ATTENTION=fused step bench_gpt_fused 60 $bin/bench_gpt --device cuda --dtype bf16
 command -v ncu >/dev/null &&
-  step kernel_profile 150 python3 bench/kernel_profile.py --top 40 -- $bin/bench_gpt --warmup 0 --steps 1
+  step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
+    $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
 export SG_POISON=1
 [ -x $bin/test_nccl ] && step test_nccl 90 $bin/test_nccl
 step test_checkpoint 90 $bin/test_checkpoint --gtest_filter='*OnCuda*'

@@ -33,6 +33,18 @@ int cuda_device_count() {
 
 bool cuda_available() { return cuda_device_count() > 0; }
 
+void cuda_profiler_start() {
+#ifdef SG_CUDA
+  if (cuda_available()) cuda::profiler_start();
+#endif
+}
+
+void cuda_profiler_stop() {
+#ifdef SG_CUDA
+  if (cuda_available()) cuda::profiler_stop();
+#endif
+}
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, int64_t bytes) {
   if (bytes == 0) return;
   if (dst_device.is_cpu() && src_device.is_cpu()) {

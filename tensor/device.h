@@ -27,6 +27,10 @@ Device parse_device(const std::string& text);
 
 // True when this build has CUDA and a GPU is visible at run time.
 bool cuda_available();
+// Around a region a profiler started with --profile-from-start off records;
+// nothing without CUDA.
+void cuda_profiler_start();
+void cuda_profiler_stop();
 int cuda_device_count();
 
 }  // namespace sg

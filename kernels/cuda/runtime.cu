@@ -6,6 +6,8 @@
 #include <mutex>
 #include <vector>
 
+#include <cuda_profiler_api.h>
+
 #include "kernels/cuda/cuda_check.h"
 
 namespace sg::cuda {
@@ -103,6 +105,9 @@ cudaStream_t current_stream(int device) {
   }
   return g_streams[size_t(device)];
 }
+
+void profiler_start() { CUDA_CHECK(cudaProfilerStart()); }
+void profiler_stop() { CUDA_CHECK(cudaProfilerStop()); }
 
 void synchronize(int device) {
   CUDA_CHECK(cudaStreamSynchronize(current_stream(device)));

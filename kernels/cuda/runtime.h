@@ -54,4 +54,9 @@ void fill_bytes_async(void* dst, int value, int64_t bytes, int device);
 cudaStream_t current_stream(int device);
 void synchronize(int device);
 
+// Bracket what a profiler started with --profile-from-start off records
+// (ncu, nsys): bench_gpt's last step, without the model's initialisation.
+void profiler_start();
+void profiler_stop();
+
 }  // namespace sg::cuda
