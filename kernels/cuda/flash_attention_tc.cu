@@ -1,351 +1,355 @@
 // Fused causal attention on tensor cores (kernels/cuda/flash_attention_tc.h):
 // the same math as flash_attention.cu (kernels/cpu/flash_attention.h writes
-// it out), with the products as 16x16x16 WMMA tiles in bf16/f16 and f32 sums.
+// it out), with every product a PTX mma.sync m16n8k16 (kernels/cuda/mma.cuh)
+// in bf16/f16 with f32 sums, laid out as FlashAttention-2 does.
 //
 // A block is 4 warps; each warp owns 16 rows (queries in the forward and in
-// dQ, keys in dK/dV) and the other side streams through shared memory. The
-// per-row work a tile product cannot do (the online softmax, the masks, the
-// dS formula) reads the warp's scores from shared memory, since a
-// fragment's element layout is unspecified. Every output element has one
-// writer: no atomics, the same bits every run.
+// dQ, keys in dK/dV) and keeps them, their accumulators and the scores of
+// the current step in registers. The other side streams through shared
+// memory 64 rows at a time. The mma layout names the row and column of each
+// register, so the online softmax works where the scores lie: a lane holds
+// two rows (g and g + 8), and the four lanes that share them combine their
+// maxima and sums with two shuffles. The probabilities, rounded to 16 bits,
+// are the next product's A operand without leaving registers. Every output
+// element has one writer: no atomics, the same bits every run.
+//
+// Shapes (per (batch, head), HS = head size, 16-64):
+//   forward:  S = Q_w K^T (16 x 64), P = exp(S scale - m), O_w += P V (16 x HS)
+//   dK, dV:   S^T = K_w Q^T, P^T = exp(S^T scale - lse), dV_w += P^T dO,
+//             dP^T = V_w dO^T, dS^T = P^T (dP^T - D) scale, dK_w += dS^T Q
+//   dQ:       S = Q_w K^T, P, dP = dO_w V^T, dS = P (dP - D) scale, dQ_w += dS K
 #include "kernels/cuda/flash_attention_tc.h"
-
-#include <mma.h>
 
 #include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/float_types.cuh"
+#include "kernels/cuda/mma.cuh"
 
 namespace sg::cuda {
 namespace {
 
-namespace wmma = nvcuda::wmma;
-
 constexpr int kWarps = 4, kBlockThreads = 32 * kWarps;
-constexpr int kBlockRows = 16 * kWarps;  // rows a block owns: 16 per warp
-constexpr int kKeyTile = 32;             // keys per step of the forward
-constexpr int kStepRows = 16;            // the other side's rows per step of the backward
-
-template <typename T>
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
-template <typename T>
-using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major>;  // a row-major tile, transposed
-template <typename T>
-using FragBRow = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major>;
-using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+constexpr int kRows = 16 * kWarps;  // rows a block owns: 16 per warp
+constexpr int kTile = 64;           // the other side's rows per step
+constexpr int kTileBlocks = kTile / 8;
+constexpr float kLog2e = 1.4426950408889634f;
 
 struct TcDims {
   int64_t T, C, NH;
   float scale;
 };
 
-constexpr size_t aligned(size_t bytes) { return (bytes + 127) / 128 * 128; }
+// A shared tile's row stride: 8 elements (16 bytes) past the head size, so
+// the fragment loads of the 8 row groups of a warp land in different banks.
+template <int HS>
+constexpr int stride_of() {
+  return HS + 8;
+}
 
-// Hands out 128-byte aligned regions of the dynamic shared memory: WMMA
-// loads and stores need 256-bit aligned addresses.
-struct SharedCarver {
-  unsigned char* next;
-  template <typename X>
-  __device__ X* take(size_t count) {
-    X* region = reinterpret_cast<X*>(next);
-    next += aligned(count * sizeof(X));
-    return region;
+template <int HS, typename T>
+constexpr size_t tile_bytes() {
+  return size_t(kTile) * stride_of<HS>() * sizeof(T);
+}
+
+// tile[r][0, HS) = src row (first + r) for r < kTile (rows row_stride apart),
+// 0 past T; 16-byte loads and stores (the caller checked the alignment).
+template <int HS, typename T>
+__device__ void load_tile(T* tile, const T* src, int64_t row_stride, int64_t first, int64_t T_) {
+  constexpr int kVectors = HS * int(sizeof(T)) / 16;
+  constexpr int kPerVector = 16 / int(sizeof(T));
+  for (int index = threadIdx.x; index < kTile * kVectors; index += blockDim.x) {
+    const int r = index / kVectors, v = index % kVectors;
+    uint4 value = make_uint4(0u, 0u, 0u, 0u);
+    if (first + r < T_) value = reinterpret_cast<const uint4*>(src + (first + r) * row_stride)[v];
+    *reinterpret_cast<uint4*>(tile + r * stride_of<HS>() + v * kPerVector) = value;
   }
-};
+}
 
-// tile[r][i] = src[(first + r) * row_stride + i] for rows < T, else 0; src
-// is this (batch, head)'s row 0 of q, k, v or dO.
+// The A fragments of 16 rows (first..first + 15) of src: frag[kk] holds
+// columns 16 kk .. 16 kk + 15. Rows past T are 0.
 template <int HS, typename T>
-__device__ void load_rows(T* tile, int rows, const T* src, int64_t row_stride, int64_t first, int64_t T_) {
-  for (int index = threadIdx.x; index < rows * HS; index += blockDim.x) {
-    const int r = index / HS, i = index % HS;
-    tile[index] = first + r < T_ ? src[(first + r) * row_stride + i] : store<T>(0.0f);
+__device__ void load_a_rows(uint32_t (&frag)[HS / 16][4], const T* src, int64_t row_stride, int64_t first,
+                            int64_t T_) {
+  const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  for (int kk = 0; kk < HS / 16; ++kk) {
+    for (int reg = 0; reg < 4; ++reg) {
+      const int64_t row = first + g + ((reg & 1) ? 8 : 0);
+      const int col = 16 * kk + 2 * t + ((reg & 2) ? 8 : 0);
+      frag[kk][reg] = row < T_ ? load_pair(src + row * row_stride + col) : 0u;
+    }
   }
 }
 
-// Shared bytes of each kernel (the carving order below).
+// B = X^T, 16 x 8: X is a shared tile, B's columns X's rows n0..n0+7 and
+// B's rows X's columns k0..k0+15 (adjacent pairs: one 32-bit load each).
 template <int HS, typename T>
-constexpr size_t forward_shared_bytes() {
-  return aligned(kBlockRows * HS * sizeof(T)) + 2 * aligned(kKeyTile * HS * sizeof(T)) +
-         aligned(kWarps * 16 * kKeyTile * sizeof(float)) + aligned(kWarps * 16 * HS * sizeof(float)) +
-         aligned(kWarps * 16 * kKeyTile * sizeof(T));
-}
-template <int HS, typename T>
-constexpr size_t backward_shared_bytes() {  // dK/dV and dQ carve the same amounts
-  return 2 * aligned(kBlockRows * HS * sizeof(T)) + 2 * aligned(kStepRows * HS * sizeof(T)) +
-         2 * aligned(kBlockRows * sizeof(float)) + 2 * aligned(kWarps * 256 * sizeof(float)) +
-         2 * aligned(kWarps * 256 * sizeof(T));
+__device__ void b_of_rows(uint32_t (&b)[2], const T* tile, int n0, int k0) {
+  const int lane = threadIdx.x % 32;
+  const T* p = tile + (n0 + (lane >> 2)) * stride_of<HS>() + k0 + 2 * (lane % 4);
+  b[0] = load_pair(p);
+  b[1] = load_pair(p + 8);
 }
 
-// out = softmax(mask(q k^T * scale)) v for 64 query rows of one (batch, head);
-// lse = the rows' log-sum-exp.
+// B = X, 16 x 8: B's rows X's rows k0..k0+15, its columns X's columns n0..n0+7.
+template <int HS, typename T>
+__device__ void b_of_columns(uint32_t (&b)[2], const T* tile, int k0, int n0) {
+  const int lane = threadIdx.x % 32;
+  constexpr int S = stride_of<HS>();
+  const T* p = tile + (k0 + 2 * (lane % 4)) * S + n0 + (lane >> 2);
+  b[0] = gather_pair(p, p + S);
+  b[1] = gather_pair(p + 8 * S, p + 9 * S);
+}
+
+// The A fragment (16 x 16) of columns 16 kk..16 kk + 15 of a 16 x 64
+// accumulator, rounded to T: two 16 x 8 accumulator tiles are one A tile.
+template <typename T>
+__device__ void a_of_accumulators(uint32_t (&a)[4], const float (&acc)[kTileBlocks][4], int kk) {
+  a[0] = pack_pair<T>(acc[2 * kk][0], acc[2 * kk][1]);
+  a[1] = pack_pair<T>(acc[2 * kk][2], acc[2 * kk][3]);
+  a[2] = pack_pair<T>(acc[2 * kk + 1][0], acc[2 * kk + 1][1]);
+  a[3] = pack_pair<T>(acc[2 * kk + 1][2], acc[2 * kk + 1][3]);
+}
+
+// acc (16 x 64) = rows (A fragments, 16 x HS) times tile^T (HS x 64).
 template <typename T, int HS>
-__global__ void __launch_bounds__(kBlockThreads)
-    flash_forward_tc_kernel(T* out, float* lse, const T* qkv, TcDims d) {
-  extern __shared__ __align__(128) unsigned char shared_bytes[];
-  SharedCarver carve{shared_bytes};
-  T* q = carve.take<T>(kBlockRows * HS);   // (64, HS)
-  T* k = carve.take<T>(kKeyTile * HS);     // (32, HS)
-  T* v = carve.take<T>(kKeyTile * HS);
-  float* all_s = carve.take<float>(kWarps * 16 * kKeyTile);
-  float* all_o = carve.take<float>(kWarps * 16 * HS);
-  T* all_p = carve.take<T>(kWarps * 16 * kKeyTile);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* s = all_s + warp * 16 * kKeyTile;  // this warp's scores (16, 32)
-  float* o = all_o + warp * 16 * HS;        // its output rows so far (16, HS), f32
-  T* p = all_p + warp * 16 * kKeyTile;      // its probabilities (16, 32)
+__device__ void scores(float (&acc)[kTileBlocks][4], const uint32_t (&rows)[HS / 16][4], const T* tile) {
+  for (int nb = 0; nb < kTileBlocks; ++nb) {
+    for (int i = 0; i < 4; ++i) acc[nb][i] = 0.0f;
+    for (int kk = 0; kk < HS / 16; ++kk) {
+      uint32_t b[2];
+      b_of_rows<HS>(b, tile, 8 * nb, 16 * kk);
+      mma_16816<T>(acc[nb], rows[kk], b);
+    }
+  }
+}
 
+// out (16 x HS) += p (16 x 64, accumulators) times tile (64 x HS).
+template <typename T, int HS>
+__device__ void accumulate(float (&out)[HS / 8][4], const float (&p)[kTileBlocks][4], const T* tile) {
+  for (int kk = 0; kk < kTile / 16; ++kk) {
+    uint32_t a[4];
+    a_of_accumulators<T>(a, p, kk);
+    for (int nb = 0; nb < HS / 8; ++nb) {
+      uint32_t b[2];
+      b_of_columns<HS>(b, tile, 16 * kk, 8 * nb);
+      mma_16816<T>(out[nb], a, b);
+    }
+  }
+}
+
+// dst rows first + g and first + g + 8 (< T), columns of this lane, = acc * factor[half].
+template <typename T, int HS>
+__device__ void write_rows(T* dst, int64_t row_stride, const float (&acc)[HS / 8][4], int64_t first, int64_t T_,
+                           const float (&factor)[2]) {
+  const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  for (int half = 0; half < 2; ++half) {
+    const int64_t row = first + g + 8 * half;
+    if (row >= T_) continue;
+    for (int nb = 0; nb < HS / 8; ++nb) {
+      *reinterpret_cast<uint32_t*>(dst + row * row_stride + 8 * nb + 2 * t) =
+          pack_pair<T>(acc[nb][2 * half] * factor[half], acc[nb][2 * half + 1] * factor[half]);
+    }
+  }
+}
+
+// The largest of x over the four lanes that share a row.
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// out = softmax(mask(q k^T * scale)) v for 64 query rows of one (batch,
+// head); lse = the rows' log-sum-exp. The blocks with the most keys to see
+// (the last rows) start first.
+template <typename T, int HS>
+__global__ void __launch_bounds__(kBlockThreads) flash_forward_tc_kernel(T* out, float* lse, const T* qkv, TcDims d) {
+  extern __shared__ __align__(128) unsigned char shared_bytes[];
+  T* k_tile = reinterpret_cast<T*>(shared_bytes);
+  T* v_tile = k_tile + kTile * stride_of<HS>();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t b = blockIdx.y / d.NH, h = blockIdx.y % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
-  const int64_t q0 = int64_t(blockIdx.x) * kBlockRows, warp_first = q0 + warp * 16;
-  load_rows<HS>(q, kBlockRows, base, row_stride, q0, d.T);
-  for (int i = lane; i < 16 * HS; i += 32) o[i] = 0.0f;
-  float m = -INFINITY, l = 0.0f;  // lanes 0-15: the running max and sum of row warp_first + lane
+  const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kRows, w0 = q0 + 16 * warp;
 
-  const int64_t block_last = min(d.T - 1, q0 + kBlockRows - 1);
-  for (int64_t k0 = 0; k0 <= block_last; k0 += kKeyTile) {
+  uint32_t q[HS / 16][4];
+  load_a_rows<HS>(q, base, row_stride, w0, d.T);
+  float o[HS / 8][4] = {};
+  // Rows g and g + 8: the running max of the scores in log2 units (s scale log2 e),
+  // and this lane's part of the running sum of exp2(x - max).
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  const float scale_log2 = d.scale * kLog2e;
+  const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
+  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile) {
     __syncthreads();  // every warp is done with the previous K and V
-    load_rows<HS>(k, kKeyTile, base + d.C, row_stride, k0, d.T);
-    load_rows<HS>(v, kKeyTile, base + 2 * d.C, row_stride, k0, d.T);
+    load_tile<HS>(k_tile, base + d.C, row_stride, k0, d.T);
+    load_tile<HS>(v_tile, base + 2 * d.C, row_stride, k0, d.T);
     __syncthreads();
-    if (k0 > warp_first + 15) continue;  // every key is after every row of this warp
+    if (k0 > w0 + 15) continue;  // every key is after every row of this warp
 
-    // s = q_w k^T: (16, HS) (HS, 32)
-    for (int n = 0; n < kKeyTile / 16; ++n) {
-      FragC acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (int kk = 0; kk < HS / 16; ++kk) {
-        FragA<T> a;
-        FragBCol<T> key;
-        wmma::load_matrix_sync(a, q + warp * 16 * HS + kk * 16, HS);
-        wmma::load_matrix_sync(key, k + n * 16 * HS + kk * 16, HS);
-        wmma::mma_sync(acc, a, key, acc);
+    float s[kTileBlocks][4];
+    scores<T, HS>(s, q, k_tile);
+    float tile_max[2] = {-INFINITY, -INFINITY};
+    for (int nb = 0; nb < kTileBlocks; ++nb) {
+      for (int i = 0; i < 4; ++i) {
+        const int64_t key = k0 + 8 * nb + 2 * t + (i & 1), row = w0 + g + (i >= 2 ? 8 : 0);
+        s[nb][i] = key <= row && key < d.T ? s[nb][i] * scale_log2 : -INFINITY;
+        tile_max[i / 2] = fmaxf(tile_max[i / 2], s[nb][i]);
       }
-      wmma::store_matrix_sync(s + n * 16, acc, kKeyTile, wmma::mem_row_major);
     }
-    __syncwarp();
-    if (lane < 16) {  // the online softmax of row warp_first + lane
-      const int64_t t = warp_first + lane;
-      float* s_row = s + lane * kKeyTile;
-      float tile_max = -INFINITY;
-      for (int c = 0; c < kKeyTile; ++c) {
-        const float x = k0 + c <= t && k0 + c < d.T ? s_row[c] * d.scale : -INFINITY;
-        s_row[c] = x;
-        tile_max = fmaxf(tile_max, x);
+    float correction[2];
+    for (int r = 0; r < 2; ++r) {
+      const float m_new = fmaxf(m[r], quad_max(tile_max[r]));
+      correction[r] = m_new == -INFINITY ? 1.0f : exp2f(m[r] - m_new);
+      m[r] = m_new;
+      l[r] *= correction[r];
+    }
+    for (int nb = 0; nb < HS / 8; ++nb) {
+      for (int i = 0; i < 4; ++i) o[nb][i] *= correction[i / 2];
+    }
+    for (int nb = 0; nb < kTileBlocks; ++nb) {
+      for (int i = 0; i < 4; ++i) {
+        s[nb][i] = m[i / 2] == -INFINITY ? 0.0f : exp2f(s[nb][i] - m[i / 2]);
+        l[i / 2] += s[nb][i];
       }
-      const float m_new = fmaxf(m, tile_max);
-      const float correction = m_new == -INFINITY ? 1.0f : expf(m - m_new);
-      float sum = 0.0f;
-      for (int c = 0; c < kKeyTile; ++c) {
-        const T e = store<T>(s_row[c] == -INFINITY ? 0.0f : expf(s_row[c] - m_new));
-        p[lane * kKeyTile + c] = e;
-        sum += load(e);  // the rounded value, which the product below uses
-      }
-      l = l * correction + sum;
-      m = m_new;
-      for (int i = 0; i < HS; ++i) o[lane * HS + i] *= correction;
     }
-    __syncwarp();
-    // o += p v: (16, 32) (32, HS)
-    for (int n = 0; n < HS / 16; ++n) {
-      FragC acc;
-      wmma::load_matrix_sync(acc, o + n * 16, HS, wmma::mem_row_major);
-      for (int kk = 0; kk < kKeyTile / 16; ++kk) {
-        FragA<T> a;
-        FragBRow<T> value;
-        wmma::load_matrix_sync(a, p + kk * 16, kKeyTile);
-        wmma::load_matrix_sync(value, v + kk * 16 * HS + n * 16, HS);
-        wmma::mma_sync(acc, a, value, acc);
-      }
-      wmma::store_matrix_sync(o + n * 16, acc, HS, wmma::mem_row_major);
-    }
-    __syncwarp();
+    accumulate<T, HS>(o, s, v_tile);
   }
-  if (lane < 16 && warp_first + lane < d.T) {
-    const int64_t t = warp_first + lane;
-    const float inverse = 1.0f / l;
-    for (int i = 0; i < HS; ++i) out[(b * d.T + t) * d.C + h * HS + i] = store<T>(o[lane * HS + i] * inverse);
-    lse[blockIdx.y * d.T + t] = m + logf(l);
+  float inverse[2];
+  for (int r = 0; r < 2; ++r) {
+    l[r] = quad_sum(l[r]);
+    inverse[r] = 1.0f / l[r];
+    const int64_t row = w0 + g + 8 * r;
+    if (t == 0 && row < d.T) lse[blockIdx.y * d.T + row] = (m[r] + log2f(l[r])) / kLog2e;
   }
-}
-
-// One 16 x 16 step of the backward: s = s_rows s_cols^T and dp = dp_rows dp_cols^T,
-// each operand (16, HS) row-major in shared memory, stored row-major (16, 16)
-// in f32 to the warp's scratch.
-template <int HS, typename T>
-__device__ void score_tiles(float* s, const T* s_rows, const T* s_cols, float* dp, const T* dp_rows, const T* dp_cols) {
-  FragC s_acc, dp_acc;
-  wmma::fill_fragment(s_acc, 0.0f);
-  wmma::fill_fragment(dp_acc, 0.0f);
-  for (int kk = 0; kk < HS / 16; ++kk) {
-    FragA<T> a;
-    FragBCol<T> b;
-    wmma::load_matrix_sync(a, s_rows + kk * 16, HS);
-    wmma::load_matrix_sync(b, s_cols + kk * 16, HS);
-    wmma::mma_sync(s_acc, a, b, s_acc);
-    wmma::load_matrix_sync(a, dp_rows + kk * 16, HS);
-    wmma::load_matrix_sync(b, dp_cols + kk * 16, HS);
-    wmma::mma_sync(dp_acc, a, b, dp_acc);
-  }
-  wmma::store_matrix_sync(s, s_acc, 16, wmma::mem_row_major);
-  wmma::store_matrix_sync(dp, dp_acc, 16, wmma::mem_row_major);
-  __syncwarp();
-}
-
-// dqkv[rows of the warp, part] = the warp's (16, HS) accumulator tiles,
-// rounded once to T, rows < T. Each element has this one writer.
-template <typename T, int HS>
-__device__ void write_rows(T* dqkv, const FragC (&tiles)[HS / 16], float* scratch, const TcDims& d, int64_t b,
-                           int64_t h, int64_t first, int part) {
-  const int lane = threadIdx.x % 32;
-  for (int n = 0; n < HS / 16; ++n) {
-    wmma::store_matrix_sync(scratch, tiles[n], 16, wmma::mem_row_major);
-    __syncwarp();
-    for (int e = lane; e < 256; e += 32) {
-      const int64_t t = first + e / 16;
-      if (t < d.T) dqkv[(b * d.T + t) * 3 * d.C + part * d.C + h * HS + n * 16 + e % 16] = store<T>(scratch[e]);
-    }
-    __syncwarp();
-  }
+  write_rows<T, HS>(out + b * d.T * d.C + h * HS, d.C, o, w0, d.T, inverse);
 }
 
 // dK and dV for 64 key rows; the query tiles that can see them stream by.
-//   s^T = k_w q^T, dp^T = v_w dO^T, p = exp(s * scale - lse), ds = p (dp - D) scale,
-//   dV_w += p^T dO, dK_w += ds^T q.
 template <typename T, int HS>
 __global__ void __launch_bounds__(kBlockThreads)
     flash_backward_dkdv_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
   extern __shared__ __align__(128) unsigned char shared_bytes[];
-  SharedCarver carve{shared_bytes};
-  T* k = carve.take<T>(kBlockRows * HS);
-  T* v = carve.take<T>(kBlockRows * HS);
-  T* q = carve.take<T>(kStepRows * HS);
-  T* dO = carve.take<T>(kStepRows * HS);
-  float* row_lse = carve.take<float>(kBlockRows);
-  float* row_d = carve.take<float>(kBlockRows);
-  float* all_s = carve.take<float>(kWarps * 256);
-  float* all_dp = carve.take<float>(kWarps * 256);
-  T* all_p = carve.take<T>(kWarps * 256);
-  T* all_ds = carve.take<T>(kWarps * 256);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float *s = all_s + warp * 256, *dp = all_dp + warp * 256;  // (16 keys, 16 queries)
-  T *p = all_p + warp * 256, *ds = all_ds + warp * 256;
-
+  T* q_tile = reinterpret_cast<T*>(shared_bytes);
+  T* do_tile = q_tile + kTile * stride_of<HS>();
+  float* row_lse = reinterpret_cast<float*>(do_tile + kTile * stride_of<HS>());  // in log2 units
+  float* row_d = row_lse + kTile;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t b = blockIdx.y / d.NH, h = blockIdx.y % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
-  const T* dout_base = dout + b * d.T * d.C + h * HS;
-  const int64_t k0 = int64_t(blockIdx.x) * kBlockRows, warp_first = k0 + warp * 16;
-  load_rows<HS>(k, kBlockRows, base + d.C, row_stride, k0, d.T);
-  load_rows<HS>(v, kBlockRows, base + 2 * d.C, row_stride, k0, d.T);
-  FragC dk[HS / 16], dv[HS / 16];
-  for (int n = 0; n < HS / 16; ++n) {
-    wmma::fill_fragment(dk[n], 0.0f);
-    wmma::fill_fragment(dv[n], 0.0f);
-  }
-  for (int64_t t0 = k0; t0 < d.T; t0 += kStepRows) {
-    __syncthreads();
-    load_rows<HS>(q, kStepRows, base, row_stride, t0, d.T);
-    load_rows<HS>(dO, kStepRows, dout_base, d.C, t0, d.T);
-    for (int r = threadIdx.x; r < kStepRows; r += blockDim.x) {
-      row_lse[r] = t0 + r < d.T ? lse[blockIdx.y * d.T + t0 + r] : 0.0f;
-      row_d[r] = t0 + r < d.T ? D[blockIdx.y * d.T + t0 + r] : 0.0f;
-    }
-    __syncthreads();
-    if (t0 + kStepRows - 1 < warp_first) continue;  // every query is before every key of this warp
+  const T* do_base = dout + b * d.T * d.C + h * HS;
+  const int64_t k0 = int64_t(blockIdx.x) * kRows, w0 = k0 + 16 * warp;  // the first blocks see the most queries
 
-    score_tiles<HS>(s, k + warp * 16 * HS, q, dp, v + warp * 16 * HS, dO);  // s^T and dp^T: (16 keys, 16 queries)
-    for (int e = lane; e < 256; e += 32) {
-      const int64_t key_row = warp_first + e / 16, t = t0 + e % 16;
-      const bool seen = key_row <= t && t < d.T && key_row < d.T;
-      const float probability = seen ? expf(s[e] * d.scale - row_lse[e % 16]) : 0.0f;
-      p[e] = store<T>(probability);
-      ds[e] = store<T>(probability * (dp[e] - row_d[e % 16]) * d.scale);
+  uint32_t k[HS / 16][4], v[HS / 16][4];
+  load_a_rows<HS>(k, base + d.C, row_stride, w0, d.T);
+  load_a_rows<HS>(v, base + 2 * d.C, row_stride, w0, d.T);
+  float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};
+  const float scale_log2 = d.scale * kLog2e;
+  for (int64_t q0 = k0; q0 < d.T; q0 += kTile) {
+    __syncthreads();
+    load_tile<HS>(q_tile, base, row_stride, q0, d.T);
+    load_tile<HS>(do_tile, do_base, d.C, q0, d.T);
+    for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
+      const bool inside = q0 + r < d.T;
+      row_lse[r] = inside ? lse[blockIdx.y * d.T + q0 + r] * kLog2e : 0.0f;
+      row_d[r] = inside ? D[blockIdx.y * d.T + q0 + r] : 0.0f;
     }
-    __syncwarp();
-    FragA<T> p_frag, ds_frag;
-    wmma::load_matrix_sync(p_frag, p, 16);
-    wmma::load_matrix_sync(ds_frag, ds, 16);
-    for (int n = 0; n < HS / 16; ++n) {
-      FragBRow<T> grad, query;
-      wmma::load_matrix_sync(grad, dO + n * 16, HS);
-      wmma::mma_sync(dv[n], p_frag, grad, dv[n]);
-      wmma::load_matrix_sync(query, q + n * 16, HS);
-      wmma::mma_sync(dk[n], ds_frag, query, dk[n]);
+    __syncthreads();
+    if (q0 + kTile - 1 < w0) continue;  // every query is before every key of this warp
+
+    float p[kTileBlocks][4], ds[kTileBlocks][4];  // P^T, then dP^T and dS^T: (16 keys, 64 queries)
+    scores<T, HS>(p, k, q_tile);
+    for (int nb = 0; nb < kTileBlocks; ++nb) {
+      for (int i = 0; i < 4; ++i) {
+        const int column = 8 * nb + 2 * t + (i & 1);
+        const int64_t query = q0 + column, key = w0 + g + (i >= 2 ? 8 : 0);
+        p[nb][i] = query >= key && query < d.T ? exp2f(p[nb][i] * scale_log2 - row_lse[column]) : 0.0f;
+      }
     }
+    accumulate<T, HS>(dv, p, do_tile);
+    scores<T, HS>(ds, v, do_tile);
+    for (int nb = 0; nb < kTileBlocks; ++nb) {
+      for (int i = 0; i < 4; ++i) ds[nb][i] = p[nb][i] * (ds[nb][i] - row_d[8 * nb + 2 * t + (i & 1)]) * d.scale;
+    }
+    accumulate<T, HS>(dk, ds, q_tile);
   }
-  write_rows<T, HS>(dqkv, dk, s, d, b, h, warp_first, 1);
-  write_rows<T, HS>(dqkv, dv, s, d, b, h, warp_first, 2);
+  const float one[2] = {1.0f, 1.0f};
+  T* rows = dqkv + b * d.T * row_stride + h * HS;
+  write_rows<T, HS>(rows + d.C, row_stride, dk, w0, d.T, one);
+  write_rows<T, HS>(rows + 2 * d.C, row_stride, dv, w0, d.T, one);
 }
 
-// dQ for 64 query rows; the key tiles they can see stream by.
-//   s = q_w k^T, dp = dO_w v^T, ds = p (dp - D) scale, dQ_w += ds k.
+// dQ for 64 query rows; the key tiles they see stream by.
 template <typename T, int HS>
 __global__ void __launch_bounds__(kBlockThreads)
     flash_backward_dq_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
   extern __shared__ __align__(128) unsigned char shared_bytes[];
-  SharedCarver carve{shared_bytes};
-  T* q = carve.take<T>(kBlockRows * HS);
-  T* dO = carve.take<T>(kBlockRows * HS);
-  T* k = carve.take<T>(kStepRows * HS);
-  T* v = carve.take<T>(kStepRows * HS);
-  float* row_lse = carve.take<float>(kBlockRows);
-  float* row_d = carve.take<float>(kBlockRows);
-  float* all_s = carve.take<float>(kWarps * 256);
-  float* all_dp = carve.take<float>(kWarps * 256);
-  T* all_ds = carve.take<T>(kWarps * 256);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float *s = all_s + warp * 256, *dp = all_dp + warp * 256;  // (16 queries, 16 keys)
-  T* ds = all_ds + warp * 256;
-
+  T* k_tile = reinterpret_cast<T*>(shared_bytes);
+  T* v_tile = k_tile + kTile * stride_of<HS>();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t b = blockIdx.y / d.NH, h = blockIdx.y % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
-  const int64_t q0 = int64_t(blockIdx.x) * kBlockRows, warp_first = q0 + warp * 16;
-  load_rows<HS>(q, kBlockRows, base, row_stride, q0, d.T);
-  load_rows<HS>(dO, kBlockRows, dout + b * d.T * d.C + h * HS, d.C, q0, d.T);
-  for (int r = threadIdx.x; r < kBlockRows; r += blockDim.x) {
-    row_lse[r] = q0 + r < d.T ? lse[blockIdx.y * d.T + q0 + r] : 0.0f;
-    row_d[r] = q0 + r < d.T ? D[blockIdx.y * d.T + q0 + r] : 0.0f;
-  }
-  FragC dq[HS / 16];
-  for (int n = 0; n < HS / 16; ++n) wmma::fill_fragment(dq[n], 0.0f);
-  const int64_t block_last = min(d.T - 1, q0 + kBlockRows - 1);
-  for (int64_t s0 = 0; s0 <= block_last; s0 += kStepRows) {
-    __syncthreads();
-    load_rows<HS>(k, kStepRows, base + d.C, row_stride, s0, d.T);
-    load_rows<HS>(v, kStepRows, base + 2 * d.C, row_stride, s0, d.T);
-    __syncthreads();
-    if (s0 > warp_first + 15) continue;  // every key is after every query of this warp
+  const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kRows, w0 = q0 + 16 * warp;
 
-    score_tiles<HS>(s, q + warp * 16 * HS, k, dp, dO + warp * 16 * HS, v);  // s and dp: (16 queries, 16 keys)
-    for (int e = lane; e < 256; e += 32) {
-      const int r = warp * 16 + e / 16;
-      const int64_t t = q0 + r, key_row = s0 + e % 16;
-      const bool seen = key_row <= t && key_row < d.T && t < d.T;
-      const float probability = seen ? expf(s[e] * d.scale - row_lse[r]) : 0.0f;
-      ds[e] = store<T>(probability * (dp[e] - row_d[r]) * d.scale);
-    }
-    __syncwarp();
-    FragA<T> ds_frag;
-    wmma::load_matrix_sync(ds_frag, ds, 16);
-    for (int n = 0; n < HS / 16; ++n) {
-      FragBRow<T> key;
-      wmma::load_matrix_sync(key, k + n * 16, HS);
-      wmma::mma_sync(dq[n], ds_frag, key, dq[n]);
-    }
+  uint32_t q[HS / 16][4], d_o[HS / 16][4];
+  load_a_rows<HS>(q, base, row_stride, w0, d.T);
+  load_a_rows<HS>(d_o, dout + b * d.T * d.C + h * HS, d.C, w0, d.T);
+  float row_lse[2], row_d[2];  // rows g and g + 8
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = w0 + g + 8 * r;
+    row_lse[r] = row < d.T ? lse[blockIdx.y * d.T + row] * kLog2e : 0.0f;
+    row_d[r] = row < d.T ? D[blockIdx.y * d.T + row] : 0.0f;
   }
-  write_rows<T, HS>(dqkv, dq, s, d, b, h, warp_first, 0);
+  float dq[HS / 8][4] = {};
+  const float scale_log2 = d.scale * kLog2e;
+  const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
+  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile) {
+    __syncthreads();
+    load_tile<HS>(k_tile, base + d.C, row_stride, k0, d.T);
+    load_tile<HS>(v_tile, base + 2 * d.C, row_stride, k0, d.T);
+    __syncthreads();
+    if (k0 > w0 + 15) continue;
+
+    float p[kTileBlocks][4], ds[kTileBlocks][4];  // P, then dP and dS: (16 queries, 64 keys)
+    scores<T, HS>(p, q, k_tile);
+    for (int nb = 0; nb < kTileBlocks; ++nb) {
+      for (int i = 0; i < 4; ++i) {
+        const int64_t key = k0 + 8 * nb + 2 * t + (i & 1), row = w0 + g + (i >= 2 ? 8 : 0);
+        p[nb][i] = key <= row && key < d.T ? exp2f(p[nb][i] * scale_log2 - row_lse[i / 2]) : 0.0f;
+      }
+    }
+    scores<T, HS>(ds, d_o, v_tile);
+    for (int nb = 0; nb < kTileBlocks; ++nb) {
+      for (int i = 0; i < 4; ++i) ds[nb][i] = p[nb][i] * (ds[nb][i] - row_d[i / 2]) * d.scale;
+    }
+    accumulate<T, HS>(dq, ds, k_tile);
+  }
+  const float one[2] = {1.0f, 1.0f};
+  write_rows<T, HS>(dqkv + b * d.T * row_stride + h * HS, row_stride, dq, w0, d.T, one);
+}
+
+// Dynamic shared memory of each kernel (the carving above).
+template <int HS, typename T>
+constexpr size_t forward_shared_bytes() {
+  return 2 * tile_bytes<HS, T>();
+}
+template <int HS, typename T>
+constexpr size_t backward_shared_bytes() {  // dK/dV's: its tiles and 64 lse and D values; dQ takes less
+  return 2 * tile_bytes<HS, T>() + 2 * kTile * sizeof(float);
 }
 
 // A launch may ask for at most 48 KiB of dynamic shared memory unless the
 // kernel opts in to more (cudaFuncSetAttribute), which these do not. The
 // emulator refuses such a launch when a test makes it; this refuses the
 // build, at the largest head size (bf16 and f16 carve the same bytes).
-static_assert(forward_shared_bytes<kFlashTensorCoreMaxHeadSize, __nv_bfloat16>() <= 48 * 1024,
-              "the tensor-core forward needs more than 48 KiB of shared memory");
 static_assert(backward_shared_bytes<kFlashTensorCoreMaxHeadSize, __nv_bfloat16>() <= 48 * 1024,
-              "the tensor-core backward needs more than 48 KiB of shared memory");
+              "the tensor-core kernels need more than 48 KiB of shared memory");
 
 // Calls fn(std::integral_constant<int, HS>{}) for a head size the kernels have.
 template <typename Fn>
@@ -369,7 +373,7 @@ void with_half_type(DType dtype, Fn&& fn) {
 
 dim3 grid_for(int64_t B, int64_t T, int64_t NH) {
   SG_CHECK(B * NH <= 65535, "fused attention: B * NH = ", B * NH, " exceeds the grid's 65535; split the batch");
-  return dim3(unsigned((T + kBlockRows - 1) / kBlockRows), unsigned(B * NH));
+  return dim3(unsigned((T + kRows - 1) / kRows), unsigned(B * NH));
 }
 
 }  // namespace
@@ -381,6 +385,13 @@ bool flash_tensor_cores_apply(DType dtype, int64_t head_size) {
   }();
   return enabled && (dtype == DType::bf16 || dtype == DType::f16) && head_size % 16 == 0 && head_size >= 16 &&
          head_size <= kFlashTensorCoreMaxHeadSize;
+}
+
+bool flash_tensor_cores_aligned(std::initializer_list<const void*> buffers) {
+  for (const void* p : buffers) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
 }
 
 void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
@@ -407,13 +418,12 @@ void flash_backward_tensor_cores(void* dqkv, const float* row_dots, const void* 
     const auto* x = static_cast<const Ty*>(qkv);
     with_head_size(C / NH, [&](auto head_size) {
       constexpr int HS = decltype(head_size)::value;
-      constexpr size_t bytes = backward_shared_bytes<HS, Ty>();
       auto* dx = static_cast<Ty*>(dqkv);
-      flash_backward_dkdv_tc_kernel<Ty, HS><<<grid_for(B, T, NH), kBlockThreads, bytes, stream>>>(dx, dO, x, lse,
-                                                                                                 row_dots, d);
+      flash_backward_dkdv_tc_kernel<Ty, HS>
+          <<<grid_for(B, T, NH), kBlockThreads, backward_shared_bytes<HS, Ty>(), stream>>>(dx, dO, x, lse, row_dots, d);
       SG_CHECK_LAUNCH();
-      flash_backward_dq_tc_kernel<Ty, HS><<<grid_for(B, T, NH), kBlockThreads, bytes, stream>>>(dx, dO, x, lse,
-                                                                                               row_dots, d);
+      flash_backward_dq_tc_kernel<Ty, HS>
+          <<<grid_for(B, T, NH), kBlockThreads, forward_shared_bytes<HS, Ty>(), stream>>>(dx, dO, x, lse, row_dots, d);
       SG_CHECK_LAUNCH();
     });
   });

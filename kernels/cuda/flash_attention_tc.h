@@ -1,12 +1,14 @@
-// Internal to kernels/cuda: fused causal attention on tensor cores (WMMA),
-// which flash_attention.cu hands bf16/f16 problems with head sizes 16, 32,
-// 48 or 64 (GPT-2's is 64). The CUDA-core kernels there take the rest (f32,
-// other head sizes), and everything when SG_FLASH_TENSOR_CORES=0.
+// Internal to kernels/cuda: fused causal attention on tensor cores (PTX
+// mma.sync, kernels/cuda/mma.cuh), which flash_attention.cu hands bf16/f16
+// problems with head sizes 16, 32, 48 or 64 (GPT-2's is 64) whose buffers
+// are 16-byte aligned. The CUDA-core kernels there take the rest (f32, other
+// head sizes), and everything when SG_FLASH_TENSOR_CORES=0.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "kernels/dtype.h"
 
@@ -15,6 +17,8 @@ namespace sg::cuda {
 constexpr int64_t kFlashTensorCoreMaxHeadSize = 64;
 
 bool flash_tensor_cores_apply(DType dtype, int64_t head_size);
+// The kernels move 16-byte vectors: every buffer must start on a 16-byte boundary.
+bool flash_tensor_cores_aligned(std::initializer_list<const void*> buffers);
 
 // Same arguments and results as flash_attention_forward / _backward
 // (flash_attention.h); row_dots (D) must already hold rowsum(dO * O).

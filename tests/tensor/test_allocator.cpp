@@ -108,7 +108,9 @@ TEST(HostPoison, NewAndReusedHostMemoryIsNaN) {
   const char* cache_setting = std::getenv("SG_CPU_CACHE");
   const bool cached = cache_setting == nullptr || std::string(cache_setting) != "0";
   Tensor b = Tensor::empty({3000});  // the cached block again
-  if (cached) EXPECT_EQ(b.data_ptr(), first) << "the test needs the block to be reused";
+  if (cached) {
+    EXPECT_EQ(b.data_ptr(), first) << "the test needs the block to be reused";
+  }
   for (float v : b.to_vector<float>()) ASSERT_TRUE(std::isnan(v)) << "a reused block keeps its old values";
   for (float v : Tensor::empty({5}, TensorOptions().dtype(DType::bf16)).to(DType::f32).to_vector<float>()) {
     EXPECT_TRUE(std::isnan(v));

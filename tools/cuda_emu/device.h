@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "tools/cuda_emu/simt.h"
+#include "tools/cuda_emu/mma.h"
 #include "tools/cuda_emu/wmma.h"
 
 #undef __shared__
