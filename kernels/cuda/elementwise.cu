@@ -56,15 +56,13 @@ __device__ __forceinline__ float gelu_grad_of(float x, float dy) {
   return dy * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du_dx);
 }
 
-// 16 bytes of T, moved as one vector load or store. A 2-byte load per thread
-// keeps too few bytes in flight to fill HBM; 16 bytes per thread does.
+// 16 bytes of T as one access (float_types.cuh's Vec).
 template <typename T>
-struct alignas(16) Pack {
-  static constexpr int kSize = 16 / int(sizeof(T));
-  T v[kSize];
+struct Pack : Vec<T, kVec16<T>> {
+  static constexpr int kSize = kVec16<T>;
 };
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool aligned16(const void* p) { return all_aligned16({p}); }
 
 // din = dout * gelu'(x), written (not added); any of the three float types.
 template <typename T>

@@ -6,6 +6,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+#include <initializer_list>
+
 #include "kernels/dtype.h"
 #include "kernels/error.h"
 
@@ -23,6 +26,23 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 store<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 template <>
 __device__ __forceinline__ __half store<__half>(float x) { return __float2half_rn(x); }
+
+// N adjacent values moved as one access: N = 1 is a plain element, N =
+// 16 / sizeof(T) a 16-byte vector (a 2-byte load per lane keeps too few bytes
+// in flight to fill HBM; 16 bytes per lane does).
+template <typename T, int N>
+struct alignas(N * sizeof(T)) Vec {
+  T v[N];
+};
+template <typename T>
+constexpr int kVec16 = int(16 / sizeof(T));
+
+inline bool all_aligned16(std::initializer_list<const void*> pointers) {
+  for (const void* p : pointers) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
+}
 
 // Calls fn(T{}) with T the storage type of a floating dtype.
 template <typename Fn>

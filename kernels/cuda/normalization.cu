@@ -17,76 +17,115 @@ __device__ __forceinline__ int64_t warp_row() {
   return (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
 }
 
+// The rows below move N values per access: 16-byte vectors where the row
+// length is a multiple of them and every buffer starts on a 16-byte boundary
+// (then every row does), else single elements. Lane l takes units l, l + 32,
+// ... of the row.
+
 // One row of LayerNorm, by one warp: mean, then the variance of the centred
 // values (two passes: it does not cancel), then y = (x - m) * s * w + b.
-// Lane l reads columns l, l + 32, ...: the same ones it may have just written
-// (add_layernorm below), so no other lane's writes are needed.
-template <typename T>
+// A lane reads the same units it may have just written (add_layernorm
+// below), so no other lane's writes are needed.
+template <int N, typename T>
 __device__ void layernorm_row(T* y, float* mean, float* rstd, const T* x, const T* weight, const T* bias, int64_t C,
                               int lane) {
+  using V = Vec<T, N>;
+  const V *xv = reinterpret_cast<const V*>(x), *wv = reinterpret_cast<const V*>(weight);
+  const V* bv = reinterpret_cast<const V*>(bias);
+  const int64_t units = C / N;
   float sum = 0.0f;
-  for (int64_t c = lane; c < C; c += kWarp) sum += load(x[c]);
+  for (int64_t u = lane; u < units; u += kWarp) {
+    const V a = xv[u];
+    for (int j = 0; j < N; ++j) sum += load(a.v[j]);
+  }
   float m = warp_sum(sum) / float(C);
   float squares = 0.0f;
-  for (int64_t c = lane; c < C; c += kWarp) {
-    float d = load(x[c]) - m;
-    squares += d * d;
+  for (int64_t u = lane; u < units; u += kWarp) {
+    const V a = xv[u];
+    for (int j = 0; j < N; ++j) {
+      const float d = load(a.v[j]) - m;
+      squares += d * d;
+    }
   }
   float s = rsqrtf(warp_sum(squares) / float(C) + kLayerNormEps);
-  for (int64_t c = lane; c < C; c += kWarp) y[c] = store<T>((load(x[c]) - m) * s * load(weight[c]) + load(bias[c]));
+  for (int64_t u = lane; u < units; u += kWarp) {
+    const V a = xv[u], w = wv[u], b = bv[u];
+    V out;
+    for (int j = 0; j < N; ++j) out.v[j] = store<T>((load(a.v[j]) - m) * s * load(w.v[j]) + load(b.v[j]));
+    reinterpret_cast<V*>(y)[u] = out;
+  }
   if (lane == 0) {
     *mean = m;
     *rstd = s;
   }
 }
 
-template <typename T>
+template <int N, typename T>
 __global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* in, const T* weight, const T* bias,
-                                         int64_t N, int64_t C) {
+                                         int64_t N_rows, int64_t C) {
   int64_t row = warp_row();
-  if (row >= N) return;
-  layernorm_row(out + row * C, mean + row, rstd + row, in + row * C, weight, bias, C, threadIdx.x % kWarp);
+  if (row >= N_rows) return;
+  layernorm_row<N>(out + row * C, mean + row, rstd + row, in + row * C, weight, bias, C, threadIdx.x % kWarp);
 }
 
 // The residual add and the LayerNorm after it, in one kernel: r = x + y is
 // written (the residual stream goes on) and normalized while it is at hand
 // (in cache), instead of being written by one kernel and read by the next.
-template <typename T>
+template <int N, typename T>
 __global__ void add_layernorm_forward_kernel(T* sum_out, T* out, float* mean, float* rstd, const T* x, const T* y,
-                                             const T* weight, const T* bias, int64_t N, int64_t C) {
+                                             const T* weight, const T* bias, int64_t N_rows, int64_t C) {
+  using V = Vec<T, N>;
   int64_t row = warp_row();
   int lane = threadIdx.x % kWarp;
-  if (row >= N) return;
+  if (row >= N_rows) return;
   T* r = sum_out + row * C;
-  for (int64_t c = lane; c < C; c += kWarp) r[c] = store<T>(load(x[row * C + c]) + load(y[row * C + c]));
-  layernorm_row(out + row * C, mean + row, rstd + row, static_cast<const T*>(r), weight, bias, C, lane);
+  const V *xv = reinterpret_cast<const V*>(x + row * C), *yv = reinterpret_cast<const V*>(y + row * C);
+  for (int64_t u = lane; u < C / N; u += kWarp) {
+    const V a = xv[u], b = yv[u];
+    V sum;
+    for (int j = 0; j < N; ++j) sum.v[j] = store<T>(load(a.v[j]) + load(b.v[j]));
+    reinterpret_cast<V*>(r)[u] = sum;
+  }
+  layernorm_row<N>(out + row * C, mean + row, rstd + row, static_cast<const T*>(r), weight, bias, C, lane);
 }
 
-template <typename T>
+template <int N, typename T>
 __global__ void layernorm_backward_input_kernel(T* din, const T* dout, const T* in, const T* weight,
-                                                const float* mean, const float* rstd, const T* add_to_din, int64_t N,
-                                                int64_t C) {
+                                                const float* mean, const float* rstd, const T* add_to_din,
+                                                int64_t N_rows, int64_t C) {
+  using V = Vec<T, N>;
   int64_t row = warp_row();
   int lane = threadIdx.x % kWarp;
-  if (row >= N) return;
-  const T* x = in + row * C;
-  const T* dy = dout + row * C;
+  if (row >= N_rows) return;
+  const V *x = reinterpret_cast<const V*>(in + row * C), *dy = reinterpret_cast<const V*>(dout + row * C);
+  const V* w = reinterpret_cast<const V*>(weight);
+  const int64_t units = C / N;
   float m = mean[row], s = rstd[row];
   float sum_dxhat = 0.0f, sum_dxhat_xhat = 0.0f;
-  for (int64_t c = lane; c < C; c += kWarp) {
-    float xhat = (load(x[c]) - m) * s, dxhat = load(dy[c]) * load(weight[c]);
-    sum_dxhat += dxhat;
-    sum_dxhat_xhat += dxhat * xhat;
+  for (int64_t u = lane; u < units; u += kWarp) {
+    const V a = x[u], d = dy[u], wu = w[u];
+    for (int j = 0; j < N; ++j) {
+      float xhat = (load(a.v[j]) - m) * s, dxhat = load(d.v[j]) * load(wu.v[j]);
+      sum_dxhat += dxhat;
+      sum_dxhat_xhat += dxhat * xhat;
+    }
   }
   float mean_dxhat = warp_sum(sum_dxhat) / float(C);
   float mean_dxhat_xhat = warp_sum(sum_dxhat_xhat) / float(C);
-  T* dx = din + row * C;
-  const T* extra = add_to_din ? add_to_din + row * C : nullptr;
-  for (int64_t c = lane; c < C; c += kWarp) {
-    float xhat = (load(x[c]) - m) * s, dxhat = load(dy[c]) * load(weight[c]);
-    float value = s * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
-    if (extra) value += load(extra[c]);  // the input's gradient from elsewhere, in the same pass
-    dx[c] = store<T>(value);  // written, not added: din may be add_to_din itself
+  V* dx = reinterpret_cast<V*>(din + row * C);
+  const V* extra = add_to_din ? reinterpret_cast<const V*>(add_to_din + row * C) : nullptr;
+  for (int64_t u = lane; u < units; u += kWarp) {
+    const V a = x[u], d = dy[u], wu = w[u];
+    V e;
+    if (extra) e = extra[u];
+    V out;
+    for (int j = 0; j < N; ++j) {
+      float xhat = (load(a.v[j]) - m) * s, dxhat = load(d.v[j]) * load(wu.v[j]);
+      float value = s * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+      if (extra) value += load(e.v[j]);  // the input's gradient from elsewhere, in the same pass
+      out.v[j] = store<T>(value);
+    }
+    dx[u] = out;  // written, not added: din may be add_to_din itself
   }
 }
 
@@ -171,6 +210,14 @@ __global__ void causal_softmax_backward_kernel(T* din, const T* out, const T* do
   }
 }
 
+// Calls fn(std::integral_constant<int, N>{}): N values per access, 16 bytes
+// where C and every buffer allow it, else 1.
+template <typename T, typename Fn>
+void with_units(int64_t C, std::initializer_list<const void*> buffers, Fn&& fn) {
+  if (C % kVec16<T> == 0 && all_aligned16(buffers)) fn(std::integral_constant<int, kVec16<T>>{});
+  else fn(std::integral_constant<int, 1>{});
+}
+
 }  // namespace
 
 void layernorm_forward(void* out, float* mean, float* rstd, const void* in, const void* weight, const void* bias,
@@ -178,9 +225,12 @@ void layernorm_forward(void* out, float* mean, float* rstd, const void* in, cons
   if (N == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
-    layernorm_forward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
-        static_cast<T*>(out), mean, rstd, static_cast<const T*>(in), static_cast<const T*>(weight),
-        static_cast<const T*>(bias), N, C);
+    with_units<T>(C, {out, in, weight, bias}, [&](auto units) {
+      constexpr int kN = decltype(units)::value;
+      layernorm_forward_kernel<kN><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+          static_cast<T*>(out), mean, rstd, static_cast<const T*>(in), static_cast<const T*>(weight),
+          static_cast<const T*>(bias), N, C);
+    });
   });
   SG_CHECK_LAUNCH();
 }
@@ -191,9 +241,12 @@ void add_layernorm_forward(void* sum, void* out, float* mean, float* rstd, const
   if (N == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
-    add_layernorm_forward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
-        static_cast<T*>(sum), static_cast<T*>(out), mean, rstd, static_cast<const T*>(x), static_cast<const T*>(y),
-        static_cast<const T*>(weight), static_cast<const T*>(bias), N, C);
+    with_units<T>(C, {sum, out, x, y, weight, bias}, [&](auto units) {
+      constexpr int kN = decltype(units)::value;
+      add_layernorm_forward_kernel<kN><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+          static_cast<T*>(sum), static_cast<T*>(out), mean, rstd, static_cast<const T*>(x),
+          static_cast<const T*>(y), static_cast<const T*>(weight), static_cast<const T*>(bias), N, C);
+    });
   });
   SG_CHECK_LAUNCH();
 }
@@ -204,9 +257,12 @@ void layernorm_backward(void* din, float* dweight, float* dbias, float* partials
   if (N == 0 || C == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
-    layernorm_backward_input_kernel<T><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
-        static_cast<T*>(din), static_cast<const T*>(dout), static_cast<const T*>(in), static_cast<const T*>(weight),
-        mean, rstd, static_cast<const T*>(add_to_din), N, C);
+    with_units<T>(C, {din, dout, in, weight, add_to_din}, [&](auto units) {
+      constexpr int kN = decltype(units)::value;
+      layernorm_backward_input_kernel<kN, T><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+          static_cast<T*>(din), static_cast<const T*>(dout), static_cast<const T*>(in),
+          static_cast<const T*>(weight), mean, rstd, static_cast<const T*>(add_to_din), N, C);
+    });
     SG_CHECK_LAUNCH();
     layernorm_backward_params_kernel<T><<<column_sum_grid(C), column_sum_block(), 0, stream>>>(
         partials, partials + kColumnSumChunks * C, static_cast<const T*>(dout), static_cast<const T*>(in), mean, rstd,

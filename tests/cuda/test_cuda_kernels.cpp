@@ -109,17 +109,20 @@ TEST_F(CudaKernels, MatmulBackwardKernelMatchesCpu) {
 
 // The residual add and LayerNorm in one kernel, against the CPU's two ops.
 TEST_F(CudaKernels, AddLayerNormMatchesCpu) {
-  Tensor x = random_tensor({45, 130}, "x", 2.0), y = random_tensor({45, 130}, "y");
-  Tensor w = random_tensor({130}, "w"), b = random_tensor({130}, "b");
-  AddLayerNormOutput cpu_r = add_layernorm(x, y, w, b), gpu_r = add_layernorm(gpu(x), gpu(y), gpu(w), gpu(b));
-  EXPECT_TRUE(same_as_cpu(gpu_r.sum, cpu_r.sum, kF32, 1e-7));
-  EXPECT_TRUE(same_as_cpu(gpu_r.norm.out, cpu_r.norm.out, kF32, 1e-5));
-  EXPECT_TRUE(same_as_cpu(gpu_r.norm.mean, cpu_r.norm.mean, kF32, 1e-6));
-  EXPECT_TRUE(same_as_cpu(gpu_r.norm.rstd, cpu_r.norm.rstd, kF32, 1e-6));
-  Tensor xh = x.to(DType::bf16), yh = y.to(DType::bf16), wh = w.to(DType::bf16), bh = b.to(DType::bf16);
-  AddLayerNormOutput cpu_h = add_layernorm(xh, yh, wh, bh), gpu_h = add_layernorm(gpu(xh), gpu(yh), gpu(wh), gpu(bh));
-  EXPECT_TRUE(same_as_cpu(gpu_h.sum, cpu_h.sum, kBf16, 1e-2));
-  EXPECT_TRUE(same_as_cpu(gpu_h.norm.out, cpu_h.norm.out, kBf16, 2e-2));
+  for (int64_t C : {130, 136}) {  // element by element; 16-byte vectors (8 bf16, 4 f32)
+    SCOPED_TRACE(C);
+    Tensor x = random_tensor({45, C}, "x", 2.0), y = random_tensor({45, C}, "y");
+    Tensor w = random_tensor({C}, "w"), b = random_tensor({C}, "b");
+    AddLayerNormOutput cpu_r = add_layernorm(x, y, w, b), gpu_r = add_layernorm(gpu(x), gpu(y), gpu(w), gpu(b));
+    EXPECT_TRUE(same_as_cpu(gpu_r.sum, cpu_r.sum, kF32, 1e-7));
+    EXPECT_TRUE(same_as_cpu(gpu_r.norm.out, cpu_r.norm.out, kF32, 1e-5));
+    EXPECT_TRUE(same_as_cpu(gpu_r.norm.mean, cpu_r.norm.mean, kF32, 1e-6));
+    EXPECT_TRUE(same_as_cpu(gpu_r.norm.rstd, cpu_r.norm.rstd, kF32, 1e-6));
+    Tensor xh = x.to(DType::bf16), yh = y.to(DType::bf16), wh = w.to(DType::bf16), bh = b.to(DType::bf16);
+    AddLayerNormOutput cpu_h = add_layernorm(xh, yh, wh, bh), gpu_h = add_layernorm(gpu(xh), gpu(yh), gpu(wh), gpu(bh));
+    EXPECT_TRUE(same_as_cpu(gpu_h.sum, cpu_h.sum, kBf16, 1e-2));
+    EXPECT_TRUE(same_as_cpu(gpu_h.norm.out, cpu_h.norm.out, kBf16, 2e-2));
+  }
 }
 
 // The bias in cuBLASLt's epilogue (and the plain GEMMs that now go through
@@ -166,40 +169,45 @@ TEST_F(CudaKernels, BiasMatchesCpu) {
 }
 
 TEST_F(CudaKernels, SoftmaxAndLayerNormMatchCpu) {
-  Tensor x = random_tensor({45, 130}, "x", 3.0), dy = random_tensor({45, 130}, "dy");
-  Tensor y = softmax(x);
-  EXPECT_TRUE(same_as_cpu(softmax(gpu(x)), y, kF32, 1e-7));
-  EXPECT_TRUE(same_as_cpu(softmax(gpu(x).to(DType::bf16)), softmax(x.to(DType::bf16)), kBf16, 1e-3));
-  EXPECT_TRUE(same_as_cpu(softmax_backward(gpu(y), gpu(dy)), softmax_backward(y, dy), kF32, 1e-6));
+  for (int64_t C : {130, 136}) {  // element by element; 16-byte vectors (8 bf16, 4 f32)
+    SCOPED_TRACE(C);
+    Tensor x = random_tensor({45, C}, "x", 3.0), dy = random_tensor({45, C}, "dy");
+    Tensor y = softmax(x);
+    EXPECT_TRUE(same_as_cpu(softmax(gpu(x)), y, kF32, 1e-7));
+    EXPECT_TRUE(same_as_cpu(softmax(gpu(x).to(DType::bf16)), softmax(x.to(DType::bf16)), kBf16, 1e-3));
+    EXPECT_TRUE(same_as_cpu(softmax_backward(gpu(y), gpu(dy)), softmax_backward(y, dy), kF32, 1e-6));
 
-  Tensor w = random_tensor({130}, "w"), b = random_tensor({130}, "b");
-  LayerNormOutput cpu_ln = layernorm(x, w, b), gpu_ln = layernorm(gpu(x), gpu(w), gpu(b));
-  EXPECT_TRUE(same_as_cpu(gpu_ln.out, cpu_ln.out, kF32, 1e-5));
-  EXPECT_TRUE(same_as_cpu(gpu_ln.rstd, cpu_ln.rstd, kF32, 1e-6));
-  LayerNormOutput half_ln = layernorm(gpu(x).to(DType::bf16), gpu(w).to(DType::bf16), gpu(b).to(DType::bf16));
-  EXPECT_TRUE(same_as_cpu(half_ln.out, layernorm(x.to(DType::bf16), w.to(DType::bf16), b.to(DType::bf16)).out, kBf16, 2e-2));
-  LayerNormGrads cpu_g = layernorm_backward(dy, x, w, cpu_ln.mean, cpu_ln.rstd);
-  LayerNormGrads gpu_g = layernorm_backward(gpu(dy), gpu(x), gpu(w), gpu_ln.mean, gpu_ln.rstd);
-  EXPECT_TRUE(same_as_cpu(gpu_g.dx, cpu_g.dx, kF32, 1e-5));
-  EXPECT_TRUE(same_as_cpu(gpu_g.dweight, cpu_g.dweight, kF32, 1e-5));
-  EXPECT_TRUE(same_as_cpu(gpu_g.dbias, cpu_g.dbias, kF32, 1e-5));
-  // bf16 in, bf16 dx out, f32 statistics and parameter gradients inside.
-  Tensor xh = x.to(DType::bf16), dyh = dy.to(DType::bf16), wh = w.to(DType::bf16), bh = b.to(DType::bf16);
-  LayerNormOutput cpu_h = layernorm(xh, wh, bh), gpu_h = layernorm(gpu(xh), gpu(wh), gpu(bh));
-  LayerNormGrads cpu_hg = layernorm_backward(dyh, xh, wh, cpu_h.mean, cpu_h.rstd);
-  LayerNormGrads gpu_hg = layernorm_backward(gpu(dyh), gpu(xh), gpu(wh), gpu_h.mean, gpu_h.rstd);
-  EXPECT_EQ(gpu_hg.dx.dtype(), DType::bf16);
-  EXPECT_TRUE(same_as_cpu(gpu_hg.dx, cpu_hg.dx, kBf16, 2e-2));
-  EXPECT_TRUE(same_as_cpu(gpu_hg.dweight, cpu_hg.dweight, kBf16, 5e-2));
-  EXPECT_TRUE(same_as_cpu(gpu_hg.dbias, cpu_hg.dbias, kBf16, 5e-2));
-  // With a gradient x has from elsewhere added in the same pass (the residual stream's).
-  Tensor extra = random_tensor(x.shape(), "extra");
-  LayerNormGrads cpu_a = layernorm_backward(dy, x, w, cpu_ln.mean, cpu_ln.rstd, extra);
-  LayerNormGrads gpu_a = layernorm_backward(gpu(dy), gpu(x), gpu(w), gpu_ln.mean, gpu_ln.rstd, gpu(extra));
-  EXPECT_TRUE(same_as_cpu(gpu_a.dx, cpu_a.dx, kF32, 1e-5));
-  LayerNormGrads cpu_ah = layernorm_backward(dyh, xh, wh, cpu_h.mean, cpu_h.rstd, extra.to(DType::bf16));
-  LayerNormGrads gpu_ah = layernorm_backward(gpu(dyh), gpu(xh), gpu(wh), gpu_h.mean, gpu_h.rstd, gpu(extra.to(DType::bf16)));
-  EXPECT_TRUE(same_as_cpu(gpu_ah.dx, cpu_ah.dx, kBf16, 2e-2));
+    Tensor w = random_tensor({C}, "w"), b = random_tensor({C}, "b");
+    LayerNormOutput cpu_ln = layernorm(x, w, b), gpu_ln = layernorm(gpu(x), gpu(w), gpu(b));
+    EXPECT_TRUE(same_as_cpu(gpu_ln.out, cpu_ln.out, kF32, 1e-5));
+    EXPECT_TRUE(same_as_cpu(gpu_ln.rstd, cpu_ln.rstd, kF32, 1e-6));
+    LayerNormOutput half_ln = layernorm(gpu(x).to(DType::bf16), gpu(w).to(DType::bf16), gpu(b).to(DType::bf16));
+    LayerNormOutput cpu_half_ln = layernorm(x.to(DType::bf16), w.to(DType::bf16), b.to(DType::bf16));
+    EXPECT_TRUE(same_as_cpu(half_ln.out, cpu_half_ln.out, kBf16, 2e-2));
+    LayerNormGrads cpu_g = layernorm_backward(dy, x, w, cpu_ln.mean, cpu_ln.rstd);
+    LayerNormGrads gpu_g = layernorm_backward(gpu(dy), gpu(x), gpu(w), gpu_ln.mean, gpu_ln.rstd);
+    EXPECT_TRUE(same_as_cpu(gpu_g.dx, cpu_g.dx, kF32, 1e-5));
+    EXPECT_TRUE(same_as_cpu(gpu_g.dweight, cpu_g.dweight, kF32, 1e-5));
+    EXPECT_TRUE(same_as_cpu(gpu_g.dbias, cpu_g.dbias, kF32, 1e-5));
+    // bf16 in, bf16 dx out, f32 statistics and parameter gradients inside.
+    Tensor xh = x.to(DType::bf16), dyh = dy.to(DType::bf16), wh = w.to(DType::bf16), bh = b.to(DType::bf16);
+    LayerNormOutput cpu_h = layernorm(xh, wh, bh), gpu_h = layernorm(gpu(xh), gpu(wh), gpu(bh));
+    LayerNormGrads cpu_hg = layernorm_backward(dyh, xh, wh, cpu_h.mean, cpu_h.rstd);
+    LayerNormGrads gpu_hg = layernorm_backward(gpu(dyh), gpu(xh), gpu(wh), gpu_h.mean, gpu_h.rstd);
+    EXPECT_EQ(gpu_hg.dx.dtype(), DType::bf16);
+    EXPECT_TRUE(same_as_cpu(gpu_hg.dx, cpu_hg.dx, kBf16, 2e-2));
+    EXPECT_TRUE(same_as_cpu(gpu_hg.dweight, cpu_hg.dweight, kBf16, 5e-2));
+    EXPECT_TRUE(same_as_cpu(gpu_hg.dbias, cpu_hg.dbias, kBf16, 5e-2));
+    // With a gradient x has from elsewhere added in the same pass (the residual stream's).
+    Tensor extra = random_tensor(x.shape(), "extra");
+    LayerNormGrads cpu_a = layernorm_backward(dy, x, w, cpu_ln.mean, cpu_ln.rstd, extra);
+    LayerNormGrads gpu_a = layernorm_backward(gpu(dy), gpu(x), gpu(w), gpu_ln.mean, gpu_ln.rstd, gpu(extra));
+    EXPECT_TRUE(same_as_cpu(gpu_a.dx, cpu_a.dx, kF32, 1e-5));
+    LayerNormGrads cpu_ah = layernorm_backward(dyh, xh, wh, cpu_h.mean, cpu_h.rstd, extra.to(DType::bf16));
+    LayerNormGrads gpu_ah =
+        layernorm_backward(gpu(dyh), gpu(xh), gpu(wh), gpu_h.mean, gpu_h.rstd, gpu(extra.to(DType::bf16)));
+    EXPECT_TRUE(same_as_cpu(gpu_ah.dx, cpu_ah.dx, kBf16, 2e-2));
+  }
 }
 
 TEST_F(CudaKernels, AttentionMatchesCpu) {
