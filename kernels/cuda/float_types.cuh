@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
 #include "kernels/dtype.h"
 #include "kernels/error.h"
@@ -42,6 +43,14 @@ inline bool all_aligned16(std::initializer_list<const void*> pointers) {
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
   }
   return true;
+}
+
+// Calls fn(std::integral_constant<int, N>{}) for rows of C values of T: N
+// values per access, 16 bytes where C and every buffer allow it, else 1.
+template <typename T, typename Fn>
+void with_units(int64_t C, std::initializer_list<const void*> buffers, Fn&& fn) {
+  if (C % kVec16<T> == 0 && all_aligned16(buffers)) fn(std::integral_constant<int, kVec16<T>>{});
+  else fn(std::integral_constant<int, 1>{});
 }
 
 // Calls fn(T{}) with T the storage type of a floating dtype.

@@ -57,21 +57,25 @@ __global__ void embedding_backward_kernel(float* dtable, const T* dout, const in
 // One warp per row, one pass over the logits: each lane keeps a running max
 // m and sum of exp(x - m) over its columns (rescaling the sum when m grows),
 // then the lanes combine theirs. Logits in T (f32, bf16, f16), math in f32.
-template <typename T>
+template <int N, typename T>
 __global__ void cross_entropy_forward_kernel(float* losses, float* lse, const T* logits, const int32_t* targets,
-                                             int64_t N, int64_t V) {
+                                             int64_t N_rows, int64_t V) {
+  using Units = Vec<T, N>;
   int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   int lane = threadIdx.x % kWarp;
-  if (row >= N) return;
+  if (row >= N_rows) return;
   const T* x = logits + row * V;
-  float m = -INFINITY, sum = 0.0f;
-  for (int64_t j = lane; j < V; j += kWarp) {
-    const float value = load(x[j]);
-    if (value > m) {
-      sum *= expf(m - value);
-      m = value;
+  const Units* xv = reinterpret_cast<const Units*>(x);
+  float m = -INFINITY, sum = 0.0f;  // this lane's running max and sum of exp(x - max)
+  for (int64_t u = lane; u < V / N; u += kWarp) {
+    const Units a = xv[u];
+    float unit_max = -INFINITY;
+    for (int j = 0; j < N; ++j) unit_max = fmaxf(unit_max, load(a.v[j]));
+    if (unit_max > m) {
+      sum *= expf(m - unit_max);
+      m = unit_max;
     }
-    sum += expf(value - m);
+    for (int j = 0; j < N; ++j) sum += expf(load(a.v[j]) - m);
   }
   const float max_value = warp_max(m);
   sum = warp_sum(m == -INFINITY ? 0.0f : sum * expf(m - max_value));
@@ -86,19 +90,27 @@ __global__ void cross_entropy_forward_kernel(float* losses, float* lse, const T*
 // dlogits may be the logits' own buffer: each element is read, then written,
 // by one thread. scale_n is dlosses[n] per row, or dloss[0] / count[0] for the
 // mean (per_row false): read on the device, no host round trip.
-template <typename T>
+template <int N, typename T>
 __global__ void cross_entropy_backward_kernel(T* dlogits, const float* dlosses, const float* count, bool per_row,
-                                              const T* logits, const float* lse, const int32_t* targets, int64_t N,
-                                              int64_t V) {
+                                              const T* logits, const float* lse, const int32_t* targets,
+                                              int64_t N_rows, int64_t V) {
+  using Units = Vec<T, N>;
   int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   int lane = threadIdx.x % kWarp;
-  if (row >= N) return;
-  const T* x = logits + row * V;
-  T* dx = dlogits + row * V;
+  if (row >= N_rows) return;
+  const Units* x = reinterpret_cast<const Units*>(logits + row * V);
+  Units* dx = reinterpret_cast<Units*>(dlogits + row * V);
   const int32_t target = targets[row];
   const float d = target < 0 ? 0.0f : per_row ? dlosses[row] : dlosses[0] / count[0];
   const float l = lse[row];
-  for (int64_t j = lane; j < V; j += kWarp) dx[j] = store<T>(d * (expf(load(x[j]) - l) - (j == target ? 1.0f : 0.0f)));
+  for (int64_t u = lane; u < V / N; u += kWarp) {
+    const Units a = x[u];
+    Units out;
+    for (int j = 0; j < N; ++j) {
+      out.v[j] = store<T>(d * (expf(load(a.v[j]) - l) - (u * N + j == target ? 1.0f : 0.0f)));
+    }
+    dx[u] = out;
+  }
 }
 
 // The mean over counted rows (target >= 0), in one block: each thread sums a
@@ -160,8 +172,11 @@ void cross_entropy_forward(float* losses, float* lse, const void* logits, const 
   if (N == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
-    cross_entropy_forward_kernel<T><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
-        losses, lse, static_cast<const T*>(logits), targets, N, V);
+    with_units<T>(V, {logits}, [&](auto units) {
+      constexpr int kN = decltype(units)::value;
+      cross_entropy_forward_kernel<kN, T><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+          losses, lse, static_cast<const T*>(logits), targets, N, V);
+    });
   });
   SG_CHECK_LAUNCH();
 }
@@ -172,8 +187,12 @@ void cross_entropy_backward(void* dlogits, const float* dlosses, const float* co
   if (N == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
-    cross_entropy_backward_kernel<T><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
-        static_cast<T*>(dlogits), dlosses, count, count == nullptr, static_cast<const T*>(logits), lse, targets, N, V);
+    with_units<T>(V, {dlogits, logits}, [&](auto units) {
+      constexpr int kN = decltype(units)::value;
+      cross_entropy_backward_kernel<kN, T><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+          static_cast<T*>(dlogits), dlosses, count, count == nullptr, static_cast<const T*>(logits), lse, targets,
+          N, V);
+    });
   });
   SG_CHECK_LAUNCH();
 }

@@ -210,14 +210,6 @@ __global__ void causal_softmax_backward_kernel(T* din, const T* out, const T* do
   }
 }
 
-// Calls fn(std::integral_constant<int, N>{}): N values per access, 16 bytes
-// where C and every buffer allow it, else 1.
-template <typename T, typename Fn>
-void with_units(int64_t C, std::initializer_list<const void*> buffers, Fn&& fn) {
-  if (C % kVec16<T> == 0 && all_aligned16(buffers)) fn(std::integral_constant<int, kVec16<T>>{});
-  else fn(std::integral_constant<int, 1>{});
-}
-
 }  // namespace
 
 void layernorm_forward(void* out, float* mean, float* rstd, const void* in, const void* weight, const void* bias,

@@ -291,28 +291,8 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
   }
 }
 
-TEST_F(CudaKernels, EmbeddingAndCrossEntropyMatchCpu) {
-  Tensor table = random_tensor({50, 24}, "wte");
-  std::vector<int32_t> id_values;
-  for (int i = 0; i < 64; ++i) id_values.push_back((i * 7) % 50);
-  Tensor ids = Tensor::from_vector(id_values, {8, 8});
-  EXPECT_TRUE(same_as_cpu(embedding(gpu(table), gpu(ids)), embedding(table, ids), 0.0, 0.0));
-  // The backward adds each id's rows in position order, as the CPU does:
-  // the same bits (ids repeat; 300 channels span two blocks of channels).
-  Tensor dout = random_tensor({8, 8, 24}, "dout");
-  EXPECT_TRUE(same_as_cpu(embedding_backward(gpu(dout), gpu(ids), 50), embedding_backward(dout, ids, 50), 0.0, 0.0));
-  Tensor table16 = table.to(DType::bf16), dout16 = dout.to(DType::bf16);
-  EXPECT_TRUE(same_as_cpu(embedding(gpu(table16), gpu(ids)), embedding(table16, ids), 0.0, 0.0));
-  EXPECT_TRUE(same_as_cpu(embedding_backward(gpu(dout16), gpu(ids), 50), embedding_backward(dout16, ids, 50), 0.0,
-                          0.0));
-  std::vector<int32_t> many;  // 700 ids (more than one tile of them), 3 distinct: long runs of one id
-  for (int i = 0; i < 700; ++i) many.push_back(int32_t(i % 7 == 0 ? 2 : i % 3));
-  Tensor many_ids = Tensor::from_vector(many, {700}), wide = random_tensor({700, 300}, "wide");
-  EXPECT_TRUE(same_as_cpu(embedding_backward(gpu(wide), gpu(many_ids), 3), embedding_backward(wide, many_ids, 3), 0.0,
-                          0.0));
-
-  Tensor logits = random_tensor({8, 8, 50}, "logits", 2.0);
-  id_values[3] = -1;  // an ignored row
+void cross_entropy_matches_cpu(int64_t V, const std::vector<int32_t>& id_values) {
+  Tensor logits = random_tensor({8, 8, V}, "logits", 2.0);
   Tensor targets = Tensor::from_vector(id_values, {8, 8});
   CrossEntropyOutput cpu_ce = cross_entropy(logits, targets), gpu_ce = cross_entropy(gpu(logits), gpu(targets));
   EXPECT_TRUE(same_as_cpu(gpu_ce.losses, cpu_ce.losses, kF32, 1e-6));
@@ -336,6 +316,33 @@ TEST_F(CudaKernels, EmbeddingAndCrossEntropyMatchCpu) {
   Tensor gpu_d16 = cross_entropy_backward(gpu(dl), gpu(l16), gpu_b.lse, gpu(targets));
   EXPECT_EQ(gpu_d16.dtype(), DType::bf16);
   EXPECT_TRUE(same_as_cpu(gpu_d16, cross_entropy_backward(dl, l16, cpu_b.lse, targets), kBf16, 1e-3));
+}
+
+TEST_F(CudaKernels, EmbeddingAndCrossEntropyMatchCpu) {
+  Tensor table = random_tensor({50, 24}, "wte");
+  std::vector<int32_t> id_values;
+  for (int i = 0; i < 64; ++i) id_values.push_back((i * 7) % 50);
+  Tensor ids = Tensor::from_vector(id_values, {8, 8});
+  EXPECT_TRUE(same_as_cpu(embedding(gpu(table), gpu(ids)), embedding(table, ids), 0.0, 0.0));
+  // The backward adds each id's rows in position order, as the CPU does:
+  // the same bits (ids repeat; 300 channels span two blocks of channels).
+  Tensor dout = random_tensor({8, 8, 24}, "dout");
+  EXPECT_TRUE(same_as_cpu(embedding_backward(gpu(dout), gpu(ids), 50), embedding_backward(dout, ids, 50), 0.0, 0.0));
+  Tensor table16 = table.to(DType::bf16), dout16 = dout.to(DType::bf16);
+  EXPECT_TRUE(same_as_cpu(embedding(gpu(table16), gpu(ids)), embedding(table16, ids), 0.0, 0.0));
+  EXPECT_TRUE(same_as_cpu(embedding_backward(gpu(dout16), gpu(ids), 50), embedding_backward(dout16, ids, 50), 0.0,
+                          0.0));
+  std::vector<int32_t> many;  // 700 ids (more than one tile of them), 3 distinct: long runs of one id
+  for (int i = 0; i < 700; ++i) many.push_back(int32_t(i % 7 == 0 ? 2 : i % 3));
+  Tensor many_ids = Tensor::from_vector(many, {700}), wide = random_tensor({700, 300}, "wide");
+  EXPECT_TRUE(same_as_cpu(embedding_backward(gpu(wide), gpu(many_ids), 3), embedding_backward(wide, many_ids, 3), 0.0,
+                          0.0));
+
+  id_values[3] = -1;  // an ignored row
+  for (int64_t V : {50, 56}) {  // element by element; 16-byte vectors (8 bf16, 4 f32)
+    SCOPED_TRACE(V);
+    cross_entropy_matches_cpu(V, id_values);
+  }
 }
 
 // One element, one partial block, several, and every one of the 1024 partials.
