@@ -167,6 +167,14 @@ unset SG_POISON
 step bench_attention 90 $bin/bench_attention --device cuda --dtype bf16
 step bench_gemm 90 $bin/bench_gemm --repeat 10
 step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
+# The kernel tests under compute-sanitizer: out-of-bounds and misaligned accesses (memcheck) everywhere, and
+# shared-memory races (racecheck) in the tensor-core attention, whose tiles every warp reads.
+if command -v compute-sanitizer >/dev/null; then
+  step sanitizer_memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 9 $bin/test_cuda \
+    --gtest_filter='CudaKernels.*:CudaTensor.Planned*'
+  step sanitizer_racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 9 $bin/test_cuda \
+    --gtest_filter='CudaKernels.TensorCoreAttentionMatchesCpu'
+fi
 for batch in 16 32; do step "bench_gpt_b$batch" 60 $bin/bench_gpt --device cuda --dtype bf16 --batch $batch; done
 SG_ATTENTION=fused SG_FLASH_TENSOR_CORES=0 step bench_gpt_fused_cuda_cores 60 $bin/bench_gpt --device cuda --dtype bf16
 [ -x $bin/test_nccl ] && SG_NCCL_WAIT=device step test_nccl_device_wait 60 $bin/test_nccl
@@ -213,6 +221,9 @@ summary() {
   cat "$logs/bench_gpt.log" 2>/dev/null
   for log in bench_gpt_fused bench_gpt_b16 bench_gpt_b32 bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
+  done
+  for log in sanitizer_memcheck sanitizer_racecheck; do
+    [ -f "$logs/$log.log" ] && echo "$log: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/$log.log" | tail -1)"
   done
   for log in kernel_profile bench_attention bench_gemm bench_collectives; do
     [ -f "$logs/$log.log" ] || continue
