@@ -195,7 +195,7 @@ struct HeadGrid {
 // or per head (batch rows batched), whichever makes fewer calls. Reading q, k
 // and v where they lie in qkv, and writing O and dq, dk, dv where they belong,
 // saves the eleven head-major copies per layer an (B * NH)-batched GEMM needs
-// (a quarter of a GPT-2 step's GPU time on an H100 before, docs/performance.md).
+// (4.3 ms of a 33.3 ms GPT-2 step on an H100, docs/performance.md).
 void gemm_each_head(const HeadGrid& c, const HeadGrid& a, const HeadGrid& b, int64_t m, int64_t n, int64_t k,
                     const AttentionDims& s, DType compute) {
   const bool by_batch_row = s.B <= s.NH;

@@ -199,7 +199,9 @@ int64_t copy_extent(const CopyPlan& plan) {
 
 template <typename Word>
 void launch_strided_copy(void* out, const void* in, const CopyPlan& plan, cudaStream_t stream) {
-  if (copy_extent(plan) < (int64_t(1) << 31)) launch_strided_copy<Word, int32_t>(out, in, plan, stream);
+  // 32-bit indices while every offset, and a thread's index one grid stride on, stays below 2^31.
+  const int64_t grid_stride = int64_t(blocks_for(plan.words)) * kThreads;
+  if (copy_extent(plan) + grid_stride < (int64_t(1) << 31)) launch_strided_copy<Word, int32_t>(out, in, plan, stream);
   else launch_strided_copy<Word, int64_t>(out, in, plan, stream);
 }
 
