@@ -1,8 +1,9 @@
 // bench_attention: the three forms of causal self-attention side by side
 // (tensor/ops_attention.cpp): naive kernels, batched GEMMs around the masked
 // softmax, fused (flash) kernels. Forward and backward milliseconds (median
-// of --repeat after one warm-up) and the bytes each keeps for backward, at
-// GPT-2 124M's attention shape by default.
+// of --repeat after one warm-up), the bytes each keeps for backward and the
+// useful TFLOP/s of forward and backward together, at GPT-2 124M's
+// attention shape by default.
 //
 //   build/bin/bench_attention [--device cuda|cpu] [--dtype bf16|f32] [--batch 8] [--ctx 1024]
 //                             [--embd 768] [--heads 12] [--repeat 5]
@@ -68,9 +69,14 @@ int run(int argc, char** argv) {
 
   std::printf("attention B %lld, T %lld, C %lld, %lld heads, %s on %s\n", (long long)B, (long long)T, (long long)C,
               (long long)NH, std::string(dtype_name(dtype)).c_str(), device.str().c_str());
-  std::printf("| form | forward ms | backward ms | kept for backward besides qkv and the output (MiB) |\n|---|---|---|---|\n");
-  auto row = [](const char* form, double forward, double backward, int64_t kept) {
-    std::printf("| %s | %.3f | %.3f | %.1f |\n", form, forward, backward, double(kept) / double(1 << 20));
+  std::printf("| form | forward ms | backward ms | kept for backward besides qkv and the output (MiB) | "
+              "TFLOP/s |\n|---|---|---|---|---|\n");
+  // Useful FLOPs: the six products of forward (S, O) and backward (dV, dP, dQ, dK), each over the causal
+  // half of the T x T scores: 6 B NH T^2 HS in all, whatever a form computes besides (as FlashAttention counts).
+  const double useful_flops = 6.0 * double(B) * double(NH) * double(T) * double(T) * double(C / NH);
+  auto row = [&](const char* form, double forward, double backward, int64_t kept) {
+    std::printf("| %s | %.3f | %.3f | %.1f | %.2f |\n", form, forward, backward, double(kept) / double(1 << 20),
+                useful_flops / ((forward + backward) * 1e-3) / 1e12);
   };
   {
     AttentionOutput out = attention(qkv, NH);
