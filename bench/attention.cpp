@@ -77,6 +77,7 @@ int run(int argc, char** argv) {
   auto row = [&](const char* form, double forward, double backward, int64_t kept) {
     std::printf("| %s | %.3f | %.3f | %.1f | %.2f |\n", form, forward, backward, double(kept) / double(1 << 20),
                 useful_flops / ((forward + backward) * 1e-3) / 1e12);
+    std::fflush(stdout);  // each row kept, should a later form fail (output to a file is block-buffered)
   };
   {
     AttentionOutput out = attention(qkv, NH);
