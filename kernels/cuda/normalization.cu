@@ -145,33 +145,63 @@ __global__ void layernorm_backward_params_kernel(float* weight_partials, float* 
 
 // One warp's row of a softmax of x * scale over its first `valid` entries
 // of `width`; the rest of y is 0 (the causal mask). Plain softmax: valid =
-// width, scale 1 (x * 1.0f is x exactly).
-template <typename T>
+// width, scale 1 (x * 1.0f is x exactly). N values per access, as above; a
+// unit that straddles `valid` masks its elements one by one.
+template <int N, typename T>
 __device__ void softmax_row(T* y, const T* x, int64_t valid, int64_t width, float scale, int lane) {
+  using V = Vec<T, N>;
+  const V* xv = reinterpret_cast<const V*>(x);
+  const int64_t valid_units = (valid + N - 1) / N;
   float max_value = -INFINITY;
-  for (int64_t c = lane; c < valid; c += kWarp) max_value = fmaxf(max_value, load(x[c]) * scale);
+  for (int64_t u = lane; u < valid_units; u += kWarp) {
+    const V a = xv[u];
+    for (int j = 0; j < N; ++j) {
+      if (u * N + j < valid) max_value = fmaxf(max_value, load(a.v[j]) * scale);
+    }
+  }
   max_value = warp_max(max_value);
   float sum = 0.0f;
-  for (int64_t c = lane; c < valid; c += kWarp) sum += expf(load(x[c]) * scale - max_value);
+  for (int64_t u = lane; u < valid_units; u += kWarp) {
+    const V a = xv[u];
+    for (int j = 0; j < N; ++j) {
+      if (u * N + j < valid) sum += expf(load(a.v[j]) * scale - max_value);
+    }
+  }
   const float inverse = 1.0f / warp_sum(sum);
-  for (int64_t c = lane; c < width; c += kWarp) {
-    y[c] = store<T>(c < valid ? expf(load(x[c]) * scale - max_value) * inverse : 0.0f);
+  for (int64_t u = lane; u < width / N; u += kWarp) {
+    V out;
+    if (u < valid_units) {
+      const V a = xv[u];
+      for (int j = 0; j < N; ++j) {
+        out.v[j] = store<T>(u * N + j < valid ? expf(load(a.v[j]) * scale - max_value) * inverse : 0.0f);
+      }
+    } else {
+      for (int j = 0; j < N; ++j) out.v[j] = store<T>(0.0f);
+    }
+    reinterpret_cast<V*>(y)[u] = out;
   }
 }
 
-// sum over the row of dy * y, on every lane: both softmax backwards need it.
-template <typename T>
-__device__ float row_dot(const T* dy, const T* y, int64_t width, int lane) {
+// The sum over the first `valid` entries of dy * y, on every lane: both
+// softmax backwards need it.
+template <int N, typename T>
+__device__ float row_dot(const T* dy, const T* y, int64_t valid, int lane) {
+  using V = Vec<T, N>;
   float dot = 0.0f;
-  for (int64_t c = lane; c < width; c += kWarp) dot += load(dy[c]) * load(y[c]);
+  for (int64_t u = lane; u < (valid + N - 1) / N; u += kWarp) {
+    const V a = reinterpret_cast<const V*>(dy)[u], b = reinterpret_cast<const V*>(y)[u];
+    for (int j = 0; j < N; ++j) {
+      if (u * N + j < valid) dot += load(a.v[j]) * load(b.v[j]);
+    }
+  }
   return warp_sum(dot);
 }
 
-template <typename T>
-__global__ void softmax_forward_kernel(T* out, const T* in, int64_t N, int64_t C) {
+template <int N, typename T>
+__global__ void softmax_forward_kernel(T* out, const T* in, int64_t N_rows, int64_t C) {
   int64_t row = warp_row();
-  if (row >= N) return;
-  softmax_row(out + row * C, in + row * C, C, C, 1.0f, threadIdx.x % kWarp);
+  if (row >= N_rows) return;
+  softmax_row<N>(out + row * C, in + row * C, C, C, 1.0f, threadIdx.x % kWarp);
 }
 
 __global__ void softmax_backward_kernel(float* din, const float* out, const float* dout, int64_t N, int64_t C) {
@@ -180,33 +210,43 @@ __global__ void softmax_backward_kernel(float* din, const float* out, const floa
   if (row >= N) return;
   const float* y = out + row * C;
   const float* dy = dout + row * C;
-  const float dot = row_dot(dy, y, C, lane);
+  const float dot = row_dot<1>(dy, y, C, lane);
   for (int64_t c = lane; c < C; c += kWarp) din[row * C + c] += y[c] * (dy[c] - dot);
 }
 
 // Attention's masked softmax, one warp per row (kernels/cpu/normalization.h):
 // row t of each (T, T) block sees columns 0..t.
-template <typename T>
-__global__ void causal_softmax_forward_kernel(T* out, const T* in, int64_t N, int64_t T_, float scale) {
+template <int N, typename T>
+__global__ void causal_softmax_forward_kernel(T* out, const T* in, int64_t N_rows, int64_t T_, float scale) {
   int64_t row = warp_row();
-  if (row >= N) return;
-  softmax_row(out + row * T_, in + row * T_, row % T_ + 1, T_, scale, threadIdx.x % kWarp);
+  if (row >= N_rows) return;
+  softmax_row<N>(out + row * T_, in + row * T_, row % T_ + 1, T_, scale, threadIdx.x % kWarp);
 }
 
-template <typename T>
-__global__ void causal_softmax_backward_kernel(T* din, const T* out, const T* dout, int64_t N, int64_t T_,
+template <int N, typename T>
+__global__ void causal_softmax_backward_kernel(T* din, const T* out, const T* dout, int64_t N_rows, int64_t T_,
                                                float scale) {
+  using V = Vec<T, N>;
   int64_t row = warp_row();
   int lane = threadIdx.x % kWarp;
-  if (row >= N) return;
+  if (row >= N_rows) return;
   const T* y = out + row * T_;
   const T* dy = dout + row * T_;
   // Past the diagonal y is 0, so dx is 0 and the dot gains nothing there:
   // only the first `valid` entries are read (about half of P and dP).
-  const int64_t valid = row % T_ + 1;
-  const float dot = row_dot(dy, y, valid, lane);
-  for (int64_t s = lane; s < T_; s += kWarp) {
-    din[row * T_ + s] = store<T>(s < valid ? scale * load(y[s]) * (load(dy[s]) - dot) : 0.0f);
+  const int64_t valid = row % T_ + 1, valid_units = (valid + N - 1) / N;
+  const float dot = row_dot<N>(dy, y, valid, lane);
+  for (int64_t u = lane; u < T_ / N; u += kWarp) {
+    V out;
+    if (u < valid_units) {
+      const V a = reinterpret_cast<const V*>(y)[u], b = reinterpret_cast<const V*>(dy)[u];
+      for (int j = 0; j < N; ++j) {
+        out.v[j] = store<T>(u * N + j < valid ? scale * load(a.v[j]) * (load(b.v[j]) - dot) : 0.0f);
+      }
+    } else {
+      for (int j = 0; j < N; ++j) out.v[j] = store<T>(0.0f);
+    }
+    reinterpret_cast<V*>(din + row * T_)[u] = out;
   }
 }
 
@@ -271,8 +311,11 @@ void softmax_forward(void* out, const void* in, int64_t N, int64_t C, DType dtyp
   if (N == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
-    softmax_forward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(static_cast<T*>(out),
-                                                                                   static_cast<const T*>(in), N, C);
+    with_units<T>(C, {out, in}, [&](auto units) {
+      constexpr int kN = decltype(units)::value;
+      softmax_forward_kernel<kN><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+          static_cast<T*>(out), static_cast<const T*>(in), N, C);
+    });
   });
   SG_CHECK_LAUNCH();
 }
@@ -288,8 +331,11 @@ void causal_softmax_forward(void* out, const void* in, int64_t N, int64_t T, flo
   if (N == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using Ty = decltype(tag);
-    causal_softmax_forward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
-        static_cast<Ty*>(out), static_cast<const Ty*>(in), N, T, scale);
+    with_units<Ty>(T, {out, in}, [&](auto units) {
+      constexpr int kN = decltype(units)::value;
+      causal_softmax_forward_kernel<kN><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+          static_cast<Ty*>(out), static_cast<const Ty*>(in), N, T, scale);
+    });
   });
   SG_CHECK_LAUNCH();
 }
@@ -299,8 +345,11 @@ void causal_softmax_backward(void* din, const void* out, const void* dout, int64
   if (N == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using Ty = decltype(tag);
-    causal_softmax_backward_kernel<<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
-        static_cast<Ty*>(din), static_cast<const Ty*>(out), static_cast<const Ty*>(dout), N, T, scale);
+    with_units<Ty>(T, {din, out, dout}, [&](auto units) {
+      constexpr int kN = decltype(units)::value;
+      causal_softmax_backward_kernel<kN><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
+          static_cast<Ty*>(din), static_cast<const Ty*>(out), static_cast<const Ty*>(dout), N, T, scale);
+    });
   });
   SG_CHECK_LAUNCH();
 }

@@ -240,8 +240,19 @@ TEST_F(CudaKernels, GemmAttentionMatchesCpu) {
   for (int64_t B : {2, 5}) {  // fewer batch rows than heads (a GEMM call per row), then more (a call per head)
     gemm_attention_matches_cpu(B);
   }
-  Tensor scores = random_tensor({3, 37, 37}, "scores", 3.0);
-  EXPECT_TRUE(same_as_cpu(causal_softmax(gpu(scores), 0.3), causal_softmax(scores, 0.3), kF32, 1e-7));
+  // The masked softmax alone: rows of 37 element by element, of 40 in 16-byte vectors (a vector
+  // straddles each row's diagonal), f32 and bf16, forward and backward.
+  for (int64_t T : {37, 40}) {
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      SCOPED_TRACE("T=" + std::to_string(T) + " " + std::string(dtype_name(dtype)));
+      const double rtol = dtype == DType::f32 ? kF32 : kBf16, atol = dtype == DType::f32 ? 1e-7 : 1e-2;
+      Tensor scores = random_tensor({3, T, T}, "scores", 3.0).to(dtype), dp = random_tensor({3, T, T}, "dp").to(dtype);
+      Tensor p = causal_softmax(scores, 0.3), gpu_p = causal_softmax(gpu(scores), 0.3);
+      EXPECT_TRUE(same_as_cpu(gpu_p, p, rtol, atol));
+      EXPECT_TRUE(same_as_cpu(causal_softmax_backward(gpu_p, gpu(dp), 0.3), causal_softmax_backward(p, dp, 0.3), rtol,
+                              dtype == DType::f32 ? 1e-6 : 1e-2));
+    }
+  }
 }
 
 // The fused kernels against their CPU twin, in f32 and bf16, for head sizes
