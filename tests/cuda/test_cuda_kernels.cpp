@@ -300,6 +300,17 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
                               fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, c.NH), 2e-2, 2e-2));
     }
   }
+  // qkv off the 16-byte grid (a view one element into its buffer): the tensor-core kernels' vector
+  // loads cannot take it, so the CUDA-core kernels do, with the same results.
+  const int64_t B = 1, T = 70, C = 128, NH = 2;
+  Tensor buffer = random_tensor({B * T * 3 * C + 1}, "buffer").to(DType::bf16), gpu_buffer = gpu(buffer);
+  Tensor qkv = buffer.slice(0, 1, 1 + B * T * 3 * C).view({B, T, 3 * C});
+  Tensor gpu_qkv = gpu_buffer.slice(0, 1, 1 + B * T * 3 * C).view({B, T, 3 * C});
+  FusedAttentionOutput cpu_u = fused_attention(qkv, NH), gpu_u = fused_attention(gpu_qkv, NH);
+  EXPECT_TRUE(same_as_cpu(gpu_u.out, cpu_u.out, 2e-2, 2e-2));
+  Tensor dout = random_tensor({B, T, C}, "dout").to(DType::bf16);
+  EXPECT_TRUE(same_as_cpu(fused_attention_backward(gpu(dout), gpu_qkv, gpu_u.out, gpu_u.lse, NH),
+                          fused_attention_backward(dout, qkv, cpu_u.out, cpu_u.lse, NH), 2e-2, 2e-2));
 }
 
 void cross_entropy_matches_cpu(int64_t V, const std::vector<int32_t>& id_values) {
