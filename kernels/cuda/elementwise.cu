@@ -56,14 +56,6 @@ __device__ __forceinline__ float gelu_grad_of(float x, float dy) {
   return dy * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du_dx);
 }
 
-// 16 bytes of T as one access (float_types.cuh's Vec).
-template <typename T>
-struct Pack : Vec<T, kVec16<T>> {
-  static constexpr int kSize = kVec16<T>;
-};
-
-bool aligned16(const void* p) { return all_aligned16({p}); }
-
 // din = dout * gelu'(x), written (not added); any of the three float types.
 template <typename T>
 __global__ void gelu_backward_kernel(T* din, const T* in, const T* dout, int64_t n) {
@@ -73,16 +65,16 @@ __global__ void gelu_backward_kernel(T* din, const T* in, const T* dout, int64_t
 // The same on 16-byte packs (every pointer 16-byte aligned), then the tail.
 template <typename T>
 __global__ void gelu_backward_packed_kernel(T* din, const T* in, const T* dout, int64_t n) {
-  using P = Pack<T>;
-  const int64_t packs = n / P::kSize;
+  using P = Vec<T, kVec16<T>>;  // 16 bytes of T as one access (float_types.cuh)
+  const int64_t packs = n / kVec16<T>;
   SG_GRID_STRIDE(p, packs) {
     const P x = reinterpret_cast<const P*>(in)[p], dy = reinterpret_cast<const P*>(dout)[p];
     P dx;
-    for (int j = 0; j < P::kSize; ++j) dx.v[j] = store<T>(gelu_grad_of(load(x.v[j]), load(dy.v[j])));
+    for (int j = 0; j < kVec16<T>; ++j) dx.v[j] = store<T>(gelu_grad_of(load(x.v[j]), load(dy.v[j])));
     reinterpret_cast<P*>(din)[p] = dx;
   }
-  SG_GRID_STRIDE(i, n - packs * P::kSize) {
-    const int64_t e = packs * P::kSize + i;
+  SG_GRID_STRIDE(i, n - packs * kVec16<T>) {
+    const int64_t e = packs * kVec16<T> + i;
     din[e] = store<T>(gelu_grad_of(load(in[e]), load(dout[e])));
   }
 }
@@ -102,12 +94,12 @@ __global__ void bias_gelu_kernel(T* y, T* h, const T* bias, int64_t rows, int64_
 // multiple of the pack, so a pack never straddles two rows.
 template <typename T>
 __global__ void bias_gelu_packed_kernel(T* y, T* h, const T* bias, int64_t rows, int64_t cols) {
-  using P = Pack<T>;
-  const int64_t packs_per_row = cols / P::kSize;
+  using P = Vec<T, kVec16<T>>;
+  const int64_t packs_per_row = cols / kVec16<T>;
   SG_GRID_STRIDE(p, rows * packs_per_row) {
     const P in = reinterpret_cast<const P*>(h)[p], b = reinterpret_cast<const P*>(bias)[p % packs_per_row];
     P stored, out;
-    for (int j = 0; j < P::kSize; ++j) {
+    for (int j = 0; j < kVec16<T>; ++j) {
       stored.v[j] = store<T>(load(in.v[j]) + load(b.v[j]));
       out.v[j] = store<T>(gelu_of(load(stored.v[j])));
     }
@@ -263,8 +255,8 @@ void gelu_backward(void* din, const void* in, const void* dout, int64_t n, DType
   if (n == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (aligned16(din) && aligned16(in) && aligned16(dout)) {
-      gelu_backward_packed_kernel<<<blocks_for(n / Pack<T>::kSize), kThreads, 0, stream>>>(
+    if (all_aligned16({din, in, dout})) {
+      gelu_backward_packed_kernel<<<blocks_for(n / kVec16<T>), kThreads, 0, stream>>>(
           static_cast<T*>(din), static_cast<const T*>(in), static_cast<const T*>(dout), n);
     } else {
       gelu_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(static_cast<T*>(din), static_cast<const T*>(in),
@@ -279,8 +271,8 @@ void bias_gelu_forward(void* y, void* h, const void* bias, int64_t rows, int64_t
   if (rows * cols == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (aligned16(y) && aligned16(h) && aligned16(bias) && cols % Pack<T>::kSize == 0) {
-      bias_gelu_packed_kernel<<<blocks_for(rows * cols / Pack<T>::kSize), kThreads, 0, stream>>>(
+    if (all_aligned16({y, h, bias}) && cols % kVec16<T> == 0) {
+      bias_gelu_packed_kernel<<<blocks_for(rows * cols / kVec16<T>), kThreads, 0, stream>>>(
           static_cast<T*>(y), static_cast<T*>(h), static_cast<const T*>(bias), rows, cols);
     } else {
       bias_gelu_kernel<<<blocks_for(rows * cols), kThreads, 0, stream>>>(

@@ -255,7 +255,7 @@ void flash_attention_forward(void* out, float* lse, const void* qkv, int64_t B, 
                              DType dtype, cudaStream_t stream) {
   if (B * T * C == 0) return;
   const Dims d = dims_of(T, C, NH);
-  if (flash_tensor_cores_apply(dtype, d.hs) && flash_tensor_cores_aligned({out, qkv})) {
+  if (flash_tensor_cores_apply(dtype, d.hs) && all_aligned16({out, qkv})) {
     flash_forward_tensor_cores(out, lse, qkv, B, T, C, NH, dtype, stream);
     return;
   }
@@ -283,7 +283,7 @@ void flash_attention_backward(void* dqkv, float* D, const void* dout, const void
     flash_backward_d_kernel<Ty><<<blocks_for(B * NH * T), kThreads, 0, stream>>>(D, dO, static_cast<const Ty*>(out), d,
                                                                                 B * NH * T);
     SG_CHECK_LAUNCH();
-    if (flash_tensor_cores_apply(dtype, d.hs) && flash_tensor_cores_aligned({dqkv, dout, qkv})) {
+    if (flash_tensor_cores_apply(dtype, d.hs) && all_aligned16({dqkv, dout, qkv})) {
       flash_backward_tensor_cores(dqkv, D, dout, qkv, lse, B, T, C, NH, dtype, stream);
       return;
     }

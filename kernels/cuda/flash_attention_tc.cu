@@ -387,13 +387,6 @@ bool flash_tensor_cores_apply(DType dtype, int64_t head_size) {
          head_size <= kFlashTensorCoreMaxHeadSize;
 }
 
-bool flash_tensor_cores_aligned(std::initializer_list<const void*> buffers) {
-  for (const void* p : buffers) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  }
-  return true;
-}
-
 void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
                                 DType dtype, cudaStream_t stream) {
   const TcDims d{T, C, NH, 1.0f / sqrtf(float(C / NH))};

@@ -8,7 +8,6 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <initializer_list>
 
 #include "kernels/dtype.h"
 
@@ -16,9 +15,9 @@ namespace sg::cuda {
 
 constexpr int64_t kFlashTensorCoreMaxHeadSize = 64;
 
+// The kernels also move 16-byte vectors: the caller checks that every buffer
+// starts on a 16-byte boundary (all_aligned16, float_types.cuh).
 bool flash_tensor_cores_apply(DType dtype, int64_t head_size);
-// The kernels move 16-byte vectors: every buffer must start on a 16-byte boundary.
-bool flash_tensor_cores_aligned(std::initializer_list<const void*> buffers);
 
 // Same arguments and results as flash_attention_forward / _backward
 // (flash_attention.h); row_dots (D) must already hold rowsum(dO * O).
