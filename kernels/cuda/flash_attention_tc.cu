@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/float_types.cuh"
 #include "kernels/cuda/mma.cuh"
@@ -53,17 +54,31 @@ constexpr size_t tile_bytes() {
   return size_t(kTile) * stride_of<HS>() * sizeof(T);
 }
 
-// tile[r][0, HS) = src row (first + r) for r < kTile (rows row_stride apart),
-// 0 past T; 16-byte loads and stores (the caller checked the alignment).
+template <int HS>
+constexpr int tile_elements() {
+  return kTile * stride_of<HS>();
+}
+
+// Starts tile[r][0, HS) = src row (first + r) for r < kTile (rows
+// row_stride apart), 0 past T: 16-byte cp.async copies (the caller checked
+// the alignment), in flight until async_wait (kernels/cuda/async_copy.cuh).
 template <int HS, typename T>
-__device__ void load_tile(T* tile, const T* src, int64_t row_stride, int64_t first, int64_t T_) {
+__device__ void fetch_tile(T* tile, const T* src, int64_t row_stride, int64_t first, int64_t T_) {
   constexpr int kVectors = HS * int(sizeof(T)) / 16;
   constexpr int kPerVector = 16 / int(sizeof(T));
   for (int index = threadIdx.x; index < kTile * kVectors; index += blockDim.x) {
     const int r = index / kVectors, v = index % kVectors;
-    uint4 value = make_uint4(0u, 0u, 0u, 0u);
-    if (first + r < T_) value = reinterpret_cast<const uint4*>(src + (first + r) * row_stride)[v];
-    *reinterpret_cast<uint4*>(tile + r * stride_of<HS>() + v * kPerVector) = value;
+    const bool inside = first + r < T_;
+    const T* from = inside ? src + (first + r) * row_stride + v * kPerVector : src;
+    async_copy<16>(tile + r * stride_of<HS>() + v * kPerVector, from, inside);
+  }
+}
+
+// Starts values[r] = src[first + r] for r < kTile, 0 past T (4-byte copies).
+__device__ void fetch_row_values(float* values, const float* src, int64_t first, int64_t T_) {
+  for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
+    const bool inside = first + r < T_;
+    async_copy<4>(values + r, inside ? src + first + r : src, inside);
   }
 }
 
@@ -82,24 +97,35 @@ __device__ void load_a_rows(uint32_t (&frag)[HS / 16][4], const T* src, int64_t 
   }
 }
 
-// B = X^T, 16 x 8: X is a shared tile, B's columns X's rows n0..n0+7 and
-// B's rows X's columns k0..k0+15 (adjacent pairs: one 32-bit load each).
+// The B operands of two products side by side, each 16 x 8, from a shared
+// tile X in one ldmatrix: b[0], b[1] the first's, b[2], b[3] the second's.
+// Lane 8 i + r names row r of 8x8 matrix i.
+//
+// B = X^T: B's rows are X's columns k0..k0+15, its columns X's rows
+// n0..n0+7 (then n0+8..n0+15). An 8x8 block of X, read as stored, is a B^T
+// fragment: matrix i is X's rows n0 + 8 (i / 2), columns k0 + 8 (i % 2).
 template <int HS, typename T>
-__device__ void b_of_rows(uint32_t (&b)[2], const T* tile, int n0, int k0) {
-  const int lane = threadIdx.x % 32;
-  const T* p = tile + (n0 + (lane >> 2)) * stride_of<HS>() + k0 + 2 * (lane % 4);
-  b[0] = load_pair(p);
-  b[1] = load_pair(p + 8);
+__device__ void b_pair_of_rows(uint32_t (&b)[4], const T* tile, int n0, int k0) {
+  const int lane = threadIdx.x % 32, i = lane / 8, r = lane % 8;
+  ldmatrix_x4(b, tile + (n0 + 8 * (i / 2) + r) * stride_of<HS>() + k0 + 8 * (i % 2));
 }
 
-// B = X, 16 x 8: B's rows X's rows k0..k0+15, its columns X's columns n0..n0+7.
+// B = X: B's rows are X's rows k0..k0+15, its columns X's columns n0..n0+7
+// (then n0+8..n0+15); the transposing load gives a column of X to a lane:
+// matrix i is X's rows k0 + 8 (i % 2), columns n0 + 8 (i / 2).
 template <int HS, typename T>
-__device__ void b_of_columns(uint32_t (&b)[2], const T* tile, int k0, int n0) {
-  const int lane = threadIdx.x % 32;
-  constexpr int S = stride_of<HS>();
-  const T* p = tile + (k0 + 2 * (lane % 4)) * S + n0 + (lane >> 2);
-  b[0] = gather_pair(p, p + S);
-  b[1] = gather_pair(p + 8 * S, p + 9 * S);
+__device__ void b_pair_of_columns(uint32_t (&b)[4], const T* tile, int k0, int n0) {
+  const int lane = threadIdx.x % 32, i = lane / 8, r = lane % 8;
+  ldmatrix_x4_trans(b, tile + (k0 + 8 * (i % 2) + r) * stride_of<HS>() + n0 + 8 * (i / 2));
+}
+
+// Two products sharing their A operand, the B operands from one ldmatrix.
+template <typename T>
+__device__ __forceinline__ void mma_pair(float (&d0)[4], float (&d1)[4], const uint32_t (&a)[4],
+                                         const uint32_t (&b)[4]) {
+  const uint32_t first[2] = {b[0], b[1]}, second[2] = {b[2], b[3]};
+  mma_16816<T>(d0, a, first);
+  mma_16816<T>(d1, a, second);
 }
 
 // The A fragment (16 x 16) of columns 16 kk..16 kk + 15 of a 16 x 64
@@ -117,10 +143,12 @@ template <typename T, int HS>
 __device__ void scores(float (&acc)[kTileBlocks][4], const uint32_t (&rows)[HS / 16][4], const T* tile) {
   for (int nb = 0; nb < kTileBlocks; ++nb) {
     for (int i = 0; i < 4; ++i) acc[nb][i] = 0.0f;
+  }
+  for (int nb = 0; nb < kTileBlocks; nb += 2) {
     for (int kk = 0; kk < HS / 16; ++kk) {
-      uint32_t b[2];
-      b_of_rows<HS>(b, tile, 8 * nb, 16 * kk);
-      mma_16816<T>(acc[nb], rows[kk], b);
+      uint32_t b[4];
+      b_pair_of_rows<HS>(b, tile, 8 * nb, 16 * kk);
+      mma_pair<T>(acc[nb], acc[nb + 1], rows[kk], b);
     }
   }
 }
@@ -131,10 +159,10 @@ __device__ void accumulate(float (&out)[HS / 8][4], const float (&p)[kTileBlocks
   for (int kk = 0; kk < kTile / 16; ++kk) {
     uint32_t a[4];
     a_of_accumulators<T>(a, p, kk);
-    for (int nb = 0; nb < HS / 8; ++nb) {
-      uint32_t b[2];
-      b_of_columns<HS>(b, tile, 16 * kk, 8 * nb);
-      mma_16816<T>(out[nb], a, b);
+    for (int nb = 0; nb < HS / 8; nb += 2) {  // HS / 8 is even: HS is a multiple of 16
+      uint32_t b[4];
+      b_pair_of_columns<HS>(b, tile, 16 * kk, 8 * nb);
+      mma_pair<T>(out[nb], out[nb + 1], a, b);
     }
   }
 }
@@ -170,13 +198,20 @@ __device__ __forceinline__ float quad_sum(float x) {
 // (the last rows) start first.
 template <typename T, int HS>
 __global__ void __launch_bounds__(kBlockThreads) flash_forward_tc_kernel(T* out, float* lse, const T* qkv, TcDims d) {
+  // Two buffers of a K tile and a V tile each: one computed on, one filling.
   extern __shared__ __align__(128) unsigned char shared_bytes[];
-  T* k_tile = reinterpret_cast<T*>(shared_bytes);
-  T* v_tile = k_tile + kTile * stride_of<HS>();
+  T* tiles = reinterpret_cast<T*>(shared_bytes);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t b = blockIdx.y / d.NH, h = blockIdx.y % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kRows, w0 = q0 + 16 * warp;
+  auto fetch = [&](int64_t k0, int buffer) {
+    T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
+    fetch_tile<HS>(k_tile, base + d.C, row_stride, k0, d.T);
+    fetch_tile<HS>(k_tile + tile_elements<HS>(), base + 2 * d.C, row_stride, k0, d.T);
+    async_commit();
+  };
+  fetch(0, 0);
 
   uint32_t q[HS / 16][4];
   load_a_rows<HS>(q, base, row_stride, w0, d.T);
@@ -186,20 +221,29 @@ __global__ void __launch_bounds__(kBlockThreads) flash_forward_tc_kernel(T* out,
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const float scale_log2 = d.scale * kLog2e;
   const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
-  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile) {
-    __syncthreads();  // every warp is done with the previous K and V
-    load_tile<HS>(k_tile, base + d.C, row_stride, k0, d.T);
-    load_tile<HS>(v_tile, base + 2 * d.C, row_stride, k0, d.T);
-    __syncthreads();
+  int buffer = 0;
+  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
+    __syncthreads();  // every warp is done with the other buffer (the previous tile)
+    if (k0 + kTile <= block_last) {
+      fetch(k0 + kTile, buffer ^ 1);  // the next tile fills while this one is computed on
+      async_wait<1>();
+    } else {
+      async_wait<0>();
+    }
+    __syncthreads();  // every thread's part of this tile has landed
     if (k0 > w0 + 15) continue;  // every key is after every row of this warp
+    const T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
+    const T* v_tile = k_tile + tile_elements<HS>();
 
     float s[kTileBlocks][4];
     scores<T, HS>(s, q, k_tile);
+    // Only a tile that crosses the diagonal or T has keys to mask (the same for the whole warp).
+    const bool masked = k0 + kTile - 1 > w0 || k0 + kTile > d.T;
     float tile_max[2] = {-INFINITY, -INFINITY};
     for (int nb = 0; nb < kTileBlocks; ++nb) {
       for (int i = 0; i < 4; ++i) {
         const int64_t key = k0 + 8 * nb + 2 * t + (i & 1), row = w0 + g + (i >= 2 ? 8 : 0);
-        s[nb][i] = key <= row && key < d.T ? s[nb][i] * scale_log2 : -INFINITY;
+        s[nb][i] = !masked || (key <= row && key < d.T) ? s[nb][i] * scale_log2 : -INFINITY;
         tile_max[i / 2] = fmaxf(tile_max[i / 2], s[nb][i]);
       }
     }
@@ -235,41 +279,56 @@ __global__ void __launch_bounds__(kBlockThreads) flash_forward_tc_kernel(T* out,
 template <typename T, int HS>
 __global__ void __launch_bounds__(kBlockThreads)
     flash_backward_dkdv_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
+  // Two buffers of a Q tile and a dO tile each, then two of the 64 rows' lse and D.
   extern __shared__ __align__(128) unsigned char shared_bytes[];
-  T* q_tile = reinterpret_cast<T*>(shared_bytes);
-  T* do_tile = q_tile + kTile * stride_of<HS>();
-  float* row_lse = reinterpret_cast<float*>(do_tile + kTile * stride_of<HS>());  // in log2 units
-  float* row_d = row_lse + kTile;
+  T* tiles = reinterpret_cast<T*>(shared_bytes);
+  float* row_values = reinterpret_cast<float*>(tiles + 4 * tile_elements<HS>());
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t b = blockIdx.y / d.NH, h = blockIdx.y % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const T* do_base = dout + b * d.T * d.C + h * HS;
   const int64_t k0 = int64_t(blockIdx.x) * kRows, w0 = k0 + 16 * warp;  // the first blocks see the most queries
+  auto fetch = [&](int64_t q0, int buffer) {
+    T* q_tile = tiles + 2 * buffer * tile_elements<HS>();
+    fetch_tile<HS>(q_tile, base, row_stride, q0, d.T);
+    fetch_tile<HS>(q_tile + tile_elements<HS>(), do_base, d.C, q0, d.T);
+    fetch_row_values(row_values + 2 * buffer * kTile, lse + blockIdx.y * d.T, q0, d.T);
+    fetch_row_values(row_values + (2 * buffer + 1) * kTile, D + blockIdx.y * d.T, q0, d.T);
+    async_commit();
+  };
+  fetch(k0, 0);
 
   uint32_t k[HS / 16][4], v[HS / 16][4];
   load_a_rows<HS>(k, base + d.C, row_stride, w0, d.T);
   load_a_rows<HS>(v, base + 2 * d.C, row_stride, w0, d.T);
   float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};
   const float scale_log2 = d.scale * kLog2e;
-  for (int64_t q0 = k0; q0 < d.T; q0 += kTile) {
-    __syncthreads();
-    load_tile<HS>(q_tile, base, row_stride, q0, d.T);
-    load_tile<HS>(do_tile, do_base, d.C, q0, d.T);
-    for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
-      const bool inside = q0 + r < d.T;
-      row_lse[r] = inside ? lse[blockIdx.y * d.T + q0 + r] * kLog2e : 0.0f;
-      row_d[r] = inside ? D[blockIdx.y * d.T + q0 + r] : 0.0f;
+  int buffer = 0;
+  for (int64_t q0 = k0; q0 < d.T; q0 += kTile, buffer ^= 1) {
+    __syncthreads();  // every warp is done with the other buffer
+    if (q0 + kTile < d.T) {
+      fetch(q0 + kTile, buffer ^ 1);
+      async_wait<1>();
+    } else {
+      async_wait<0>();
     }
     __syncthreads();
     if (q0 + kTile - 1 < w0) continue;  // every query is before every key of this warp
+    const T* q_tile = tiles + 2 * buffer * tile_elements<HS>();
+    const T* do_tile = q_tile + tile_elements<HS>();
+    const float* row_lse = row_values + 2 * buffer * kTile;  // natural-log units
+    const float* row_d = row_lse + kTile;
 
     float p[kTileBlocks][4], ds[kTileBlocks][4];  // P^T, then dP^T and dS^T: (16 keys, 64 queries)
     scores<T, HS>(p, k, q_tile);
+    const bool masked = q0 < w0 + 15 || q0 + kTile > d.T;  // some query before some key, or past T
     for (int nb = 0; nb < kTileBlocks; ++nb) {
       for (int i = 0; i < 4; ++i) {
         const int column = 8 * nb + 2 * t + (i & 1);
         const int64_t query = q0 + column, key = w0 + g + (i >= 2 ? 8 : 0);
-        p[nb][i] = query >= key && query < d.T ? exp2f(p[nb][i] * scale_log2 - row_lse[column]) : 0.0f;
+        p[nb][i] = !masked || (query >= key && query < d.T)
+                       ? exp2f(p[nb][i] * scale_log2 - row_lse[column] * kLog2e)
+                       : 0.0f;
       }
     }
     accumulate<T, HS>(dv, p, do_tile);
@@ -289,13 +348,19 @@ __global__ void __launch_bounds__(kBlockThreads)
 template <typename T, int HS>
 __global__ void __launch_bounds__(kBlockThreads)
     flash_backward_dq_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
-  extern __shared__ __align__(128) unsigned char shared_bytes[];
-  T* k_tile = reinterpret_cast<T*>(shared_bytes);
-  T* v_tile = k_tile + kTile * stride_of<HS>();
+  extern __shared__ __align__(128) unsigned char shared_bytes[];  // as the forward's
+  T* tiles = reinterpret_cast<T*>(shared_bytes);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t b = blockIdx.y / d.NH, h = blockIdx.y % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kRows, w0 = q0 + 16 * warp;
+  auto fetch = [&](int64_t k0, int buffer) {
+    T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
+    fetch_tile<HS>(k_tile, base + d.C, row_stride, k0, d.T);
+    fetch_tile<HS>(k_tile + tile_elements<HS>(), base + 2 * d.C, row_stride, k0, d.T);
+    async_commit();
+  };
+  fetch(0, 0);
 
   uint32_t q[HS / 16][4], d_o[HS / 16][4];
   load_a_rows<HS>(q, base, row_stride, w0, d.T);
@@ -309,19 +374,27 @@ __global__ void __launch_bounds__(kBlockThreads)
   float dq[HS / 8][4] = {};
   const float scale_log2 = d.scale * kLog2e;
   const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
-  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile) {
+  int buffer = 0;
+  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
     __syncthreads();
-    load_tile<HS>(k_tile, base + d.C, row_stride, k0, d.T);
-    load_tile<HS>(v_tile, base + 2 * d.C, row_stride, k0, d.T);
+    if (k0 + kTile <= block_last) {
+      fetch(k0 + kTile, buffer ^ 1);
+      async_wait<1>();
+    } else {
+      async_wait<0>();
+    }
     __syncthreads();
     if (k0 > w0 + 15) continue;
+    const T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
+    const T* v_tile = k_tile + tile_elements<HS>();
 
     float p[kTileBlocks][4], ds[kTileBlocks][4];  // P, then dP and dS: (16 queries, 64 keys)
     scores<T, HS>(p, q, k_tile);
+    const bool masked = k0 + kTile - 1 > w0 || k0 + kTile > d.T;
     for (int nb = 0; nb < kTileBlocks; ++nb) {
       for (int i = 0; i < 4; ++i) {
         const int64_t key = k0 + 8 * nb + 2 * t + (i & 1), row = w0 + g + (i >= 2 ? 8 : 0);
-        p[nb][i] = key <= row && key < d.T ? exp2f(p[nb][i] * scale_log2 - row_lse[i / 2]) : 0.0f;
+        p[nb][i] = !masked || (key <= row && key < d.T) ? exp2f(p[nb][i] * scale_log2 - row_lse[i / 2]) : 0.0f;
       }
     }
     scores<T, HS>(ds, d_o, v_tile);
@@ -336,12 +409,12 @@ __global__ void __launch_bounds__(kBlockThreads)
 
 // Dynamic shared memory of each kernel (the carving above).
 template <int HS, typename T>
-constexpr size_t forward_shared_bytes() {
-  return 2 * tile_bytes<HS, T>();
+constexpr size_t forward_shared_bytes() {  // two buffers of two tiles
+  return 4 * tile_bytes<HS, T>();
 }
 template <int HS, typename T>
-constexpr size_t backward_shared_bytes() {  // dK/dV's: its tiles and 64 lse and D values; dQ takes less
-  return 2 * tile_bytes<HS, T>() + 2 * kTile * sizeof(float);
+constexpr size_t backward_shared_bytes() {  // dK/dV's: also two buffers of 64 lse and D values; dQ takes less
+  return 4 * tile_bytes<HS, T>() + 4 * kTile * sizeof(float);
 }
 
 // A launch may ask for at most 48 KiB of dynamic shared memory unless the

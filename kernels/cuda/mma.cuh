@@ -11,7 +11,7 @@
 // product's A operand (the accumulator layout of two 16x8 tiles is the A
 // layout of one 16x16 tile).
 //
-// Read next: kernels/cuda/flash_attention_tc.cu.
+// Read next: kernels/cuda/async_copy.cuh.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +43,36 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
 #endif
 }
 
+// Four 8x8 matrices of 16-bit values from shared memory in one instruction
+// (PTX ldmatrix .x4): lane 8 i + r passes the address of row r of matrix i
+// (16 bytes, 16-byte aligned). Register i of lane L gets matrix i's row L / 4,
+// columns 2 (L % 4) and 2 (L % 4) + 1: an mma fragment, as loaded by hand
+// with eight 32-bit loads across the warp, but as one shared-memory access.
+// ldmatrix_x4_trans gets rows 2 (L % 4) and 2 (L % 4) + 1 of column L / 4
+// instead: the B fragment of a matrix stored row-major, which by hand takes
+// two 16-bit loads a register. tools/cuda_emu/mma.h spells the layout out.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row_address) {
+#ifdef SG_CUDA_EMULATOR
+  ::sg_emu::ldmatrix_x4<false>(r, row_address);
+#else
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+#endif
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row_address) {
+#ifdef SG_CUDA_EMULATOR
+  ::sg_emu::ldmatrix_x4<true>(r, row_address);
+#else
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+#endif
+}
+
 // Two 16-bit values as one register, `low` in the low half.
 template <typename T>
 __device__ __forceinline__ uint32_t pack_pair(float low, float high) {
@@ -56,15 +86,6 @@ __device__ __forceinline__ uint32_t pack_pair(float low, float high) {
 template <typename T>
 __device__ __forceinline__ uint32_t load_pair(const T* p) {
   return *reinterpret_cast<const uint32_t*>(p);
-}
-
-// Two 16-bit values from anywhere.
-template <typename T>
-__device__ __forceinline__ uint32_t gather_pair(const T* low, const T* high) {
-  const T halves[2] = {*low, *high};
-  uint32_t bits;
-  memcpy(&bits, halves, sizeof bits);
-  return bits;
 }
 
 }  // namespace sg::cuda

@@ -7,8 +7,6 @@
 
 #include <type_traits>
 
-#include "kernels/cuda/mma.cuh"
-
 namespace sg::emu_test {
 namespace {
 
@@ -101,28 +99,6 @@ __global__ void wmma_kernel(float* c, const __nv_bfloat16* a, const __nv_bfloat1
   for (int i = int(threadIdx.x) * 8; i < int(threadIdx.x) * 8 + 8; ++i) c[i] = c_tile[i];  // other lanes' shares
 }
 
-// d (16x8, f32, row-major) = a (16x16, row-major) b (16x8, row-major)
-// through PTX's mma.sync m16n8k16, each lane filling its registers from the
-// layout the PTX ISA gives (groupID g = lane / 4, t = lane % 4):
-//   a: rows g and g + 8, columns 2t, 2t + 1 and 2t + 8, 2t + 9
-//   b: rows 2t, 2t + 1 and 2t + 8, 2t + 9, column g
-//   d: rows g and g + 8, columns 2t, 2t + 1
-__global__ void mma_kernel(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b) {
-  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
-  uint32_t ra[4], rb[2];
-  for (int reg = 0; reg < 4; ++reg) {
-    const int row = g + (reg % 2) * 8, col = 2 * t + (reg / 2) * 8;
-    ra[reg] = sg::cuda::gather_pair(a + row * 16 + col, a + row * 16 + col + 1);
-  }
-  for (int reg = 0; reg < 2; ++reg) {
-    const int row = 2 * t + reg * 8;
-    rb[reg] = sg::cuda::gather_pair(b + row * 8 + g, b + (row + 1) * 8 + g);
-  }
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  sg::cuda::mma_16816<__nv_bfloat16>(acc, ra, rb);
-  for (int i = 0; i < 4; ++i) d[(g + (i / 2) * 8) * 8 + 2 * t + i % 2] = acc[i];
-}
-
 template <typename T, int Scale>
 __global__ void scaled_ids_kernel(T* out, int n) {
   for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = T(i * Scale);
@@ -157,7 +133,6 @@ void write_static_shared_at(float* out, int index) { static_overrun_kernel<<<1, 
 void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced) {
   wmma_kernel<<<1, 32>>>(c, a, b, synced);
 }
-void mma_product(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b) { mma_kernel<<<1, 32>>>(d, a, b); }
 const char* nested_template_launch(int32_t* out, int n) {
   // not a launch: kernel<<<1, 1>>>(out) in a comment
   static const char* text = "kernel<<<1, 1>>>(out) in a string";

@@ -27,9 +27,6 @@ void write_static_shared_at(float* out, int index);  // a __shared__ float[16]: 
 // c (16x16, f32, row-major) = a (16x16 bf16, row-major) b (16x16 bf16, column-major) on tensor cores;
 // without the __syncwarp between storing the result to shared memory and reading it when `synced` is false.
 void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced);
-// d (16x8, f32) = a (16x16 bf16) b (16x8 bf16), all row-major, through PTX's mma.sync m16n8k16
-// (kernels/cuda/mma.cuh), the registers filled from the layout the PTX ISA documents.
-void mma_product(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b);
 // out[i] = factor * in[i] for i < n (at most 32), queued on `stream`: it may
 // run after this function has returned (SG_EMU_STREAMS=lazy).
 void scaled_copy(float* out, const float* in, float factor, int n, cudaStream_t stream);

@@ -151,29 +151,6 @@ TEST(Simt, WmmaProductAndAMissingSyncwarp) {
   EXPECT_TRUE(std::any_of(racy.begin(), racy.end(), [](float x) { return std::isnan(x); }));
 }
 
-// The PTX mma.sync the tensor-core attention is built on: registers filled
-// from the documented layout give the plain product (each value a small
-// integer or half-integer, so every sum is exact).
-TEST(Simt, MmaM16n8k16ProductInThePtxLayout) {
-  std::vector<__nv_bfloat16> a(256), b(128);
-  std::vector<float> expected(128, 0.0f);
-  for (int i = 0; i < 256; ++i) a[size_t(i)] = __float2bfloat16_rn(float(i % 7) - 3.0f);
-  for (int i = 0; i < 128; ++i) b[size_t(i)] = __float2bfloat16_rn(float(i % 5) * 0.5f + float(i / 64));
-  for (int r = 0; r < 16; ++r) {
-    for (int n = 0; n < 8; ++n) {
-      for (int k = 0; k < 16; ++k) {
-        expected[size_t(r * 8 + n)] += __bfloat162float(a[size_t(r * 16 + k)]) * __bfloat162float(b[size_t(k * 8 + n)]);
-      }
-    }
-  }
-  DeviceBuffer<__nv_bfloat16> d_a(256), d_b(128);
-  DeviceBuffer<float> d_d(128);
-  d_a.upload(a);
-  d_b.upload(b);
-  mma_product(d_d.data, d_a.data, d_b.data);
-  EXPECT_EQ(d_d.download(), expected);
-}
-
 // The missing barrier passes in the default order (slot i - 1 is written
 // before thread i runs) and shows in reverse order, which is why the test
 // script runs the emulator's tests both ways.

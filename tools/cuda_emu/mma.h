@@ -9,7 +9,7 @@
 //   B: 2 registers: b0,b1 (rows 2t, 2t+1, col g)  b2,b3 (rows 2t+8, 2t+9, col g)
 //   C, D: 4 floats: c0,c1 (row g, cols 2t, 2t+1)  c2,c3 (row g+8, cols 2t, 2t+1)
 // kernels/cuda/mma.cuh calls this in the emulator build and the instruction
-// itself under nvcc. The products are summed in float in k order; the
+// itself under nvcc, and the same for ldmatrix (below). The products are summed in float in k order; the
 // hardware's order and rounding inside the sum are its own, so tests compare
 // with a tolerance, as for any GEMM.
 #pragma once
@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+
+#include "kernels/error.h"
 
 #include "tools/cuda_emu/simt.h"
 
@@ -33,7 +35,7 @@ template <typename Half>
 float mma_element(uint32_t reg, int half) {
   const uint16_t bits = uint16_t(half == 0 ? reg & 0xffffu : reg >> 16);
   Half value;
-  std::memcpy(&value, &bits, sizeof bits);
+  std::memcpy(static_cast<void*>(&value), &bits, sizeof bits);
   if constexpr (std::is_same_v<Half, __nv_bfloat16>) return __bfloat162float(value);
   else return __half2float(value);
 }
@@ -65,6 +67,39 @@ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
   }
   release_warp();  // every lane has read the others' registers
   for (int i = 0; i < 4; ++i) d[i] = result[i];
+}
+
+// PTX's ldmatrix.sync.aligned.m8n8.x4{.trans}.shared.b16: four 8x8
+// matrices of 16-bit values from shared memory into four registers a lane.
+// Lane 8 i + r gives the address of row r of matrix i (16 bytes, 16-byte
+// aligned); register i of lane L then holds, low half first,
+//   without .trans: row L / 4, columns 2 (L % 4) and 2 (L % 4) + 1 of matrix i
+//   with .trans:    rows 2 (L % 4) and 2 (L % 4) + 1 of column L / 4
+// (the PTX ISA's "ldmatrix" fragment figures). Without .trans that is an
+// mma A or B^T fragment of rows stored row-major; with it, a B fragment of
+// a matrix stored row-major (mma.h's B is k-major).
+template <bool Transpose>
+void ldmatrix_x4(uint32_t (&r)[4], const void* row_address) {
+  SG_CHECK(reinterpret_cast<uintptr_t>(row_address) % 16 == 0, "CUDA emulator: ldmatrix row address ", row_address,
+           " of lane ", lane_id(), " is not 16-byte aligned");
+  SG_CHECK(in_shared_memory(row_address, 16), "CUDA emulator: ldmatrix row address ", row_address, " of lane ",
+           lane_id(), " is not in the block's shared memory");
+  const auto* const* rows = reinterpret_cast<const uint16_t* const*>(gather_from_warp(row_address));
+  const int lane = lane_id();
+  uint32_t result[4];
+  for (int i = 0; i < 4; ++i) {
+    uint16_t low, high;
+    if (Transpose) {
+      low = rows[8 * i + 2 * (lane % 4)][lane / 4];
+      high = rows[8 * i + 2 * (lane % 4) + 1][lane / 4];
+    } else {
+      low = rows[8 * i + lane / 4][2 * (lane % 4)];
+      high = rows[8 * i + lane / 4][2 * (lane % 4) + 1];
+    }
+    result[i] = uint32_t(low) | uint32_t(high) << 16;
+  }
+  release_warp();
+  for (int i = 0; i < 4; ++i) r[i] = result[i];
 }
 
 }  // namespace sg_emu

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -38,6 +39,13 @@ struct Barrier {
   uint64_t generation = 0;
 };
 
+// A cp.async issued and not yet waited for.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  size_t bytes, src_bytes;
+};
+
 struct Thread {
   ThreadIndex index;
   FiberContext context;
@@ -45,6 +53,8 @@ struct Thread {
   bool done = false;
   const Barrier* waiting_on = nullptr;
   uint64_t waiting_for = 0;  // the generation that must pass
+  std::vector<AsyncCopy> open_group;               // cp.async since the last commit
+  std::vector<std::vector<AsyncCopy>> committed;   // groups committed, oldest first
 };
 
 struct Warp {
@@ -64,7 +74,7 @@ struct Block {
   int live = 0;
   void* dynamic_shared = nullptr;
   size_t dynamic_shared_bytes = 0;
-  std::set<void*> filled_arrays;  // static shared arrays filled for this block
+  std::map<const void*, size_t> filled_arrays;  // static shared arrays filled for this block, and their sizes
   size_t static_shared_bytes = 0;  // their sizes, added up
   std::exception_ptr error;
   FiberContext scheduler;
@@ -380,13 +390,53 @@ void* map_shared_array(size_t bytes, size_t alignment) {
 
 void enter_shared_array(void* array, size_t bytes) {
   Block& block = *g_block;
-  if (!block.filled_arrays.insert(array).second) return;
+  if (!block.filled_arrays.emplace(array, bytes).second) return;
   std::memset(array, 0xff, bytes);  // NaN in f32, bf16 and f16
   block.static_shared_bytes += bytes;
   const size_t total = block.static_shared_bytes + block.dynamic_shared_bytes;
   SG_CHECK(total <= kMaxDynamicShared, "CUDA emulator: kernel ", block.kernel, " uses ", total,
            " bytes of shared memory per block (", block.static_shared_bytes, " in __shared__ arrays); a block may "
            "have 48 KiB, more only as dynamic shared memory after cudaFuncSetAttribute");
+}
+
+void async_copy(void* dst, const void* src, size_t bytes, size_t src_bytes) {
+  SG_CHECK(g_thread != nullptr, "CUDA emulator: cp.async outside a kernel");
+  SG_CHECK(src_bytes <= bytes, "CUDA emulator: cp.async reads ", src_bytes, " bytes into ", bytes);
+  SG_CHECK(reinterpret_cast<uintptr_t>(dst) % bytes == 0 && reinterpret_cast<uintptr_t>(src) % bytes == 0,
+           "CUDA emulator: cp.async of ", bytes, " bytes from ", src, " to ", dst, " is not aligned to ", bytes);
+  SG_CHECK(in_shared_memory(dst, bytes), "CUDA emulator: cp.async destination ", dst,
+           " is not in the block's shared memory");
+  g_thread->open_group.push_back(AsyncCopy{dst, src, bytes, src_bytes});
+}
+
+void async_commit() {
+  g_thread->committed.push_back(std::move(g_thread->open_group));
+  g_thread->open_group.clear();
+}
+
+void async_wait(int pending_allowed) {
+  auto& groups = g_thread->committed;
+  while (int(groups.size()) > pending_allowed) {
+    for (const AsyncCopy& copy : groups.front()) {
+      std::memcpy(copy.dst, copy.src, copy.src_bytes);
+      std::memset(static_cast<unsigned char*>(copy.dst) + copy.src_bytes, 0, copy.bytes - copy.src_bytes);
+    }
+    groups.erase(groups.begin());
+  }
+}
+
+bool in_shared_memory(const void* address, size_t bytes) {
+  if (g_block == nullptr) return false;
+  const auto* p = static_cast<const unsigned char*>(address);
+  auto inside = [&](const void* start, size_t size) {
+    const auto* s = static_cast<const unsigned char*>(start);
+    return s != nullptr && p >= s && p + bytes <= s + size;
+  };
+  if (inside(g_block->dynamic_shared, g_block->dynamic_shared_bytes)) return true;
+  for (const auto& [array, size] : g_block->filled_arrays) {
+    if (inside(array, size)) return true;
+  }
+  return false;
 }
 
 void* dynamic_shared() {

@@ -125,6 +125,21 @@ class SharedArray {
   void* data_ = nullptr;
 };
 
+// cp.async (kernels/cuda/async_copy.cuh): a copy of `bytes` into shared
+// memory, of which the first `src_bytes` come from src and the rest are 0.
+// The copy is only queued: it happens when the issuing thread waits for its
+// group (async_wait), so a thread that reads the destination before waiting
+// (or before the barrier after everyone's wait) reads the old bytes, where
+// on the GPU it might read either. Groups never waited for are dropped.
+void async_copy(void* dst, const void* src, size_t bytes, size_t src_bytes);
+void async_commit();                    // cp.async.commit_group
+void async_wait(int pending_allowed);   // cp.async.wait_group: at most this many groups still pending
+
+// Whether [address, address + bytes) lies in the running block's shared
+// memory: its dynamic shared memory or a __shared__ array it has reached.
+// (Instructions that name the shared space, such as ldmatrix, check it.)
+bool in_shared_memory(const void* address, size_t bytes);
+
 // The launch's dynamic shared memory (extern __shared__), `shared_bytes` long
 // and followed by an unmapped page, so reading past its end faults. Filled
 // with 0xff bytes (NaN) at the start of each block.

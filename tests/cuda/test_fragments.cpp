@@ -1,0 +1,89 @@
+// The PTX fragment layouts the tensor-core attention relies on
+// (kernels/cuda/mma.cuh), held against the PTX ISA's figures as
+// tools/cuda_emu/mma.h writes them out. On a GPU these check the reading of
+// the ISA; in the emulator, that the emulator implements that reading. A
+// fused-attention failure on a GPU with these passing is the kernel's.
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <vector>
+
+#include "kernels/cuda/cuda_check.h"
+#include "tests/cuda/cuda_test_util.h"
+#include "tests/cuda/fragment_kernels.h"
+
+namespace sg {
+namespace {
+
+using TensorCoreFragments = test::CudaTest;
+
+// n elements of device memory, freed at scope exit.
+template <typename T>
+class DeviceArray {
+ public:
+  explicit DeviceArray(const std::vector<T>& host) : n_(host.size()) {
+    CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&data_), n_ * sizeof(T)));
+    CUDA_CHECK(cudaMemcpy(data_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  ~DeviceArray() { cudaFree(data_); }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  T* get() { return data_; }
+  std::vector<T> download() const {
+    std::vector<T> host(n_);
+    CUDA_CHECK(cudaMemcpy(host.data(), data_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return host;
+  }
+
+ private:
+  T* data_ = nullptr;
+  size_t n_;
+};
+
+// Registers filled from the documented layout give the plain product (each
+// value a small integer or half-integer, so every sum is exact).
+TEST_F(TensorCoreFragments, MmaM16n8k16ProductInThePtxLayout) {
+  std::vector<__nv_bfloat16> a(256), b(128);
+  std::vector<float> expected(128, 0.0f);
+  for (int i = 0; i < 256; ++i) a[size_t(i)] = __float2bfloat16_rn(float(i % 7) - 3.0f);
+  for (int i = 0; i < 128; ++i) b[size_t(i)] = __float2bfloat16_rn(float(i % 5) * 0.5f + float(i / 64));
+  for (int r = 0; r < 16; ++r) {
+    for (int n = 0; n < 8; ++n) {
+      for (int k = 0; k < 16; ++k) {
+        expected[size_t(r * 8 + n)] += __bfloat162float(a[size_t(r * 16 + k)]) * __bfloat162float(b[size_t(k * 8 + n)]);
+      }
+    }
+  }
+  DeviceArray<__nv_bfloat16> d_a(a), d_b(b);
+  DeviceArray<float> d_d(std::vector<float>(128, -1.0f));
+  test::mma_product(d_d.get(), d_a.get(), d_b.get());
+  EXPECT_EQ(d_d.download(), expected);
+}
+
+// ldmatrix .x4 with and without .trans: element (r, c) of the 16x16 matrix
+// holds 16 r + c, so each register names the two elements it received.
+TEST_F(TensorCoreFragments, LdmatrixX4InThePtxLayout) {
+  std::vector<uint16_t> matrix(256);
+  for (int i = 0; i < 256; ++i) matrix[size_t(i)] = uint16_t(i);
+  DeviceArray<uint16_t> d_matrix(matrix);
+  for (const bool transpose : {false, true}) {
+    DeviceArray<uint32_t> out(std::vector<uint32_t>(128, 0xffffffffu));
+    test::ldmatrix_registers(out.get(), d_matrix.get(), transpose);
+    const std::vector<uint32_t> registers = out.download();
+    for (int lane = 0; lane < 32; ++lane) {
+      for (int i = 0; i < 4; ++i) {
+        const int row0 = 8 * (i % 2), col0 = 8 * (i / 2);
+        // Without .trans: row lane / 4, columns 2 (lane % 4) and + 1.
+        // With .trans: rows 2 (lane % 4) and + 1, column lane / 4.
+        const int low = transpose ? 16 * (row0 + 2 * (lane % 4)) + col0 + lane / 4
+                                  : 16 * (row0 + lane / 4) + col0 + 2 * (lane % 4);
+        const int high = transpose ? low + 16 : low + 1;
+        EXPECT_EQ(registers[size_t(4 * lane + i)], uint32_t(low) | uint32_t(high) << 16)
+            << (transpose ? ".trans" : "") << " lane " << lane << " register " << i;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sg
