@@ -7,6 +7,8 @@
 
 #include <type_traits>
 
+#include "kernels/cuda/async_copy.cuh"
+
 namespace sg::emu_test {
 namespace {
 
@@ -77,6 +79,23 @@ __global__ void static_overrun_kernel(float* out, int index) {
   out[0] = slots[1];
 }
 
+// out[0..3]: a 16-byte cp.async's destination before the wait; out[4..7]:
+// after it; out[8..11]: a zero-filling copy's destination after its wait.
+__global__ void async_copy_kernel(float* out, const float* in) {
+  __shared__ alignas(16) float copied[4];
+  __shared__ alignas(16) float zeroed[4];
+  for (int i = 0; i < 4; ++i) copied[i] = zeroed[i] = -1.0f;
+  sg::cuda::async_copy<16>(copied, in, true);
+  sg::cuda::async_copy<16>(zeroed, in, false);
+  sg::cuda::async_commit();
+  for (int i = 0; i < 4; ++i) out[i] = copied[i];
+  sg::cuda::async_wait<0>();
+  for (int i = 0; i < 4; ++i) {
+    out[4 + i] = copied[i];
+    out[8 + i] = zeroed[i];
+  }
+}
+
 __global__ void wmma_kernel(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced) {
   namespace wmma = nvcuda::wmma;
   __shared__ alignas(32) __nv_bfloat16 a_tile[256];
@@ -130,6 +149,7 @@ void read_shared_at(float* out, int n, int index) {
 void shift_without_barrier(float* out, int n) { racy_shift_kernel<<<1, n>>>(out); }
 void too_much_shared_memory(float* out) { big_shared_kernel<<<1, 1>>>(out); }
 void write_static_shared_at(float* out, int index) { static_overrun_kernel<<<1, 16>>>(out, index); }
+void async_copy_before_and_after_wait(float* out, const float* in) { async_copy_kernel<<<1, 1>>>(out, in); }
 void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced) {
   wmma_kernel<<<1, 32>>>(c, a, b, synced);
 }

@@ -24,6 +24,8 @@ const char* nested_template_launch(int32_t* out, int n);
 void shift_without_barrier(float* out, int n);  // out[i] = i - 1 through shared memory, a barrier missing
 void too_much_shared_memory(float* out);       // two 32 KiB __shared__ arrays in one block
 void write_static_shared_at(float* out, int index);  // a __shared__ float[16]: thread 0 writes element index
+// One thread cp.asyncs in[0..3] into shared memory and reads it before and after waiting (simt_kernels.cu).
+void async_copy_before_and_after_wait(float* out, const float* in);
 // c (16x16, f32, row-major) = a (16x16 bf16, row-major) b (16x16 bf16, column-major) on tensor cores;
 // without the __syncwarp between storing the result to shared memory and reading it when `synced` is false.
 void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced);

@@ -151,6 +151,16 @@ TEST(Simt, WmmaProductAndAMissingSyncwarp) {
   EXPECT_TRUE(std::any_of(racy.begin(), racy.end(), [](float x) { return std::isnan(x); }));
 }
 
+// cp.async happens at the wait: a read before it sees the old bytes, which
+// a GPU may or may not show; a copy with nothing to read fills zeros.
+TEST(Simt, AsyncCopyLandsAtTheWait) {
+  DeviceBuffer<float> in(4), out(12);
+  in.upload({1.0f, 2.0f, 3.0f, 4.0f});
+  async_copy_before_and_after_wait(out.data, in.data);
+  const std::vector<float> expected{-1.0f, -1.0f, -1.0f, -1.0f, 1.0f, 2.0f, 3.0f, 4.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  EXPECT_EQ(out.download(), expected);
+}
+
 // The missing barrier passes in the default order (slot i - 1 is written
 // before thread i runs) and shows in reverse order, which is why the test
 // script runs the emulator's tests both ways.
