@@ -401,6 +401,18 @@ TEST_F(CudaKernels, AdamWMatchesCpu) {
   adamw_update_(pg, mg, vg, gg, hp, &copy_g);
   EXPECT_TRUE(same_as_cpu(copy_g, copy, kBf16, 1e-2));
   EXPECT_TRUE(same_as_cpu(copy_g, pg.to(DType::bf16), 0.0, 0.0)) << "the copy is the cast of the updated masters";
+
+  // 4097 elements from fresh buffers go four at a time, the last one alone; a
+  // shard one element into its buffers is off the 16-byte grid: one at a time.
+  auto tail = [](const Tensor& t) { return t.slice(0, 1, 4097); };
+  Tensor ps = tail(p), ms = tail(m), vs = tail(v), copy_s = tail(copy);
+  Tensor pgs = tail(pg), mgs = tail(mg), vgs = tail(vg), copy_gs = tail(copy_g);
+  hp.step = 5;
+  adamw_update_(ps, ms, vs, tail(g), hp, &copy_s);
+  adamw_update_(pgs, mgs, vgs, tail(gg), hp, &copy_gs);
+  EXPECT_TRUE(same_as_cpu(pg, p, kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(vg, v, kF32, 1e-9));
+  EXPECT_TRUE(same_as_cpu(copy_g, pg.to(DType::bf16), 0.0, 0.0));
 }
 
 }  // namespace
