@@ -165,6 +165,12 @@ else
 fi
 unset SG_POISON
 step bench_attention 90 $bin/bench_attention --device cuda --dtype bf16
+# The tensor-core attention kernels up close, one launch each (forward, dK/dV, dQ; --repeat 1 launches
+# the forward three times first): throughput against the card's peaks, occupancy, the tensor pipes' use.
+command -v ncu >/dev/null &&
+  SG_STEP_OPTIONAL=1 step attention_profile 90 ncu --kernel-name regex:'flash_.*_tc_kernel' --launch-skip 2 \
+    --launch-count 3 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis $bin/bench_attention --device cuda --dtype bf16 --repeat 1
 step bench_gemm 90 $bin/bench_gemm --repeat 10
 step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
 # The kernel tests under compute-sanitizer: out-of-bounds and misaligned accesses (memcheck) everywhere, and
@@ -222,6 +228,11 @@ summary() {
   for log in bench_gpt_fused bench_gpt_b16 bench_gpt_b32 bench_gpt_b64 bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
+  if [ -f "$logs/attention_profile.log" ]; then
+    echo "attention_profile (the whole report is in the logs):"
+    grep -E "flash_.*_tc_kernel|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per" \
+      "$logs/attention_profile.log" | sed 's/^ */  /'
+  fi
   for log in sanitizer_memcheck sanitizer_racecheck; do
     [ -f "$logs/$log.log" ] && echo "$log: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/$log.log" | tail -1)"
   done
