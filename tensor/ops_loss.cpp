@@ -63,7 +63,7 @@ Tensor embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_s
   int64_t C = dout.size(-1), N = ids.numel();
   Tensor dtable = Tensor::zeros({vocab_size, C}, TensorOptions().dtype(stats_dtype(compute)).device(dout.device()));
   if (dout.device().is_cpu()) SG_ON_CPU(compute, cpu::embedding_backward(dtable.data<T>(), d.data<T>(), index.data<int32_t>(), N, C));
-  else SG_ON_CUDA(cuda::embedding_backward(dtable.data<float>(), d.data_ptr(), index.data<int32_t>(), N, C, compute, cuda_stream(dout.device())));
+  else SG_ON_CUDA(cuda::embedding_backward(dtable.data<float>(), d.data_ptr(), index.data<int32_t>(), N, C, vocab_size, compute, cuda_stream(dout.device())));
   return dtable.to(dout.dtype());
 }
 

@@ -15,9 +15,10 @@ namespace sg::cuda {
 // table and out in `dtype` (f32, bf16, f16); dtable f32, accumulated.
 void embedding_forward(void* out, const void* table, const int32_t* ids, int64_t N, int64_t C, DType dtype,
                        cudaStream_t stream);
-// Scatter-add with atomics: the summation order of repeated ids varies run to run.
-void embedding_backward(float* dtable, const void* dout, const int32_t* ids, int64_t N, int64_t C, DType dtype,
-                        cudaStream_t stream);
+// dtable (V, C) += the rows of dout by id, each id's rows added in position
+// order (no atomics): the CPU twin's bits, every run.
+void embedding_backward(float* dtable, const void* dout, const int32_t* ids, int64_t N, int64_t C, int64_t V,
+                        DType dtype, cudaStream_t stream);
 
 // logits (N, V) in `dtype` (f32, bf16, f16); losses and lse (N) f32.
 void cross_entropy_forward(float* losses, float* lse, const void* logits, const int32_t* targets, int64_t N,

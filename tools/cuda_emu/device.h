@@ -19,6 +19,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/error.h"
 #include "tools/cuda_emu/simt.h"
 #include "tools/cuda_emu/mma.h"
 #include "tools/cuda_emu/wmma.h"
@@ -54,6 +55,21 @@ T __shfl_xor_sync(unsigned lane_mask, T value, int lane_xor, int width = 32) {
   const int source = lane ^ lane_xor;
   return __shfl_sync(lane_mask, value, (source / width == lane / width) ? source % width : lane % width, width);
 }
+
+// Bit i set where lane i's predicate holds. shardgrad's kernels ballot with
+// the whole warp, which is all this supports (a partial mask is refused).
+inline unsigned __ballot_sync(unsigned lane_mask, bool predicate) {
+  SG_CHECK(lane_mask == 0xffffffffu, "CUDA emulator: __ballot_sync supports only the full warp's mask");
+  const void* const* lanes = ::sg_emu::gather_from_warp(&predicate);
+  unsigned word = 0;
+  for (int i = 0; i < 32; ++i) word |= unsigned(*static_cast<const bool*>(lanes[i])) << i;
+  ::sg_emu::release_warp();
+  return word;
+}
+
+// The position (from 1) of the lowest set bit, 0 for none; the set bits.
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
 // One fiber runs at a time, so a read-modify-write is atomic.
 template <typename T>
