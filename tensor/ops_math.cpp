@@ -232,17 +232,19 @@ Tensor bias_backward(const Tensor& dout) {
   DType compute = compute_dtype("bias_backward", dout, CudaTypes::kNative16);
   Tensor d = prepare(dout, compute);
   int64_t cols = dout.size(-1), rows = cols ? dout.numel() / cols : 0;
-  Tensor dbias = Tensor::zeros({cols}, TensorOptions().dtype(stats_dtype(compute)).device(dout.device()));
   if (dout.device().is_cpu()) {
+    Tensor dbias = Tensor::zeros({cols}, TensorOptions().dtype(stats_dtype(compute)).device(dout.device()));
     SG_ON_CPU(compute, cpu::bias_add_backward(dbias.data<T>(), d.data<T>(), rows, cols));
-  } else {
-#ifdef SG_CUDA
-    static_assert(cuda::kBiasBackwardScratchRows == 32);
-#endif
-    Tensor partials = Tensor::empty({32, cols}, TensorOptions().device(dout.device()));
-    SG_ON_CUDA(cuda::bias_add_backward(dbias.data<float>(), partials.data<float>(), d.data_ptr(), rows, cols, compute,
-                                       cuda_stream(d.device())));
+    return dbias.to(dout.dtype());
   }
+#ifdef SG_CUDA
+  static_assert(cuda::kBiasBackwardScratchRows == 32);
+#endif
+  // Summed in f32 and written in dout's dtype by the last kernel: no zero-fill, no cast.
+  Tensor dbias = Tensor::empty({cols}, TensorOptions().dtype(compute).device(dout.device()));
+  Tensor partials = Tensor::empty({32, cols}, TensorOptions().device(dout.device()));
+  SG_ON_CUDA(cuda::bias_add_backward(dbias.data_ptr(), compute, partials.data<float>(), d.data_ptr(), rows, cols,
+                                     compute, cuda_stream(d.device())));
   return dbias.to(dout.dtype());
 }
 

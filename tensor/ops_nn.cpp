@@ -192,9 +192,9 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
   Tensor d = prepare(dout, compute), in = prepare(x, compute), w = prepare(weight, compute);
   Tensor m = prepare(mean, stats), s = prepare(rstd, stats);
   LayerNormGrads grads;
-  grads.dweight = Tensor::zeros({C}, TensorOptions().dtype(stats).device(x.device()));
-  grads.dbias = Tensor::zeros({C}, TensorOptions().dtype(stats).device(x.device()));
   if (x.device().is_cpu()) {
+    grads.dweight = Tensor::zeros({C}, TensorOptions().dtype(stats).device(x.device()));
+    grads.dbias = Tensor::zeros({C}, TensorOptions().dtype(stats).device(x.device()));
     // The kernel accumulates into dx, so it starts as add_to_dx, or zeros.
     if (add_to_dx.defined()) {
       grads.dx = empty_like(in, compute);
@@ -209,9 +209,12 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
 #ifdef SG_CUDA
     static_assert(cuda::kLayerNormScratchRows == 32);
 #endif
+    // dweight and dbias are written in the compute dtype by the last kernel (no zero-fill, no cast).
+    grads.dweight = Tensor::empty({C}, TensorOptions().dtype(compute).device(x.device()));
+    grads.dbias = Tensor::empty({C}, TensorOptions().dtype(compute).device(x.device()));
     Tensor partials = Tensor::empty({2 * 32, C}, TensorOptions().device(x.device()));
     Tensor extra = add_to_dx.defined() ? prepare(add_to_dx, compute) : Tensor();
-    SG_ON_CUDA(cuda::layernorm_backward(grads.dx.data_ptr(), grads.dweight.data<float>(), grads.dbias.data<float>(),
+    SG_ON_CUDA(cuda::layernorm_backward(grads.dx.data_ptr(), grads.dweight.data_ptr(), grads.dbias.data_ptr(), compute,
                                         partials.data<float>(), d.data_ptr(), in.data_ptr(), w.data_ptr(),
                                         m.data<float>(), s.data<float>(), N, C, compute, cuda_stream(x.device()),
                                         extra.defined() ? extra.data_ptr() : nullptr));

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/float_types.cuh"
+
 namespace sg::cuda {
 
 constexpr int kColumnSumChunks = 32;
@@ -43,13 +45,24 @@ __device__ void column_partial_sums(float* const (&partials)[K], int64_t rows, i
   }
 }
 
-// Stage 2: out[col] += the chunks' partials, in chunk order.
-static __global__ void add_column_partials(float* out, const float* partials, int64_t cols) {
+// Stage 2, for K sums at once: out[k][col] = the chunks' partials[k], added
+// in chunk order and written (not added to) in the output's type, so the
+// caller needs no zero-filled f32 buffer and no cast after: one launch.
+template <int K, typename OutT>
+struct ColumnSums {
+  OutT* out[K];
+  const float* partials[K];
+};
+
+template <int K, typename OutT>
+__global__ void finish_column_sums(ColumnSums<K, OutT> sums, int64_t cols) {
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (col >= cols) return;
-  float total = 0.0f;
-  for (int chunk = 0; chunk < kColumnSumChunks; ++chunk) total += partials[chunk * cols + col];
-  out[col] += total;
+  for (int k = 0; k < K; ++k) {
+    float total = 0.0f;
+    for (int chunk = 0; chunk < kColumnSumChunks; ++chunk) total += sums.partials[k][chunk * cols + col];
+    sums.out[k][col] = store<OutT>(total);
+  }
 }
 
 inline dim3 column_sum_grid(int64_t cols) {

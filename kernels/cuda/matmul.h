@@ -25,10 +25,11 @@ void matmul_backward(void* da, void* db, const void* dc, const void* a, const vo
 void matmul_bias_forward(void* c, const void* a, const void* b, const void* bias, const GemmShape& shape, DType dtype,
                          cudaStream_t stream);
 void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, DType dtype, cudaStream_t stream);
-// dbias (cols, f32) += the column sums of dout (rows, cols) in `dtype`;
-// partials: scratch of kBiasBackwardScratchRows * cols floats.
+// dbias (cols, written in dbias_dtype: f32, bf16 or f16) = the column sums
+// of dout (rows, cols) in `dtype`, summed in f32; partials: scratch of
+// kBiasBackwardScratchRows * cols floats.
 constexpr int64_t kBiasBackwardScratchRows = 32;
-void bias_add_backward(float* dbias, float* partials, const void* dout, int64_t rows, int64_t cols, DType dtype,
-                       cudaStream_t stream);
+void bias_add_backward(void* dbias, DType dbias_dtype, float* partials, const void* dout, int64_t rows, int64_t cols,
+                       DType dtype, cudaStream_t stream);
 
 }  // namespace sg::cuda

@@ -283,9 +283,9 @@ void add_layernorm_forward(void* sum, void* out, float* mean, float* rstd, const
   SG_CHECK_LAUNCH();
 }
 
-void layernorm_backward(void* din, float* dweight, float* dbias, float* partials, const void* dout, const void* in,
-                        const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C, DType dtype,
-                        cudaStream_t stream, const void* add_to_din) {
+void layernorm_backward(void* din, void* dweight, void* dbias, DType param_dtype, float* partials, const void* dout,
+                        const void* in, const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
+                        DType dtype, cudaStream_t stream, const void* add_to_din) {
   if (N == 0 || C == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -301,9 +301,12 @@ void layernorm_backward(void* din, float* dweight, float* dbias, float* partials
         N, C);
     SG_CHECK_LAUNCH();
   });
-  const unsigned blocks = unsigned((C + kThreads - 1) / kThreads);
-  add_column_partials<<<blocks, kThreads, 0, stream>>>(dweight, partials, C);
-  add_column_partials<<<blocks, kThreads, 0, stream>>>(dbias, partials + kColumnSumChunks * C, C);
+  with_float_type(param_dtype, [&](auto tag) {
+    using OutT = decltype(tag);
+    const ColumnSums<2, OutT> sums{{static_cast<OutT*>(dweight), static_cast<OutT*>(dbias)},
+                                   {partials, partials + kColumnSumChunks * C}};
+    finish_column_sums<<<unsigned((C + kThreads - 1) / kThreads), kThreads, 0, stream>>>(sums, C);
+  });
   SG_CHECK_LAUNCH();
 }
 

@@ -20,12 +20,13 @@ void add_layernorm_forward(void* sum, void* out, float* mean, float* rstd, const
                            const void* weight, const void* bias, int64_t N, int64_t C, DType dtype,
                            cudaStream_t stream);
 // din written in `dtype` (as dout, in and weight), plus add_to_din (N, C in
-// `dtype`) when given, in the same pass; dweight and dbias (C, f32)
-// accumulated; partials: scratch of 2 * kLayerNormScratchRows * C floats.
+// `dtype`) when given, in the same pass; dweight and dbias (C) summed in f32
+// and written in param_dtype (f32, bf16 or f16); partials: scratch of
+// 2 * kLayerNormScratchRows * C floats.
 constexpr int64_t kLayerNormScratchRows = 32;
-void layernorm_backward(void* din, float* dweight, float* dbias, float* partials, const void* dout, const void* in,
-                        const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C, DType dtype,
-                        cudaStream_t stream, const void* add_to_din = nullptr);
+void layernorm_backward(void* din, void* dweight, void* dbias, DType param_dtype, float* partials, const void* dout,
+                        const void* in, const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
+                        DType dtype, cudaStream_t stream, const void* add_to_din = nullptr);
 
 void softmax_forward(void* out, const void* in, int64_t N, int64_t C, DType dtype, cudaStream_t stream);
 void softmax_backward(float* din, const float* out, const float* dout, int64_t N, int64_t C, cudaStream_t stream);
