@@ -82,6 +82,32 @@ __device__ void fetch_row_values(float* values, const float* src, int64_t first,
   }
 }
 
+// Starts keys k0.. (K, then V: `base` is the head's q columns of row 0) into
+// buffer `buffer` of `tiles` (two tiles a buffer), as one cp.async group.
+template <int HS, typename T>
+__device__ void fetch_keys_values(T* tiles, int buffer, const T* base, int64_t C, int64_t k0, int64_t T_) {
+  T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
+  fetch_tile<HS>(k_tile, base + C, 3 * C, k0, T_);
+  fetch_tile<HS>(k_tile + tile_elements<HS>(), base + 2 * C, 3 * C, k0, T_);
+  async_commit();
+}
+
+// The top of each step over double-buffered tiles (kernels/cuda/async_copy.cuh):
+// once every warp is done with the other buffer, starts the next tile into
+// it (when there is one: fetch_next) and waits for this step's; on return
+// this step's tile is visible to the whole block.
+template <typename FetchNext>
+__device__ void advance_tiles(bool has_next, FetchNext&& fetch_next) {
+  __syncthreads();
+  if (has_next) {
+    fetch_next();
+    async_wait<1>();
+  } else {
+    async_wait<0>();
+  }
+  __syncthreads();
+}
+
 // The A fragments of 16 rows (first..first + 15) of src: frag[kk] holds
 // columns 16 kk .. 16 kk + 15. Rows past T are 0.
 template <int HS, typename T>
@@ -116,7 +142,7 @@ __device__ void b_pair_of_rows(uint32_t (&b)[4], const T* tile, int n0, int k0) 
 template <int HS, typename T>
 __device__ void b_pair_of_columns(uint32_t (&b)[4], const T* tile, int k0, int n0) {
   const int lane = threadIdx.x % 32, i = lane / 8, r = lane % 8;
-  ldmatrix_x4_trans(b, tile + (k0 + 8 * (i % 2) + r) * stride_of<HS>() + n0 + 8 * (i / 2));
+  ldmatrix_x4<true>(b, tile + (k0 + 8 * (i % 2) + r) * stride_of<HS>() + n0 + 8 * (i / 2));
 }
 
 // Two products sharing their A operand, the B operands from one ldmatrix.
@@ -205,13 +231,7 @@ __global__ void __launch_bounds__(kBlockThreads) flash_forward_tc_kernel(T* out,
   const int64_t b = blockIdx.y / d.NH, h = blockIdx.y % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kRows, w0 = q0 + 16 * warp;
-  auto fetch = [&](int64_t k0, int buffer) {
-    T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
-    fetch_tile<HS>(k_tile, base + d.C, row_stride, k0, d.T);
-    fetch_tile<HS>(k_tile + tile_elements<HS>(), base + 2 * d.C, row_stride, k0, d.T);
-    async_commit();
-  };
-  fetch(0, 0);
+  fetch_keys_values<HS>(tiles, 0, base, d.C, 0, d.T);
 
   uint32_t q[HS / 16][4];
   load_a_rows<HS>(q, base, row_stride, w0, d.T);
@@ -223,14 +243,9 @@ __global__ void __launch_bounds__(kBlockThreads) flash_forward_tc_kernel(T* out,
   const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
   int buffer = 0;
   for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
-    __syncthreads();  // every warp is done with the other buffer (the previous tile)
-    if (k0 + kTile <= block_last) {
-      fetch(k0 + kTile, buffer ^ 1);  // the next tile fills while this one is computed on
-      async_wait<1>();
-    } else {
-      async_wait<0>();
-    }
-    __syncthreads();  // every thread's part of this tile has landed
+    // The next tile fills while this one is computed on.
+    advance_tiles(k0 + kTile <= block_last,
+                  [&] { fetch_keys_values<HS>(tiles, buffer ^ 1, base, d.C, k0 + kTile, d.T); });
     if (k0 > w0 + 15) continue;  // every key is after every row of this warp
     const T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
     const T* v_tile = k_tile + tile_elements<HS>();
@@ -288,7 +303,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const T* do_base = dout + b * d.T * d.C + h * HS;
   const int64_t k0 = int64_t(blockIdx.x) * kRows, w0 = k0 + 16 * warp;  // the first blocks see the most queries
-  auto fetch = [&](int64_t q0, int buffer) {
+  auto fetch = [&](int64_t q0, int buffer) {  // Q, dO and the rows' lse and D
     T* q_tile = tiles + 2 * buffer * tile_elements<HS>();
     fetch_tile<HS>(q_tile, base, row_stride, q0, d.T);
     fetch_tile<HS>(q_tile + tile_elements<HS>(), do_base, d.C, q0, d.T);
@@ -305,14 +320,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const float scale_log2 = d.scale * kLog2e;
   int buffer = 0;
   for (int64_t q0 = k0; q0 < d.T; q0 += kTile, buffer ^= 1) {
-    __syncthreads();  // every warp is done with the other buffer
-    if (q0 + kTile < d.T) {
-      fetch(q0 + kTile, buffer ^ 1);
-      async_wait<1>();
-    } else {
-      async_wait<0>();
-    }
-    __syncthreads();
+    advance_tiles(q0 + kTile < d.T, [&] { fetch(q0 + kTile, buffer ^ 1); });
     if (q0 + kTile - 1 < w0) continue;  // every query is before every key of this warp
     const T* q_tile = tiles + 2 * buffer * tile_elements<HS>();
     const T* do_tile = q_tile + tile_elements<HS>();
@@ -354,13 +362,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int64_t b = blockIdx.y / d.NH, h = blockIdx.y % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kRows, w0 = q0 + 16 * warp;
-  auto fetch = [&](int64_t k0, int buffer) {
-    T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
-    fetch_tile<HS>(k_tile, base + d.C, row_stride, k0, d.T);
-    fetch_tile<HS>(k_tile + tile_elements<HS>(), base + 2 * d.C, row_stride, k0, d.T);
-    async_commit();
-  };
-  fetch(0, 0);
+  fetch_keys_values<HS>(tiles, 0, base, d.C, 0, d.T);
 
   uint32_t q[HS / 16][4], d_o[HS / 16][4];
   load_a_rows<HS>(q, base, row_stride, w0, d.T);
@@ -376,14 +378,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
   int buffer = 0;
   for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
-    __syncthreads();
-    if (k0 + kTile <= block_last) {
-      fetch(k0 + kTile, buffer ^ 1);
-      async_wait<1>();
-    } else {
-      async_wait<0>();
-    }
-    __syncthreads();
+    advance_tiles(k0 + kTile <= block_last,
+                  [&] { fetch_keys_values<HS>(tiles, buffer ^ 1, base, d.C, k0 + kTile, d.T); });
     if (k0 > w0 + 15) continue;
     const T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
     const T* v_tile = k_tile + tile_elements<HS>();

@@ -48,28 +48,25 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
 // (16 bytes, 16-byte aligned). Register i of lane L gets matrix i's row L / 4,
 // columns 2 (L % 4) and 2 (L % 4) + 1: an mma fragment, as loaded by hand
 // with eight 32-bit loads across the warp, but as one shared-memory access.
-// ldmatrix_x4_trans gets rows 2 (L % 4) and 2 (L % 4) + 1 of column L / 4
-// instead: the B fragment of a matrix stored row-major, which by hand takes
-// two 16-bit loads a register. tools/cuda_emu/mma.h spells the layout out.
+// ldmatrix_x4<true> (.trans) gets rows 2 (L % 4) and 2 (L % 4) + 1 of
+// column L / 4 instead: the B fragment of a matrix stored row-major, which
+// by hand takes two 16-bit loads a register. tools/cuda_emu/mma.h spells the
+// layout out.
+template <bool Transpose = false>
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row_address) {
 #ifdef SG_CUDA_EMULATOR
-  ::sg_emu::ldmatrix_x4<false>(r, row_address);
+  ::sg_emu::ldmatrix_x4<Transpose>(r, row_address);
 #else
   const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-#endif
-}
-
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row_address) {
-#ifdef SG_CUDA_EMULATOR
-  ::sg_emu::ldmatrix_x4<true>(r, row_address);
-#else
-  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
+  if constexpr (Transpose) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+  }
 #endif
 }
 

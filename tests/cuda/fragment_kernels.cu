@@ -48,7 +48,7 @@ __global__ void ldmatrix_kernel(uint32_t* out, const uint16_t* matrix, bool tran
   const int i = lane / 8, r = lane % 8;  // this lane names row r of matrix i
   const uint16_t* row = tile + (8 * (i % 2) + r) * kStride + 8 * (i / 2);
   uint32_t registers[4];
-  if (transpose) sg::cuda::ldmatrix_x4_trans(registers, row);
+  if (transpose) sg::cuda::ldmatrix_x4<true>(registers, row);
   else sg::cuda::ldmatrix_x4(registers, row);
   for (int k = 0; k < 4; ++k) out[4 * lane + k] = registers[k];
 }
