@@ -6,7 +6,9 @@
 // A block is 4 warps; each warp owns 16 rows (queries in the forward and in
 // dQ, keys in dK/dV) and keeps them, their accumulators and the scores of
 // the current step in registers. The other side streams through shared
-// memory 64 rows at a time. The mma layout names the row and column of each
+// memory 64 rows at a time, in two buffers: cp.async fills one while the
+// block computes on the other (kernels/cuda/async_copy.cuh), and ldmatrix
+// reads the operands out of it. The mma layout names the row and column of each
 // register, so the online softmax works where the scores lie: a lane holds
 // two rows (g and g + 8), and the four lanes that share them combine their
 // maxima and sums with two shuffles. The probabilities, rounded to 16 bits,
