@@ -210,6 +210,39 @@ __device__ void write_rows(T* dst, int64_t row_stride, const float (&acc)[HS / 8
   }
 }
 
+// The key tiles that the query rows q0..q0 + 63 of a block see (keys 0 up
+// to their last row), K and V double-buffered: body(k0, k_tile, v_tile) runs
+// for each tile that this warp's rows (w0..w0 + 15) see. The caller has
+// started tile 0 into buffer 0 (fetch_keys_values), so that its own loads
+// overlap it. Every thread of the block must call this.
+template <int HS, typename T, typename Body>
+__device__ void for_each_key_tile(T* tiles, const T* base, const TcDims& d, int64_t q0, int64_t w0, Body&& body) {
+  const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
+  int buffer = 0;
+  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
+    // The next tile fills while this one is computed on.
+    advance_tiles(k0 + kTile <= block_last,
+                  [&] { fetch_keys_values<HS>(tiles, buffer ^ 1, base, d.C, k0 + kTile, d.T); });
+    if (k0 > w0 + 15) continue;  // every key is after every row of this warp
+    const T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
+    body(k0, k_tile, k_tile + tile_elements<HS>());
+  }
+}
+
+// Whether the key tile at k0 has keys that some of this warp's rows (w0..)
+// must not see: it crosses the diagonal or T. The same for the whole warp.
+__device__ __forceinline__ bool tile_masked(int64_t k0, int64_t w0, int64_t T_) {
+  return k0 + kTile - 1 > w0 || k0 + kTile > T_;
+}
+
+// Whether element i of score block nb (16 rows from w0, 64 keys from k0) is
+// a key its row sees: causal, and inside T.
+__device__ __forceinline__ bool key_visible(int64_t k0, int64_t w0, int nb, int i, int64_t T_) {
+  const int lane = threadIdx.x % 32;
+  const int64_t key = k0 + 8 * nb + 2 * (lane % 4) + (i & 1), row = w0 + (lane >> 2) + (i >= 2 ? 8 : 0);
+  return key <= row && key < T_;
+}
+
 // The largest of x over the four lanes that share a row.
 __device__ __forceinline__ float quad_max(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
@@ -242,25 +275,14 @@ __global__ void __launch_bounds__(kBlockThreads) flash_forward_tc_kernel(T* out,
   // and this lane's part of the running sum of exp2(x - max).
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const float scale_log2 = d.scale * kLog2e;
-  const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
-  int buffer = 0;
-  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
-    // The next tile fills while this one is computed on.
-    advance_tiles(k0 + kTile <= block_last,
-                  [&] { fetch_keys_values<HS>(tiles, buffer ^ 1, base, d.C, k0 + kTile, d.T); });
-    if (k0 > w0 + 15) continue;  // every key is after every row of this warp
-    const T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
-    const T* v_tile = k_tile + tile_elements<HS>();
-
+  for_each_key_tile<HS>(tiles, base, d, q0, w0, [&](int64_t k0, const T* k_tile, const T* v_tile) {
     float s[kTileBlocks][4];
     scores<T, HS>(s, q, k_tile);
-    // Only a tile that crosses the diagonal or T has keys to mask (the same for the whole warp).
-    const bool masked = k0 + kTile - 1 > w0 || k0 + kTile > d.T;
+    const bool masked = tile_masked(k0, w0, d.T);  // else every key is seen: no comparisons
     float tile_max[2] = {-INFINITY, -INFINITY};
     for (int nb = 0; nb < kTileBlocks; ++nb) {
       for (int i = 0; i < 4; ++i) {
-        const int64_t key = k0 + 8 * nb + 2 * t + (i & 1), row = w0 + g + (i >= 2 ? 8 : 0);
-        s[nb][i] = !masked || (key <= row && key < d.T) ? s[nb][i] * scale_log2 : -INFINITY;
+        s[nb][i] = !masked || key_visible(k0, w0, nb, i, d.T) ? s[nb][i] * scale_log2 : -INFINITY;
         tile_max[i / 2] = fmaxf(tile_max[i / 2], s[nb][i]);
       }
     }
@@ -281,7 +303,7 @@ __global__ void __launch_bounds__(kBlockThreads) flash_forward_tc_kernel(T* out,
       }
     }
     accumulate<T, HS>(o, s, v_tile);
-  }
+  });
   float inverse[2];
   for (int r = 0; r < 2; ++r) {
     l[r] = quad_sum(l[r]);
@@ -360,7 +382,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     flash_backward_dq_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
   extern __shared__ __align__(128) unsigned char shared_bytes[];  // as the forward's
   T* tiles = reinterpret_cast<T*>(shared_bytes);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2;
   const int64_t b = blockIdx.y / d.NH, h = blockIdx.y % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kRows, w0 = q0 + 16 * warp;
@@ -377,22 +399,13 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
   float dq[HS / 8][4] = {};
   const float scale_log2 = d.scale * kLog2e;
-  const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
-  int buffer = 0;
-  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
-    advance_tiles(k0 + kTile <= block_last,
-                  [&] { fetch_keys_values<HS>(tiles, buffer ^ 1, base, d.C, k0 + kTile, d.T); });
-    if (k0 > w0 + 15) continue;
-    const T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
-    const T* v_tile = k_tile + tile_elements<HS>();
-
+  for_each_key_tile<HS>(tiles, base, d, q0, w0, [&](int64_t k0, const T* k_tile, const T* v_tile) {
     float p[kTileBlocks][4], ds[kTileBlocks][4];  // P, then dP and dS: (16 queries, 64 keys)
     scores<T, HS>(p, q, k_tile);
-    const bool masked = k0 + kTile - 1 > w0 || k0 + kTile > d.T;
+    const bool masked = tile_masked(k0, w0, d.T);
     for (int nb = 0; nb < kTileBlocks; ++nb) {
       for (int i = 0; i < 4; ++i) {
-        const int64_t key = k0 + 8 * nb + 2 * t + (i & 1), row = w0 + g + (i >= 2 ? 8 : 0);
-        p[nb][i] = !masked || (key <= row && key < d.T) ? exp2f(p[nb][i] * scale_log2 - row_lse[i / 2]) : 0.0f;
+        p[nb][i] = !masked || key_visible(k0, w0, nb, i, d.T) ? exp2f(p[nb][i] * scale_log2 - row_lse[i / 2]) : 0.0f;
       }
     }
     scores<T, HS>(ds, d_o, v_tile);
@@ -400,7 +413,7 @@ __global__ void __launch_bounds__(kBlockThreads)
       for (int i = 0; i < 4; ++i) ds[nb][i] = p[nb][i] * (ds[nb][i] - row_d[i / 2]) * d.scale;
     }
     accumulate<T, HS>(dq, ds, k_tile);
-  }
+  });
   const float one[2] = {1.0f, 1.0f};
   write_rows<T, HS>(dqkv + b * d.T * row_stride + h * HS, row_stride, dq, w0, d.T, one);
 }

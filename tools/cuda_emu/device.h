@@ -67,9 +67,8 @@ inline unsigned __ballot_sync(unsigned lane_mask, bool predicate) {
   return word;
 }
 
-// The position (from 1) of the lowest set bit, 0 for none; the set bits.
+// The position (from 1) of the lowest set bit, 0 for none.
 inline int __ffs(int x) { return __builtin_ffs(x); }
-inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
 // One fiber runs at a time, so a read-modify-write is atomic.
 template <typename T>

@@ -75,7 +75,6 @@ struct Block {
   void* dynamic_shared = nullptr;
   size_t dynamic_shared_bytes = 0;
   std::map<const void*, size_t> filled_arrays;  // static shared arrays filled for this block, and their sizes
-  size_t static_shared_bytes = 0;  // their sizes, added up
   std::exception_ptr error;
   FiberContext scheduler;
 };
@@ -195,7 +194,6 @@ void run_block(Block& block, const Config& config, const uint3& block_index) {
   block.barrier = Barrier{};
   block.live = int(count);
   block.filled_arrays.clear();
-  block.static_shared_bytes = 0;
   if (block.dynamic_shared != nullptr) std::memset(block.dynamic_shared, 0xff, block.dynamic_shared_bytes);
   block.warps.assign((count + kWarp - 1) / kWarp, Warp{});
   block.threads.resize(count);
@@ -392,10 +390,11 @@ void enter_shared_array(void* array, size_t bytes) {
   Block& block = *g_block;
   if (!block.filled_arrays.emplace(array, bytes).second) return;
   std::memset(array, 0xff, bytes);  // NaN in f32, bf16 and f16
-  block.static_shared_bytes += bytes;
-  const size_t total = block.static_shared_bytes + block.dynamic_shared_bytes;
+  size_t static_bytes = 0;
+  for (const auto& entry : block.filled_arrays) static_bytes += entry.second;
+  const size_t total = static_bytes + block.dynamic_shared_bytes;
   SG_CHECK(total <= kMaxDynamicShared, "CUDA emulator: kernel ", block.kernel, " uses ", total,
-           " bytes of shared memory per block (", block.static_shared_bytes, " in __shared__ arrays); a block may "
+           " bytes of shared memory per block (", static_bytes, " in __shared__ arrays); a block may "
            "have 48 KiB, more only as dynamic shared memory after cudaFuncSetAttribute");
 }
 
