@@ -10,10 +10,14 @@
 //   3. A leaf that requires grad adds its pending gradient into .grad (+=,
 //      so gradients accumulate across backward calls, as in PyTorch; a
 //      stale buffer is written instead) and runs its post-accumulate hooks.
+//      A rule may have written its part of a leaf's gradient into .grad
+//      itself (write_leaf_grad); the leaf is then pending with no tensor,
+//      or with only the other consumers' part.
 //
 // Unless retain_graph is set, each Node's backward rule (and with it the
 // tensors it saved) is dropped right after it runs, freeing activations as
 // the pass moves down the network.
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -24,6 +28,8 @@ namespace sg {
 namespace {
 
 thread_local bool g_frees_saved_tensors = false;
+// The leaves the running rule wrote through write_leaf_grad; null outside a rule.
+thread_local std::vector<VariableState*>* g_written_leaves = nullptr;
 
 // Post-order of the states reachable from root through grad_fn inputs,
 // iteratively (a deep network would overflow a recursive search).
@@ -45,10 +51,12 @@ std::vector<std::shared_ptr<VariableState>> post_order(const std::shared_ptr<Var
   return order;
 }
 
+// An undefined grad marks a leaf as reached with nothing to add (a rule wrote into its buffer).
 void accumulate(std::unordered_map<VariableState*, Tensor>& pending, VariableState* state, const Tensor& grad) {
   auto it = pending.find(state);
   if (it == pending.end()) pending.emplace(state, grad);
-  else it->second = add(it->second, grad);  // a fresh tensor: the old one may be shared
+  else if (!it->second.defined()) it->second = grad;
+  else if (grad.defined()) it->second = add(it->second, grad);  // a fresh tensor: the old one may be shared
 }
 
 // Adds grad into a leaf's .grad, owned by the leaf and counted as a gradient.
@@ -68,6 +76,18 @@ void accumulate_into_leaf(VariableState& leaf, const Tensor& grad) {
 }  // namespace
 
 bool backward_frees_saved_tensors() { return g_frees_saved_tensors; }
+
+bool write_leaf_grad(const Variable& input, DType dtype, const std::function<void(Tensor& buffer, bool add)>& write) {
+  if (g_written_leaves == nullptr || !input.defined()) return false;
+  VariableState& leaf = *input.state();
+  if (leaf.grad_fn || !leaf.requires_grad || !leaf.grad.defined() || !leaf.grad.is_contiguous()) return false;
+  const DType held = leaf.grad.dtype();
+  if (held != dtype && !(held == DType::f32 && (dtype == DType::bf16 || dtype == DType::f16))) return false;
+  write(leaf.grad, !leaf.grad_stale);
+  leaf.grad_stale = false;
+  g_written_leaves->push_back(&leaf);
+  return true;
+}
 
 std::vector<Variable> Variable::reachable_leaves() const {
   check_defined("reachable_leaves()");
@@ -95,7 +115,7 @@ void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
     pending.erase(found);
 
     if (!state->grad_fn) {
-      accumulate_into_leaf(*state, grad);
+      if (grad.defined()) accumulate_into_leaf(*state, grad);
       Variable leaf = Variable::from_state(*it);
       for (auto& hook : state->post_accumulate_hooks) hook(leaf);
       continue;
@@ -104,14 +124,19 @@ void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
     SG_CHECK(node.backward != nullptr, "backward() through '", node.name, "' a second time: its saved tensors were ",
              "freed by the first pass; call the first backward(/*retain_graph=*/true) to keep them");
     for (auto& hook : node.pre_backward_hooks) hook(node);
-    struct FreesSaved {  // restored on the way out (a rule may itself run a backward)
-      bool outer = g_frees_saved_tensors;
-      explicit FreesSaved(bool frees) { g_frees_saved_tensors = frees; }
-      ~FreesSaved() { g_frees_saved_tensors = outer; }
+    struct RuleScope {  // restored on the way out (a rule may itself run a backward)
+      bool outer_frees = g_frees_saved_tensors;
+      std::vector<VariableState*>* outer_written = g_written_leaves;
+      RuleScope(bool frees, std::vector<VariableState*>* written) {
+        g_frees_saved_tensors = frees;
+        g_written_leaves = written;
+      }
+      ~RuleScope() { g_frees_saved_tensors = outer_frees, g_written_leaves = outer_written; }
     };
     std::vector<Tensor> input_grads;
+    std::vector<VariableState*> written;
     {
-      FreesSaved frees(!retain_graph);
+      RuleScope scope(!retain_graph, &written);
       // A rule that can add input 0's gradient so far into its own does so
       // in the same pass; its result then replaces the pending one.
       auto already = node.backward_adding && !node.inputs.empty() ? pending.find(node.inputs[0].get()) : pending.end();
@@ -132,6 +157,12 @@ void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
       SG_CHECK(input_grads[i].shape() == input->data.shape(), "'", node.name, "' returned a gradient ",
                input_grads[i].str(), " for its input ", i, " of shape ", input->data.str());
       accumulate(pending, input, input_grads[i]);
+    }
+    for (VariableState* leaf : written) {
+      const bool is_input = std::any_of(node.inputs.begin(), node.inputs.end(),
+                                        [leaf](const std::shared_ptr<VariableState>& in) { return in.get() == leaf; });
+      SG_CHECK(is_input, "'", node.name, "' wrote the gradient of '", leaf->name, "', which is not one of its inputs");
+      accumulate(pending, leaf, Tensor());
     }
   }
 }

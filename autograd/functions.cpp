@@ -19,6 +19,17 @@ namespace {
 // Matrices (.., M, K) as (M', K) with the leading dims folded into rows.
 Tensor as_rows(const Tensor& x) { return x.reshape({-1, x.size(-1)}); }
 
+// A linear layer's dW = dy'^T x' (dy' and x' folded into rows): one GEMM
+// straight into the weight's gradient buffer when it has one (ZeRO's f32
+// flat buffers: no 16-bit product, no cast, no separate add when gradients
+// accumulate), and then undefined for the engine; else the product.
+Tensor weight_grad(const Variable& weight, const Tensor& dy, const Tensor& input) {
+  const Tensor dy_t = as_rows(dy).transpose(0, 1), rows = as_rows(input);
+  auto write = [&](Tensor& buffer, bool add) { matmul_into(buffer, dy_t, rows, add); };
+  if (write_leaf_grad(weight, dy.dtype(), write)) return Tensor();
+  return sg::matmul(dy_t, rows);
+}
+
 }  // namespace
 
 // y = a + b:  da = dy, db = dy
@@ -74,7 +85,7 @@ Variable linear(const Variable& x, const Variable& weight, const Variable& bias)
   bool has_bias = bias.defined();
   return make_result(std::move(y), "linear", inputs, [x, weight, has_bias](const Tensor& dy) {
     Tensor input = x.value(), w = weight.value();
-    std::vector<Tensor> grads{sg::matmul(dy, w), sg::matmul(as_rows(dy).transpose(0, 1), as_rows(input))};
+    std::vector<Tensor> grads{sg::matmul(dy, w), weight_grad(weight, dy, input)};
     if (has_bias) grads.push_back(sg::bias_backward(dy));
     return grads;
   });
@@ -89,8 +100,7 @@ Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& 
   return make_result(std::move(y), "linear_gelu", {x, weight, bias}, [x, weight, h](const Tensor& dy) {
     BiasGeluGrads g = sg::bias_gelu_backward(h, dy);
     Tensor input = x.value(), w = weight.value();
-    return std::vector<Tensor>{sg::matmul(g.dh, w), sg::matmul(as_rows(g.dh).transpose(0, 1), as_rows(input)),
-                               g.dbias};
+    return std::vector<Tensor>{sg::matmul(g.dh, w), weight_grad(weight, g.dh, input), g.dbias};
   });
 }
 
@@ -109,7 +119,7 @@ Variable linear_cross_entropy(const Variable& x, const Variable& weight, const T
     Tensor dlogits =
         sg::cross_entropy_mean_backward(dloss, count, logits, lse, targets, backward_frees_saved_tensors());
     Tensor input = x.value(), w = weight.value();
-    return std::vector<Tensor>{sg::matmul(dlogits, w), sg::matmul(as_rows(dlogits).transpose(0, 1), as_rows(input))};
+    return std::vector<Tensor>{sg::matmul(dlogits, w), weight_grad(weight, dlogits, input)};
   };
   return make_result(mean.loss, "linear_cross_entropy", {x, weight}, backward);
 }

@@ -163,4 +163,18 @@ Variable make_result(Tensor result, const char* op, std::vector<Variable> inputs
 // logits). False outside backward and under retain_graph.
 bool backward_frees_saved_tensors();
 
+// For a backward rule that can compute an input's gradient straight into
+// where it ends up: a linear layer's weight gradient as one GEMM into the
+// f32 buffer ZeRO gives each parameter (Megatron's "gradient accumulation
+// fusion"), instead of a 16-bit product that is then cast and added. When
+// `input` is a leaf that requires grad and holds a contiguous gradient
+// buffer able to take a `dtype` gradient (of that dtype, or f32 for
+// bf16/f16), calls write(buffer, add), with add false while the buffer
+// holds leftovers (set_stale_grad), and returns true: the rule then returns
+// an undefined gradient for that input, and the engine still counts the
+// leaf as reached (its post-accumulate hooks run when it is complete).
+// Otherwise returns false, and the rule returns the gradient as usual.
+// Outside a backward rule it always returns false.
+bool write_leaf_grad(const Variable& input, DType dtype, const std::function<void(Tensor& buffer, bool add)>& write);
+
 }  // namespace sg

@@ -42,6 +42,12 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // matmul(a, b) + bias (n) over every row: on CUDA the bias is added in
 // cuBLASLt's epilogue (one pass over the output), on the CPU in place.
 Tensor matmul_bias(const Tensor& a, const Tensor& b, const Tensor& bias);
+// out = a @ b, or out += a @ b with `accumulate`, computed into out itself
+// in out's dtype: a (M, K) @ (K, N) (transposed views read in place) into a
+// contiguous out (M, N) that is f32 for f32/bf16/f16 operands (f64 for f64).
+// A weight gradient goes straight into its f32 buffer, never rounded to 16
+// bits and never cast (autograd's write_leaf_grad).
+void matmul_into(Tensor& out, const Tensor& a, const Tensor& b, bool accumulate);
 Tensor add_bias(const Tensor& x, const Tensor& bias);  // x (..., C) + bias (C)
 // The same, in place, for a tensor nothing else holds yet (a fresh matmul
 // output in linear's forward): saves a copy of the activation.

@@ -192,6 +192,39 @@ Tensor matmul_bias(const Tensor& a, const Tensor& b, const Tensor& bias) {
   return matmul_impl(a, b, &bias);
 }
 
+void matmul_into(Tensor& out, const Tensor& a, const Tensor& b, bool accumulate) {
+  check_inputs("matmul_into", {&out, &a, &b});
+  check_float("matmul_into", a);
+  check_same_dtype("matmul_into", a, b);
+  for (const Tensor* x : {static_cast<const Tensor*>(&out), &a, &b}) check_replicated("matmul_into", *x);
+  SG_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), "matmul_into: needs (M, K) @ (K, N), got ",
+           a.str(), " @ ", b.str());
+  SG_CHECK(out.dim() == 2 && out.size(0) == a.size(0) && out.size(1) == b.size(1) && out.is_contiguous(),
+           "matmul_into: the output ", out.str(), " must be a contiguous (", a.size(0), ", ", b.size(1), ")");
+  const DType compute = compute_dtype("matmul_into", a, CudaTypes::kNative16);
+  const DType sums = a.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  SG_CHECK(out.dtype() == sums, "matmul_into: a ", dtype_name(a.dtype()), " product goes into ", dtype_name(sums),
+           ", got ", out.str());
+  MatrixOperand A = matrix_operand(a.to(compute)), B = matrix_operand(b.to(compute));
+  GemmShape shape;
+  shape.m = a.size(0), shape.n = b.size(1), shape.k = a.size(1);
+  shape.trans_a = A.trans, shape.trans_b = B.trans;
+  shape.lda = A.ld, shape.ldb = B.ld, shape.ldc = shape.n;
+  shape.stride_a = A.batch_stride, shape.stride_b = B.batch_stride, shape.stride_c = shape.m * shape.n;
+  shape.beta = accumulate ? 1.0f : 0.0f;
+  if (shape.m * shape.n == 0) return;
+  if (shape.k == 0) {  // an empty sum: the GEMM libraries may not be asked for it
+    if (!accumulate) out.fill_(0.0);
+    return;
+  }
+  if (a.device().is_cpu()) {
+    SG_ON_CPU(compute, cpu::matmul_forward(out.data<T>(), A.tensor.data<T>(), B.tensor.data<T>(), shape));
+  } else {
+    SG_ON_CUDA(cuda::matmul_forward(out.data_ptr(), out.dtype(), A.tensor.data_ptr(), B.tensor.data_ptr(), shape,
+                                    compute, cuda_stream(a.device())));
+  }
+}
+
 Tensor add_bias(const Tensor& x, const Tensor& bias) {
   check_inputs("add_bias", {&x, &bias});
   check_float("add_bias", x);

@@ -22,8 +22,12 @@ void gemm_one(View<T>& c, const OpA& op_a, const OpB& op_b, T alpha, T beta) {
   if (beta == T(0)) {
     c.noalias() = alpha * (op_a * op_b);
   } else {
+    // The product is summed whole and then added to C, as cuBLAS's epilogue
+    // does, not added into C one panel of K at a time as Eigen's += would:
+    // a gradient accumulated here has the bits of a fresh product and an add.
+    const RowMatrix<T> product = alpha * (op_a * op_b);
     if (beta != T(1)) c *= beta;
-    c.noalias() += alpha * (op_a * op_b);
+    c += product;
   }
 }
 

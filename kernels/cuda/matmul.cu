@@ -53,14 +53,24 @@ __global__ void bias_backward_kernel(float* partials, const T* dout, int64_t row
 }  // namespace
 
 void matmul_forward(void* c, const void* a, const void* b, const GemmShape& s, DType dtype, cudaStream_t stream) {
+  matmul_forward(c, dtype, a, b, s, dtype, stream);
+}
+
+// Both libraries take 16-bit operands with an f32 C under f32 compute
+// (cuBLAS's cublasGemmEx table lists the pair): the products are summed in
+// f32 either way, so an f32 C only skips the rounding to 16 bits.
+void matmul_forward(void* c, DType c_dtype, const void* a, const void* b, const GemmShape& s, DType dtype,
+                    cudaStream_t stream) {
+  SG_CHECK(c_dtype == dtype || c_dtype == DType::f32, "matmul: a ", dtype_name(dtype), " product into a ",
+           dtype_name(c_dtype), " output; the output must be ", dtype_name(dtype), " or f32");
   if (s.m == 0 || s.n == 0 || s.batch == 0) return;
-  if (s.k > 0 && lt_matmul(c, a, b, nullptr, s, dtype, stream)) return;
+  if (s.k > 0 && lt_matmul(c, c_dtype, a, b, nullptr, s, dtype, stream)) return;
   cublasHandle_t handle = handle_for_current_device();
   CUBLAS_CHECK(cublasSetStream(handle, stream));
-  cudaDataType type = cuda_type(dtype);
+  const cudaDataType type = cuda_type(dtype), c_type = cuda_type(c_dtype);
   CUBLAS_CHECK(cublasGemmStridedBatchedEx_64(
       handle, s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, s.n, s.m, s.k, &s.alpha,
-      b, type, s.ldb, s.stride_b, a, type, s.lda, s.stride_a, &s.beta, c, type, s.ldc, s.stride_c, s.batch,
+      b, type, s.ldb, s.stride_b, a, type, s.lda, s.stride_a, &s.beta, c, c_type, s.ldc, s.stride_c, s.batch,
       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
@@ -82,7 +92,7 @@ void matmul_backward(void* da, void* db, const void* dc, const void* a, const vo
 void matmul_bias_forward(void* c, const void* a, const void* b, const void* bias, const GemmShape& s, DType dtype,
                          cudaStream_t stream) {
   if (s.m == 0 || s.n == 0 || s.batch == 0) return;
-  if (s.k > 0 && s.beta == 0.0f && s.batch == 1 && lt_matmul(c, a, b, bias, s, dtype, stream)) return;
+  if (s.k > 0 && s.beta == 0.0f && s.batch == 1 && lt_matmul(c, dtype, a, b, bias, s, dtype, stream)) return;
   matmul_forward(c, a, b, s, dtype, stream);  // cuBLAS, then the bias in a second pass
   bias_add_forward(c, bias, s.m * s.batch, s.n, dtype, stream);
 }

@@ -16,6 +16,10 @@
 namespace sg::cuda {
 
 void matmul_forward(void* c, const void* a, const void* b, const GemmShape& shape, DType dtype, cudaStream_t stream);
+// The same with C in c_dtype: f32 under 16-bit operands (a weight gradient
+// written, or with beta = 1 added, straight into its f32 buffer), or dtype.
+void matmul_forward(void* c, DType c_dtype, const void* a, const void* b, const GemmShape& shape, DType dtype,
+                    cudaStream_t stream);
 void matmul_backward(void* da, void* db, const void* dc, const void* a, const void* b, const GemmShape& shape,
                      DType dtype, cudaStream_t stream);
 

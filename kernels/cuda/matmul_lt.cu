@@ -17,6 +17,10 @@
 // 16-byte aligned (a ZeRO flat buffer can put a bias anywhere), so such a
 // bias is added by a kernel after the GEMM instead. When Lt offers nothing,
 // the caller falls back to cublasGemmStridedBatchedEx.
+//
+// C may be f32 under 16-bit operands: a weight gradient goes straight into
+// its f32 gradient buffer (beta = 1 adds to it), as Megatron's "gradient
+// accumulation fusion" does, instead of a 16-bit product and a cast.
 #include <cublasLt.h>
 
 #include <array>
@@ -58,12 +62,12 @@ uint32_t alignment_of(const void* pointer) {
 struct Key {
   int64_t m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c;
   bool trans_a, trans_b, bias, accumulate;
-  DType dtype;
+  DType dtype, c_dtype;
   uint32_t align_a, align_b, align_c, align_bias;
   int device;
   auto tie() const {
     return std::tie(m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c, trans_a, trans_b, bias, accumulate,
-                    dtype, align_a, align_b, align_c, align_bias, device);
+                    dtype, c_dtype, align_a, align_b, align_c, align_bias, device);
   }
   bool operator<(const Key& other) const { return tie() < other.tie(); }
 };
@@ -127,7 +131,7 @@ Plan make_plan(const Key& key, const void* bias, DeviceState& state) {
                        : layout(type, key.n, key.k, key.ldb, key.batch, key.stride_b);
   plan.b = key.trans_a ? layout(type, key.m, key.k, key.lda, key.batch, key.stride_a)
                        : layout(type, key.k, key.m, key.lda, key.batch, key.stride_a);
-  plan.c = layout(type, key.n, key.m, key.ldc, key.batch, key.stride_c);
+  plan.c = layout(lt_type(key.c_dtype), key.n, key.m, key.ldc, key.batch, key.stride_c);
 
   cublasLtMatmulPreference_t preference = nullptr;
   CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&preference));
@@ -164,16 +168,17 @@ bool enabled() {
 
 }  // namespace
 
-bool lt_matmul(void* c, const void* a, const void* b, const void* bias, const GemmShape& s, DType dtype,
-               cudaStream_t stream) {
+bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const void* bias, const GemmShape& s,
+               DType dtype, cudaStream_t stream) {
   if (!enabled() || s.batch > 65535) return false;
+  if (bias != nullptr && c_dtype != dtype) return false;  // the bias epilogue is kept to one dtype
   if (bias != nullptr && alignment_of(bias) < kBiasAlignment) return false;  // the caller adds it after the GEMM
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
-  const Key key{s.m,       s.n,       s.k,       s.lda,          s.ldb,           s.ldc,          s.batch,
-                s.stride_a, s.stride_b, s.stride_c, s.trans_a,    s.trans_b,       bias != nullptr, s.beta != 0.0f,
-                dtype,     alignment_of(a), alignment_of(b), alignment_of(c), bias ? alignment_of(bias) : 256u,
-                device};
+  const Key key{s.m,        s.n,        s.k,        s.lda,     s.ldb,           s.ldc,           s.batch,
+                s.stride_a, s.stride_b, s.stride_c, s.trans_a, s.trans_b,       bias != nullptr, s.beta != 0.0f,
+                dtype,      c_dtype,    alignment_of(a),       alignment_of(b), alignment_of(c),
+                bias ? alignment_of(bias) : 256u,  device};
   std::lock_guard<std::mutex> lock(g_mutex);
   DeviceState& state = state_for(device);
   auto it = g_plans.find(key);

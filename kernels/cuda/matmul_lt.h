@@ -15,7 +15,9 @@
 
 namespace sg::cuda {
 
-bool lt_matmul(void* c, const void* a, const void* b, const void* bias, const GemmShape& shape, DType dtype,
-               cudaStream_t stream);
+// C (in c_dtype: dtype, or f32 under 16-bit operands) = op(A) op(B) [+ bias]
+// [+ beta C]; false when Lt has no algorithm for it (the caller uses cuBLAS).
+bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const void* bias, const GemmShape& shape,
+               DType dtype, cudaStream_t stream);
 
 }  // namespace sg::cuda

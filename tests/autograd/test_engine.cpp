@@ -120,6 +120,71 @@ TEST(Engine, SavedTensorsAreFreedUnlessTheGraphIsRetained) {
   }
 }
 
+// y = 2 x, whose rule writes dx into x's buffer itself when it may
+// (write_leaf_grad); *wrote says whether it did.
+Variable doubled(const Variable& x, bool* wrote, const Variable& target = Variable()) {
+  const Variable into = target.defined() ? target : x;
+  return make_result(sg::scale(x.value(), 2.0), "doubled", {x}, [into, wrote](const Tensor& dy) {
+    const Tensor dx = sg::scale(dy, 2.0);
+    *wrote = write_leaf_grad(into, dx.dtype(), [&](Tensor& buffer, bool add) {
+      if (add) axpy_(buffer, 1.0, dx);
+      else buffer.copy_(dx);
+    });
+    return std::vector<Tensor>{*wrote ? Tensor() : dx};
+  });
+}
+
+// A rule that writes a leaf's gradient into its buffer: the buffer is
+// written while stale, then added to; the leaf still counts as reached
+// (its hook runs once per backward, after every consumer), and another
+// consumer's gradient joins it.
+TEST(Engine, ARuleMayWriteALeafsGradientIntoItsBuffer) {
+  const float nan = std::nanf("");
+  Variable x = leaf({1, 2}, {2});
+  Tensor buffer = Tensor::from_vector(std::vector<float>{nan, nan}, {2});
+  x.set_stale_grad(buffer);
+  int calls = 0;
+  std::vector<float> seen;
+  x.add_post_accumulate_hook([&](Variable& v) { ++calls, seen = v.grad().to_vector<float>(); });
+  bool wrote = false;
+  sum(doubled(x, &wrote)).backward();
+  EXPECT_TRUE(wrote);
+  EXPECT_EQ(buffer.to_vector<float>(), (std::vector<float>{2, 2}));  // the NaNs were never read
+  EXPECT_EQ(calls, 1);
+  sum(add(doubled(x, &wrote), scale(x, 3.0))).backward();  // added to, with another consumer's part
+  EXPECT_EQ(buffer.to_vector<float>(), (std::vector<float>{7, 7}));
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(seen, (std::vector<float>{7, 7})) << "the hook runs once the leaf is complete";
+
+  // A bf16 leaf's gradient goes into its f32 buffer unrounded.
+  Variable h(Tensor::from_vector(std::vector<float>{1, 2}, {2}).to(DType::bf16), true);
+  Tensor f32 = Tensor::from_vector(std::vector<float>{nan, nan}, {2});
+  h.set_stale_grad(f32);
+  sum(doubled(h, &wrote)).backward();
+  EXPECT_TRUE(wrote);
+  EXPECT_EQ(f32.to_vector<float>(), (std::vector<float>{2, 2}));
+
+  // No buffer, a non-leaf, or a buffer too narrow for the gradient: the rule returns it instead.
+  Variable plain = leaf({1, 2}, {2});
+  sum(doubled(plain, &wrote)).backward();
+  EXPECT_FALSE(wrote);
+  EXPECT_EQ(plain.grad().to_vector<float>(), (std::vector<float>{2, 2}));
+  Variable computed = scale(plain, 1.0);
+  sum(doubled(computed, &wrote)).backward();
+  EXPECT_FALSE(wrote);
+  Variable wide = leaf({1, 2}, {2});
+  wide.set_stale_grad(Tensor::zeros({2}, TensorOptions().dtype(DType::bf16)));
+  sum(doubled(wide, &wrote)).backward();
+  EXPECT_FALSE(wrote) << "an f32 gradient is not written into a bf16 buffer";
+  EXPECT_EQ(wide.grad().to_vector<float>(), (std::vector<float>{2, 2}));
+  // Outside a backward rule there is nowhere to report the write.
+  EXPECT_FALSE(write_leaf_grad(x, DType::f32, [](Tensor&, bool) { FAIL() << "not called"; }));
+  // A rule may only write its own inputs' gradients.
+  Variable other = leaf({1, 2}, {2});
+  other.set_stale_grad(Tensor::zeros({2}));
+  EXPECT_THROW(sum(doubled(x, &wrote, other)).backward(), Error);
+}
+
 TEST(Engine, PreBackwardHooksRunBeforeTheirNodeInReverseOrder) {
   Variable x = leaf({1, 2}, {2});
   Variable a = scale(x, 2.0);

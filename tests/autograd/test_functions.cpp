@@ -179,6 +179,38 @@ TEST(AutogradFunctions, LinearCrossEntropyOverwritesItsLogits) {
   }
 }
 
+// The three rules with a weight (linear, linear_gelu, the LM head) write a
+// bf16 weight's gradient straight into its f32 buffer (write_leaf_grad):
+// the same gradient as without a buffer, but summed in f32 and never
+// rounded to bf16, so some of its elements are not bf16 values; and
+// added to, not overwritten, by a second backward.
+TEST(AutogradFunctions, WeightGradientsGoStraightIntoAnF32Buffer) {
+  const Tensor xs = randn64({6, 8}, "x").to(DType::bf16), ws = randn64({16, 8}, "w").to(DType::bf16);
+  const Tensor bs = randn64({16}, "b").to(DType::bf16);
+  const Tensor targets = Tensor::from_vector(std::vector<int32_t>{1, 5, 0, 15, 7, 2}, {6});
+  const std::vector<std::function<Variable(const Variable&, const Variable&)>> rules{
+      [&](const Variable& x, const Variable& w) { return sum(linear(x, w, Variable(bs))); },
+      [&](const Variable& x, const Variable& w) { return sum(linear_gelu(x, w, Variable(bs))); },
+      [&](const Variable& x, const Variable& w) { return linear_cross_entropy(x, w, targets); },
+  };
+  for (size_t i = 0; i < rules.size(); ++i) {
+    SCOPED_TRACE(i);
+    Variable x(xs, true), w(ws, true), w_plain(ws, true);
+    Tensor buffer = Tensor::full({16, 8}, std::nan(""));
+    w.set_stale_grad(buffer);
+    rules[i](x, w).backward();
+    rules[i](x, w_plain).backward();  // no buffer: a bf16 gradient
+    ASSERT_EQ(w_plain.grad().dtype(), DType::bf16);
+    const std::vector<float> got = buffer.to_vector<float>(), rounded = buffer.to(DType::bf16).to_vector<float>();
+    EXPECT_TRUE(test::all_close(got, w_plain.grad().to_vector<float>(), 1e-2, 1e-3));
+    EXPECT_NE(got, rounded) << "every element a bf16 value: the product was rounded to 16 bits";
+    rules[i](x, w).backward();
+    std::vector<float> twice = got;
+    for (float& v : twice) v *= 2.0f;
+    EXPECT_EQ(buffer.to_vector<float>(), twice) << "the same product, added to the first";
+  }
+}
+
 TEST(AutogradFunctions, CrossEntropyOfSixteenBitLogitsIsF32) {
   Tensor targets = Tensor::from_vector(std::vector<int32_t>{0, 2, 3}, {3});
   for (DType dtype : {DType::bf16, DType::f16}) {

@@ -49,6 +49,10 @@ void store(void* base, cudaDataType type, int64_t index, double value) {
 
 bool supported(cudaDataType type) { return type == CUDA_R_32F || type == CUDA_R_16BF || type == CUDA_R_16F; }
 
+// Under CUBLAS_COMPUTE_32F both libraries take A and B of one type and C of
+// the same type, or f32 C under 16-bit A and B (cublasGemmEx's table).
+bool supported(cudaDataType ab, cudaDataType c) { return supported(ab) && (c == ab || c == CUDA_R_32F); }
+
 struct Operand {
   const void* data;
   cudaDataType type;
@@ -136,7 +140,7 @@ cublasStatus_t cublasGemmStridedBatchedEx_64(cublasHandle_t handle, cublasOperat
                                              cudaDataType Btype, int64_t ldb, long long int strideB, const void* beta,
                                              void* C, cudaDataType Ctype, int64_t ldc, long long int strideC,
                                              int64_t batchCount, cublasComputeType_t computeType, cublasGemmAlgo_t) {
-  if (!supported(Atype) || Atype != Btype || Atype != Ctype || computeType != CUBLAS_COMPUTE_32F) {
+  if (Atype != Btype || !supported(Atype, Ctype) || computeType != CUBLAS_COMPUTE_32F) {
     return CUBLAS_STATUS_NOT_SUPPORTED;
   }
   const int64_t a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
@@ -237,7 +241,8 @@ namespace {
 // The problem the descriptors describe, or a status saying why it is not one.
 cublasStatus_t check_problem(const LtDesc& d, const LtLayout& a, const LtLayout& b, const LtLayout& c,
                              const LtLayout& dl) {
-  if (a.type != b.type || a.type != c.type || c.type != dl.type) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (a.type != b.type || !supported(a.type, c.type) || c.type != dl.type) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && c.type != a.type) return CUBLAS_STATUS_NOT_SUPPORTED;  // not asked of it
   const int64_t m = dl.rows, n = dl.cols;
   const int64_t a_m = d.trans_a == CUBLAS_OP_N ? a.rows : a.cols, a_k = d.trans_a == CUBLAS_OP_N ? a.cols : a.rows;
   const int64_t b_k = d.trans_b == CUBLAS_OP_N ? b.rows : b.cols, b_n = d.trans_b == CUBLAS_OP_N ? b.cols : b.rows;
