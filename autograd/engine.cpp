@@ -11,7 +11,7 @@
 //      so gradients accumulate across backward calls, as in PyTorch; a
 //      stale buffer is written instead) and runs its post-accumulate hooks.
 //      A rule may have written its part of a leaf's gradient into .grad
-//      itself (write_leaf_grad); the leaf is then pending with no tensor,
+//      itself (claim_leaf_grad); the leaf is then pending with no tensor,
 //      or with only the other consumers' part.
 //
 // Unless retain_graph is set, each Node's backward rule (and with it the
@@ -28,8 +28,8 @@ namespace sg {
 namespace {
 
 thread_local bool g_frees_saved_tensors = false;
-// The leaves the running rule wrote through write_leaf_grad; null outside a rule.
-thread_local std::vector<VariableState*>* g_written_leaves = nullptr;
+// The leaves the running rule claimed (claim_leaf_grad); null outside a rule.
+thread_local std::vector<VariableState*>* g_claimed_leaves = nullptr;
 
 // Post-order of the states reachable from root through grad_fn inputs,
 // iteratively (a deep network would overflow a recursive search).
@@ -77,16 +77,18 @@ void accumulate_into_leaf(VariableState& leaf, const Tensor& grad) {
 
 bool backward_frees_saved_tensors() { return g_frees_saved_tensors; }
 
-bool write_leaf_grad(const Variable& input, DType dtype, const std::function<void(Tensor& buffer, bool add)>& write) {
-  if (g_written_leaves == nullptr || !input.defined()) return false;
+Destination claim_leaf_grad(const Variable& input, DType dtype) {
+  if (g_claimed_leaves == nullptr || !input.defined()) return {};
   VariableState& leaf = *input.state();
-  if (leaf.grad_fn || !leaf.requires_grad || !leaf.grad.defined() || !leaf.grad.is_contiguous()) return false;
-  const DType held = leaf.grad.dtype();
-  if (held != dtype && !(held == DType::f32 && (dtype == DType::bf16 || dtype == DType::f16))) return false;
-  write(leaf.grad, !leaf.grad_stale);
-  leaf.grad_stale = false;
-  g_written_leaves->push_back(&leaf);
-  return true;
+  if (leaf.grad_fn || !leaf.requires_grad || !leaf.grad.defined() || !leaf.grad.is_contiguous()) return {};
+  if (leaf.grad.is_sharded() || leaf.grad.dtype() != (dtype == DType::f64 ? DType::f64 : DType::f32)) return {};
+  // The buffer stays stale until the rule returns (a rule that throws has
+  // written nothing the next backward must keep); a second claim in the
+  // same rule adds to the first's result.
+  std::vector<VariableState*>& claimed = *g_claimed_leaves;
+  const bool again = std::find(claimed.begin(), claimed.end(), &leaf) != claimed.end();
+  if (!again) claimed.push_back(&leaf);
+  return {leaf.grad, again || !leaf.grad_stale};
 }
 
 std::vector<Variable> Variable::reachable_leaves() const {
@@ -126,17 +128,17 @@ void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
     for (auto& hook : node.pre_backward_hooks) hook(node);
     struct RuleScope {  // restored on the way out (a rule may itself run a backward)
       bool outer_frees = g_frees_saved_tensors;
-      std::vector<VariableState*>* outer_written = g_written_leaves;
-      RuleScope(bool frees, std::vector<VariableState*>* written) {
+      std::vector<VariableState*>* outer_claimed = g_claimed_leaves;
+      RuleScope(bool frees, std::vector<VariableState*>* claimed) {
         g_frees_saved_tensors = frees;
-        g_written_leaves = written;
+        g_claimed_leaves = claimed;
       }
-      ~RuleScope() { g_frees_saved_tensors = outer_frees, g_written_leaves = outer_written; }
+      ~RuleScope() { g_frees_saved_tensors = outer_frees, g_claimed_leaves = outer_claimed; }
     };
     std::vector<Tensor> input_grads;
-    std::vector<VariableState*> written;
+    std::vector<VariableState*> claimed;
     {
-      RuleScope scope(!retain_graph, &written);
+      RuleScope scope(!retain_graph, &claimed);
       // A rule that can add input 0's gradient so far into its own does so
       // in the same pass; its result then replaces the pending one.
       auto already = node.backward_adding && !node.inputs.empty() ? pending.find(node.inputs[0].get()) : pending.end();
@@ -158,10 +160,11 @@ void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
                input_grads[i].str(), " for its input ", i, " of shape ", input->data.str());
       accumulate(pending, input, input_grads[i]);
     }
-    for (VariableState* leaf : written) {
+    for (VariableState* leaf : claimed) {
       const bool is_input = std::any_of(node.inputs.begin(), node.inputs.end(),
                                         [leaf](const std::shared_ptr<VariableState>& in) { return in.get() == leaf; });
-      SG_CHECK(is_input, "'", node.name, "' wrote the gradient of '", leaf->name, "', which is not one of its inputs");
+      SG_CHECK(is_input, "'", node.name, "' claimed the gradient of '", leaf->name, "', which is not one of its inputs");
+      leaf->grad_stale = false;  // written by the rule
       accumulate(pending, leaf, Tensor());
     }
   }

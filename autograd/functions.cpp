@@ -19,15 +19,26 @@ namespace {
 // Matrices (.., M, K) as (M', K) with the leading dims folded into rows.
 Tensor as_rows(const Tensor& x) { return x.reshape({-1, x.size(-1)}); }
 
-// A linear layer's dW = dy'^T x' (dy' and x' folded into rows): one GEMM
-// straight into the weight's gradient buffer when it has one (ZeRO's f32
-// flat buffers: no 16-bit product, no cast, no separate add when gradients
-// accumulate), and then undefined for the engine; else the product.
+// Parameter gradients go straight into the parameter's gradient buffer
+// when it has one (claim_leaf_grad: ZeRO's f32 flat buffers), summed in
+// f32 there with no 16-bit result, no cast and no separate add when
+// gradients accumulate; the rule then returns an undefined gradient.
+
+// A linear layer's dW = dy'^T x' (dy' and x' folded into rows): one GEMM.
 Tensor weight_grad(const Variable& weight, const Tensor& dy, const Tensor& input) {
   const Tensor dy_t = as_rows(dy).transpose(0, 1), rows = as_rows(input);
-  auto write = [&](Tensor& buffer, bool add) { matmul_into(buffer, dy_t, rows, add); };
-  if (write_leaf_grad(weight, dy.dtype(), write)) return Tensor();
-  return sg::matmul(dy_t, rows);
+  const Destination into = claim_leaf_grad(weight, dy.dtype());
+  if (!into.defined()) return sg::matmul(dy_t, rows);
+  matmul_into(into, dy_t, rows);
+  return Tensor();
+}
+
+// A bias's db = the column sums of dy.
+Tensor bias_grad(const Variable& bias, const Tensor& dy) {
+  const Destination into = claim_leaf_grad(bias, dy.dtype());
+  if (!into.defined()) return sg::bias_backward(dy);
+  bias_backward_into(into, dy);
+  return Tensor();
 }
 
 }  // namespace
@@ -83,10 +94,10 @@ Variable linear(const Variable& x, const Variable& weight, const Variable& bias)
   std::vector<Variable> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
   bool has_bias = bias.defined();
-  return make_result(std::move(y), "linear", inputs, [x, weight, has_bias](const Tensor& dy) {
+  return make_result(std::move(y), "linear", inputs, [x, weight, bias, has_bias](const Tensor& dy) {
     Tensor input = x.value(), w = weight.value();
     std::vector<Tensor> grads{sg::matmul(dy, w), weight_grad(weight, dy, input)};
-    if (has_bias) grads.push_back(sg::bias_backward(dy));
+    if (has_bias) grads.push_back(bias_grad(bias, dy));
     return grads;
   });
 }
@@ -97,8 +108,8 @@ Variable linear(const Variable& x, const Variable& weight, const Variable& bias)
 Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& bias) {
   Tensor h = sg::matmul(x.value(), weight.value().transpose(0, 1));
   Tensor y = sg::bias_gelu_(h, bias.value());  // h becomes x W^T + b
-  return make_result(std::move(y), "linear_gelu", {x, weight, bias}, [x, weight, h](const Tensor& dy) {
-    BiasGeluGrads g = sg::bias_gelu_backward(h, dy);
+  return make_result(std::move(y), "linear_gelu", {x, weight, bias}, [x, weight, bias, h](const Tensor& dy) {
+    BiasGeluGrads g = sg::bias_gelu_backward(h, dy, claim_leaf_grad(bias, dy.dtype()));
     Tensor input = x.value(), w = weight.value();
     return std::vector<Tensor>{sg::matmul(g.dh, w), weight_grad(weight, g.dh, input), g.dbias};
   });
@@ -146,8 +157,10 @@ namespace {
 template <typename SavedInput>
 Variable layernorm_node(const Tensor& out, const Variable& x, const Variable& weight, const Variable& bias,
                         SavedInput saved, const Tensor& mean, const Tensor& rstd) {
-  auto rule = [saved, weight, mean, rstd](const Tensor& dy, const Tensor& already) {
-    LayerNormGrads g = sg::layernorm_backward(dy, saved(), weight.value(), mean, rstd, already);
+  auto rule = [saved, weight, bias, mean, rstd](const Tensor& dy, const Tensor& already) {
+    const Tensor w = weight.value();  // read before the claims: at ZeRO-3 this gathers
+    LayerNormGrads g = sg::layernorm_backward(dy, saved(), w, mean, rstd, already,
+                                              claim_leaf_grad(weight, dy.dtype()), claim_leaf_grad(bias, dy.dtype()));
     return std::vector<Tensor>{g.dx, g.dweight, g.dbias};
   };
   Variable y = make_result(out, "layernorm", {x, weight, bias}, [rule](const Tensor& dy) { return rule(dy, Tensor()); });

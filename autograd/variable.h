@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "tensor/ops.h"
 #include "tensor/tensor.h"
 
 namespace sg {
@@ -168,13 +169,13 @@ bool backward_frees_saved_tensors();
 // f32 buffer ZeRO gives each parameter (Megatron's "gradient accumulation
 // fusion"), instead of a 16-bit product that is then cast and added. When
 // `input` is a leaf that requires grad and holds a contiguous gradient
-// buffer able to take a `dtype` gradient (of that dtype, or f32 for
-// bf16/f16), calls write(buffer, add), with add false while the buffer
-// holds leftovers (set_stale_grad), and returns true: the rule then returns
-// an undefined gradient for that input, and the engine still counts the
-// leaf as reached (its post-accumulate hooks run when it is complete).
-// Otherwise returns false, and the rule returns the gradient as usual.
-// Outside a backward rule it always returns false.
-bool write_leaf_grad(const Variable& input, DType dtype, const std::function<void(Tensor& buffer, bool add)>& write);
+// buffer in the dtype sums of a `dtype` gradient are kept in (f32, or f64
+// for f64), returns it as a Destination: the rule must write it (add false:
+// the buffer holds leftovers, set_stale_grad) or add to it (add true)
+// before it returns, and returns an undefined gradient for that input; the
+// engine still counts the leaf as reached (its post-accumulate hooks run
+// when it is complete). Otherwise, and outside a backward rule, returns an
+// undefined Destination, and the rule returns the gradient as usual.
+Destination claim_leaf_grad(const Variable& input, DType dtype);
 
 }  // namespace sg

@@ -34,6 +34,17 @@ void axpy_(Tensor& y, double alpha, const Tensor& x);  // y += alpha * x, in pla
 Tensor gelu(const Tensor& x);                                 // GELU, tanh form (CUDA: bf16 native)
 Tensor gelu_backward(const Tensor& x, const Tensor& dout);    // dx
 
+// Where a gradient op that can write in place puts a result: `tensor`
+// (contiguous; f32 for f32/bf16/f16 inputs, f64 for f64), written, or added
+// to with `add`. A parameter's gradient goes straight into its f32 buffer
+// (autograd's claim_leaf_grad): summed in f32 and never rounded to 16 bits,
+// with no cast and no separate add.
+struct Destination {
+  Tensor tensor;
+  bool add = false;
+  bool defined() const { return tensor.defined(); }
+};
+
 // ---- matrix multiply and bias -------------------------------------------------
 // (M, K) @ (K, N) -> (M, N); (..., M, K) @ (K, N) folds the leading dims into M;
 // (B.., M, K) @ (B.., K, N) is a batched product. Transposed views of
@@ -42,12 +53,9 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // matmul(a, b) + bias (n) over every row: on CUDA the bias is added in
 // cuBLASLt's epilogue (one pass over the output), on the CPU in place.
 Tensor matmul_bias(const Tensor& a, const Tensor& b, const Tensor& bias);
-// out = a @ b, or out += a @ b with `accumulate`, computed into out itself
-// in out's dtype: a (M, K) @ (K, N) (transposed views read in place) into a
-// contiguous out (M, N) that is f32 for f32/bf16/f16 operands (f64 for f64).
-// A weight gradient goes straight into its f32 buffer, never rounded to 16
-// bits and never cast (autograd's write_leaf_grad).
-void matmul_into(Tensor& out, const Tensor& a, const Tensor& b, bool accumulate);
+// a (M, K) @ b (K, N) into out (M, N) (transposed views read in place): a
+// linear layer's weight gradient as one GEMM into its buffer (beta = 1 adds).
+void matmul_into(const Destination& out, const Tensor& a, const Tensor& b);
 Tensor add_bias(const Tensor& x, const Tensor& bias);  // x (..., C) + bias (C)
 // The same, in place, for a tensor nothing else holds yet (a fresh matmul
 // output in linear's forward): saves a copy of the activation.
@@ -59,8 +67,10 @@ Tensor bias_gelu_(Tensor& pre, const Tensor& bias);
 struct BiasGeluGrads {
   Tensor dh, dbias;
 };
-BiasGeluGrads bias_gelu_backward(const Tensor& h, const Tensor& dy);
+// With a dbias destination, dbias goes there and the returned one is undefined.
+BiasGeluGrads bias_gelu_backward(const Tensor& h, const Tensor& dy, const Destination& dbias = {});
 Tensor bias_backward(const Tensor& dout);              // (..., C) -> dbias (C): column sums
+void bias_backward_into(const Destination& dbias, const Tensor& dout);  // the same into dbias
 
 // ---- normalization ------------------------------------------------------------
 Tensor softmax(const Tensor& x);                              // over the last dim
@@ -77,9 +87,12 @@ struct LayerNormGrads {
   Tensor dx, dweight, dbias;
 };
 // add_to_dx (x's shape and dtype; optional): a gradient x already has from
-// elsewhere, added into dx in the same pass (the residual stream's).
+// elsewhere, added into dx in the same pass (the residual stream's). With a
+// destination for dweight or dbias, that gradient goes there (and the
+// returned one is undefined).
 LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight,
-                                  const Tensor& mean, const Tensor& rstd, const Tensor& add_to_dx = Tensor());
+                                  const Tensor& mean, const Tensor& rstd, const Tensor& add_to_dx = Tensor(),
+                                  const Destination& dweight = {}, const Destination& dbias = {});
 
 // The residual add and the LayerNorm that follows it: sum = x + y, and norm
 // = layernorm(sum). On CUDA one kernel (sum is written and normalized in the

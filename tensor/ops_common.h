@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "tensor/dispatch.h"
+#include "tensor/ops.h"
 #include "tensor/tensor.h"
 
 namespace sg::ops_detail {
@@ -71,6 +72,19 @@ inline Tensor as_indices(std::string_view op, const Tensor& ids) {
            ids.str());
   check_replicated(op, ids);
   return prepare(ids, DType::i32);
+}
+
+// A destination for a `shape` result of `input`: a whole contiguous tensor
+// in the dtype sums of input's values are kept in (stats_dtype: f64 for
+// f64, else f32), on the input's device.
+inline void check_destination(std::string_view op, const Destination& out, const Shape& shape, const Tensor& input) {
+  SG_CHECK(out.defined(), op, ": the destination is undefined");
+  const Tensor& t = out.tensor;
+  SG_CHECK(!t.is_sharded() && t.is_contiguous() && t.shape() == shape, op, ": the destination ", t.str(),
+           " must be a whole contiguous tensor of shape ", shape_str(shape));
+  SG_CHECK(t.dtype() == stats_dtype(input.dtype()), op, ": sums of ", dtype_name(input.dtype()), " values go into ",
+           dtype_name(stats_dtype(input.dtype())), ", got ", t.str());
+  SG_CHECK(t.device() == input.device(), op, ": the destination ", t.str(), " is not on ", input.str(), "'s device");
 }
 
 // A fresh tensor with x's layout and device.

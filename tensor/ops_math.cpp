@@ -192,36 +192,34 @@ Tensor matmul_bias(const Tensor& a, const Tensor& b, const Tensor& bias) {
   return matmul_impl(a, b, &bias);
 }
 
-void matmul_into(Tensor& out, const Tensor& a, const Tensor& b, bool accumulate) {
-  check_inputs("matmul_into", {&out, &a, &b});
+void matmul_into(const Destination& out, const Tensor& a, const Tensor& b) {
+  check_inputs("matmul_into", {&a, &b});
   check_float("matmul_into", a);
   check_same_dtype("matmul_into", a, b);
-  for (const Tensor* x : {static_cast<const Tensor*>(&out), &a, &b}) check_replicated("matmul_into", *x);
+  check_replicated("matmul_into", a);
+  check_replicated("matmul_into", b);
   SG_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), "matmul_into: needs (M, K) @ (K, N), got ",
            a.str(), " @ ", b.str());
-  SG_CHECK(out.dim() == 2 && out.size(0) == a.size(0) && out.size(1) == b.size(1) && out.is_contiguous(),
-           "matmul_into: the output ", out.str(), " must be a contiguous (", a.size(0), ", ", b.size(1), ")");
+  check_destination("matmul_into", out, {a.size(0), b.size(1)}, a);
   const DType compute = compute_dtype("matmul_into", a, CudaTypes::kNative16);
-  const DType sums = a.dtype() == DType::f64 ? DType::f64 : DType::f32;
-  SG_CHECK(out.dtype() == sums, "matmul_into: a ", dtype_name(a.dtype()), " product goes into ", dtype_name(sums),
-           ", got ", out.str());
   MatrixOperand A = matrix_operand(a.to(compute)), B = matrix_operand(b.to(compute));
   GemmShape shape;
   shape.m = a.size(0), shape.n = b.size(1), shape.k = a.size(1);
   shape.trans_a = A.trans, shape.trans_b = B.trans;
   shape.lda = A.ld, shape.ldb = B.ld, shape.ldc = shape.n;
   shape.stride_a = A.batch_stride, shape.stride_b = B.batch_stride, shape.stride_c = shape.m * shape.n;
-  shape.beta = accumulate ? 1.0f : 0.0f;
+  shape.beta = out.add ? 1.0f : 0.0f;
+  Tensor c = out.tensor;  // a handle: writes land in the destination
   if (shape.m * shape.n == 0) return;
   if (shape.k == 0) {  // an empty sum: the GEMM libraries may not be asked for it
-    if (!accumulate) out.fill_(0.0);
+    if (!out.add) c.fill_(0.0);
     return;
   }
   if (a.device().is_cpu()) {
-    SG_ON_CPU(compute, cpu::matmul_forward(out.data<T>(), A.tensor.data<T>(), B.tensor.data<T>(), shape));
+    SG_ON_CPU(compute, cpu::matmul_forward(c.data<T>(), A.tensor.data<T>(), B.tensor.data<T>(), shape));
   } else {
-    SG_ON_CUDA(cuda::matmul_forward(out.data_ptr(), out.dtype(), A.tensor.data_ptr(), B.tensor.data_ptr(), shape,
-                                    compute, cuda_stream(a.device())));
+    SG_ON_CUDA(cuda::matmul_forward(c.data_ptr(), c.dtype(), A.tensor.data_ptr(), B.tensor.data_ptr(), shape, compute,
+                                    cuda_stream(a.device())));
   }
 }
 
@@ -257,28 +255,51 @@ void add_bias_(Tensor& x, const Tensor& bias) {
   else SG_ON_CUDA(cuda::bias_add_forward(x.data_ptr(), b.data_ptr(), rows, cols, x.dtype(), cuda_stream(x.device())));
 }
 
-Tensor bias_backward(const Tensor& dout) {
+namespace {
+
+// dbias = the column sums of dout, into `out` (written or added to).
+void bias_sums(const Destination& out, const Tensor& dout) {
   check_inputs("bias_backward", {&dout});
   check_float("bias_backward", dout);
   check_replicated("bias_backward", dout);
   SG_CHECK(dout.dim() >= 1, "bias_backward: needs at least one dimension, got ", dout.str());
-  DType compute = compute_dtype("bias_backward", dout, CudaTypes::kNative16);
+  const DType compute = compute_dtype("bias_backward", dout, CudaTypes::kNative16);
   Tensor d = prepare(dout, compute);
-  int64_t cols = dout.size(-1), rows = cols ? dout.numel() / cols : 0;
+  const int64_t cols = dout.size(-1), rows = cols ? dout.numel() / cols : 0;
   if (dout.device().is_cpu()) {
-    Tensor dbias = Tensor::zeros({cols}, TensorOptions().dtype(stats_dtype(compute)).device(dout.device()));
-    SG_ON_CPU(compute, cpu::bias_add_backward(dbias.data<T>(), d.data<T>(), rows, cols));
-    return dbias.to(dout.dtype());
+    Tensor sums = Tensor::zeros({cols}, TensorOptions().dtype(stats_dtype(compute)));
+    SG_ON_CPU(compute, cpu::bias_add_backward(sums.data<T>(), d.data<T>(), rows, cols));
+    Tensor target = out.tensor;  // in the sums' dtype: the whole sum is added, as the CUDA kernel does
+    if (out.add) axpy_(target, 1.0, sums);
+    else target.copy_(sums);
+    return;
   }
 #ifdef SG_CUDA
   static_assert(cuda::kBiasBackwardScratchRows == 32);
 #endif
-  // Summed in f32 and written in dout's dtype by the last kernel: no zero-fill, no cast.
-  Tensor dbias = Tensor::empty({cols}, TensorOptions().dtype(compute).device(dout.device()));
+  // Summed in f32 and written (or added) in the destination's dtype by the last kernel: no fill, no cast.
   Tensor partials = Tensor::empty({32, cols}, TensorOptions().device(dout.device()));
-  SG_ON_CUDA(cuda::bias_add_backward(dbias.data_ptr(), compute, partials.data<float>(), d.data_ptr(), rows, cols,
-                                     compute, cuda_stream(d.device())));
+  SG_ON_CUDA(cuda::bias_add_backward({out.tensor.data_ptr(), out.tensor.dtype(), out.add}, partials.data<float>(),
+                                     d.data_ptr(), rows, cols, compute, cuda_stream(d.device())));
+}
+
+}  // namespace
+
+// A fresh dbias in dout's dtype (the column sums' only rounding).
+Tensor bias_backward(const Tensor& dout) {
+  SG_CHECK(dout.defined() && dout.dim() >= 1, "bias_backward: needs a tensor of at least one dimension, got ",
+           dout.str());
+  const DType dtype = dout.device().is_cpu() ? stats_dtype(dout.dtype()) : dout.dtype();
+  Tensor dbias = Tensor::empty({dout.size(-1)}, TensorOptions().dtype(dtype).device(dout.device()));
+  bias_sums({dbias, false}, dout);
   return dbias.to(dout.dtype());
+}
+
+void bias_backward_into(const Destination& dbias, const Tensor& dout) {
+  SG_CHECK(dout.defined() && dout.dim() >= 1, "bias_backward_into: needs a tensor of at least one dimension, got ",
+           dout.str());
+  check_destination("bias_backward_into", dbias, {dout.size(-1)}, dout);
+  bias_sums(dbias, dout);
 }
 
 namespace {

@@ -73,18 +73,21 @@ Tensor bias_gelu_(Tensor& pre, const Tensor& bias) {
   return y;
 }
 
-BiasGeluGrads bias_gelu_backward(const Tensor& h, const Tensor& dy) {
+BiasGeluGrads bias_gelu_backward(const Tensor& h, const Tensor& dy, const Destination& dbias) {
   check_inputs("bias_gelu_backward", {&h, &dy});
   SG_CHECK(h.layout() == dy.layout() && h.dim() >= 1, "bias_gelu_backward: layouts differ: ", h.str(), " vs ",
            dy.str());
+  Tensor dh;
   if (!(h.device().is_cpu() && h.dtype() == DType::f32 && dy.dtype() == DType::f32 && !h.is_sharded())) {
-    Tensor dh = gelu_backward(h, dy);
-    return {dh, bias_backward(dh)};
+    dh = gelu_backward(h, dy);
+  } else {
+    Tensor x = prepare(h, DType::f32), d = prepare(dy, DType::f32);
+    dh = empty_like(x, DType::f32);
+    cpu::bias_gelu_backward(dh.data<float>(), x.data<float>(), d.data<float>(), x.numel());
   }
-  Tensor x = prepare(h, DType::f32), d = prepare(dy, DType::f32);
-  Tensor dh = empty_like(x, DType::f32);
-  cpu::bias_gelu_backward(dh.data<float>(), x.data<float>(), d.data<float>(), x.numel());
-  return {dh, bias_backward(dh)};
+  if (!dbias.defined()) return {dh, bias_backward(dh)};
+  bias_backward_into(dbias, dh);
+  return {dh, Tensor()};
 }
 
 Tensor softmax(const Tensor& x) {
@@ -175,7 +178,8 @@ AddLayerNormOutput add_layernorm(const Tensor& x, const Tensor& y, const Tensor&
 }
 
 LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight, const Tensor& mean,
-                                  const Tensor& rstd, const Tensor& add_to_dx) {
+                                  const Tensor& rstd, const Tensor& add_to_dx, const Destination& dweight_into,
+                                  const Destination& dbias_into) {
   check_inputs("layernorm_backward", {&dout, &x, &weight, &mean, &rstd});
   if (add_to_dx.defined()) {
     check_inputs("layernorm_backward", {&x, &add_to_dx});
@@ -187,6 +191,8 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
   int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
   SG_CHECK(weight.shape() == Shape{C} && mean.numel() == N && rstd.numel() == N,
            "layernorm_backward: weight/mean/rstd do not match ", x.str(), "; pass what layernorm() returned");
+  if (dweight_into.defined()) check_destination("layernorm_backward", dweight_into, {C}, weight);
+  if (dbias_into.defined()) check_destination("layernorm_backward", dbias_into, {C}, weight);
   DType compute = compute_dtype("layernorm_backward", x, CudaTypes::kNative16);
   DType stats = stats_dtype(compute);
   Tensor d = prepare(dout, compute), in = prepare(x, compute), w = prepare(weight, compute);
@@ -204,24 +210,37 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
     }
     SG_ON_CPU(compute, cpu::layernorm_backward(grads.dx.data<T>(), grads.dweight.data<T>(), grads.dbias.data<T>(),
                                                d.data<T>(), in.data<T>(), w.data<T>(), m.data<T>(), s.data<T>(), N, C));
+    // Into a destination, the whole sum is written or added, as the CUDA kernel does.
+    for (auto [sums, into] : {std::pair{&grads.dweight, &dweight_into}, std::pair{&grads.dbias, &dbias_into}}) {
+      if (!into->defined()) continue;
+      Tensor target = into->tensor;
+      if (into->add) axpy_(target, 1.0, *sums);
+      else target.copy_(*sums);
+      *sums = Tensor();
+    }
   } else {
     grads.dx = empty_like(in, compute);  // written by the kernel
 #ifdef SG_CUDA
     static_assert(cuda::kLayerNormScratchRows == 32);
 #endif
-    // dweight and dbias are written in the compute dtype by the last kernel (no zero-fill, no cast).
-    grads.dweight = Tensor::empty({C}, TensorOptions().dtype(compute).device(x.device()));
-    grads.dbias = Tensor::empty({C}, TensorOptions().dtype(compute).device(x.device()));
+    // dweight and dbias are written (or added) by the last kernel in their
+    // destination's dtype, or fresh in the compute dtype: no zero-fill, no cast.
+    auto target = [&](const Destination& into, Tensor& fresh) {
+      if (into.defined()) return into;
+      fresh = Tensor::empty({C}, TensorOptions().dtype(compute).device(x.device()));
+      return Destination{fresh, false};
+    };
+    [[maybe_unused]] const Destination dw = target(dweight_into, grads.dweight), db = target(dbias_into, grads.dbias);
     Tensor partials = Tensor::empty({2 * 32, C}, TensorOptions().device(x.device()));
     Tensor extra = add_to_dx.defined() ? prepare(add_to_dx, compute) : Tensor();
-    SG_ON_CUDA(cuda::layernorm_backward(grads.dx.data_ptr(), grads.dweight.data_ptr(), grads.dbias.data_ptr(), compute,
-                                        partials.data<float>(), d.data_ptr(), in.data_ptr(), w.data_ptr(),
-                                        m.data<float>(), s.data<float>(), N, C, compute, cuda_stream(x.device()),
-                                        extra.defined() ? extra.data_ptr() : nullptr));
+    SG_ON_CUDA(cuda::layernorm_backward(grads.dx.data_ptr(), {dw.tensor.data_ptr(), dw.tensor.dtype(), dw.add},
+                                        {db.tensor.data_ptr(), db.tensor.dtype(), db.add}, partials.data<float>(),
+                                        d.data_ptr(), in.data_ptr(), w.data_ptr(), m.data<float>(), s.data<float>(), N,
+                                        C, compute, cuda_stream(x.device()), extra.defined() ? extra.data_ptr() : nullptr));
   }
   grads.dx = grads.dx.to(x.dtype());
-  grads.dweight = grads.dweight.to(weight.dtype());
-  grads.dbias = grads.dbias.to(weight.dtype());
+  if (grads.dweight.defined()) grads.dweight = grads.dweight.to(weight.dtype());
+  if (grads.dbias.defined()) grads.dbias = grads.dbias.to(weight.dtype());
   return grads;
 }
 

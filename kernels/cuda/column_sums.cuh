@@ -9,7 +9,9 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/float_types.cuh"
+#include "kernels/cuda/sum_output.h"
 
 namespace sg::cuda {
 
@@ -46,23 +48,49 @@ __device__ void column_partial_sums(float* const (&partials)[K], int64_t rows, i
 }
 
 // Stage 2, for K sums at once: out[k][col] = the chunks' partials[k], added
-// in chunk order and written (not added to) in the output's type, so the
-// caller needs no zero-filled f32 buffer and no cast after: one launch.
-template <int K, typename OutT>
+// in chunk order, then written (or added to the buffer, the whole sum at
+// once) in each output's own dtype: the caller needs no zero-filled f32
+// buffer and no cast after, and one launch serves outputs of mixed dtypes.
+template <int K>
 struct ColumnSums {
-  OutT* out[K];
+  SumOutput out[K];
   const float* partials[K];
 };
 
-template <int K, typename OutT>
-__global__ void finish_column_sums(ColumnSums<K, OutT> sums, int64_t cols) {
+template <typename T>
+__device__ void store_sum(void* data, int64_t col, float total, bool add) {
+  T* at = static_cast<T*>(data) + col;
+  *at = store<T>(add ? load(*at) + total : total);
+}
+
+template <int K>
+__global__ void finish_column_sums(ColumnSums<K> sums, int64_t cols) {
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (col >= cols) return;
   for (int k = 0; k < K; ++k) {
     float total = 0.0f;
     for (int chunk = 0; chunk < kColumnSumChunks; ++chunk) total += sums.partials[k][chunk * cols + col];
-    sums.out[k][col] = store<OutT>(total);
+    const SumOutput& out = sums.out[k];
+    switch (out.dtype) {
+      case DType::bf16: store_sum<__nv_bfloat16>(out.data, col, total, out.add); break;
+      case DType::f16: store_sum<__half>(out.data, col, total, out.add); break;
+      default: store_sum<float>(out.data, col, total, out.add); break;  // the host checked: f32
+    }
   }
+}
+
+// Launches stage 2 for K outputs (each f32, bf16 or f16).
+template <int K>
+void finish_column_sums_into(const SumOutput (&outs)[K], const float* const (&partials)[K], int64_t cols,
+                             cudaStream_t stream) {
+  ColumnSums<K> sums;
+  for (int k = 0; k < K; ++k) {
+    SG_CHECK(outs[k].dtype == DType::f32 || outs[k].dtype == DType::bf16 || outs[k].dtype == DType::f16,
+             "column sums into a ", dtype_name(outs[k].dtype), " buffer; expected f32, bf16 or f16");
+    sums.out[k] = outs[k], sums.partials[k] = partials[k];
+  }
+  finish_column_sums<<<unsigned((cols + kThreads - 1) / kThreads), kThreads, 0, stream>>>(sums, cols);
+  SG_CHECK_LAUNCH();
 }
 
 inline dim3 column_sum_grid(int64_t cols) {

@@ -107,7 +107,7 @@ void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, D
   SG_CHECK_LAUNCH();
 }
 
-void bias_add_backward(void* dbias, DType dbias_dtype, float* partials, const void* dout, int64_t rows, int64_t cols,
+void bias_add_backward(const SumOutput& dbias, float* partials, const void* dout, int64_t rows, int64_t cols,
                        DType dtype, cudaStream_t stream) {
   if (cols == 0) return;
   with_float_type(dtype, [&](auto tag) {
@@ -116,12 +116,7 @@ void bias_add_backward(void* dbias, DType dbias_dtype, float* partials, const vo
         partials, static_cast<const T*>(dout), rows, cols);
   });
   SG_CHECK_LAUNCH();
-  with_float_type(dbias_dtype, [&](auto tag) {
-    using OutT = decltype(tag);
-    const ColumnSums<1, OutT> sums{{static_cast<OutT*>(dbias)}, {partials}};
-    finish_column_sums<<<unsigned((cols + kThreads - 1) / kThreads), kThreads, 0, stream>>>(sums, cols);
-  });
-  SG_CHECK_LAUNCH();
+  finish_column_sums_into<1>({dbias}, {partials}, cols, stream);
 }
 
 }  // namespace sg::cuda

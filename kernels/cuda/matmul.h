@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "kernels/dtype.h"
+#include "kernels/cuda/sum_output.h"
 #include "kernels/gemm_shape.h"
 
 namespace sg::cuda {
@@ -33,7 +34,8 @@ void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, D
 // of dout (rows, cols) in `dtype`, summed in f32; partials: scratch of
 // kBiasBackwardScratchRows * cols floats.
 constexpr int64_t kBiasBackwardScratchRows = 32;
-void bias_add_backward(void* dbias, DType dbias_dtype, float* partials, const void* dout, int64_t rows, int64_t cols,
+// dbias = the column sums of dout (rows, cols), written or added (SumOutput).
+void bias_add_backward(const SumOutput& dbias, float* partials, const void* dout, int64_t rows, int64_t cols,
                        DType dtype, cudaStream_t stream);
 
 }  // namespace sg::cuda

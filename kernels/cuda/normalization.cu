@@ -283,7 +283,7 @@ void add_layernorm_forward(void* sum, void* out, float* mean, float* rstd, const
   SG_CHECK_LAUNCH();
 }
 
-void layernorm_backward(void* din, void* dweight, void* dbias, DType param_dtype, float* partials, const void* dout,
+void layernorm_backward(void* din, const SumOutput& dweight, const SumOutput& dbias, float* partials, const void* dout,
                         const void* in, const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
                         DType dtype, cudaStream_t stream, const void* add_to_din) {
   if (N == 0 || C == 0) return;
@@ -301,13 +301,7 @@ void layernorm_backward(void* din, void* dweight, void* dbias, DType param_dtype
         N, C);
     SG_CHECK_LAUNCH();
   });
-  with_float_type(param_dtype, [&](auto tag) {
-    using OutT = decltype(tag);
-    const ColumnSums<2, OutT> sums{{static_cast<OutT*>(dweight), static_cast<OutT*>(dbias)},
-                                   {partials, partials + kColumnSumChunks * C}};
-    finish_column_sums<<<unsigned((C + kThreads - 1) / kThreads), kThreads, 0, stream>>>(sums, C);
-  });
-  SG_CHECK_LAUNCH();
+  finish_column_sums_into<2>({dweight, dbias}, {partials, partials + kColumnSumChunks * C}, C, stream);
 }
 
 void softmax_forward(void* out, const void* in, int64_t N, int64_t C, DType dtype, cudaStream_t stream) {

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/sum_output.h"
 #include "kernels/dtype.h"
 
 namespace sg::cuda {
@@ -21,10 +22,10 @@ void add_layernorm_forward(void* sum, void* out, float* mean, float* rstd, const
                            cudaStream_t stream);
 // din written in `dtype` (as dout, in and weight), plus add_to_din (N, C in
 // `dtype`) when given, in the same pass; dweight and dbias (C) summed in f32
-// and written in param_dtype (f32, bf16 or f16); partials: scratch of
+// and written or added in their own dtypes (SumOutput); partials: scratch of
 // 2 * kLayerNormScratchRows * C floats.
 constexpr int64_t kLayerNormScratchRows = 32;
-void layernorm_backward(void* din, void* dweight, void* dbias, DType param_dtype, float* partials, const void* dout,
+void layernorm_backward(void* din, const SumOutput& dweight, const SumOutput& dbias, float* partials, const void* dout,
                         const void* in, const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
                         DType dtype, cudaStream_t stream, const void* add_to_din = nullptr);
 

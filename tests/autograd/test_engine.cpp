@@ -121,16 +121,20 @@ TEST(Engine, SavedTensorsAreFreedUnlessTheGraphIsRetained) {
 }
 
 // y = 2 x, whose rule writes dx into x's buffer itself when it may
-// (write_leaf_grad); *wrote says whether it did.
-Variable doubled(const Variable& x, bool* wrote, const Variable& target = Variable()) {
-  const Variable into = target.defined() ? target : x;
-  return make_result(sg::scale(x.value(), 2.0), "doubled", {x}, [into, wrote](const Tensor& dy) {
+// (claim_leaf_grad); *wrote says whether it did. `target`: the leaf to
+// claim instead of x; `fail`: throw after the claim.
+Variable doubled(const Variable& x, bool* wrote, const Variable& target = Variable(), bool fail = false) {
+  const Variable claimed = target.defined() ? target : x;
+  return make_result(sg::scale(x.value(), 2.0), "doubled", {x}, [claimed, wrote, fail](const Tensor& dy) {
     const Tensor dx = sg::scale(dy, 2.0);
-    *wrote = write_leaf_grad(into, dx.dtype(), [&](Tensor& buffer, bool add) {
-      if (add) axpy_(buffer, 1.0, dx);
-      else buffer.copy_(dx);
-    });
-    return std::vector<Tensor>{*wrote ? Tensor() : dx};
+    const Destination into = claim_leaf_grad(claimed, dx.dtype());
+    *wrote = into.defined();
+    SG_CHECK(!fail, "doubled: failing after the claim, as asked");
+    if (!into.defined()) return std::vector<Tensor>{dx};
+    Tensor buffer = into.tensor;
+    if (into.add) axpy_(buffer, 1.0, dx);
+    else buffer.copy_(dx);
+    return std::vector<Tensor>{Tensor()};
   });
 }
 
@@ -164,7 +168,7 @@ TEST(Engine, ARuleMayWriteALeafsGradientIntoItsBuffer) {
   EXPECT_TRUE(wrote);
   EXPECT_EQ(f32.to_vector<float>(), (std::vector<float>{2, 2}));
 
-  // No buffer, a non-leaf, or a buffer too narrow for the gradient: the rule returns it instead.
+  // No buffer, a non-leaf, or a buffer not in f32: the rule returns the gradient instead.
   Variable plain = leaf({1, 2}, {2});
   sum(doubled(plain, &wrote)).backward();
   EXPECT_FALSE(wrote);
@@ -175,14 +179,19 @@ TEST(Engine, ARuleMayWriteALeafsGradientIntoItsBuffer) {
   Variable wide = leaf({1, 2}, {2});
   wide.set_stale_grad(Tensor::zeros({2}, TensorOptions().dtype(DType::bf16)));
   sum(doubled(wide, &wrote)).backward();
-  EXPECT_FALSE(wrote) << "an f32 gradient is not written into a bf16 buffer";
+  EXPECT_FALSE(wrote) << "sums are not written into a bf16 buffer";
   EXPECT_EQ(wide.grad().to_vector<float>(), (std::vector<float>{2, 2}));
   // Outside a backward rule there is nowhere to report the write.
-  EXPECT_FALSE(write_leaf_grad(x, DType::f32, [](Tensor&, bool) { FAIL() << "not called"; }));
-  // A rule may only write its own inputs' gradients.
+  EXPECT_FALSE(claim_leaf_grad(x, DType::f32).defined());
+  // A rule may only claim its own inputs' gradients.
   Variable other = leaf({1, 2}, {2});
   other.set_stale_grad(Tensor::zeros({2}));
   EXPECT_THROW(sum(doubled(x, &wrote, other)).backward(), Error);
+  // A rule that fails after its claim leaves the buffer stale: read, it is zero.
+  Variable y = leaf({1, 2}, {2});
+  y.set_stale_grad(Tensor::from_vector(std::vector<float>{nan, nan}, {2}));
+  EXPECT_THROW(sum(doubled(y, &wrote, Variable(), /*fail=*/true)).backward(), Error);
+  EXPECT_EQ(y.grad().to_vector<float>(), (std::vector<float>{0, 0}));
 }
 
 TEST(Engine, PreBackwardHooksRunBeforeTheirNodeInReverseOrder) {

@@ -179,35 +179,62 @@ TEST(AutogradFunctions, LinearCrossEntropyOverwritesItsLogits) {
   }
 }
 
-// The three rules with a weight (linear, linear_gelu, the LM head) write a
-// bf16 weight's gradient straight into its f32 buffer (write_leaf_grad):
-// the same gradient as without a buffer, but summed in f32 and never
-// rounded to bf16, so some of its elements are not bf16 values; and
-// added to, not overwritten, by a second backward.
-TEST(AutogradFunctions, WeightGradientsGoStraightIntoAnF32Buffer) {
-  const Tensor xs = randn64({6, 8}, "x").to(DType::bf16), ws = randn64({16, 8}, "w").to(DType::bf16);
-  const Tensor bs = randn64({16}, "b").to(DType::bf16);
-  const Tensor targets = Tensor::from_vector(std::vector<int32_t>{1, 5, 0, 15, 7, 2}, {6});
-  const std::vector<std::function<Variable(const Variable&, const Variable&)>> rules{
-      [&](const Variable& x, const Variable& w) { return sum(linear(x, w, Variable(bs))); },
-      [&](const Variable& x, const Variable& w) { return sum(linear_gelu(x, w, Variable(bs))); },
-      [&](const Variable& x, const Variable& w) { return linear_cross_entropy(x, w, targets); },
+// The rules with parameters (linear, linear_gelu, the LM head, LayerNorm,
+// add + LayerNorm) write a bf16 parameter's gradient straight into its f32
+// buffer (claim_leaf_grad): the same gradient as without a buffer, but
+// summed in f32 and never rounded to bf16, so some of its elements are not
+// bf16 values; and added to, not overwritten, by a second backward.
+TEST(AutogradFunctions, ParameterGradientsGoStraightIntoF32Buffers) {
+  auto bf16 = [](const Shape& shape, const char* name) { return randn64(shape, name).to(DType::bf16); };
+  const Tensor xs = bf16({6, 8}, "x"), ys = bf16({6, 8}, "y"), targets =
+      Tensor::from_vector(std::vector<int32_t>{1, 5, 0, 15, 7, 2}, {6});
+  auto squares = [](const Variable& y) { return sum(mul(y, y)); };  // dy = 2 y: no two rows alike
+  using Params = std::vector<Variable>;
+  struct Case {
+    const char* name;
+    std::vector<Shape> shapes;
+    std::function<Variable(const Variable&, const Params&)> loss;
   };
-  for (size_t i = 0; i < rules.size(); ++i) {
-    SCOPED_TRACE(i);
-    Variable x(xs, true), w(ws, true), w_plain(ws, true);
-    Tensor buffer = Tensor::full({16, 8}, std::nan(""));
-    w.set_stale_grad(buffer);
-    rules[i](x, w).backward();
-    rules[i](x, w_plain).backward();  // no buffer: a bf16 gradient
-    ASSERT_EQ(w_plain.grad().dtype(), DType::bf16);
-    const std::vector<float> got = buffer.to_vector<float>(), rounded = buffer.to(DType::bf16).to_vector<float>();
-    EXPECT_TRUE(test::all_close(got, w_plain.grad().to_vector<float>(), 1e-2, 1e-3));
-    EXPECT_NE(got, rounded) << "every element a bf16 value: the product was rounded to 16 bits";
-    rules[i](x, w).backward();
-    std::vector<float> twice = got;
-    for (float& v : twice) v *= 2.0f;
-    EXPECT_EQ(buffer.to_vector<float>(), twice) << "the same product, added to the first";
+  const std::vector<Case> cases{
+      {"linear", {{16, 8}, {16}}, [&](const Variable& x, const Params& p) { return squares(linear(x, p[0], p[1])); }},
+      {"linear_gelu", {{16, 8}, {16}},
+       [&](const Variable& x, const Params& p) { return squares(linear_gelu(x, p[0], p[1])); }},
+      {"lm head", {{16, 8}}, [&](const Variable& x, const Params& p) { return linear_cross_entropy(x, p[0], targets); }},
+      {"layernorm", {{8}, {8}},
+       [](const Variable& x, const Params& p) { return sum(mul(layernorm(x, p[0], p[1]), x)); }},
+      {"add_layernorm", {{8}, {8}}, [&](const Variable& x, const Params& p) {
+         auto [total, norm] = add_layernorm(x, Variable(ys), p[0], p[1]);
+         return sum(mul(norm, x));
+       }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Params with_buffers, plain;
+    std::vector<Tensor> buffers;
+    for (size_t i = 0; i < c.shapes.size(); ++i) {
+      const Tensor value = bf16(c.shapes[i], i == 0 ? "w" : "b");
+      with_buffers.emplace_back(value, true), plain.emplace_back(value, true);
+      buffers.push_back(Tensor::full(c.shapes[i], std::nan("")));
+      with_buffers.back().set_stale_grad(buffers.back());
+    }
+    Variable x(xs, true);
+    c.loss(x, with_buffers).backward();
+    c.loss(x, plain).backward();  // no buffers: bf16 gradients
+    std::vector<std::vector<float>> first;
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      ASSERT_EQ(plain[i].grad().dtype(), DType::bf16);
+      const std::vector<float> got = buffers[i].to_vector<float>();
+      EXPECT_TRUE(test::all_close(got, plain[i].grad().to_vector<float>(), 2e-2, 2e-3)) << "parameter " << i;
+      EXPECT_NE(got, buffers[i].to(DType::bf16).to_vector<float>())
+          << "parameter " << i << ": every element a bf16 value, so the sums were rounded to 16 bits";
+      first.push_back(got);
+    }
+    c.loss(x, with_buffers).backward();
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      std::vector<float> twice = first[i];
+      for (float& v : twice) v *= 2.0f;
+      EXPECT_EQ(buffers[i].to_vector<float>(), twice) << "parameter " << i << ": added to, not overwritten";
+    }
   }
 }
 

@@ -107,32 +107,6 @@ TEST_F(CudaKernels, MatmulBackwardKernelMatchesCpu) {
   }
 }
 
-// A weight gradient straight into an f32 buffer (matmul_into): 16-bit or f32
-// operands, transposed views as the linear layers pass them, written then
-// added to. The CPU sums bf16 operands in f32 too, so both hold the same
-// unrounded f32 sums (a bf16 product would differ by up to 2^-8 relative).
-TEST_F(CudaKernels, MatmulIntoF32BufferMatchesCpu) {
-  Tensor dy = random_tensor({45, 24}, "dy"), x = random_tensor({45, 40}, "x");
-  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
-    SCOPED_TRACE(dtype_name(dtype));
-    const Tensor a = dy.to(dtype).transpose(0, 1), b = x.to(dtype);  // (24, 45) @ (45, 40), A read transposed
-    const Tensor ga = gpu(dy.to(dtype)).transpose(0, 1), gb = gpu(x.to(dtype));
-    // A buffer one element into its storage, as a ZeRO flat buffer places a parameter.
-    Tensor flat = Tensor::full({24 * 40 + 1}, std::nanf("")), gpu_flat = gpu(flat);
-    Tensor out = flat.slice(0, 1, 24 * 40 + 1).view({24, 40});
-    Tensor gpu_out = gpu_flat.slice(0, 1, 24 * 40 + 1).view({24, 40});
-    matmul_into(out, a, b, /*accumulate=*/false);  // the NaNs are never read
-    matmul_into(gpu_out, ga, gb, /*accumulate=*/false);
-    EXPECT_TRUE(same_as_cpu(gpu_out, out, kF32, 1e-5));
-    matmul_into(out, a, b, /*accumulate=*/true);
-    matmul_into(gpu_out, ga, gb, /*accumulate=*/true);
-    EXPECT_TRUE(same_as_cpu(gpu_out, out, kF32, 1e-5));
-    EXPECT_TRUE(same_as_cpu(gpu_out, scale(matmul(a.to(DType::f32), b.to(DType::f32)), 2.0), kF32, 1e-5));
-  }
-  Tensor bf16_out = gpu(Tensor::zeros({24, 40})).to(DType::bf16);
-  EXPECT_THROW(matmul_into(bf16_out, gpu(dy).transpose(0, 1), gpu(x), false), Error);  // sums go into f32
-}
-
 // The residual add and LayerNorm in one kernel, against the CPU's two ops.
 TEST_F(CudaKernels, AddLayerNormMatchesCpu) {
   for (int64_t C : {130, 136}) {  // element by element; 16-byte vectors (8 bf16, 4 f32)

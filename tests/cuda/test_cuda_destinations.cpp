@@ -1,0 +1,118 @@
+// The gradient ops that write into a destination (tensor/ops.h, Destination):
+// a parameter's gradient summed in f32 straight into its f32 buffer,
+// written or added to, against the CPU twin doing the same. The CPU sums
+// 16-bit inputs in f32 too, so both hold the same unrounded f32 sums (a
+// 16-bit result would differ by up to 2^-8 relative). Each destination is
+// one element into its storage, as a ZeRO flat buffer places a parameter,
+// and starts as NaN: a write must never read it.
+#include <cmath>
+
+#include "tests/cuda/cuda_test_util.h"
+
+namespace sg {
+namespace {
+
+using test::gpu;
+using test::kBf16;
+using test::kF32;
+using test::random_tensor;
+using test::same_as_cpu;
+using CudaDestinations = test::CudaTest;
+
+// A NaN-filled (n) destination view one element into a buffer, on the CPU and the GPU.
+struct Buffers {
+  Tensor cpu, cuda;
+  explicit Buffers(const Shape& shape) {
+    const int64_t n = shape_numel(shape);
+    const Tensor flat = Tensor::full({n + 1}, std::nan(""));
+    cpu = flat.slice(0, 1, n + 1).view(shape);
+    cuda = gpu(flat).slice(0, 1, n + 1).view(shape);
+  }
+};
+
+TEST_F(CudaDestinations, MatmulIntoF32BufferMatchesCpu) {
+  Tensor dy = random_tensor({45, 24}, "dy"), x = random_tensor({45, 40}, "x");
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Tensor a = dy.to(dtype).transpose(0, 1), b = x.to(dtype);  // (24, 45) @ (45, 40), A read transposed
+    const Tensor ga = gpu(dy.to(dtype)).transpose(0, 1), gb = gpu(x.to(dtype));
+    Buffers out({24, 40});
+    matmul_into({out.cpu, /*add=*/false}, a, b);
+    matmul_into({out.cuda, false}, ga, gb);
+    EXPECT_TRUE(same_as_cpu(out.cuda, out.cpu, kF32, 1e-5));
+    matmul_into({out.cpu, /*add=*/true}, a, b);
+    matmul_into({out.cuda, true}, ga, gb);
+    EXPECT_TRUE(same_as_cpu(out.cuda, out.cpu, kF32, 1e-5));
+    EXPECT_TRUE(same_as_cpu(out.cuda, scale(matmul(a.to(DType::f32), b.to(DType::f32)), 2.0), kF32, 1e-5));
+  }
+  Tensor bf16_out = gpu(Tensor::zeros({24, 40})).to(DType::bf16);
+  EXPECT_THROW(matmul_into({bf16_out, false}, gpu(dy.to(DType::bf16)).transpose(0, 1), gpu(x.to(DType::bf16))),
+               Error);  // sums go into f32
+}
+
+TEST_F(CudaDestinations, BiasGradientIntoF32BufferMatchesCpu) {
+  const Tensor dy = random_tensor({70, 33}, "dy");
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Tensor d = dy.to(dtype);
+    Buffers out({33});
+    bias_backward_into({out.cpu, false}, d);
+    bias_backward_into({out.cuda, false}, gpu(d));
+    EXPECT_TRUE(same_as_cpu(out.cuda, out.cpu, kF32, 1e-5));
+    bias_backward_into({out.cpu, true}, d);
+    bias_backward_into({out.cuda, true}, gpu(d));
+    EXPECT_TRUE(same_as_cpu(out.cuda, out.cpu, kF32, 1e-5));
+    EXPECT_TRUE(same_as_cpu(out.cuda, scale(bias_backward(d.to(DType::f32)), 2.0), kF32, 1e-5));
+    // linear_gelu's bias: dh's column sums into the destination, none returned.
+    const Tensor h = random_tensor({70, 33}, "h").to(dtype);
+    Buffers gelu_out({33});
+    BiasGeluGrads cpu_g = bias_gelu_backward(h, d, {gelu_out.cpu, false});
+    BiasGeluGrads gpu_g = bias_gelu_backward(gpu(h), gpu(d), {gelu_out.cuda, false});
+    EXPECT_FALSE(gpu_g.dbias.defined());
+    const bool f32 = dtype == DType::f32;  // bf16: each side rounds dh to bf16 by its own GELU
+    EXPECT_TRUE(same_as_cpu(gelu_out.cuda, gelu_out.cpu, f32 ? kF32 : 2e-2, f32 ? 1e-5 : 5e-2));
+    EXPECT_TRUE(same_as_cpu(gelu_out.cuda, bias_backward(gpu_g.dh), f32 ? kF32 : kBf16, 1e-5))
+        << "the fresh sums, rounded to dh's dtype";
+  }
+  EXPECT_THROW(bias_backward_into({gpu(Tensor::zeros({32})), false}, gpu(dy)), Error);  // 32 columns, not 33
+}
+
+// LayerNorm's dweight and dbias into destinations, each on its own: both,
+// one (the other returned fresh in the input's dtype), written then added.
+TEST_F(CudaDestinations, LayerNormGradientsIntoF32BuffersMatchCpu) {
+  const int64_t C = 136;
+  const Tensor x = random_tensor({45, C}, "x", 3.0), dy = random_tensor({45, C}, "dy");
+  const Tensor w = random_tensor({C}, "w"), b = random_tensor({C}, "b");
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Tensor xh = x.to(dtype), dyh = dy.to(dtype), wh = w.to(dtype), bh = b.to(dtype);
+    const LayerNormOutput cpu_ln = layernorm(xh, wh, bh), gpu_ln = layernorm(gpu(xh), gpu(wh), gpu(bh));
+    const bool f32 = dtype == DType::f32;
+    const double rtol = f32 ? kF32 : kBf16, atol = f32 ? 1e-5 : 5e-2;  // as SoftmaxAndLayerNormMatchCpu
+    for (int which = 0; which < 3; ++which) {  // both, dweight only, dbias only
+      SCOPED_TRACE(which);
+      Buffers dw({C}), db({C});
+      auto run = [&](bool add) {
+        const Destination cpu_w = which != 2 ? Destination{dw.cpu, add} : Destination{};
+        const Destination cpu_b = which != 1 ? Destination{db.cpu, add} : Destination{};
+        const Destination gpu_w = which != 2 ? Destination{dw.cuda, add} : Destination{};
+        const Destination gpu_b = which != 1 ? Destination{db.cuda, add} : Destination{};
+        LayerNormGrads c = layernorm_backward(dyh, xh, wh, cpu_ln.mean, cpu_ln.rstd, Tensor(), cpu_w, cpu_b);
+        LayerNormGrads g = layernorm_backward(gpu(dyh), gpu(xh), gpu(wh), gpu_ln.mean, gpu_ln.rstd, Tensor(), gpu_w,
+                                              gpu_b);
+        EXPECT_TRUE(same_as_cpu(g.dx, c.dx, rtol, atol));
+        EXPECT_EQ(g.dweight.defined(), which == 2);
+        EXPECT_EQ(g.dbias.defined(), which == 1);
+        if (which == 2) { EXPECT_TRUE(same_as_cpu(g.dweight, c.dweight, rtol, atol)); }
+        if (which == 1) { EXPECT_TRUE(same_as_cpu(g.dbias, c.dbias, rtol, atol)); }
+      };
+      run(false);
+      run(true);
+      if (which != 2) { EXPECT_TRUE(same_as_cpu(dw.cuda, dw.cpu, kF32, 1e-5)); }
+      if (which != 1) { EXPECT_TRUE(same_as_cpu(db.cuda, db.cpu, kF32, 1e-5)); }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sg
