@@ -265,8 +265,11 @@ Variable fused_attention(const Variable& qkv, int64_t n_head) {
 // y[n] = table[ids[n]]:  dtable[v] = sum of dy[n] over the n with ids[n] = v
 Variable embedding(const Variable& table, const Tensor& ids) {
   int64_t vocab = table.size(0);
-  return make_result(sg::embedding(table.value(), ids), "embedding", {table}, [ids, vocab](const Tensor& dy) {
-    return std::vector<Tensor>{sg::embedding_backward(dy, ids, vocab)};
+  return make_result(sg::embedding(table.value(), ids), "embedding", {table}, [table, ids, vocab](const Tensor& dy) {
+    const Destination into = claim_leaf_grad(table, dy.dtype());  // the rows the ids name, added into the buffer
+    if (!into.defined()) return std::vector<Tensor>{sg::embedding_backward(dy, ids, vocab)};
+    sg::embedding_backward_into(into, dy, ids);
+    return std::vector<Tensor>{Tensor()};
   });
 }
 

@@ -140,6 +140,9 @@ Tensor fused_attention_backward(const Tensor& dout, const Tensor& qkv, const Ten
 // ---- embedding and loss ---------------------------------------------------------
 Tensor embedding(const Tensor& table, const Tensor& ids);  // table (V, C), ids (...) -> (..., C)
 Tensor embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_size);  // -> dtable (V, C)
+// The same added into dtable (V, C) in position order (after clearing it
+// unless adding): rows no id names are not touched.
+void embedding_backward_into(const Destination& dtable, const Tensor& dout, const Tensor& ids);
 
 struct CrossEntropyOutput {
   Tensor losses;  // (...) per-row loss in nats; 0 where the target is negative (ignored)

@@ -49,22 +49,50 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
   return out.to(table.dtype());
 }
 
-Tensor embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_size) {
+namespace {
+
+// dtable[ids[j]] += dout[j] for every position j, in position order, into
+// dtable (V, C) of the sums' dtype; dtable is not cleared here.
+void embedding_sums(Tensor& dtable, const Tensor& dout, const Tensor& ids) {
   check_inputs("embedding_backward", {&dout, &ids});
+  const int64_t V = dtable.size(0);
   Tensor index = as_indices("embedding_backward", ids);
-  check_id_range("embedding_backward", index, vocab_size, false);
+  check_id_range("embedding_backward", index, V, false);
   Shape expected = ids.shape();
   SG_CHECK(dout.dim() == ids.dim() + 1, "embedding_backward: dout ", dout.str(), " must be ids' shape plus C");
   expected.push_back(dout.size(-1));
   SG_CHECK(dout.shape() == expected, "embedding_backward: dout ", dout.str(), " does not match ids ", ids.str());
   check_float("embedding_backward", dout);
-  DType compute = compute_dtype("embedding_backward", dout, CudaTypes::kNative16);
+  const DType compute = compute_dtype("embedding_backward", dout, CudaTypes::kNative16);
   Tensor d = prepare(dout, compute);
-  int64_t C = dout.size(-1), N = ids.numel();
-  Tensor dtable = Tensor::zeros({vocab_size, C}, TensorOptions().dtype(stats_dtype(compute)).device(dout.device()));
-  if (dout.device().is_cpu()) SG_ON_CPU(compute, cpu::embedding_backward(dtable.data<T>(), d.data<T>(), index.data<int32_t>(), N, C));
-  else SG_ON_CUDA(cuda::embedding_backward(dtable.data<float>(), d.data_ptr(), index.data<int32_t>(), N, C, vocab_size, compute, cuda_stream(dout.device())));
+  const int64_t C = dout.size(-1), N = ids.numel();
+  if (dout.device().is_cpu()) {
+    SG_ON_CPU(compute, cpu::embedding_backward(dtable.data<T>(), d.data<T>(), index.data<int32_t>(), N, C));
+  } else {
+    SG_ON_CUDA(cuda::embedding_backward(dtable.data<float>(), d.data_ptr(), index.data<int32_t>(), N, C, V, compute,
+                                        cuda_stream(dout.device())));
+  }
+}
+
+}  // namespace
+
+Tensor embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_size) {
+  SG_CHECK(dout.defined() && dout.dim() >= 1, "embedding_backward: dout must have at least one dimension");
+  Tensor dtable = Tensor::zeros({vocab_size, dout.size(-1)},
+                                TensorOptions().dtype(stats_dtype(dout.dtype())).device(dout.device()));
+  embedding_sums(dtable, dout, ids);
   return dtable.to(dout.dtype());
+}
+
+// Into the buffer the rows are added where ids point: a row no id names is
+// not touched at all (when adding), and a stale buffer is cleared first.
+void embedding_backward_into(const Destination& dtable, const Tensor& dout, const Tensor& ids) {
+  SG_CHECK(dout.defined() && dout.dim() >= 1 && dtable.defined() && dtable.tensor.dim() == 2,
+           "embedding_backward_into: needs dout (..., C) and a (V, C) destination");
+  check_destination("embedding_backward_into", dtable, {dtable.tensor.size(0), dout.size(-1)}, dout);
+  Tensor table = dtable.tensor;
+  if (!dtable.add) table.fill_(0.0);
+  embedding_sums(table, dout, ids);
 }
 
 CrossEntropyOutput cross_entropy(const Tensor& logits, const Tensor& targets) {

@@ -180,7 +180,7 @@ TEST(AutogradFunctions, LinearCrossEntropyOverwritesItsLogits) {
 }
 
 // The rules with parameters (linear, linear_gelu, the LM head, LayerNorm,
-// add + LayerNorm) write a bf16 parameter's gradient straight into its f32
+// add + LayerNorm, embedding) write a bf16 parameter's gradient straight into its f32
 // buffer (claim_leaf_grad): the same gradient as without a buffer, but
 // summed in f32 and never rounded to bf16, so some of its elements are not
 // bf16 values; and added to, not overwritten, by a second backward.
@@ -205,6 +205,10 @@ TEST(AutogradFunctions, ParameterGradientsGoStraightIntoF32Buffers) {
       {"add_layernorm", {{8}, {8}}, [&](const Variable& x, const Params& p) {
          auto [total, norm] = add_layernorm(x, Variable(ys), p[0], p[1]);
          return sum(mul(norm, x));
+       }},
+      {"embedding", {{16, 8}}, [&](const Variable& x, const Params& p) {  // rows 1 and 5 twice, 7 never
+         const Tensor ids = Tensor::from_vector(std::vector<int32_t>{1, 5, 1, 0, 5, 2}, {6});
+         return sum(mul(embedding(p[0], ids), x));
        }},
   };
   for (const Case& c : cases) {

@@ -114,5 +114,38 @@ TEST_F(CudaDestinations, LayerNormGradientsIntoF32BuffersMatchCpu) {
   }
 }
 
+// The embedding's rows into the buffer: cleared first when written; when
+// added to, a row no id names keeps its value (the NaN here).
+TEST_F(CudaDestinations, EmbeddingGradientIntoF32BufferMatchesCpu) {
+  const Tensor dy = random_tensor({3, 5, 24}, "dy");
+  const Tensor ids = Tensor::from_vector(std::vector<int32_t>{4, 0, 9, 4, 4, 1, 0, 2, 3, 9, 8, 6, 5, 4, 0}, {3, 5});
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Tensor d = dy.to(dtype);
+    Buffers written({11, 24}), added({11, 24});
+    embedding_backward_into({written.cpu, false}, d, ids);
+    embedding_backward_into({written.cuda, false}, gpu(d), gpu(ids));
+    EXPECT_TRUE(same_as_cpu(written.cuda, written.cpu, kF32, 1e-6));
+    EXPECT_TRUE(same_as_cpu(written.cuda, embedding_backward(d.to(DType::f32), ids, 11), kF32, 1e-6));
+    // Adding: 0.5 everywhere but rows 7 and 10, which no id names and which hold NaN.
+    std::vector<float> start(11 * 24, 0.5f);
+    for (int64_t c = 0; c < 24; ++c) start[size_t(7 * 24 + c)] = start[size_t(10 * 24 + c)] = std::nanf("");
+    added.cpu.copy_(Tensor::from_vector(start, {11, 24}));
+    added.cuda.copy_(Tensor::from_vector(start, {11, 24}));
+    embedding_backward_into({added.cpu, true}, d, ids);
+    embedding_backward_into({added.cuda, true}, gpu(d), gpu(ids));
+    EXPECT_TRUE(same_as_cpu(added.cuda, added.cpu, kF32, 1e-6));  // NaN where both are NaN
+    const std::vector<float> rows = added.cuda.to_vector<float>(), sums = written.cpu.to_vector<float>();
+    for (int64_t i = 0; i < 11 * 24; ++i) {
+      const int64_t row = i / 24;
+      if (row == 7 || row == 10) {
+        ASSERT_TRUE(std::isnan(rows[size_t(i)])) << "row " << row << " was touched";
+      } else {
+        ASSERT_NEAR(rows[size_t(i)], 0.5f + sums[size_t(i)], 1e-5) << "row " << row;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sg
