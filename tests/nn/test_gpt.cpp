@@ -8,6 +8,7 @@
 #include "optim/optimizers.h"
 #include "tensor/ops.h"
 #include "tensor/rng.h"
+#include "tests/test_util.h"
 
 namespace sg {
 namespace {
@@ -90,6 +91,35 @@ TEST(Gpt, TheTiedHeadAndEmbeddingShareOneParameter) {
   // Row 9 never appears as an input, so only the LM head (softmax over all
   // tokens) gives it gradient; without the tie it would be zero.
   EXPECT_GT(squared_norm(grad.slice(0, 9, 10)).item(), 0.0);
+}
+
+// Under mixed precision every one of the GPT's parameters, the tied wte
+// included, gets its gradient computed straight into its f32 buffer
+// (claim_leaf_grad): with bf16 parameters and stale NaN-filled buffers (as
+// ZeRO gives them), every buffer is written, matches the gradient the model
+// gets without buffers (16-bit, through the engine), and holds values that
+// are not all bf16: none of them went through a 16-bit gradient and a cast.
+TEST(Gpt, EveryParameterGradientGoesStraightIntoItsF32Buffer) {
+  Gpt model(tiny_config()), plain(tiny_config());
+  std::vector<Tensor> buffers;
+  for (Gpt* m : {&model, &plain}) {
+    for (const NamedParameter& p : m->named_parameters()) {
+      Variable v = p.variable;
+      v.retype(v.data().to(DType::bf16));
+      if (m != &model) continue;
+      buffers.push_back(Tensor::full(v.shape(), std::nan("")));
+      v.set_stale_grad(buffers.back());
+    }
+  }
+  Tensor x = ids({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1}, {2, 6}), y = ids({2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1, 2}, {2, 6});
+  model.loss(x, y).backward();
+  plain.loss(x, y).backward();
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    const NamedParameter& p = plain.named_parameters()[i];
+    const std::vector<float> got = buffers[i].to_vector<float>(), want = p.variable.grad().to_vector<float>();
+    EXPECT_TRUE(test::all_close(got, want, 5e-2, 1e-3)) << p.name;
+    EXPECT_NE(got, buffers[i].to(DType::bf16).to_vector<float>()) << p.name << ": every element a bf16 value";
+  }
 }
 
 TEST(Gpt, BadInputsAreClearErrors) {
