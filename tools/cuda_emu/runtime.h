@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace sg_emu {
@@ -55,6 +56,14 @@ struct Counters {
 Counters counters();
 void count_host_wait();
 void count_device_allocation();
+// The census (census.cpp): between cudaProfilerStart and cudaProfilerStop,
+// every piece of work queued (enqueue) is counted by short_name(what), and
+// the counts are written to the file SG_EMU_CENSUS names.
+void census_start();
+void census_stop();
+void census_count(const char* what);
+// A kernel's name without namespaces or template arguments.
+std::string short_name(const char* what);
 // Runs everything queued anywhere (what cudaFree's implicit device
 // synchronization does).
 void drain_all();

@@ -240,9 +240,7 @@ void log_first_launch(const char* kernel) {  // with g_launch_mutex held
   static const char* const path = std::getenv("SG_EMU_LAUNCH_LOG");
   static std::set<std::string> seen;
   if (path == nullptr) return;
-  std::string name(kernel);
-  name = name.substr(0, name.find('<'));
-  name = name.substr(name.rfind(':') == std::string::npos ? 0 : name.rfind(':') + 1);
+  const std::string name = short_name(kernel);
   if (seen.insert(name).second) std::ofstream(path, std::ios::app) << name << "\n";
 }
 

@@ -147,6 +147,7 @@ void sg_emu::set_lazy_streams(bool lazy) {
 }
 
 void sg_emu::enqueue(cudaStream_t stream, const char* what, std::function<void()> work) {
+  census_count(what);
   ::enqueue(as_stream(stream), Op{what, std::move(work), nullptr, nullptr});
 }
 
