@@ -172,6 +172,11 @@ Tensor sum(const Tensor& x);
 Tensor mean(const Tensor& x);
 Tensor max(const Tensor& x);
 Tensor squared_norm(const Tensor& x);  // sum of squares, for global-norm clipping
+// The sum of every tensor's squared norm, as a 0-dim f32 (f64 for f64)
+// tensor on their device: the global gradient norm in two CUDA launches
+// (per 32 tensors one more) where squared_norm per tensor and adds take three
+// each. All on one device, whole; summed in f64, in the tensors' order.
+Tensor squared_norm_total(const std::vector<Tensor>& xs);
 
 // ---- optimizer ------------------------------------------------------------------
 // One AdamW step on f32 buffers of equal layout (whole tensors or shards), in place.

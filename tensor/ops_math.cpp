@@ -307,7 +307,9 @@ namespace {
 // Scratch for the first stage of a CUDA reduction (kernels/cuda/reduce.h).
 #ifdef SG_CUDA
 constexpr int64_t kCudaReducePartials = cuda::kReducePartials;
+int64_t cuda_total_partials(int64_t count) { return cuda::reduce_total_partials(count); }
 #else
+int64_t cuda_total_partials(int64_t) { return 1; }
 constexpr int64_t kCudaReducePartials = 1;  // never allocated: no CUDA tensors in this build
 #endif
 
@@ -356,6 +358,35 @@ Tensor squared_norm(const Tensor& x) {
                 [](float* out, double* partials, const float* in, int64_t n, Device device) {
     SG_ON_CUDA(cuda::squared_norm_forward(out, partials, in, n, cuda_stream(device)));
   });
+}
+
+Tensor squared_norm_total(const std::vector<Tensor>& xs) {
+  SG_CHECK(!xs.empty(), "squared_norm_total: no tensors (the sum of none would not say which device it is on)");
+  std::vector<Tensor> in;
+  for (const Tensor& x : xs) {
+    check_inputs("squared_norm_total", {&xs.front(), &x});
+    check_float("squared_norm_total", x);
+    check_replicated("squared_norm_total", x);
+    SG_CHECK(x.dtype() == xs.front().dtype(), "squared_norm_total: dtypes differ: ", xs.front().str(), " vs ", x.str());
+    in.push_back(prepare(x, compute_dtype("squared_norm_total", x, CudaTypes::kF32Only)));
+  }
+  const DType compute = in.front().dtype();
+  const Device device = xs.front().device();
+  Tensor out = Tensor::empty({}, TensorOptions().dtype(compute).device(device));
+  if (device.is_cpu()) {
+    double total = 0.0;
+    for (const Tensor& x : in) SG_ON_CPU(compute, total += cpu::squared_sum(x.data<T>(), x.numel()));
+    SG_ON_CPU(compute, *out.data<T>() = T(total));
+    return out;
+  }
+  std::vector<const float*> pointers;
+  std::vector<int64_t> sizes;
+  for (const Tensor& x : in) pointers.push_back(x.data<float>()), sizes.push_back(x.numel());
+  [[maybe_unused]] Tensor partials =
+      Tensor::empty({cuda_total_partials(int64_t(in.size()))}, TensorOptions().dtype(DType::f64).device(device));
+  SG_ON_CUDA(cuda::squared_norm_total(out.data<float>(), partials.data<double>(), pointers.data(), sizes.data(),
+                                      int(in.size()), cuda_stream(device)));
+  return out;
 }
 
 void adamw_update_(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const AdamWParams& hp, Tensor* copy) {

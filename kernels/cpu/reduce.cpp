@@ -29,18 +29,24 @@ void max_forward(T* out, const T* in, int64_t n) {
 }
 
 template <typename T>
-void squared_norm_forward(T* out, const T* in, int64_t n) {
-  *out = T(sum_in_fixed_chunks<double>(n, kChunk, [&](int64_t begin, int64_t end) {
+double squared_sum(const T* in, int64_t n) {
+  return sum_in_fixed_chunks<double>(n, kChunk, [&](int64_t begin, int64_t end) {
     double total = 0.0;
     for (int64_t i = begin; i < end; ++i) total += double(in[i]) * in[i];
     return total;
-  }));
+  });
+}
+
+template <typename T>
+void squared_norm_forward(T* out, const T* in, int64_t n) {
+  *out = T(squared_sum(in, n));
 }
 
 #define SG_INSTANTIATE(T) \
   template void sum_forward<T>(T*, const T*, int64_t); \
   template void max_forward<T>(T*, const T*, int64_t); \
-  template void squared_norm_forward<T>(T*, const T*, int64_t);
+  template void squared_norm_forward<T>(T*, const T*, int64_t); \
+  template double squared_sum<T>(const T*, int64_t);
 SG_INSTANTIATE(float)
 SG_INSTANTIATE(double)
 #undef SG_INSTANTIATE

@@ -15,5 +15,7 @@ template <typename T>
 void max_forward(T* out, const T* in, int64_t n);           // max_i x_i (-inf when n == 0)
 template <typename T>
 void squared_norm_forward(T* out, const T* in, int64_t n);  // sum_i x_i^2, for clipping
+template <typename T>
+double squared_sum(const T* in, int64_t n);  // the same, before its rounding to T
 
 }  // namespace sg::cpu

@@ -43,6 +43,30 @@ __global__ void reduce_partials_kernel(double* partials, const float* in, int64_
   if (threadIdx.x == 0) partials[blockIdx.x] = shared[0];
 }
 
+// Stage 1 over several buffers: each block sums the squares of its
+// grid-strided slice of every buffer in turn (so every block reads every
+// buffer, large or small), the buffers in their order.
+struct ReduceBuffers {
+  const float* data[kMaxReduceTensors];
+  int64_t n[kMaxReduceTensors];
+  int count;
+};
+
+__global__ void squares_partials_kernel(double* partials, ReduceBuffers buffers) {
+  __shared__ double shared[kReduceThreads];
+  double acc = 0.0;
+  const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
+  for (int b = 0; b < buffers.count; ++b) {
+    for (int64_t i = first; i < buffers.n[b]; i += stride) {
+      const double x = buffers.data[b][i];
+      acc += x * x;
+    }
+  }
+  shared[threadIdx.x] = acc;
+  block_reduce(Reduction::sum, shared);
+  if (threadIdx.x == 0) partials[blockIdx.x] = shared[0];
+}
+
 // Squared norms' partials are sums: kind here is sum or max.
 template <Reduction kind>
 __global__ void reduce_final_kernel(float* out, const double* partials, int count) {
@@ -80,6 +104,27 @@ void max_forward(float* out, double* partials, const float* in, int64_t n, cudaS
 }
 void squared_norm_forward(float* out, double* partials, const float* in, int64_t n, cudaStream_t stream) {
   launch<Reduction::squared_norm>(out, partials, in, n, stream);
+}
+
+// The grid of each stage-1 launch depends only on its buffers' total size,
+// and stage 2 adds the partials in launch order: the same bits every run.
+void squared_norm_total(float* out, double* partials, const float* const* in, const int64_t* sizes, int count,
+                        cudaStream_t stream) {
+  int written = 0;
+  for (int first = 0; first < count; first += kMaxReduceTensors) {
+    ReduceBuffers buffers{};
+    int64_t total = 0;
+    for (int i = first; i < count && i < first + kMaxReduceTensors; ++i) {
+      buffers.data[buffers.count] = in[i], buffers.n[buffers.count] = sizes[i];
+      ++buffers.count, total += sizes[i];
+    }
+    const int blocks = partial_count(total);
+    squares_partials_kernel<<<blocks, kReduceThreads, 0, stream>>>(partials + written, buffers);
+    SG_CHECK_LAUNCH();
+    written += blocks;
+  }
+  reduce_final_kernel<Reduction::sum><<<1, kReduceThreads, 0, stream>>>(out, partials, written);
+  SG_CHECK_LAUNCH();
 }
 
 }  // namespace sg::cuda

@@ -18,4 +18,16 @@ void sum_forward(float* out, double* partials, const float* in, int64_t n, cudaS
 void max_forward(float* out, double* partials, const float* in, int64_t n, cudaStream_t stream);
 void squared_norm_forward(float* out, double* partials, const float* in, int64_t n, cudaStream_t stream);
 
+// The sum of the squared norms of `count` f32 buffers in[i] of sizes[i]
+// elements (the gradient norm over every shard group): one stage-1 launch
+// per kMaxReduceTensors buffers and one stage 2, where a reduction per
+// buffer would take three launches each (two stages and an add). partials:
+// scratch of reduce_total_partials(count) doubles.
+constexpr int kMaxReduceTensors = 32;
+inline int64_t reduce_total_partials(int64_t count) {
+  return ((count + kMaxReduceTensors - 1) / kMaxReduceTensors) * kReducePartials;
+}
+void squared_norm_total(float* out, double* partials, const float* const* in, const int64_t* sizes, int count,
+                        cudaStream_t stream);
+
 }  // namespace sg::cuda

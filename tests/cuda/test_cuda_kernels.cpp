@@ -378,6 +378,20 @@ TEST_F(CudaKernels, ReductionsMatchCpu) {
     Tensor negative = scale(mul(x, x), -1.0);  // every value <= 0: the max is not the identity 0
     EXPECT_TRUE(same_as_cpu(max(gpu(negative)), max(negative), 0.0, 0.0));
   }
+  // The global norm over many tensors (two stage-1 launches: 32 tensors each at most), some
+  // empty, small and large, and a view: against the CPU's f64 sum, rounded once.
+  std::vector<Tensor> cpu_xs, gpu_xs;
+  for (int64_t i = 0; i < 45; ++i) {
+    const int64_t n = i % 7 == 3 ? 0 : i == 20 ? 300001 : 17 * i + 1;
+    cpu_xs.push_back(random_tensor({n}, "many"));
+    gpu_xs.push_back(gpu(cpu_xs.back()));
+  }
+  Tensor wide = random_tensor({40, 30}, "wide");
+  cpu_xs.push_back(wide.slice(1, 3, 20)), gpu_xs.push_back(gpu(wide).slice(1, 3, 20));  // strided: copied first
+  EXPECT_TRUE(same_as_cpu(squared_norm_total(gpu_xs), squared_norm_total(cpu_xs), 1e-7, 0.0));
+  double by_tensor = 0.0;
+  for (const Tensor& x : cpu_xs) by_tensor += squared_norm(x.to(DType::f64)).item();
+  EXPECT_NEAR(squared_norm_total(gpu_xs).item(), by_tensor, 1e-6 * by_tensor);
 }
 
 TEST_F(CudaKernels, AdamWMatchesCpu) {

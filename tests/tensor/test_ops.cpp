@@ -159,6 +159,13 @@ TEST(Ops, ReductionsGiveScalars) {
   EXPECT_EQ(sum(x.transpose(0, 1).slice(0, 1, 2)).item(), 2.0);  // -2 + 4 through a view
   EXPECT_EQ(sum(x).dim(), 0);
   EXPECT_THROW(mean(Tensor::zeros({0})), Error);
+  // Every tensor's squared norm added up, in one reduction (the global gradient norm).
+  Tensor y = Tensor::from_vector(std::vector<float>{0.5f, 2}, {2}), empty = Tensor::zeros({0});
+  EXPECT_EQ(squared_norm_total({x, y, empty}).item(), 30.0 + 0.25 + 4.0);
+  EXPECT_EQ(squared_norm_total({x}).dim(), 0);
+  EXPECT_EQ(squared_norm_total({x.to(DType::f64)}).dtype(), DType::f64);
+  EXPECT_THROW(squared_norm_total({}), Error);
+  EXPECT_THROW(squared_norm_total({x, y.to(DType::f64)}), Error);  // one dtype
 }
 
 TEST(Ops, GeluSoftmaxAndTheirBackwardsAgreeWithTheirDefinitions) {
