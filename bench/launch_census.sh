@@ -4,8 +4,10 @@
 # emulator (docs/cuda-emulator.md) runs bench_gpt's host code unchanged and
 # counts the device work queued between the cudaProfilerStart and
 # cudaProfilerStop that bracket its last step (SG_EMU_CENSUS): the same
-# launches an H100 gets for GPT-2's 12 layers, since the counts do not depend
-# on the model's width (here 64 channels, to run in seconds).
+# launches an H100 gets for GPT-2 at bench_gpt's defaults (12 layers, 12
+# heads, micro-batch 8), since the counts do not depend on the model's width
+# or context (here 96 channels and 64 tokens, to run in seconds; the
+# attention GEMMs go one per batch row, so the batch matters).
 #
 #   bench/launch_census.sh [build-emu/bin/bench_gpt] [extra bench_gpt flags, e.g. --dtype f32]
 #
@@ -19,9 +21,9 @@ shift || true
 [ -x "$bin" ] || { echo "no $bin: build the emulator first (see the top of $0)"; exit 1; }
 census=$(mktemp)
 trap 'rm -f "$census"' EXIT
-SG_EMU_CENSUS="$census" "$bin" --device cuda --dtype bf16 --layers 12 --heads 4 --embd 64 --vocab 512 --ctx 64 \
-  --batch 2 --warmup 1 --steps 1 --profile-last 1 "$@" > /dev/null
+SG_EMU_CENSUS="$census" "$bin" --device cuda --dtype bf16 --layers 12 --heads 12 --embd 96 --vocab 512 --ctx 64 \
+  --batch 8 --warmup 1 --steps 1 --profile-last 1 "$@" > /dev/null
 [ -s "$census" ] || { echo "no census written: is $bin an emulator build (-DSG_CUDA_EMULATOR=ON)?"; exit 1; }
-echo "device work in one training step of bench_gpt (12 layers, bf16 unless a flag says otherwise, ZeRO stage 0," \
-  "one GPU)${*:+ with $*}:"
+echo "device work in one training step of bench_gpt (12 layers, 12 heads, batch 8, bf16, ZeRO stage 0," \
+  "one GPU${*:+; then $*}):"
 cat "$census"
