@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# The launch census of one GPT step (bench/launch_census.sh) holds what the
-# step must not do on a GPU: no dtype casts (every parameter gradient is
-# computed into its f32 buffer, the 16-bit parameters are written by AdamW's
-# own pass) and no copies, in bf16 and in f32.
+# The launch census of one GPT step (bench/launch_census.sh, micro-batch 2 to
+# run quickly) is held to tests/fixtures/gpt_step_census.txt: every kernel,
+# GEMM and fill a bf16 step puts on the GPU, by name and count. A change that
+# adds or removes device work changes this list, and must say so by updating
+# the file (the command is printed below on a mismatch). Both a bf16 and an
+# f32 step must also make no dtype casts (every parameter gradient is
+# computed into its f32 buffer; AdamW writes the 16-bit parameters in its own
+# pass) and no copies.
 #   gpt_census.sh path/to/bench_gpt
 set -euo pipefail
 bin=$1
 here=$(cd "$(dirname "$0")/../.." && pwd)
+expected="$here/tests/fixtures/gpt_step_census.txt"
 for dtype in bf16 f32; do
-  census=$("$here/bench/launch_census.sh" "$bin" --dtype "$dtype" --batch 2)  # a quicker step, the same kinds
+  census=$("$here/bench/launch_census.sh" "$bin" --batch 2 --dtype "$dtype")
   for unwanted in cast_kernel strided_copy_kernel cudaMemcpyAsync; do
     if grep -q " $unwanted" <<< "$census"; then
       echo "$dtype step launches $unwanted:"
@@ -17,4 +22,9 @@ for dtype in bf16 f32; do
     fi
   done
   echo "$dtype: $(tail -n 1 <<< "$census" | awk '{print $1}') pieces of device work, no casts or copies"
+  if [ "$dtype" = bf16 ] && ! diff <(tail -n +2 <<< "$census") "$expected"; then
+    echo "the bf16 step's device work (above: < now, > $expected) changed; if that is intended, update it with"
+    echo "  bench/launch_census.sh $bin --batch 2 | tail -n +2 > tests/fixtures/gpt_step_census.txt"
+    exit 1
+  fi
 done
