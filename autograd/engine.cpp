@@ -82,6 +82,7 @@ Destination claim_leaf_grad(const Variable& input, DType dtype) {
   VariableState& leaf = *input.state();
   if (leaf.grad_fn || !leaf.requires_grad || !leaf.grad.defined() || !leaf.grad.is_contiguous()) return {};
   if (leaf.grad.is_sharded() || leaf.grad.dtype() != (dtype == DType::f64 ? DType::f64 : DType::f32)) return {};
+  if (leaf.grad.device() != leaf.data.device()) return {};  // a buffer elsewhere (offloaded) takes a copy
   // The buffer stays stale until the rule returns (a rule that throws has
   // written nothing the next backward must keep); a second claim in the
   // same rule adds to the first's result.
