@@ -21,7 +21,8 @@ shift || true
 [ -x "$bin" ] || { echo "no $bin: build the emulator first (see the top of $0)"; exit 1; }
 census=$(mktemp)
 trap 'rm -f "$census"' EXIT
-SG_EMU_CENSUS="$census" "$bin" --device cuda --dtype bf16 --layers 12 --heads 12 --embd 96 --vocab 512 --ctx 64 \
+# A user's step: without the tests' NaN fill of every new allocation (SG_POISON, scripts/test.sh).
+SG_POISON=0 SG_EMU_CENSUS="$census" "$bin" --device cuda --dtype bf16 --layers 12 --heads 12 --embd 96 --vocab 512 --ctx 64 \
   --batch 8 --warmup 1 --steps 1 --profile-last 1 "$@" > /dev/null
 [ -s "$census" ] || { echo "no census written: is $bin an emulator build (-DSG_CUDA_EMULATOR=ON)?"; exit 1; }
 echo "device work in one training step of bench_gpt (12 layers, 12 heads, batch 8, bf16, ZeRO stage 0," \
