@@ -50,7 +50,39 @@ __global__ void bias_backward_kernel(float* partials, const T* dout, int64_t row
                          [&](int64_t row, int64_t col, float* v) { v[0] = load(dout[row * cols + col]); });
 }
 
+// pointers[0, count): C's matrices, [count, 2 count): A's, [2 count, 3 count): B's.
+__global__ void grid_pointers_kernel(void** pointers, MatrixGrid c, MatrixGrid a, MatrixGrid b, int64_t inner,
+                                     int64_t count, int64_t element_bytes) {
+  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= count) return;
+  const int64_t o = index / inner, i = index % inner;
+  auto at = [&](const MatrixGrid& g) {
+    const char* base = static_cast<const char*>(g.base);
+    return const_cast<char*>(base + (o * g.outer_stride + i * g.inner_stride) * element_bytes);
+  };
+  pointers[index] = at(c);
+  pointers[count + index] = at(a);
+  pointers[2 * count + index] = at(b);
+}
+
 }  // namespace
+
+void matmul_grid(const MatrixGrid& c, const MatrixGrid& a, const MatrixGrid& b, int64_t outer, int64_t inner,
+                 const GemmShape& s, DType dtype, void** pointers, cudaStream_t stream) {
+  const int64_t count = outer * inner;
+  if (s.m == 0 || s.n == 0 || count == 0) return;
+  grid_pointers_kernel<<<blocks_for(count), kThreads, 0, stream>>>(pointers, c, a, b, inner, count,
+                                                                    int64_t(dtype_size(dtype)));
+  SG_CHECK_LAUNCH();
+  cublasHandle_t handle = handle_for_current_device();
+  CUBLAS_CHECK(cublasSetStream(handle, stream));
+  const cudaDataType type = cuda_type(dtype);
+  // The row-major trick, as in matmul_forward: B's pointers go first.
+  CUBLAS_CHECK(cublasGemmBatchedEx_64(handle, s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                      s.n, s.m, s.k, &s.alpha, pointers + 2 * count, type, s.ldb, pointers + count, type,
+                                      s.lda, &s.beta, pointers, type, s.ldc, count, CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT));
+}
 
 void matmul_forward(void* c, const void* a, const void* b, const GemmShape& s, DType dtype, cudaStream_t stream) {
   matmul_forward(c, dtype, a, b, s, dtype, stream);

@@ -21,6 +21,23 @@ void matmul_forward(void* c, const void* a, const void* b, const GemmShape& shap
 // written, or with beta = 1 added, straight into its f32 buffer), or dtype.
 void matmul_forward(void* c, DType c_dtype, const void* a, const void* b, const GemmShape& shape, DType dtype,
                     cudaStream_t stream);
+// A batch laid out as an (outer, inner) grid: matrix (o, i) starts at
+// element o * outer_stride + i * inner_stride of base. Attention's q, k and
+// v inside qkv form such a grid over (batch row, head), which no single
+// batch stride describes.
+struct MatrixGrid {
+  const void* base;
+  int64_t outer_stride, inner_stride;
+};
+// C(o, i) = alpha op(A(o, i)) op(B(o, i)) + beta C(o, i) for every o < outer,
+// i < inner, with shape's m, n, k, transposes, leading dimensions, alpha and
+// beta (its batch and strides unused): one cuBLAS pointer-array batched GEMM
+// (cublasGemmBatchedEx) after one kernel writes the 3 x outer x inner
+// matrix addresses into `pointers` (device scratch), where strided batches
+// would take `outer` calls.
+void matmul_grid(const MatrixGrid& c, const MatrixGrid& a, const MatrixGrid& b, int64_t outer, int64_t inner,
+                 const GemmShape& shape, DType dtype, void** pointers, cudaStream_t stream);
+
 void matmul_backward(void* da, void* db, const void* dc, const void* a, const void* b, const GemmShape& shape,
                      DType dtype, cudaStream_t stream);
 

@@ -237,7 +237,7 @@ void gemm_attention_matches_cpu(int64_t B) {
 // Attention as batched GEMMs around the masked softmax, against the CPU's
 // same composition (itself held to the naive form in test_op_gradients).
 TEST_F(CudaKernels, GemmAttentionMatchesCpu) {
-  for (int64_t B : {2, 5}) {  // fewer batch rows than heads (a GEMM call per row), then more (a call per head)
+  for (int64_t B : {2, 5}) {  // the CPU: fewer batch rows than heads (a GEMM per row), then more (one per head)
     gemm_attention_matches_cpu(B);
   }
   // The masked softmax alone: rows of 37 element by element, of 40 in 16-byte vectors (a vector

@@ -156,6 +156,32 @@ cublasStatus_t cublasGemmStridedBatchedEx_64(cublasHandle_t handle, cublasOperat
   return CUBLAS_STATUS_SUCCESS;
 }
 
+// Each matrix's address is read from the pointer arrays (device memory) when
+// the GEMM runs, as the library does.
+cublasStatus_t cublasGemmBatchedEx_64(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                                      int64_t m, int64_t n, int64_t k, const void* alpha, const void* const Aarray[],
+                                      cudaDataType Atype, int64_t lda, const void* const Barray[], cudaDataType Btype,
+                                      int64_t ldb, const void* beta, void* const Carray[], cudaDataType Ctype,
+                                      int64_t ldc, int64_t batchCount, cublasComputeType_t computeType,
+                                      cublasGemmAlgo_t) {
+  if (Atype != Btype || !supported(Atype, Ctype) || computeType != CUBLAS_COMPUTE_32F) {
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  const int64_t a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
+  if (m < 0 || n < 0 || k < 0 || batchCount < 0 || lda < std::max<int64_t>(1, a_rows) ||
+      ldb < std::max<int64_t>(1, b_rows) || ldc < std::max<int64_t>(1, m)) {
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  const double alpha_value = *static_cast<const float*>(alpha), beta_value = *static_cast<const float*>(beta);
+  sg_emu::enqueue(reinterpret_cast<BlasHandle*>(handle)->stream, "cublasGemmBatchedEx", [=] {
+    for (int64_t p = 0; p < batchCount; ++p) {
+      const Operand a{Aarray[p], Atype, lda, 0, transa != CUBLAS_OP_N}, b{Barray[p], Btype, ldb, 0, transb != CUBLAS_OP_N};
+      gemm(m, n, k, 1, alpha_value, a, b, beta_value, Carray[p], ldc, 0, Carray[p], Ctype, ldc, 0, nullptr);
+    }
+  });
+  return CUBLAS_STATUS_SUCCESS;
+}
+
 // ---- cuBLASLt -----------------------------------------------------------------
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
