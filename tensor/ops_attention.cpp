@@ -198,20 +198,22 @@ struct HeadGrid {
 // through a (batch row, head) grid, so on CUDA one pointer-array batched
 // GEMM takes all B * NH products (cuda::matmul_grid; 2 launches where
 // strided batches took one GEMM per batch row: 48 for a layer of GPT-2 at
-// micro-batch 8). The CPU makes one strided-batched GEMM per batch row or
-// per head (heads batched HS apart, or batch rows batched), whichever is
+// micro-batch 8). The CPU, and CUDA when cuBLAS refuses the pointer arrays
+// (or SG_GEMM_POINTER_ARRAYS=0), make one strided-batched GEMM per batch row
+// or per head (heads batched HS apart, or batch rows batched), whichever is
 // fewer.
 void gemm_each_head(const HeadGrid& c, const HeadGrid& a, const HeadGrid& b, int64_t m, int64_t n, int64_t k,
                     const AttentionDims& s, DType compute) {
   GemmShape g;
   g.m = m, g.n = n, g.k = k, g.trans_a = a.trans, g.trans_b = b.trans, g.lda = a.ld, g.ldb = b.ld, g.ldc = c.ld;
-  if (c.tensor.device().is_cuda()) {
-    const Device device = c.tensor.device();
+  const Device device = c.tensor.device();
+  if (device.is_cuda()) {
     [[maybe_unused]] Tensor pointers = Tensor::empty({3 * s.B * s.NH}, TensorOptions().dtype(DType::i64).device(device));
-    SG_ON_CUDA(cuda::matmul_grid({c.at(0), c.b_stride, c.h_stride}, {a.at(0), a.b_stride, a.h_stride},
-                                 {b.at(0), b.b_stride, b.h_stride}, s.B, s.NH, g, compute,
-                                 static_cast<void**>(pointers.data_ptr()), cuda_stream(device)));
-    return;
+    bool done = false;
+    SG_ON_CUDA(done = cuda::matmul_grid({c.at(0), c.b_stride, c.h_stride}, {a.at(0), a.b_stride, a.h_stride},
+                                        {b.at(0), b.b_stride, b.h_stride}, s.B, s.NH, g, compute,
+                                        static_cast<void**>(pointers.data_ptr()), cuda_stream(device)));
+    if (done) return;
   }
   const bool by_batch_row = s.B <= s.NH;
   g.batch = by_batch_row ? s.NH : s.B;
@@ -220,8 +222,14 @@ void gemm_each_head(const HeadGrid& c, const HeadGrid& a, const HeadGrid& b, int
   g.stride_c = by_batch_row ? c.h_stride : c.b_stride;
   for (int64_t outer = 0; outer < (by_batch_row ? s.B : s.NH); ++outer) {
     auto offset = [&](const HeadGrid& x) { return outer * (by_batch_row ? x.b_stride : x.h_stride); };
-    SG_ON_CPU(compute, cpu::matmul_forward(static_cast<T*>(c.at(offset(c))), static_cast<const T*>(a.at(offset(a))),
-                                           static_cast<const T*>(b.at(offset(b))), g));
+    void* out = c.at(offset(c));
+    const void *left = a.at(offset(a)), *right = b.at(offset(b));
+    if (device.is_cpu()) {
+      SG_ON_CPU(compute, cpu::matmul_forward(static_cast<T*>(out), static_cast<const T*>(left),
+                                             static_cast<const T*>(right), g));
+    } else {
+      SG_ON_CUDA(cuda::matmul_forward(out, left, right, g, compute, cuda_stream(device)));
+    }
   }
 }
 

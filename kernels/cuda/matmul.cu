@@ -4,7 +4,11 @@
 // as the column-major product C^T = op(B)^T op(A)^T: swap the operands, swap
 // m and n, and keep each operand's own transpose flag.
 #include <array>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
+#include <string>
 
 #include "kernels/cuda/column_sums.cuh"
 #include "kernels/cuda/cuda_check.h"
@@ -67,10 +71,15 @@ __global__ void grid_pointers_kernel(void** pointers, MatrixGrid c, MatrixGrid a
 
 }  // namespace
 
-void matmul_grid(const MatrixGrid& c, const MatrixGrid& a, const MatrixGrid& b, int64_t outer, int64_t inner,
+bool matmul_grid(const MatrixGrid& c, const MatrixGrid& a, const MatrixGrid& b, int64_t outer, int64_t inner,
                  const GemmShape& s, DType dtype, void** pointers, cudaStream_t stream) {
+  static std::atomic<bool> usable = [] {
+    const char* setting = std::getenv("SG_GEMM_POINTER_ARRAYS");
+    return setting == nullptr || std::string(setting) != "0";
+  }();
+  if (!usable.load()) return false;
   const int64_t count = outer * inner;
-  if (s.m == 0 || s.n == 0 || count == 0) return;
+  if (s.m == 0 || s.n == 0 || count == 0) return true;
   grid_pointers_kernel<<<blocks_for(count), kThreads, 0, stream>>>(pointers, c, a, b, inner, count,
                                                                     int64_t(dtype_size(dtype)));
   SG_CHECK_LAUNCH();
@@ -78,10 +87,18 @@ void matmul_grid(const MatrixGrid& c, const MatrixGrid& a, const MatrixGrid& b, 
   CUBLAS_CHECK(cublasSetStream(handle, stream));
   const cudaDataType type = cuda_type(dtype);
   // The row-major trick, as in matmul_forward: B's pointers go first.
-  CUBLAS_CHECK(cublasGemmBatchedEx_64(handle, s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                      s.n, s.m, s.k, &s.alpha, pointers + 2 * count, type, s.ldb, pointers + count, type,
-                                      s.lda, &s.beta, pointers, type, s.ldc, count, CUBLAS_COMPUTE_32F,
-                                      CUBLAS_GEMM_DEFAULT));
+  const cublasStatus_t status = cublasGemmBatchedEx_64(
+      handle, s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, s.n, s.m, s.k, &s.alpha,
+      pointers + 2 * count, type, s.ldb, pointers + count, type, s.lda, &s.beta, pointers, type, s.ldc, count,
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (status == CUBLAS_STATUS_SUCCESS) return true;
+  // Refused at launch (nothing ran): strided batches from now on.
+  if (usable.exchange(false)) {
+    std::fprintf(stderr, "shardgrad: cublasGemmBatchedEx refused a %lldx%lldx%lld %s GEMM (%s); using strided "
+                 "batches for attention\n", (long long)s.m, (long long)s.n, (long long)s.k, dtype_name(dtype).data(),
+                 cublasGetStatusString(status));
+  }
+  return false;
 }
 
 void matmul_forward(void* c, const void* a, const void* b, const GemmShape& s, DType dtype, cudaStream_t stream) {

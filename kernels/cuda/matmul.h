@@ -34,8 +34,10 @@ struct MatrixGrid {
 // beta (its batch and strides unused): one cuBLAS pointer-array batched GEMM
 // (cublasGemmBatchedEx) after one kernel writes the 3 x outer x inner
 // matrix addresses into `pointers` (device scratch), where strided batches
-// would take `outer` calls.
-void matmul_grid(const MatrixGrid& c, const MatrixGrid& a, const MatrixGrid& b, int64_t outer, int64_t inner,
+// would take `outer` calls. False when it did not run (SG_GEMM_POINTER_ARRAYS=0,
+// or cuBLAS refused the problem, said once on stderr): the caller then makes
+// the strided calls.
+bool matmul_grid(const MatrixGrid& c, const MatrixGrid& a, const MatrixGrid& b, int64_t outer, int64_t inner,
                  const GemmShape& shape, DType dtype, void** pointers, cudaStream_t stream);
 
 void matmul_backward(void* da, void* db, const void* dc, const void* a, const void* b, const GemmShape& shape,

@@ -10,7 +10,7 @@
 #   gpt_census.sh path/to/bench_gpt
 set -euo pipefail
 # The defaults' kernels, whatever the caller's environment chose.
-unset SG_ATTENTION SG_CUBLASLT SG_FLASH_TENSOR_CORES
+unset SG_ATTENTION SG_CUBLASLT SG_FLASH_TENSOR_CORES SG_GEMM_POINTER_ARRAYS
 bin=$1
 here=$(cd "$(dirname "$0")/../.." && pwd)
 expected="$here/tests/fixtures/gpt_step_census.txt"
