@@ -150,6 +150,8 @@ done
 # cores instead of the default GEMM form, and where one step's kernel time goes (ncu).
 step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt
 SG_ATTENTION=fused step bench_gpt_fused 60 $bin/bench_gpt --device cuda --dtype bf16
+# The GEMM form as it was before its pointer-array batches: one strided GEMM per batch row.
+SG_GEMM_POINTER_ARRAYS=0 step bench_gpt_strided_attention 60 $bin/bench_gpt --device cuda --dtype bf16
 command -v ncu >/dev/null &&
   step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
@@ -225,7 +227,8 @@ summary() {
   echo
   echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
   cat "$logs/bench_gpt.log" 2>/dev/null
-  for log in bench_gpt_fused bench_gpt_b16 bench_gpt_b32 bench_gpt_b64 bench_gpt_fused_cuda_cores; do
+  for log in bench_gpt_fused bench_gpt_strided_attention bench_gpt_b16 bench_gpt_b32 bench_gpt_b64 \
+    bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
   if [ -f "$logs/attention_profile.log" ]; then
