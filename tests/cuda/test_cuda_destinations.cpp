@@ -12,12 +12,8 @@
 namespace sg {
 namespace {
 
-using test::gpu;
-using test::kBf16;
-using test::kF32;
-using test::random_tensor;
-using test::same_as_cpu;
-using CudaDestinations = test::CudaTest;
+using namespace test;  // gpu, random_tensor, same_as_cpu, kF32, kBf16
+using CudaDestinations = CudaTest;
 
 // A NaN-filled (n) destination view one element into a buffer, on the CPU and the GPU.
 struct Buffers {

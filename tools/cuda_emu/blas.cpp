@@ -82,6 +82,20 @@ void gemm(int64_t m, int64_t n, int64_t k, int64_t batch, double alpha, const Op
   }
 }
 
+// What the library refuses of a classic cuBLAS GEMM call (types, sizes,
+// leading dimensions), as the status it would return.
+cublasStatus_t check_call(cublasOperation_t transa, cublasOperation_t transb, int64_t m, int64_t n, int64_t k,
+                          cudaDataType Atype, int64_t lda, cudaDataType Btype, int64_t ldb, cudaDataType Ctype,
+                          int64_t ldc, int64_t batch, cublasComputeType_t compute) {
+  if (Atype != Btype || !supported(Atype, Ctype) || compute != CUBLAS_COMPUTE_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  const int64_t a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
+  if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < std::max<int64_t>(1, a_rows) ||
+      ldb < std::max<int64_t>(1, b_rows) || ldc < std::max<int64_t>(1, m)) {
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
 // The stream cublasSetStream set; GEMMs are queued on it.
 struct BlasHandle {
   cudaStream_t stream = nullptr;
@@ -140,14 +154,9 @@ cublasStatus_t cublasGemmStridedBatchedEx_64(cublasHandle_t handle, cublasOperat
                                              cudaDataType Btype, int64_t ldb, long long int strideB, const void* beta,
                                              void* C, cudaDataType Ctype, int64_t ldc, long long int strideC,
                                              int64_t batchCount, cublasComputeType_t computeType, cublasGemmAlgo_t) {
-  if (Atype != Btype || !supported(Atype, Ctype) || computeType != CUBLAS_COMPUTE_32F) {
-    return CUBLAS_STATUS_NOT_SUPPORTED;
-  }
-  const int64_t a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
-  if (m < 0 || n < 0 || k < 0 || batchCount < 0 || lda < std::max<int64_t>(1, a_rows) ||
-      ldb < std::max<int64_t>(1, b_rows) || ldc < std::max<int64_t>(1, m)) {
-    return CUBLAS_STATUS_INVALID_VALUE;
-  }
+  const cublasStatus_t status =
+      check_call(transa, transb, m, n, k, Atype, lda, Btype, ldb, Ctype, ldc, batchCount, computeType);
+  if (status != CUBLAS_STATUS_SUCCESS) return status;
   const Operand a{A, Atype, lda, strideA, transa != CUBLAS_OP_N}, b{B, Btype, ldb, strideB, transb != CUBLAS_OP_N};
   const double alpha_value = *static_cast<const float*>(alpha), beta_value = *static_cast<const float*>(beta);
   sg_emu::enqueue(reinterpret_cast<BlasHandle*>(handle)->stream, "cublasGemmStridedBatchedEx", [=] {
@@ -164,14 +173,9 @@ cublasStatus_t cublasGemmBatchedEx_64(cublasHandle_t handle, cublasOperation_t t
                                       int64_t ldb, const void* beta, void* const Carray[], cudaDataType Ctype,
                                       int64_t ldc, int64_t batchCount, cublasComputeType_t computeType,
                                       cublasGemmAlgo_t) {
-  if (Atype != Btype || !supported(Atype, Ctype) || computeType != CUBLAS_COMPUTE_32F) {
-    return CUBLAS_STATUS_NOT_SUPPORTED;
-  }
-  const int64_t a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
-  if (m < 0 || n < 0 || k < 0 || batchCount < 0 || lda < std::max<int64_t>(1, a_rows) ||
-      ldb < std::max<int64_t>(1, b_rows) || ldc < std::max<int64_t>(1, m)) {
-    return CUBLAS_STATUS_INVALID_VALUE;
-  }
+  const cublasStatus_t status =
+      check_call(transa, transb, m, n, k, Atype, lda, Btype, ldb, Ctype, ldc, batchCount, computeType);
+  if (status != CUBLAS_STATUS_SUCCESS) return status;
   const double alpha_value = *static_cast<const float*>(alpha), beta_value = *static_cast<const float*>(beta);
   sg_emu::enqueue(reinterpret_cast<BlasHandle*>(handle)->stream, "cublasGemmBatchedEx", [=] {
     for (int64_t p = 0; p < batchCount; ++p) {
