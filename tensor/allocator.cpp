@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/env_switch.h"
 #include "kernels/error.h"
 #include "tensor/block_cache.h"
 #ifdef SG_CUDA
@@ -64,11 +65,6 @@ Tracker& tracker() {
 // it off (every free goes back to the C library at once).
 size_t host_rounding(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
-bool cache_enabled(const char* variable) {
-  const char* setting = std::getenv(variable);
-  return setting == nullptr || std::string(setting) != "0";
-}
-
 BlockCache& host_cache() {
   static BlockCache* instance = new BlockCache(  // never destroyed, like the tracker
       BlockCache::Backend{
@@ -82,7 +78,7 @@ BlockCache& host_cache() {
                 return size_t(std::max<int64_t>(t.devices[0].total.peak, int64_t(256) << 20));
               },
       },
-      cache_enabled("SG_CPU_CACHE"));
+      env_switch_on("SG_CPU_CACHE"));
   return *instance;
 }
 
@@ -102,7 +98,7 @@ BlockCache& cuda_cache(int device) {
             .release = [device](void* data, size_t) { cuda::device_free(data, device); },
             .rounding = cuda_size_class,
         },
-        cache_enabled("SG_CUDA_CACHE"));
+        env_switch_on("SG_CUDA_CACHE"));
   }
   return *cache;
 }
@@ -120,7 +116,7 @@ BlockCache& pinned_cache() {
           .release = [](void* data, size_t) { cuda::pinned_free(data); },
           .rounding = cuda_size_class,
       },
-      cache_enabled("SG_CUDA_CACHE"));
+      env_switch_on("SG_CUDA_CACHE"));
   return *instance;
 }
 #else

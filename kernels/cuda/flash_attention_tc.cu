@@ -22,13 +22,11 @@
 //   dQ:       S = Q_w K^T, P, dP = dO_w V^T, dS = P (dP - D) scale, dQ_w += dS K
 #include "kernels/cuda/flash_attention_tc.h"
 
-#include <cstdlib>
-#include <string>
-
 #include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/float_types.cuh"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/env_switch.h"
 
 namespace sg::cuda {
 namespace {
@@ -463,10 +461,7 @@ dim3 grid_for(int64_t B, int64_t T, int64_t NH) {
 }  // namespace
 
 bool flash_tensor_cores_apply(DType dtype, int64_t head_size) {
-  static const bool enabled = [] {
-    const char* setting = std::getenv("SG_FLASH_TENSOR_CORES");
-    return setting == nullptr || std::string(setting) != "0";
-  }();
+  static const bool enabled = env_switch_on("SG_FLASH_TENSOR_CORES");
   return enabled && (dtype == DType::bf16 || dtype == DType::f16) && head_size % 16 == 0 && head_size >= 16 &&
          head_size <= kFlashTensorCoreMaxHeadSize;
 }

@@ -6,15 +6,14 @@
 #include <array>
 #include <atomic>
 #include <cstdio>
-#include <cstdlib>
 #include <mutex>
-#include <string>
 
 #include "kernels/cuda/column_sums.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/float_types.cuh"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/matmul_lt.h"
+#include "kernels/env_switch.h"
 
 namespace sg::cuda {
 namespace {
@@ -73,10 +72,7 @@ __global__ void grid_pointers_kernel(void** pointers, MatrixGrid c, MatrixGrid a
 
 bool matmul_grid(const MatrixGrid& c, const MatrixGrid& a, const MatrixGrid& b, int64_t outer, int64_t inner,
                  const GemmShape& s, DType dtype, void** pointers, cudaStream_t stream) {
-  static std::atomic<bool> usable = [] {
-    const char* setting = std::getenv("SG_GEMM_POINTER_ARRAYS");
-    return setting == nullptr || std::string(setting) != "0";
-  }();
+  static std::atomic<bool> usable = env_switch_on("SG_GEMM_POINTER_ARRAYS");
   if (!usable.load()) return false;
   const int64_t count = outer * inner;
   if (s.m == 0 || s.n == 0 || count == 0) return true;

@@ -25,14 +25,13 @@
 
 #include <array>
 #include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <mutex>
-#include <string>
 #include <tuple>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/matmul_lt.h"
+#include "kernels/env_switch.h"
 
 namespace sg::cuda {
 namespace {
@@ -159,10 +158,7 @@ Plan make_plan(const Key& key, const void* bias, DeviceState& state) {
 }
 
 bool enabled() {
-  static const bool on = [] {
-    const char* setting = std::getenv("SG_CUBLASLT");
-    return setting == nullptr || std::string(setting) != "0";
-  }();
+  static const bool on = env_switch_on("SG_CUBLASLT");
   return on;
 }
 

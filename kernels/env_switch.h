@@ -1,0 +1,17 @@
+// The on/off switches read from the environment (SG_CUBLASLT,
+// SG_FLASH_TENSOR_CORES, SG_GEMM_POINTER_ARRAYS, SG_CPU_CACHE,
+// SG_CUDA_CACHE): each is on unless set to 0, so a user turns off a fast
+// path to compare or to work around it, and nothing needs setting otherwise.
+#pragma once
+
+#include <cstdlib>
+#include <string>
+
+namespace sg {
+
+inline bool env_switch_on(const char* variable) {
+  const char* setting = std::getenv(variable);
+  return setting == nullptr || std::string(setting) != "0";
+}
+
+}  // namespace sg
