@@ -267,11 +267,14 @@ void bias_sums(const Destination& out, const Tensor& dout) {
   Tensor d = prepare(dout, compute);
   const int64_t cols = dout.size(-1), rows = cols ? dout.numel() / cols : 0;
   if (dout.device().is_cpu()) {
-    Tensor sums = Tensor::zeros({cols}, TensorOptions().dtype(stats_dtype(compute)));
+    // The kernel adds into dbias: a destination written is summed into
+    // directly (cleared first); one added to gets the whole sum after, as the
+    // CUDA kernel adds it. (The destination is in the sums' dtype.)
+    Tensor target = out.tensor;
+    Tensor sums = out.add ? Tensor::zeros({cols}, TensorOptions().dtype(stats_dtype(compute))) : target;
+    if (!out.add) target.fill_(0.0);
     SG_ON_CPU(compute, cpu::bias_add_backward(sums.data<T>(), d.data<T>(), rows, cols));
-    Tensor target = out.tensor;  // in the sums' dtype: the whole sum is added, as the CUDA kernel does
     if (out.add) axpy_(target, 1.0, sums);
-    else target.copy_(sums);
     return;
   }
 #ifdef SG_CUDA

@@ -199,8 +199,16 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
   Tensor m = prepare(mean, stats), s = prepare(rstd, stats);
   LayerNormGrads grads;
   if (x.device().is_cpu()) {
-    grads.dweight = Tensor::zeros({C}, TensorOptions().dtype(stats).device(x.device()));
-    grads.dbias = Tensor::zeros({C}, TensorOptions().dtype(stats).device(x.device()));
+    // The kernel adds into dweight and dbias: a destination written is
+    // summed into directly (cleared first); one added to gets the whole sum
+    // after, as the CUDA kernel adds it.
+    auto sums_for = [&](const Destination& into) {
+      Tensor target = into.defined() && !into.add ? into.tensor : Tensor::zeros({C}, TensorOptions().dtype(stats));
+      if (into.defined() && !into.add) target.fill_(0.0);
+      return target;
+    };
+    grads.dweight = sums_for(dweight_into);
+    grads.dbias = sums_for(dbias_into);
     // The kernel accumulates into dx, so it starts as add_to_dx, or zeros.
     if (add_to_dx.defined()) {
       grads.dx = empty_like(in, compute);
@@ -210,13 +218,11 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
     }
     SG_ON_CPU(compute, cpu::layernorm_backward(grads.dx.data<T>(), grads.dweight.data<T>(), grads.dbias.data<T>(),
                                                d.data<T>(), in.data<T>(), w.data<T>(), m.data<T>(), s.data<T>(), N, C));
-    // Into a destination, the whole sum is written or added, as the CUDA kernel does.
     for (auto [sums, into] : {std::pair{&grads.dweight, &dweight_into}, std::pair{&grads.dbias, &dbias_into}}) {
       if (!into->defined()) continue;
       Tensor target = into->tensor;
       if (into->add) axpy_(target, 1.0, *sums);
-      else target.copy_(*sums);
-      *sums = Tensor();
+      *sums = Tensor();  // the gradient is in the destination
     }
   } else {
     grads.dx = empty_like(in, compute);  // written by the kernel
