@@ -37,11 +37,11 @@ std::pair<Variable, Variable> add_layernorm(const Variable& x, const Variable& y
                                             const Variable& bias);
 
 // Causal self-attention over qkv (B, T, 3C) -> (B, T, C), NH heads. On the
-// CPU the naive form (itself on GEMMs there). On CUDA: batched GEMMs while
-// the (B, NH, T, T) probabilities take at most kGemmAttentionMaxBytes (the
-// fastest on an H100 at GPT-2's shape); else the fused kernels, on tensor
-// cores where they run there (bf16/f16, head sizes 16-64), else on CUDA
-// cores (head sizes up to 128); else the naive kernels.
+// CPU the naive form (itself on GEMMs there). On CUDA: the fused kernels on
+// tensor cores where they run (bf16/f16, head sizes 16-64; the fastest on
+// an H100 at GPT-2's shape); else batched GEMMs while the (B, NH, T, T)
+// probabilities take at most kGemmAttentionMaxBytes; else the fused kernels
+// on CUDA cores (head sizes up to 128); else the naive kernels.
 Variable attention(const Variable& qkv, int64_t n_head);
 // Each form explicitly: naive and GEMM save the (B, NH, T, T) probabilities,
 // fused only (B, NH, T) log-sum-exps and recomputes in backward.
