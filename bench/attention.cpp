@@ -10,10 +10,14 @@
 //
 // CUDA timings include a device synchronization (reading one element of the
 // result), so they time every kernel of the call. Which form attention()
-// picks is the question this answers (docs/gpu.md).
+// picks is the question this answers (docs/gpu.md); on tensor cores it also
+// times the shapes of the kernels that SG_FLASH_FORWARD_WARP_ROWS and
+// SG_FLASH_BACKWARD_MORE_WARPS choose.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <string>
@@ -89,12 +93,30 @@ int run(int argc, char** argv) {
     row("GEMMs + masked softmax", time_ms(repeat, [&] { return gemm_attention(qkv, NH).out; }),
         time_ms(repeat, [&] { return gemm_attention_backward(dout, qkv, out.att, NH); }), out.att.nbytes());
   }
-  {
+  auto fused_row = [&](const char* form) {
     FusedAttentionOutput out = fused_attention(qkv, NH);
-    row(fused_attention_on_tensor_cores(qkv, NH) ? "fused (tensor cores)" : "fused",
-        time_ms(repeat, [&] { return fused_attention(qkv, NH).out; }),
+    row(form, time_ms(repeat, [&] { return fused_attention(qkv, NH).out; }),
         time_ms(repeat, [&] { return fused_attention_backward(dout, qkv, out.out, out.lse, NH); }),
         out.lse.nbytes());
+  };
+  if (!fused_attention_on_tensor_cores(qkv, NH)) {
+    fused_row("fused");
+    return 0;
+  }
+  fused_row("fused (tensor cores)");
+  // The tensor-core kernels' shapes side by side (kernels/cuda/flash_attention_tc.cu reads these at each call):
+  // the forward with 16 rows a warp instead of 32, the backward built for more warps an SM (spilling).
+  const std::pair<const char*, const char*> variants[] = {
+      {"SG_FLASH_FORWARD_WARP_ROWS=16", "fused (tensor cores), forward 16 rows a warp"},
+      {"SG_FLASH_BACKWARD_MORE_WARPS=1", "fused (tensor cores), backward for more warps"}};
+  for (const auto& [setting, form] : variants) {
+    const std::string name(setting, std::strchr(setting, '=')), value(std::strchr(setting, '=') + 1);
+    const char* before = std::getenv(name.c_str());
+    const std::string kept = before ? before : "";
+    setenv(name.c_str(), value.c_str(), 1);
+    fused_row(form);
+    if (before) setenv(name.c_str(), kept.c_str(), 1);
+    else unsetenv(name.c_str());
   }
   return 0;
 }

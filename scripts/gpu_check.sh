@@ -146,12 +146,14 @@ for run in "cpu f32" "cuda f32" "cuda bf16" "cuda fp16"; do
   step "train_$1_$2" 60 $bin/train_gpt "${small[@]}" --out "$logs/run_$1_$2" --device "$1" --dtype "$2" \
     --metrics "$logs/train_$1_$2.jsonl"
 done
-# GPT-2 124M, bf16, T 1024, beside PyTorch (bench/gpt_gpu.py), then the fused attention on tensor
-# cores instead of the default GEMM form, and where one step's kernel time goes (ncu).
+# GPT-2 124M, bf16, T 1024, beside PyTorch (bench/gpt_gpu.py); then attention's GEMM form instead of
+# the default fused kernels on tensor cores, and those kernels' other shapes (kernels/cuda/
+# flash_attention_tc.cu: the forward with 16 rows a warp, the backward built for more warps);
+# then where one step's kernel time goes (ncu).
 step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt
-SG_ATTENTION=fused step bench_gpt_fused 60 $bin/bench_gpt --device cuda --dtype bf16
-# The GEMM form as it was before its pointer-array batches: one strided GEMM per batch row.
-SG_GEMM_POINTER_ARRAYS=0 step bench_gpt_strided_attention 60 $bin/bench_gpt --device cuda --dtype bf16
+SG_ATTENTION=gemm step bench_gpt_gemm_attention 60 $bin/bench_gpt --device cuda --dtype bf16
+SG_FLASH_FORWARD_WARP_ROWS=16 step bench_gpt_forward_16_rows 60 $bin/bench_gpt --device cuda --dtype bf16
+SG_FLASH_BACKWARD_MORE_WARPS=1 step bench_gpt_backward_more_warps 60 $bin/bench_gpt --device cuda --dtype bf16
 command -v ncu >/dev/null &&
   step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
@@ -167,12 +169,14 @@ else
 fi
 unset SG_POISON
 step bench_attention 90 $bin/bench_attention --device cuda --dtype bf16
-# The tensor-core attention kernels up close, one launch each (forward, dK/dV, dQ; --repeat 1 launches
-# the forward three times first): throughput against the card's peaks, occupancy, the tensor pipes' use.
+# The tensor-core attention kernels up close, each shape bench_attention times (--repeat 1: the default
+# forward 3 times, dK/dV and dQ twice, then the same for each other shape): throughput against the
+# card's peaks, occupancy, and where the warps wait (warp state and scheduler statistics).
 command -v ncu >/dev/null &&
-  SG_STEP_OPTIONAL=1 step attention_profile 90 ncu --kernel-name regex:'flash_.*_tc_kernel' --launch-skip 2 \
-    --launch-count 3 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
-    --section MemoryWorkloadAnalysis $bin/bench_attention --device cuda --dtype bf16 --repeat 1
+  SG_STEP_OPTIONAL=1 step attention_profile 120 ncu --kernel-name regex:'flash_.*_tc_kernel' \
+    --launch-count 21 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section LaunchStats \
+    $bin/bench_attention --device cuda --dtype bf16 --repeat 1
 step bench_gemm 90 $bin/bench_gemm --repeat 10
 step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
 # The kernel tests under compute-sanitizer: out-of-bounds and misaligned accesses (memcheck) everywhere, and
@@ -227,14 +231,14 @@ summary() {
   echo
   echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
   cat "$logs/bench_gpt.log" 2>/dev/null
-  for log in bench_gpt_fused bench_gpt_strided_attention bench_gpt_b16 bench_gpt_b32 bench_gpt_b64 \
-    bench_gpt_fused_cuda_cores; do
+  for log in bench_gpt_gemm_attention bench_gpt_forward_16_rows bench_gpt_backward_more_warps bench_gpt_b16 \
+    bench_gpt_b32 bench_gpt_b64 bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
   if [ -f "$logs/attention_profile.log" ]; then
     echo "attention_profile (the whole report is in the logs):"
-    grep -E "flash_.*_tc_kernel|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per" \
-      "$logs/attention_profile.log" | sed 's/^ */  /'
+    grep -E "flash_.*_tc_kernel|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued" \
+      "$logs/attention_profile.log" | grep -v "==PROF==" | sed 's/^ */  /; s/(T1 \*.*TcDims) //'
   fi
   for log in sanitizer_memcheck sanitizer_racecheck; do
     [ -f "$logs/$log.log" ] && echo "$log: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/$log.log" | tail -1)"

@@ -286,20 +286,40 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
   struct Case {
     int64_t B, T, C, NH;
   };
-  for (Case c : {Case{2, 37, 32, 2}, Case{1, 130, 64, 2}, Case{1, 64, 96, 2}, Case{2, 81, 128, 2},
-                 Case{1, 200, 128, 2}}) {
-    for (DType dtype : {DType::bf16, DType::f16}) {
-      SCOPED_TRACE("T=" + std::to_string(c.T) + " HS=" + std::to_string(c.C / c.NH) + " " +
-                   std::string(dtype_name(dtype)));
-      Tensor qkv = random_tensor({c.B, c.T, 3 * c.C}, "qkv").to(dtype);
-      Tensor dout = random_tensor({c.B, c.T, c.C}, "dout").to(dtype);
-      FusedAttentionOutput cpu_a = fused_attention(qkv, c.NH), gpu_a = fused_attention(gpu(qkv), c.NH);
-      EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, 2e-2, 2e-2));
-      EXPECT_TRUE(same_as_cpu(gpu_a.lse, cpu_a.lse, 1e-3, 1e-3));
-      EXPECT_TRUE(same_as_cpu(fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH),
-                              fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, c.NH), 2e-2, 2e-2));
+  // The forward with 16 and with 32 rows a warp (its default), the backward built for its registers and
+  // for more warps (spilling): measurement switches read at each call.
+  struct Shape {
+    const char *warp_rows, *more_warps;
+  };
+  for (Shape shape : {Shape{"16", "0"}, Shape{"32", "0"}, Shape{"32", "1"}}) {
+    const std::string warp_rows = shape.warp_rows;
+    setenv("SG_FLASH_FORWARD_WARP_ROWS", shape.warp_rows, 1);
+    setenv("SG_FLASH_BACKWARD_MORE_WARPS", shape.more_warps, 1);
+    for (Case c : {Case{2, 37, 32, 2}, Case{1, 130, 64, 2}, Case{1, 64, 96, 2}, Case{2, 81, 128, 2},
+                   Case{1, 200, 128, 2}, Case{1, 300, 64, 1}}) {
+      for (DType dtype : {DType::bf16, DType::f16}) {
+        SCOPED_TRACE("T=" + std::to_string(c.T) + " HS=" + std::to_string(c.C / c.NH) + " " +
+                     std::string(dtype_name(dtype)) + ", " + warp_rows + " rows a warp, more warps " +
+                     shape.more_warps);
+        Tensor qkv = random_tensor({c.B, c.T, 3 * c.C}, "qkv").to(dtype);
+        Tensor dout = random_tensor({c.B, c.T, c.C}, "dout").to(dtype);
+        FusedAttentionOutput cpu_a = fused_attention(qkv, c.NH), gpu_a = fused_attention(gpu(qkv), c.NH);
+        EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, 2e-2, 2e-2));
+        EXPECT_TRUE(same_as_cpu(gpu_a.lse, cpu_a.lse, 1e-3, 1e-3));
+        EXPECT_TRUE(same_as_cpu(fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH),
+                                fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, c.NH), 2e-2, 2e-2));
+      }
     }
   }
+  unsetenv("SG_FLASH_BACKWARD_MORE_WARPS");
+  setenv("SG_FLASH_FORWARD_WARP_ROWS", "24", 1);  // neither: refused with the choices named
+  try {
+    fused_attention(gpu(random_tensor({1, 8, 96}, "x").to(DType::bf16)), 2);
+    ADD_FAILURE() << "SG_FLASH_FORWARD_WARP_ROWS=24 was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("must be 16 or 32"), std::string::npos) << e.what();
+  }
+  unsetenv("SG_FLASH_FORWARD_WARP_ROWS");
   // qkv off the 16-byte grid (a view one element into its buffer): the tensor-core kernels' vector
   // loads cannot take it, so the CUDA-core kernels do, with the same results.
   const int64_t B = 1, T = 70, C = 128, NH = 2;
