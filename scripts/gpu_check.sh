@@ -169,14 +169,15 @@ else
 fi
 unset SG_POISON
 step bench_attention 90 $bin/bench_attention --device cuda --dtype bf16
-# The tensor-core attention kernels up close, each shape bench_attention times (--repeat 1: the default
-# forward 3 times, dK/dV and dQ twice, then the same for each other shape): throughput against the
-# card's peaks, occupancy, and where the warps wait (warp state and scheduler statistics).
+# The tensor-core attention kernels up close, in their default shapes (bench_attention --repeat 1
+# launches the forward 3 times, then dK/dV and dQ twice): throughput against the card's peaks,
+# occupancy, where the warps wait (warp state, scheduler), the instruction mix and the source lines
+# that stall most (the build keeps -lineinfo).
 command -v ncu >/dev/null &&
   SG_STEP_OPTIONAL=1 step attention_profile 120 ncu --kernel-name regex:'flash_.*_tc_kernel' \
-    --launch-count 21 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
+    --launch-skip 2 --launch-count 3 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
     --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section LaunchStats \
-    $bin/bench_attention --device cuda --dtype bf16 --repeat 1
+    --section InstructionStats --section SourceCounters $bin/bench_attention --device cuda --dtype bf16 --repeat 1
 step bench_gemm 90 $bin/bench_gemm --repeat 10
 step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
 # The kernel tests under compute-sanitizer: out-of-bounds and misaligned accesses (memcheck) everywhere, and
