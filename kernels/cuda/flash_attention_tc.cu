@@ -387,8 +387,8 @@ __global__ void __launch_bounds__(kBlockThreads) flash_forward_tc_kernel(T* out,
 // dK and dV for 64 key rows; the query tiles that can see them stream by.
 // (One row tile a warp: dK, dV, K, V, P and dS already fill the registers.)
 // MinBlocks asks ptxas to fit that many blocks on an SM: 2 is what dK/dV's
-// registers allow without spills at GPT-2's head size, 3 spills some
-// (backward_more_warps()).
+// registers allow without spills at GPT-2's head size, 3 (the default,
+// backward_more_warps()) spills some.
 template <typename T, int HS, int MinBlocks>
 __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     flash_backward_dkdv_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
@@ -457,7 +457,7 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
 }
 
 // dQ for 64 query rows; the key tiles they see stream by. (One row tile a
-// warp, as dK/dV; MinBlocks as there: 3 without spills, 4 with.)
+// warp, as dK/dV; MinBlocks as there: 3 without spills, 4 (the default) with.)
 template <typename T, int HS, int MinBlocks>
 __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     flash_backward_dq_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
@@ -564,13 +564,12 @@ int forward_row_tiles() {
 }
 
 // Whether the backward kernels are built for more warps an SM than their
-// registers allow (SG_FLASH_BACKWARD_MORE_WARPS=1: dK/dV 3 blocks instead of
-// 2, dQ 4 instead of 3, at GPT-2's head size), the registers they lack
-// spilled to local memory: a measurement switch, read at each call.
-bool backward_more_warps() {
-  const char* setting = std::getenv("SG_FLASH_BACKWARD_MORE_WARPS");
-  return setting != nullptr && std::string(setting) == "1";
-}
+// registers allow (dK/dV 3 blocks instead of 2, dQ 4 instead of 3, at
+// GPT-2's head size), the registers they lack spilled to local memory: more
+// warps hide more of each one's waits, and on an H100 that won (a GPT-2
+// step 20.8 ms against 21.1, docs/performance.md). SG_FLASH_BACKWARD_MORE_WARPS=0
+// builds them for their registers instead; read at each call.
+bool backward_more_warps() { return env_switch_on("SG_FLASH_BACKWARD_MORE_WARPS"); }
 
 }  // namespace
 
