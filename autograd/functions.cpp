@@ -102,12 +102,22 @@ Variable linear(const Variable& x, const Variable& weight, const Variable& bias)
   });
 }
 
-// y = gelu(x W^T + b), the first half of an MLP, with the bias and the GELU
-// in one pass over the activation (h = x W^T + b is kept for backward):
+// y = gelu(x W^T + b), the first half of an MLP (h = x W^T + b is kept for
+// backward):
 //   dh = dy * gelu'(h)    dx = dh W    dW = dh'^T x'    db = sum over rows of dh
+// On CUDA the GEMM adds the bias in its epilogue (cuBLASLt), and one pass
+// over h writes y; elsewhere one pass adds the bias into h and writes y.
 Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& bias) {
-  Tensor h = sg::matmul(x.value(), weight.value().transpose(0, 1));
-  Tensor y = sg::bias_gelu_(h, bias.value());  // h becomes x W^T + b
+  const Tensor input = x.value();
+  const Tensor w = weight.value().transpose(0, 1);  // read before the bias, as in linear()
+  Tensor h, y;
+  if (input.device().is_cuda()) {
+    h = sg::matmul_bias(input, w, bias.value());
+    y = sg::gelu(h);
+  } else {
+    h = sg::matmul(input, w);
+    y = sg::bias_gelu_(h, bias.value());  // h becomes x W^T + b
+  }
   return make_result(std::move(y), "linear_gelu", {x, weight, bias}, [x, weight, bias, h](const Tensor& dy) {
     BiasGeluGrads g = sg::bias_gelu_backward(h, dy, claim_leaf_grad(bias, dy.dtype()));
     Tensor input = x.value(), w = weight.value();

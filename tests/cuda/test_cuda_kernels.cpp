@@ -53,6 +53,7 @@ TEST_F(CudaKernels, ElementwiseMatchCpuInF32AndBf16) {
       Tensor xs = x.slice(0, first, first + 3003), dys = dy.slice(0, first, first + 3003);
       Tensor xg = gpu(x).slice(0, first, first + 3003), dyg = gpu(dy).slice(0, first, first + 3003);
       EXPECT_TRUE(same_as_cpu(gelu_backward(xg, dyg), gelu_backward(xs, dys), rtol, atol)) << first;
+      EXPECT_TRUE(same_as_cpu(gelu(xg), gelu(xs), rtol, atol)) << first;
     }
   }
 }
