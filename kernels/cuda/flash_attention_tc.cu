@@ -339,9 +339,10 @@ __device__ void online_softmax(float (&s)[kTileBlocks][4], float (&o)[HS / 8][4]
 // out = softmax(mask(q k^T * scale)) v for the 64 MT query rows of one
 // (batch, head) that a block owns, 16 MT a warp; lse = the rows'
 // log-sum-exp. The blocks with the most keys to see (the last rows) start
-// first.
-template <typename T, int HS, int MT>
-__global__ void __launch_bounds__(kBlockThreads) flash_forward_tc_kernel(T* out, float* lse, const T* qkv, TcDims d) {
+// first. MinBlocks: as the backward kernels' (forward_more_warps()).
+template <typename T, int HS, int MT, int MinBlocks>
+__global__ void __launch_bounds__(kBlockThreads, MinBlocks)
+    flash_forward_tc_kernel(T* out, float* lse, const T* qkv, TcDims d) {
   // Two buffers of a K tile and a V tile each: one computed on, one filling.
   extern __shared__ __align__(128) unsigned char shared_bytes[];
   T* tiles = reinterpret_cast<T*>(shared_bytes);
@@ -563,6 +564,15 @@ int forward_row_tiles() {
   return rows == "32" ? 2 : 1;
 }
 
+// Whether the forward is built for one more block an SM than its registers
+// allow (32 rows a warp: 3 blocks instead of 2; 16 rows: 4 instead of 3, at
+// GPT-2's head size), spilling the rest: SG_FLASH_FORWARD_MORE_WARPS=1, a
+// measurement switch (not yet measured: off), read at each call.
+bool forward_more_warps() {
+  const char* setting = std::getenv("SG_FLASH_FORWARD_MORE_WARPS");
+  return setting != nullptr && std::string(setting) == "1";
+}
+
 // Whether the backward kernels are built for more warps an SM than their
 // registers allow (dK/dV 3 blocks instead of 2, dQ 4 instead of 3, at
 // GPT-2's head size), the registers they lack spilled to local memory: more
@@ -585,14 +595,21 @@ void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t 
   with_half_type(dtype, [&](auto tag) {
     using Ty = decltype(tag);
     with_head_size(C / NH, [&](auto head_size) {
-      auto launch = [&](auto row_tiles) {
+      auto launch = [&](auto row_tiles, auto min_blocks) {
         constexpr int HS = decltype(head_size)::value, MT = decltype(row_tiles)::value;
-        flash_forward_tc_kernel<Ty, HS, MT>
+        flash_forward_tc_kernel<Ty, HS, MT, decltype(min_blocks)::value>
             <<<grid_for(B, T, NH, kWarps * 16 * MT), kBlockThreads, forward_shared_bytes<HS, Ty>(), stream>>>(
                 static_cast<Ty*>(out), lse, static_cast<const Ty*>(qkv), d);
       };
-      if (forward_row_tiles() == 2) launch(std::integral_constant<int, 2>{});
-      else launch(std::integral_constant<int, 1>{});
+      using std::integral_constant;
+      const bool more = forward_more_warps();
+      if (forward_row_tiles() == 2) {
+        more ? launch(integral_constant<int, 2>{}, integral_constant<int, 3>{})
+             : launch(integral_constant<int, 2>{}, integral_constant<int, 2>{});
+      } else {
+        more ? launch(integral_constant<int, 1>{}, integral_constant<int, 4>{})
+             : launch(integral_constant<int, 1>{}, integral_constant<int, 3>{});
+      }
     });
   });
   SG_CHECK_LAUNCH();
