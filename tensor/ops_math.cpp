@@ -7,6 +7,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/reduce.h"
+#include "kernels/cuda/sum_output.h"
 #include "tensor/ops.h"
 #include "tensor/ops_common.h"
 
@@ -278,10 +279,10 @@ void bias_sums(const Destination& out, const Tensor& dout) {
     return;
   }
 #ifdef SG_CUDA
-  static_assert(cuda::kBiasBackwardScratchRows == 32);
+  static_assert(cuda::kBiasBackwardScratchRows == cuda::kColumnSumChunks);
 #endif
   // Summed in f32 and written (or added) in the destination's dtype by the last kernel: no fill, no cast.
-  Tensor partials = Tensor::empty({32, cols}, TensorOptions().device(dout.device()));
+  Tensor partials = Tensor::empty({cuda::kColumnSumChunks, cols}, TensorOptions().device(dout.device()));
   SG_ON_CUDA(cuda::bias_add_backward({out.tensor.data_ptr(), out.tensor.dtype(), out.add}, partials.data<float>(),
                                      d.data_ptr(), rows, cols, compute, cuda_stream(d.device())));
 }

@@ -3,6 +3,7 @@
 // math is documented beside each kernel in kernels/cpu/.
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/normalization.h"
+#include "kernels/cuda/sum_output.h"
 #include "tensor/ops.h"
 #include "tensor/ops_common.h"
 
@@ -227,7 +228,7 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
   } else {
     grads.dx = empty_like(in, compute);  // written by the kernel
 #ifdef SG_CUDA
-    static_assert(cuda::kLayerNormScratchRows == 32);
+    static_assert(cuda::kLayerNormScratchRows == cuda::kColumnSumChunks);
 #endif
     // dweight and dbias are written (or added) by the last kernel in their
     // destination's dtype, or fresh in the compute dtype: no zero-fill, no cast.
@@ -237,7 +238,7 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
       return Destination{fresh, false};
     };
     [[maybe_unused]] const Destination dw = target(dweight_into, grads.dweight), db = target(dbias_into, grads.dbias);
-    Tensor partials = Tensor::empty({2 * 32, C}, TensorOptions().device(x.device()));
+    Tensor partials = Tensor::empty({2 * cuda::kColumnSumChunks, C}, TensorOptions().device(x.device()));
     Tensor extra = add_to_dx.defined() ? prepare(add_to_dx, compute) : Tensor();
     SG_ON_CUDA(cuda::layernorm_backward(grads.dx.data_ptr(), {dw.tensor.data_ptr(), dw.tensor.dtype(), dw.add},
                                         {db.tensor.data_ptr(), db.tensor.dtype(), db.add}, partials.data<float>(),

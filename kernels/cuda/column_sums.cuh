@@ -1,10 +1,12 @@
 // Internal to kernels/cuda: sums down the rows of a (rows, cols) matrix, per
 // column, in two deterministic stages. A thread per column walking every row
 // (the obvious kernel) gives GPT-2's 768 columns only 768 threads; here the
-// rows are split into kColumnSumChunks chunks, each (chunk, 32 columns) block
-// sums its part with 8 row phases and a fixed-order tree, writes a partial,
-// and a second kernel adds the partials in chunk order: the same bits every
-// run, thousands of threads busy.
+// rows are split into kColumnSumChunks chunks (sum_output.h), each (chunk,
+// 32 V columns) block sums its part with 8 row phases and a fixed-order
+// tree, writes a partial, and a second kernel adds the partials in chunk
+// order: the same bits every run, thousands of threads busy. A thread reads
+// V adjacent columns at once: 16 bytes where the rows allow (V = 8 in
+// 16-bit), as a warp of 2-byte reads keeps too few bytes in flight.
 #pragma once
 
 #include <cstdint>
@@ -15,34 +17,44 @@
 
 namespace sg::cuda {
 
-constexpr int kColumnSumChunks = 32;
 constexpr int kColumnTile = 32, kRowPhases = 8;
 
-// Stage 1. value(row, col) -> float; partials[chunk * cols + col].
-template <int K, typename Value>
+// Stage 1. value(row, col, v) fills v[k][j] with sum k's value at (row,
+// col + j), j < V; partials[k][chunk * cols + col]. With V > 1, cols is a
+// multiple of V (the callers pick V so), so a thread's V columns are all in
+// or all out.
+template <int K, int V, typename Value>
 __device__ void column_partial_sums(float* const (&partials)[K], int64_t rows, int64_t cols, Value value) {
-  __shared__ float shared[K][kRowPhases][kColumnTile];
-  const int64_t col = int64_t(blockIdx.x) * kColumnTile + threadIdx.x;
+  __shared__ float shared[K][kRowPhases][kColumnTile * V];
+  const int64_t col = (int64_t(blockIdx.x) * kColumnTile + threadIdx.x) * V;
   const int64_t chunk_rows = (rows + kColumnSumChunks - 1) / kColumnSumChunks;
   const int64_t first = int64_t(blockIdx.y) * chunk_rows, last = min(rows, first + chunk_rows);
-  float sums[K] = {};
+  float sums[K][V] = {};
   if (col < cols) {
     for (int64_t row = first + threadIdx.y; row < last; row += kRowPhases) {
-      float v[K];
+      float v[K][V];
       value(row, col, v);
 #pragma unroll
-      for (int k = 0; k < K; ++k) sums[k] += v[k];
+      for (int k = 0; k < K; ++k) {
+#pragma unroll
+        for (int j = 0; j < V; ++j) sums[k][j] += v[k][j];
+      }
     }
   }
 #pragma unroll
-  for (int k = 0; k < K; ++k) shared[k][threadIdx.y][threadIdx.x] = sums[k];
+  for (int k = 0; k < K; ++k) {
+#pragma unroll
+    for (int j = 0; j < V; ++j) shared[k][threadIdx.y][threadIdx.x * V + j] = sums[k][j];
+  }
   __syncthreads();
   if (threadIdx.y == 0 && col < cols) {
 #pragma unroll
     for (int k = 0; k < K; ++k) {
-      float total = 0.0f;
-      for (int phase = 0; phase < kRowPhases; ++phase) total += shared[k][phase][threadIdx.x];
-      partials[k][int64_t(blockIdx.y) * cols + col] = total;
+      for (int j = 0; j < V; ++j) {
+        float total = 0.0f;
+        for (int phase = 0; phase < kRowPhases; ++phase) total += shared[k][phase][threadIdx.x * V + j];
+        partials[k][int64_t(blockIdx.y) * cols + col + j] = total;
+      }
     }
   }
 }
@@ -93,8 +105,9 @@ void finish_column_sums_into(const SumOutput (&outs)[K], const float* const (&pa
   SG_CHECK_LAUNCH();
 }
 
-inline dim3 column_sum_grid(int64_t cols) {
-  return dim3(unsigned((cols + kColumnTile - 1) / kColumnTile), kColumnSumChunks);
+// Stage 1's grid for V columns a thread, and its block.
+inline dim3 column_sum_grid(int64_t cols, int V) {
+  return dim3(unsigned((cols + kColumnTile * V - 1) / (kColumnTile * V)), unsigned(kColumnSumChunks));
 }
 inline dim3 column_sum_block() { return dim3(kColumnTile, kRowPhases); }
 

@@ -45,12 +45,16 @@ __global__ void bias_add_kernel(T* out, const T* bias, int64_t rows, int64_t col
   }
 }
 
-// dbias = the column sums of dout, in two stages (column_sums.cuh).
-template <typename T>
+// dbias = the column sums of dout, in two stages (column_sums.cuh), V
+// columns a thread.
+template <typename T, int V>
 __global__ void bias_backward_kernel(float* partials, const T* dout, int64_t rows, int64_t cols) {
   float* const outs[1] = {partials};
-  column_partial_sums<1>(outs, rows, cols,
-                         [&](int64_t row, int64_t col, float* v) { v[0] = load(dout[row * cols + col]); });
+  column_partial_sums<1, V>(outs, rows, cols, [&](int64_t row, int64_t col, float (&v)[1][V]) {
+    const Vec<T, V> d = *reinterpret_cast<const Vec<T, V>*>(dout + row * cols + col);
+#pragma unroll
+    for (int j = 0; j < V; ++j) v[0][j] = load(d.v[j]);
+  });
 }
 
 // pointers[0, count): C's matrices, [count, 2 count): A's, [2 count, 3 count): B's.
@@ -157,8 +161,11 @@ void bias_add_backward(const SumOutput& dbias, float* partials, const void* dout
   if (cols == 0) return;
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
-    bias_backward_kernel<T><<<column_sum_grid(cols), column_sum_block(), 0, stream>>>(
-        partials, static_cast<const T*>(dout), rows, cols);
+    with_units<T>(cols, {dout}, [&](auto units) {
+      constexpr int V = decltype(units)::value;
+      bias_backward_kernel<T, V><<<column_sum_grid(cols, V), column_sum_block(), 0, stream>>>(
+          partials, static_cast<const T*>(dout), rows, cols);
+    });
   });
   SG_CHECK_LAUNCH();
   finish_column_sums_into<1>({dbias}, {partials}, cols, stream);

@@ -52,7 +52,7 @@ void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, D
 // dbias (cols, written in dbias_dtype: f32, bf16 or f16) = the column sums
 // of dout (rows, cols) in `dtype`, summed in f32; partials: scratch of
 // kBiasBackwardScratchRows * cols floats.
-constexpr int64_t kBiasBackwardScratchRows = 32;
+constexpr int64_t kBiasBackwardScratchRows = kColumnSumChunks;
 // dbias = the column sums of dout (rows, cols), written or added (SumOutput).
 void bias_add_backward(const SumOutput& dbias, float* partials, const void* dout, int64_t rows, int64_t cols,
                        DType dtype, cudaStream_t stream);

@@ -130,16 +130,21 @@ __global__ void layernorm_backward_input_kernel(T* din, const T* dout, const T* 
 }
 
 // dweight = column sums of dy * xhat, dbias = column sums of dy, in two
-// deterministic stages (column_sums.cuh).
-template <typename T>
+// deterministic stages (column_sums.cuh), V columns a thread.
+template <typename T, int V>
 __global__ void layernorm_backward_params_kernel(float* weight_partials, float* bias_partials, const T* dout,
                                                  const T* in, const float* mean, const float* rstd, int64_t N,
                                                  int64_t C) {
   float* const outs[2] = {weight_partials, bias_partials};
-  column_partial_sums<2>(outs, N, C, [&](int64_t row, int64_t c, float* v) {
-    const float dy = load(dout[row * C + c]);
-    v[0] = dy * (load(in[row * C + c]) - mean[row]) * rstd[row];
-    v[1] = dy;
+  column_partial_sums<2, V>(outs, N, C, [&](int64_t row, int64_t c, float (&v)[2][V]) {
+    const Vec<T, V> dy = *reinterpret_cast<const Vec<T, V>*>(dout + row * C + c);
+    const Vec<T, V> x = *reinterpret_cast<const Vec<T, V>*>(in + row * C + c);
+    const float m = mean[row], s = rstd[row];
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      v[0][j] = load(dy.v[j]) * (load(x.v[j]) - m) * s;
+      v[1][j] = load(dy.v[j]);
+    }
   });
 }
 
@@ -296,9 +301,12 @@ void layernorm_backward(void* din, const SumOutput& dweight, const SumOutput& db
           static_cast<const T*>(weight), mean, rstd, static_cast<const T*>(add_to_din), N, C);
     });
     SG_CHECK_LAUNCH();
-    layernorm_backward_params_kernel<T><<<column_sum_grid(C), column_sum_block(), 0, stream>>>(
-        partials, partials + kColumnSumChunks * C, static_cast<const T*>(dout), static_cast<const T*>(in), mean, rstd,
-        N, C);
+    with_units<T>(C, {dout, in}, [&](auto units) {
+      constexpr int V = decltype(units)::value;
+      layernorm_backward_params_kernel<T, V><<<column_sum_grid(C, V), column_sum_block(), 0, stream>>>(
+          partials, partials + kColumnSumChunks * C, static_cast<const T*>(dout), static_cast<const T*>(in), mean,
+          rstd, N, C);
+    });
     SG_CHECK_LAUNCH();
   });
   finish_column_sums_into<2>({dweight, dbias}, {partials, partials + kColumnSumChunks * C}, C, stream);

@@ -24,7 +24,7 @@ void add_layernorm_forward(void* sum, void* out, float* mean, float* rstd, const
 // `dtype`) when given, in the same pass; dweight and dbias (C) summed in f32
 // and written or added in their own dtypes (SumOutput); partials: scratch of
 // 2 * kLayerNormScratchRows * C floats.
-constexpr int64_t kLayerNormScratchRows = 32;
+constexpr int64_t kLayerNormScratchRows = kColumnSumChunks;
 void layernorm_backward(void* din, const SumOutput& dweight, const SumOutput& dbias, float* partials, const void* dout,
                         const void* in, const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
                         DType dtype, cudaStream_t stream, const void* add_to_din = nullptr);

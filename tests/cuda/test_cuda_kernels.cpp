@@ -157,15 +157,19 @@ TEST_F(CudaKernels, BiasMatchesCpu) {
                           add_bias(x.to(DType::bf16), bias.to(DType::bf16)), kBf16, 1e-2));
   EXPECT_TRUE(same_as_cpu(bias_backward(gpu(x)), bias_backward(x), kF32, 1e-5));
   EXPECT_TRUE(same_as_cpu(bias_backward(gpu(x).to(DType::bf16)), bias_backward(x.to(DType::bf16)), kBf16, 5e-2));
-  // Many rows (the column sums run in 32 row chunks, some empty for few rows).
+  // Many rows (the column sums run in 128 row chunks, some empty for few rows).
   // Held to the f64 sums: the f32 CPU twin adds the rows one by one, the
   // CUDA kernel in chunks, and over 5000 rows the two orders differ by
   // ~1e-4 (found by the CUDA emulator). Rounding grows like sqrt(rows).
+  // 768 columns are read 16 bytes a thread (4 f32, 8 bf16), 70 one by one.
   for (int64_t rows : {int64_t(1), int64_t(31), int64_t(5000)}) {
     Tensor tall = random_tensor({rows, 768}, "tall");
     const double atol = 2e-5 * std::sqrt(double(rows));
     EXPECT_TRUE(same_as_cpu(bias_backward(gpu(tall)), bias_backward(tall.to(DType::f64)), kF32, atol))
         << rows << " rows";
+    const Tensor tall16 = tall.to(DType::bf16);  // summed in f32, then rounded once to bf16
+    EXPECT_TRUE(same_as_cpu(bias_backward(gpu(tall16)), bias_backward(tall16.to(DType::f64)), kBf16, atol))
+        << rows << " rows, bf16";
   }
 }
 
