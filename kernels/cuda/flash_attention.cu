@@ -287,13 +287,13 @@ void flash_attention_backward(void* dqkv, float* D, const void* dout, const void
     using Ty = decltype(type_tag);
     const auto* dO = static_cast<const Ty*>(dout);
     const auto* x = static_cast<const Ty*>(qkv);
+    if (flash_tensor_cores_apply(dtype, d.hs) && all_aligned16({dqkv, dout, qkv, out})) {
+      flash_backward_tensor_cores(dqkv, D, dout, qkv, out, lse, B, T, C, NH, dtype, stream);  // D too
+      return;
+    }
     flash_backward_d_kernel<Ty><<<blocks_for(B * NH * T * kWarp), kThreads, 0, stream>>>(
         D, dO, static_cast<const Ty*>(out), d, B * NH * T);
     SG_CHECK_LAUNCH();
-    if (flash_tensor_cores_apply(dtype, d.hs) && all_aligned16({dqkv, dout, qkv})) {
-      flash_backward_tensor_cores(dqkv, D, dout, qkv, lse, B, T, C, NH, dtype, stream);
-      return;
-    }
     with_max_head_size(d.hs, [&](auto max_hs) {
       constexpr int MAX_HS = decltype(max_hs)::value;
       constexpr int kTile = tile_rows<MAX_HS>();

@@ -457,11 +457,35 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   write_rows<T, HS>(rows + 2 * d.C, row_stride, dv[0], w0, d.T, one);
 }
 
+// D = rowsum(dO * O) for this lane's rows g and g + 8 of the 16 whose A
+// fragments are d_o and o: a lane holds four columns of each row a kk, the
+// four lanes of a quad the rest (mma.cuh).
+template <typename T, int HS>
+__device__ void row_dots(float (&dots)[2], const uint32_t (&d_o)[1][HS / 16][4], const uint32_t (&o)[1][HS / 16][4]) {
+  dots[0] = dots[1] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < HS / 16; ++kk) {
+#pragma unroll
+    for (int reg = 0; reg < 4; ++reg) {  // register reg holds row g + 8 (reg & 1)
+      float d0, d1, o0, o1;
+      unpack_pair<T>(d_o[0][kk][reg], d0, d1);
+      unpack_pair<T>(o[0][kk][reg], o0, o1);
+      dots[reg & 1] += d0 * o0 + d1 * o1;
+    }
+  }
+  dots[0] = quad_sum(dots[0]);
+  dots[1] = quad_sum(dots[1]);
+}
+
 // dQ for 64 query rows; the key tiles they see stream by. (One row tile a
 // warp, as dK/dV; MinBlocks as there: 3 without spills, 4 (the default) with.)
+// It runs first and also writes D = rowsum(dO * O) for its rows, which it
+// and dK/dV need: computed from dO's fragments, already in registers, and
+// O's, it takes no kernel of its own and no second read of dO.
 template <typename T, int HS, int MinBlocks>
 __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
-    flash_backward_dq_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
+    flash_backward_dq_tc_kernel(T* dqkv, float* D, const T* dout, const T* qkv, const T* out, const float* lse,
+                                TcDims d) {
   extern __shared__ __align__(128) unsigned char shared_bytes[];  // as the forward's
   T* tiles = reinterpret_cast<T*>(shared_bytes);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2;
@@ -474,11 +498,16 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   load_a_rows<1, HS>(q, base, row_stride, w0, d.T);
   load_a_rows<1, HS>(d_o, dout + b * d.T * d.C + h * HS, d.C, w0, d.T);
   float row_lse[2], row_d[2];  // rows g and g + 8
+  {
+    uint32_t o[1][HS / 16][4];
+    load_a_rows<1, HS>(o, out + b * d.T * d.C + h * HS, d.C, w0, d.T);
+    row_dots<T, HS>(row_d, d_o, o);
+  }
   #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int64_t row = w0 + g + 8 * r;
     row_lse[r] = row < d.T ? lse[blockIdx.x * d.T + row] * kLog2e : 0.0f;
-    row_d[r] = row < d.T ? D[blockIdx.x * d.T + row] : 0.0f;
+    if (lane % 4 == 0 && row < d.T) D[blockIdx.x * d.T + row] = row_d[r];
   }
   float dq[1][HS / 8][4] = {};
   const float scale_log2 = d.scale * kLog2e;
@@ -615,7 +644,7 @@ void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t 
   SG_CHECK_LAUNCH();
 }
 
-void flash_backward_tensor_cores(void* dqkv, const float* row_dots, const void* dout, const void* qkv,
+void flash_backward_tensor_cores(void* dqkv, float* row_dots, const void* dout, const void* qkv, const void* out,
                                  const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
                                  cudaStream_t stream) {
   const TcDims d{T, C, NH, 1.0f / sqrtf(float(C / NH))};
@@ -623,16 +652,19 @@ void flash_backward_tensor_cores(void* dqkv, const float* row_dots, const void* 
     using Ty = decltype(tag);
     const auto* dO = static_cast<const Ty*>(dout);
     const auto* x = static_cast<const Ty*>(qkv);
+    const auto* o = static_cast<const Ty*>(out);
     with_head_size(C / NH, [&](auto head_size) {
       auto* dx = static_cast<Ty*>(dqkv);
       auto launch = [&](auto dkdv_blocks, auto dq_blocks) {
         constexpr int HS = decltype(head_size)::value;
+        // dQ first: it writes D (row_dots), which dK/dV reads.
+        flash_backward_dq_tc_kernel<Ty, HS, decltype(dq_blocks)::value>
+            <<<grid_for(B, T, NH), kBlockThreads, forward_shared_bytes<HS, Ty>(), stream>>>(dx, row_dots, dO, x, o,
+                                                                                           lse, d);
+        SG_CHECK_LAUNCH();
         flash_backward_dkdv_tc_kernel<Ty, HS, decltype(dkdv_blocks)::value>
             <<<grid_for(B, T, NH), kBlockThreads, backward_shared_bytes<HS, Ty>(), stream>>>(dx, dO, x, lse, row_dots,
                                                                                             d);
-        SG_CHECK_LAUNCH();
-        flash_backward_dq_tc_kernel<Ty, HS, decltype(dq_blocks)::value>
-            <<<grid_for(B, T, NH), kBlockThreads, forward_shared_bytes<HS, Ty>(), stream>>>(dx, dO, x, lse, row_dots, d);
         SG_CHECK_LAUNCH();
       };
       if (backward_more_warps()) launch(std::integral_constant<int, 3>{}, std::integral_constant<int, 4>{});

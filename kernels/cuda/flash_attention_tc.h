@@ -20,10 +20,12 @@ constexpr int64_t kFlashTensorCoreMaxHeadSize = 64;
 bool flash_tensor_cores_apply(DType dtype, int64_t head_size);
 
 // Same arguments and results as flash_attention_forward / _backward
-// (flash_attention.h); row_dots (D) must already hold rowsum(dO * O).
+// (flash_attention.h); the backward also writes row_dots (D = rowsum(dO *
+// O), B * NH * T floats) itself, so it needs every buffer 16-byte aligned,
+// out included.
 void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
                                 DType dtype, cudaStream_t stream);
-void flash_backward_tensor_cores(void* dqkv, const float* row_dots, const void* dout, const void* qkv,
+void flash_backward_tensor_cores(void* dqkv, float* row_dots, const void* dout, const void* qkv, const void* out,
                                  const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
                                  cudaStream_t stream);
 

@@ -79,6 +79,15 @@ __device__ __forceinline__ uint32_t pack_pair(float low, float high) {
   return bits;
 }
 
+// The two 16-bit values of a register, `low` from the low half.
+template <typename T>
+__device__ __forceinline__ void unpack_pair(uint32_t bits, float& low, float& high) {
+  T halves[2];
+  memcpy(static_cast<void*>(halves), &bits, sizeof bits);  // (void*: T is trivially copyable, whatever g++ fears)
+  low = load(halves[0]);
+  high = load(halves[1]);
+}
+
 // p[0] and p[1] (adjacent, 4-byte aligned) as one register.
 template <typename T>
 __device__ __forceinline__ uint32_t load_pair(const T* p) {
