@@ -105,11 +105,11 @@ int run(int argc, char** argv) {
   }
   fused_row("fused (tensor cores)");
   // The tensor-core kernels' shapes side by side (kernels/cuda/flash_attention_tc.cu reads these at each call):
-  // the forward with 16 rows a warp instead of 32, or built for more warps an SM (spilling), the
-  // backward built for its registers (no spills) instead of for more warps.
+  // the forward with 32 rows a warp instead of 16, or built for its registers (no spills) instead of for
+  // more warps an SM, the backward built for its registers.
   const std::pair<const char*, const char*> variants[] = {
-      {"SG_FLASH_FORWARD_WARP_ROWS=16", "fused (tensor cores), forward 16 rows a warp"},
-      {"SG_FLASH_FORWARD_MORE_WARPS=1", "fused (tensor cores), forward for more warps"},
+      {"SG_FLASH_FORWARD_WARP_ROWS=32", "fused (tensor cores), forward 32 rows a warp"},
+      {"SG_FLASH_FORWARD_MORE_WARPS=0", "fused (tensor cores), forward without spills"},
       {"SG_FLASH_BACKWARD_MORE_WARPS=0", "fused (tensor cores), backward without spills"}};
   for (const auto& [setting, form] : variants) {
     const std::string name(setting, std::strchr(setting, '=')), value(std::strchr(setting, '=') + 1);

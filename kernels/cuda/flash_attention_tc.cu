@@ -3,11 +3,11 @@
 // it out), with every product a PTX mma.sync m16n8k16 (kernels/cuda/mma.cuh)
 // in bf16/f16 with f32 sums, laid out as FlashAttention-2 does.
 //
-// A block is 4 warps; each warp owns 16 rows (queries in dQ, keys in dK/dV)
-// or, in the forward, two tiles of 16 (32 queries, as FlashAttention-2's
-// warps: each K or V fragment read from shared memory feeds both), and
-// keeps them, their accumulators and the scores of the current step in
-// registers. The other side streams through shared memory 64 rows at a
+// A block is 4 warps; each warp owns 16 rows (queries in the forward and
+// dQ, keys in dK/dV; the forward can also take two tiles of 16, as
+// FlashAttention-2's warps, each K or V fragment read from shared memory
+// feeding both: slower on an H100 at GPT-2's shape) and keeps them, their
+// accumulators and the scores of the current step in registers. The other side streams through shared memory 64 rows at a
 // time, in two buffers: cp.async fills one while the block computes on the
 // other (kernels/cuda/async_copy.cuh), and ldmatrix reads the operands out
 // of it. The mma layout names the row and column of each register, so the online softmax works where the scores lie: a lane holds
@@ -583,31 +583,31 @@ dim3 grid_for(int64_t B, int64_t T, int64_t NH, int64_t block_rows = kRows) {
   return dim3(unsigned(B * NH), unsigned(row_blocks));
 }
 
-// The forward's row tiles a warp: 2 (32 rows, each ldmatrix feeding four
-// products) unless SG_FLASH_FORWARD_WARP_ROWS=16, read at each call so that
-// bench_attention can time both in one process.
+// The forward's shape, read at each call so that bench_attention can time
+// them side by side in one process. Row tiles a warp: 1 (16 rows) unless
+// SG_FLASH_FORWARD_WARP_ROWS=32 (two tiles sharing each fragment read).
 int forward_row_tiles() {
   const char* setting = std::getenv("SG_FLASH_FORWARD_WARP_ROWS");
-  const std::string rows = setting ? setting : "32";
+  const std::string rows = setting ? setting : "16";
   SG_CHECK(rows == "16" || rows == "32", "SG_FLASH_FORWARD_WARP_ROWS must be 16 or 32, got '", rows, "'");
   return rows == "32" ? 2 : 1;
 }
 
 // Whether the forward is built for one more block an SM than its registers
-// allow (32 rows a warp: 3 blocks instead of 2; 16 rows: 4 instead of 3, at
-// GPT-2's head size), spilling the rest: SG_FLASH_FORWARD_MORE_WARPS=1, a
-// measurement switch (not yet measured: off), read at each call.
-bool forward_more_warps() {
-  const char* setting = std::getenv("SG_FLASH_FORWARD_MORE_WARPS");
-  return setting != nullptr && std::string(setting) == "1";
-}
+// allow (16 rows a warp: 4 blocks instead of 3; 32 rows: 3 instead of 2, at
+// GPT-2's head size), spilling the rest; SG_FLASH_FORWARD_MORE_WARPS=0
+// builds it for its registers. Measured on an H100 (docs/performance.md,
+// run 7), a GPT-2 step took 19.85 ms with 16 rows and more warps, 20.17
+// with 16 rows for the registers, 20.2 and 20.22 with 32 rows.
+bool forward_more_warps() { return env_switch_on("SG_FLASH_FORWARD_MORE_WARPS"); }
 
 // Whether the backward kernels are built for more warps an SM than their
 // registers allow (dK/dV 3 blocks instead of 2, dQ 4 instead of 3, at
 // GPT-2's head size), the registers they lack spilled to local memory: more
 // warps hide more of each one's waits, and on an H100 that won (a GPT-2
-// step 20.8 ms against 21.1, docs/performance.md). SG_FLASH_BACKWARD_MORE_WARPS=0
-// builds them for their registers instead; read at each call.
+// step 20.8 ms against 21.1 in run 6, 20.2 against 20.37 in run 7,
+// docs/performance.md). SG_FLASH_BACKWARD_MORE_WARPS=0 builds them for
+// their registers instead; read at each call.
 bool backward_more_warps() { return env_switch_on("SG_FLASH_BACKWARD_MORE_WARPS"); }
 
 }  // namespace

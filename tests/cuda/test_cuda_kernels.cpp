@@ -291,13 +291,13 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
   struct Case {
     int64_t B, T, C, NH;
   };
-  // The forward with 16 and with 32 rows a warp (its default), each built for its registers (the default)
-  // and for more warps (spilling); the backward for more warps (its default) and for its registers:
+  // The forward with 16 (its default) and with 32 rows a warp, each built for more warps (the default,
+  // spilling) and for its registers; the backward for more warps (its default) and for its registers:
   // measurement switches read at each call.
   struct Shape {
     const char *warp_rows, *forward_more, *backward_more;
   };
-  for (Shape shape : {Shape{"32", "0", "1"}, Shape{"16", "0", "0"}, Shape{"32", "1", "0"}, Shape{"16", "1", "1"}}) {
+  for (Shape shape : {Shape{"16", "1", "1"}, Shape{"32", "0", "1"}, Shape{"16", "0", "0"}, Shape{"32", "1", "0"}}) {
     const std::string warp_rows = shape.warp_rows;
     setenv("SG_FLASH_FORWARD_WARP_ROWS", shape.warp_rows, 1);
     setenv("SG_FLASH_FORWARD_MORE_WARPS", shape.forward_more, 1);
