@@ -75,13 +75,27 @@ __device__ void store_sum(void* data, int64_t col, float total, bool add) {
   *at = store<T>(add ? load(*at) + total : total);
 }
 
+// A block of (32 columns, 8 phases): phase p adds chunks p, p + 8, ... in
+// order, then the phases are added in order (a thread per column walking
+// all 128 chunks waited on one load after another).
 template <int K>
 __global__ void finish_column_sums(ColumnSums<K> sums, int64_t cols) {
-  const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (col >= cols) return;
+  __shared__ float shared[K][kRowPhases][kColumnTile];
+  const int64_t col = int64_t(blockIdx.x) * kColumnTile + threadIdx.x;
+  for (int k = 0; k < K; ++k) {
+    float part = 0.0f;
+    if (col < cols) {
+      for (int64_t chunk = threadIdx.y; chunk < kColumnSumChunks; chunk += kRowPhases) {
+        part += sums.partials[k][chunk * cols + col];
+      }
+    }
+    shared[k][threadIdx.y][threadIdx.x] = part;
+  }
+  __syncthreads();
+  if (threadIdx.y != 0 || col >= cols) return;
   for (int k = 0; k < K; ++k) {
     float total = 0.0f;
-    for (int chunk = 0; chunk < kColumnSumChunks; ++chunk) total += sums.partials[k][chunk * cols + col];
+    for (int phase = 0; phase < kRowPhases; ++phase) total += shared[k][phase][threadIdx.x];
     const SumOutput& out = sums.out[k];
     switch (out.dtype) {
       case DType::bf16: store_sum<__nv_bfloat16>(out.data, col, total, out.add); break;
@@ -101,7 +115,8 @@ void finish_column_sums_into(const SumOutput (&outs)[K], const float* const (&pa
              "column sums into a ", dtype_name(outs[k].dtype), " buffer; expected f32, bf16 or f16");
     sums.out[k] = outs[k], sums.partials[k] = partials[k];
   }
-  finish_column_sums<<<unsigned((cols + kThreads - 1) / kThreads), kThreads, 0, stream>>>(sums, cols);
+  finish_column_sums<<<unsigned((cols + kColumnTile - 1) / kColumnTile), dim3(kColumnTile, kRowPhases), 0, stream>>>(
+      sums, cols);
   SG_CHECK_LAUNCH();
 }
 
