@@ -78,6 +78,21 @@ BiasGeluGrads bias_gelu_backward(const Tensor& h, const Tensor& dy, const Destin
   check_inputs("bias_gelu_backward", {&h, &dy});
   SG_CHECK(h.layout() == dy.layout() && h.dim() >= 1, "bias_gelu_backward: layouts differ: ", h.str(), " vs ",
            dy.str());
+  const int64_t cols = h.size(-1), rows = cols ? h.numel() / cols : 0;
+  if (dbias.defined()) check_destination("bias_gelu_backward", dbias, {cols}, dy);
+  const DType dtype = h.dtype();
+  if (h.device().is_cuda() && dy.dtype() == dtype && h.is_contiguous() && !h.is_sharded() &&
+      (dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16)) {
+    // One pass: dh and the column sums of dh (the bias's gradient) together.
+    Tensor dh = empty_like(h, dtype);
+    Tensor fresh = dbias.defined() ? Tensor() : Tensor::empty({cols}, TensorOptions().dtype(dtype).device(h.device()));
+    [[maybe_unused]] const Destination into = dbias.defined() ? dbias : Destination{fresh, false};
+    Tensor partials = Tensor::empty({cuda::kColumnSumChunks, cols}, TensorOptions().device(h.device()));
+    SG_ON_CUDA(cuda::gelu_bias_backward(dh.data_ptr(), {into.tensor.data_ptr(), into.tensor.dtype(), into.add},
+                                        partials.data<float>(), h.data_ptr(), dy.data_ptr(), rows, cols, dtype,
+                                        cuda_stream(h.device())));
+    return {dh, fresh};
+  }
   Tensor dh;
   if (!(h.device().is_cpu() && h.dtype() == DType::f32 && dy.dtype() == DType::f32 && !h.is_sharded())) {
     dh = gelu_backward(h, dy);

@@ -1,4 +1,5 @@
 // CUDA elementwise kernels: grid-stride loops, one element per thread step.
+#include "kernels/cuda/column_sums.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/float_types.cuh"
@@ -94,6 +95,27 @@ __global__ void gelu_backward_packed_kernel(T* din, const T* in, const T* dout, 
     const int64_t e = packs * kVec16<T> + i;
     din[e] = store<T>(gelu_grad_of(load(in[e]), load(dout[e])));
   }
+}
+
+// dh = dy * gelu'(h) written, and dbias's column sums of dh (as rounded to
+// T, as a separate sum would read it) in the same pass: stage 1 of
+// column_sums.cuh, V columns a thread.
+template <typename T, int V>
+__global__ void gelu_bias_backward_kernel(float* partials, T* dh, const T* h, const T* dy, int64_t rows,
+                                          int64_t cols) {
+  float* const outs[1] = {partials};
+  column_partial_sums<1, V>(outs, rows, cols, [&](int64_t row, int64_t col, float (&v)[1][V]) {
+    using P = Vec<T, V>;
+    const int64_t at = row * cols + col;
+    const P x = *reinterpret_cast<const P*>(h + at), d = *reinterpret_cast<const P*>(dy + at);
+    P out;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      out.v[j] = store<T>(gelu_grad_of(load(x.v[j]), load(d.v[j])));
+      v[0][j] = load(out.v[j]);
+    }
+    *reinterpret_cast<P*>(dh + at) = out;
+  });
 }
 
 // c_fc's epilogue in one pass: h += bias[column] in place (kept for
@@ -286,6 +308,21 @@ void gelu_backward(void* din, const void* in, const void* dout, int64_t n, DType
     }
   });
   SG_CHECK_LAUNCH();
+}
+
+void gelu_bias_backward(void* dh, const SumOutput& dbias, float* partials, const void* h, const void* dy,
+                        int64_t rows, int64_t cols, DType dtype, cudaStream_t stream) {
+  if (rows * cols == 0) return;
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    with_units<T>(cols, {dh, h, dy}, [&](auto units) {
+      constexpr int V = decltype(units)::value;
+      gelu_bias_backward_kernel<T, V><<<column_sum_grid(cols, V), column_sum_block(), 0, stream>>>(
+          partials, static_cast<T*>(dh), static_cast<const T*>(h), static_cast<const T*>(dy), rows, cols);
+    });
+  });
+  SG_CHECK_LAUNCH();
+  finish_column_sums_into<1>({dbias}, {partials}, cols, stream);
 }
 
 void bias_gelu_forward(void* y, void* h, const void* bias, int64_t rows, int64_t cols, DType dtype,

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/sum_output.h"
 #include "kernels/dtype.h"
 
 namespace sg::cuda {
@@ -22,6 +23,11 @@ void axpy(float* y, float alpha, const void* x, DType x_dtype, int64_t n, cudaSt
 void gelu_forward(void* out, const void* in, int64_t n, DType dtype, cudaStream_t stream);
 // din = dout * gelu'(in), written (not added).
 void gelu_backward(void* din, const void* in, const void* dout, int64_t n, DType dtype, cudaStream_t stream);
+// The same for h, dy (rows, cols), and dbias (cols, in its own dtype, written
+// or added: SumOutput) = the column sums of dh, in the same pass over h and
+// dy; partials: scratch of kColumnSumChunks * cols floats.
+void gelu_bias_backward(void* dh, const SumOutput& dbias, float* partials, const void* h, const void* dy,
+                        int64_t rows, int64_t cols, DType dtype, cudaStream_t stream);
 // As the CPU's: h (rows, cols) += bias in place, y = gelu(h), one pass.
 void bias_gelu_forward(void* y, void* h, const void* bias, int64_t rows, int64_t cols, DType dtype,
                        cudaStream_t stream);
