@@ -146,6 +146,15 @@ for run in "cpu f32" "cuda f32" "cuda bf16" "cuda fp16"; do
   step "train_$1_$2" 60 $bin/train_gpt "${small[@]}" --out "$logs/run_$1_$2" --device "$1" --dtype "$2" \
     --metrics "$logs/train_$1_$2.jsonl"
 done
+# The kernel tests under compute-sanitizer (correctness, so before the timings): out-of-bounds and
+# misaligned accesses (memcheck) everywhere, and shared-memory races (racecheck) in the tensor-core
+# attention, whose tiles every warp reads.
+if command -v compute-sanitizer >/dev/null; then
+  step sanitizer_memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 9 $bin/test_cuda \
+    --gtest_filter='CudaKernels.*:CudaTensor.Planned*'
+  step sanitizer_racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 9 $bin/test_cuda \
+    --gtest_filter='CudaKernels.TensorCoreAttentionMatchesCpu'
+fi
 # GPT-2 124M, bf16, T 1024, beside PyTorch (bench/gpt_gpu.py); then attention's GEMM form instead of
 # the default fused kernels on tensor cores, and those kernels' other shapes (kernels/cuda/
 # flash_attention_tc.cu: the forward built for its registers, or with 32 rows a warp, the backward
@@ -182,14 +191,6 @@ command -v ncu >/dev/null &&
     --section InstructionStats --section SourceCounters $bin/bench_attention --device cuda --dtype bf16 --repeat 1
 step bench_gemm 90 $bin/bench_gemm --repeat 10
 step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
-# The kernel tests under compute-sanitizer: out-of-bounds and misaligned accesses (memcheck) everywhere, and
-# shared-memory races (racecheck) in the tensor-core attention, whose tiles every warp reads.
-if command -v compute-sanitizer >/dev/null; then
-  step sanitizer_memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 9 $bin/test_cuda \
-    --gtest_filter='CudaKernels.*:CudaTensor.Planned*'
-  step sanitizer_racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 9 $bin/test_cuda \
-    --gtest_filter='CudaKernels.TensorCoreAttentionMatchesCpu'
-fi
 for batch in 16 32 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench_gpt --device cuda --dtype bf16 --batch $batch; done
 SG_ATTENTION=fused SG_FLASH_TENSOR_CORES=0 step bench_gpt_fused_cuda_cores 60 $bin/bench_gpt --device cuda --dtype bf16
 [ -x $bin/test_nccl ] && SG_NCCL_WAIT=device step test_nccl_device_wait 60 $bin/test_nccl
