@@ -7,20 +7,24 @@
 // dQ, keys in dK/dV; the forward can also take two tiles of 16, as
 // FlashAttention-2's warps, each K or V fragment read from shared memory
 // feeding both: slower on an H100 at GPT-2's shape) and keeps them, their
-// accumulators and the scores of the current step in registers. The other side streams through shared memory 64 rows at a
-// time, in two buffers: cp.async fills one while the block computes on the
-// other (kernels/cuda/async_copy.cuh), and ldmatrix reads the operands out
-// of it. The mma layout names the row and column of each register, so the online softmax works where the scores lie: a lane holds
-// two rows (g and g + 8), and the four lanes that share them combine their
-// maxima and sums with two shuffles. The probabilities, rounded to 16 bits,
-// are the next product's A operand without leaving registers. Every output
-// element has one writer: no atomics, the same bits every run.
+// accumulators and the scores of the current step in registers. The other
+// side streams through shared memory 64 rows at a time, in two buffers:
+// cp.async fills one while the block computes on the other
+// (kernels/cuda/async_copy.cuh), and ldmatrix reads the operands out of it.
+// The mma layout names the row and column of each register, so the online
+// softmax works where the scores lie: a lane holds two rows (g and g + 8),
+// and the four lanes that share them combine their maxima and sums with two
+// shuffles. The probabilities, rounded to 16 bits, are the next product's
+// A operand without leaving registers. Every output element has one writer:
+// no atomics, the same bits every run.
 //
 // Shapes (per (batch, head), HS = head size, 16-64):
-//   forward:  S = Q_w K^T (16 x 64 a row tile), P = exp(S scale - m), O_w += P V (16 x HS)
+//   forward:  S = Q_w K^T (16 x 64 a row tile), P = exp(S scale - m),
+//             O_w += P V (16 x HS)
+//   dQ:       S = Q_w K^T, P, dP = dO_w V^T, dS = P (dP - D) scale,
+//             dQ_w += dS K; and D = rowsum(dO_w O_w)
 //   dK, dV:   S^T = K_w Q^T, P^T = exp(S^T scale - lse), dV_w += P^T dO,
 //             dP^T = V_w dO^T, dS^T = P^T (dP^T - D) scale, dK_w += dS^T Q
-//   dQ:       S = Q_w K^T, P, dP = dO_w V^T, dS = P (dP - D) scale, dQ_w += dS K
 #include "kernels/cuda/flash_attention_tc.h"
 
 #include <cstdlib>
@@ -119,11 +123,11 @@ template <int MT, int HS, typename T>
 __device__ void load_a_rows(uint32_t (&frag)[MT][HS / 16][4], const T* src, int64_t row_stride, int64_t first,
                             int64_t T_) {
   const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
-  #pragma unroll
+#pragma unroll
   for (int m = 0; m < MT; ++m) {
-    #pragma unroll
+#pragma unroll
     for (int kk = 0; kk < HS / 16; ++kk) {
-      #pragma unroll
+#pragma unroll
       for (int reg = 0; reg < 4; ++reg) {
         const int64_t row = first + 16 * m + g + ((reg & 1) ? 8 : 0);
         const int col = 16 * kk + 2 * t + ((reg & 2) ? 8 : 0);
@@ -180,21 +184,21 @@ __device__ void a_of_accumulators(uint32_t (&a)[4], const float (&acc)[kTileBloc
 // shared-memory reads per product (FlashAttention-2's warps own 32 rows).
 template <typename T, int HS, int MT>
 __device__ void scores(float (&acc)[MT][kTileBlocks][4], const uint32_t (&rows)[MT][HS / 16][4], const T* tile) {
-  #pragma unroll
+#pragma unroll
   for (int m = 0; m < MT; ++m) {
-    #pragma unroll
+#pragma unroll
     for (int nb = 0; nb < kTileBlocks; ++nb) {
-      #pragma unroll
+#pragma unroll
       for (int i = 0; i < 4; ++i) acc[m][nb][i] = 0.0f;
     }
   }
-  #pragma unroll
+#pragma unroll
   for (int nb = 0; nb < kTileBlocks; nb += 2) {
-    #pragma unroll
+#pragma unroll
     for (int kk = 0; kk < HS / 16; ++kk) {
       uint32_t b[4];
       b_pair_of_rows<HS>(b, tile, 8 * nb, 16 * kk);
-      #pragma unroll
+#pragma unroll
       for (int m = 0; m < MT; ++m) mma_pair<T>(acc[m][nb], acc[m][nb + 1], rows[m][kk], b);
     }
   }
@@ -204,16 +208,16 @@ __device__ void scores(float (&acc)[MT][kTileBlocks][4], const uint32_t (&rows)[
 // for each row tile, sharing the B fragments as scores() does.
 template <typename T, int HS, int MT>
 __device__ void accumulate(float (&out)[MT][HS / 8][4], const float (&p)[MT][kTileBlocks][4], const T* tile) {
-  #pragma unroll
+#pragma unroll
   for (int kk = 0; kk < kTile / 16; ++kk) {
     uint32_t a[MT][4];
-    #pragma unroll
+#pragma unroll
     for (int m = 0; m < MT; ++m) a_of_accumulators<T>(a[m], p[m], kk);
-    #pragma unroll
+#pragma unroll
     for (int nb = 0; nb < HS / 8; nb += 2) {  // HS / 8 is even: HS is a multiple of 16
       uint32_t b[4];
       b_pair_of_columns<HS>(b, tile, 16 * kk, 8 * nb);
-      #pragma unroll
+#pragma unroll
       for (int m = 0; m < MT; ++m) mma_pair<T>(out[m][nb], out[m][nb + 1], a[m], b);
     }
   }
@@ -224,11 +228,11 @@ template <typename T, int HS>
 __device__ void write_rows(T* dst, int64_t row_stride, const float (&acc)[HS / 8][4], int64_t first, int64_t T_,
                            const float (&factor)[2]) {
   const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
-  #pragma unroll
+#pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int64_t row = first + g + 8 * half;
     if (row >= T_) continue;
-    #pragma unroll
+#pragma unroll
     for (int nb = 0; nb < HS / 8; ++nb) {
       *reinterpret_cast<uint32_t*>(dst + row * row_stride + 8 * nb + 2 * t) =
           pack_pair<T>(acc[nb][2 * half] * factor[half], acc[nb][2 * half + 1] * factor[half]);
@@ -305,30 +309,30 @@ __device__ void online_softmax(float (&s)[kTileBlocks][4], float (&o)[HS / 8][4]
                                int64_t k0, int64_t w0, int64_t T_, float scale_log2) {
   const bool masked = tile_masked(k0, w0, T_);  // else every key is seen: no comparisons
   float tile_max[2] = {-INFINITY, -INFINITY};
-  #pragma unroll
+#pragma unroll
   for (int nb = 0; nb < kTileBlocks; ++nb) {
-    #pragma unroll
+#pragma unroll
     for (int i = 0; i < 4; ++i) {
       s[nb][i] = !masked || key_visible(k0, w0, nb, i, T_) ? s[nb][i] * scale_log2 : -INFINITY;
       tile_max[i / 2] = fmaxf(tile_max[i / 2], s[nb][i]);
     }
   }
   float correction[2];
-  #pragma unroll
+#pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float m_new = fmaxf(m[r], quad_max(tile_max[r]));
     correction[r] = m_new == -INFINITY ? 1.0f : fast_exp2(m[r] - m_new);
     m[r] = m_new;
     l[r] *= correction[r];
   }
-  #pragma unroll
+#pragma unroll
   for (int nb = 0; nb < HS / 8; ++nb) {
-    #pragma unroll
+#pragma unroll
     for (int i = 0; i < 4; ++i) o[nb][i] *= correction[i / 2];
   }
-  #pragma unroll
+#pragma unroll
   for (int nb = 0; nb < kTileBlocks; ++nb) {
-    #pragma unroll
+#pragma unroll
     for (int i = 0; i < 4; ++i) {
       s[nb][i] = m[i / 2] == -INFINITY ? 0.0f : fast_exp2(s[nb][i] - m[i / 2]);
       l[i / 2] += s[nb][i];
@@ -358,7 +362,7 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   // Each row tile's rows g and g + 8: the running max of the scores in log2
   // units (s scale log2 e), and this lane's part of the running sum of exp2(x - max).
   float m[MT][2], l[MT][2];
-  #pragma unroll
+#pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     m[mt][0] = m[mt][1] = -INFINITY;
     l[mt][0] = l[mt][1] = 0.0f;
@@ -367,14 +371,14 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   for_each_key_tile<HS, MT>(tiles, base, d, q0, w0, [&](int64_t k0, const T* k_tile, const T* v_tile) {
     float s[MT][kTileBlocks][4];
     scores<T, HS, MT>(s, q, k_tile);
-    #pragma unroll
+#pragma unroll
     for (int mt = 0; mt < MT; ++mt) online_softmax<HS>(s[mt], o[mt], m[mt], l[mt], k0, w0 + 16 * mt, d.T, scale_log2);
     accumulate<T, HS, MT>(o, s, v_tile);
   });
-  #pragma unroll
+#pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     float inverse[2];
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < 2; ++r) {
       l[mt][r] = quad_sum(l[mt][r]);
       inverse[r] = 1.0f / l[mt][r];
@@ -429,9 +433,9 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     float p[1][kTileBlocks][4], ds[1][kTileBlocks][4];  // P^T, then dP^T and dS^T: (16 keys, 64 queries)
     scores<T, HS, 1>(p, k, q_tile);
     const bool masked = q0 < w0 + 15 || q0 + kTile > d.T;  // some query before some key, or past T
-    #pragma unroll
+#pragma unroll
     for (int nb = 0; nb < kTileBlocks; ++nb) {
-      #pragma unroll
+#pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int column = 8 * nb + 2 * t + (i & 1);
         const int64_t query = q0 + column, key = w0 + g + (i >= 2 ? 8 : 0);
@@ -442,9 +446,9 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     }
     accumulate<T, HS, 1>(dv, p, do_tile);
     scores<T, HS, 1>(ds, v, do_tile);
-    #pragma unroll
+#pragma unroll
     for (int nb = 0; nb < kTileBlocks; ++nb) {
-      #pragma unroll
+#pragma unroll
       for (int i = 0; i < 4; ++i) {
         ds[0][nb][i] = p[0][nb][i] * (ds[0][nb][i] - row_d[8 * nb + 2 * t + (i & 1)]) * d.scale;
       }
@@ -503,7 +507,7 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     load_a_rows<1, HS>(o, out + b * d.T * d.C + h * HS, d.C, w0, d.T);
     row_dots<T, HS>(row_d, d_o, o);
   }
-  #pragma unroll
+#pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int64_t row = w0 + g + 8 * r;
     row_lse[r] = row < d.T ? lse[blockIdx.x * d.T + row] * kLog2e : 0.0f;
@@ -515,18 +519,18 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     float p[1][kTileBlocks][4], ds[1][kTileBlocks][4];  // P, then dP and dS: (16 queries, 64 keys)
     scores<T, HS, 1>(p, q, k_tile);
     const bool masked = tile_masked(k0, w0, d.T);
-    #pragma unroll
+#pragma unroll
     for (int nb = 0; nb < kTileBlocks; ++nb) {
-      #pragma unroll
+#pragma unroll
       for (int i = 0; i < 4; ++i) {
         p[0][nb][i] =
             !masked || key_visible(k0, w0, nb, i, d.T) ? fast_exp2(p[0][nb][i] * scale_log2 - row_lse[i / 2]) : 0.0f;
       }
     }
     scores<T, HS, 1>(ds, d_o, v_tile);
-    #pragma unroll
+#pragma unroll
     for (int nb = 0; nb < kTileBlocks; ++nb) {
-      #pragma unroll
+#pragma unroll
       for (int i = 0; i < 4; ++i) ds[0][nb][i] = p[0][nb][i] * (ds[0][nb][i] - row_d[i / 2]) * d.scale;
     }
     accumulate<T, HS, 1>(dq, ds, k_tile);
