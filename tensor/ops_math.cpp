@@ -278,9 +278,6 @@ void bias_sums(const Destination& out, const Tensor& dout) {
     if (out.add) axpy_(target, 1.0, sums);
     return;
   }
-#ifdef SG_CUDA
-  static_assert(cuda::kBiasBackwardScratchRows == cuda::kColumnSumChunks);
-#endif
   // Summed in f32 and written (or added) in the destination's dtype by the last kernel: no fill, no cast.
   Tensor partials = Tensor::empty({cuda::kColumnSumChunks, cols}, TensorOptions().device(dout.device()));
   SG_ON_CUDA(cuda::bias_add_backward({out.tensor.data_ptr(), out.tensor.dtype(), out.add}, partials.data<float>(),

@@ -78,12 +78,13 @@ BiasGeluGrads bias_gelu_backward(const Tensor& h, const Tensor& dy, const Destin
   check_inputs("bias_gelu_backward", {&h, &dy});
   SG_CHECK(h.layout() == dy.layout() && h.dim() >= 1, "bias_gelu_backward: layouts differ: ", h.str(), " vs ",
            dy.str());
-  const int64_t cols = h.size(-1), rows = cols ? h.numel() / cols : 0;
+  const int64_t cols = h.size(-1);
   if (dbias.defined()) check_destination("bias_gelu_backward", dbias, {cols}, dy);
   const DType dtype = h.dtype();
   if (h.device().is_cuda() && dy.dtype() == dtype && h.is_contiguous() && !h.is_sharded() &&
       (dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16)) {
     // One pass: dh and the column sums of dh (the bias's gradient) together.
+    [[maybe_unused]] const int64_t rows = cols ? h.numel() / cols : 0;
     Tensor dh = empty_like(h, dtype);
     Tensor fresh = dbias.defined() ? Tensor() : Tensor::empty({cols}, TensorOptions().dtype(dtype).device(h.device()));
     [[maybe_unused]] const Destination into = dbias.defined() ? dbias : Destination{fresh, false};
@@ -242,9 +243,6 @@ LayerNormGrads layernorm_backward(const Tensor& dout, const Tensor& x, const Ten
     }
   } else {
     grads.dx = empty_like(in, compute);  // written by the kernel
-#ifdef SG_CUDA
-    static_assert(cuda::kLayerNormScratchRows == cuda::kColumnSumChunks);
-#endif
     // dweight and dbias are written (or added) by the last kernel in their
     // destination's dtype, or fresh in the compute dtype: no zero-fill, no cast.
     auto target = [&](const Destination& into, Tensor& fresh) {

@@ -51,8 +51,7 @@ void matmul_bias_forward(void* c, const void* a, const void* b, const void* bias
 void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, DType dtype, cudaStream_t stream);
 // dbias (cols, written in dbias_dtype: f32, bf16 or f16) = the column sums
 // of dout (rows, cols) in `dtype`, summed in f32; partials: scratch of
-// kBiasBackwardScratchRows * cols floats.
-constexpr int64_t kBiasBackwardScratchRows = kColumnSumChunks;
+// kColumnSumChunks * cols floats (sum_output.h).
 // dbias = the column sums of dout (rows, cols), written or added (SumOutput).
 void bias_add_backward(const SumOutput& dbias, float* partials, const void* dout, int64_t rows, int64_t cols,
                        DType dtype, cudaStream_t stream);

@@ -23,8 +23,7 @@ void add_layernorm_forward(void* sum, void* out, float* mean, float* rstd, const
 // din written in `dtype` (as dout, in and weight), plus add_to_din (N, C in
 // `dtype`) when given, in the same pass; dweight and dbias (C) summed in f32
 // and written or added in their own dtypes (SumOutput); partials: scratch of
-// 2 * kLayerNormScratchRows * C floats.
-constexpr int64_t kLayerNormScratchRows = kColumnSumChunks;
+// 2 * kColumnSumChunks * C floats (sum_output.h).
 void layernorm_backward(void* din, const SumOutput& dweight, const SumOutput& dbias, float* partials, const void* dout,
                         const void* in, const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
                         DType dtype, cudaStream_t stream, const void* add_to_din = nullptr);
