@@ -11,8 +11,8 @@
 // CUDA timings include a device synchronization (reading one element of the
 // result), so they time every kernel of the call. Which form attention()
 // picks is the question this answers (docs/gpu.md); on tensor cores it also
-// times the shapes of the kernels that SG_FLASH_FORWARD_WARP_ROWS,
-// SG_FLASH_FORWARD_MORE_WARPS and SG_FLASH_BACKWARD_MORE_WARPS choose.
+// times the builds of the kernels that SG_FLASH_FORWARD_MORE_WARPS and
+// SG_FLASH_BACKWARD_MORE_WARPS choose.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -105,10 +105,8 @@ int run(int argc, char** argv) {
   }
   fused_row("fused (tensor cores)");
   // The tensor-core kernels' shapes side by side (kernels/cuda/flash_attention_tc.cu reads these at each call):
-  // the forward with 32 rows a warp instead of 16, or built for its registers (no spills) instead of for
-  // more warps an SM, the backward built for its registers.
+  // each built for its registers (no spills) instead of for more warps an SM.
   const std::pair<const char*, const char*> variants[] = {
-      {"SG_FLASH_FORWARD_WARP_ROWS=32", "fused (tensor cores), forward 32 rows a warp"},
       {"SG_FLASH_FORWARD_MORE_WARPS=0", "fused (tensor cores), forward without spills"},
       {"SG_FLASH_BACKWARD_MORE_WARPS=0", "fused (tensor cores), backward without spills"}};
   for (const auto& [setting, form] : variants) {

@@ -157,13 +157,11 @@ if command -v compute-sanitizer >/dev/null; then
 fi
 # GPT-2 124M, bf16, T 1024, beside PyTorch (bench/gpt_gpu.py); then attention's GEMM form instead of
 # the default fused kernels on tensor cores, and those kernels' other shapes (kernels/cuda/
-# flash_attention_tc.cu: the forward built for its registers, or with 32 rows a warp, the backward
-# built for its registers);
+# flash_attention_tc.cu: the forward, then the backward, built for its registers);
 # then where one step's kernel time goes (ncu).
 step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt
 SG_ATTENTION=gemm step bench_gpt_gemm_attention 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_FLASH_FORWARD_MORE_WARPS=0 step bench_gpt_forward_no_spills 60 $bin/bench_gpt --device cuda --dtype bf16
-SG_FLASH_FORWARD_WARP_ROWS=32 step bench_gpt_forward_32_rows 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_FLASH_BACKWARD_MORE_WARPS=0 step bench_gpt_backward_no_spills 60 $bin/bench_gpt --device cuda --dtype bf16
 command -v ncu >/dev/null &&
   step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
@@ -238,8 +236,8 @@ summary() {
   echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
   cat "$logs/bench_gpt.log" 2>/dev/null
   [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\|' "$logs/bench_gpt_b32.log"
-  for log in bench_gpt_gemm_attention bench_gpt_forward_no_spills bench_gpt_forward_32_rows \
-    bench_gpt_backward_no_spills bench_gpt_b16 bench_gpt_b64 bench_gpt_fused_cuda_cores; do
+  for log in bench_gpt_gemm_attention bench_gpt_forward_no_spills bench_gpt_backward_no_spills bench_gpt_b16 \
+    bench_gpt_b64 bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
   if [ -f "$logs/attention_profile.log" ]; then

@@ -4,10 +4,11 @@
 // in bf16/f16 with f32 sums, laid out as FlashAttention-2 does.
 //
 // A block is 4 warps; each warp owns 16 rows (queries in the forward and
-// dQ, keys in dK/dV; the forward can also take two tiles of 16, as
-// FlashAttention-2's warps, each K or V fragment read from shared memory
-// feeding both: slower on an H100 at GPT-2's shape) and keeps them, their
-// accumulators and the scores of the current step in registers. The other
+// dQ, keys in dK/dV) and keeps them, their accumulators and the scores of
+// the current step in registers. (Two tiles of 16 a warp, as
+// FlashAttention-2's forward, sharing each fragment read between them,
+// needed 254 registers and were slower on an H100 at GPT-2's shape,
+// docs/performance.md.) The other
 // side streams through shared memory 64 rows at a time, in two buffers:
 // cp.async fills one while the block computes on the other
 // (kernels/cuda/async_copy.cuh), and ldmatrix reads the operands out of it.
@@ -19,16 +20,12 @@
 // no atomics, the same bits every run.
 //
 // Shapes (per (batch, head), HS = head size, 16-64):
-//   forward:  S = Q_w K^T (16 x 64 a row tile), P = exp(S scale - m),
-//             O_w += P V (16 x HS)
+//   forward:  S = Q_w K^T (16 x 64), P = exp(S scale - m), O_w += P V (16 x HS)
 //   dQ:       S = Q_w K^T, P, dP = dO_w V^T, dS = P (dP - D) scale,
 //             dQ_w += dS K; and D = rowsum(dO_w O_w)
 //   dK, dV:   S^T = K_w Q^T, P^T = exp(S^T scale - lse), dV_w += P^T dO,
 //             dP^T = V_w dO^T, dS^T = P^T (dP^T - D) scale, dK_w += dS^T Q
 #include "kernels/cuda/flash_attention_tc.h"
-
-#include <cstdlib>
-#include <string>
 
 #include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/cuda_check.h"
@@ -40,7 +37,7 @@ namespace sg::cuda {
 namespace {
 
 constexpr int kWarps = 4, kBlockThreads = 32 * kWarps;
-constexpr int kRows = 16 * kWarps;  // rows a backward block owns: 16 per warp (the forward's: 16 MT per warp)
+constexpr int kRows = 16 * kWarps;  // rows a block owns: 16 per warp
 constexpr int kTile = 64;           // the other side's rows per step
 constexpr int kTileBlocks = kTile / 8;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -116,23 +113,19 @@ __device__ void advance_tiles(bool has_next, FetchNext&& fetch_next) {
   __syncthreads();
 }
 
-// The A fragments of MT row tiles of src, 16 rows each, from row `first`:
-// frag[m][kk] holds rows first + 16 m .. + 15, columns 16 kk .. 16 kk + 15.
-// Rows past T are 0.
-template <int MT, int HS, typename T>
-__device__ void load_a_rows(uint32_t (&frag)[MT][HS / 16][4], const T* src, int64_t row_stride, int64_t first,
+// The A fragments of 16 rows (first..first + 15) of src: frag[kk] holds
+// columns 16 kk .. 16 kk + 15. Rows past T are 0.
+template <int HS, typename T>
+__device__ void load_a_rows(uint32_t (&frag)[HS / 16][4], const T* src, int64_t row_stride, int64_t first,
                             int64_t T_) {
   const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
 #pragma unroll
-  for (int m = 0; m < MT; ++m) {
+  for (int kk = 0; kk < HS / 16; ++kk) {
 #pragma unroll
-    for (int kk = 0; kk < HS / 16; ++kk) {
-#pragma unroll
-      for (int reg = 0; reg < 4; ++reg) {
-        const int64_t row = first + 16 * m + g + ((reg & 1) ? 8 : 0);
-        const int col = 16 * kk + 2 * t + ((reg & 2) ? 8 : 0);
-        frag[m][kk][reg] = row < T_ ? load_pair(src + row * row_stride + col) : 0u;
-      }
+    for (int reg = 0; reg < 4; ++reg) {
+      const int64_t row = first + g + ((reg & 1) ? 8 : 0);
+      const int col = 16 * kk + 2 * t + ((reg & 2) ? 8 : 0);
+      frag[kk][reg] = row < T_ ? load_pair(src + row * row_stride + col) : 0u;
     }
   }
 }
@@ -178,19 +171,13 @@ __device__ void a_of_accumulators(uint32_t (&a)[4], const float (&acc)[kTileBloc
   a[3] = pack_pair<T>(acc[2 * kk + 1][2], acc[2 * kk + 1][3]);
 }
 
-// acc[m] (16 x 64) = rows[m] (A fragments, 16 x HS) times tile^T (HS x 64),
-// for each of a warp's MT row tiles. The row tiles share every B fragment:
-// each ldmatrix feeds 2 MT products, so more row tiles a warp means fewer
-// shared-memory reads per product (FlashAttention-2's warps own 32 rows).
-template <typename T, int HS, int MT>
-__device__ void scores(float (&acc)[MT][kTileBlocks][4], const uint32_t (&rows)[MT][HS / 16][4], const T* tile) {
+// acc (16 x 64) = rows (A fragments, 16 x HS) times tile^T (HS x 64).
+template <typename T, int HS>
+__device__ void scores(float (&acc)[kTileBlocks][4], const uint32_t (&rows)[HS / 16][4], const T* tile) {
 #pragma unroll
-  for (int m = 0; m < MT; ++m) {
+  for (int nb = 0; nb < kTileBlocks; ++nb) {
 #pragma unroll
-    for (int nb = 0; nb < kTileBlocks; ++nb) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[m][nb][i] = 0.0f;
-    }
+    for (int i = 0; i < 4; ++i) acc[nb][i] = 0.0f;
   }
 #pragma unroll
   for (int nb = 0; nb < kTileBlocks; nb += 2) {
@@ -198,27 +185,23 @@ __device__ void scores(float (&acc)[MT][kTileBlocks][4], const uint32_t (&rows)[
     for (int kk = 0; kk < HS / 16; ++kk) {
       uint32_t b[4];
       b_pair_of_rows<HS>(b, tile, 8 * nb, 16 * kk);
-#pragma unroll
-      for (int m = 0; m < MT; ++m) mma_pair<T>(acc[m][nb], acc[m][nb + 1], rows[m][kk], b);
+      mma_pair<T>(acc[nb], acc[nb + 1], rows[kk], b);
     }
   }
 }
 
-// out[m] (16 x HS) += p[m] (16 x 64, accumulators) times tile (64 x HS),
-// for each row tile, sharing the B fragments as scores() does.
-template <typename T, int HS, int MT>
-__device__ void accumulate(float (&out)[MT][HS / 8][4], const float (&p)[MT][kTileBlocks][4], const T* tile) {
+// out (16 x HS) += p (16 x 64, accumulators) times tile (64 x HS).
+template <typename T, int HS>
+__device__ void accumulate(float (&out)[HS / 8][4], const float (&p)[kTileBlocks][4], const T* tile) {
 #pragma unroll
   for (int kk = 0; kk < kTile / 16; ++kk) {
-    uint32_t a[MT][4];
-#pragma unroll
-    for (int m = 0; m < MT; ++m) a_of_accumulators<T>(a[m], p[m], kk);
+    uint32_t a[4];
+    a_of_accumulators<T>(a, p, kk);
 #pragma unroll
     for (int nb = 0; nb < HS / 8; nb += 2) {  // HS / 8 is even: HS is a multiple of 16
       uint32_t b[4];
       b_pair_of_columns<HS>(b, tile, 16 * kk, 8 * nb);
-#pragma unroll
-      for (int m = 0; m < MT; ++m) mma_pair<T>(out[m][nb], out[m][nb + 1], a[m], b);
+      mma_pair<T>(out[nb], out[nb + 1], a, b);
     }
   }
 }
@@ -240,28 +223,27 @@ __device__ void write_rows(T* dst, int64_t row_stride, const float (&acc)[HS / 8
   }
 }
 
-// The key tiles that the query rows q0.. of a block (kWarps warps of 16 MT
-// rows) see (keys 0 up to their last row), K and V double-buffered:
-// body(k0, k_tile, v_tile) runs for each tile that this warp's rows (w0..
-// w0 + 16 MT - 1) see. The caller has started tile 0 into buffer 0
-// (fetch_keys_values), so that its own loads overlap it. Every thread of the
-// block must call this.
-template <int HS, int MT, typename T, typename Body>
+// The key tiles that the query rows q0..q0 + 63 of a block see (keys 0 up
+// to their last row), K and V double-buffered: body(k0, k_tile, v_tile) runs
+// for each tile that this warp's rows (w0..w0 + 15) see. The caller has
+// started tile 0 into buffer 0 (fetch_keys_values), so that its own loads
+// overlap it. Every thread of the block must call this.
+template <int HS, typename T, typename Body>
 __device__ void for_each_key_tile(T* tiles, const T* base, const TcDims& d, int64_t q0, int64_t w0, Body&& body) {
-  const int64_t block_last = min(d.T - 1, q0 + kWarps * 16 * MT - 1);
+  const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
   int buffer = 0;
   for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
     // The next tile fills while this one is computed on.
     advance_tiles(k0 + kTile <= block_last,
                   [&] { fetch_keys_values<HS>(tiles, buffer ^ 1, base, d.C, k0 + kTile, d.T); });
-    if (k0 > w0 + 16 * MT - 1) continue;  // every key is after every row of this warp
+    if (k0 > w0 + 15) continue;  // every key is after every row of this warp
     const T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
     body(k0, k_tile, k_tile + tile_elements<HS>());
   }
 }
 
-// Whether the key tile at k0 has keys that some of the 16 rows w0.. must
-// not see: it crosses the diagonal or T. The same for the whole warp.
+// Whether the key tile at k0 has keys that some of this warp's rows (w0..)
+// must not see: it crosses the diagonal or T. The same for the whole warp.
 __device__ __forceinline__ bool tile_masked(int64_t k0, int64_t w0, int64_t T_) {
   return k0 + kTile - 1 > w0 || k0 + kTile > T_;
 }
@@ -299,11 +281,11 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-// The forward's online softmax for one row tile (16 rows from w0) and one
-// key tile (64 keys from k0): s, the raw scores, becomes exp2(s scale log2 e
+// The forward's online softmax for a warp's 16 rows (from w0) and one key
+// tile (64 keys from k0): s, the raw scores, becomes exp2(s scale log2 e
 // - m) with m the rows' new running maxima (log2 units), and the earlier
 // output o and sums l are rescaled to those maxima; l gains this lane's
-// part of the tile's sums. Rows g and g + 8 of the tile are m[0], m[1].
+// part of the tile's sums. Rows g and g + 8 are m[0], m[1].
 template <int HS>
 __device__ void online_softmax(float (&s)[kTileBlocks][4], float (&o)[HS / 8][4], float (&m)[2], float (&l)[2],
                                int64_t k0, int64_t w0, int64_t T_, float scale_log2) {
@@ -340,11 +322,11 @@ __device__ void online_softmax(float (&s)[kTileBlocks][4], float (&o)[HS / 8][4]
   }
 }
 
-// out = softmax(mask(q k^T * scale)) v for the 64 MT query rows of one
-// (batch, head) that a block owns, 16 MT a warp; lse = the rows'
-// log-sum-exp. The blocks with the most keys to see (the last rows) start
-// first. MinBlocks: as the backward kernels' (forward_more_warps()).
-template <typename T, int HS, int MT, int MinBlocks>
+// out = softmax(mask(q k^T * scale)) v for 64 query rows of one (batch,
+// head); lse = the rows' log-sum-exp. The blocks with the most keys to see
+// (the last rows) start first. MinBlocks: as the backward kernels'
+// (forward_more_warps()).
+template <typename T, int HS, int MinBlocks>
 __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     flash_forward_tc_kernel(T* out, float* lse, const T* qkv, TcDims d) {
   // Two buffers of a K tile and a V tile each: one computed on, one filling.
@@ -353,44 +335,34 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
-  const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * (kWarps * 16 * MT), w0 = q0 + 16 * MT * warp;
+  const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
   fetch_keys_values<HS>(tiles, 0, base, d.C, 0, d.T);
 
-  uint32_t q[MT][HS / 16][4];
-  load_a_rows<MT, HS>(q, base, row_stride, w0, d.T);
-  float o[MT][HS / 8][4] = {};
-  // Each row tile's rows g and g + 8: the running max of the scores in log2
-  // units (s scale log2 e), and this lane's part of the running sum of exp2(x - max).
-  float m[MT][2], l[MT][2];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    m[mt][0] = m[mt][1] = -INFINITY;
-    l[mt][0] = l[mt][1] = 0.0f;
-  }
+  uint32_t q[HS / 16][4];
+  load_a_rows<HS>(q, base, row_stride, w0, d.T);
+  float o[HS / 8][4] = {};
+  // Rows g and g + 8: the running max of the scores in log2 units (s scale log2 e),
+  // and this lane's part of the running sum of exp2(x - max).
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const float scale_log2 = d.scale * kLog2e;
-  for_each_key_tile<HS, MT>(tiles, base, d, q0, w0, [&](int64_t k0, const T* k_tile, const T* v_tile) {
-    float s[MT][kTileBlocks][4];
-    scores<T, HS, MT>(s, q, k_tile);
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) online_softmax<HS>(s[mt], o[mt], m[mt], l[mt], k0, w0 + 16 * mt, d.T, scale_log2);
-    accumulate<T, HS, MT>(o, s, v_tile);
+  for_each_key_tile<HS>(tiles, base, d, q0, w0, [&](int64_t k0, const T* k_tile, const T* v_tile) {
+    float s[kTileBlocks][4];
+    scores<T, HS>(s, q, k_tile);
+    online_softmax<HS>(s, o, m, l, k0, w0, d.T, scale_log2);
+    accumulate<T, HS>(o, s, v_tile);
   });
+  float inverse[2];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    float inverse[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      l[mt][r] = quad_sum(l[mt][r]);
-      inverse[r] = 1.0f / l[mt][r];
-      const int64_t row = w0 + 16 * mt + g + 8 * r;
-      if (t == 0 && row < d.T) lse[blockIdx.x * d.T + row] = (m[mt][r] + log2f(l[mt][r])) / kLog2e;
-    }
-    write_rows<T, HS>(out + b * d.T * d.C + h * HS, d.C, o[mt], w0 + 16 * mt, d.T, inverse);
+  for (int r = 0; r < 2; ++r) {
+    l[r] = quad_sum(l[r]);
+    inverse[r] = 1.0f / l[r];
+    const int64_t row = w0 + g + 8 * r;
+    if (t == 0 && row < d.T) lse[blockIdx.x * d.T + row] = (m[r] + log2f(l[r])) / kLog2e;
   }
+  write_rows<T, HS>(out + b * d.T * d.C + h * HS, d.C, o, w0, d.T, inverse);
 }
 
 // dK and dV for 64 key rows; the query tiles that can see them stream by.
-// (One row tile a warp: dK, dV, K, V, P and dS already fill the registers.)
 // MinBlocks asks ptxas to fit that many blocks on an SM: 2 is what dK/dV's
 // registers allow without spills at GPT-2's head size, 3 (the default,
 // backward_more_warps()) spills some.
@@ -416,10 +388,10 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   };
   fetch(k0, 0);
 
-  uint32_t k[1][HS / 16][4], v[1][HS / 16][4];
-  load_a_rows<1, HS>(k, base + d.C, row_stride, w0, d.T);
-  load_a_rows<1, HS>(v, base + 2 * d.C, row_stride, w0, d.T);
-  float dk[1][HS / 8][4] = {}, dv[1][HS / 8][4] = {};
+  uint32_t k[HS / 16][4], v[HS / 16][4];
+  load_a_rows<HS>(k, base + d.C, row_stride, w0, d.T);
+  load_a_rows<HS>(v, base + 2 * d.C, row_stride, w0, d.T);
+  float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};
   const float scale_log2 = d.scale * kLog2e;
   int buffer = 0;
   for (int64_t q0 = k0; q0 < d.T; q0 += kTile, buffer ^= 1) {
@@ -430,8 +402,8 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     const float* row_lse = row_values + 2 * buffer * kTile;  // natural-log units
     const float* row_d = row_lse + kTile;
 
-    float p[1][kTileBlocks][4], ds[1][kTileBlocks][4];  // P^T, then dP^T and dS^T: (16 keys, 64 queries)
-    scores<T, HS, 1>(p, k, q_tile);
+    float p[kTileBlocks][4], ds[kTileBlocks][4];  // P^T, then dP^T and dS^T: (16 keys, 64 queries)
+    scores<T, HS>(p, k, q_tile);
     const bool masked = q0 < w0 + 15 || q0 + kTile > d.T;  // some query before some key, or past T
 #pragma unroll
     for (int nb = 0; nb < kTileBlocks; ++nb) {
@@ -439,41 +411,41 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
       for (int i = 0; i < 4; ++i) {
         const int column = 8 * nb + 2 * t + (i & 1);
         const int64_t query = q0 + column, key = w0 + g + (i >= 2 ? 8 : 0);
-        p[0][nb][i] = !masked || (query >= key && query < d.T)
-                          ? fast_exp2(p[0][nb][i] * scale_log2 - row_lse[column] * kLog2e)
-                          : 0.0f;
+        p[nb][i] = !masked || (query >= key && query < d.T)
+                       ? fast_exp2(p[nb][i] * scale_log2 - row_lse[column] * kLog2e)
+                       : 0.0f;
       }
     }
-    accumulate<T, HS, 1>(dv, p, do_tile);
-    scores<T, HS, 1>(ds, v, do_tile);
+    accumulate<T, HS>(dv, p, do_tile);
+    scores<T, HS>(ds, v, do_tile);
 #pragma unroll
     for (int nb = 0; nb < kTileBlocks; ++nb) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        ds[0][nb][i] = p[0][nb][i] * (ds[0][nb][i] - row_d[8 * nb + 2 * t + (i & 1)]) * d.scale;
+        ds[nb][i] = p[nb][i] * (ds[nb][i] - row_d[8 * nb + 2 * t + (i & 1)]) * d.scale;
       }
     }
-    accumulate<T, HS, 1>(dk, ds, q_tile);
+    accumulate<T, HS>(dk, ds, q_tile);
   }
   const float one[2] = {1.0f, 1.0f};
   T* rows = dqkv + b * d.T * row_stride + h * HS;
-  write_rows<T, HS>(rows + d.C, row_stride, dk[0], w0, d.T, one);
-  write_rows<T, HS>(rows + 2 * d.C, row_stride, dv[0], w0, d.T, one);
+  write_rows<T, HS>(rows + d.C, row_stride, dk, w0, d.T, one);
+  write_rows<T, HS>(rows + 2 * d.C, row_stride, dv, w0, d.T, one);
 }
 
 // D = rowsum(dO * O) for this lane's rows g and g + 8 of the 16 whose A
 // fragments are d_o and o: a lane holds four columns of each row a kk, the
 // four lanes of a quad the rest (mma.cuh).
 template <typename T, int HS>
-__device__ void row_dots(float (&dots)[2], const uint32_t (&d_o)[1][HS / 16][4], const uint32_t (&o)[1][HS / 16][4]) {
+__device__ void row_dots(float (&dots)[2], const uint32_t (&d_o)[HS / 16][4], const uint32_t (&o)[HS / 16][4]) {
   dots[0] = dots[1] = 0.0f;
 #pragma unroll
   for (int kk = 0; kk < HS / 16; ++kk) {
 #pragma unroll
     for (int reg = 0; reg < 4; ++reg) {  // register reg holds row g + 8 (reg & 1)
       float d0, d1, o0, o1;
-      unpack_pair<T>(d_o[0][kk][reg], d0, d1);
-      unpack_pair<T>(o[0][kk][reg], o0, o1);
+      unpack_pair<T>(d_o[kk][reg], d0, d1);
+      unpack_pair<T>(o[kk][reg], o0, o1);
       dots[reg & 1] += d0 * o0 + d1 * o1;
     }
   }
@@ -481,8 +453,8 @@ __device__ void row_dots(float (&dots)[2], const uint32_t (&d_o)[1][HS / 16][4],
   dots[1] = quad_sum(dots[1]);
 }
 
-// dQ for 64 query rows; the key tiles they see stream by. (One row tile a
-// warp, as dK/dV; MinBlocks as there: 3 without spills, 4 (the default) with.)
+// dQ for 64 query rows; the key tiles they see stream by. (MinBlocks as
+// dK/dV's: 3 without spills, 4, the default, with.)
 // It runs first and also writes D = rowsum(dO * O) for its rows, which it
 // and dK/dV need: computed from dO's fragments, already in registers, and
 // O's, it takes no kernel of its own and no second read of dO.
@@ -498,13 +470,13 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
   fetch_keys_values<HS>(tiles, 0, base, d.C, 0, d.T);
 
-  uint32_t q[1][HS / 16][4], d_o[1][HS / 16][4];
-  load_a_rows<1, HS>(q, base, row_stride, w0, d.T);
-  load_a_rows<1, HS>(d_o, dout + b * d.T * d.C + h * HS, d.C, w0, d.T);
+  uint32_t q[HS / 16][4], d_o[HS / 16][4];
+  load_a_rows<HS>(q, base, row_stride, w0, d.T);
+  load_a_rows<HS>(d_o, dout + b * d.T * d.C + h * HS, d.C, w0, d.T);
   float row_lse[2], row_d[2];  // rows g and g + 8
   {
-    uint32_t o[1][HS / 16][4];
-    load_a_rows<1, HS>(o, out + b * d.T * d.C + h * HS, d.C, w0, d.T);
+    uint32_t o[HS / 16][4];
+    load_a_rows<HS>(o, out + b * d.T * d.C + h * HS, d.C, w0, d.T);
     row_dots<T, HS>(row_d, d_o, o);
   }
 #pragma unroll
@@ -513,30 +485,30 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     row_lse[r] = row < d.T ? lse[blockIdx.x * d.T + row] * kLog2e : 0.0f;
     if (lane % 4 == 0 && row < d.T) D[blockIdx.x * d.T + row] = row_d[r];
   }
-  float dq[1][HS / 8][4] = {};
+  float dq[HS / 8][4] = {};
   const float scale_log2 = d.scale * kLog2e;
-  for_each_key_tile<HS, 1>(tiles, base, d, q0, w0, [&](int64_t k0, const T* k_tile, const T* v_tile) {
-    float p[1][kTileBlocks][4], ds[1][kTileBlocks][4];  // P, then dP and dS: (16 queries, 64 keys)
-    scores<T, HS, 1>(p, q, k_tile);
+  for_each_key_tile<HS>(tiles, base, d, q0, w0, [&](int64_t k0, const T* k_tile, const T* v_tile) {
+    float p[kTileBlocks][4], ds[kTileBlocks][4];  // P, then dP and dS: (16 queries, 64 keys)
+    scores<T, HS>(p, q, k_tile);
     const bool masked = tile_masked(k0, w0, d.T);
 #pragma unroll
     for (int nb = 0; nb < kTileBlocks; ++nb) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        p[0][nb][i] =
-            !masked || key_visible(k0, w0, nb, i, d.T) ? fast_exp2(p[0][nb][i] * scale_log2 - row_lse[i / 2]) : 0.0f;
+        p[nb][i] =
+            !masked || key_visible(k0, w0, nb, i, d.T) ? fast_exp2(p[nb][i] * scale_log2 - row_lse[i / 2]) : 0.0f;
       }
     }
-    scores<T, HS, 1>(ds, d_o, v_tile);
+    scores<T, HS>(ds, d_o, v_tile);
 #pragma unroll
     for (int nb = 0; nb < kTileBlocks; ++nb) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) ds[0][nb][i] = p[0][nb][i] * (ds[0][nb][i] - row_d[i / 2]) * d.scale;
+      for (int i = 0; i < 4; ++i) ds[nb][i] = p[nb][i] * (ds[nb][i] - row_d[i / 2]) * d.scale;
     }
-    accumulate<T, HS, 1>(dq, ds, k_tile);
+    accumulate<T, HS>(dq, ds, k_tile);
   });
   const float one[2] = {1.0f, 1.0f};
-  write_rows<T, HS>(dqkv + b * d.T * row_stride + h * HS, row_stride, dq[0], w0, d.T, one);
+  write_rows<T, HS>(dqkv + b * d.T * row_stride + h * HS, row_stride, dq, w0, d.T, one);
 }
 
 // Dynamic shared memory of each kernel (the carving above).
@@ -580,29 +552,19 @@ void with_half_type(DType dtype, Fn&& fn) {
 // so every head's block with the most tiles to visit (the last queries; for
 // dK/dV the first keys) starts before any lighter one: longest first, which
 // leaves the shortest tail when the grid runs out.
-dim3 grid_for(int64_t B, int64_t T, int64_t NH, int64_t block_rows = kRows) {
-  const int64_t row_blocks = (T + block_rows - 1) / block_rows;
+dim3 grid_for(int64_t B, int64_t T, int64_t NH) {
+  const int64_t row_blocks = (T + kRows - 1) / kRows;
   SG_CHECK(row_blocks <= 65535, "fused attention: T = ", T, " needs ", row_blocks,
            " blocks of rows, more than the grid's 65535");
   return dim3(unsigned(B * NH), unsigned(row_blocks));
 }
 
-// The forward's shape, read at each call so that bench_attention can time
-// them side by side in one process. Row tiles a warp: 1 (16 rows) unless
-// SG_FLASH_FORWARD_WARP_ROWS=32 (two tiles sharing each fragment read).
-int forward_row_tiles() {
-  const char* setting = std::getenv("SG_FLASH_FORWARD_WARP_ROWS");
-  const std::string rows = setting ? setting : "16";
-  SG_CHECK(rows == "16" || rows == "32", "SG_FLASH_FORWARD_WARP_ROWS must be 16 or 32, got '", rows, "'");
-  return rows == "32" ? 2 : 1;
-}
-
 // Whether the forward is built for one more block an SM than its registers
-// allow (16 rows a warp: 4 blocks instead of 3; 32 rows: 3 instead of 2, at
-// GPT-2's head size), spilling the rest; SG_FLASH_FORWARD_MORE_WARPS=0
-// builds it for its registers. Measured on an H100 (docs/performance.md,
-// run 7), a GPT-2 step took 19.85 ms with 16 rows and more warps, 20.17
-// with 16 rows for the registers, 20.2 and 20.22 with 32 rows.
+// allow (4 blocks instead of 3 at GPT-2's head size), spilling the rest;
+// SG_FLASH_FORWARD_MORE_WARPS=0 builds it for its registers. Read at each
+// call, so that bench_attention can time both in one process. Measured on
+// an H100 (docs/performance.md, run 7), a GPT-2 step took 19.85 ms with
+// more warps, 20.17 for the registers.
 bool forward_more_warps() { return env_switch_on("SG_FLASH_FORWARD_MORE_WARPS"); }
 
 // Whether the backward kernels are built for more warps an SM than their
@@ -628,21 +590,14 @@ void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t 
   with_half_type(dtype, [&](auto tag) {
     using Ty = decltype(tag);
     with_head_size(C / NH, [&](auto head_size) {
-      auto launch = [&](auto row_tiles, auto min_blocks) {
-        constexpr int HS = decltype(head_size)::value, MT = decltype(row_tiles)::value;
-        flash_forward_tc_kernel<Ty, HS, MT, decltype(min_blocks)::value>
-            <<<grid_for(B, T, NH, kWarps * 16 * MT), kBlockThreads, forward_shared_bytes<HS, Ty>(), stream>>>(
+      auto launch = [&](auto min_blocks) {
+        constexpr int HS = decltype(head_size)::value;
+        flash_forward_tc_kernel<Ty, HS, decltype(min_blocks)::value>
+            <<<grid_for(B, T, NH), kBlockThreads, forward_shared_bytes<HS, Ty>(), stream>>>(
                 static_cast<Ty*>(out), lse, static_cast<const Ty*>(qkv), d);
       };
-      using std::integral_constant;
-      const bool more = forward_more_warps();
-      if (forward_row_tiles() == 2) {
-        more ? launch(integral_constant<int, 2>{}, integral_constant<int, 3>{})
-             : launch(integral_constant<int, 2>{}, integral_constant<int, 2>{});
-      } else {
-        more ? launch(integral_constant<int, 1>{}, integral_constant<int, 4>{})
-             : launch(integral_constant<int, 1>{}, integral_constant<int, 3>{});
-      }
+      if (forward_more_warps()) launch(std::integral_constant<int, 4>{});
+      else launch(std::integral_constant<int, 3>{});
     });
   });
   SG_CHECK_LAUNCH();

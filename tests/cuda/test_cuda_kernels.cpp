@@ -291,23 +291,20 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
   struct Case {
     int64_t B, T, C, NH;
   };
-  // The forward with 16 (its default) and with 32 rows a warp, each built for more warps (the default,
-  // spilling) and for its registers; the backward for more warps (its default) and for its registers:
-  // measurement switches read at each call.
+  // The kernels built for more warps (the default, spilling) and for their registers: measurement
+  // switches read at each call.
   struct Shape {
-    const char *warp_rows, *forward_more, *backward_more;
+    const char *forward_more, *backward_more;
   };
-  for (Shape shape : {Shape{"16", "1", "1"}, Shape{"32", "0", "1"}, Shape{"16", "0", "0"}, Shape{"32", "1", "0"}}) {
-    const std::string warp_rows = shape.warp_rows;
-    setenv("SG_FLASH_FORWARD_WARP_ROWS", shape.warp_rows, 1);
+  for (Shape shape : {Shape{"1", "1"}, Shape{"0", "0"}}) {
     setenv("SG_FLASH_FORWARD_MORE_WARPS", shape.forward_more, 1);
     setenv("SG_FLASH_BACKWARD_MORE_WARPS", shape.backward_more, 1);
     for (Case c : {Case{2, 37, 32, 2}, Case{1, 130, 64, 2}, Case{1, 64, 96, 2}, Case{2, 81, 128, 2},
                    Case{1, 200, 128, 2}, Case{1, 300, 64, 1}}) {
       for (DType dtype : {DType::bf16, DType::f16}) {
         SCOPED_TRACE("T=" + std::to_string(c.T) + " HS=" + std::to_string(c.C / c.NH) + " " +
-                     std::string(dtype_name(dtype)) + ", " + warp_rows + " rows a warp, more warps " +
-                     shape.forward_more + "/" + shape.backward_more);
+                     std::string(dtype_name(dtype)) + ", more warps " + shape.forward_more + "/" +
+                     shape.backward_more);
         Tensor qkv = random_tensor({c.B, c.T, 3 * c.C}, "qkv").to(dtype);
         Tensor dout = random_tensor({c.B, c.T, c.C}, "dout").to(dtype);
         FusedAttentionOutput cpu_a = fused_attention(qkv, c.NH), gpu_a = fused_attention(gpu(qkv), c.NH);
@@ -320,14 +317,6 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
   }
   unsetenv("SG_FLASH_FORWARD_MORE_WARPS");
   unsetenv("SG_FLASH_BACKWARD_MORE_WARPS");
-  setenv("SG_FLASH_FORWARD_WARP_ROWS", "24", 1);  // neither: refused with the choices named
-  try {
-    fused_attention(gpu(random_tensor({1, 8, 96}, "x").to(DType::bf16)), 2);
-    ADD_FAILURE() << "SG_FLASH_FORWARD_WARP_ROWS=24 was taken";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("must be 16 or 32"), std::string::npos) << e.what();
-  }
-  unsetenv("SG_FLASH_FORWARD_WARP_ROWS");
   // qkv off the 16-byte grid (a view one element into its buffer): the tensor-core kernels' vector
   // loads cannot take it, so the CUDA-core kernels do, with the same results.
   const int64_t B = 1, T = 70, C = 128, NH = 2;
