@@ -1,7 +1,8 @@
 // The on/off switches read from the environment (SG_CUBLASLT,
 // SG_FLASH_TENSOR_CORES, SG_GEMM_POINTER_ARRAYS, SG_CPU_CACHE,
-// SG_CUDA_CACHE): each is on unless set to 0, so a user turns off a fast
-// path to compare or to work around it, and nothing needs setting otherwise.
+// SG_CUDA_CACHE, SG_LAYERNORM_FUSED_BACKWARD, ...; docs/gpu.md lists them):
+// each is on unless set to 0, so a user turns off a fast path to compare or
+// to work around it, and nothing needs setting otherwise.
 #pragma once
 
 #include <cstdlib>

@@ -215,6 +215,34 @@ TEST_F(CudaKernels, SoftmaxAndLayerNormMatchCpu) {
   }
 }
 
+// LayerNorm's backward takes one fused kernel where a lane's share of a row
+// fits its registers (rows of 16-byte vectors, C <= 768) and two kernels
+// otherwise or with SG_LAYERNORM_FUSED_BACKWARD=0: both
+// against the CPU, with rows enough that a block's 16 warps all have some
+// and its first warp two (the fused kernel's tree adds the warps' sums).
+TEST_F(CudaKernels, LayerNormBackwardBothPathsMatchCpu) {
+  const int64_t rows = 2100;
+  for (const char* fused : {"1", "0"}) {
+    setenv("SG_LAYERNORM_FUSED_BACKWARD", fused, 1);
+    for (int64_t C : {768, 776}) {  // fused where the switch is on; two kernels
+      for (DType dtype : {DType::f32, DType::bf16}) {
+        SCOPED_TRACE(std::string("fused ") + fused + ", C " + std::to_string(C) + ", " + std::string(dtype_name(dtype)));
+        const Tensor x = random_tensor({rows, C}, "x", 3.0).to(dtype), dy = random_tensor({rows, C}, "dy").to(dtype);
+        const Tensor w = random_tensor({C}, "w").to(dtype), b = random_tensor({C}, "b").to(dtype);
+        const Tensor extra = random_tensor({rows, C}, "extra").to(dtype);
+        const LayerNormOutput cpu_ln = layernorm(x, w, b), gpu_ln = layernorm(gpu(x), gpu(w), gpu(b));
+        const LayerNormGrads c = layernorm_backward(dy, x, w, cpu_ln.mean, cpu_ln.rstd, extra);
+        const LayerNormGrads g = layernorm_backward(gpu(dy), gpu(x), gpu(w), gpu_ln.mean, gpu_ln.rstd, gpu(extra));
+        const bool f32 = dtype == DType::f32;
+        EXPECT_TRUE(same_as_cpu(g.dx, c.dx, f32 ? kF32 : kBf16, f32 ? 1e-5 : 5e-2));
+        EXPECT_TRUE(same_as_cpu(g.dweight, c.dweight, f32 ? kF32 : kBf16, f32 ? 1e-4 : 5e-1));
+        EXPECT_TRUE(same_as_cpu(g.dbias, c.dbias, f32 ? kF32 : kBf16, f32 ? 1e-4 : 5e-1));
+      }
+    }
+  }
+  unsetenv("SG_LAYERNORM_FUSED_BACKWARD");
+}
+
 TEST_F(CudaKernels, AttentionMatchesCpu) {
   Tensor qkv = random_tensor({2, 37, 3 * 48}, "qkv"), dout = random_tensor({2, 37, 48}, "dout");
   AttentionOutput cpu_a = attention(qkv, 4), gpu_a = attention(gpu(qkv), 4);
