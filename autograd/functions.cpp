@@ -130,9 +130,26 @@ Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& 
 // writes dlogits over them (unless the graph is retained) and the largest
 // activation of a GPT step is never held twice, as in llm.c.
 //   dlogits = dloss/n (softmax - onehot)    dx = dlogits W    dW = dlogits'^T x'
+// On CUDA the forward goes further (SG_FUSED_CROSS_ENTROPY=0 turns it off):
+// one kernel writes g = softmax - onehot over the logits while it finds the
+// losses, so they cross memory once each way instead of being read again in
+// backward, and backward applies s = dloss/n where the tensors are small:
+//   dx = s (g W)    dW = g^T (s x)      (N x C each, against g's N x V)
 Variable linear_cross_entropy(const Variable& x, const Variable& weight, const Tensor& targets) {
   const Tensor input = x.value();
   Tensor logits = sg::matmul(input, weight.value().transpose(0, 1));
+  const char* fused = std::getenv("SG_FUSED_CROSS_ENTROPY");
+  if (logits.device().is_cuda() && (fused == nullptr || std::string(fused) != "0")) {
+    CrossEntropyWithGrad out = sg::cross_entropy_with_grad(logits, targets);
+    logits = Tensor();  // given up: out.grad holds g in its buffer
+    CrossEntropyMean mean = sg::cross_entropy_mean(out.losses, targets);
+    auto backward = [x, weight, g = out.grad, count = mean.count](const Tensor& dloss) {
+      Tensor input = x.value(), w = weight.value();
+      return std::vector<Tensor>{sg::scale_by_quotient(sg::matmul(g, w), dloss, count),
+                                 weight_grad(weight, g, sg::scale_by_quotient(input, dloss, count))};
+    };
+    return make_result(mean.loss, "linear_cross_entropy", {x, weight}, backward);
+  }
   CrossEntropyOutput out = sg::cross_entropy(logits, targets);
   CrossEntropyMean mean = sg::cross_entropy_mean(out.losses, targets);
   Tensor lse = out.lse, count = mean.count;

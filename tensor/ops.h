@@ -166,6 +166,19 @@ CrossEntropyMean cross_entropy_mean(const Tensor& losses, const Tensor& targets)
 // over them (no second (N, V) buffer; autograd's linear_cross_entropy).
 Tensor cross_entropy_mean_backward(const Tensor& dloss, const Tensor& count, const Tensor& logits, const Tensor& lse,
                                    const Tensor& targets, bool overwrite_logits = false);
+// The per-row losses and g = softmax(logits) - onehot(targets) (0 on ignored
+// rows) together: on CUDA one kernel, a single pass over the logits that
+// writes g over them (the caller gives them up; g is a copy only where they
+// were not contiguous in the compute dtype). The mean's gradient is then
+// dloss / count * g, applied by the caller where the tensors are small
+// (autograd's linear_cross_entropy).
+struct CrossEntropyWithGrad {
+  Tensor losses, grad;
+};
+CrossEntropyWithGrad cross_entropy_with_grad(const Tensor& logits, const Tensor& targets);
+// x * (numerator / denominator), two single-number tensors on x's device,
+// read there on CUDA (no host round trip); x's dtype.
+Tensor scale_by_quotient(const Tensor& x, const Tensor& numerator, const Tensor& denominator);
 
 // ---- reductions to a 0-d f32 tensor on the input's device -------------------------
 Tensor sum(const Tensor& x);

@@ -207,4 +207,40 @@ Tensor cross_entropy_mean_backward(const Tensor& dloss, const Tensor& count, con
   Tensor scalar = dloss.view({1});
   return cross_entropy_grad(scalar, &count, logits, lse, targets, overwrite_logits);
 }
+
+CrossEntropyWithGrad cross_entropy_with_grad(const Tensor& logits, const Tensor& targets) {
+  check_inputs("cross_entropy_with_grad", {&logits, &targets});
+  check_float("cross_entropy_with_grad", logits);
+  check_replicated("cross_entropy_with_grad", logits);
+  SG_CHECK(logits.dim() >= 1 && leading_shape(logits) == targets.shape(), "cross_entropy_with_grad: logits ",
+           logits.str(), " must be targets' shape ", shape_str(targets.shape()), " plus the vocabulary");
+  if (logits.device().is_cpu()) {  // the CUDA kernel's twin: the two passes, every row's dloss 1
+    CrossEntropyOutput out = cross_entropy(logits, targets);
+    Tensor ones = Tensor::ones(targets.shape(), TensorOptions().dtype(out.losses.dtype()));
+    return {out.losses, cross_entropy_grad(ones, nullptr, logits, out.lse, targets, true)};
+  }
+  Tensor index = as_indices("cross_entropy_with_grad", targets);
+  const int64_t V = logits.size(-1), N = targets.numel();
+  check_id_range("cross_entropy_with_grad", index, V, true);
+  const DType compute = compute_dtype("cross_entropy_with_grad", logits, CudaTypes::kNative16);
+  Tensor x = prepare(logits, compute);  // the logits themselves when they are contiguous in `compute`
+  CrossEntropyWithGrad result{Tensor::empty(targets.shape(), TensorOptions().device(logits.device())), x};
+  SG_ON_CUDA(cuda::cross_entropy_with_grad(result.losses.data<float>(), x.data_ptr(), index.data<int32_t>(), N, V,
+                                           compute, cuda_stream(logits.device())));
+  return result;
+}
+
+Tensor scale_by_quotient(const Tensor& x, const Tensor& numerator, const Tensor& denominator) {
+  check_inputs("scale_by_quotient", {&x, &numerator, &denominator});
+  check_float("scale_by_quotient", x);
+  SG_CHECK(numerator.numel() == 1 && denominator.numel() == 1, "scale_by_quotient: numerator ", numerator.str(),
+           " and denominator ", denominator.str(), " must be single numbers");
+  if (x.device().is_cpu()) return scale(x, numerator.item() / denominator.item());
+  const DType compute = compute_dtype("scale_by_quotient", x, CudaTypes::kNative16);
+  Tensor in = prepare(x, compute), n = prepare(numerator, DType::f32), d = prepare(denominator, DType::f32);
+  Tensor out = empty_like(in, compute);
+  SG_ON_CUDA(cuda::scale_by_quotient(out.data_ptr(), in.data_ptr(), n.data<float>(), d.data<float>(), in.numel(),
+                                     compute, cuda_stream(x.device())));
+  return out;
+}
 }  // namespace sg

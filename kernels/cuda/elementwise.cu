@@ -37,6 +37,15 @@ __global__ void scale_kernel(T* out, const T* in, float scale, int64_t n) {
   SG_GRID_STRIDE(i, n) out[i] = store<T>(scale * load(in[i]));
 }
 
+// The factor read on the device (a mean loss's dloss / count): no host
+// round trip for it.
+template <typename T>
+__global__ void scale_by_quotient_kernel(T* out, const T* in, const float* numerator, const float* denominator,
+                                         int64_t n) {
+  const float factor = numerator[0] / denominator[0];
+  SG_GRID_STRIDE(i, n) out[i] = store<T>(factor * load(in[i]));
+}
+
 // x in f32, bf16 or f16: a 16-bit gradient accumulates into f32 without an
 // f32 copy of it first.
 template <typename T>
@@ -268,6 +277,17 @@ void scale_forward(void* out, const void* in, float scale, int64_t n, DType dtyp
   with_float_type(dtype, [&](auto tag) {
     using T = decltype(tag);
     scale_kernel<<<blocks_for(n), kThreads, 0, stream>>>(static_cast<T*>(out), static_cast<const T*>(in), scale, n);
+  });
+  SG_CHECK_LAUNCH();
+}
+
+void scale_by_quotient(void* out, const void* in, const float* numerator, const float* denominator, int64_t n,
+                       DType dtype, cudaStream_t stream) {
+  if (n == 0) return;
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    scale_by_quotient_kernel<<<blocks_for(n), kThreads, 0, stream>>>(
+        static_cast<T*>(out), static_cast<const T*>(in), numerator, denominator, n);
   });
   SG_CHECK_LAUNCH();
 }

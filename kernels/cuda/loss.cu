@@ -1,6 +1,7 @@
 // CUDA embedding and cross-entropy. Cross-entropy works one warp per row of
 // logits: max, then sum of exponentials, then the loss; the backward pass
 // recomputes softmax from the saved logsumexp instead of storing (N, V).
+// cross_entropy_with_grad does both in one kernel, a block per row.
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/float_types.cuh"
 #include "kernels/cuda/loss.h"
@@ -120,6 +121,68 @@ __global__ void cross_entropy_backward_kernel(T* dlogits, const float* dlosses, 
   }
 }
 
+// The loss and its gradient in one kernel, for logits nobody else reads
+// (autograd's linear_cross_entropy): per row the loss, and g = softmax(x) -
+// onehot(target) written over x (0 on an ignored row); the backward applies
+// dloss / count later, where the tensors are small. A block of
+// kRowThreads threads a row, at most two blocks an SM: the rows in flight
+// (~264 on an H100, 26 MB of GPT-2's 16-bit logits) stay in L2 between the
+// pass that finds the row's max and sum and the pass that writes g, so the
+// logits cross HBM once each way; the forward-then-backward pair above
+// reads them twice and writes them once. Fixed-order reductions: the same
+// bits every run.
+constexpr int kRowThreads = 1024, kRowWarps = kRowThreads / kWarp;
+
+template <int N, typename T>
+__global__ void __launch_bounds__(kRowThreads, 2)
+    cross_entropy_with_grad_kernel(float* losses, T* logits, const int32_t* targets, int64_t V) {
+  using Units = Vec<T, N>;
+  __shared__ float maxima[kRowWarps], sums[kRowWarps];
+  const int64_t row = blockIdx.x;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  T* x = logits + row * V;
+  Units* xv = reinterpret_cast<Units*>(x);
+  const int32_t target = targets[row];
+  // Read before any thread can overwrite it (every write is after the
+  // reductions' barriers).
+  const float target_logit = threadIdx.x == 0 && target >= 0 ? load(x[target]) : 0.0f;
+  float m = -INFINITY, sum = 0.0f;  // this thread's running max and sum of exp(x - max)
+  for (int64_t u = threadIdx.x; u < V / N; u += kRowThreads) {
+    const Units a = xv[u];
+    float unit_max = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < N; ++j) unit_max = fmaxf(unit_max, load(a.v[j]));
+    if (unit_max > m) {
+      sum *= expf(m - unit_max);
+      m = unit_max;
+    }
+#pragma unroll
+    for (int j = 0; j < N; ++j) sum += expf(load(a.v[j]) - m);
+  }
+  const float warp_max_value = warp_max(m);
+  if (lane == 0) maxima[warp] = warp_max_value;
+  __syncthreads();
+  float max_value = -INFINITY;
+  for (int w = 0; w < kRowWarps; ++w) max_value = fmaxf(max_value, maxima[w]);
+  const float warp_total = warp_sum(m == -INFINITY ? 0.0f : sum * expf(m - max_value));
+  if (lane == 0) sums[warp] = warp_total;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < kRowWarps; ++w) total += sums[w];
+  const float lse = max_value + logf(total);
+  if (threadIdx.x == 0) losses[row] = target < 0 ? 0.0f : lse - target_logit;
+  for (int64_t u = threadIdx.x; u < V / N; u += kRowThreads) {
+    const Units a = xv[u];
+    Units out;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const float p = expf(load(a.v[j]) - lse) - (u * N + j == target ? 1.0f : 0.0f);
+      out.v[j] = store<T>(target < 0 ? 0.0f : p);
+    }
+    xv[u] = out;
+  }
+}
+
 // The mean over counted rows (target >= 0), in one block: each thread sums a
 // strided part in a fixed order, then a tree in shared memory (the same bits
 // every run).
@@ -203,6 +266,21 @@ void cross_entropy_backward(void* dlogits, const float* dlosses, const float* co
       cross_entropy_backward_kernel<kN, T><<<blocks_for_rows(N, kThreads), kThreads, 0, stream>>>(
           static_cast<T*>(dlogits), dlosses, count, count == nullptr, static_cast<const T*>(logits), lse, targets,
           N, V);
+    });
+  });
+  SG_CHECK_LAUNCH();
+}
+
+void cross_entropy_with_grad(float* losses, void* logits, const int32_t* targets, int64_t N, int64_t V,
+                             DType dtype, cudaStream_t stream) {
+  if (N == 0) return;
+  SG_CHECK(N <= int64_t(INT32_MAX), "cross_entropy_with_grad: ", N, " rows; at most 2^31 - 1 (a block each)");
+  with_float_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    with_units<T>(V, {logits}, [&](auto units) {
+      constexpr int kN = decltype(units)::value;
+      cross_entropy_with_grad_kernel<kN, T>
+          <<<unsigned(N), kRowThreads, 0, stream>>>(losses, static_cast<T*>(logits), targets, V);
     });
   });
   SG_CHECK_LAUNCH();

@@ -29,6 +29,11 @@ void cross_entropy_forward(float* losses, float* lse, const void* logits, const 
 void cross_entropy_backward(void* dlogits, const float* dlosses, const float* count, const void* logits,
                             const float* lse, const int32_t* targets, int64_t N, int64_t V, DType dtype,
                             cudaStream_t stream);
+// losses (N) f32, and logits (N, V) in `dtype` overwritten by g = softmax -
+// onehot(target) (0 on rows whose target is negative): the forward and a
+// backward with every dlosses 1, in one pass over the logits.
+void cross_entropy_with_grad(float* losses, void* logits, const int32_t* targets, int64_t N, int64_t V,
+                             DType dtype, cudaStream_t stream);
 // loss = the mean of losses over rows with target >= 0; count = those rows.
 void cross_entropy_mean(float* loss, float* count, const float* losses, const int32_t* targets, int64_t N,
                         cudaStream_t stream);

@@ -1,9 +1,12 @@
 // One GPT training step on CUDA f32 against the CPU: the same initial
 // parameters (Philox gives the CPU's bits on the GPU), the same batch; the
 // loss and every parameter's gradient agree to 1e-4 relative, with each
-// attention form on the GPU. Skips without a GPU.
+// attention form on the GPU, and with the fused loss and LayerNorm
+// backward switched off. Skips without a GPU.
 #include <cmath>
+#include <cstdlib>
 #include <optional>
+#include <string>
 
 #include "autograd/functions.h"
 #include "nn/gpt.h"
@@ -43,19 +46,72 @@ StepResult one_step(Device device) {
   return result;
 }
 
+void expect_matches(const StepResult& gpu, const StepResult& cpu) {
+  EXPECT_NEAR(gpu.loss, cpu.loss, 1e-4 * std::abs(cpu.loss));
+  ASSERT_EQ(gpu.grads.size(), cpu.grads.size());
+  for (size_t i = 0; i < cpu.grads.size(); ++i) {
+    double scale = 0;
+    for (float g : cpu.grads[i]) scale = std::max(scale, double(std::abs(g)));
+    EXPECT_TRUE(all_close(gpu.grads[i], cpu.grads[i], 1e-4, 1e-4 * scale)) << "gradient " << i;
+  }
+}
+
 TEST_F(GptOnCuda, OneStepLossAndGradientsMatchTheCpu) {
   const StepResult cpu = one_step(Device::cpu());
   for (AttentionForm form : {AttentionForm::automatic, AttentionForm::gemm, AttentionForm::fused, AttentionForm::naive}) {
-    set_attention_form(form);
-    const StepResult gpu = one_step(Device::cuda());
-    set_attention_form(AttentionForm::automatic);
-    SCOPED_TRACE("attention form " + std::to_string(int(form)));
-    EXPECT_NEAR(gpu.loss, cpu.loss, 1e-4 * std::abs(cpu.loss));
-    ASSERT_EQ(gpu.grads.size(), cpu.grads.size());
-    for (size_t i = 0; i < cpu.grads.size(); ++i) {
+    for (const char* fused_elsewhere : {"1", "0"}) {  // "0": the loss and LayerNorm backward as separate kernels
+      if (fused_elsewhere[0] == '0' && form != AttentionForm::automatic) continue;
+      setenv("SG_FUSED_CROSS_ENTROPY", fused_elsewhere, 1);
+      setenv("SG_LAYERNORM_FUSED_BACKWARD", fused_elsewhere, 1);
+      set_attention_form(form);
+      const StepResult gpu = one_step(Device::cuda());
+      set_attention_form(AttentionForm::automatic);
+      unsetenv("SG_FUSED_CROSS_ENTROPY");
+      unsetenv("SG_LAYERNORM_FUSED_BACKWARD");
+      SCOPED_TRACE("attention form " + std::to_string(int(form)) + ", fused loss and LayerNorm " + fused_elsewhere);
+      expect_matches(gpu, cpu);
+    }
+  }
+}
+
+// The LM head and loss on CUDA: one kernel writes g = softmax - onehot over
+// the logits in the forward, and backward scales by dloss / n on the (N, C)
+// sides. Against the CPU (which keeps the two passes), with an ignored row
+// and a dloss other than 1; backward allocates nothing of the logits' size;
+// under retain_graph g is intact for a second pass.
+TEST_F(GptOnCuda, LinearCrossEntropyWritesItsGradientInTheForward) {
+  const int64_t N = 64, C = 16, V = 1000;
+  const Tensor x0 = test::random_tensor({N, C}, "x"), w0 = test::random_tensor({V, C}, "w");
+  std::vector<int32_t> target_values;
+  for (int64_t n = 0; n < N; ++n) target_values.push_back(int32_t((n * 37) % V));
+  target_values[5] = -1;
+  const Tensor targets = Tensor::from_vector(target_values, {N});
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    auto run = [&](Device device, bool retain, int64_t* backward_growth) {
+      Variable x(x0.to(dtype).to(device), true), w(w0.to(dtype).to(device), true);
+      Variable loss = linear_cross_entropy(x, w, targets.to(device));
+      const Tensor dloss = Tensor::full({}, 0.75).to(device);
+      const int64_t before = memory_stats(device)[MemoryCategory::activation].live;
+      reset_peak_memory(device);
+      loss.backward(dloss, retain);
+      *backward_growth = memory_stats(device)[MemoryCategory::activation].peak - before;
+      if (retain) loss.backward(dloss);
+      return std::vector<std::vector<float>>{{float(loss.data().item())}, x.grad().to_vector<float>(),
+                                             w.grad().to_vector<float>()};
+    };
+    int64_t cpu_growth = 0, gpu_growth = 0, retained_growth = 0;
+    const auto cpu = run(Device::cpu(), false, &cpu_growth), gpu = run(Device::cuda(), false, &gpu_growth);
+    const double tolerance = dtype == DType::f32 ? 1e-5 : 2e-2;
+    for (size_t i = 0; i < 3; ++i) {
       double scale = 0;
-      for (float g : cpu.grads[i]) scale = std::max(scale, double(std::abs(g)));
-      EXPECT_TRUE(all_close(gpu.grads[i], cpu.grads[i], 1e-4, 1e-4 * scale)) << "gradient " << i;
+      for (float g : cpu[i]) scale = std::max(scale, double(std::abs(g)));
+      EXPECT_TRUE(all_close(gpu[i], cpu[i], tolerance, tolerance * scale)) << "output " << i;
+    }
+    EXPECT_LT(gpu_growth, N * V * int64_t(dtype_size(dtype))) << "no (N, V) buffer in the backward";
+    const auto twice = run(Device::cuda(), true, &retained_growth);
+    for (size_t i = 1; i < 3; ++i) {
+      for (size_t j = 0; j < twice[i].size(); ++j) EXPECT_FLOAT_EQ(twice[i][j], 2.0f * gpu[i][j]) << i << "," << j;
     }
   }
 }

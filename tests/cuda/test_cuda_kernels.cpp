@@ -358,6 +358,25 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
                           fused_attention_backward(dout, qkv, cpu_u.out, cpu_u.lse, NH), 2e-2, 2e-2));
 }
 
+// The loss and g = softmax - onehot in one kernel (a block a row, g over
+// the logits) against the CPU's two passes, in f32 and bf16; and the
+// gradient's scale dloss / count applied from the device.
+void cross_entropy_with_grad_matches_cpu(const Tensor& logits, const Tensor& targets) {
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Tensor l = logits.to(dtype);
+    const CrossEntropyWithGrad c = cross_entropy_with_grad(l.clone(), targets);
+    Tensor on_gpu = gpu(l);
+    const CrossEntropyWithGrad g = cross_entropy_with_grad(on_gpu, gpu(targets));
+    EXPECT_EQ(g.grad.data_ptr(), on_gpu.data_ptr()) << "g is written over the logits";
+    EXPECT_TRUE(same_as_cpu(g.losses, c.losses, kF32, 1e-5));
+    EXPECT_TRUE(same_as_cpu(g.grad, c.grad, dtype == DType::f32 ? kF32 : kBf16, 1e-6));
+    const Tensor dloss = Tensor::full({}, 0.75), count = Tensor::full({}, 48.0);
+    EXPECT_TRUE(same_as_cpu(scale_by_quotient(g.grad, gpu(dloss), gpu(count)),
+                            scale_by_quotient(c.grad, dloss, count), dtype == DType::f32 ? kF32 : kBf16, 1e-8));
+  }
+}
+
 void cross_entropy_matches_cpu(int64_t V, const std::vector<int32_t>& id_values) {
   Tensor logits = random_tensor({8, 8, V}, "logits", 2.0);
   Tensor targets = Tensor::from_vector(id_values, {8, 8});
@@ -383,6 +402,7 @@ void cross_entropy_matches_cpu(int64_t V, const std::vector<int32_t>& id_values)
   Tensor gpu_d16 = cross_entropy_backward(gpu(dl), gpu(l16), gpu_b.lse, gpu(targets));
   EXPECT_EQ(gpu_d16.dtype(), DType::bf16);
   EXPECT_TRUE(same_as_cpu(gpu_d16, cross_entropy_backward(dl, l16, cpu_b.lse, targets), kBf16, 1e-3));
+  cross_entropy_with_grad_matches_cpu(logits, targets);
 }
 
 TEST_F(CudaKernels, EmbeddingAndCrossEntropyMatchCpu) {
@@ -410,6 +430,13 @@ TEST_F(CudaKernels, EmbeddingAndCrossEntropyMatchCpu) {
     SCOPED_TRACE(V);
     cross_entropy_matches_cpu(V, id_values);
   }
+  // Rows longer than a block's 1024 threads reach in one step (8 x 1024 bf16
+  // values), the last step partial; a logit of 200 in the last warp's part
+  // of a row (exp overflows unless the row's max is the block's).
+  const Tensor targets = Tensor::from_vector(std::vector<int32_t>{0, 20001, -1}, {3});
+  Tensor long_rows = random_tensor({3, 20008}, "logits", 2.0);
+  long_rows.data<float>()[20008 + 20005] = 200.0f;
+  cross_entropy_with_grad_matches_cpu(long_rows, targets);
 }
 
 // One element, one partial block, several, and every one of the 1024 partials.
