@@ -220,13 +220,13 @@ CrossEntropyWithGrad cross_entropy_with_grad(const Tensor& logits, const Tensor&
     return {out.losses, cross_entropy_grad(ones, nullptr, logits, out.lse, targets, true)};
   }
   Tensor index = as_indices("cross_entropy_with_grad", targets);
-  const int64_t V = logits.size(-1), N = targets.numel();
+  const int64_t V = logits.size(-1);
   check_id_range("cross_entropy_with_grad", index, V, true);
   const DType compute = compute_dtype("cross_entropy_with_grad", logits, CudaTypes::kNative16);
   Tensor x = prepare(logits, compute);  // the logits themselves when they are contiguous in `compute`
   CrossEntropyWithGrad result{Tensor::empty(targets.shape(), TensorOptions().device(logits.device())), x};
-  SG_ON_CUDA(cuda::cross_entropy_with_grad(result.losses.data<float>(), x.data_ptr(), index.data<int32_t>(), N, V,
-                                           compute, cuda_stream(logits.device())));
+  SG_ON_CUDA(cuda::cross_entropy_with_grad(result.losses.data<float>(), x.data_ptr(), index.data<int32_t>(),
+                                           targets.numel(), V, compute, cuda_stream(logits.device())));
   return result;
 }
 
