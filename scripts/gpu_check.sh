@@ -155,14 +155,14 @@ if command -v compute-sanitizer >/dev/null; then
   step sanitizer_racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 9 $bin/test_cuda \
     --gtest_filter='CudaKernels.TensorCoreAttentionMatchesCpu'
 fi
-# GPT-2 124M, bf16, T 1024, beside PyTorch (bench/gpt_gpu.py); then attention's GEMM form instead of
-# the default fused kernels on tensor cores, and those kernels' other shapes (kernels/cuda/
-# flash_attention_tc.cu: the forward, then the backward, built for its registers);
-# then where one step's kernel time goes (ncu).
+# GPT-2 124M, bf16, T 1024, beside PyTorch (bench/gpt_gpu.py); then the newest fusions switched off
+# one at a time (the loss's gradient written in its forward, LayerNorm's backward in one kernel:
+# not yet timed on a GPU), and attention's GEMM form instead of the default fused kernels on
+# tensor cores; then where one step's kernel time goes (ncu).
 step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt
+SG_FUSED_CROSS_ENTROPY=0 step bench_gpt_two_pass_loss 60 $bin/bench_gpt --device cuda --dtype bf16
+SG_LAYERNORM_FUSED_BACKWARD=0 step bench_gpt_two_kernel_layernorm 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_ATTENTION=gemm step bench_gpt_gemm_attention 60 $bin/bench_gpt --device cuda --dtype bf16
-SG_FLASH_FORWARD_MORE_WARPS=0 step bench_gpt_forward_no_spills 60 $bin/bench_gpt --device cuda --dtype bf16
-SG_FLASH_BACKWARD_MORE_WARPS=0 step bench_gpt_backward_no_spills 60 $bin/bench_gpt --device cuda --dtype bf16
 command -v ncu >/dev/null &&
   step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
@@ -192,6 +192,10 @@ step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
 for batch in 16 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench_gpt --device cuda --dtype bf16 --batch $batch; done
 # The issue's micro-batch "as large as fits": 32 for both, side by side (PyTorch's compile takes a minute).
 SG_STEP_OPTIONAL=1 step bench_gpt_b32 180 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --batch 32
+# The attention kernels' other shapes (kernels/cuda/flash_attention_tc.cu: the forward, then the
+# backward, built for its registers; slower in runs 6-8), and the CUDA-core fused attention.
+SG_FLASH_FORWARD_MORE_WARPS=0 step bench_gpt_forward_no_spills 60 $bin/bench_gpt --device cuda --dtype bf16
+SG_FLASH_BACKWARD_MORE_WARPS=0 step bench_gpt_backward_no_spills 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_ATTENTION=fused SG_FLASH_TENSOR_CORES=0 step bench_gpt_fused_cuda_cores 60 $bin/bench_gpt --device cuda --dtype bf16
 [ -x $bin/test_nccl ] && SG_NCCL_WAIT=device step test_nccl_device_wait 60 $bin/test_nccl
 # The whole suites last: mostly CPU tests, here built by this machine's compiler.
@@ -236,8 +240,8 @@ summary() {
   echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
   cat "$logs/bench_gpt.log" 2>/dev/null
   [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\|' "$logs/bench_gpt_b32.log"
-  for log in bench_gpt_gemm_attention bench_gpt_forward_no_spills bench_gpt_backward_no_spills bench_gpt_b16 \
-    bench_gpt_b64 bench_gpt_fused_cuda_cores; do
+  for log in bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention bench_gpt_b16 \
+    bench_gpt_b64 bench_gpt_forward_no_spills bench_gpt_backward_no_spills bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
   if [ -f "$logs/attention_profile.log" ]; then
