@@ -23,7 +23,7 @@ constexpr int kColumnTile = 32, kRowPhases = 8;
 // col + j), j < V; partials[k][chunk * cols + col]. With V > 1, cols is a
 // multiple of V (the callers pick V so), so a thread's V columns are all in
 // or all out.
-template <int K, int V, typename Value>
+template <int K, int V, int Unroll = 4, typename Value>
 __device__ void column_partial_sums(float* const (&partials)[K], int64_t rows, int64_t cols, Value value) {
   __shared__ float shared[K][kRowPhases][kColumnTile * V];
   const int64_t col = (int64_t(blockIdx.x) * kColumnTile + threadIdx.x) * V;
@@ -31,13 +31,25 @@ __device__ void column_partial_sums(float* const (&partials)[K], int64_t rows, i
   const int64_t first = int64_t(blockIdx.y) * chunk_rows, last = min(rows, first + chunk_rows);
   float sums[K][V] = {};
   if (col < cols) {
-    for (int64_t row = first + threadIdx.y; row < last; row += kRowPhases) {
-      float v[K][V];
-      value(row, col, v);
+    // Unroll rows' values are read before any is added: their loads are
+    // in flight together (GPT-2's 768 columns give only 3 x 128 blocks, too
+    // few bytes in flight for memory's latency a row at a time). The rows
+    // are still added in order: the same bits. (A caller with blocks
+    // enough to fill the GPU, and work of its own per value, passes 1.)
+    for (int64_t row = first + threadIdx.y; row < last; row += kRowPhases * Unroll) {
+      float v[Unroll][K][V] = {};  // rows past the chunk stay unread
 #pragma unroll
-      for (int k = 0; k < K; ++k) {
+      for (int u = 0; u < Unroll; ++u) {
+        if (row + u * kRowPhases < last) value(row + u * kRowPhases, col, v[u]);
+      }
 #pragma unroll
-        for (int j = 0; j < V; ++j) sums[k][j] += v[k][j];
+      for (int u = 0; u < Unroll; ++u) {
+        if (row + u * kRowPhases >= last) break;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+#pragma unroll
+          for (int j = 0; j < V; ++j) sums[k][j] += v[u][k][j];
+        }
       }
     }
   }

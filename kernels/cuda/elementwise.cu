@@ -108,12 +108,13 @@ __global__ void gelu_backward_packed_kernel(T* din, const T* in, const T* dout, 
 
 // dh = dy * gelu'(h) written, and dbias's column sums of dh (as rounded to
 // T, as a separate sum would read it) in the same pass: stage 1 of
-// column_sums.cuh, V columns a thread.
+// column_sums.cuh, V columns a thread, a row at a time (fc's 3072 columns
+// give it blocks enough).
 template <typename T, int V>
 __global__ void gelu_bias_backward_kernel(float* partials, T* dh, const T* h, const T* dy, int64_t rows,
                                           int64_t cols) {
   float* const outs[1] = {partials};
-  column_partial_sums<1, V>(outs, rows, cols, [&](int64_t row, int64_t col, float (&v)[1][V]) {
+  column_partial_sums<1, V, 1>(outs, rows, cols, [&](int64_t row, int64_t col, float (&v)[1][V]) {
     using P = Vec<T, V>;
     const int64_t at = row * cols + col;
     const P x = *reinterpret_cast<const P*>(h + at), d = *reinterpret_cast<const P*>(dy + at);
