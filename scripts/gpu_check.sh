@@ -187,7 +187,7 @@ command -v ncu >/dev/null &&
     --launch-skip 2 --launch-count 3 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
     --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section LaunchStats \
     --section InstructionStats --section SourceCounters $bin/bench_attention --device cuda --dtype bf16 --repeat 1
-step bench_gemm 90 $bin/bench_gemm --repeat 10
+step bench_gemm 90 $bin/bench_gemm --repeat 10 --candidates 8
 step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
 for batch in 16 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench_gpt --device cuda --dtype bf16 --batch $batch; done
 # The micro-batch "as large as fits": 32 for both, side by side (PyTorch's compile takes a minute).

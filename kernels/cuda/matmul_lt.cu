@@ -64,9 +64,10 @@ struct Key {
   DType dtype, c_dtype;
   uint32_t align_a, align_b, align_c, align_bias;
   int device;
+  int candidate;  // which of the heuristic's answers: 0 but under bench_gemm --candidates
   auto tie() const {
     return std::tie(m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c, trans_a, trans_b, bias, accumulate,
-                    dtype, c_dtype, align_a, align_b, align_c, align_bias, device);
+                    dtype, c_dtype, align_a, align_b, align_c, align_bias, device, candidate);
   }
   bool operator<(const Key& other) const { return tie() < other.tie(); }
 };
@@ -86,6 +87,9 @@ struct DeviceState {
 std::mutex g_mutex;
 std::map<Key, Plan> g_plans;  // kept for the process: a few dozen shapes
 std::array<DeviceState, 16> g_devices{};
+int g_candidate = 0;         // set_lt_candidate
+int g_candidates_found = 0;  // how many answers the heuristic gave the newest plan
+constexpr int kMaxCandidates = 16;
 
 DeviceState& state_for(int device) {
   DeviceState& state = g_devices[size_t(device)];
@@ -147,12 +151,17 @@ Plan make_plan(const Key& key, const void* bias, DeviceState& state) {
   for (const auto& [attribute, value] : alignments) {
     CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)));
   }
-  cublasLtMatmulHeuristicResult_t result{};
+  // The heuristic's first answer, or (bench_gemm) its candidate-th, to time them against each other.
+  std::array<cublasLtMatmulHeuristicResult_t, kMaxCandidates> results{};
   int found = 0;
-  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(state.handle, plan.desc, plan.a, plan.b, plan.c,
-                                                               plan.c, preference, 1, &result, &found);
+  const cublasStatus_t status =
+      cublasLtMatmulAlgoGetHeuristic(state.handle, plan.desc, plan.a, plan.b, plan.c, plan.c, preference,
+                                     key.candidate + 1, results.data(), &found);
   cublasLtMatmulPreferenceDestroy(preference);
-  plan.usable = status == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+  if (status != CUBLAS_STATUS_SUCCESS) found = 0;
+  g_candidates_found = found;
+  const cublasLtMatmulHeuristicResult_t& result = results[size_t(key.candidate)];
+  plan.usable = found > key.candidate && result.state == CUBLAS_STATUS_SUCCESS;
   if (plan.usable) plan.algo = result.algo;
   return plan;
 }
@@ -174,7 +183,7 @@ bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const void*
   const Key key{s.m,        s.n,        s.k,        s.lda,     s.ldb,           s.ldc,           s.batch,
                 s.stride_a, s.stride_b, s.stride_c, s.trans_a, s.trans_b,       bias != nullptr, s.beta != 0.0f,
                 dtype,      c_dtype,    alignment_of(a),       alignment_of(b), alignment_of(c),
-                bias ? alignment_of(bias) : 256u,  device};
+                bias ? alignment_of(bias) : 256u,  device,          g_candidate};
   std::lock_guard<std::mutex> lock(g_mutex);
   DeviceState& state = state_for(device);
   auto it = g_plans.find(key);
@@ -197,6 +206,18 @@ bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const void*
     return false;
   }
   return true;
+}
+
+void set_lt_candidate(int candidate) {
+  SG_CHECK(candidate >= 0 && candidate < kMaxCandidates, "set_lt_candidate: ", candidate, " is not in [0, ",
+           kMaxCandidates, ")");
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_candidate = candidate;
+}
+
+int lt_candidates_found() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_candidates_found;
 }
 
 }  // namespace sg::cuda

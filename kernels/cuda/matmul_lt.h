@@ -20,4 +20,11 @@ namespace sg::cuda {
 bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const void* bias, const GemmShape& shape,
                DType dtype, cudaStream_t stream);
 
+// For bench_gemm, which times cuBLASLt's candidates against each other: plans
+// made from now on take the candidate-th (0-15) of the heuristic's answers
+// instead of its first (0, the default), and lt_matmul returns false where
+// it gave fewer; lt_candidates_found() is how many it gave the newest plan.
+void set_lt_candidate(int candidate);
+int lt_candidates_found();
+
 }  // namespace sg::cuda
