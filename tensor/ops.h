@@ -177,7 +177,9 @@ struct CrossEntropyWithGrad {
 };
 CrossEntropyWithGrad cross_entropy_with_grad(const Tensor& logits, const Tensor& targets);
 // x * (numerator / denominator), two single-number tensors on x's device,
-// read there on CUDA (no host round trip); x's dtype.
+// read there on CUDA (no host round trip); x's dtype. A denominator of 0
+// gives 0: the gradient of a mean over no rows (every target ignored) is 0,
+// as the two-pass loss and PyTorch give it, not 0 * inf = NaN.
 Tensor scale_by_quotient(const Tensor& x, const Tensor& numerator, const Tensor& denominator);
 
 // ---- reductions to a 0-d f32 tensor on the input's device -------------------------

@@ -235,7 +235,10 @@ Tensor scale_by_quotient(const Tensor& x, const Tensor& numerator, const Tensor&
   check_float("scale_by_quotient", x);
   SG_CHECK(numerator.numel() == 1 && denominator.numel() == 1, "scale_by_quotient: numerator ", numerator.str(),
            " and denominator ", denominator.str(), " must be single numbers");
-  if (x.device().is_cpu()) return scale(x, numerator.item() / denominator.item());
+  if (x.device().is_cpu()) {
+    const double d = denominator.item();
+    return scale(x, d == 0.0 ? 0.0 : numerator.item() / d);
+  }
   const DType compute = compute_dtype("scale_by_quotient", x, CudaTypes::kNative16);
   Tensor in = prepare(x, compute), n = prepare(numerator, DType::f32), d = prepare(denominator, DType::f32);
   Tensor out = empty_like(in, compute);

@@ -38,11 +38,11 @@ __global__ void scale_kernel(T* out, const T* in, float scale, int64_t n) {
 }
 
 // The factor read on the device (a mean loss's dloss / count): no host
-// round trip for it.
+// round trip for it. A denominator of 0 (a mean over no rows) gives 0.
 template <typename T>
 __global__ void scale_by_quotient_kernel(T* out, const T* in, const float* numerator, const float* denominator,
                                          int64_t n) {
-  const float factor = numerator[0] / denominator[0];
+  const float factor = denominator[0] == 0.0f ? 0.0f : numerator[0] / denominator[0];
   SG_GRID_STRIDE(i, n) out[i] = store<T>(factor * load(in[i]));
 }
 

@@ -18,7 +18,7 @@ void add_forward(void* out, const void* a, const void* b, int64_t n, DType dtype
 void mul_forward(void* out, const void* a, const void* b, int64_t n, DType dtype, cudaStream_t stream);
 void scale_forward(void* out, const void* in, float scale, int64_t n, DType dtype, cudaStream_t stream);
 // out = in * (numerator[0] / denominator[0]), the two f32 scalars read on
-// the device; out may be in.
+// the device, or 0 where denominator[0] is 0; out may be in.
 void scale_by_quotient(void* out, const void* in, const float* numerator, const float* denominator, int64_t n,
                        DType dtype, cudaStream_t stream);
 // y (f32) += alpha * x, x in f32, bf16 or f16.

@@ -46,6 +46,27 @@ StepResult one_step(Device device) {
   return result;
 }
 
+// A micro-batch whose every target is ignored (padding only): the mean
+// loss is NaN (a mean of nothing, as PyTorch's) and the gradients are 0,
+// not NaN, with the loss's gradient written in the forward or not.
+TEST_F(GptOnCuda, LinearCrossEntropyOverOnlyIgnoredTargetsHasZeroGradients) {
+  const int64_t N = 8, C = 16, V = 40;
+  const Tensor targets = Tensor::from_vector(std::vector<int32_t>(size_t(N), -1), {N}).to(Device::cuda());
+  for (const char* fused : {"1", "0"}) {
+    SCOPED_TRACE(std::string("fused ") + fused);
+    setenv("SG_FUSED_CROSS_ENTROPY", fused, 1);
+    Variable x(test::random_tensor({N, C}, "x").to(Device::cuda()), true);
+    Variable w(test::random_tensor({V, C}, "w").to(Device::cuda()), true);
+    Variable loss = linear_cross_entropy(x, w, targets);
+    loss.backward();
+    unsetenv("SG_FUSED_CROSS_ENTROPY");
+    EXPECT_TRUE(std::isnan(loss.data().item()));
+    for (const Variable* v : {&x, &w}) {
+      for (float g : v->grad().to_vector<float>()) ASSERT_EQ(g, 0.0f);
+    }
+  }
+}
+
 void expect_matches(const StepResult& gpu, const StepResult& cpu) {
   EXPECT_NEAR(gpu.loss, cpu.loss, 1e-4 * std::abs(cpu.loss));
   ASSERT_EQ(gpu.grads.size(), cpu.grads.size());
