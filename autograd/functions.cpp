@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "kernels/env_switch.h"
 #include "tensor/ops.h"
 
 namespace sg {
@@ -138,8 +139,7 @@ Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& 
 Variable linear_cross_entropy(const Variable& x, const Variable& weight, const Tensor& targets) {
   const Tensor input = x.value();
   Tensor logits = sg::matmul(input, weight.value().transpose(0, 1));
-  const char* fused = std::getenv("SG_FUSED_CROSS_ENTROPY");
-  if (logits.device().is_cuda() && (fused == nullptr || std::string(fused) != "0")) {
+  if (logits.device().is_cuda() && env_switch_on("SG_FUSED_CROSS_ENTROPY")) {
     CrossEntropyWithGrad out = sg::cross_entropy_with_grad(logits, targets);
     logits = Tensor();  // given up: out.grad holds g in its buffer
     CrossEntropyMean mean = sg::cross_entropy_mean(out.losses, targets);

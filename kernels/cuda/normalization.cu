@@ -90,6 +90,14 @@ __global__ void add_layernorm_forward_kernel(T* sum_out, T* out, float* mean, fl
   layernorm_row<N>(out + row * C, mean + row, rstd + row, static_cast<const T*>(r), weight, bias, C, lane);
 }
 
+// One element of LayerNorm's dx, given its row's means of dxhat and of
+// dxhat * xhat (dxhat = dy * weight): the formula of
+// kernels/cpu/normalization.h, shared by the two backward kernels below.
+__device__ __forceinline__ float dx_of(float xhat, float dxhat, float rstd, float mean_dxhat,
+                                       float mean_dxhat_xhat) {
+  return rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+}
+
 template <int N, typename T>
 __global__ void layernorm_backward_input_kernel(T* din, const T* dout, const T* in, const T* weight,
                                                 const float* mean, const float* rstd, const T* add_to_din,
@@ -121,8 +129,8 @@ __global__ void layernorm_backward_input_kernel(T* din, const T* dout, const T* 
     if (extra) e = extra[u];
     V out;
     for (int j = 0; j < N; ++j) {
-      float xhat = (load(a.v[j]) - m) * s, dxhat = load(d.v[j]) * load(wu.v[j]);
-      float value = s * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+      const float xhat = (load(a.v[j]) - m) * s;
+      float value = dx_of(xhat, load(d.v[j]) * load(wu.v[j]), s, mean_dxhat, mean_dxhat_xhat);
       if (extra) value += load(e.v[j]);  // the input's gradient from elsewhere, in the same pass
       out.v[j] = store<T>(value);
     }
@@ -218,7 +226,7 @@ __global__ void __launch_bounds__(kFusedWarps * kWarp)
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         const float xhat = (load(x[i].v[j]) - m) * s, d = load(dy[i].v[j]);
-        float value = s * (d * load(wu.v[j]) - mean_dxhat - xhat * mean_dxhat_xhat);
+        float value = dx_of(xhat, d * load(wu.v[j]), s, mean_dxhat, mean_dxhat_xhat);
         if (extra) value += load(e.v[j]);
         out.v[j] = store<T>(value);
         sums[0][i][j] += d * xhat;
