@@ -107,8 +107,8 @@ int run(int argc, char** argv) {
   // The tensor-core kernels' shapes side by side (kernels/cuda/flash_attention_tc.cu reads these at each call):
   // each built for its registers (no spills) instead of for more warps an SM.
   const std::pair<const char*, const char*> variants[] = {
-      {"SG_FLASH_FORWARD_MORE_WARPS=0", "fused (tensor cores), forward without spills"},
-      {"SG_FLASH_BACKWARD_MORE_WARPS=0", "fused (tensor cores), backward without spills"}};
+      {"SG_FLASH_FORWARD_MORE_WARPS=0", "fused (tensor cores), forward for fewer warps"},
+      {"SG_FLASH_BACKWARD_MORE_WARPS=0", "fused (tensor cores), backward for fewer warps"}};
   for (const auto& [setting, form] : variants) {
     const std::string name(setting, std::strchr(setting, '=')), value(std::strchr(setting, '=') + 1);
     const char* before = std::getenv(name.c_str());

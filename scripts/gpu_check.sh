@@ -193,9 +193,9 @@ for batch in 16 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench
 # The issue's micro-batch "as large as fits": 32 for both, side by side (PyTorch's compile takes a minute).
 SG_STEP_OPTIONAL=1 step bench_gpt_b32 180 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --batch 32
 # The attention kernels' other shapes (kernels/cuda/flash_attention_tc.cu: the forward, then the
-# backward, built for its registers; slower in runs 6-8), and the CUDA-core fused attention.
-SG_FLASH_FORWARD_MORE_WARPS=0 step bench_gpt_forward_no_spills 60 $bin/bench_gpt --device cuda --dtype bf16
-SG_FLASH_BACKWARD_MORE_WARPS=0 step bench_gpt_backward_no_spills 60 $bin/bench_gpt --device cuda --dtype bf16
+# backward, built for fewer warps an SM; slower in runs 6-11), and the CUDA-core fused attention.
+SG_FLASH_FORWARD_MORE_WARPS=0 step bench_gpt_forward_fewer_warps 60 $bin/bench_gpt --device cuda --dtype bf16
+SG_FLASH_BACKWARD_MORE_WARPS=0 step bench_gpt_backward_fewer_warps 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_ATTENTION=fused SG_FLASH_TENSOR_CORES=0 step bench_gpt_fused_cuda_cores 60 $bin/bench_gpt --device cuda --dtype bf16
 [ -x $bin/test_nccl ] && SG_NCCL_WAIT=device step test_nccl_device_wait 60 $bin/test_nccl
 # The whole suites last: mostly CPU tests, here built by this machine's compiler.
@@ -241,7 +241,7 @@ summary() {
   cat "$logs/bench_gpt.log" 2>/dev/null
   [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\|' "$logs/bench_gpt_b32.log"
   for log in bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention bench_gpt_b16 \
-    bench_gpt_b64 bench_gpt_forward_no_spills bench_gpt_backward_no_spills bench_gpt_fused_cuda_cores; do
+    bench_gpt_b64 bench_gpt_forward_fewer_warps bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
   if [ -f "$logs/attention_profile.log" ]; then

@@ -4,11 +4,17 @@
 // in bf16/f16 with f32 sums, laid out as FlashAttention-2 does.
 //
 // A block is 4 warps; each warp owns 16 rows (queries in the forward and
-// dQ, keys in dK/dV) and keeps them, their accumulators and the scores of
-// the current step in registers. (Two tiles of 16 a warp, as
+// dQ, keys in dK/dV) and keeps their accumulators and the scores of the
+// current step in registers. (Two tiles of 16 a warp, as
 // FlashAttention-2's forward, sharing each fragment read between them,
 // needed 254 registers and were slower on an H100 at GPT-2's shape,
-// docs/performance.md.) The other
+// docs/performance.md.) Registers decide how many warps an SM holds, and
+// more warps hide more of each one's waits, so every kernel keeps as few
+// live as it can: the forward's Q rows and dK/dV's K rows wait in shared
+// memory (read again by ldmatrix for each product: 16 registers fewer),
+// and the backward kernels take a tile 16 columns at a time, each chunk's
+// scores, dP and dS (8 registers each) going straight into the next
+// product, never a whole tile's 32. The other
 // side streams through shared memory 64 rows at a time, in two buffers:
 // cp.async fills one while the block computes on the other
 // (kernels/cuda/async_copy.cuh), and ldmatrix reads the operands out of it.
@@ -161,32 +167,59 @@ __device__ __forceinline__ void mma_pair(float (&d0)[4], float (&d1)[4], const u
   mma_16816<T>(d1, a, second);
 }
 
-// The A fragment (16 x 16) of columns 16 kk..16 kk + 15 of a 16 x 64
-// accumulator, rounded to T: two 16 x 8 accumulator tiles are one A tile.
+// The A fragment (16 x 16) of two 16 x 8 accumulator tiles side by side
+// (columns 0-7 in d0, 8-15 in d1), rounded to T.
 template <typename T>
-__device__ void a_of_accumulators(uint32_t (&a)[4], const float (&acc)[kTileBlocks][4], int kk) {
-  a[0] = pack_pair<T>(acc[2 * kk][0], acc[2 * kk][1]);
-  a[1] = pack_pair<T>(acc[2 * kk][2], acc[2 * kk][3]);
-  a[2] = pack_pair<T>(acc[2 * kk + 1][0], acc[2 * kk + 1][1]);
-  a[3] = pack_pair<T>(acc[2 * kk + 1][2], acc[2 * kk + 1][3]);
+__device__ __forceinline__ void a_of_pair(uint32_t (&a)[4], const float (&d0)[4], const float (&d1)[4]) {
+  a[0] = pack_pair<T>(d0[0], d0[1]);
+  a[1] = pack_pair<T>(d0[2], d0[3]);
+  a[2] = pack_pair<T>(d1[0], d1[1]);
+  a[3] = pack_pair<T>(d1[2], d1[3]);
 }
 
-// acc (16 x 64) = rows (A fragments, 16 x HS) times tile^T (HS x 64).
+// d0, d1 (16 x 8 each) = rows (A fragments, 16 x HS) times the tile's rows
+// n0..n0 + 7 and n0 + 8..n0 + 15, transposed: 16 columns of scores.
 template <typename T, int HS>
-__device__ void scores(float (&acc)[kTileBlocks][4], const uint32_t (&rows)[HS / 16][4], const T* tile) {
+__device__ __forceinline__ void scores_pair(float (&d0)[4], float (&d1)[4], const uint32_t (&rows)[HS / 16][4],
+                                            const T* tile, int n0) {
 #pragma unroll
-  for (int nb = 0; nb < kTileBlocks; ++nb) {
+  for (int i = 0; i < 4; ++i) d0[i] = d1[i] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) acc[nb][i] = 0.0f;
+  for (int kk = 0; kk < HS / 16; ++kk) {
+    uint32_t b[4];
+    b_pair_of_rows<HS>(b, tile, n0, 16 * kk);
+    mma_pair<T>(d0, d1, rows[kk], b);
   }
+}
+
+// The same with the A operand read from rows r0..r0 + 15 of a shared tile
+// (ldmatrix: matrix i is rows r0 + 8 (i % 2), columns 16 kk + 8 (i / 2)),
+// for a kernel short of registers: 16 fewer live, 4 more ldmatrix.
+template <typename T, int HS>
+__device__ __forceinline__ void scores_pair(float (&d0)[4], float (&d1)[4], const T* rows_tile, int r0,
+                                            const T* tile, int n0) {
+  const int lane = threadIdx.x % 32, i = lane / 8, r = lane % 8;
 #pragma unroll
-  for (int nb = 0; nb < kTileBlocks; nb += 2) {
+  for (int e = 0; e < 4; ++e) d0[e] = d1[e] = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < HS / 16; ++kk) {
-      uint32_t b[4];
-      b_pair_of_rows<HS>(b, tile, 8 * nb, 16 * kk);
-      mma_pair<T>(acc[nb], acc[nb + 1], rows[kk], b);
-    }
+  for (int kk = 0; kk < HS / 16; ++kk) {
+    uint32_t a[4], b[4];
+    ldmatrix_x4(a, rows_tile + (r0 + 8 * (i % 2) + r) * stride_of<HS>() + 16 * kk + 8 * (i / 2));
+    b_pair_of_rows<HS>(b, tile, n0, 16 * kk);
+    mma_pair<T>(d0, d1, a, b);
+  }
+}
+
+
+// out (16 x HS) += a (an A fragment, 16 x 16) times the tile's rows k0..k0 + 15 (16 x HS).
+template <typename T, int HS>
+__device__ __forceinline__ void accumulate_rows(float (&out)[HS / 8][4], const uint32_t (&a)[4], const T* tile,
+                                                int k0) {
+#pragma unroll
+  for (int nb = 0; nb < HS / 8; nb += 2) {  // HS / 8 is even: HS is a multiple of 16
+    uint32_t b[4];
+    b_pair_of_columns<HS>(b, tile, k0, 8 * nb);
+    mma_pair<T>(out[nb], out[nb + 1], a, b);
   }
 }
 
@@ -196,13 +229,8 @@ __device__ void accumulate(float (&out)[HS / 8][4], const float (&p)[kTileBlocks
 #pragma unroll
   for (int kk = 0; kk < kTile / 16; ++kk) {
     uint32_t a[4];
-    a_of_accumulators<T>(a, p, kk);
-#pragma unroll
-    for (int nb = 0; nb < HS / 8; nb += 2) {  // HS / 8 is even: HS is a multiple of 16
-      uint32_t b[4];
-      b_pair_of_columns<HS>(b, tile, 16 * kk, 8 * nb);
-      mma_pair<T>(out[nb], out[nb + 1], a, b);
-    }
+    a_of_pair<T>(a, p[2 * kk], p[2 * kk + 1]);
+    accumulate_rows<T, HS>(out, a, tile, 16 * kk);
   }
 }
 
@@ -324,30 +352,31 @@ __device__ void online_softmax(float (&s)[kTileBlocks][4], float (&o)[HS / 8][4]
 
 // out = softmax(mask(q k^T * scale)) v for 64 query rows of one (batch,
 // head); lse = the rows' log-sum-exp. The blocks with the most keys to see
-// (the last rows) start first. MinBlocks: as the backward kernels'
-// (forward_more_warps()).
+// (the last rows) start first. MinBlocks: the blocks an SM that ptxas must
+// fit (forward_more_warps()).
 template <typename T, int HS, int MinBlocks>
 __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     flash_forward_tc_kernel(T* out, float* lse, const T* qkv, TcDims d) {
-  // Two buffers of a K tile and a V tile each: one computed on, one filling.
+  // Two buffers of a K tile and a V tile each (one computed on, one filling), then the block's queries.
   extern __shared__ __align__(128) unsigned char shared_bytes[];
   T* tiles = reinterpret_cast<T*>(shared_bytes);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
+  T* q_rows = tiles + 4 * tile_elements<HS>();  // the block's 64 queries
+  fetch_tile<HS>(q_rows, base, row_stride, q0, d.T);  // in the first tiles' group
   fetch_keys_values<HS>(tiles, 0, base, d.C, 0, d.T);
 
-  uint32_t q[HS / 16][4];
-  load_a_rows<HS>(q, base, row_stride, w0, d.T);
   float o[HS / 8][4] = {};
   // Rows g and g + 8: the running max of the scores in log2 units (s scale log2 e),
   // and this lane's part of the running sum of exp2(x - max).
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const float scale_log2 = d.scale * kLog2e;
   for_each_key_tile<HS>(tiles, base, d, q0, w0, [&](int64_t k0, const T* k_tile, const T* v_tile) {
-    float s[kTileBlocks][4];
-    scores<T, HS>(s, q, k_tile);
+    float s[kTileBlocks][4];  // (16 queries, 64 keys)
+#pragma unroll
+    for (int nb = 0; nb < kTileBlocks; nb += 2) scores_pair<T, HS>(s[nb], s[nb + 1], q_rows, 16 * warp, k_tile, 8 * nb);
     online_softmax<HS>(s, o, m, l, k0, w0, d.T, scale_log2);
     accumulate<T, HS>(o, s, v_tile);
   });
@@ -363,16 +392,16 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
 }
 
 // dK and dV for 64 key rows; the query tiles that can see them stream by.
-// MinBlocks asks ptxas to fit that many blocks on an SM: 2 is what dK/dV's
-// registers allow without spills at GPT-2's head size, 3 (the default,
-// backward_more_warps()) spills some.
-template <typename T, int HS, int MinBlocks>
+// MinBlocks asks ptxas to fit that many blocks on an SM, Unroll is how many
+// of a tile's four chunks the loop unrolls (backward_more_warps()).
+template <typename T, int HS, int MinBlocks, int Unroll>
 __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     flash_backward_dkdv_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
-  // Two buffers of a Q tile and a dO tile each, then two of the 64 rows' lse and D.
+  // Two buffers of a Q tile and a dO tile each, then two of the 64 rows' lse and D, then the block's keys.
   extern __shared__ __align__(128) unsigned char shared_bytes[];
   T* tiles = reinterpret_cast<T*>(shared_bytes);
   float* row_values = reinterpret_cast<float*>(tiles + 4 * tile_elements<HS>());
+  T* k_rows = reinterpret_cast<T*>(row_values + 4 * kTile);  // the block's 64 keys
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
@@ -386,10 +415,10 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     fetch_row_values(row_values + (2 * buffer + 1) * kTile, D + blockIdx.x * d.T, q0, d.T);
     async_commit();
   };
+  fetch_tile<HS>(k_rows, base + d.C, row_stride, k0, d.T);  // in the first tiles' group
   fetch(k0, 0);
 
-  uint32_t k[HS / 16][4], v[HS / 16][4];
-  load_a_rows<HS>(k, base + d.C, row_stride, w0, d.T);
+  uint32_t v[HS / 16][4];
   load_a_rows<HS>(v, base + 2 * d.C, row_stride, w0, d.T);
   float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};
   const float scale_log2 = d.scale * kLog2e;
@@ -401,31 +430,44 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     const T* do_tile = q_tile + tile_elements<HS>();
     const float* row_lse = row_values + 2 * buffer * kTile;  // natural-log units
     const float* row_d = row_lse + kTile;
-
-    float p[kTileBlocks][4], ds[kTileBlocks][4];  // P^T, then dP^T and dS^T: (16 keys, 64 queries)
-    scores<T, HS>(p, k, q_tile);
     const bool masked = q0 < w0 + 15 || q0 + kTile > d.T;  // some query before some key, or past T
+    const int diagonal = int(q0 - w0);                      // query - key = diagonal + column - row
+    const int queries = int(min(d.T - q0, int64_t(kTile)));  // the tile's columns inside T
+    // 16 queries (columns 16 c..16 c + 15) at a time, each product of the
+    // chunk feeding the next in registers: the scores, dP and dS of 16
+    // columns (8 registers each), not of 64, are live at once.
+#pragma unroll Unroll
+    for (int c = 0; c < kTile / 16; ++c) {
+      // Every query of the chunk before every key of this warp, or past T: nothing to add.
+      if (masked && (diagonal + 16 * c + 15 < 0 || 16 * c >= queries)) continue;
+      float p[2][4], ds[2][4];  // P^T, then dP^T and dS^T: (16 keys, 16 queries)
+      scores_pair<T, HS>(p[0], p[1], k_rows, 16 * warp, q_tile, 16 * c);
 #pragma unroll
-    for (int nb = 0; nb < kTileBlocks; ++nb) {
+      for (int j = 0; j < 2; ++j) {
+        const int first = 16 * c + 8 * j + 2 * t;  // this lane's columns: first, first + 1
+        const float2 lse_pair = *reinterpret_cast<const float2*>(row_lse + first);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int column = 8 * nb + 2 * t + (i & 1);
-        const int64_t query = q0 + column, key = w0 + g + (i >= 2 ? 8 : 0);
-        p[nb][i] = !masked || (query >= key && query < d.T)
-                       ? fast_exp2(p[nb][i] * scale_log2 - row_lse[column] * kLog2e)
-                       : 0.0f;
+        for (int i = 0; i < 4; ++i) {
+          const int column = first + (i & 1), row = g + (i >= 2 ? 8 : 0);
+          const float row_lse_log2 = ((i & 1) ? lse_pair.y : lse_pair.x) * kLog2e;
+          p[j][i] = !masked || (diagonal + column >= row && column < queries)
+                        ? fast_exp2(p[j][i] * scale_log2 - row_lse_log2)
+                        : 0.0f;
+        }
       }
-    }
-    accumulate<T, HS>(dv, p, do_tile);
-    scores<T, HS>(ds, v, do_tile);
+      uint32_t a[4];
+      a_of_pair<T>(a, p[0], p[1]);
+      accumulate_rows<T, HS>(dv, a, do_tile, 16 * c);
+      scores_pair<T, HS>(ds[0], ds[1], v, do_tile, 16 * c);
 #pragma unroll
-    for (int nb = 0; nb < kTileBlocks; ++nb) {
+      for (int j = 0; j < 2; ++j) {
+        const float2 d_pair = *reinterpret_cast<const float2*>(row_d + 16 * c + 8 * j + 2 * t);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        ds[nb][i] = p[nb][i] * (ds[nb][i] - row_d[8 * nb + 2 * t + (i & 1)]) * d.scale;
+        for (int i = 0; i < 4; ++i) ds[j][i] = p[j][i] * (ds[j][i] - ((i & 1) ? d_pair.y : d_pair.x)) * d.scale;
       }
+      a_of_pair<T>(a, ds[0], ds[1]);
+      accumulate_rows<T, HS>(dk, a, q_tile, 16 * c);
     }
-    accumulate<T, HS>(dk, ds, q_tile);
   }
   const float one[2] = {1.0f, 1.0f};
   T* rows = dqkv + b * d.T * row_stride + h * HS;
@@ -453,18 +495,18 @@ __device__ void row_dots(float (&dots)[2], const uint32_t (&d_o)[HS / 16][4], co
   dots[1] = quad_sum(dots[1]);
 }
 
-// dQ for 64 query rows; the key tiles they see stream by. (MinBlocks as
-// dK/dV's: 3 without spills, 4, the default, with.)
+// dQ for 64 query rows; the key tiles they see stream by. (MinBlocks and
+// Unroll as dK/dV's.)
 // It runs first and also writes D = rowsum(dO * O) for its rows, which it
 // and dK/dV need: computed from dO's fragments, already in registers, and
 // O's, it takes no kernel of its own and no second read of dO.
-template <typename T, int HS, int MinBlocks>
+template <typename T, int HS, int MinBlocks, int Unroll>
 __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     flash_backward_dq_tc_kernel(T* dqkv, float* D, const T* dout, const T* qkv, const T* out, const float* lse,
                                 TcDims d) {
-  extern __shared__ __align__(128) unsigned char shared_bytes[];  // as the forward's
+  extern __shared__ __align__(128) unsigned char shared_bytes[];  // two buffers of a K tile and a V tile each
   T* tiles = reinterpret_cast<T*>(shared_bytes);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
@@ -488,24 +530,36 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   float dq[HS / 8][4] = {};
   const float scale_log2 = d.scale * kLog2e;
   for_each_key_tile<HS>(tiles, base, d, q0, w0, [&](int64_t k0, const T* k_tile, const T* v_tile) {
-    float p[kTileBlocks][4], ds[kTileBlocks][4];  // P, then dP and dS: (16 queries, 64 keys)
-    scores<T, HS>(p, q, k_tile);
     const bool masked = tile_masked(k0, w0, d.T);
+    const int diagonal = int(k0 - w0);                   // key - query = diagonal + column - row
+    const int keys = int(min(d.T - k0, int64_t(kTile)));  // the tile's columns inside T
+    // 16 keys (columns 16 c..16 c + 15) at a time, as dK/dV's queries.
+#pragma unroll Unroll
+    for (int c = 0; c < kTile / 16; ++c) {
+      // Every key of the chunk after every query of this warp, or past T: nothing to add.
+      if (masked && (diagonal + 16 * c > 15 || 16 * c >= keys)) continue;
+      float p[2][4], ds[2][4];  // P, then dP and dS: (16 queries, 16 keys)
+      scores_pair<T, HS>(p[0], p[1], q, k_tile, 16 * c);
 #pragma unroll
-    for (int nb = 0; nb < kTileBlocks; ++nb) {
+      for (int j = 0; j < 2; ++j) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        p[nb][i] =
-            !masked || key_visible(k0, w0, nb, i, d.T) ? fast_exp2(p[nb][i] * scale_log2 - row_lse[i / 2]) : 0.0f;
+        for (int i = 0; i < 4; ++i) {
+          const int column = 16 * c + 8 * j + 2 * t + (i & 1), row = g + (i >= 2 ? 8 : 0);
+          p[j][i] = !masked || (diagonal + column <= row && column < keys)
+                        ? fast_exp2(p[j][i] * scale_log2 - row_lse[i / 2])
+                        : 0.0f;
+        }
       }
-    }
-    scores<T, HS>(ds, d_o, v_tile);
+      scores_pair<T, HS>(ds[0], ds[1], d_o, v_tile, 16 * c);
 #pragma unroll
-    for (int nb = 0; nb < kTileBlocks; ++nb) {
+      for (int j = 0; j < 2; ++j) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) ds[nb][i] = p[nb][i] * (ds[nb][i] - row_d[i / 2]) * d.scale;
+        for (int i = 0; i < 4; ++i) ds[j][i] = p[j][i] * (ds[j][i] - row_d[i / 2]) * d.scale;
+      }
+      uint32_t a[4];
+      a_of_pair<T>(a, ds[0], ds[1]);
+      accumulate_rows<T, HS>(dq, a, k_tile, 16 * c);
     }
-    accumulate<T, HS>(dq, ds, k_tile);
   });
   const float one[2] = {1.0f, 1.0f};
   write_rows<T, HS>(dqkv + b * d.T * row_stride + h * HS, row_stride, dq, w0, d.T, one);
@@ -513,19 +567,24 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
 
 // Dynamic shared memory of each kernel (the carving above).
 template <int HS, typename T>
-constexpr size_t forward_shared_bytes() {  // two buffers of two tiles
+constexpr size_t forward_shared_bytes() {  // two buffers of two tiles, and the block's rows
+  return 5 * tile_bytes<HS, T>();
+}
+template <int HS, typename T>
+constexpr size_t dq_shared_bytes() {  // two buffers of two tiles
   return 4 * tile_bytes<HS, T>();
 }
 template <int HS, typename T>
-constexpr size_t backward_shared_bytes() {  // dK/dV's: also two buffers of 64 lse and D values; dQ takes less
-  return 4 * tile_bytes<HS, T>() + 4 * kTile * sizeof(float);
+constexpr size_t backward_shared_bytes() {  // dK/dV's: also two buffers of 64 lse and D values
+  return 5 * tile_bytes<HS, T>() + 4 * kTile * sizeof(float);
 }
 
 // A launch may ask for at most 48 KiB of dynamic shared memory unless the
 // kernel opts in to more (cudaFuncSetAttribute), which these do not. The
 // emulator refuses such a launch when a test makes it; this refuses the
 // build, at the largest head size (bf16 and f16 carve the same bytes).
-static_assert(backward_shared_bytes<kFlashTensorCoreMaxHeadSize, __nv_bfloat16>() <= 48 * 1024,
+static_assert(backward_shared_bytes<kFlashTensorCoreMaxHeadSize, __nv_bfloat16>() <= 48 * 1024 &&
+                  forward_shared_bytes<kFlashTensorCoreMaxHeadSize, __nv_bfloat16>() <= 48 * 1024,
               "the tensor-core kernels need more than 48 KiB of shared memory");
 
 // Calls fn(std::integral_constant<int, HS>{}) for a head size the kernels have.
@@ -560,20 +619,23 @@ dim3 grid_for(int64_t B, int64_t T, int64_t NH) {
 }
 
 // Whether the forward is built for one more block an SM than its registers
-// allow (4 blocks instead of 3 at GPT-2's head size), spilling the rest;
+// allow (4 blocks instead of 3 at GPT-2's head size; ptxas, sm_90: 128
+// registers and 8 bytes of spill loads, against 144 and none);
 // SG_FLASH_FORWARD_MORE_WARPS=0 builds it for its registers. Read at each
 // call, so that bench_attention can time both in one process. Measured on
-// an H100 (docs/performance.md, run 7), a GPT-2 step took 19.85 ms with
-// more warps, 20.17 for the registers.
+// an H100 (docs/performance.md), a GPT-2 step took 19.85 ms with more
+// warps, 20.17 for the registers (run 7); with Q in shared memory, 18.9
+// and 19.0 (runs 10 and 11: within the runs' spread).
 bool forward_more_warps() { return env_switch_on("SG_FLASH_FORWARD_MORE_WARPS"); }
 
-// Whether the backward kernels are built for more warps an SM than their
-// registers allow (dK/dV 3 blocks instead of 2, dQ 4 instead of 3, at
-// GPT-2's head size), the registers they lack spilled to local memory: more
-// warps hide more of each one's waits, and on an H100 that won (a GPT-2
-// step 20.8 ms against 21.1 in run 6, 20.2 against 20.37 in run 7,
-// docs/performance.md). SG_FLASH_BACKWARD_MORE_WARPS=0 builds them for
-// their registers instead; read at each call.
+// Whether the backward kernels are built for more warps an SM: dK/dV 4
+// blocks (128 registers, no spills, the chunk loop not unrolled) and dQ 5
+// (96 registers, 56 bytes of spill loads), against 3 and 4 with the loops
+// unrolled (167 and 126 registers, no spills; ptxas, sm_90, GPT-2's head
+// size). More warps hide more of each one's waits; on an H100 a GPT-2 step
+// took 18.9 ms against 19.1 (run 10, docs/performance.md), and each
+// kernel's other shapes tried in run 11 were no faster.
+// SG_FLASH_BACKWARD_MORE_WARPS=0 builds the fewer; read at each call.
 bool backward_more_warps() { return env_switch_on("SG_FLASH_BACKWARD_MORE_WARPS"); }
 
 }  // namespace
@@ -614,20 +676,27 @@ void flash_backward_tensor_cores(void* dqkv, float* row_dots, const void* dout, 
     const auto* o = static_cast<const Ty*>(out);
     with_head_size(C / NH, [&](auto head_size) {
       auto* dx = static_cast<Ty*>(dqkv);
-      auto launch = [&](auto dkdv_blocks, auto dq_blocks) {
+      // Each kernel's blocks an SM and how many of a tile's 16-row chunks its loop unrolls.
+      auto launch = [&](auto dkdv_blocks, auto dkdv_unroll, auto dq_blocks, auto dq_unroll) {
         constexpr int HS = decltype(head_size)::value;
         // dQ first: it writes D (row_dots), which dK/dV reads.
-        flash_backward_dq_tc_kernel<Ty, HS, decltype(dq_blocks)::value>
-            <<<grid_for(B, T, NH), kBlockThreads, forward_shared_bytes<HS, Ty>(), stream>>>(dx, row_dots, dO, x, o,
+        flash_backward_dq_tc_kernel<Ty, HS, decltype(dq_blocks)::value, decltype(dq_unroll)::value>
+            <<<grid_for(B, T, NH), kBlockThreads, dq_shared_bytes<HS, Ty>(), stream>>>(dx, row_dots, dO, x, o,
                                                                                            lse, d);
         SG_CHECK_LAUNCH();
-        flash_backward_dkdv_tc_kernel<Ty, HS, decltype(dkdv_blocks)::value>
+        flash_backward_dkdv_tc_kernel<Ty, HS, decltype(dkdv_blocks)::value, decltype(dkdv_unroll)::value>
             <<<grid_for(B, T, NH), kBlockThreads, backward_shared_bytes<HS, Ty>(), stream>>>(dx, dO, x, lse, row_dots,
                                                                                             d);
         SG_CHECK_LAUNCH();
       };
-      if (backward_more_warps()) launch(std::integral_constant<int, 3>{}, std::integral_constant<int, 4>{});
-      else launch(std::integral_constant<int, 2>{}, std::integral_constant<int, 3>{});
+      using std::integral_constant;
+      if (backward_more_warps()) {
+        launch(integral_constant<int, 4>{}, integral_constant<int, 1>{}, integral_constant<int, 5>{},
+               integral_constant<int, 1>{});
+      } else {
+        launch(integral_constant<int, 3>{}, integral_constant<int, kTile / 16>{}, integral_constant<int, 4>{},
+               integral_constant<int, kTile / 16>{});
+      }
     });
   });
 }

@@ -319,7 +319,7 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
   struct Case {
     int64_t B, T, C, NH;
   };
-  // The kernels built for more warps (the default, spilling) and for their registers: measurement
+  // The kernels built for more warps an SM (the default) and for fewer (SG_FLASH_*_MORE_WARPS=0): measurement
   // switches read at each call.
   struct Shape {
     const char *forward_more, *backward_more;
