@@ -72,7 +72,9 @@ void run(sg::Device device, const Problem& p, int repeat) {
 }
 
 // Each of cuBLASLt's first `count` answers for the problem, timed; then
-// back to its first for whatever runs next.
+// back to its first for whatever runs next, timed again ("0 again"): on an
+// H100 the same algorithm timed 5-20% slower here than in the main table
+// (runs 9-10), so the repeat shows how far the GPU drifted during the rows.
 void run_candidates(const Problem& p, int repeat, int count) {
 #ifdef SG_CUDA
   for (int candidate = 0; candidate < count; ++candidate) {
@@ -86,6 +88,8 @@ void run_candidates(const Problem& p, int repeat, int count) {
     std::printf("| %-32s | %9d | %10.3f | %8.1f |\n", p.name, candidate, ms, tflops(p, ms));
   }
   sg::cuda::set_lt_candidate(0);
+  const double again = time_ms(sg::Device::cuda(), p, repeat);
+  std::printf("| %-32s | %9s | %10.3f | %8.1f |\n", p.name, "0 again", again, tflops(p, again));
 #else
   (void)p, (void)repeat, (void)count;
 #endif

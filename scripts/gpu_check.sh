@@ -163,6 +163,9 @@ step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt
 SG_FUSED_CROSS_ENTROPY=0 step bench_gpt_two_pass_loss 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_LAYERNORM_FUSED_BACKWARD=0 step bench_gpt_two_kernel_layernorm 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_ATTENTION=gemm step bench_gpt_gemm_attention 60 $bin/bench_gpt --device cuda --dtype bf16
+# cuBLASLt's first 8 algorithms timed for each GEMM shape, the fastest kept (off by default: not
+# bit-for-bit repeatable; kernels/cuda/matmul_lt.cu): not yet timed on a GPU.
+SG_GEMM_AUTOTUNE=8 step bench_gpt_gemm_autotune 60 $bin/bench_gpt --device cuda --dtype bf16
 command -v ncu >/dev/null &&
   step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
@@ -192,6 +195,8 @@ step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
 for batch in 16 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench_gpt --device cuda --dtype bf16 --batch $batch; done
 # The issue's micro-batch "as large as fits": 32 for both, side by side (PyTorch's compile takes a minute).
 SG_STEP_OPTIONAL=1 step bench_gpt_b32 180 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --batch 32
+SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 step bench_gpt_b32_gemm_autotune 60 $bin/bench_gpt --device cuda --dtype bf16 \
+  --batch 32
 # The attention kernels' other shapes (kernels/cuda/flash_attention_tc.cu: the forward, then the
 # backward, built for fewer warps an SM; slower in runs 6-11), and the CUDA-core fused attention.
 SG_FLASH_FORWARD_MORE_WARPS=0 step bench_gpt_forward_fewer_warps 60 $bin/bench_gpt --device cuda --dtype bf16
@@ -240,8 +245,8 @@ summary() {
   echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
   cat "$logs/bench_gpt.log" 2>/dev/null
   [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\|' "$logs/bench_gpt_b32.log"
-  for log in bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention bench_gpt_b16 \
-    bench_gpt_b64 bench_gpt_forward_fewer_warps bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
+  for log in bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention bench_gpt_gemm_autotune \
+    bench_gpt_b16 bench_gpt_b32_gemm_autotune bench_gpt_b64 bench_gpt_forward_fewer_warps bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
   if [ -f "$logs/attention_profile.log" ]; then

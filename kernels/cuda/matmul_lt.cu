@@ -21,13 +21,26 @@
 // C may be f32 under 16-bit operands: a weight gradient goes straight into
 // its f32 gradient buffer (beta = 1 adds to it), as Megatron's "gradient
 // accumulation fusion" does, instead of a 16-bit product and a cast.
+//
+// The heuristic's first answer is not always the fastest: on an H100,
+// bench_gemm --candidates found another 5-28% faster for four of GPT-2's
+// shapes (docs/performance.md). SG_GEMM_AUTOTUNE=N (2-16) times the first
+// N answers on a problem's first call, on that call's own operands, and
+// keeps the fastest. It is off by default: timings are noisy, so two
+// processes may keep different algorithms, which round differently, and a
+// run is then no longer repeatable bit for bit (a resumed checkpoint's
+// included) -- the guarantee every default here keeps.
 #include <cublasLt.h>
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
+#include <limits>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/matmul_lt.h"
@@ -77,6 +90,7 @@ struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  std::vector<cublasLtMatmulAlgo_t> to_time;  // SG_GEMM_AUTOTUNE: the heuristic's answers, timed on first use
 };
 
 struct DeviceState {
@@ -89,7 +103,21 @@ std::map<Key, Plan> g_plans;  // kept for the process: a few dozen shapes
 std::array<DeviceState, 16> g_devices{};
 int g_candidate = 0;         // set_lt_candidate
 int g_candidates_found = 0;  // how many answers the heuristic gave the newest plan
+int g_plans_autotuned = 0;   // lt_plans_autotuned
 constexpr int kMaxCandidates = 16;
+
+// SG_GEMM_AUTOTUNE: how many of the heuristic's answers to time (0: take its
+// first). Read when a plan is made, so a test can turn it on for new shapes.
+int autotune_count() {
+  const char* setting = std::getenv("SG_GEMM_AUTOTUNE");
+  if (setting == nullptr || *setting == '\0') return 0;
+  char* end = nullptr;
+  const long count = std::strtol(setting, &end, 10);
+  SG_CHECK(*end == '\0' && count >= 0 && count <= kMaxCandidates, "SG_GEMM_AUTOTUNE=", setting,
+           ": give how many of cuBLASLt's algorithms to time for each GEMM shape, 2 to ", kMaxCandidates,
+           " (0 or unset: take the heuristic's first)");
+  return count >= 2 ? int(count) : 0;
+}
 
 DeviceState& state_for(int device) {
   DeviceState& state = g_devices[size_t(device)];
@@ -114,7 +142,7 @@ cublasLtMatrixLayout_t layout(cudaDataType type, int64_t rows, int64_t cols, int
   return l;
 }
 
-Plan make_plan(const Key& key, const void* bias, DeviceState& state) {
+Plan make_plan(const Key& key, const void* bias, DeviceState& state, int autotune) {
   Plan plan;
   const cudaDataType type = lt_type(key.dtype);
   CUBLASLT_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -151,19 +179,83 @@ Plan make_plan(const Key& key, const void* bias, DeviceState& state) {
   for (const auto& [attribute, value] : alignments) {
     CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)));
   }
-  // The heuristic's first answer, or (bench_gemm) its candidate-th, to time them against each other.
+  // The heuristic's first answer, or (bench_gemm) its candidate-th, to time
+  // them against each other, or (SG_GEMM_AUTOTUNE) its first `autotune`.
   std::array<cublasLtMatmulHeuristicResult_t, kMaxCandidates> results{};
   int found = 0;
-  const cublasStatus_t status =
-      cublasLtMatmulAlgoGetHeuristic(state.handle, plan.desc, plan.a, plan.b, plan.c, plan.c, preference,
-                                     key.candidate + 1, results.data(), &found);
+  const int wanted = key.candidate == 0 && autotune > 1 ? autotune : key.candidate + 1;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(state.handle, plan.desc, plan.a, plan.b, plan.c,
+                                                               plan.c, preference, wanted, results.data(), &found);
   cublasLtMatmulPreferenceDestroy(preference);
   if (status != CUBLAS_STATUS_SUCCESS) found = 0;
   g_candidates_found = found;
   const cublasLtMatmulHeuristicResult_t& result = results[size_t(key.candidate)];
   plan.usable = found > key.candidate && result.state == CUBLAS_STATUS_SUCCESS;
   if (plan.usable) plan.algo = result.algo;
+  if (plan.usable && key.candidate == 0 && autotune > 1) {
+    for (int i = 0; i < found; ++i) {
+      if (results[size_t(i)].state == CUBLAS_STATUS_SUCCESS) plan.to_time.push_back(results[size_t(i)].algo);
+    }
+    if (plan.to_time.size() < 2) plan.to_time.clear();  // nothing to choose between
+  }
   return plan;
+}
+
+// The bytes C spans: Lt's column-major (n, m) with leading dimension ldc, batched.
+size_t c_span_bytes(const Key& key) {
+  const int64_t elements = (key.batch - 1) * key.stride_c + (key.m - 1) * key.ldc + key.n;
+  return size_t(elements) * dtype_size(key.c_dtype);
+}
+
+// SG_GEMM_AUTOTUNE: times each of plan.to_time on this call's operands (a
+// warm-up, then the best of three, between events on the call's stream) and
+// keeps the fastest in plan.algo. The trials write into c itself when beta
+// is 0, as the call that follows overwrites it; with beta != 0 (a gradient
+// added to its buffer) they write into scratch, so that the sum c holds is
+// added to exactly once. An algorithm refused at launch is passed over; if
+// the scratch cannot be had, the heuristic's first answer stays.
+void keep_fastest(Plan& plan, const Key& key, DeviceState& state, void* c, const void* a, const void* b, float alpha,
+                  float beta, cudaStream_t stream) {
+  std::vector<cublasLtMatmulAlgo_t> candidates;
+  candidates.swap(plan.to_time);  // timed once, whatever happens below
+  void* out = c;
+  void* scratch = nullptr;
+  if (beta != 0.0f) {
+    if (cudaMalloc(&scratch, c_span_bytes(key)) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return;
+    }
+    out = scratch;
+  }
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&start, cudaEventDefault));
+  CUDA_CHECK(cudaEventCreateWithFlags(&stop, cudaEventDefault));
+  float best = std::numeric_limits<float>::infinity();
+  for (const cublasLtMatmulAlgo_t& algo : candidates) {
+    float fastest = std::numeric_limits<float>::infinity();
+    for (int run = 0; run < 4; ++run) {
+      CUDA_CHECK(cudaEventRecord(start, stream));
+      const cublasStatus_t status = cublasLtMatmul(state.handle, plan.desc, &alpha, b, plan.a, a, plan.b, &beta, out,
+                                                   plan.c, out, plan.c, &algo, state.workspace, kWorkspaceBytes, stream);
+      if (status != CUBLAS_STATUS_SUCCESS) {
+        fastest = std::numeric_limits<float>::infinity();
+        break;
+      }
+      CUDA_CHECK(cudaEventRecord(stop, stream));
+      CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0.0f;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (run > 0 && ms < fastest) fastest = ms;  // run 0 warms up
+    }
+    if (fastest < best) {
+      best = fastest;
+      plan.algo = algo;
+    }
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  if (scratch != nullptr) CUDA_CHECK(cudaFree(scratch));  // waits for the trials
+  ++g_plans_autotuned;
 }
 
 bool enabled() {
@@ -187,7 +279,7 @@ bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const void*
   std::lock_guard<std::mutex> lock(g_mutex);
   DeviceState& state = state_for(device);
   auto it = g_plans.find(key);
-  if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(key, bias, state)).first;
+  if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(key, bias, state, autotune_count())).first;
   Plan& plan = it->second;
   if (!plan.usable) return false;
   if (bias != nullptr) {
@@ -195,6 +287,7 @@ bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const void*
         cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   const float alpha = s.alpha, beta = s.beta;
+  if (!plan.to_time.empty()) keep_fastest(plan, key, state, c, a, b, alpha, beta, stream);
   const cublasStatus_t status = cublasLtMatmul(state.handle, plan.desc, &alpha, b, plan.a, a, plan.b, &beta, c,
                                                plan.c, c, plan.c, &plan.algo, state.workspace, kWorkspaceBytes, stream);
   if (status != CUBLAS_STATUS_SUCCESS) {
@@ -218,6 +311,11 @@ void set_lt_candidate(int candidate) {
 int lt_candidates_found() {
   std::lock_guard<std::mutex> lock(g_mutex);
   return g_candidates_found;
+}
+
+int lt_plans_autotuned() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_plans_autotuned;
 }
 
 }  // namespace sg::cuda

@@ -27,4 +27,9 @@ bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const void*
 void set_lt_candidate(int candidate);
 int lt_candidates_found();
 
+// How many plans SG_GEMM_AUTOTUNE=N has timed so far (matmul_lt.cu): the
+// first N of the heuristic's answers on a problem's first call, the fastest
+// kept. Off by default (a run is then not bit-for-bit repeatable).
+int lt_plans_autotuned();
+
 }  // namespace sg::cuda

@@ -6,7 +6,9 @@
 // one element into its storage, as a ZeRO flat buffer places a parameter,
 // and starts as NaN: a write must never read it.
 #include <cmath>
+#include <cstdlib>
 
+#include "kernels/cuda/matmul_lt.h"
 #include "tests/cuda/cuda_test_util.h"
 
 namespace sg {
@@ -44,6 +46,40 @@ TEST_F(CudaDestinations, MatmulIntoF32BufferMatchesCpu) {
   Tensor bf16_out = gpu(Tensor::zeros({24, 40})).to(DType::bf16);
   EXPECT_THROW(matmul_into({bf16_out, false}, gpu(dy.to(DType::bf16)).transpose(0, 1), gpu(x.to(DType::bf16))),
                Error);  // sums go into f32
+}
+
+// SG_GEMM_AUTOTUNE=N times the heuristic's first N algorithms on a new
+// shape's first call (kernels/cuda/matmul_lt.cu). Those trials run on the
+// call's own operands: written into the output when the call writes it,
+// but never into a buffer the call adds to, whose sum must gain the
+// product once. Shapes no other test here uses, so their plans are new.
+TEST_F(CudaDestinations, AutotunedGemmsWriteOnceAndAddOnce) {
+  setenv("SG_GEMM_AUTOTUNE", "3", 1);
+  const int tuned_before = cuda::lt_plans_autotuned();
+  const Tensor dy = random_tensor({37, 20}, "dy"), x = random_tensor({37, 28}, "x"), w = random_tensor({28, 12}, "w");
+  const Tensor bias = random_tensor({12}, "bias");
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Tensor a = dy.to(dtype).transpose(0, 1), b = x.to(dtype);  // (20, 37) @ (37, 28)
+    const Tensor ga = gpu(dy.to(dtype)).transpose(0, 1), gb = gpu(x.to(dtype));
+    Buffers out({20, 28});
+    matmul_into({out.cpu, /*add=*/false}, a, b);
+    matmul_into({out.cuda, false}, ga, gb);
+    EXPECT_TRUE(same_as_cpu(out.cuda, out.cpu, kF32, 1e-5));
+    matmul_into({out.cpu, /*add=*/true}, a, b);
+    matmul_into({out.cuda, true}, ga, gb);
+    EXPECT_TRUE(same_as_cpu(out.cuda, scale(matmul(a.to(DType::f32), b.to(DType::f32)), 2.0), kF32, 1e-5))
+        << "the trials of the adding GEMM must not add to the buffer";
+    const Tensor xw = matmul(b, w.to(dtype)), gxw = matmul(gb, gpu(w.to(dtype)));
+    EXPECT_TRUE(same_as_cpu(gxw, xw, dtype == DType::f32 ? kF32 : kBf16, 1e-5));
+    const Tensor xwb = matmul_bias(b, w.to(dtype), bias.to(dtype));
+    EXPECT_TRUE(same_as_cpu(matmul_bias(gb, gpu(w.to(dtype)), gpu(bias.to(dtype))), xwb,
+                            dtype == DType::f32 ? kF32 : kBf16, 1e-5));
+  }
+  EXPECT_GE(cuda::lt_plans_autotuned(), tuned_before + 6) << "two dtypes x (written, added, product, with bias)";
+  setenv("SG_GEMM_AUTOTUNE", "many", 1);
+  EXPECT_THROW(matmul(gpu(random_tensor({3, 5}, "p")), gpu(random_tensor({5, 7}, "q"))), Error);
+  unsetenv("SG_GEMM_AUTOTUNE");
 }
 
 TEST_F(CudaDestinations, BiasGradientIntoF32BufferMatchesCpu) {

@@ -19,6 +19,7 @@
 // copy. scripts/test.sh runs the emulator's tests once each way.
 #include <cuda_runtime_api.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -37,10 +38,13 @@ namespace {
 
 struct Stream;
 
-// One cudaEventRecord: done once the work queued before it has run.
+// One cudaEventRecord: done once the work queued before it has run, at
+// `when` (the host's clock: cudaEventElapsedTime between two records is the
+// host time the emulated work between them took).
 struct Marker {
   Stream* stream = nullptr;
   bool done = false;
+  std::chrono::steady_clock::time_point when;
 };
 
 struct Event {
@@ -114,6 +118,7 @@ void run(Op& op) {
     check_watched(op.what);
   } else if (op.record) {
     op.record->done = true;
+    op.record->when = std::chrono::steady_clock::now();
   } else if (op.wait && !op.wait->done) {
     drain(op.wait->stream, op.wait.get());
   }
@@ -251,6 +256,23 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
   std::lock_guard<std::recursive_mutex> lock(g_mutex);
   const std::shared_ptr<Marker> marker = as_event(event)->latest;
   if (marker != nullptr && !marker->done) ::drain(marker->stream, marker.get());
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  sg_emu::count_host_wait();
+  return cudaEventQuery(event);
+}
+
+// Milliseconds between two completed records; cudaErrorNotReady before
+// both are done, cudaErrorInvalidResourceHandle for an event never recorded,
+// as CUDA answers.
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  std::lock_guard<std::recursive_mutex> lock(g_mutex);
+  const std::shared_ptr<Marker> from = as_event(start)->latest, to = as_event(end)->latest;
+  if (from == nullptr || to == nullptr) return cudaErrorInvalidResourceHandle;
+  if (!from->done || !to->done) return cudaErrorNotReady;
+  *ms = std::chrono::duration<float, std::milli>(to->when - from->when).count();
   return cudaSuccess;
 }
 
