@@ -197,6 +197,10 @@ for batch in 16 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench
 SG_STEP_OPTIONAL=1 step bench_gpt_b32 180 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --batch 32
 SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 step bench_gpt_b32_gemm_autotune 60 $bin/bench_gpt --device cuda --dtype bf16 \
   --batch 32
+# Where a step's time goes at micro-batch 32, where PyTorch compiled was still ahead in runs 9-11.
+command -v ncu >/dev/null &&
+  SG_STEP_OPTIONAL=1 step kernel_profile_b32 120 python3 bench/kernel_profile.py --top 30 --from-marker -- \
+    $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1 --batch 32
 # The attention kernels' other shapes (kernels/cuda/flash_attention_tc.cu: the forward, then the
 # backward, built for fewer warps an SM; slower in runs 6-11), and the CUDA-core fused attention.
 SG_FLASH_FORWARD_MORE_WARPS=0 step bench_gpt_forward_fewer_warps 60 $bin/bench_gpt --device cuda --dtype bf16
@@ -257,7 +261,7 @@ summary() {
   for log in sanitizer_memcheck sanitizer_racecheck; do
     [ -f "$logs/$log.log" ] && echo "$log: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/$log.log" | tail -1)"
   done
-  for log in kernel_profile bench_attention bench_gemm bench_collectives; do
+  for log in kernel_profile kernel_profile_b32 bench_attention bench_gemm bench_collectives; do
     [ -f "$logs/$log.log" ] || continue
     echo
     echo "## $log"

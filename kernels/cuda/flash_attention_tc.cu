@@ -223,11 +223,13 @@ __device__ __forceinline__ void accumulate_rows(float (&out)[HS / 8][4], const u
   }
 }
 
-// out (16 x HS) += p (16 x 64, accumulators) times tile (64 x HS).
+// out (16 x HS) += p (16 x 64, accumulators) times tile (64 x HS), over
+// p's first `chunks` 16 columns (the rest are 0).
 template <typename T, int HS>
-__device__ void accumulate(float (&out)[HS / 8][4], const float (&p)[kTileBlocks][4], const T* tile) {
+__device__ void accumulate(float (&out)[HS / 8][4], const float (&p)[kTileBlocks][4], const T* tile, int chunks) {
 #pragma unroll
   for (int kk = 0; kk < kTile / 16; ++kk) {
+    if (kk >= chunks) continue;
     uint32_t a[4];
     a_of_pair<T>(a, p[2 * kk], p[2 * kk + 1]);
     accumulate_rows<T, HS>(out, a, tile, 16 * kk);
@@ -374,11 +376,28 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const float scale_log2 = d.scale * kLog2e;
   for_each_key_tile<HS>(tiles, base, d, q0, w0, [&](int64_t k0, const T* k_tile, const T* v_tile) {
-    float s[kTileBlocks][4];  // (16 queries, 64 keys)
+    // Over the tile's first `chunks` 16-key chunks: the others' keys come
+    // after every row of this warp (or past T), so their scores are masked
+    // and their products not made.
+    auto step = [&](int chunks) {
+      float s[kTileBlocks][4];  // (16 queries, 64 keys)
 #pragma unroll
-    for (int nb = 0; nb < kTileBlocks; nb += 2) scores_pair<T, HS>(s[nb], s[nb + 1], q_rows, 16 * warp, k_tile, 8 * nb);
-    online_softmax<HS>(s, o, m, l, k0, w0, d.T, scale_log2);
-    accumulate<T, HS>(o, s, v_tile);
+      for (int nb = 0; nb < kTileBlocks; nb += 2) {
+        if (nb / 2 < chunks) {
+          scores_pair<T, HS>(s[nb], s[nb + 1], q_rows, 16 * warp, k_tile, 8 * nb);
+        } else {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) s[nb][i] = s[nb + 1][i] = 0.0f;  // keys no row sees: -inf below
+        }
+      }
+      online_softmax<HS>(s, o, m, l, k0, w0, d.T, scale_log2);
+      accumulate<T, HS>(o, s, v_tile, chunks);
+    };
+    // Every chunk but on the diagonal (or at T); there, those up to the
+    // warp's last row (w0 - k0 is a multiple of 16) and inside T. Two
+    // copies of the step, so the common one has no chunk tests at all.
+    if (tile_masked(k0, w0, d.T)) step(int(min(int64_t(kTile / 16), min((w0 - k0) / 16 + 1, (d.T - k0 + 15) / 16))));
+    else step(kTile / 16);
   });
   float inverse[2];
 #pragma unroll
@@ -618,9 +637,10 @@ dim3 grid_for(int64_t B, int64_t T, int64_t NH) {
   return dim3(unsigned(B * NH), unsigned(row_blocks));
 }
 
-// Whether the forward is built for one more block an SM than its registers
-// allow (4 blocks instead of 3 at GPT-2's head size; ptxas, sm_90: 128
-// registers and 8 bytes of spill loads, against 144 and none);
+// Whether the forward is built for one more block an SM (4 blocks instead
+// of 3 at GPT-2's head size; ptxas, sm_90: 123 registers against 138, no
+// spills either way since the diagonal tile's hidden chunks are skipped;
+// 128 and 8 bytes of spill loads against 144 before);
 // SG_FLASH_FORWARD_MORE_WARPS=0 builds it for its registers. Read at each
 // call, so that bench_attention can time both in one process. Measured on
 // an H100 (docs/performance.md), a GPT-2 step took 19.85 ms with more
