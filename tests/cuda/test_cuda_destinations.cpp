@@ -28,20 +28,28 @@ struct Buffers {
   }
 };
 
+// dy^T x (dy (N, M), x (N, K), in dtype) written into an (M, K) f32
+// destination, then added to it, on the CPU and the GPU: the same sums, and
+// twice the product after the add.
+void expect_matmul_into_matches_cpu(const Tensor& dy, const Tensor& x, DType dtype) {
+  const Tensor a = dy.to(dtype).transpose(0, 1), b = x.to(dtype);  // A read transposed
+  const Tensor ga = gpu(dy.to(dtype)).transpose(0, 1), gb = gpu(x.to(dtype));
+  Buffers out({a.size(0), b.size(1)});
+  matmul_into({out.cpu, /*add=*/false}, a, b);
+  matmul_into({out.cuda, false}, ga, gb);
+  EXPECT_TRUE(same_as_cpu(out.cuda, out.cpu, kF32, 1e-5));
+  matmul_into({out.cpu, /*add=*/true}, a, b);
+  matmul_into({out.cuda, true}, ga, gb);
+  EXPECT_TRUE(same_as_cpu(out.cuda, out.cpu, kF32, 1e-5));
+  EXPECT_TRUE(same_as_cpu(out.cuda, scale(matmul(a.to(DType::f32), b.to(DType::f32)), 2.0), kF32, 1e-5))
+      << "the product added once";
+}
+
 TEST_F(CudaDestinations, MatmulIntoF32BufferMatchesCpu) {
   Tensor dy = random_tensor({45, 24}, "dy"), x = random_tensor({45, 40}, "x");
   for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
     SCOPED_TRACE(dtype_name(dtype));
-    const Tensor a = dy.to(dtype).transpose(0, 1), b = x.to(dtype);  // (24, 45) @ (45, 40), A read transposed
-    const Tensor ga = gpu(dy.to(dtype)).transpose(0, 1), gb = gpu(x.to(dtype));
-    Buffers out({24, 40});
-    matmul_into({out.cpu, /*add=*/false}, a, b);
-    matmul_into({out.cuda, false}, ga, gb);
-    EXPECT_TRUE(same_as_cpu(out.cuda, out.cpu, kF32, 1e-5));
-    matmul_into({out.cpu, /*add=*/true}, a, b);
-    matmul_into({out.cuda, true}, ga, gb);
-    EXPECT_TRUE(same_as_cpu(out.cuda, out.cpu, kF32, 1e-5));
-    EXPECT_TRUE(same_as_cpu(out.cuda, scale(matmul(a.to(DType::f32), b.to(DType::f32)), 2.0), kF32, 1e-5));
+    expect_matmul_into_matches_cpu(dy, x, dtype);  // (24, 45) @ (45, 40)
   }
   Tensor bf16_out = gpu(Tensor::zeros({24, 40})).to(DType::bf16);
   EXPECT_THROW(matmul_into({bf16_out, false}, gpu(dy.to(DType::bf16)).transpose(0, 1), gpu(x.to(DType::bf16))),
@@ -60,16 +68,8 @@ TEST_F(CudaDestinations, AutotunedGemmsWriteOnceAndAddOnce) {
   const Tensor bias = random_tensor({12}, "bias");
   for (DType dtype : {DType::f32, DType::bf16}) {
     SCOPED_TRACE(dtype_name(dtype));
-    const Tensor a = dy.to(dtype).transpose(0, 1), b = x.to(dtype);  // (20, 37) @ (37, 28)
-    const Tensor ga = gpu(dy.to(dtype)).transpose(0, 1), gb = gpu(x.to(dtype));
-    Buffers out({20, 28});
-    matmul_into({out.cpu, /*add=*/false}, a, b);
-    matmul_into({out.cuda, false}, ga, gb);
-    EXPECT_TRUE(same_as_cpu(out.cuda, out.cpu, kF32, 1e-5));
-    matmul_into({out.cpu, /*add=*/true}, a, b);
-    matmul_into({out.cuda, true}, ga, gb);
-    EXPECT_TRUE(same_as_cpu(out.cuda, scale(matmul(a.to(DType::f32), b.to(DType::f32)), 2.0), kF32, 1e-5))
-        << "the trials of the adding GEMM must not add to the buffer";
+    expect_matmul_into_matches_cpu(dy, x, dtype);  // (20, 37) @ (37, 28): the adding GEMM's trials add nothing
+    const Tensor b = x.to(dtype), gb = gpu(b);
     const Tensor xw = matmul(b, w.to(dtype)), gxw = matmul(gb, gpu(w.to(dtype)));
     EXPECT_TRUE(same_as_cpu(gxw, xw, dtype == DType::f32 ? kF32 : kBf16, 1e-5));
     const Tensor xwb = matmul_bias(b, w.to(dtype), bias.to(dtype));
