@@ -202,7 +202,7 @@ command -v ncu >/dev/null &&
   SG_STEP_OPTIONAL=1 step kernel_profile_b32 120 python3 bench/kernel_profile.py --top 30 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1 --batch 32
 # The attention kernels' other shapes (kernels/cuda/flash_attention_tc.cu: the forward, then the
-# backward, built for fewer warps an SM; slower in runs 6-11), and the CUDA-core fused attention.
+# backward, built for fewer warps an SM; no faster in runs 6-11), and the CUDA-core fused attention.
 SG_FLASH_FORWARD_MORE_WARPS=0 step bench_gpt_forward_fewer_warps 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_FLASH_BACKWARD_MORE_WARPS=0 step bench_gpt_backward_fewer_warps 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_ATTENTION=fused SG_FLASH_TENSOR_CORES=0 step bench_gpt_fused_cuda_cores 60 $bin/bench_gpt --device cuda --dtype bf16
