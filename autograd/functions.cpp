@@ -126,6 +126,44 @@ Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& 
   });
 }
 
+// An MLP, y = gelu(h) W2^T + b2 with h = x W1^T + b1, as one node, so that
+// its backward can fold GELU's derivative into the GEMM that makes h's
+// gradient (cuBLASLt's DGELU epilogue, as its forward folds the bias and
+// GELU into the first GEMM's: sg::matmul_bias_gelu, SG_GEMM_GELU_EPILOGUE=1):
+//   dW2 = dy'^T a'    db2 = colsum dy    dh = (dy W2) * gelu'(h)
+//   dW1 = dh'^T x'    db1 = colsum dh    dx = dh W1           (a = gelu(h))
+// Without the epilogues these are linear_gelu's and linear's ops in their
+// order, so the result is the same bits as the two nodes'. Parameters are
+// read (a ZeRO-3 gather each) and their gradients claimed in the two
+// nodes' order too, and the inputs' order gives the same order of their
+// gradients' hooks: W1, b1, W2, b2 go in the reverse order.
+Variable mlp(const Variable& x, const Variable& fc_weight, const Variable& fc_bias, const Variable& proj_weight,
+             const Variable& proj_bias) {
+  SG_CHECK(fc_bias.defined() && proj_bias.defined(), "mlp: both linears need a bias (use linear_gelu and linear ",
+           "for ones without)");
+  const Tensor input = x.value();
+  const Tensor w1 = fc_weight.value().transpose(0, 1);  // the weight, then the bias: as linear()
+  LinearGeluOutput first = sg::matmul_bias_gelu(input, w1, fc_bias.value());
+  const Tensor w2 = proj_weight.value().transpose(0, 1);
+  Tensor y = sg::matmul_bias(first.y, w2, proj_bias.value());
+  auto backward = [x, fc_weight, fc_bias, proj_weight, proj_bias, a = first.y, h = first.h](const Tensor& dy) {
+    const Tensor w2 = proj_weight.value();
+    Tensor dh = sg::matmul_gelu_backward(dy, w2, h);
+    const Tensor da = dh.defined() ? Tensor() : sg::matmul(dy, w2);
+    const Tensor dw2 = weight_grad(proj_weight, dy, a), db2 = bias_grad(proj_bias, dy);
+    Tensor db1;
+    if (dh.defined()) {
+      db1 = bias_grad(fc_bias, dh);
+    } else {
+      BiasGeluGrads g = sg::bias_gelu_backward(h, da, claim_leaf_grad(fc_bias, da.dtype()));
+      dh = g.dh, db1 = g.dbias;
+    }
+    const Tensor w1 = fc_weight.value();
+    return std::vector<Tensor>{sg::matmul(dh, w1), weight_grad(fc_weight, dh, x.value()), db1, dw2, db2};
+  };
+  return make_result(std::move(y), "mlp", {x, fc_weight, fc_bias, proj_weight, proj_bias}, backward);
+}
+
 // loss = cross_entropy(x W^T, targets), the LM head and the loss as one
 // node that owns the logits (N, V): nothing else can read them, so backward
 // writes dlogits over them (unless the graph is retained) and the largest

@@ -28,6 +28,11 @@ Variable linear(const Variable& x, const Variable& weight, const Variable& bias)
 
 // gelu(linear(x, weight, bias)) with the bias and GELU fused (bias required).
 Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& bias);
+// linear(linear_gelu(x, fc_weight, fc_bias), proj_weight, proj_bias) as one
+// node (a transformer's MLP; biases required): on CUDA its GELU can then
+// run inside both GEMMs' epilogues (SG_GEMM_GELU_EPILOGUE=1).
+Variable mlp(const Variable& x, const Variable& fc_weight, const Variable& fc_bias, const Variable& proj_weight,
+             const Variable& proj_bias);
 Variable gelu(const Variable& x);
 Variable softmax(const Variable& x);  // over the last dim
 Variable layernorm(const Variable& x, const Variable& weight, const Variable& bias);  // over the last dim

@@ -15,4 +15,11 @@ inline bool env_switch_on(const char* variable) {
   return setting == nullptr || std::string(setting) != "0";
 }
 
+// The few paths that are off until measured on a GPU (SG_GEMM_GELU_EPILOGUE):
+// on only when set to 1.
+inline bool env_switch_opted_in(const char* variable) {
+  const char* setting = std::getenv(variable);
+  return setting != nullptr && std::string(setting) == "1";
+}
+
 }  // namespace sg

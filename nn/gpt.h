@@ -42,8 +42,11 @@ class CausalSelfAttention : public Module {
 class Mlp : public Module {
  public:
   explicit Mlp(const GptConfig& cfg);
-  // (B, T, C) -> (B, T, C); c_fc's bias and the GELU run fused (autograd/functions.h).
-  Variable operator()(const Variable& x) const { return c_proj_(linear_gelu(x, c_fc_.weight(), c_fc_.bias())); }
+  // (B, T, C) -> (B, T, C): one autograd node (autograd/functions.h), c_fc's
+  // bias and the GELU fused, on CUDA optionally in the GEMMs' epilogues.
+  Variable operator()(const Variable& x) const {
+    return mlp(x, c_fc_.weight(), c_fc_.bias(), c_proj_.weight(), c_proj_.bias());
+  }
 
  private:
   Linear c_fc_, c_proj_;

@@ -53,6 +53,19 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // matmul(a, b) + bias (n) over every row: on CUDA the bias is added in
 // cuBLASLt's epilogue (one pass over the output), on the CPU in place.
 Tensor matmul_bias(const Tensor& a, const Tensor& b, const Tensor& bias);
+// An MLP's first linear and its GELU: y = gelu(h), h = a @ b + bias (kept
+// for backward), b (K, N). On CUDA with SG_GEMM_GELU_EPILOGUE=1 one GEMM
+// whose epilogue adds the bias, writes h and applies GELU, where cuBLASLt
+// has an algorithm; otherwise matmul_bias then gelu (CUDA), or matmul then
+// bias_gelu_ (CPU).
+struct LinearGeluOutput {
+  Tensor y, h;
+};
+LinearGeluOutput matmul_bias_gelu(const Tensor& a, const Tensor& b, const Tensor& bias);
+// dh = (dy @ b) * gelu'(h) as one GEMM with GELU's derivative in its
+// epilogue, under the same terms; an undefined tensor where they do not
+// hold (the caller then takes matmul and bias_gelu_backward).
+Tensor matmul_gelu_backward(const Tensor& dy, const Tensor& b, const Tensor& h);
 // a (M, K) @ b (K, N) into out (M, N) (transposed views read in place): a
 // linear layer's weight gradient as one GEMM into its buffer (beta = 1 adds).
 void matmul_into(const Destination& out, const Tensor& a, const Tensor& b);

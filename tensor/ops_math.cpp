@@ -193,6 +193,78 @@ Tensor matmul_bias(const Tensor& a, const Tensor& b, const Tensor& bias) {
   return matmul_impl(a, b, &bias);
 }
 
+namespace {
+
+// a (.., K) @ b (K, N) with GELU in the GEMM's epilogue (CUDA, cuBLASLt):
+// forward (bias given), out = gelu(a b + bias) and aux = a b + bias, both
+// fresh; backward, out = (a b) * gelu'(aux). False when the kernels
+// decline (the switch, no algorithm): the caller takes the separate ops.
+bool gelu_epilogue_gemm(Tensor& out, Tensor& aux, const Tensor& a, const Tensor& b, const Tensor* bias) {
+  if (!a.device().is_cuda() || b.dim() != 2 || a.dim() < 2 || a.size(-1) != b.size(0)) return false;
+  const DType compute = compute_dtype("matmul (GELU epilogue)", a, CudaTypes::kNative16);
+  const int64_t K = b.size(0), N = b.size(1);
+  const Tensor left = a.to(compute).reshape({-1, K});
+  const MatrixOperand A = matrix_operand(left), B = matrix_operand(b.to(compute));
+  GemmShape shape;
+  shape.m = left.size(0), shape.n = N, shape.k = K;
+  shape.trans_a = A.trans, shape.trans_b = B.trans;
+  shape.lda = A.ld, shape.ldb = B.ld, shape.ldc = N;
+  shape.stride_a = A.batch_stride, shape.stride_b = B.batch_stride, shape.stride_c = shape.m * N;
+  Shape out_shape(a.shape().begin(), a.shape().end() - 1);
+  out_shape.push_back(N);
+  const TensorOptions options = TensorOptions().dtype(compute).device(a.device());
+  Tensor result = Tensor::empty(out_shape, options);
+  bool done = false;
+  if (bias != nullptr) {
+    Tensor h = Tensor::empty(out_shape, options), b16 = prepare(*bias, compute);
+    SG_ON_CUDA(done = cuda::matmul_bias_gelu_forward(result.data_ptr(), h.data_ptr(), A.tensor.data_ptr(),
+                                                     B.tensor.data_ptr(), b16.data_ptr(), shape, compute,
+                                                     cuda_stream(a.device())));
+    if (done) aux = h.to(a.dtype());
+  } else {
+    const Tensor h = prepare(aux, compute);
+    SG_ON_CUDA(done = cuda::matmul_gelu_backward(result.data_ptr(), A.tensor.data_ptr(), B.tensor.data_ptr(),
+                                                 h.data_ptr(), shape, compute, cuda_stream(a.device())));
+  }
+  if (done) out = result.to(a.dtype());
+  return done;
+}
+
+}  // namespace
+
+LinearGeluOutput matmul_bias_gelu(const Tensor& a, const Tensor& b, const Tensor& bias) {
+  check_inputs("matmul_bias_gelu", {&a, &b, &bias});
+  check_float("matmul_bias_gelu", a);
+  check_same_dtype("matmul_bias_gelu", a, b);
+  check_same_dtype("matmul_bias_gelu", a, bias);
+  SG_CHECK(b.dim() == 2 && bias.dim() == 1 && bias.size(0) == b.size(1), "matmul_bias_gelu: needs b (K, N) and bias ",
+           "(N), got ", b.str(), " and ", bias.str());
+  LinearGeluOutput out;
+  if (gelu_epilogue_gemm(out.y, out.h, a, b, &bias)) return out;
+  if (a.device().is_cuda()) {
+    out.h = matmul_bias(a, b, bias);
+    out.y = gelu(out.h);
+  } else {
+    out.h = matmul(a, b);
+    out.y = bias_gelu_(out.h, bias);  // h becomes a b + bias
+  }
+  return out;
+}
+
+Tensor matmul_gelu_backward(const Tensor& dy, const Tensor& b, const Tensor& h) {
+  check_inputs("matmul_gelu_backward", {&dy, &b, &h});
+  check_same_dtype("matmul_gelu_backward", dy, b);
+  check_same_dtype("matmul_gelu_backward", dy, h);
+  SG_CHECK(b.dim() == 2 && dy.dim() >= 2 && dy.size(-1) == b.size(0) && h.dim() == dy.dim() &&
+               h.size(-1) == b.size(1) &&
+               h.numel() / std::max<int64_t>(h.size(-1), 1) == dy.numel() / std::max<int64_t>(dy.size(-1), 1),
+           "matmul_gelu_backward: needs dy (.., K), b (K, N) and h (.., N), got ", dy.str(), ", ", b.str(), ", ",
+           h.str());
+  Tensor dh, aux = h;
+  gelu_epilogue_gemm(dh, aux, dy, b, nullptr);
+  return dh;
+}
+
 void matmul_into(const Destination& out, const Tensor& a, const Tensor& b) {
   check_inputs("matmul_into", {&a, &b});
   check_float("matmul_into", a);

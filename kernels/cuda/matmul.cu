@@ -113,7 +113,7 @@ void matmul_forward(void* c, DType c_dtype, const void* a, const void* b, const 
   SG_CHECK(c_dtype == dtype || c_dtype == DType::f32, "matmul: a ", dtype_name(dtype), " product into a ",
            dtype_name(c_dtype), " output; the output must be ", dtype_name(dtype), " or f32");
   if (s.m == 0 || s.n == 0 || s.batch == 0) return;
-  if (s.k > 0 && lt_matmul(c, c_dtype, a, b, nullptr, s, dtype, stream)) return;
+  if (s.k > 0 && lt_matmul(c, c_dtype, a, b, LtEpilogue{}, s, dtype, stream)) return;
   cublasHandle_t handle = handle_for_current_device();
   CUBLAS_CHECK(cublasSetStream(handle, stream));
   const cudaDataType type = cuda_type(dtype), c_type = cuda_type(c_dtype);
@@ -141,9 +141,41 @@ void matmul_backward(void* da, void* db, const void* dc, const void* a, const vo
 void matmul_bias_forward(void* c, const void* a, const void* b, const void* bias, const GemmShape& s, DType dtype,
                          cudaStream_t stream) {
   if (s.m == 0 || s.n == 0 || s.batch == 0) return;
-  if (s.k > 0 && s.beta == 0.0f && s.batch == 1 && lt_matmul(c, dtype, a, b, bias, s, dtype, stream)) return;
+  if (s.k > 0 && s.beta == 0.0f && s.batch == 1 && lt_matmul(c, dtype, a, b, LtEpilogue{bias}, s, dtype, stream)) {
+    return;
+  }
   matmul_forward(c, a, b, s, dtype, stream);  // cuBLAS, then the bias in a second pass
   bias_add_forward(c, bias, s.m * s.batch, s.n, dtype, stream);
+}
+
+namespace {
+
+// Read at each call (a test turns it on and off; a step makes a few dozen calls).
+bool gelu_epilogue_on() { return env_switch_opted_in("SG_GEMM_GELU_EPILOGUE"); }
+
+// The epilogues' shared terms: one dense (m, n) output, nothing added to
+// it, and n a multiple of 8 (the auxiliary matrix's leading dimension must
+// be, says cublasLt.h; some GPUs take others, but the same problem then
+// takes the same path everywhere).
+bool gelu_epilogue_applies(const GemmShape& s) {
+  return gelu_epilogue_on() && s.m > 0 && s.n > 0 && s.n % 8 == 0 && s.k > 0 && s.batch == 1 && s.beta == 0.0f &&
+         s.ldc == s.n;
+}
+
+}  // namespace
+
+bool matmul_bias_gelu_forward(void* y, void* h, const void* a, const void* b, const void* bias, const GemmShape& s,
+                              DType dtype, cudaStream_t stream) {
+  if (!gelu_epilogue_applies(s)) return false;
+  LtEpilogue epilogue{bias, LtEpilogue::Gelu::forward, h};
+  return lt_matmul(y, dtype, a, b, epilogue, s, dtype, stream);
+}
+
+bool matmul_gelu_backward(void* dh, const void* a, const void* b, const void* h, const GemmShape& s, DType dtype,
+                          cudaStream_t stream) {
+  if (!gelu_epilogue_applies(s)) return false;
+  LtEpilogue epilogue{nullptr, LtEpilogue::Gelu::backward, const_cast<void*>(h)};  // read, not written
+  return lt_matmul(dh, dtype, a, b, epilogue, s, dtype, stream);
 }
 
 void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, DType dtype, cudaStream_t stream) {

@@ -49,6 +49,17 @@ void matmul_backward(void* da, void* db, const void* dc, const void* a, const vo
 void matmul_bias_forward(void* c, const void* a, const void* b, const void* bias, const GemmShape& shape, DType dtype,
                          cudaStream_t stream);
 void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, DType dtype, cudaStream_t stream);
+
+// An MLP's GELU inside its GEMMs' epilogues (cuBLASLt): forward, h =
+// op(A) op(B) + bias (GELU's input, kept for backward) and y = gelu(h);
+// backward, dh = (op(A) op(B)) * gelu'(h). Each (m, n), dense, unbatched.
+// False, with nothing written, when the switch is off (it is unless
+// SG_GEMM_GELU_EPILOGUE=1: not yet timed on a GPU) or Lt has no algorithm:
+// the caller then takes the GEMM and elementwise_kernels' GELU passes.
+bool matmul_bias_gelu_forward(void* y, void* h, const void* a, const void* b, const void* bias,
+                              const GemmShape& shape, DType dtype, cudaStream_t stream);
+bool matmul_gelu_backward(void* dh, const void* a, const void* b, const void* h, const GemmShape& shape, DType dtype,
+                          cudaStream_t stream);
 // dbias (cols, written in dbias_dtype: f32, bf16 or f16) = the column sums
 // of dout (rows, cols) in `dtype`, summed in f32; partials: scratch of
 // kColumnSumChunks * cols floats (sum_output.h).

@@ -18,6 +18,16 @@
 // bias is added by a kernel after the GEMM instead. When Lt offers nothing,
 // the caller falls back to cublasGemmStridedBatchedEx.
 //
+// GELU rides the same epilogue (LtEpilogue): GELU_AUX_BIAS adds the bias,
+// writes that sum to an auxiliary matrix (GELU's input, which backward
+// needs) and GELU of it to C, and DGELU multiplies a product by GELU's
+// derivative at the auxiliary matrix's values: an MLP's first GEMM and its
+// input gradient's GEMM, each without a pass of its own over the (tokens,
+// 4C) activation. The auxiliary matrix has C's shape, dense, so its leading
+// dimension (in Lt's column-major terms, at least D's rows and a multiple
+// of 8) is n. Its pointer, as the bias's, is set before asking the
+// heuristic, which judges alignment by it.
+//
 // C may be f32 under 16-bit operands: a weight gradient goes straight into
 // its f32 gradient buffer (beta = 1 adds to it), as Megatron's "gradient
 // accumulation fusion" does, instead of a 16-bit product and a cast.
@@ -74,13 +84,14 @@ uint32_t alignment_of(const void* pointer) {
 struct Key {
   int64_t m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c;
   bool trans_a, trans_b, bias, accumulate;
+  LtEpilogue::Gelu gelu;
   DType dtype, c_dtype;
-  uint32_t align_a, align_b, align_c, align_bias;
+  uint32_t align_a, align_b, align_c, align_bias, align_aux;
   int device;
   int candidate;  // which of the heuristic's answers: 0 but under bench_gemm --candidates
   auto tie() const {
     return std::tie(m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c, trans_a, trans_b, bias, accumulate,
-                    dtype, c_dtype, align_a, align_b, align_c, align_bias, device, candidate);
+                    gelu, dtype, c_dtype, align_a, align_b, align_c, align_bias, align_aux, device, candidate);
   }
   bool operator<(const Key& other) const { return tie() < other.tie(); }
 };
@@ -104,6 +115,7 @@ std::array<DeviceState, 16> g_devices{};
 int g_candidate = 0;         // set_lt_candidate
 int g_candidates_found = 0;  // how many answers the heuristic gave the newest plan
 int g_plans_autotuned = 0;   // lt_plans_autotuned
+int64_t g_gelu_gemms = 0;    // lt_gelu_gemms
 constexpr int kMaxCandidates = 16;
 
 // SG_GEMM_AUTOTUNE: how many of the heuristic's answers to time (0: take its
@@ -142,7 +154,36 @@ cublasLtMatrixLayout_t layout(cudaDataType type, int64_t rows, int64_t cols, int
   return l;
 }
 
-Plan make_plan(const Key& key, const void* bias, DeviceState& state, int autotune) {
+// The epilogue the key asks for, with its pointers (set again at each call).
+void set_epilogue(cublasLtMatmulDesc_t desc, const Key& key, const LtEpilogue& e) {
+  cublasLtEpilogue_t epilogue = key.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  if (key.gelu == LtEpilogue::Gelu::forward) {
+    epilogue = key.bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+  }
+  if (key.gelu == LtEpilogue::Gelu::backward) epilogue = CUBLASLT_EPILOGUE_DGELU;
+  if (epilogue == CUBLASLT_EPILOGUE_DEFAULT) return;
+  CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+  if (key.bias) {
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e.bias, sizeof(e.bias)));
+  }
+  if (key.gelu != LtEpilogue::Gelu::none) {
+    const int64_t aux_ld = key.n;  // Lt's column-major D is (n, m): the aux matrix too, dense
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)));
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e.aux, sizeof(e.aux)));
+  }
+}
+
+// Points the plan's epilogue at this call's bias and aux matrix.
+void point_epilogue(cublasLtMatmulDesc_t desc, const Key& key, const LtEpilogue& e) {
+  if (key.bias) {
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e.bias, sizeof(e.bias)));
+  }
+  if (key.gelu != LtEpilogue::Gelu::none) {
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e.aux, sizeof(e.aux)));
+  }
+}
+
+Plan make_plan(const Key& key, const LtEpilogue& epilogue, DeviceState& state, int autotune) {
   Plan plan;
   const cudaDataType type = lt_type(key.dtype);
   CUBLASLT_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -151,12 +192,7 @@ Plan make_plan(const Key& key, const void* bias, DeviceState& state, int autotun
   const cublasOperation_t op_b = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
   CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
-  if (key.bias) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    CUBLASLT_CHECK(
-        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  }
+  set_epilogue(plan.desc, key, epilogue);
   // Stored shapes, column-major: our B is (k, n) row-major = (n, k) column-major, or (k, n) when transposed.
   plan.a = key.trans_b ? layout(type, key.k, key.n, key.ldb, key.batch, key.stride_b)
                        : layout(type, key.n, key.k, key.ldb, key.batch, key.stride_b);
@@ -265,39 +301,44 @@ bool enabled() {
 
 }  // namespace
 
-bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const void* bias, const GemmShape& s,
+bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const LtEpilogue& epilogue, const GemmShape& s,
                DType dtype, cudaStream_t stream) {
+  const void* bias = epilogue.bias;
+  const bool gelu = epilogue.gelu != LtEpilogue::Gelu::none;
   if (!enabled() || s.batch > 65535) return false;
-  if (bias != nullptr && c_dtype != dtype) return false;  // the bias epilogue is kept to one dtype
+  if ((bias != nullptr || gelu) && c_dtype != dtype) return false;  // epilogues are kept to one dtype
   if (bias != nullptr && alignment_of(bias) < kBiasAlignment) return false;  // the caller adds it after the GEMM
+  if (gelu && (epilogue.aux == nullptr || s.batch != 1 || s.beta != 0.0f || s.ldc != s.n)) return false;
+  if (epilogue.gelu == LtEpilogue::Gelu::backward && bias != nullptr) return false;  // no such epilogue
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   const Key key{s.m,        s.n,        s.k,        s.lda,     s.ldb,           s.ldc,           s.batch,
                 s.stride_a, s.stride_b, s.stride_c, s.trans_a, s.trans_b,       bias != nullptr, s.beta != 0.0f,
-                dtype,      c_dtype,    alignment_of(a),       alignment_of(b), alignment_of(c),
-                bias ? alignment_of(bias) : 256u,  device,          g_candidate};
+                epilogue.gelu,          dtype,      c_dtype,   alignment_of(a), alignment_of(b), alignment_of(c),
+                bias ? alignment_of(bias) : 256u,   gelu ? alignment_of(epilogue.aux) : 256u,    device,
+                g_candidate};
   std::lock_guard<std::mutex> lock(g_mutex);
   DeviceState& state = state_for(device);
   auto it = g_plans.find(key);
-  if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(key, bias, state, autotune_count())).first;
+  if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(key, epilogue, state, autotune_count())).first;
   Plan& plan = it->second;
   if (!plan.usable) return false;
-  if (bias != nullptr) {
-    CUBLASLT_CHECK(
-        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  }
+  point_epilogue(plan.desc, key, epilogue);
   const float alpha = s.alpha, beta = s.beta;
   if (!plan.to_time.empty()) keep_fastest(plan, key, state, c, a, b, alpha, beta, stream);
   const cublasStatus_t status = cublasLtMatmul(state.handle, plan.desc, &alpha, b, plan.a, a, plan.b, &beta, c,
                                                plan.c, c, plan.c, &plan.algo, state.workspace, kWorkspaceBytes, stream);
   if (status != CUBLAS_STATUS_SUCCESS) {
-    // Refused at launch (nothing ran): this problem goes to cuBLAS from now on.
-    std::fprintf(stderr, "shardgrad: cublasLtMatmul refused a %lldx%lldx%lld %s GEMM (%s); using cuBLAS for it\n",
+    // Refused at launch (nothing ran): this problem goes to cuBLAS (and
+    // the epilogue's work to kernels of its own) from now on.
+    static const char* const kEpilogues[] = {"", " GELU", " GELU-backward"};
+    std::fprintf(stderr, "shardgrad: cublasLtMatmul refused a %lldx%lldx%lld %s%s GEMM (%s); using cuBLAS for it\n",
                  (long long)s.m, (long long)s.n, (long long)s.k, dtype_name(dtype).data(),
-                 cublasGetStatusString(status));
+                 kEpilogues[int(epilogue.gelu)], cublasGetStatusString(status));
     plan.usable = false;
     return false;
   }
+  if (key.gelu != LtEpilogue::Gelu::none) ++g_gelu_gemms;
   return true;
 }
 
@@ -316,6 +357,11 @@ int lt_candidates_found() {
 int lt_plans_autotuned() {
   std::lock_guard<std::mutex> lock(g_mutex);
   return g_plans_autotuned;
+}
+
+int64_t lt_gelu_gemms() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_gelu_gemms;
 }
 
 }  // namespace sg::cuda

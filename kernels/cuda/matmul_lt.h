@@ -1,6 +1,7 @@
 // cuBLASLt GEMMs (matmul_lt.cu): the same row-major problem as
 // matmul_forward, optionally with a bias over the output's columns added in
-// the GEMM's epilogue (no second pass over the output). Returns false when
+// the GEMM's epilogue (no second pass over the output), and GELU or its
+// derivative applied there too (an MLP's two GEMMs). Returns false when
 // cuBLASLt has no algorithm for the problem (the caller then uses cuBLAS);
 // SG_CUBLASLT=0 turns it off. Plans are cached per shape, dtype and pointer
 // alignment.
@@ -15,10 +16,22 @@
 
 namespace sg::cuda {
 
-// C (in c_dtype: dtype, or f32 under 16-bit operands) = op(A) op(B) [+ bias]
-// [+ beta C]; false when Lt has no algorithm for it (the caller uses cuBLAS).
-bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const void* bias, const GemmShape& shape,
-               DType dtype, cudaStream_t stream);
+// What the GEMM's epilogue does after the product, on the way out.
+struct LtEpilogue {
+  const void* bias = nullptr;  // + bias (n) over the output's rows, in dtype, 16-byte aligned
+  // GELU (tanh form), with aux (m, n), dense, in dtype: forward, aux =
+  // product + bias (GELU's input, kept for backward) and C = gelu(aux);
+  // backward, C = product * gelu'(aux) (no bias). Unbatched, beta = 0,
+  // C dense (ldc = n) and in dtype.
+  enum class Gelu { none, forward, backward } gelu = Gelu::none;
+  void* aux = nullptr;
+};
+
+// C (in c_dtype: dtype, or f32 under 16-bit operands) = op(A) op(B) [+ beta
+// C], then the epilogue; false when Lt has no algorithm for it (the caller
+// uses cuBLAS, and another pass for the epilogue's work).
+bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const LtEpilogue& epilogue,
+               const GemmShape& shape, DType dtype, cudaStream_t stream);
 
 // For bench_gemm, which times cuBLASLt's candidates against each other: plans
 // made from now on take the candidate-th (0-15) of the heuristic's answers
@@ -31,5 +44,8 @@ int lt_candidates_found();
 // first N of the heuristic's answers on a problem's first call, the fastest
 // kept. Off by default (a run is then not bit-for-bit repeatable).
 int lt_plans_autotuned();
+
+// How many GEMMs have run with a GELU epilogue (either), for the tests.
+int64_t lt_gelu_gemms();
 
 }  // namespace sg::cuda

@@ -90,6 +90,33 @@ TEST(AutogradFunctions, LinearGeluFusedMatchesLinearThenGelu) {
   for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(test::all_close(fused_grads[i], plain_grads[i], 1e-5, 1e-6)) << i;
 }
 
+// The MLP as one node: f64 against finite differences, and in f32 the
+// same bits as its two nodes (the same ops in the same order, on the CPU).
+TEST(AutogradFunctions, MlpNodeIsLinearGeluThenLinear) {
+  check_gradients([](auto& v) { return mlp(v[0], v[1], v[2], v[3], v[4]); },
+                  {randn64({2, 3, 4}, "x", 2.0), randn64({8, 4}, "w1"), randn64({8}, "b1"), randn64({5, 8}, "w2"),
+                   randn64({5}, "b2")});
+  auto run = [](bool one_node, std::vector<std::vector<float>>& grads) {
+    std::vector<Variable> v;
+    for (auto [shape, name] : std::vector<std::pair<Shape, const char*>>{
+             {{6, 8}, "x"}, {{32, 8}, "w1"}, {{32}, "b1"}, {{8, 32}, "w2"}, {{8}, "b2"}}) {
+      Tensor t = Tensor::empty(shape);
+      fill_normal_(t, 1, name);
+      v.emplace_back(t, true);
+    }
+    Variable y = one_node ? mlp(v[0], v[1], v[2], v[3], v[4]) : linear(linear_gelu(v[0], v[1], v[2]), v[3], v[4]);
+    sum(mul(y, y)).backward();
+    grads.clear();
+    for (const Variable& input : v) grads.push_back(input.grad().to_vector<float>());
+    return y.data().to_vector<float>();
+  };
+  std::vector<std::vector<float>> node_grads, composed_grads;
+  EXPECT_EQ(run(true, node_grads), run(false, composed_grads));
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(node_grads[i], composed_grads[i]) << "input " << i;
+  const Variable x(Tensor::zeros({2, 4}), true), w(Tensor::zeros({8, 4}), true), w2(Tensor::zeros({4, 8}), true);
+  EXPECT_THROW(mlp(x, w, Variable(), w2, Variable(Tensor::zeros({4}), true)), Error);  // biases required
+}
+
 TEST(AutogradFunctions, GeluSoftmaxLayerNorm) {
   check_gradients([](auto& v) { return gelu(v[0]); }, {randn64({11}, "x", 2.0)});
   check_gradients([](auto& v) { return softmax(v[0]); }, {randn64({3, 5}, "x", 2.0)});
@@ -179,7 +206,7 @@ TEST(AutogradFunctions, LinearCrossEntropyOverwritesItsLogits) {
   }
 }
 
-// The rules with parameters (linear, linear_gelu, the LM head, LayerNorm,
+// The rules with parameters (linear, linear_gelu, mlp, the LM head, LayerNorm,
 // add + LayerNorm, embedding) write a bf16 parameter's gradient straight into its f32
 // buffer (claim_leaf_grad): the same gradient as without a buffer, but
 // summed in f32 and never rounded to bf16, so some of its elements are not
@@ -199,6 +226,8 @@ TEST(AutogradFunctions, ParameterGradientsGoStraightIntoF32Buffers) {
       {"linear", {{16, 8}, {16}}, [&](const Variable& x, const Params& p) { return squares(linear(x, p[0], p[1])); }},
       {"linear_gelu", {{16, 8}, {16}},
        [&](const Variable& x, const Params& p) { return squares(linear_gelu(x, p[0], p[1])); }},
+      {"mlp", {{16, 8}, {16}, {8, 16}, {8}},
+       [&](const Variable& x, const Params& p) { return squares(mlp(x, p[0], p[1], p[2], p[3])); }},
       {"lm head", {{16, 8}}, [&](const Variable& x, const Params& p) { return linear_cross_entropy(x, p[0], targets); }},
       {"layernorm", {{8}, {8}},
        [](const Variable& x, const Params& p) { return sum(mul(layernorm(x, p[0], p[1]), x)); }},

@@ -1,14 +1,16 @@
 // One GPT training step on CUDA f32 against the CPU: the same initial
 // parameters (Philox gives the CPU's bits on the GPU), the same batch; the
 // loss and every parameter's gradient agree to 1e-4 relative, with each
-// attention form on the GPU, and with the fused loss and LayerNorm
-// backward switched off. Skips without a GPU.
+// attention form on the GPU, with the fused loss and LayerNorm backward
+// switched off, and with the MLP's GELU in its GEMMs' epilogues switched
+// on. Skips without a GPU.
 #include <cmath>
 #include <cstdlib>
 #include <optional>
 #include <string>
 
 #include "autograd/functions.h"
+#include "kernels/cuda/matmul_lt.h"
 #include "nn/gpt.h"
 #include "tests/cuda/cuda_test_util.h"
 
@@ -93,6 +95,15 @@ TEST_F(GptOnCuda, OneStepLossAndGradientsMatchTheCpu) {
       expect_matches(gpu, cpu);
     }
   }
+  // The MLP's GELU inside its GEMMs' epilogues: one forward and one backward
+  // GEMM a layer, the same step.
+  setenv("SG_GEMM_GELU_EPILOGUE", "1", 1);
+  const int64_t before = cuda::lt_gelu_gemms();
+  const StepResult gpu = one_step(Device::cuda());
+  unsetenv("SG_GEMM_GELU_EPILOGUE");
+  EXPECT_EQ(cuda::lt_gelu_gemms() - before, 2 * small().n_layer);
+  SCOPED_TRACE("GELU in the GEMMs' epilogues");
+  expect_matches(gpu, cpu);
 }
 
 // The LM head and loss on CUDA: one kernel writes g = softmax - onehot over

@@ -6,8 +6,11 @@
 // with f64 sums, rounding once into D's type, queued on the handle's (or the
 // call's) stream like any other device work (runtime.h). What this checks is how the
 // callers describe their problems: transposes, leading dimensions, batch
-// strides, which operand is which under the row-major trick, and the bias
-// epilogue broadcasting along D's rows. Lt descriptors take only the
+// strides, which operand is which under the row-major trick, the bias
+// epilogue broadcasting along D's rows, and GELU's two epilogues with their
+// auxiliary matrix (GELU_AUX_BIAS writes GELU's input there, DGELU reads
+// it; the tanh form, as an RTX 3060's cuBLASLt 13 computes it: a public
+// test of the card's epilogues checks exactly these formulas). Lt descriptors take only the
 // attributes kernels/cuda/matmul_lt.cu sets; any other attribute is refused
 // (CUBLAS_STATUS_NOT_SUPPORTED) rather than silently ignored. A layout that
 // does not fit the operation (m, n, k disagree; ld smaller than the rows) is
@@ -18,6 +21,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -53,6 +57,21 @@ bool supported(cudaDataType type) { return type == CUDA_R_32F || type == CUDA_R_
 // the same type, or f32 C under 16-bit A and B (cublasGemmEx's table).
 bool supported(cudaDataType ab, cudaDataType c) { return supported(ab) && (c == ab || c == CUDA_R_32F); }
 
+// GELU, tanh form (kernels/cpu/elementwise.h), and its derivative.
+double gelu(double x) { return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+double gelu_grad(double x) {
+  const double k = 0.7978845608028654, c = 0.044715, t = std::tanh(k * (x + c * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * c * x * x);
+}
+
+// What an Lt epilogue adds to the plain product (the classic calls: none).
+struct Epilogue {
+  const void* bias = nullptr;  // added over D's rows (in D's type)
+  enum Gelu { kNone, kForward, kBackward } gelu = kNone;
+  void* aux = nullptr;  // GELU's input: written (kForward), read (kBackward); D's type
+  int64_t aux_ld = 0;
+};
+
 struct Operand {
   const void* data;
   cudaDataType type;
@@ -64,10 +83,13 @@ struct Operand {
   }
 };
 
-// D(b) = alpha op(A)(b) op(B)(b) + beta C(b) [+ bias over D's rows]; C may be D.
+// D(b) = alpha op(A)(b) op(B)(b) + beta C(b) [+ bias over D's rows]; C may
+// be D. With GELU forward, that sum goes to aux (rounded to D's type) and
+// D = gelu(sum); backward, D = sum * gelu'(aux). (Batched epilogues are
+// refused before this: one matrix.)
 void gemm(int64_t m, int64_t n, int64_t k, int64_t batch, double alpha, const Operand& a, const Operand& b,
           double beta, const void* c, int64_t ldc, int64_t stride_c, void* d, cudaDataType d_type, int64_t ldd,
-          int64_t stride_d, const void* bias) {
+          int64_t stride_d, const Epilogue& epilogue = {}) {
   for (int64_t p = 0; p < batch; ++p) {
     for (int64_t col = 0; col < n; ++col) {
       for (int64_t row = 0; row < m; ++row) {
@@ -75,7 +97,14 @@ void gemm(int64_t m, int64_t n, int64_t k, int64_t batch, double alpha, const Op
         for (int64_t i = 0; i < k; ++i) sum += a.at(p, row, i) * b.at(p, i, col);
         double value = alpha * sum;
         if (beta != 0.0) value += beta * load(c, d_type, p * stride_c + row + col * ldc);
-        if (bias != nullptr) value += load(bias, d_type, row);
+        if (epilogue.bias != nullptr) value += load(epilogue.bias, d_type, row);
+        const int64_t at_aux = row + col * epilogue.aux_ld;
+        if (epilogue.gelu == Epilogue::kForward) {
+          store(epilogue.aux, d_type, at_aux, value);
+          value = gelu(value);
+        } else if (epilogue.gelu == Epilogue::kBackward) {
+          value *= gelu_grad(load(epilogue.aux, d_type, at_aux));
+        }
         store(d, d_type, p * stride_d + row + col * ldd, value);
       }
     }
@@ -105,7 +134,12 @@ struct LtDesc {
   cublasOperation_t trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   const void* bias = nullptr;
+  void* aux = nullptr;
+  int64_t aux_ld = 0;
 };
+
+bool reads_bias(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS; }
+bool has_aux(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU; }
 struct LtLayout {
   cudaDataType type;
   int64_t rows, cols, ld;
@@ -160,7 +194,7 @@ cublasStatus_t cublasGemmStridedBatchedEx_64(cublasHandle_t handle, cublasOperat
   const Operand a{A, Atype, lda, strideA, transa != CUBLAS_OP_N}, b{B, Btype, ldb, strideB, transb != CUBLAS_OP_N};
   const double alpha_value = *static_cast<const float*>(alpha), beta_value = *static_cast<const float*>(beta);
   sg_emu::enqueue(reinterpret_cast<BlasHandle*>(handle)->stream, "cublasGemmStridedBatchedEx", [=] {
-    gemm(m, n, k, batchCount, alpha_value, a, b, beta_value, C, ldc, strideC, C, Ctype, ldc, strideC, nullptr);
+    gemm(m, n, k, batchCount, alpha_value, a, b, beta_value, C, ldc, strideC, C, Ctype, ldc, strideC);
   });
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -180,7 +214,7 @@ cublasStatus_t cublasGemmBatchedEx_64(cublasHandle_t handle, cublasOperation_t t
   sg_emu::enqueue(reinterpret_cast<BlasHandle*>(handle)->stream, "cublasGemmBatchedEx", [=] {
     for (int64_t p = 0; p < batchCount; ++p) {
       const Operand a{Aarray[p], Atype, lda, 0, transa != CUBLAS_OP_N}, b{Barray[p], Btype, ldb, 0, transb != CUBLAS_OP_N};
-      gemm(m, n, k, 1, alpha_value, a, b, beta_value, Carray[p], ldc, 0, Carray[p], Ctype, ldc, 0, nullptr);
+      gemm(m, n, k, 1, alpha_value, a, b, beta_value, Carray[p], ldc, 0, Carray[p], Ctype, ldc, 0);
     }
   });
   return CUBLAS_STATUS_SUCCESS;
@@ -211,9 +245,11 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasL
     case CUBLASLT_MATMUL_DESC_TRANSB: ok = read_attribute(d.trans_b, buffer, bytes); break;
     case CUBLASLT_MATMUL_DESC_EPILOGUE:
       ok = read_attribute(d.epilogue, buffer, bytes) &&
-           (d.epilogue == CUBLASLT_EPILOGUE_DEFAULT || d.epilogue == CUBLASLT_EPILOGUE_BIAS);
+           (d.epilogue == CUBLASLT_EPILOGUE_DEFAULT || reads_bias(d.epilogue) || has_aux(d.epilogue));
       break;
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER: ok = read_attribute(d.bias, buffer, bytes); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: ok = read_attribute(d.aux, buffer, bytes); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: ok = read_attribute(d.aux_ld, buffer, bytes); break;
     default: return CUBLAS_STATUS_NOT_SUPPORTED;
   }
   return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
@@ -269,16 +305,22 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t,
 namespace {
 
 // The problem the descriptors describe, or a status saying why it is not one.
+// GELU's auxiliary matrix: its leading dimension must be at least D's rows
+// and (the header says) a multiple of 8, and matmul_lt.cu asks for it
+// only unbatched; its pointer is needed by the matmul, not the heuristic
+// (the real library answers so: INVALID_VALUE, NOT_SUPPORTED at the call).
 cublasStatus_t check_problem(const LtDesc& d, const LtLayout& a, const LtLayout& b, const LtLayout& c,
                              const LtLayout& dl) {
   if (a.type != b.type || !supported(a.type, c.type) || c.type != dl.type) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && c.type != a.type) return CUBLAS_STATUS_NOT_SUPPORTED;  // not asked of it
+  if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && c.type != a.type) return CUBLAS_STATUS_NOT_SUPPORTED;  // not asked of it
+  if (has_aux(d.epilogue) && (d.aux_ld < dl.rows || d.aux_ld % 8 != 0)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (has_aux(d.epilogue) && dl.batch != 1) return CUBLAS_STATUS_NOT_SUPPORTED;
   const int64_t m = dl.rows, n = dl.cols;
   const int64_t a_m = d.trans_a == CUBLAS_OP_N ? a.rows : a.cols, a_k = d.trans_a == CUBLAS_OP_N ? a.cols : a.rows;
   const int64_t b_k = d.trans_b == CUBLAS_OP_N ? b.rows : b.cols, b_n = d.trans_b == CUBLAS_OP_N ? b.cols : b.rows;
   if (a_m != m || b_n != n || a_k != b_k || c.rows != m || c.cols != n) return CUBLAS_STATUS_INVALID_VALUE;
   if (a.batch != dl.batch || b.batch != dl.batch || c.batch != dl.batch) return CUBLAS_STATUS_INVALID_VALUE;
-  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  if (reads_bias(d.epilogue) && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -323,7 +365,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   // Real Lt kernels have been reported to fault (a sticky CUDA error, not a
   // status) on a bias that is not 16-byte aligned; matmul_lt.cu must never
   // pass one, so here it ends the process as the fault would.
-  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && reinterpret_cast<uintptr_t>(d.bias) % 16 != 0) {
+  if (has_aux(d.epilogue) && d.aux == nullptr) {
+    return d.epilogue == CUBLASLT_EPILOGUE_DGELU ? CUBLAS_STATUS_INVALID_VALUE : CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  if (reads_bias(d.epilogue) && reinterpret_cast<uintptr_t>(d.bias) % 16 != 0) {
     std::fprintf(stderr, "CUDA emulator: cublasLtMatmul's bias epilogue got a bias that is not 16-byte aligned; "
                          "on a GPU this faults\n");
     std::abort();
@@ -332,10 +377,15 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   const Operand op_a{A, a.type, a.ld, a.stride, d.trans_a != CUBLAS_OP_N};
   const Operand op_b{B, b.type, b.ld, b.stride, d.trans_b != CUBLAS_OP_N};
   const double alpha_value = *static_cast<const float*>(alpha), beta_value = *static_cast<const float*>(beta);
-  const void* bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS ? d.bias : nullptr;
+  Epilogue epilogue;
+  if (reads_bias(d.epilogue)) epilogue.bias = d.bias;
+  if (has_aux(d.epilogue)) {
+    epilogue.gelu = d.epilogue == CUBLASLT_EPILOGUE_DGELU ? Epilogue::kBackward : Epilogue::kForward;
+    epilogue.aux = d.aux, epilogue.aux_ld = d.aux_ld;
+  }
   sg_emu::enqueue(stream, "cublasLtMatmul", [=] {
     gemm(dl.rows, dl.cols, k, dl.batch, alpha_value, op_a, op_b, beta_value, C, c.ld, c.stride, D, dl.type, dl.ld,
-         dl.stride, bias);
+         dl.stride, epilogue);
   });
   return CUBLAS_STATUS_SUCCESS;
 }
