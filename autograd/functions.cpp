@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "kernels/env_switch.h"
 #include "tensor/ops.h"
@@ -40,6 +41,23 @@ Tensor bias_grad(const Variable& bias, const Tensor& dy) {
   if (!into.defined()) return sg::bias_backward(dy);
   bias_backward_into(into, dy);
   return Tensor();
+}
+
+// dW and db of a linear layer with a bias: the two above, or, where both go
+// into their buffers, one GEMM that writes the column sums of dy (the rows
+// of dy'^T) as it reads them (matmul_into_with_row_sums: CUDA, opt-in).
+std::pair<Tensor, Tensor> weight_and_bias_grads(const Variable& weight, const Variable& bias, const Tensor& dy,
+                                                const Tensor& input) {
+  const Tensor dy_t = as_rows(dy).transpose(0, 1), rows = as_rows(input);
+  const Destination w_into = claim_leaf_grad(weight, dy.dtype());
+  const Destination b_into = claim_leaf_grad(bias, dy.dtype());
+  if (w_into.defined() && b_into.defined() && matmul_into_with_row_sums(w_into, dy_t, rows, b_into)) return {};
+  Tensor dw, db;
+  if (w_into.defined()) matmul_into(w_into, dy_t, rows);
+  else dw = sg::matmul(dy_t, rows);
+  if (b_into.defined()) bias_backward_into(b_into, dy);
+  else db = sg::bias_backward(dy);
+  return {dw, db};
 }
 
 }  // namespace
@@ -97,9 +115,10 @@ Variable linear(const Variable& x, const Variable& weight, const Variable& bias)
   bool has_bias = bias.defined();
   return make_result(std::move(y), "linear", inputs, [x, weight, bias, has_bias](const Tensor& dy) {
     Tensor input = x.value(), w = weight.value();
-    std::vector<Tensor> grads{sg::matmul(dy, w), weight_grad(weight, dy, input)};
-    if (has_bias) grads.push_back(bias_grad(bias, dy));
-    return grads;
+    Tensor dx = sg::matmul(dy, w);
+    if (!has_bias) return std::vector<Tensor>{dx, weight_grad(weight, dy, input)};
+    auto [dw, db] = weight_and_bias_grads(weight, bias, dy, input);
+    return std::vector<Tensor>{dx, dw, db};
   });
 }
 
@@ -129,7 +148,8 @@ Variable linear_gelu(const Variable& x, const Variable& weight, const Variable& 
 // An MLP, y = gelu(h) W2^T + b2 with h = x W1^T + b1, as one node, so that
 // its backward can fold GELU's derivative into the GEMM that makes h's
 // gradient (cuBLASLt's DGELU epilogue, as its forward folds the bias and
-// GELU into the first GEMM's: sg::matmul_bias_gelu, SG_GEMM_GELU_EPILOGUE=1):
+// GELU into the first GEMM's: sg::matmul_bias_gelu, SG_GEMM_GELU_EPILOGUE=1;
+// then db1, like db2, can come out of its weight's GEMM too):
 //   dW2 = dy'^T a'    db2 = colsum dy    dh = (dy W2) * gelu'(h)
 //   dW1 = dh'^T x'    db1 = colsum dh    dx = dh W1           (a = gelu(h))
 // Without the epilogues these are linear_gelu's and linear's ops in their
@@ -149,17 +169,19 @@ Variable mlp(const Variable& x, const Variable& fc_weight, const Variable& fc_bi
   auto backward = [x, fc_weight, fc_bias, proj_weight, proj_bias, a = first.y, h = first.h](const Tensor& dy) {
     const Tensor w2 = proj_weight.value();
     Tensor dh = sg::matmul_gelu_backward(dy, w2, h);
-    const Tensor da = dh.defined() ? Tensor() : sg::matmul(dy, w2);
-    const Tensor dw2 = weight_grad(proj_weight, dy, a), db2 = bias_grad(proj_bias, dy);
+    // fused: dh came out of c_proj's dx GEMM (DGELU), and db1 comes with dW1 (or from a pass over dh).
+    const bool fused = dh.defined();
+    const Tensor da = fused ? Tensor() : sg::matmul(dy, w2);
+    auto [dw2, db2] = weight_and_bias_grads(proj_weight, proj_bias, dy, a);
     Tensor db1;
-    if (dh.defined()) {
-      db1 = bias_grad(fc_bias, dh);
-    } else {
+    if (!fused) {
       BiasGeluGrads g = sg::bias_gelu_backward(h, da, claim_leaf_grad(fc_bias, da.dtype()));
       dh = g.dh, db1 = g.dbias;
     }
-    const Tensor w1 = fc_weight.value();
-    return std::vector<Tensor>{sg::matmul(dh, w1), weight_grad(fc_weight, dh, x.value()), db1, dw2, db2};
+    const Tensor w1 = fc_weight.value(), dx = sg::matmul(dh, w1);
+    if (!fused) return std::vector<Tensor>{dx, weight_grad(fc_weight, dh, x.value()), db1, dw2, db2};
+    auto [dw1, db1_fused] = weight_and_bias_grads(fc_weight, fc_bias, dh, x.value());
+    return std::vector<Tensor>{dx, dw1, db1_fused, dw2, db2};
   };
   return make_result(std::move(y), "mlp", {x, fc_weight, fc_bias, proj_weight, proj_bias}, backward);
 }

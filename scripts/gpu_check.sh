@@ -166,9 +166,14 @@ SG_ATTENTION=gemm step bench_gpt_gemm_attention 60 $bin/bench_gpt --device cuda 
 # cuBLASLt's first 8 algorithms timed for each GEMM shape, the fastest kept (off by default: not
 # bit-for-bit repeatable; kernels/cuda/matmul_lt.cu): not yet timed on a GPU.
 SG_GEMM_AUTOTUNE=8 step bench_gpt_gemm_autotune 60 $bin/bench_gpt --device cuda --dtype bf16
-# The MLP's GELU inside its two GEMMs' epilogues (cuBLASLt GELU_AUX_BIAS forward, DGELU backward;
-# off by default, SG_GEMM_GELU_EPILOGUE=1: not yet timed on a GPU; test_cuda_gpt checked it above).
+# The GEMMs' other epilogues, off by default and not yet timed on a GPU (test_cuda and test_cuda_gpt
+# checked them above): the MLP's GELU inside its two GEMMs (GELU_AUX_BIAS forward, DGELU backward;
+# SG_GEMM_GELU_EPILOGUE=1), the biases' gradients out of their weights' GEMMs (BGRADB;
+# SG_GEMM_BIAS_GRAD_EPILOGUE=1), then both.
 SG_GEMM_GELU_EPILOGUE=1 step bench_gpt_gelu_epilogue 60 $bin/bench_gpt --device cuda --dtype bf16
+SG_GEMM_BIAS_GRAD_EPILOGUE=1 step bench_gpt_bias_grad_epilogue 60 $bin/bench_gpt --device cuda --dtype bf16
+SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 step bench_gpt_both_epilogues 60 $bin/bench_gpt --device cuda \
+  --dtype bf16
 command -v ncu >/dev/null &&
   step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
@@ -200,10 +205,10 @@ for batch in 16 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench
 SG_STEP_OPTIONAL=1 step bench_gpt_b32 180 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --batch 32
 SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 step bench_gpt_b32_gemm_autotune 60 $bin/bench_gpt --device cuda --dtype bf16 \
   --batch 32
-SG_GEMM_GELU_EPILOGUE=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_gelu_epilogue 60 $bin/bench_gpt --device cuda --dtype bf16 \
-  --batch 32
-SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 step bench_gpt_b32_gelu_epilogue_autotune 60 \
+SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_both_epilogues 60 \
   $bin/bench_gpt --device cuda --dtype bf16 --batch 32
+SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 \
+  step bench_gpt_b32_both_epilogues_autotune 60 $bin/bench_gpt --device cuda --dtype bf16 --batch 32
 # Where a step's time goes at micro-batch 32, where PyTorch compiled was still ahead in runs 9-11.
 command -v ncu >/dev/null &&
   SG_STEP_OPTIONAL=1 step kernel_profile_b32 120 python3 bench/kernel_profile.py --top 30 --from-marker -- \
@@ -257,8 +262,8 @@ summary() {
   cat "$logs/bench_gpt.log" 2>/dev/null
   [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\|' "$logs/bench_gpt_b32.log"
   for log in bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention bench_gpt_gemm_autotune \
-    bench_gpt_gelu_epilogue bench_gpt_b16 bench_gpt_b32_gemm_autotune bench_gpt_b32_gelu_epilogue \
-    bench_gpt_b32_gelu_epilogue_autotune bench_gpt_b64 bench_gpt_forward_fewer_warps bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
+    bench_gpt_gelu_epilogue bench_gpt_bias_grad_epilogue bench_gpt_both_epilogues bench_gpt_b16 \
+    bench_gpt_b32_gemm_autotune bench_gpt_b32_both_epilogues bench_gpt_b32_both_epilogues_autotune bench_gpt_b64 bench_gpt_forward_fewer_warps bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
   if [ -f "$logs/attention_profile.log" ]; then

@@ -69,6 +69,13 @@ Tensor matmul_gelu_backward(const Tensor& dy, const Tensor& b, const Tensor& h);
 // a (M, K) @ b (K, N) into out (M, N) (transposed views read in place): a
 // linear layer's weight gradient as one GEMM into its buffer (beta = 1 adds).
 void matmul_into(const Destination& out, const Tensor& a, const Tensor& b);
+// The same, with row_sums (M) = the sums of a's rows written by the same
+// GEMM: a linear layer's dW = dy^T x and db = the column sums of dy at
+// once. On CUDA with SG_GEMM_BIAS_GRAD_EPILOGUE=1, a read transposed (dy^T,
+// a view) and row_sums written (not added) in out's dtype, where cuBLASLt
+// has an algorithm (its BGRADB epilogue); false, with nothing done,
+// otherwise (the caller then takes matmul_into and bias_backward_into).
+bool matmul_into_with_row_sums(const Destination& out, const Tensor& a, const Tensor& b, const Destination& row_sums);
 Tensor add_bias(const Tensor& x, const Tensor& bias);  // x (..., C) + bias (C)
 // The same, in place, for a tensor nothing else holds yet (a fresh matmul
 // output in linear's forward): saves a copy of the activation.

@@ -265,7 +265,11 @@ Tensor matmul_gelu_backward(const Tensor& dy, const Tensor& b, const Tensor& h) 
   return dh;
 }
 
-void matmul_into(const Destination& out, const Tensor& a, const Tensor& b) {
+namespace {
+
+// matmul_into, and with row_sums the sums of a's rows written there by the
+// same GEMM (CUDA only), or false with nothing done where it cannot.
+bool matmul_into_impl(const Destination& out, const Tensor& a, const Tensor& b, const Destination* row_sums) {
   check_inputs("matmul_into", {&a, &b});
   check_float("matmul_into", a);
   check_same_dtype("matmul_into", a, b);
@@ -274,6 +278,15 @@ void matmul_into(const Destination& out, const Tensor& a, const Tensor& b) {
   SG_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), "matmul_into: needs (M, K) @ (K, N), got ",
            a.str(), " @ ", b.str());
   check_destination("matmul_into", out, {a.size(0), b.size(1)}, a);
+  if (row_sums != nullptr) {
+    check_destination("matmul_into_with_row_sums", *row_sums, {a.size(0)}, a);
+    // The GEMM writes the sums in its output's dtype, and only writes them.
+    const Tensor& sums = row_sums->tensor;
+    if (!a.device().is_cuda() || row_sums->add || sums.dtype() != out.tensor.dtype() || !sums.is_contiguous() ||
+        a.size(1) == 0) {
+      return false;
+    }
+  }
   const DType compute = compute_dtype("matmul_into", a, CudaTypes::kNative16);
   MatrixOperand A = matrix_operand(a.to(compute)), B = matrix_operand(b.to(compute));
   GemmShape shape;
@@ -283,10 +296,17 @@ void matmul_into(const Destination& out, const Tensor& a, const Tensor& b) {
   shape.stride_a = A.batch_stride, shape.stride_b = B.batch_stride, shape.stride_c = shape.m * shape.n;
   shape.beta = out.add ? 1.0f : 0.0f;
   Tensor c = out.tensor;  // a handle: writes land in the destination
-  if (shape.m * shape.n == 0) return;
+  if (row_sums != nullptr) {
+    Tensor sums = row_sums->tensor;
+    bool done = false;
+    SG_ON_CUDA(done = cuda::matmul_forward_with_row_sums(c.data_ptr(), c.dtype(), sums.data_ptr(), A.tensor.data_ptr(),
+                                                         B.tensor.data_ptr(), shape, compute, cuda_stream(a.device())));
+    return done;
+  }
+  if (shape.m * shape.n == 0) return true;
   if (shape.k == 0) {  // an empty sum: the GEMM libraries may not be asked for it
     if (!out.add) c.fill_(0.0);
-    return;
+    return true;
   }
   if (a.device().is_cpu()) {
     SG_ON_CPU(compute, cpu::matmul_forward(c.data<T>(), A.tensor.data<T>(), B.tensor.data<T>(), shape));
@@ -294,6 +314,15 @@ void matmul_into(const Destination& out, const Tensor& a, const Tensor& b) {
     SG_ON_CUDA(cuda::matmul_forward(c.data_ptr(), c.dtype(), A.tensor.data_ptr(), B.tensor.data_ptr(), shape, compute,
                                     cuda_stream(a.device())));
   }
+  return true;
+}
+
+}  // namespace
+
+void matmul_into(const Destination& out, const Tensor& a, const Tensor& b) { matmul_into_impl(out, a, b, nullptr); }
+
+bool matmul_into_with_row_sums(const Destination& out, const Tensor& a, const Tensor& b, const Destination& row_sums) {
+  return matmul_into_impl(out, a, b, &row_sums);
 }
 
 Tensor add_bias(const Tensor& x, const Tensor& bias) {

@@ -178,6 +178,15 @@ bool matmul_gelu_backward(void* dh, const void* a, const void* b, const void* h,
   return lt_matmul(dh, dtype, a, b, epilogue, s, dtype, stream);
 }
 
+bool matmul_forward_with_row_sums(void* c, DType c_dtype, void* row_sums, const void* a, const void* b,
+                                  const GemmShape& s, DType dtype, cudaStream_t stream) {
+  if (!env_switch_opted_in("SG_GEMM_BIAS_GRAD_EPILOGUE")) return false;  // read at each call, as the GELU switch
+  if (s.m == 0 || s.n == 0 || s.k == 0 || s.batch != 1 || !s.trans_a) return false;
+  LtEpilogue epilogue;
+  epilogue.a_row_sums = row_sums;
+  return lt_matmul(c, c_dtype, a, b, epilogue, s, dtype, stream);
+}
+
 void bias_add_forward(void* out, const void* bias, int64_t rows, int64_t cols, DType dtype, cudaStream_t stream) {
   if (rows * cols == 0) return;
   with_float_type(dtype, [&](auto tag) {

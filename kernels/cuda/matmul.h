@@ -60,6 +60,16 @@ bool matmul_bias_gelu_forward(void* y, void* h, const void* a, const void* b, co
                               const GemmShape& shape, DType dtype, cudaStream_t stream);
 bool matmul_gelu_backward(void* dh, const void* a, const void* b, const void* h, const GemmShape& shape, DType dtype,
                           cudaStream_t stream);
+// matmul_forward (C in c_dtype, written or with beta = 1 added) that also
+// writes row_sums (m, in c_dtype) = the sums of op(A)'s rows, in one
+// cuBLASLt GEMM (the BGRADB epilogue): a linear layer's weight gradient
+// dW = dy^T x and its bias's gradient, the column sums of dy. A must be
+// read transposed (trans_a), the problem unbatched. False, with nothing
+// written, unless SG_GEMM_BIAS_GRAD_EPILOGUE=1 (not yet timed on a GPU)
+// and Lt has an algorithm: the caller then takes the GEMM and the column
+// sums' kernels.
+bool matmul_forward_with_row_sums(void* c, DType c_dtype, void* row_sums, const void* a, const void* b,
+                                  const GemmShape& shape, DType dtype, cudaStream_t stream);
 // dbias (cols, written in dbias_dtype: f32, bf16 or f16) = the column sums
 // of dout (rows, cols) in `dtype`, summed in f32; partials: scratch of
 // kColumnSumChunks * cols floats (sum_output.h).

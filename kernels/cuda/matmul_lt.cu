@@ -28,6 +28,13 @@
 // of 8) is n. Its pointer, as the bias's, is set before asking the
 // heuristic, which judges alignment by it.
 //
+// BGRADB sums Lt's B over k, one sum for each of D's columns: in our terms
+// the sums of op(A)'s rows, which for a weight gradient dW = dy^T x are the
+// column sums of dy, the bias's gradient, made while the GEMM reads dy
+// anyway. Lt takes it only with its B read transposed (our A: dy^T, a
+// transposed view), and writes the sums in C's type: f32 under bf16
+// operands, straight into the bias's f32 gradient buffer.
+//
 // C may be f32 under 16-bit operands: a weight gradient goes straight into
 // its f32 gradient buffer (beta = 1 adds to it), as Megatron's "gradient
 // accumulation fusion" does, instead of a 16-bit product and a cast.
@@ -83,7 +90,7 @@ uint32_t alignment_of(const void* pointer) {
 
 struct Key {
   int64_t m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c;
-  bool trans_a, trans_b, bias, accumulate;
+  bool trans_a, trans_b, bias, accumulate, row_sums;
   LtEpilogue::Gelu gelu;
   DType dtype, c_dtype;
   uint32_t align_a, align_b, align_c, align_bias, align_aux;
@@ -91,7 +98,7 @@ struct Key {
   int candidate;  // which of the heuristic's answers: 0 but under bench_gemm --candidates
   auto tie() const {
     return std::tie(m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c, trans_a, trans_b, bias, accumulate,
-                    gelu, dtype, c_dtype, align_a, align_b, align_c, align_bias, align_aux, device, candidate);
+                    row_sums, gelu, dtype, c_dtype, align_a, align_b, align_c, align_bias, align_aux, device, candidate);
   }
   bool operator<(const Key& other) const { return tie() < other.tie(); }
 };
@@ -116,6 +123,7 @@ int g_candidate = 0;         // set_lt_candidate
 int g_candidates_found = 0;  // how many answers the heuristic gave the newest plan
 int g_plans_autotuned = 0;   // lt_plans_autotuned
 int64_t g_gelu_gemms = 0;    // lt_gelu_gemms
+int64_t g_row_sum_gemms = 0;  // lt_row_sum_gemms
 constexpr int kMaxCandidates = 16;
 
 // SG_GEMM_AUTOTUNE: how many of the heuristic's answers to time (0: take its
@@ -161,10 +169,12 @@ void set_epilogue(cublasLtMatmulDesc_t desc, const Key& key, const LtEpilogue& e
     epilogue = key.bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
   }
   if (key.gelu == LtEpilogue::Gelu::backward) epilogue = CUBLASLT_EPILOGUE_DGELU;
+  if (key.row_sums) epilogue = CUBLASLT_EPILOGUE_BGRADB;
   if (epilogue == CUBLASLT_EPILOGUE_DEFAULT) return;
   CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-  if (key.bias) {
-    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e.bias, sizeof(e.bias)));
+  if (key.bias || key.row_sums) {
+    const void* vector = key.bias ? e.bias : e.a_row_sums;  // the bias read, or the sums written
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector, sizeof(vector)));
   }
   if (key.gelu != LtEpilogue::Gelu::none) {
     const int64_t aux_ld = key.n;  // Lt's column-major D is (n, m): the aux matrix too, dense
@@ -173,10 +183,11 @@ void set_epilogue(cublasLtMatmulDesc_t desc, const Key& key, const LtEpilogue& e
   }
 }
 
-// Points the plan's epilogue at this call's bias and aux matrix.
+// Points the plan's epilogue at this call's bias (or sums) and aux matrix.
 void point_epilogue(cublasLtMatmulDesc_t desc, const Key& key, const LtEpilogue& e) {
-  if (key.bias) {
-    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &e.bias, sizeof(e.bias)));
+  if (key.bias || key.row_sums) {
+    const void* vector = key.bias ? e.bias : e.a_row_sums;
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector, sizeof(vector)));
   }
   if (key.gelu != LtEpilogue::Gelu::none) {
     CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e.aux, sizeof(e.aux)));
@@ -310,12 +321,18 @@ bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const LtEpi
   if (bias != nullptr && alignment_of(bias) < kBiasAlignment) return false;  // the caller adds it after the GEMM
   if (gelu && (epilogue.aux == nullptr || s.batch != 1 || s.beta != 0.0f || s.ldc != s.n)) return false;
   if (epilogue.gelu == LtEpilogue::Gelu::backward && bias != nullptr) return false;  // no such epilogue
+  const bool row_sums = epilogue.a_row_sums != nullptr;
+  if (row_sums && (bias != nullptr || gelu || !s.trans_a || s.batch != 1 ||
+                   alignment_of(epilogue.a_row_sums) < kBiasAlignment)) {
+    return false;  // BGRADB alone, and only where Lt takes it (see the top of the file)
+  }
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   const Key key{s.m,        s.n,        s.k,        s.lda,     s.ldb,           s.ldc,           s.batch,
                 s.stride_a, s.stride_b, s.stride_c, s.trans_a, s.trans_b,       bias != nullptr, s.beta != 0.0f,
-                epilogue.gelu,          dtype,      c_dtype,   alignment_of(a), alignment_of(b), alignment_of(c),
-                bias ? alignment_of(bias) : 256u,   gelu ? alignment_of(epilogue.aux) : 256u,    device,
+                row_sums,   epilogue.gelu,          dtype,      c_dtype,   alignment_of(a), alignment_of(b), alignment_of(c),
+                bias ? alignment_of(bias) : row_sums ? alignment_of(epilogue.a_row_sums) : 256u,
+                gelu ? alignment_of(epilogue.aux) : 256u,    device,
                 g_candidate};
   std::lock_guard<std::mutex> lock(g_mutex);
   DeviceState& state = state_for(device);
@@ -334,11 +351,12 @@ bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const LtEpi
     static const char* const kEpilogues[] = {"", " GELU", " GELU-backward"};
     std::fprintf(stderr, "shardgrad: cublasLtMatmul refused a %lldx%lldx%lld %s%s GEMM (%s); using cuBLAS for it\n",
                  (long long)s.m, (long long)s.n, (long long)s.k, dtype_name(dtype).data(),
-                 kEpilogues[int(epilogue.gelu)], cublasGetStatusString(status));
+                 row_sums ? " bias-gradient" : kEpilogues[int(epilogue.gelu)], cublasGetStatusString(status));
     plan.usable = false;
     return false;
   }
   if (key.gelu != LtEpilogue::Gelu::none) ++g_gelu_gemms;
+  if (key.row_sums) ++g_row_sum_gemms;
   return true;
 }
 
@@ -362,6 +380,11 @@ int lt_plans_autotuned() {
 int64_t lt_gelu_gemms() {
   std::lock_guard<std::mutex> lock(g_mutex);
   return g_gelu_gemms;
+}
+
+int64_t lt_row_sum_gemms() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_row_sum_gemms;
 }
 
 }  // namespace sg::cuda

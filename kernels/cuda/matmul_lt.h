@@ -25,6 +25,11 @@ struct LtEpilogue {
   // C dense (ldc = n) and in dtype.
   enum class Gelu { none, forward, backward } gelu = Gelu::none;
   void* aux = nullptr;
+  // The sums of op(A)'s rows over k (m), written in c_dtype, 16-byte
+  // aligned: a linear layer's bias gradient from its weight gradient's
+  // GEMM (dW = dy^T x, op(A) = dy^T). A must be read transposed, and the
+  // problem unbatched, with no other epilogue.
+  void* a_row_sums = nullptr;
 };
 
 // C (in c_dtype: dtype, or f32 under 16-bit operands) = op(A) op(B) [+ beta
@@ -45,7 +50,9 @@ int lt_candidates_found();
 // kept. Off by default (a run is then not bit-for-bit repeatable).
 int lt_plans_autotuned();
 
-// How many GEMMs have run with a GELU epilogue (either), for the tests.
+// How many GEMMs have run with a GELU epilogue (either), and with the row
+// sums, for the tests.
 int64_t lt_gelu_gemms();
+int64_t lt_row_sum_gemms();
 
 }  // namespace sg::cuda

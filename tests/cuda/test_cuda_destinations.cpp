@@ -111,6 +111,50 @@ TEST_F(CudaDestinations, BiasGradientIntoF32BufferMatchesCpu) {
   EXPECT_THROW(bias_backward_into({gpu(Tensor::zeros({32})), false}, gpu(dy)), Error);  // 32 columns, not 33
 }
 
+// A linear layer's dW = dy^T x and db = the column sums of dy from one GEMM
+// (cuBLASLt's BGRADB epilogue, SG_GEMM_BIAS_GRAD_EPILOGUE=1), against the
+// CPU's two ops: dW written, then added to, the sums written each time.
+// Where it cannot (sums to add to, dy^T not a transposed view, a bias
+// buffer not 16-byte aligned, the CPU, the switch off) it does nothing and
+// says so. Fresh buffers: aligned, as a ZeRO flat buffer puts GPT-2's.
+TEST_F(CudaDestinations, BiasGradientFromTheWeightGradientsGemm) {
+  setenv("SG_GEMM_BIAS_GRAD_EPILOGUE", "1", 1);
+  const Tensor dy = random_tensor({45, 24}, "dy"), x = random_tensor({45, 40}, "x");
+  auto nan_filled = [](const Shape& shape) { return gpu(Tensor::full(shape, std::nan(""))); };
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Tensor d = dy.to(dtype), xs = x.to(dtype), gd = gpu(d), gx = gpu(xs);
+    const Tensor want_w = matmul(d.to(DType::f32).transpose(0, 1), xs.to(DType::f32));
+    const Tensor want_b = bias_backward(d.to(DType::f32));
+    Tensor w = nan_filled({24, 40}), b = nan_filled({24});
+    const int64_t before = cuda::lt_row_sum_gemms();
+    ASSERT_TRUE(matmul_into_with_row_sums({w, false}, gd.transpose(0, 1), gx, {b, false}));
+    EXPECT_TRUE(same_as_cpu(w, want_w, kF32, 1e-5));
+    EXPECT_TRUE(same_as_cpu(b, want_b, kF32, 1e-5));
+    b.fill_(std::nan(""));
+    ASSERT_TRUE(matmul_into_with_row_sums({w, true}, gd.transpose(0, 1), gx, {b, false}));
+    EXPECT_TRUE(same_as_cpu(w, scale(want_w, 2.0), kF32, 1e-5)) << "the product added once";
+    EXPECT_TRUE(same_as_cpu(b, want_b, kF32, 1e-5)) << "the sums written";
+    EXPECT_EQ(cuda::lt_row_sum_gemms() - before, 2);
+    // Declined: nothing written, NaN everywhere still.
+    Tensor w2 = nan_filled({24, 40}), b2 = nan_filled({24});
+    const Buffers misaligned({24});
+    EXPECT_FALSE(matmul_into_with_row_sums({w2, false}, gd.transpose(0, 1), gx, {b2, true}));
+    EXPECT_FALSE(matmul_into_with_row_sums({w2, false}, gd.transpose(0, 1).contiguous(), gx, {b2, false}));
+    EXPECT_FALSE(matmul_into_with_row_sums({w2, false}, gd.transpose(0, 1), gx, {misaligned.cuda, false}));
+    Tensor cpu_w = Tensor::full({24, 40}, std::nan("")), cpu_b = Tensor::full({24}, std::nan(""));
+    EXPECT_FALSE(matmul_into_with_row_sums({cpu_w, false}, d.transpose(0, 1), xs, {cpu_b, false}));
+    setenv("SG_GEMM_BIAS_GRAD_EPILOGUE", "0", 1);
+    EXPECT_FALSE(matmul_into_with_row_sums({w2, false}, gd.transpose(0, 1), gx, {b2, false}));
+    setenv("SG_GEMM_BIAS_GRAD_EPILOGUE", "1", 1);
+    EXPECT_EQ(cuda::lt_row_sum_gemms() - before, 2);
+    for (const Tensor& t : {w2, b2, misaligned.cuda, cpu_w, cpu_b}) {
+      for (float v : t.to_vector<float>()) ASSERT_TRUE(std::isnan(v)) << "a declined call wrote " << t.str();
+    }
+  }
+  unsetenv("SG_GEMM_BIAS_GRAD_EPILOGUE");
+}
+
 // LayerNorm's dweight and dbias into destinations, each on its own: both,
 // one (the other returned fresh in the input's dtype), written then added.
 TEST_F(CudaDestinations, LayerNormGradientsIntoF32BuffersMatchCpu) {

@@ -2,8 +2,8 @@
 // parameters (Philox gives the CPU's bits on the GPU), the same batch; the
 // loss and every parameter's gradient agree to 1e-4 relative, with each
 // attention form on the GPU, with the fused loss and LayerNorm backward
-// switched off, and with the MLP's GELU in its GEMMs' epilogues switched
-// on. Skips without a GPU.
+// switched off, and with the MLP's GELU and the biases' gradients in their
+// GEMMs' epilogues switched on. Skips without a GPU.
 #include <cmath>
 #include <cstdlib>
 #include <optional>
@@ -31,11 +31,19 @@ struct StepResult {
   std::vector<std::vector<float>> grads;
 };
 
-StepResult one_step(Device device) {
+// With buffers, every parameter's gradient goes into an f32 buffer given
+// beforehand, as ZeRO gives them (claim_leaf_grad), written by the step.
+StepResult one_step(Device device, bool buffers = false) {
   std::optional<ParametersOn> placed;
   placed.emplace(device);
   Gpt model(small());
   placed.reset();
+  if (buffers) {
+    for (const NamedParameter& p : model.named_parameters()) {
+      Variable v = p.variable;
+      v.set_stale_grad(Tensor::full(v.shape(), std::nan(""), TensorOptions().device(device)));
+    }
+  }
   std::vector<int32_t> ids;
   for (int i = 0; i < 3 * 25; ++i) ids.push_back(int32_t((i * 7 + i / 5) % 37));
   Tensor all = Tensor::from_vector(ids, {3, 25});
@@ -95,15 +103,26 @@ TEST_F(GptOnCuda, OneStepLossAndGradientsMatchTheCpu) {
       expect_matches(gpu, cpu);
     }
   }
-  // The MLP's GELU inside its GEMMs' epilogues: one forward and one backward
-  // GEMM a layer, the same step.
-  setenv("SG_GEMM_GELU_EPILOGUE", "1", 1);
-  const int64_t before = cuda::lt_gelu_gemms();
-  const StepResult gpu = one_step(Device::cuda());
-  unsetenv("SG_GEMM_GELU_EPILOGUE");
-  EXPECT_EQ(cuda::lt_gelu_gemms() - before, 2 * small().n_layer);
-  SCOPED_TRACE("GELU in the GEMMs' epilogues");
-  expect_matches(gpu, cpu);
+  // The GEMMs' other epilogues (off by default): the MLP's GELU inside its
+  // GEMMs (one forward and one backward a layer), and the biases' gradients
+  // out of their weights' GEMMs, which needs gradient buffers (qkv, both
+  // projections, and c_fc's where dh comes out of a GEMM too).
+  struct Variant {
+    const char *gelu, *bias_grads;
+    int64_t gelu_gemms, row_sum_gemms;  // a layer
+  };
+  for (const Variant& v : {Variant{"1", "0", 2, 0}, Variant{"0", "1", 0, 3}, Variant{"1", "1", 2, 4}}) {
+    SCOPED_TRACE(std::string("GELU epilogues ") + v.gelu + ", bias gradients from the weights' GEMMs " + v.bias_grads);
+    setenv("SG_GEMM_GELU_EPILOGUE", v.gelu, 1);
+    setenv("SG_GEMM_BIAS_GRAD_EPILOGUE", v.bias_grads, 1);
+    const int64_t gelu_before = cuda::lt_gelu_gemms(), sums_before = cuda::lt_row_sum_gemms();
+    const StepResult gpu = one_step(Device::cuda(), /*buffers=*/true);
+    unsetenv("SG_GEMM_GELU_EPILOGUE");
+    unsetenv("SG_GEMM_BIAS_GRAD_EPILOGUE");
+    EXPECT_EQ(cuda::lt_gelu_gemms() - gelu_before, v.gelu_gemms * small().n_layer);
+    EXPECT_EQ(cuda::lt_row_sum_gemms() - sums_before, v.row_sum_gemms * small().n_layer);
+    expect_matches(gpu, cpu);
+  }
 }
 
 // The LM head and loss on CUDA: one kernel writes g = softmax - onehot over

@@ -10,7 +10,9 @@
 // epilogue broadcasting along D's rows, and GELU's two epilogues with their
 // auxiliary matrix (GELU_AUX_BIAS writes GELU's input there, DGELU reads
 // it; the tanh form, as an RTX 3060's cuBLASLt 13 computes it: a public
-// test of the card's epilogues checks exactly these formulas). Lt descriptors take only the
+// test of the card's epilogues checks exactly these formulas), and
+// BGRADB, which writes the sums of op(B) over k (a bias's gradient from a
+// weight gradient's GEMM; the card's test again). Lt descriptors take only the
 // attributes kernels/cuda/matmul_lt.cu sets; any other attribute is refused
 // (CUBLAS_STATUS_NOT_SUPPORTED) rather than silently ignored. A layout that
 // does not fit the operation (m, n, k disagree; ld smaller than the rows) is
@@ -70,6 +72,7 @@ struct Epilogue {
   enum Gelu { kNone, kForward, kBackward } gelu = kNone;
   void* aux = nullptr;  // GELU's input: written (kForward), read (kBackward); D's type
   int64_t aux_ld = 0;
+  void* b_sums = nullptr;  // BGRADB: sum over k of op(B)(k, col), for each of D's columns, in D's type
 };
 
 struct Operand {
@@ -91,6 +94,11 @@ void gemm(int64_t m, int64_t n, int64_t k, int64_t batch, double alpha, const Op
           double beta, const void* c, int64_t ldc, int64_t stride_c, void* d, cudaDataType d_type, int64_t ldd,
           int64_t stride_d, const Epilogue& epilogue = {}) {
   for (int64_t p = 0; p < batch; ++p) {
+    for (int64_t col = 0; epilogue.b_sums != nullptr && col < n; ++col) {
+      double sum = 0.0;
+      for (int64_t i = 0; i < k; ++i) sum += b.at(p, i, col);
+      store(epilogue.b_sums, d_type, col, sum);  // not scaled by alpha
+    }
     for (int64_t col = 0; col < n; ++col) {
       for (int64_t row = 0; row < m; ++row) {
         double sum = 0.0;
@@ -245,7 +253,8 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasL
     case CUBLASLT_MATMUL_DESC_TRANSB: ok = read_attribute(d.trans_b, buffer, bytes); break;
     case CUBLASLT_MATMUL_DESC_EPILOGUE:
       ok = read_attribute(d.epilogue, buffer, bytes) &&
-           (d.epilogue == CUBLASLT_EPILOGUE_DEFAULT || reads_bias(d.epilogue) || has_aux(d.epilogue));
+           (d.epilogue == CUBLASLT_EPILOGUE_DEFAULT || reads_bias(d.epilogue) || has_aux(d.epilogue) ||
+            d.epilogue == CUBLASLT_EPILOGUE_BGRADB);
       break;
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER: ok = read_attribute(d.bias, buffer, bytes); break;
     case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: ok = read_attribute(d.aux, buffer, bytes); break;
@@ -312,7 +321,10 @@ namespace {
 cublasStatus_t check_problem(const LtDesc& d, const LtLayout& a, const LtLayout& b, const LtLayout& c,
                              const LtLayout& dl) {
   if (a.type != b.type || !supported(a.type, c.type) || c.type != dl.type) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && c.type != a.type) return CUBLAS_STATUS_NOT_SUPPORTED;  // not asked of it
+  const bool bgrad = d.epilogue == CUBLASLT_EPILOGUE_BGRADB;
+  // Asked of it: one type throughout, but for a bias gradient with an f32 C under 16-bit operands.
+  if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && !bgrad && c.type != a.type) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (bgrad && (d.trans_b == CUBLAS_OP_N || dl.batch != 1)) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (has_aux(d.epilogue) && (d.aux_ld < dl.rows || d.aux_ld % 8 != 0)) return CUBLAS_STATUS_INVALID_VALUE;
   if (has_aux(d.epilogue) && dl.batch != 1) return CUBLAS_STATUS_NOT_SUPPORTED;
   const int64_t m = dl.rows, n = dl.cols;
@@ -365,6 +377,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   // Real Lt kernels have been reported to fault (a sticky CUDA error, not a
   // status) on a bias that is not 16-byte aligned; matmul_lt.cu must never
   // pass one, so here it ends the process as the fault would.
+  if (d.epilogue == CUBLASLT_EPILOGUE_BGRADB && d.bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
   if (has_aux(d.epilogue) && d.aux == nullptr) {
     return d.epilogue == CUBLASLT_EPILOGUE_DGELU ? CUBLAS_STATUS_INVALID_VALUE : CUBLAS_STATUS_NOT_SUPPORTED;
   }
@@ -383,6 +396,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
     epilogue.gelu = d.epilogue == CUBLASLT_EPILOGUE_DGELU ? Epilogue::kBackward : Epilogue::kForward;
     epilogue.aux = d.aux, epilogue.aux_ld = d.aux_ld;
   }
+  if (d.epilogue == CUBLASLT_EPILOGUE_BGRADB) epilogue.b_sums = const_cast<void*>(d.bias);  // written there
   sg_emu::enqueue(stream, "cublasLtMatmul", [=] {
     gemm(dl.rows, dl.cols, k, dl.batch, alpha_value, op_a, op_b, beta_value, C, c.ld, c.stride, D, dl.type, dl.ld,
          dl.stride, epilogue);
