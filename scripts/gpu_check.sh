@@ -159,7 +159,7 @@ fi
 # one at a time (the loss's gradient written in its forward, LayerNorm's backward in one kernel:
 # not yet timed on a GPU), and attention's GEMM form instead of the default fused kernels on
 # tensor cores; then where one step's kernel time goes (ncu).
-step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt
+step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --profile-torch
 SG_FUSED_CROSS_ENTROPY=0 step bench_gpt_two_pass_loss 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_LAYERNORM_FUSED_BACKWARD=0 step bench_gpt_two_kernel_layernorm 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_ATTENTION=gemm step bench_gpt_gemm_attention 60 $bin/bench_gpt --device cuda --dtype bf16
@@ -202,7 +202,7 @@ step bench_gemm 90 $bin/bench_gemm --repeat 10 --candidates 8
 step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
 for batch in 16 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench_gpt --device cuda --dtype bf16 --batch $batch; done
 # The micro-batch "as large as fits": 32 for both, side by side (PyTorch's compile takes a minute).
-SG_STEP_OPTIONAL=1 step bench_gpt_b32 180 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --batch 32
+SG_STEP_OPTIONAL=1 step bench_gpt_b32 180 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --batch 32 --profile-torch
 SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 step bench_gpt_b32_gemm_autotune 60 $bin/bench_gpt --device cuda --dtype bf16 \
   --batch 32
 SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_both_epilogues 60 \
@@ -260,7 +260,7 @@ summary() {
   echo
   echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
   cat "$logs/bench_gpt.log" 2>/dev/null
-  [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\|' "$logs/bench_gpt_b32.log"
+  [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\||^PyTorch compiled' "$logs/bench_gpt_b32.log"
   for log in bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention bench_gpt_gemm_autotune \
     bench_gpt_gelu_epilogue bench_gpt_bias_grad_epilogue bench_gpt_both_epilogues bench_gpt_b16 \
     bench_gpt_b32_gemm_autotune bench_gpt_b32_both_epilogues bench_gpt_b32_both_epilogues_autotune bench_gpt_b64 bench_gpt_forward_fewer_warps bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
