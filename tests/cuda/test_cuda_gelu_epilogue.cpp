@@ -1,11 +1,11 @@
 // GELU inside cuBLASLt's epilogues (SG_GEMM_GELU_EPILOGUE=1,
 // kernels/cuda/matmul_lt.cu): an MLP's first GEMM adds the bias, keeps
 // GELU's input h and writes gelu(h); the GEMM making h's gradient
-// multiplies by gelu'(h). Against the CPU twins (f32 1e-5, bf16 1e-2; a
-// bf16 dh 2e-2, as each side rounds it once more by its own path), with a
-// count of the GEMMs that took an epilogue, and where the terms fail (the
-// switch off, a width not a multiple of 8, a misaligned bias) the same
-// results by the separate passes.
+// multiplies by gelu'(h). Against the CPU twins (f32 1e-5, bf16 and f16
+// 1e-2; a 16-bit dh 2e-2, as each side rounds it once more by its own
+// path), with a count of the GEMMs that took an epilogue, and where the
+// terms fail (the switch off, a width not a multiple of 8, a misaligned
+// bias) the same results by the separate passes.
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -66,7 +66,7 @@ TEST_F(CudaGeluEpilogue, GemmsMatchCpu) {
   const Tensor x = random_tensor({2, 19, 24}, "x"), w = random_tensor({40, 24}, "w");
   const Tensor bias = random_tensor({40}, "bias"), dy = random_tensor({2, 19, 16}, "dy");
   const Tensor w2 = random_tensor({16, 40}, "w2");
-  for (DType dtype : {DType::f32, DType::bf16}) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
     SCOPED_TRACE(dtype_name(dtype));
     expect_gemms_match(x, w, bias, dy, w2, dtype, 2);
   }
@@ -107,7 +107,7 @@ TEST_F(CudaGeluEpilogue, SeparatePassesWhereTheTermsFail) {
 TEST_F(CudaGeluEpilogue, MlpNodeMatchesCpu) {
   const std::vector<std::pair<Shape, const char*>> inputs{
       {{3, 7, 24}, "x"}, {{64, 24}, "w1"}, {{64}, "b1"}, {{24, 64}, "w2"}, {{24}, "b2"}};
-  for (DType dtype : {DType::f32, DType::bf16}) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
     SCOPED_TRACE(dtype_name(dtype));
     auto run = [&](Device device) {
       std::vector<Variable> v;
