@@ -122,8 +122,7 @@ std::array<DeviceState, 16> g_devices{};
 int g_candidate = 0;         // set_lt_candidate
 int g_candidates_found = 0;  // how many answers the heuristic gave the newest plan
 int g_plans_autotuned = 0;   // lt_plans_autotuned
-int64_t g_gelu_gemms = 0;    // lt_gelu_gemms
-int64_t g_row_sum_gemms = 0;  // lt_row_sum_gemms
+LtEpilogueCounts g_epilogue_gemms;  // lt_epilogue_gemms
 constexpr int kMaxCandidates = 16;
 
 // SG_GEMM_AUTOTUNE: how many of the heuristic's answers to time (0: take its
@@ -355,8 +354,8 @@ bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const LtEpi
     plan.usable = false;
     return false;
   }
-  if (key.gelu != LtEpilogue::Gelu::none) ++g_gelu_gemms;
-  if (key.row_sums) ++g_row_sum_gemms;
+  if (key.gelu != LtEpilogue::Gelu::none) ++g_epilogue_gemms.gelu;
+  if (key.row_sums) ++g_epilogue_gemms.row_sums;
   return true;
 }
 
@@ -377,14 +376,9 @@ int lt_plans_autotuned() {
   return g_plans_autotuned;
 }
 
-int64_t lt_gelu_gemms() {
+LtEpilogueCounts lt_epilogue_gemms() {
   std::lock_guard<std::mutex> lock(g_mutex);
-  return g_gelu_gemms;
-}
-
-int64_t lt_row_sum_gemms() {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  return g_row_sum_gemms;
+  return g_epilogue_gemms;
 }
 
 }  // namespace sg::cuda

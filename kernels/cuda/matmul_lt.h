@@ -50,9 +50,11 @@ int lt_candidates_found();
 // kept. Off by default (a run is then not bit-for-bit repeatable).
 int lt_plans_autotuned();
 
-// How many GEMMs have run with a GELU epilogue (either), and with the row
-// sums, for the tests.
-int64_t lt_gelu_gemms();
-int64_t lt_row_sum_gemms();
+// How many GEMMs have run with a GELU epilogue (either direction), and with
+// the row sums, for the tests.
+struct LtEpilogueCounts {
+  int64_t gelu = 0, row_sums = 0;
+};
+LtEpilogueCounts lt_epilogue_gemms();
 
 }  // namespace sg::cuda

@@ -127,7 +127,7 @@ TEST_F(CudaDestinations, BiasGradientFromTheWeightGradientsGemm) {
     const Tensor want_w = matmul(d.to(DType::f32).transpose(0, 1), xs.to(DType::f32));
     const Tensor want_b = bias_backward(d.to(DType::f32));
     Tensor w = nan_filled({24, 40}), b = nan_filled({24});
-    const int64_t before = cuda::lt_row_sum_gemms();
+    const int64_t before = cuda::lt_epilogue_gemms().row_sums;
     ASSERT_TRUE(matmul_into_with_row_sums({w, false}, gd.transpose(0, 1), gx, {b, false}));
     EXPECT_TRUE(same_as_cpu(w, want_w, kF32, 1e-5));
     EXPECT_TRUE(same_as_cpu(b, want_b, kF32, 1e-5));
@@ -135,7 +135,7 @@ TEST_F(CudaDestinations, BiasGradientFromTheWeightGradientsGemm) {
     ASSERT_TRUE(matmul_into_with_row_sums({w, true}, gd.transpose(0, 1), gx, {b, false}));
     EXPECT_TRUE(same_as_cpu(w, scale(want_w, 2.0), kF32, 1e-5)) << "the product added once";
     EXPECT_TRUE(same_as_cpu(b, want_b, kF32, 1e-5)) << "the sums written";
-    EXPECT_EQ(cuda::lt_row_sum_gemms() - before, 2);
+    EXPECT_EQ(cuda::lt_epilogue_gemms().row_sums - before, 2);
     // Declined: nothing written, NaN everywhere still.
     Tensor w2 = nan_filled({24, 40}), b2 = nan_filled({24});
     const Buffers misaligned({24});
@@ -147,7 +147,7 @@ TEST_F(CudaDestinations, BiasGradientFromTheWeightGradientsGemm) {
     setenv("SG_GEMM_BIAS_GRAD_EPILOGUE", "0", 1);
     EXPECT_FALSE(matmul_into_with_row_sums({w2, false}, gd.transpose(0, 1), gx, {b2, false}));
     setenv("SG_GEMM_BIAS_GRAD_EPILOGUE", "1", 1);
-    EXPECT_EQ(cuda::lt_row_sum_gemms() - before, 2);
+    EXPECT_EQ(cuda::lt_epilogue_gemms().row_sums - before, 2);
     for (const Tensor& t : {w2, b2, misaligned.cuda, cpu_w, cpu_b}) {
       for (float v : t.to_vector<float>()) ASSERT_TRUE(std::isnan(v)) << "a declined call wrote " << t.str();
     }

@@ -49,7 +49,7 @@ double dh_rtol(DType dtype) { return dtype == DType::f32 ? kF32 : 2e-2; }
 void expect_gemms_match(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& dy, const Tensor& w2,
                         DType dtype, int epilogues) {
   const Tensor xs = x.to(dtype), ws = w.to(dtype), b = bias.to(dtype), d = dy.to(dtype), v = w2.to(dtype);
-  const int64_t before = cuda::lt_gelu_gemms();
+  const int64_t before = cuda::lt_epilogue_gemms().gelu;
   const LinearGeluOutput cpu = matmul_bias_gelu(xs, ws.transpose(0, 1), b);
   const LinearGeluOutput got = matmul_bias_gelu(gpu(xs), gpu(ws).transpose(0, 1), gpu(b));
   EXPECT_TRUE(same_as_cpu(got.h, cpu.h, rtol(dtype), atol(dtype)));
@@ -59,7 +59,7 @@ void expect_gemms_match(const Tensor& x, const Tensor& w, const Tensor& bias, co
   EXPECT_EQ(dh.defined(), epilogues == 2);
   if (!dh.defined()) dh = gelu_backward(got.h, matmul(gpu(d), gpu(v)));  // what the MLP's backward does then
   EXPECT_TRUE(same_as_cpu(dh, gelu_backward(cpu.h, matmul(d, v)), dh_rtol(dtype), atol(dtype)));
-  EXPECT_EQ(cuda::lt_gelu_gemms() - before, epilogues);
+  EXPECT_EQ(cuda::lt_epilogue_gemms().gelu - before, epilogues);
 }
 
 TEST_F(CudaGeluEpilogue, GemmsMatchCpu) {
@@ -85,11 +85,11 @@ TEST_F(CudaGeluEpilogue, SeparatePassesWhereTheTermsFail) {
       SCOPED_TRACE("a bias 2 bytes into its buffer (the GEMM's epilogue needs 16)");
       const Tensor flat = random_tensor({41}, "flat");
       const Tensor bias = flat.to(dtype).slice(0, 1, 41), gpu_bias = gpu(flat.to(dtype)).slice(0, 1, 41);
-      const int64_t before = cuda::lt_gelu_gemms();
+      const int64_t before = cuda::lt_epilogue_gemms().gelu;
       const LinearGeluOutput cpu = matmul_bias_gelu(x.to(dtype), random_tensor({24, 40}, "w").to(dtype), bias);
       const LinearGeluOutput got =
           matmul_bias_gelu(gpu(x.to(dtype)), gpu(random_tensor({24, 40}, "w").to(dtype)), gpu_bias);
-      EXPECT_EQ(cuda::lt_gelu_gemms(), before);
+      EXPECT_EQ(cuda::lt_epilogue_gemms().gelu, before);
       EXPECT_TRUE(same_as_cpu(got.y, cpu.y, rtol(dtype), atol(dtype)));
     }
     setenv("SG_GEMM_GELU_EPILOGUE", "0", 1);
@@ -119,9 +119,9 @@ TEST_F(CudaGeluEpilogue, MlpNodeMatchesCpu) {
       return out;
     };
     const std::vector<Tensor> cpu = run(Device::cpu());
-    const int64_t before = cuda::lt_gelu_gemms();
+    const int64_t before = cuda::lt_epilogue_gemms().gelu;
     const std::vector<Tensor> got = run(Device::cuda());
-    EXPECT_EQ(cuda::lt_gelu_gemms() - before, 2);
+    EXPECT_EQ(cuda::lt_epilogue_gemms().gelu - before, 2);
     for (size_t i = 0; i < cpu.size(); ++i) {
       double scale = 0;
       for (float g : cpu[i].to_vector<float>()) scale = std::max(scale, double(std::abs(g)));

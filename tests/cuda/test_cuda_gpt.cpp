@@ -115,12 +115,13 @@ TEST_F(GptOnCuda, OneStepLossAndGradientsMatchTheCpu) {
     SCOPED_TRACE(std::string("GELU epilogues ") + v.gelu + ", bias gradients from the weights' GEMMs " + v.bias_grads);
     setenv("SG_GEMM_GELU_EPILOGUE", v.gelu, 1);
     setenv("SG_GEMM_BIAS_GRAD_EPILOGUE", v.bias_grads, 1);
-    const int64_t gelu_before = cuda::lt_gelu_gemms(), sums_before = cuda::lt_row_sum_gemms();
+    const cuda::LtEpilogueCounts before = cuda::lt_epilogue_gemms();
     const StepResult gpu = one_step(Device::cuda(), /*buffers=*/true);
     unsetenv("SG_GEMM_GELU_EPILOGUE");
     unsetenv("SG_GEMM_BIAS_GRAD_EPILOGUE");
-    EXPECT_EQ(cuda::lt_gelu_gemms() - gelu_before, v.gelu_gemms * small().n_layer);
-    EXPECT_EQ(cuda::lt_row_sum_gemms() - sums_before, v.row_sum_gemms * small().n_layer);
+    const cuda::LtEpilogueCounts after = cuda::lt_epilogue_gemms();
+    EXPECT_EQ(after.gelu - before.gelu, v.gelu_gemms * small().n_layer);
+    EXPECT_EQ(after.row_sums - before.row_sums, v.row_sum_gemms * small().n_layer);
     expect_matches(gpu, cpu);
   }
 }
