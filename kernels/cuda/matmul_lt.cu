@@ -161,7 +161,19 @@ cublasLtMatrixLayout_t layout(cudaDataType type, int64_t rows, int64_t cols, int
   return l;
 }
 
-// The epilogue the key asks for, with its pointers (set again at each call).
+// Points a plan's epilogue at this call's vector (the bias read, or the
+// sums written) and aux matrix.
+void point_epilogue(cublasLtMatmulDesc_t desc, const Key& key, const LtEpilogue& e) {
+  if (key.bias || key.row_sums) {
+    const void* vector = key.bias ? e.bias : e.a_row_sums;
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector, sizeof(vector)));
+  }
+  if (key.gelu != LtEpilogue::Gelu::none) {
+    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e.aux, sizeof(e.aux)));
+  }
+}
+
+// The epilogue the key asks for, pointed at this (the first) call's vectors.
 void set_epilogue(cublasLtMatmulDesc_t desc, const Key& key, const LtEpilogue& e) {
   cublasLtEpilogue_t epilogue = key.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
   if (key.gelu == LtEpilogue::Gelu::forward) {
@@ -171,26 +183,11 @@ void set_epilogue(cublasLtMatmulDesc_t desc, const Key& key, const LtEpilogue& e
   if (key.row_sums) epilogue = CUBLASLT_EPILOGUE_BGRADB;
   if (epilogue == CUBLASLT_EPILOGUE_DEFAULT) return;
   CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-  if (key.bias || key.row_sums) {
-    const void* vector = key.bias ? e.bias : e.a_row_sums;  // the bias read, or the sums written
-    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector, sizeof(vector)));
-  }
   if (key.gelu != LtEpilogue::Gelu::none) {
     const int64_t aux_ld = key.n;  // Lt's column-major D is (n, m): the aux matrix too, dense
     CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)));
-    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e.aux, sizeof(e.aux)));
   }
-}
-
-// Points the plan's epilogue at this call's bias (or sums) and aux matrix.
-void point_epilogue(cublasLtMatmulDesc_t desc, const Key& key, const LtEpilogue& e) {
-  if (key.bias || key.row_sums) {
-    const void* vector = key.bias ? e.bias : e.a_row_sums;
-    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector, sizeof(vector)));
-  }
-  if (key.gelu != LtEpilogue::Gelu::none) {
-    CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &e.aux, sizeof(e.aux)));
-  }
+  point_epilogue(desc, key, e);
 }
 
 Plan make_plan(const Key& key, const LtEpilogue& epilogue, DeviceState& state, int autotune) {
@@ -327,12 +324,16 @@ bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const LtEpi
   }
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
-  const Key key{s.m,        s.n,        s.k,        s.lda,     s.ldb,           s.ldc,           s.batch,
-                s.stride_a, s.stride_b, s.stride_c, s.trans_a, s.trans_b,       bias != nullptr, s.beta != 0.0f,
-                row_sums,   epilogue.gelu,          dtype,      c_dtype,   alignment_of(a), alignment_of(b), alignment_of(c),
-                bias ? alignment_of(bias) : row_sums ? alignment_of(epilogue.a_row_sums) : 256u,
-                gelu ? alignment_of(epilogue.aux) : 256u,    device,
-                g_candidate};
+  const uint32_t align_vector = bias ? alignment_of(bias) : row_sums ? alignment_of(epilogue.a_row_sums) : 256u;
+  const Key key{s.m,           s.n,           s.k,
+                s.lda,         s.ldb,         s.ldc,
+                s.batch,       s.stride_a,    s.stride_b,
+                s.stride_c,    s.trans_a,     s.trans_b,
+                bias != nullptr, s.beta != 0.0f, row_sums,
+                epilogue.gelu, dtype,         c_dtype,
+                alignment_of(a), alignment_of(b), alignment_of(c),
+                align_vector,  gelu ? alignment_of(epilogue.aux) : 256u,
+                device,        g_candidate};
   std::lock_guard<std::mutex> lock(g_mutex);
   DeviceState& state = state_for(device);
   auto it = g_plans.find(key);
