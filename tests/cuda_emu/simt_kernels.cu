@@ -53,6 +53,15 @@ __global__ void reverse_kernel(float* out, const float* in, int n) {
   for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = buffer[n - 1 - i];
 }
 
+// The same, for launches past 48 KiB (a kernel of its own: what
+// cudaFuncSetAttribute allows it lasts for the process).
+__global__ void large_reverse_kernel(float* out, const float* in, int n) {
+  extern __shared__ float buffer[];
+  for (int i = threadIdx.x; i < n; i += blockDim.x) buffer[i] = in[i];
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = buffer[n - 1 - i];
+}
+
 __global__ void shared_overrun_kernel(float* out, int index) {
   extern __shared__ float buffer[];
   out[0] = buffer[index];
@@ -141,6 +150,12 @@ void thread_ids(int32_t* out, unsigned grid_x, unsigned grid_y, unsigned block_x
 void split_barrier(int32_t* out) { split_barrier_kernel<<<1, 32>>>(out); }
 void reverse_in_shared(float* out, const float* in, int n) {
   reverse_kernel<<<1, 64, size_t(n) * sizeof(float)>>>(out, in, n);
+}
+cudaError_t allow_large_reverse(int bytes) {
+  return cudaFuncSetAttribute(large_reverse_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+void reverse_in_large_shared(float* out, const float* in, int n) {
+  large_reverse_kernel<<<1, 64, size_t(n) * sizeof(float)>>>(out, in, n);
 }
 void write_at(float* out, int index) { write_kernel<<<1, 1>>>(out, index); }
 void read_shared_at(float* out, int n, int index) {

@@ -14,6 +14,10 @@ void warp_sums(float* out, int lanes_alive);  // out[lane] = sum over the warp o
 void thread_ids(int32_t* out, unsigned grid_x, unsigned grid_y, unsigned block_x, unsigned block_y);
 void split_barrier(int32_t* out);              // half the block at __syncthreads, half at __syncwarp
 void reverse_in_shared(float* out, const float* in, int n);  // extern __shared__, n floats
+// The same in a kernel of its own, and cudaFuncSetAttribute's
+// MaxDynamicSharedMemorySize for it.
+void reverse_in_large_shared(float* out, const float* in, int n);
+cudaError_t allow_large_reverse(int bytes);
 void write_at(float* out, int index);          // out[index] = 1 (index n or -1: one element outside)
 void read_shared_at(float* out, int n, int index);  // n floats of extern __shared__, reads element index
 void launch_too_many_threads(float* out);      // a block of 2048 threads

@@ -104,6 +104,25 @@ TEST(Simt, DynamicSharedMemory) {
   for (int i = 0; i < n; ++i) EXPECT_EQ(out[size_t(i)], in[size_t(n - 1 - i)]);
 }
 
+// Over 48 KiB of dynamic shared memory only after cudaFuncSetAttribute
+// allowed the kernel that much (and never past 227 KiB, an H100's), as a
+// GPU refuses the launch.
+TEST(Simt, LargeDynamicSharedMemoryNeedsTheKernelsAttribute) {
+  const int n = 14000;  // 56,000 bytes
+  std::vector<float> in(n);
+  std::iota(in.begin(), in.end(), 1.0f);
+  DeviceBuffer<float> d_in(n), d_out(n);
+  d_in.upload(in);
+  EXPECT_THROW(reverse_in_large_shared(d_out.data, d_in.data, n), Error);
+  EXPECT_EQ(allow_large_reverse(40000), cudaSuccess);
+  EXPECT_THROW(reverse_in_large_shared(d_out.data, d_in.data, n), Error);
+  EXPECT_EQ(allow_large_reverse(228 * 1024), cudaErrorInvalidValue);
+  EXPECT_EQ(allow_large_reverse(n * int(sizeof(float))), cudaSuccess);
+  reverse_in_large_shared(d_out.data, d_in.data, n);
+  const std::vector<float> out = d_out.download();
+  for (int i = 0; i < n; ++i) ASSERT_EQ(out[size_t(i)], in[size_t(n - 1 - i)]);
+}
+
 // The translator rewrites launches, not text that looks like one.
 TEST(Simt, TranslatorLeavesCommentsAndStringsAndReadsNestedTemplates) {
   DeviceBuffer<int32_t> out(40);

@@ -5,7 +5,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -31,6 +33,27 @@ namespace {
 constexpr int kWarp = 32;
 constexpr size_t kStackBytes = size_t(256) << 10;  // a thread's locals, printf, an exception's unwinding
 constexpr size_t kMaxDynamicShared = size_t(48) << 10;  // static + dynamic; more needs cudaFuncSetAttribute
+constexpr size_t kMaxOptInShared = size_t(227) << 10;   // what cudaFuncSetAttribute may allow (an H100's)
+
+// The kernel's name as its launches and set_function_attribute give it, without whitespace.
+std::string normalized(const char* kernel) {
+  std::string name;
+  for (const char* c = kernel; *c; ++c) {
+    if (!std::isspace(static_cast<unsigned char>(*c))) name += *c;
+  }
+  return name;
+}
+
+std::mutex g_attributes_mutex;
+std::map<std::string, size_t> g_max_dynamic_shared;  // set_function_attribute
+
+// How much shared memory a block of this kernel may use: 48 KiB, or what
+// cudaFuncSetAttribute allowed it (dynamic shared memory, on top of the 48).
+size_t shared_limit(const char* kernel) {
+  std::lock_guard<std::mutex> lock(g_attributes_mutex);
+  const auto it = g_max_dynamic_shared.find(normalized(kernel));
+  return it == g_max_dynamic_shared.end() ? kMaxDynamicShared : std::max(kMaxDynamicShared, it->second);
+}
 
 // Opens when `expected` threads have arrived; `generation` counts openings,
 // so a waiting thread knows its barrier has opened once the count moves on.
@@ -171,8 +194,9 @@ void check_config(const char* kernel, const Config& config) {
                config.grid.z <= 65535,
            "CUDA emulator: kernel ", kernel, " launched with grid ", dims(config.grid),
            "; each dimension must be at least 1, and y and z at most 65535");
-  SG_CHECK(config.shared_bytes <= kMaxDynamicShared, "CUDA emulator: kernel ", kernel, " asks for ",
-           config.shared_bytes, " bytes of dynamic shared memory; more than 48 KiB needs cudaFuncSetAttribute");
+  SG_CHECK(config.shared_bytes <= shared_limit(kernel), "CUDA emulator: kernel ", kernel, " asks for ",
+           config.shared_bytes, " bytes of dynamic shared memory; more than 48 KiB needs cudaFuncSetAttribute ",
+           "(cudaFuncAttributeMaxDynamicSharedMemorySize) first, allowing at least that much");
 }
 
 // Between barriers the threads run one after another, so a missing barrier
@@ -292,6 +316,14 @@ void run_grid(const char* kernel, const Config& config, const std::function<void
 // A configuration the GPU refuses fails at the launch, as cudaGetLastError
 // would report it; the blocks run when the stream gets to them
 // (SG_EMU_STREAMS), each thread with the arguments as they were at the launch.
+cudaError_t set_function_attribute(const char* kernel, cudaFuncAttribute attribute, int value) {
+  if (attribute != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorNotSupported;
+  if (value < 0 || size_t(value) > kMaxOptInShared) return cudaErrorInvalidValue;
+  std::lock_guard<std::mutex> lock(g_attributes_mutex);
+  g_max_dynamic_shared[normalized(kernel)] = size_t(value);
+  return cudaSuccess;
+}
+
 void launch(const char* kernel, const Config& config, const std::function<void()>& body) {
   check_config(kernel, config);
   enqueue(config.stream, kernel, [kernel, config, body] { run_grid(kernel, config, body); });
@@ -391,7 +423,8 @@ void enter_shared_array(void* array, size_t bytes) {
   size_t static_bytes = 0;
   for (const auto& entry : block.filled_arrays) static_bytes += entry.second;
   const size_t total = static_bytes + block.dynamic_shared_bytes;
-  SG_CHECK(total <= kMaxDynamicShared, "CUDA emulator: kernel ", block.kernel, " uses ", total,
+  SG_CHECK(static_bytes <= kMaxDynamicShared && total <= shared_limit(block.kernel), "CUDA emulator: kernel ",
+           block.kernel, " uses ", total,
            " bytes of shared memory per block (", static_bytes, " in __shared__ arrays); a block may "
            "have 48 KiB, more only as dynamic shared memory after cudaFuncSetAttribute");
 }

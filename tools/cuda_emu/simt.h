@@ -52,6 +52,13 @@ inline Config config(dim3 grid, dim3 block, size_t shared_bytes = 0, cudaStream_
 // kernels' `static` shared arrays are shared.
 void launch(const char* kernel, const Config& config, const std::function<void()>& body);
 
+// cudaFuncSetAttribute(kernel, attribute, value), rewritten by
+// translate.cpp to name the kernel as its launches do (the source text;
+// whitespace does not count). Only cudaFuncAttributeMaxDynamicSharedMemorySize
+// is taken, up to an H100's 227 KiB a block: the kernel's later launches may
+// then ask for that much dynamic shared memory instead of 48 KiB.
+cudaError_t set_function_attribute(const char* kernel, cudaFuncAttribute attribute, int value);
+
 // While one lives, this OS thread runs emulated device work (`what`: a
 // kernel, a queued copy, a GEMM, a collective). Device memory is closed to
 // host code (runtime.h): device work opens each buffer on its first touch,

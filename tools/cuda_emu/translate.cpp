@@ -9,6 +9,11 @@
 //   extern __shared__ float scratch[];
 //     -> float* scratch = static_cast<float*>(::sg_emu::dynamic_shared());
 //
+// One runtime call names a kernel, which the emulator knows by its
+// launches' text, not by an address:
+//   cudaFuncSetAttribute(kernel<T>, attribute, value)
+//     -> ::sg_emu::set_function_attribute("kernel<T>", attribute, value)
+//
 // and one is rewritten for fidelity: each static shared array
 //   __shared__ float tile[64][64];
 //     -> static ::sg_emu::SharedArray<float[64][64]> tile_shared_;
@@ -118,6 +123,28 @@ std::string translate_launches(const std::string& text) {
            "), [](auto... sg_emu_args) { return [=] { " + kernel + "(sg_emu_args...); }; }" +
            text.substr(open, args_end - open) + ")";
     copied = args_end;
+  }
+  return out + text.substr(copied);
+}
+
+std::string translate_function_attributes(const std::string& text) {
+  const std::vector<bool> code = code_mask(text);
+  const std::string call = "cudaFuncSetAttribute(";
+  std::string out;
+  size_t copied = 0;
+  for (size_t at = text.find(call); at != std::string::npos; at = text.find(call, at + call.size())) {
+    if (!code[at]) continue;
+    // The first argument: up to the comma outside every bracket.
+    size_t end = at + call.size();
+    int depth = 0;
+    for (; end < text.size() && !(depth == 0 && text[end] == ','); ++end) {
+      if (text[end] == '<' || text[end] == '(' || text[end] == '[') ++depth;
+      if (text[end] == '>' || text[end] == ')' || text[end] == ']') --depth;
+    }
+    if (end >= text.size()) throw std::runtime_error("cudaFuncSetAttribute without its arguments");
+    const std::string kernel = trim(text.substr(at + call.size(), end - at - call.size()));
+    out += text.substr(copied, at - copied) + "::sg_emu::set_function_attribute(\"" + kernel + "\"";
+    copied = end;  // the comma and the other arguments are copied as they are
   }
   return out + text.substr(copied);
 }
@@ -238,7 +265,8 @@ int main(int argc, char** argv) {
   try {
     std::set<std::string> included;
     const std::string source = inline_headers(argv[1], argv[3], included);
-    const std::string text = translate_launches(translate_static_shared(translate_dynamic_shared(source)));
+    const std::string text =
+        translate_launches(translate_function_attributes(translate_static_shared(translate_dynamic_shared(source))));
     const std::filesystem::path output(argv[2]);
     if (output.has_parent_path()) std::filesystem::create_directories(output.parent_path());
     std::ofstream out(output);
