@@ -174,6 +174,11 @@ SG_GEMM_GELU_EPILOGUE=1 step bench_gpt_gelu_epilogue 60 $bin/bench_gpt --device 
 SG_GEMM_BIAS_GRAD_EPILOGUE=1 step bench_gpt_bias_grad_epilogue 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 step bench_gpt_both_epilogues 60 $bin/bench_gpt --device cuda \
   --dtype bf16
+# dQ made inside the dK/dV kernel as partials summed after (SG_FLASH_FUSED_DQ=1; off by default, not yet
+# timed; test_cuda checked it above), with the backward built for more warps (the default) and fewer.
+SG_FLASH_FUSED_DQ=1 step bench_gpt_fused_dq 60 $bin/bench_gpt --device cuda --dtype bf16
+SG_FLASH_FUSED_DQ=1 SG_FLASH_BACKWARD_MORE_WARPS=0 step bench_gpt_fused_dq_fewer_warps 60 $bin/bench_gpt \
+  --device cuda --dtype bf16
 command -v ncu >/dev/null &&
   step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
@@ -189,6 +194,7 @@ else
 fi
 unset SG_POISON
 step bench_attention 90 $bin/bench_attention --device cuda --dtype bf16
+SG_FLASH_FUSED_DQ=1 step bench_attention_fused_dq 60 $bin/bench_attention --device cuda --dtype bf16
 # The tensor-core attention kernels up close, in their default shapes (bench_attention --repeat 1
 # launches the forward 3 times, then dK/dV and dQ twice): throughput against the card's peaks,
 # occupancy, where the warps wait (warp state, scheduler), the instruction mix and the source lines
@@ -209,6 +215,10 @@ SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_STEP_OPTIONAL=1 step ben
   $bin/bench_gpt --device cuda --dtype bf16 --batch 32
 SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 \
   step bench_gpt_b32_both_epilogues_autotune 60 $bin/bench_gpt --device cuda --dtype bf16 --batch 32
+SG_FLASH_FUSED_DQ=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_fused_dq 60 $bin/bench_gpt --device cuda --dtype bf16 \
+  --batch 32
+SG_FLASH_FUSED_DQ=1 SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 \
+  step bench_gpt_b32_every_opt_in 60 $bin/bench_gpt --device cuda --dtype bf16 --batch 32
 # Where a step's time goes at micro-batch 32, where PyTorch compiled was still ahead in runs 9-11.
 command -v ncu >/dev/null &&
   SG_STEP_OPTIONAL=1 step kernel_profile_b32 120 python3 bench/kernel_profile.py --top 30 --from-marker -- \
@@ -262,8 +272,9 @@ summary() {
   cat "$logs/bench_gpt.log" 2>/dev/null
   [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\||^PyTorch compiled' "$logs/bench_gpt_b32.log"
   for log in bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention bench_gpt_gemm_autotune \
-    bench_gpt_gelu_epilogue bench_gpt_bias_grad_epilogue bench_gpt_both_epilogues bench_gpt_b16 \
-    bench_gpt_b32_gemm_autotune bench_gpt_b32_both_epilogues bench_gpt_b32_both_epilogues_autotune bench_gpt_b64 bench_gpt_forward_fewer_warps bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
+    bench_gpt_gelu_epilogue bench_gpt_bias_grad_epilogue bench_gpt_both_epilogues bench_gpt_fused_dq \
+    bench_gpt_fused_dq_fewer_warps bench_gpt_b16 bench_gpt_b32_gemm_autotune bench_gpt_b32_both_epilogues \
+    bench_gpt_b32_both_epilogues_autotune bench_gpt_b32_fused_dq bench_gpt_b32_every_opt_in bench_gpt_b64 bench_gpt_forward_fewer_warps bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
   if [ -f "$logs/attention_profile.log" ]; then
@@ -274,7 +285,7 @@ summary() {
   for log in sanitizer_memcheck sanitizer_racecheck; do
     [ -f "$logs/$log.log" ] && echo "$log: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/$log.log" | tail -1)"
   done
-  for log in kernel_profile kernel_profile_b32 bench_attention bench_gemm bench_collectives; do
+  for log in kernel_profile kernel_profile_b32 bench_attention bench_attention_fused_dq bench_gemm bench_collectives; do
     [ -f "$logs/$log.log" ] || continue
     echo
     echo "## $log"

@@ -129,9 +129,17 @@ Tensor fused_attention_backward(const Tensor& dout, const Tensor& qkv, const Ten
   // bits, without an f32 buffer to zero and cast (75 MB a layer for GPT-2).
   Tensor dqkv = empty_like(in, compute);
   Tensor row_dots = Tensor::empty({s.B, s.NH, s.T}, TensorOptions().device(qkv.device()));
+  // The fused dQ's partials (SG_FLASH_FUSED_DQ=1): f32, one (64, HS) block
+  // per causal pair of a query tile and a key block, 214 MB for GPT-2 at
+  // micro-batch 8; none otherwise.
+  Tensor partials;
+  int64_t partial_floats = 0;
+  SG_ON_CUDA(partial_floats = cuda::flash_attention_backward_scratch(s.B, s.T, s.C, s.NH, compute));
+  if (partial_floats > 0) partials = Tensor::empty({partial_floats}, TensorOptions().device(qkv.device()));
   SG_ON_CUDA(cuda::flash_attention_backward(dqkv.data_ptr(), row_dots.data<float>(), d.data_ptr(), in.data_ptr(),
                                             o.data_ptr(), l.data<float>(), s.B, s.T, s.C, s.NH, compute,
-                                            cuda_stream(qkv.device())));
+                                            cuda_stream(qkv.device()),
+                                            partials.defined() ? partials.data<float>() : nullptr));
   return dqkv.to(qkv.dtype());
 }
 

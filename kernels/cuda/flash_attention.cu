@@ -278,9 +278,13 @@ void flash_attention_forward(void* out, float* lse, const void* qkv, int64_t B, 
   SG_CHECK_LAUNCH();
 }
 
+int64_t flash_attention_backward_scratch(int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype) {
+  return flash_dq_partial_floats(B, T, C, NH, dtype);
+}
+
 void flash_attention_backward(void* dqkv, float* D, const void* dout, const void* qkv, const void* out,
                               const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
-                              cudaStream_t stream) {
+                              cudaStream_t stream, float* dq_partials) {
   if (B * T * C == 0) return;
   const Dims d = dims_of(T, C, NH);
   with_float_type(dtype, [&](auto type_tag) {
@@ -288,7 +292,7 @@ void flash_attention_backward(void* dqkv, float* D, const void* dout, const void
     const auto* dO = static_cast<const Ty*>(dout);
     const auto* x = static_cast<const Ty*>(qkv);
     if (flash_tensor_cores_apply(dtype, d.hs) && all_aligned16({dqkv, dout, qkv, out})) {
-      flash_backward_tensor_cores(dqkv, D, dout, qkv, out, lse, B, T, C, NH, dtype, stream);  // D too
+      flash_backward_tensor_cores(dqkv, D, dout, qkv, out, lse, B, T, C, NH, dtype, stream, dq_partials);  // D too
       return;
     }
     flash_backward_d_kernel<Ty><<<blocks_for(B * NH * T * kWarp), kThreads, 0, stream>>>(

@@ -34,8 +34,11 @@ void flash_attention_forward(void* out, float* lse, const void* qkv, int64_t B, 
 // Writes dqkv (B, T, 3C), like dout, qkv and out in `dtype`: each element
 // has one writer, which sums in f32 and rounds once (no zeroed f32 buffer,
 // no cast after); row_dots: scratch of B * NH * T floats (the D_t above).
+// dq_partials: scratch of flash_attention_backward_scratch floats, where
+// that is not 0 (the tensor-core kernels' fused dQ, SG_FLASH_FUSED_DQ=1).
 void flash_attention_backward(void* dqkv, float* row_dots, const void* dout, const void* qkv, const void* out,
                               const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
-                              cudaStream_t stream);
+                              cudaStream_t stream, float* dq_partials = nullptr);
+int64_t flash_attention_backward_scratch(int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype);
 
 }  // namespace sg::cuda

@@ -23,7 +23,8 @@
 // and the four lanes that share them combine their maxima and sums with two
 // shuffles. The probabilities, rounded to 16 bits, are the next product's
 // A operand without leaving registers. Every output element has one writer:
-// no atomics, the same bits every run.
+// no atomics, the same bits every run. (The tiles, fragments and softmax
+// these kernels are built from: kernels/cuda/flash_attention_tc_tiles.cuh.)
 //
 // Shapes (per (batch, head), HS = head size, 16-64):
 //   forward:  S = Q_w K^T (16 x 64), P = exp(S scale - m), O_w += P V (16 x HS)
@@ -31,326 +32,18 @@
 //             dQ_w += dS K; and D = rowsum(dO_w O_w)
 //   dK, dV:   S^T = K_w Q^T, P^T = exp(S^T scale - lse), dV_w += P^T dO,
 //             dP^T = V_w dO^T, dS^T = P^T (dP^T - D) scale, dK_w += dS^T Q
+//   fused dQ (SG_FLASH_FUSED_DQ=1, instead of the dQ kernel): D first, by a
+//             kernel of its own; in dK/dV, dS^T (64 keys x 64 queries) to
+//             shared memory, then dQ partial (16 queries x HS) = dS K over
+//             the block's 64 keys, a warp's 16 queries; then the partials
+//             of each query tile summed in key-block order
 #include "kernels/cuda/flash_attention_tc.h"
 
-#include "kernels/cuda/async_copy.cuh"
-#include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/float_types.cuh"
-#include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/flash_attention_tc_tiles.cuh"
 #include "kernels/env_switch.h"
 
 namespace sg::cuda {
 namespace {
-
-constexpr int kWarps = 4, kBlockThreads = 32 * kWarps;
-constexpr int kRows = 16 * kWarps;  // rows a block owns: 16 per warp
-constexpr int kTile = 64;           // the other side's rows per step
-constexpr int kTileBlocks = kTile / 8;
-constexpr float kLog2e = 1.4426950408889634f;
-
-struct TcDims {
-  int64_t T, C, NH;
-  float scale;
-};
-
-// A shared tile's row stride: 8 elements (16 bytes) past the head size, so
-// the fragment loads of the 8 row groups of a warp land in different banks.
-template <int HS>
-constexpr int stride_of() {
-  return HS + 8;
-}
-
-template <int HS, typename T>
-constexpr size_t tile_bytes() {
-  return size_t(kTile) * stride_of<HS>() * sizeof(T);
-}
-
-template <int HS>
-constexpr int tile_elements() {
-  return kTile * stride_of<HS>();
-}
-
-// Starts tile[r][0, HS) = src row (first + r) for r < kTile (rows
-// row_stride apart), 0 past T: 16-byte cp.async copies (the caller checked
-// the alignment), in flight until async_wait (kernels/cuda/async_copy.cuh).
-template <int HS, typename T>
-__device__ void fetch_tile(T* tile, const T* src, int64_t row_stride, int64_t first, int64_t T_) {
-  constexpr int kVectors = HS * int(sizeof(T)) / 16;
-  constexpr int kPerVector = 16 / int(sizeof(T));
-  for (int index = threadIdx.x; index < kTile * kVectors; index += blockDim.x) {
-    const int r = index / kVectors, v = index % kVectors;
-    const bool inside = first + r < T_;
-    const T* from = inside ? src + (first + r) * row_stride + v * kPerVector : src;
-    async_copy<16>(tile + r * stride_of<HS>() + v * kPerVector, from, inside);
-  }
-}
-
-// Starts values[r] = src[first + r] for r < kTile, 0 past T (4-byte copies).
-__device__ void fetch_row_values(float* values, const float* src, int64_t first, int64_t T_) {
-  for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
-    const bool inside = first + r < T_;
-    async_copy<4>(values + r, inside ? src + first + r : src, inside);
-  }
-}
-
-// Starts keys k0.. (K, then V: `base` is the head's q columns of row 0) into
-// buffer `buffer` of `tiles` (two tiles a buffer), as one cp.async group.
-template <int HS, typename T>
-__device__ void fetch_keys_values(T* tiles, int buffer, const T* base, int64_t C, int64_t k0, int64_t T_) {
-  T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
-  fetch_tile<HS>(k_tile, base + C, 3 * C, k0, T_);
-  fetch_tile<HS>(k_tile + tile_elements<HS>(), base + 2 * C, 3 * C, k0, T_);
-  async_commit();
-}
-
-// The top of each step over double-buffered tiles (kernels/cuda/async_copy.cuh):
-// once every warp is done with the other buffer, starts the next tile into
-// it (when there is one: fetch_next) and waits for this step's; on return
-// this step's tile is visible to the whole block.
-template <typename FetchNext>
-__device__ void advance_tiles(bool has_next, FetchNext&& fetch_next) {
-  __syncthreads();
-  if (has_next) {
-    fetch_next();
-    async_wait<1>();
-  } else {
-    async_wait<0>();
-  }
-  __syncthreads();
-}
-
-// The A fragments of 16 rows (first..first + 15) of src: frag[kk] holds
-// columns 16 kk .. 16 kk + 15. Rows past T are 0.
-template <int HS, typename T>
-__device__ void load_a_rows(uint32_t (&frag)[HS / 16][4], const T* src, int64_t row_stride, int64_t first,
-                            int64_t T_) {
-  const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
-#pragma unroll
-  for (int kk = 0; kk < HS / 16; ++kk) {
-#pragma unroll
-    for (int reg = 0; reg < 4; ++reg) {
-      const int64_t row = first + g + ((reg & 1) ? 8 : 0);
-      const int col = 16 * kk + 2 * t + ((reg & 2) ? 8 : 0);
-      frag[kk][reg] = row < T_ ? load_pair(src + row * row_stride + col) : 0u;
-    }
-  }
-}
-
-// The B operands of two products side by side, each 16 x 8, from a shared
-// tile X in one ldmatrix: b[0], b[1] the first's, b[2], b[3] the second's.
-// Lane 8 i + r names row r of 8x8 matrix i.
-//
-// B = X^T: B's rows are X's columns k0..k0+15, its columns X's rows
-// n0..n0+7 (then n0+8..n0+15). An 8x8 block of X, read as stored, is a B^T
-// fragment: matrix i is X's rows n0 + 8 (i / 2), columns k0 + 8 (i % 2).
-template <int HS, typename T>
-__device__ void b_pair_of_rows(uint32_t (&b)[4], const T* tile, int n0, int k0) {
-  const int lane = threadIdx.x % 32, i = lane / 8, r = lane % 8;
-  ldmatrix_x4(b, tile + (n0 + 8 * (i / 2) + r) * stride_of<HS>() + k0 + 8 * (i % 2));
-}
-
-// B = X: B's rows are X's rows k0..k0+15, its columns X's columns n0..n0+7
-// (then n0+8..n0+15); the transposing load gives a column of X to a lane:
-// matrix i is X's rows k0 + 8 (i % 2), columns n0 + 8 (i / 2).
-template <int HS, typename T>
-__device__ void b_pair_of_columns(uint32_t (&b)[4], const T* tile, int k0, int n0) {
-  const int lane = threadIdx.x % 32, i = lane / 8, r = lane % 8;
-  ldmatrix_x4<true>(b, tile + (k0 + 8 * (i % 2) + r) * stride_of<HS>() + n0 + 8 * (i / 2));
-}
-
-// Two products sharing their A operand, the B operands from one ldmatrix.
-template <typename T>
-__device__ __forceinline__ void mma_pair(float (&d0)[4], float (&d1)[4], const uint32_t (&a)[4],
-                                         const uint32_t (&b)[4]) {
-  const uint32_t first[2] = {b[0], b[1]}, second[2] = {b[2], b[3]};
-  mma_16816<T>(d0, a, first);
-  mma_16816<T>(d1, a, second);
-}
-
-// The A fragment (16 x 16) of two 16 x 8 accumulator tiles side by side
-// (columns 0-7 in d0, 8-15 in d1), rounded to T.
-template <typename T>
-__device__ __forceinline__ void a_of_pair(uint32_t (&a)[4], const float (&d0)[4], const float (&d1)[4]) {
-  a[0] = pack_pair<T>(d0[0], d0[1]);
-  a[1] = pack_pair<T>(d0[2], d0[3]);
-  a[2] = pack_pair<T>(d1[0], d1[1]);
-  a[3] = pack_pair<T>(d1[2], d1[3]);
-}
-
-// d0, d1 (16 x 8 each) = rows (A fragments, 16 x HS) times the tile's rows
-// n0..n0 + 7 and n0 + 8..n0 + 15, transposed: 16 columns of scores.
-template <typename T, int HS>
-__device__ __forceinline__ void scores_pair(float (&d0)[4], float (&d1)[4], const uint32_t (&rows)[HS / 16][4],
-                                            const T* tile, int n0) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) d0[i] = d1[i] = 0.0f;
-#pragma unroll
-  for (int kk = 0; kk < HS / 16; ++kk) {
-    uint32_t b[4];
-    b_pair_of_rows<HS>(b, tile, n0, 16 * kk);
-    mma_pair<T>(d0, d1, rows[kk], b);
-  }
-}
-
-// The same with the A operand read from rows r0..r0 + 15 of a shared tile
-// (ldmatrix: matrix i is rows r0 + 8 (i % 2), columns 16 kk + 8 (i / 2)),
-// for a kernel short of registers: 16 fewer live, 4 more ldmatrix.
-template <typename T, int HS>
-__device__ __forceinline__ void scores_pair(float (&d0)[4], float (&d1)[4], const T* rows_tile, int r0,
-                                            const T* tile, int n0) {
-  const int lane = threadIdx.x % 32, i = lane / 8, r = lane % 8;
-#pragma unroll
-  for (int e = 0; e < 4; ++e) d0[e] = d1[e] = 0.0f;
-#pragma unroll
-  for (int kk = 0; kk < HS / 16; ++kk) {
-    uint32_t a[4], b[4];
-    ldmatrix_x4(a, rows_tile + (r0 + 8 * (i % 2) + r) * stride_of<HS>() + 16 * kk + 8 * (i / 2));
-    b_pair_of_rows<HS>(b, tile, n0, 16 * kk);
-    mma_pair<T>(d0, d1, a, b);
-  }
-}
-
-
-// out (16 x HS) += a (an A fragment, 16 x 16) times the tile's rows k0..k0 + 15 (16 x HS).
-template <typename T, int HS>
-__device__ __forceinline__ void accumulate_rows(float (&out)[HS / 8][4], const uint32_t (&a)[4], const T* tile,
-                                                int k0) {
-#pragma unroll
-  for (int nb = 0; nb < HS / 8; nb += 2) {  // HS / 8 is even: HS is a multiple of 16
-    uint32_t b[4];
-    b_pair_of_columns<HS>(b, tile, k0, 8 * nb);
-    mma_pair<T>(out[nb], out[nb + 1], a, b);
-  }
-}
-
-// out (16 x HS) += p (16 x 64, accumulators) times tile (64 x HS), over
-// p's first `chunks` 16 columns (the rest are 0).
-template <typename T, int HS>
-__device__ void accumulate(float (&out)[HS / 8][4], const float (&p)[kTileBlocks][4], const T* tile, int chunks) {
-#pragma unroll
-  for (int kk = 0; kk < kTile / 16; ++kk) {
-    if (kk >= chunks) continue;
-    uint32_t a[4];
-    a_of_pair<T>(a, p[2 * kk], p[2 * kk + 1]);
-    accumulate_rows<T, HS>(out, a, tile, 16 * kk);
-  }
-}
-
-// dst rows first + g and first + g + 8 (< T), columns of this lane, = acc * factor[half].
-template <typename T, int HS>
-__device__ void write_rows(T* dst, int64_t row_stride, const float (&acc)[HS / 8][4], int64_t first, int64_t T_,
-                           const float (&factor)[2]) {
-  const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int64_t row = first + g + 8 * half;
-    if (row >= T_) continue;
-#pragma unroll
-    for (int nb = 0; nb < HS / 8; ++nb) {
-      *reinterpret_cast<uint32_t*>(dst + row * row_stride + 8 * nb + 2 * t) =
-          pack_pair<T>(acc[nb][2 * half] * factor[half], acc[nb][2 * half + 1] * factor[half]);
-    }
-  }
-}
-
-// The key tiles that the query rows q0..q0 + 63 of a block see (keys 0 up
-// to their last row), K and V double-buffered: body(k0, k_tile, v_tile) runs
-// for each tile that this warp's rows (w0..w0 + 15) see. The caller has
-// started tile 0 into buffer 0 (fetch_keys_values), so that its own loads
-// overlap it. Every thread of the block must call this.
-template <int HS, typename T, typename Body>
-__device__ void for_each_key_tile(T* tiles, const T* base, const TcDims& d, int64_t q0, int64_t w0, Body&& body) {
-  const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
-  int buffer = 0;
-  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
-    // The next tile fills while this one is computed on.
-    advance_tiles(k0 + kTile <= block_last,
-                  [&] { fetch_keys_values<HS>(tiles, buffer ^ 1, base, d.C, k0 + kTile, d.T); });
-    if (k0 > w0 + 15) continue;  // every key is after every row of this warp
-    const T* k_tile = tiles + 2 * buffer * tile_elements<HS>();
-    body(k0, k_tile, k_tile + tile_elements<HS>());
-  }
-}
-
-// Whether the key tile at k0 has keys that some of this warp's rows (w0..)
-// must not see: it crosses the diagonal or T. The same for the whole warp.
-__device__ __forceinline__ bool tile_masked(int64_t k0, int64_t w0, int64_t T_) {
-  return k0 + kTile - 1 > w0 || k0 + kTile > T_;
-}
-
-// Whether element i of score block nb (16 rows from w0, 64 keys from k0) is
-// a key its row sees: causal, and inside T.
-__device__ __forceinline__ bool key_visible(int64_t k0, int64_t w0, int nb, int i, int64_t T_) {
-  const int lane = threadIdx.x % 32;
-  const int64_t key = k0 + 8 * nb + 2 * (lane % 4) + (i & 1), row = w0 + (lane >> 2) + (i >= 2 ? 8 : 0);
-  return key <= row && key < T_;
-}
-
-// 2^x in one special-function-unit instruction, results below f32's normal
-// range flushed to 0 (exp2f adds a few instructions to keep them, which a
-// softmax never needs: its exponents are <= 0 and such terms are as good as
-// 0 beside the row's largest, 1). 2^-inf = 0, as the masked scores need.
-__device__ __forceinline__ float fast_exp2(float x) {
-#ifdef SG_CUDA_EMULATOR
-  return exp2f(x);
-#else
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-#endif
-}
-
-// The largest of x over the four lanes that share a row.
-__device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  return x + __shfl_xor_sync(0xffffffffu, x, 2);
-}
-
-// The forward's online softmax for a warp's 16 rows (from w0) and one key
-// tile (64 keys from k0): s, the raw scores, becomes exp2(s scale log2 e
-// - m) with m the rows' new running maxima (log2 units), and the earlier
-// output o and sums l are rescaled to those maxima; l gains this lane's
-// part of the tile's sums. Rows g and g + 8 are m[0], m[1].
-template <int HS>
-__device__ void online_softmax(float (&s)[kTileBlocks][4], float (&o)[HS / 8][4], float (&m)[2], float (&l)[2],
-                               int64_t k0, int64_t w0, int64_t T_, float scale_log2) {
-  const bool masked = tile_masked(k0, w0, T_);  // else every key is seen: no comparisons
-  float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-  for (int nb = 0; nb < kTileBlocks; ++nb) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      s[nb][i] = !masked || key_visible(k0, w0, nb, i, T_) ? s[nb][i] * scale_log2 : -INFINITY;
-      tile_max[i / 2] = fmaxf(tile_max[i / 2], s[nb][i]);
-    }
-  }
-  float correction[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const float m_new = fmaxf(m[r], quad_max(tile_max[r]));
-    correction[r] = m_new == -INFINITY ? 1.0f : fast_exp2(m[r] - m_new);
-    m[r] = m_new;
-    l[r] *= correction[r];
-  }
-#pragma unroll
-  for (int nb = 0; nb < HS / 8; ++nb) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) o[nb][i] *= correction[i / 2];
-  }
-#pragma unroll
-  for (int nb = 0; nb < kTileBlocks; ++nb) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      s[nb][i] = m[i / 2] == -INFINITY ? 0.0f : fast_exp2(s[nb][i] - m[i / 2]);
-      l[i / 2] += s[nb][i];
-    }
-  }
-}
 
 // out = softmax(mask(q k^T * scale)) v for 64 query rows of one (batch,
 // head); lse = the rows' log-sum-exp. The blocks with the most keys to see
@@ -410,17 +103,117 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   write_rows<T, HS>(out + b * d.T * d.C + h * HS, d.C, o, w0, d.T, inverse);
 }
 
+// One query tile of dK/dV (the dK/dV kernel's loop body): this warp's
+// rows (keys w0..w0 + 15) against the tile's 64 queries from q0, in the
+// buffer `buffer` of Q, dO, lse and D. With StoreDs, each 16-query chunk's
+// dS^T (16 keys, 16 queries) also goes to ds_tile, rows 16 warp.., as
+// packed for dK's product: for dQ (dq_of_tile).
+template <typename T, int HS, int Unroll, bool StoreDs>
+__device__ __forceinline__ void dkdv_tile(float (&dk)[HS / 8][4], float (&dv)[HS / 8][4],
+                                          const uint32_t (&v)[HS / 16][4], const T* k_rows, T* ds_tile,
+                                          const T* tiles, const float* row_values, int buffer, int64_t q0, int64_t w0,
+                                          const TcDims& d) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  if (q0 + kTile - 1 < w0) return;  // every query is before every key of this warp
+  const float scale_log2 = d.scale * kLog2e;
+  const T* q_tile = tiles + 2 * buffer * tile_elements<HS>();
+  const T* do_tile = q_tile + tile_elements<HS>();
+  const float* row_lse = row_values + 2 * buffer * kTile;  // natural-log units
+  const float* row_d = row_lse + kTile;
+  const bool masked = q0 < w0 + 15 || q0 + kTile > d.T;  // some query before some key, or past T
+  const int diagonal = int(q0 - w0);                      // query - key = diagonal + column - row
+  const int queries = int(min(d.T - q0, int64_t(kTile)));  // the tile's columns inside T
+  // 16 queries (columns 16 c..16 c + 15) at a time, each product of the
+  // chunk feeding the next in registers: the scores, dP and dS of 16
+  // columns (8 registers each), not of 64, are live at once.
+#pragma unroll Unroll
+  for (int c = 0; c < kTile / 16; ++c) {
+    // Every query of the chunk before every key of this warp, or past T: nothing to add.
+    if (masked && (diagonal + 16 * c + 15 < 0 || 16 * c >= queries)) continue;
+    float p[2][4], ds[2][4];  // P^T, then dP^T and dS^T: (16 keys, 16 queries)
+    scores_pair<T, HS>(p[0], p[1], k_rows, 16 * warp, q_tile, 16 * c);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int first = 16 * c + 8 * j + 2 * t;  // this lane's columns: first, first + 1
+      const float2 lse_pair = *reinterpret_cast<const float2*>(row_lse + first);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int column = first + (i & 1), row = g + (i >= 2 ? 8 : 0);
+        const float row_lse_log2 = ((i & 1) ? lse_pair.y : lse_pair.x) * kLog2e;
+        p[j][i] = !masked || (diagonal + column >= row && column < queries)
+                      ? fast_exp2(p[j][i] * scale_log2 - row_lse_log2)
+                      : 0.0f;
+      }
+    }
+    uint32_t a[4];
+    a_of_pair<T>(a, p[0], p[1]);
+    accumulate_rows<T, HS>(dv, a, do_tile, 16 * c);
+    scores_pair<T, HS>(ds[0], ds[1], v, do_tile, 16 * c);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const float2 d_pair = *reinterpret_cast<const float2*>(row_d + 16 * c + 8 * j + 2 * t);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) ds[j][i] = p[j][i] * (ds[j][i] - ((i & 1) ? d_pair.y : d_pair.x)) * d.scale;
+    }
+    a_of_pair<T>(a, ds[0], ds[1]);
+    if constexpr (StoreDs) store_a_fragment(ds_tile, a, 16 * warp, 16 * c);
+    accumulate_rows<T, HS>(dk, a, q_tile, 16 * c);
+  }
+}
+
+// This warp's share of dQ from one query tile (queries q0 + 16 warp.., if
+// inside T) and the block's 64 keys (from k0): dQ = dS K, dS read
+// transposed from the tile's dS^T, K the block's rows; written as the
+// pair's f32 partial, which dq_sum_kernel adds to the others. A key group
+// whose keys all come after these queries stored no dS (its warp skipped
+// the chunk, or the tile), and adds nothing.
+template <typename T, int HS>
+__device__ void dq_of_tile(float* dq_partials, const T* ds_tile, const T* k_rows, int64_t k0, int64_t q0,
+                           const TcDims& d) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  const int64_t first = q0 + 16 * warp;
+  if (first >= d.T) return;
+  float dq[HS / 8][4] = {};
+#pragma unroll
+  for (int kk = 0; kk < kWarps; ++kk) {
+    if (first + 15 < k0 + 16 * kk) continue;
+    uint32_t a[4];
+    a_of_transposed(a, ds_tile, 16 * kk, 16 * warp);
+    accumulate_rows<T, HS>(dq, a, k_rows, 16 * kk);
+  }
+  float* rows = dq_partials + partial_offset(blockIdx.x, gridDim.y, k0 / kTile, q0 / kTile) * HS + 16 * warp * HS;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    if (first + g + 8 * half >= d.T) continue;
+#pragma unroll
+    for (int nb = 0; nb < HS / 8; ++nb) {
+      *reinterpret_cast<float2*>(rows + (g + 8 * half) * HS + 8 * nb + 2 * t) =
+          make_float2(dq[nb][2 * half], dq[nb][2 * half + 1]);
+    }
+  }
+}
+
 // dK and dV for 64 key rows; the query tiles that can see them stream by.
 // MinBlocks asks ptxas to fit that many blocks on an SM, Unroll is how many
 // of a tile's four chunks the loop unrolls (backward_more_warps()).
-template <typename T, int HS, int MinBlocks, int Unroll>
+// FusedDq (SG_FLASH_FUSED_DQ=1): dQ's part from these keys too, as a partial
+// per (key block, query tile) that dq_sum_kernel adds in order: each
+// warp's dS^T chunks, already packed for dK's product, also go to a (64
+// keys, 64 queries) tile in shared memory, and after the tile warp w takes
+// dQ's 16 queries 16 w.. over the block's 64 keys (dS by a transposing
+// ldmatrix, K the block's rows, both in shared memory). So dQ needs no
+// kernel that computes S and dP again.
+template <typename T, int HS, int MinBlocks, int Unroll, bool FusedDq>
 __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
-    flash_backward_dkdv_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D, TcDims d) {
-  // Two buffers of a Q tile and a dO tile each, then two of the 64 rows' lse and D, then the block's keys.
+    flash_backward_dkdv_tc_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D,
+                                  float* dq_partials, TcDims d) {
+  // Two buffers of a Q tile and a dO tile each, then two of the 64 rows' lse and D, then the block's keys,
+  // then (FusedDq) the tile's dS^T.
   extern __shared__ __align__(128) unsigned char shared_bytes[];
   T* tiles = reinterpret_cast<T*>(shared_bytes);
   float* row_values = reinterpret_cast<float*>(tiles + 4 * tile_elements<HS>());
   T* k_rows = reinterpret_cast<T*>(row_values + 4 * kTile);  // the block's 64 keys
+  T* ds_tile = k_rows + tile_elements<HS>();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
@@ -444,48 +237,12 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   int buffer = 0;
   for (int64_t q0 = k0; q0 < d.T; q0 += kTile, buffer ^= 1) {
     advance_tiles(q0 + kTile < d.T, [&] { fetch(q0 + kTile, buffer ^ 1); });
-    if (q0 + kTile - 1 < w0) continue;  // every query is before every key of this warp
-    const T* q_tile = tiles + 2 * buffer * tile_elements<HS>();
-    const T* do_tile = q_tile + tile_elements<HS>();
-    const float* row_lse = row_values + 2 * buffer * kTile;  // natural-log units
-    const float* row_d = row_lse + kTile;
-    const bool masked = q0 < w0 + 15 || q0 + kTile > d.T;  // some query before some key, or past T
-    const int diagonal = int(q0 - w0);                      // query - key = diagonal + column - row
-    const int queries = int(min(d.T - q0, int64_t(kTile)));  // the tile's columns inside T
-    // 16 queries (columns 16 c..16 c + 15) at a time, each product of the
-    // chunk feeding the next in registers: the scores, dP and dS of 16
-    // columns (8 registers each), not of 64, are live at once.
-#pragma unroll Unroll
-    for (int c = 0; c < kTile / 16; ++c) {
-      // Every query of the chunk before every key of this warp, or past T: nothing to add.
-      if (masked && (diagonal + 16 * c + 15 < 0 || 16 * c >= queries)) continue;
-      float p[2][4], ds[2][4];  // P^T, then dP^T and dS^T: (16 keys, 16 queries)
-      scores_pair<T, HS>(p[0], p[1], k_rows, 16 * warp, q_tile, 16 * c);
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int first = 16 * c + 8 * j + 2 * t;  // this lane's columns: first, first + 1
-        const float2 lse_pair = *reinterpret_cast<const float2*>(row_lse + first);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int column = first + (i & 1), row = g + (i >= 2 ? 8 : 0);
-          const float row_lse_log2 = ((i & 1) ? lse_pair.y : lse_pair.x) * kLog2e;
-          p[j][i] = !masked || (diagonal + column >= row && column < queries)
-                        ? fast_exp2(p[j][i] * scale_log2 - row_lse_log2)
-                        : 0.0f;
-        }
-      }
-      uint32_t a[4];
-      a_of_pair<T>(a, p[0], p[1]);
-      accumulate_rows<T, HS>(dv, a, do_tile, 16 * c);
-      scores_pair<T, HS>(ds[0], ds[1], v, do_tile, 16 * c);
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const float2 d_pair = *reinterpret_cast<const float2*>(row_d + 16 * c + 8 * j + 2 * t);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) ds[j][i] = p[j][i] * (ds[j][i] - ((i & 1) ? d_pair.y : d_pair.x)) * d.scale;
-      }
-      a_of_pair<T>(a, ds[0], ds[1]);
-      accumulate_rows<T, HS>(dk, a, q_tile, 16 * c);
+    if constexpr (FusedDq) {
+      dkdv_tile<T, HS, Unroll, true>(dk, dv, v, k_rows, ds_tile, tiles, row_values, buffer, q0, w0, d);
+      __syncthreads();  // every warp's dS^T of the tile is in ds_tile
+      dq_of_tile<T, HS>(dq_partials, ds_tile, k_rows, k0, q0, d);
+    } else {
+      dkdv_tile<T, HS, Unroll, false>(dk, dv, v, k_rows, ds_tile, tiles, row_values, buffer, q0, w0, d);
     }
   }
   const float one[2] = {1.0f, 1.0f};
@@ -494,24 +251,57 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   write_rows<T, HS>(rows + 2 * d.C, row_stride, dv, w0, d.T, one);
 }
 
-// D = rowsum(dO * O) for this lane's rows g and g + 8 of the 16 whose A
-// fragments are d_o and o: a lane holds four columns of each row a kk, the
-// four lanes of a quad the rest (mma.cuh).
+
+// D = rowsum(dO * O) of this warp's 16 rows from w0 (dO's A fragments in
+// d_o, O read here), into row_d (rows g, g + 8) and, inside T, D.
 template <typename T, int HS>
-__device__ void row_dots(float (&dots)[2], const uint32_t (&d_o)[HS / 16][4], const uint32_t (&o)[HS / 16][4]) {
-  dots[0] = dots[1] = 0.0f;
+__device__ void write_row_dots(float (&row_d)[2], float* D, const uint32_t (&d_o)[HS / 16][4], const T* out,
+                               int64_t w0, const TcDims& d) {
+  const int lane = threadIdx.x % 32, g = lane >> 2;
+  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH;
+  uint32_t o[HS / 16][4];
+  load_a_rows<HS>(o, out + b * d.T * d.C + h * HS, d.C, w0, d.T);
+  row_dots<T, HS>(row_d, d_o, o);
 #pragma unroll
-  for (int kk = 0; kk < HS / 16; ++kk) {
-#pragma unroll
-    for (int reg = 0; reg < 4; ++reg) {  // register reg holds row g + 8 (reg & 1)
-      float d0, d1, o0, o1;
-      unpack_pair<T>(d_o[kk][reg], d0, d1);
-      unpack_pair<T>(o[kk][reg], o0, o1);
-      dots[reg & 1] += d0 * o0 + d1 * o1;
-    }
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = w0 + g + 8 * r;
+    if (lane % 4 == 0 && row < d.T) D[blockIdx.x * d.T + row] = row_d[r];
   }
-  dots[0] = quad_sum(dots[0]);
-  dots[1] = quad_sum(dots[1]);
+}
+
+// D alone, 64 rows a block: the fused dQ's first kernel (otherwise the dQ
+// kernel writes D as it starts).
+template <typename T, int HS>
+__global__ void __launch_bounds__(kBlockThreads) flash_row_dots_kernel(float* D, const T* dout, const T* out, TcDims d) {
+  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH;
+  const int64_t w0 = int64_t(blockIdx.y) * kRows + 16 * (threadIdx.x / 32);
+  uint32_t d_o[HS / 16][4];
+  load_a_rows<HS>(d_o, dout + b * d.T * d.C + h * HS, d.C, w0, d.T);
+  float row_d[2];
+  write_row_dots<T, HS>(row_d, D, d_o, out, w0, d);
+}
+
+// The fused dQ's last kernel: each query row's dQ = the sum of its query
+// tile's partials over key blocks 0..i, added in that order (the same bits
+// every run), rounded once into dqkv's q columns. A block a (batch, head)
+// and query tile; a thread 4 columns of a row at a time.
+template <typename T, int HS>
+__global__ void __launch_bounds__(256) flash_dq_sum_kernel(T* dqkv, const float* dq_partials, TcDims d) {
+  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, i = blockIdx.y;
+  const float* first = dq_partials + partial_offset(blockIdx.x, gridDim.y, 0, i) * HS;
+  for (int e = threadIdx.x; e < kTile * HS / 4; e += blockDim.x) {
+    const int row = e / (HS / 4), col = 4 * (e % (HS / 4));
+    const int64_t q = i * kTile + row;
+    if (q >= d.T) continue;
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int64_t j = 0; j <= i; ++j) {
+      const float4 part = *reinterpret_cast<const float4*>(first + (j * kTile + row) * HS + col);
+      sum.x += part.x, sum.y += part.y, sum.z += part.z, sum.w += part.w;
+    }
+    uint32_t* dst = reinterpret_cast<uint32_t*>(dqkv + (b * d.T + q) * 3 * d.C + h * HS + col);
+    dst[0] = pack_pair<T>(sum.x, sum.y);
+    dst[1] = pack_pair<T>(sum.z, sum.w);
+  }
 }
 
 // dQ for 64 query rows; the key tiles they see stream by. (MinBlocks and
@@ -535,16 +325,11 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   load_a_rows<HS>(q, base, row_stride, w0, d.T);
   load_a_rows<HS>(d_o, dout + b * d.T * d.C + h * HS, d.C, w0, d.T);
   float row_lse[2], row_d[2];  // rows g and g + 8
-  {
-    uint32_t o[HS / 16][4];
-    load_a_rows<HS>(o, out + b * d.T * d.C + h * HS, d.C, w0, d.T);
-    row_dots<T, HS>(row_d, d_o, o);
-  }
+  write_row_dots<T, HS>(row_d, D, d_o, out, w0, d);
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int64_t row = w0 + g + 8 * r;
     row_lse[r] = row < d.T ? lse[blockIdx.x * d.T + row] * kLog2e : 0.0f;
-    if (lane % 4 == 0 && row < d.T) D[blockIdx.x * d.T + row] = row_d[r];
   }
   float dq[HS / 8][4] = {};
   const float scale_log2 = d.scale * kLog2e;
@@ -597,14 +382,22 @@ template <int HS, typename T>
 constexpr size_t backward_shared_bytes() {  // dK/dV's: also two buffers of 64 lse and D values
   return 5 * tile_bytes<HS, T>() + 4 * kTile * sizeof(float);
 }
+template <int HS, typename T>
+constexpr size_t fused_dq_shared_bytes() {  // dK/dV's, and the tile's dS^T
+  return backward_shared_bytes<HS, T>() + ds_tile_bytes<T>();
+}
 
 // A launch may ask for at most 48 KiB of dynamic shared memory unless the
-// kernel opts in to more (cudaFuncSetAttribute), which these do not. The
-// emulator refuses such a launch when a test makes it; this refuses the
-// build, at the largest head size (bf16 and f16 carve the same bytes).
+// kernel opts in to more (cudaFuncSetAttribute), which only the fused dQ's
+// dK/dV does (55 KiB at head size 64: 4 blocks still fit an H100's 227 KiB
+// an SM, 2 an A100's 163). The emulator refuses a launch past its limit
+// when a test makes it; this refuses the build, at the largest head size
+// (bf16 and f16 carve the same bytes).
 static_assert(backward_shared_bytes<kFlashTensorCoreMaxHeadSize, __nv_bfloat16>() <= 48 * 1024 &&
                   forward_shared_bytes<kFlashTensorCoreMaxHeadSize, __nv_bfloat16>() <= 48 * 1024,
               "the tensor-core kernels need more than 48 KiB of shared memory");
+static_assert(fused_dq_shared_bytes<kFlashTensorCoreMaxHeadSize, __nv_bfloat16>() <= 227 * 1024 / 4,
+              "the fused dQ's dK/dV kernel no longer fits 4 blocks an SM");
 
 // Calls fn(std::integral_constant<int, HS>{}) for a head size the kernels have.
 template <typename Fn>
@@ -658,6 +451,11 @@ bool forward_more_warps() { return env_switch_on("SG_FLASH_FORWARD_MORE_WARPS");
 // SG_FLASH_BACKWARD_MORE_WARPS=0 builds the fewer; read at each call.
 bool backward_more_warps() { return env_switch_on("SG_FLASH_BACKWARD_MORE_WARPS"); }
 
+// SG_FLASH_FUSED_DQ=1: dQ made inside the dK/dV kernel (its partials summed
+// after), instead of a kernel of its own that computes S and dP again. Off
+// until timed on a GPU; read at each call.
+bool fused_dq() { return env_switch_opted_in("SG_FLASH_FUSED_DQ"); }
+
 }  // namespace
 
 bool flash_tensor_cores_apply(DType dtype, int64_t head_size) {
@@ -685,9 +483,15 @@ void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t 
   SG_CHECK_LAUNCH();
 }
 
+int64_t flash_dq_partial_floats(int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype) {
+  if (!fused_dq() || NH <= 0 || C % NH != 0 || !flash_tensor_cores_apply(dtype, C / NH)) return 0;
+  const int64_t tiles = (T + kTile - 1) / kTile;
+  return B * NH * (tiles * (tiles + 1) / 2) * kTile * (C / NH);
+}
+
 void flash_backward_tensor_cores(void* dqkv, float* row_dots, const void* dout, const void* qkv, const void* out,
                                  const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
-                                 cudaStream_t stream) {
+                                 cudaStream_t stream, float* dq_partials) {
   const TcDims d{T, C, NH, 1.0f / sqrtf(float(C / NH))};
   with_half_type(dtype, [&](auto tag) {
     using Ty = decltype(tag);
@@ -699,14 +503,28 @@ void flash_backward_tensor_cores(void* dqkv, float* row_dots, const void* dout, 
       // Each kernel's blocks an SM and how many of a tile's 16-row chunks its loop unrolls.
       auto launch = [&](auto dkdv_blocks, auto dkdv_unroll, auto dq_blocks, auto dq_unroll) {
         constexpr int HS = decltype(head_size)::value;
+        constexpr int kBlocks = decltype(dkdv_blocks)::value, kUnroll = decltype(dkdv_unroll)::value;
+        if (dq_partials != nullptr) {  // D, then dK/dV with dQ's partials, then their sums
+          flash_row_dots_kernel<Ty, HS><<<grid_for(B, T, NH), kBlockThreads, 0, stream>>>(row_dots, dO, o, d);
+          SG_CHECK_LAUNCH();
+          constexpr size_t bytes = fused_dq_shared_bytes<HS, Ty>();
+          CUDA_CHECK(cudaFuncSetAttribute(flash_backward_dkdv_tc_kernel<Ty, HS, kBlocks, kUnroll, true>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+          flash_backward_dkdv_tc_kernel<Ty, HS, kBlocks, kUnroll, true>
+              <<<grid_for(B, T, NH), kBlockThreads, bytes, stream>>>(dx, dO, x, lse, row_dots, dq_partials, d);
+          SG_CHECK_LAUNCH();
+          flash_dq_sum_kernel<Ty, HS><<<grid_for(B, T, NH), 256, 0, stream>>>(dx, dq_partials, d);
+          SG_CHECK_LAUNCH();
+          return;
+        }
         // dQ first: it writes D (row_dots), which dK/dV reads.
         flash_backward_dq_tc_kernel<Ty, HS, decltype(dq_blocks)::value, decltype(dq_unroll)::value>
             <<<grid_for(B, T, NH), kBlockThreads, dq_shared_bytes<HS, Ty>(), stream>>>(dx, row_dots, dO, x, o,
                                                                                            lse, d);
         SG_CHECK_LAUNCH();
-        flash_backward_dkdv_tc_kernel<Ty, HS, decltype(dkdv_blocks)::value, decltype(dkdv_unroll)::value>
+        flash_backward_dkdv_tc_kernel<Ty, HS, kBlocks, kUnroll, false>
             <<<grid_for(B, T, NH), kBlockThreads, backward_shared_bytes<HS, Ty>(), stream>>>(dx, dO, x, lse, row_dots,
-                                                                                            d);
+                                                                                            nullptr, d);
         SG_CHECK_LAUNCH();
       };
       using std::integral_constant;

@@ -25,8 +25,15 @@ bool flash_tensor_cores_apply(DType dtype, int64_t head_size);
 // out included.
 void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
                                 DType dtype, cudaStream_t stream);
+// With dq_partials (flash_dq_partial_floats floats, 16-byte aligned), dQ is
+// made inside the dK/dV kernel, as partials it then sums
+// (SG_FLASH_FUSED_DQ=1), instead of by a kernel of its own.
 void flash_backward_tensor_cores(void* dqkv, float* row_dots, const void* dout, const void* qkv, const void* out,
                                  const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
-                                 cudaStream_t stream);
+                                 cudaStream_t stream, float* dq_partials = nullptr);
+// The scratch floats the fused dQ needs for this problem: 0 where it would
+// not run (SG_FLASH_FUSED_DQ unset, or the tensor-core kernels do not
+// apply), so the caller passes no scratch. Read at each call.
+int64_t flash_dq_partial_floats(int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype);
 
 }  // namespace sg::cuda

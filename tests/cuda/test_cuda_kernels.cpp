@@ -319,32 +319,37 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
   struct Case {
     int64_t B, T, C, NH;
   };
-  // The kernels built for more warps an SM (the default) and for fewer (SG_FLASH_*_MORE_WARPS=0): measurement
-  // switches read at each call.
+  // The kernels built for more warps an SM (the default) and for fewer (SG_FLASH_*_MORE_WARPS=0), and dQ made
+  // in its own kernel (the default) or inside dK/dV's (SG_FLASH_FUSED_DQ=1): switches read at each call.
   struct Shape {
-    const char *forward_more, *backward_more;
+    const char *forward_more, *backward_more, *fused_dq;
   };
-  for (Shape shape : {Shape{"1", "1"}, Shape{"0", "0"}}) {
+  for (Shape shape : {Shape{"1", "1", "0"}, Shape{"0", "0", "0"}, Shape{"1", "1", "1"}, Shape{"0", "0", "1"}}) {
     setenv("SG_FLASH_FORWARD_MORE_WARPS", shape.forward_more, 1);
     setenv("SG_FLASH_BACKWARD_MORE_WARPS", shape.backward_more, 1);
+    setenv("SG_FLASH_FUSED_DQ", shape.fused_dq, 1);
     for (Case c : {Case{2, 37, 32, 2}, Case{1, 130, 64, 2}, Case{1, 64, 96, 2}, Case{2, 81, 128, 2},
                    Case{1, 200, 128, 2}, Case{1, 300, 64, 1}}) {
       for (DType dtype : {DType::bf16, DType::f16}) {
         SCOPED_TRACE("T=" + std::to_string(c.T) + " HS=" + std::to_string(c.C / c.NH) + " " +
                      std::string(dtype_name(dtype)) + ", more warps " + shape.forward_more + "/" +
-                     shape.backward_more);
+                     shape.backward_more + ", fused dQ " + shape.fused_dq);
         Tensor qkv = random_tensor({c.B, c.T, 3 * c.C}, "qkv").to(dtype);
         Tensor dout = random_tensor({c.B, c.T, c.C}, "dout").to(dtype);
         FusedAttentionOutput cpu_a = fused_attention(qkv, c.NH), gpu_a = fused_attention(gpu(qkv), c.NH);
         EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, 2e-2, 2e-2));
         EXPECT_TRUE(same_as_cpu(gpu_a.lse, cpu_a.lse, 1e-3, 1e-3));
-        EXPECT_TRUE(same_as_cpu(fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH),
-                                fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, c.NH), 2e-2, 2e-2));
+        const Tensor grads = fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH);
+        EXPECT_TRUE(same_as_cpu(grads, fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, c.NH), 2e-2, 2e-2));
+        EXPECT_EQ(fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH).to_vector<float>(),
+                  grads.to_vector<float>())
+            << "the same bits every run";
       }
     }
   }
   unsetenv("SG_FLASH_FORWARD_MORE_WARPS");
   unsetenv("SG_FLASH_BACKWARD_MORE_WARPS");
+  unsetenv("SG_FLASH_FUSED_DQ");
   // qkv off the 16-byte grid (a view one element into its buffer): the tensor-core kernels' vector
   // loads cannot take it, so the CUDA-core kernels do, with the same results.
   const int64_t B = 1, T = 70, C = 128, NH = 2;
