@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   float* row_values = reinterpret_cast<float*>(tiles + 4 * tile_elements<HS>());
   T* k_rows = reinterpret_cast<T*>(row_values + 4 * kTile);  // the block's 64 keys
   T* ds_tile = k_rows + tile_elements<HS>();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  const int warp = threadIdx.x / 32;
   const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const T* do_base = dout + b * d.T * d.C + h * HS;
@@ -233,7 +233,6 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   uint32_t v[HS / 16][4];
   load_a_rows<HS>(v, base + 2 * d.C, row_stride, w0, d.T);
   float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};
-  const float scale_log2 = d.scale * kLog2e;
   int buffer = 0;
   for (int64_t q0 = k0; q0 < d.T; q0 += kTile, buffer ^= 1) {
     advance_tiles(q0 + kTile < d.T, [&] { fetch(q0 + kTile, buffer ^ 1); });
