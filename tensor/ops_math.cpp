@@ -237,6 +237,8 @@ LinearGeluOutput matmul_bias_gelu(const Tensor& a, const Tensor& b, const Tensor
   check_float("matmul_bias_gelu", a);
   check_same_dtype("matmul_bias_gelu", a, b);
   check_same_dtype("matmul_bias_gelu", a, bias);
+  check_replicated("matmul_bias_gelu", a);
+  check_replicated("matmul_bias_gelu", b);
   SG_CHECK(b.dim() == 2 && bias.dim() == 1 && bias.size(0) == b.size(1), "matmul_bias_gelu: needs b (K, N) and bias ",
            "(N), got ", b.str(), " and ", bias.str());
   LinearGeluOutput out;
@@ -255,6 +257,8 @@ Tensor matmul_gelu_backward(const Tensor& dy, const Tensor& b, const Tensor& h) 
   check_inputs("matmul_gelu_backward", {&dy, &b, &h});
   check_same_dtype("matmul_gelu_backward", dy, b);
   check_same_dtype("matmul_gelu_backward", dy, h);
+  check_replicated("matmul_gelu_backward", dy);
+  check_replicated("matmul_gelu_backward", b);
   SG_CHECK(b.dim() == 2 && dy.dim() >= 2 && dy.size(-1) == b.size(0) && h.dim() == dy.dim() &&
                h.size(-1) == b.size(1) &&
                h.numel() / std::max<int64_t>(h.size(-1), 1) == dy.numel() / std::max<int64_t>(dy.size(-1), 1),

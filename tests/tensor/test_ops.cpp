@@ -106,6 +106,20 @@ TEST(Ops, MatmulBiasIsTheProductPlusTheBiasOnEveryRow) {
   EXPECT_THROW(matmul_bias(a, bt, bias.to(DType::bf16)), Error);
 }
 
+// The MLP's two ops with GELU (on the CPU: the separate passes; CUDA's
+// epilogues are tests/cuda/test_cuda_gelu_epilogue.cpp): h = a b + bias and
+// y = gelu(h); dh from the GEMM only on CUDA. Bad shapes and shards throw.
+TEST(Ops, MatmulBiasGeluKeepsGelusInput) {
+  Tensor a = randn({2, 7, 13}, "a"), b = randn({13, 8}, "b"), bias = randn({8}, "bias");
+  const LinearGeluOutput out = matmul_bias_gelu(a, b, bias);
+  EXPECT_TRUE(all_close(out.h.to_vector<float>(), matmul_bias(a, b, bias).to_vector<double>(), 1e-6, 1e-6));
+  EXPECT_TRUE(all_close(out.y.to_vector<float>(), gelu(out.h).to_vector<double>(), 1e-6, 1e-6));
+  EXPECT_FALSE(matmul_gelu_backward(randn({2, 7, 5}, "dy"), randn({5, 8}, "w"), out.h).defined());
+  EXPECT_THROW(matmul_bias_gelu(a, b, randn({5}, "short")), Error);
+  EXPECT_THROW(matmul_gelu_backward(randn({2, 7, 5}, "dy"), randn({5, 9}, "w"), out.h), Error);
+  EXPECT_THROW(matmul_bias_gelu(Tensor::empty_sharded({13}, 0, 2).view({1, 13}), b, bias), Error);
+}
+
 TEST(Ops, MatmulReadsTransposedAndSlicedViewsInPlace) {
   Tensor a = randn({13, 7}, "a"), b = randn({5, 20}, "b");
   Tensor at = a.transpose(0, 1);                    // (7, 13) stored transposed
