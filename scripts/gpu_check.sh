@@ -150,10 +150,13 @@ done
 # misaligned accesses (memcheck) everywhere, and shared-memory races (racecheck) in the tensor-core
 # attention, whose tiles every warp reads.
 if command -v compute-sanitizer >/dev/null; then
-  step sanitizer_memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 9 $bin/test_cuda \
+  step sanitizer_memcheck 210 compute-sanitizer --tool memcheck --error-exitcode 9 $bin/test_cuda \
     --gtest_filter='CudaKernels.*:CudaTensor.Planned*'
   step sanitizer_racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 9 $bin/test_cuda \
     --gtest_filter='CudaKernels.TensorCoreAttentionMatchesCpu'
+  # The fused dQ's shared dS^T tile and its barrier (SG_FLASH_FUSED_DQ, off by default: optional).
+  SG_STEP_OPTIONAL=1 step sanitizer_racecheck_fused_dq 120 compute-sanitizer --tool racecheck --error-exitcode 9 \
+    $bin/test_cuda --gtest_filter='CudaKernels.TensorCoreAttentionWithFusedDqMatchesCpu'
 fi
 # GPT-2 124M, bf16, T 1024, beside PyTorch (bench/gpt_gpu.py); then the newest fusions switched off
 # one at a time (the loss's gradient written in its forward, LayerNorm's backward in one kernel:
@@ -282,7 +285,7 @@ summary() {
     grep -E "flash_.*_tc_kernel|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued" \
       "$logs/attention_profile.log" | grep -v "==PROF==" | sed 's/^ */  /; s/(T1 \*.*TcDims) //'
   fi
-  for log in sanitizer_memcheck sanitizer_racecheck; do
+  for log in sanitizer_memcheck sanitizer_racecheck sanitizer_racecheck_fused_dq; do
     [ -f "$logs/$log.log" ] && echo "$log: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/$log.log" | tail -1)"
   done
   for log in kernel_profile kernel_profile_b32 bench_attention bench_attention_fused_dq bench_gemm bench_collectives; do
