@@ -26,18 +26,21 @@ Tensor as_rows(const Tensor& x) { return x.reshape({-1, x.size(-1)}); }
 // f32 there with no 16-bit result, no cast and no separate add when
 // gradients accumulate; the rule then returns an undefined gradient.
 
-// A linear layer's dW = dy'^T x' (dy' and x' folded into rows): one GEMM.
-Tensor weight_grad(const Variable& weight, const Tensor& dy, const Tensor& input) {
+// A linear layer's dW = dy'^T x' (dy' and x' folded into rows): one GEMM,
+// into the claimed buffer `into` when there is one.
+Tensor weight_grad_into(const Destination& into, const Tensor& dy, const Tensor& input) {
   const Tensor dy_t = as_rows(dy).transpose(0, 1), rows = as_rows(input);
-  const Destination into = claim_leaf_grad(weight, dy.dtype());
   if (!into.defined()) return sg::matmul(dy_t, rows);
   matmul_into(into, dy_t, rows);
   return Tensor();
 }
 
-// A bias's db = the column sums of dy.
-Tensor bias_grad(const Variable& bias, const Tensor& dy) {
-  const Destination into = claim_leaf_grad(bias, dy.dtype());
+Tensor weight_grad(const Variable& weight, const Tensor& dy, const Tensor& input) {
+  return weight_grad_into(claim_leaf_grad(weight, dy.dtype()), dy, input);
+}
+
+// A bias's db = the column sums of dy, likewise.
+Tensor bias_grad_into(const Destination& into, const Tensor& dy) {
   if (!into.defined()) return sg::bias_backward(dy);
   bias_backward_into(into, dy);
   return Tensor();
@@ -48,16 +51,14 @@ Tensor bias_grad(const Variable& bias, const Tensor& dy) {
 // of dy'^T) as it reads them (matmul_into_with_row_sums: CUDA, opt-in).
 std::pair<Tensor, Tensor> weight_and_bias_grads(const Variable& weight, const Variable& bias, const Tensor& dy,
                                                 const Tensor& input) {
-  const Tensor dy_t = as_rows(dy).transpose(0, 1), rows = as_rows(input);
   const Destination w_into = claim_leaf_grad(weight, dy.dtype());
   const Destination b_into = claim_leaf_grad(bias, dy.dtype());
-  if (w_into.defined() && b_into.defined() && matmul_into_with_row_sums(w_into, dy_t, rows, b_into)) return {};
-  Tensor dw, db;
-  if (w_into.defined()) matmul_into(w_into, dy_t, rows);
-  else dw = sg::matmul(dy_t, rows);
-  if (b_into.defined()) bias_backward_into(b_into, dy);
-  else db = sg::bias_backward(dy);
-  return {dw, db};
+  if (w_into.defined() && b_into.defined() &&
+      matmul_into_with_row_sums(w_into, as_rows(dy).transpose(0, 1), as_rows(input), b_into)) {
+    return {};
+  }
+  Tensor dw = weight_grad_into(w_into, dy, input);
+  return {dw, bias_grad_into(b_into, dy)};
 }
 
 }  // namespace
