@@ -182,6 +182,12 @@ SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 step bench_gpt_both_epilogu
 SG_FLASH_FUSED_DQ=1 step bench_gpt_fused_dq 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_FLASH_FUSED_DQ=1 SG_FLASH_BACKWARD_MORE_WARPS=0 step bench_gpt_fused_dq_fewer_warps 60 $bin/bench_gpt \
   --device cuda --dtype bf16
+# LayerNorm's backward with each warp's next row copied in while it computes (SG_LAYERNORM_PIPELINED_BACKWARD=1;
+# off by default, not yet timed; test_cuda checked it above): the whole step, then the kernels alone against the
+# bytes they move at micro-batch 8 and 32 (bench_layernorm: the fused and two-kernel backwards beside it).
+SG_LAYERNORM_PIPELINED_BACKWARD=1 step bench_gpt_pipelined_layernorm 60 $bin/bench_gpt --device cuda --dtype bf16
+step bench_layernorm 30 $bin/bench_layernorm --device cuda --dtype bf16
+step bench_layernorm_b32 30 $bin/bench_layernorm --device cuda --dtype bf16 --rows 32768 --calls 20
 command -v ncu >/dev/null &&
   step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
@@ -220,8 +226,11 @@ SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_GEMM_AUTOTUNE=8 SG_STEP_
   step bench_gpt_b32_both_epilogues_autotune 60 $bin/bench_gpt --device cuda --dtype bf16 --batch 32
 SG_FLASH_FUSED_DQ=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_fused_dq 60 $bin/bench_gpt --device cuda --dtype bf16 \
   --batch 32
-SG_FLASH_FUSED_DQ=1 SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 \
-  step bench_gpt_b32_every_opt_in 60 $bin/bench_gpt --device cuda --dtype bf16 --batch 32
+SG_LAYERNORM_PIPELINED_BACKWARD=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_pipelined_layernorm 60 $bin/bench_gpt \
+  --device cuda --dtype bf16 --batch 32
+SG_FLASH_FUSED_DQ=1 SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_GEMM_AUTOTUNE=8 \
+  SG_LAYERNORM_PIPELINED_BACKWARD=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_every_opt_in 60 $bin/bench_gpt \
+  --device cuda --dtype bf16 --batch 32
 # Where a step's time goes at micro-batch 32, where PyTorch compiled was still ahead in runs 9-11.
 command -v ncu >/dev/null &&
   SG_STEP_OPTIONAL=1 step kernel_profile_b32 120 python3 bench/kernel_profile.py --top 30 --from-marker -- \
@@ -276,8 +285,10 @@ summary() {
   [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\||^PyTorch compiled' "$logs/bench_gpt_b32.log"
   for log in bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention bench_gpt_gemm_autotune \
     bench_gpt_gelu_epilogue bench_gpt_bias_grad_epilogue bench_gpt_both_epilogues bench_gpt_fused_dq \
-    bench_gpt_fused_dq_fewer_warps bench_gpt_b16 bench_gpt_b32_gemm_autotune bench_gpt_b32_both_epilogues \
-    bench_gpt_b32_both_epilogues_autotune bench_gpt_b32_fused_dq bench_gpt_b32_every_opt_in bench_gpt_b64 bench_gpt_forward_fewer_warps bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
+    bench_gpt_fused_dq_fewer_warps bench_gpt_pipelined_layernorm bench_gpt_b16 bench_gpt_b32_gemm_autotune \
+    bench_gpt_b32_both_epilogues bench_gpt_b32_both_epilogues_autotune bench_gpt_b32_fused_dq \
+    bench_gpt_b32_pipelined_layernorm bench_gpt_b32_every_opt_in bench_gpt_b64 bench_gpt_forward_fewer_warps \
+    bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
   if [ -f "$logs/attention_profile.log" ]; then
@@ -288,7 +299,8 @@ summary() {
   for log in sanitizer_memcheck sanitizer_racecheck sanitizer_racecheck_fused_dq; do
     [ -f "$logs/$log.log" ] && echo "$log: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/$log.log" | tail -1)"
   done
-  for log in kernel_profile kernel_profile_b32 bench_attention bench_attention_fused_dq bench_gemm bench_collectives; do
+  for log in kernel_profile kernel_profile_b32 bench_attention bench_attention_fused_dq bench_layernorm \
+    bench_layernorm_b32 bench_gemm bench_collectives; do
     [ -f "$logs/$log.log" ] || continue
     echo
     echo "## $log"

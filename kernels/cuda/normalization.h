@@ -1,6 +1,8 @@
 // CUDA twins of kernels/cpu/normalization.h: LayerNorm and softmax over the
 // last dimension of (N, C). LayerNorm takes f32, bf16 or f16 both ways
 // (statistics and parameter gradients in f32); softmax's backward is f32.
+// normalization.cu has the forwards and softmax, layernorm_backward.cu
+// LayerNorm's backward kernels.
 //
 // Read next: kernels/cuda/attention.h.
 #pragma once
@@ -27,6 +29,9 @@ void add_layernorm_forward(void* sum, void* out, float* mean, float* rstd, const
 void layernorm_backward(void* din, const SumOutput& dweight, const SumOutput& dbias, float* partials, const void* dout,
                         const void* in, const void* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
                         DType dtype, cudaStream_t stream, const void* add_to_din = nullptr);
+// How many backwards the pipelined kernel has run (SG_LAYERNORM_PIPELINED_BACKWARD=1,
+// layernorm_backward.cu), for the tests.
+int64_t layernorm_pipelined_backwards();
 
 void softmax_forward(void* out, const void* in, int64_t N, int64_t C, DType dtype, cudaStream_t stream);
 void softmax_backward(float* din, const float* out, const float* dout, int64_t N, int64_t C, cudaStream_t stream);

@@ -16,6 +16,9 @@ __device__ __forceinline__ float warp_max(float value) {
   return value;
 }
 
+// The row of a kernel that gives each warp one row: the warp's index in the grid.
+__device__ __forceinline__ int64_t warp_row() { return (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp; }
+
 // Blocks for one warp per row with kThreads threads per block.
 inline unsigned blocks_for_rows(int64_t rows, int threads) {
   int64_t warps_per_block = threads / kWarp;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/cuda/matmul.h"
+#include "kernels/cuda/normalization.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/cpu/matmul.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -241,6 +242,47 @@ TEST_F(CudaKernels, LayerNormBackwardBothPathsMatchCpu) {
     }
   }
   unsetenv("SG_LAYERNORM_FUSED_BACKWARD");
+}
+
+// SG_LAYERNORM_PIPELINED_BACKWARD=1 (16-bit types, where the fused kernel
+// would run): the fused kernel's rows, with each warp's next row copied
+// into shared memory while it computes on this one. Its arithmetic is the
+// fused kernel's in the same order, so it must give the same bits, and it
+// is counted to have run. Lanes with 3, 2 and 1 units of a row (C 768, 264:
+// only lane 0 has a second unit) and lanes with none (C 64); blocks with
+// one row or none (37 rows over 128 chunks) and warps with many (5000 rows:
+// both buffers reused again and again); with and without a gradient to add.
+TEST_F(CudaKernels, PipelinedLayerNormBackwardGivesTheFusedKernelsBits) {
+  for (int64_t rows : {37, 5000}) {
+    for (int64_t C : {768, 264, 64}) {
+      for (DType dtype : {DType::bf16, DType::f16}) {
+        for (bool add : {true, false}) {
+          SCOPED_TRACE(std::to_string(rows) + " rows, C " + std::to_string(C) + ", " + std::string(dtype_name(dtype)) +
+                       (add ? ", a gradient to add" : ""));
+          const Tensor x = random_tensor({rows, C}, "x", 3.0).to(dtype), dy = random_tensor({rows, C}, "dy").to(dtype);
+          const Tensor w = random_tensor({C}, "w").to(dtype), b = random_tensor({C}, "b").to(dtype);
+          const Tensor extra = add ? random_tensor({rows, C}, "extra").to(dtype) : Tensor();
+          const LayerNormOutput ln = layernorm(gpu(x), gpu(w), gpu(b));
+          const Tensor gpu_extra = add ? gpu(extra) : Tensor();
+          const LayerNormGrads fused = layernorm_backward(gpu(dy), gpu(x), gpu(w), ln.mean, ln.rstd, gpu_extra);
+          setenv("SG_LAYERNORM_PIPELINED_BACKWARD", "1", 1);
+          const int64_t before = cuda::layernorm_pipelined_backwards();
+          const LayerNormGrads piped = layernorm_backward(gpu(dy), gpu(x), gpu(w), ln.mean, ln.rstd, gpu_extra);
+          const int64_t ran = cuda::layernorm_pipelined_backwards() - before;
+          unsetenv("SG_LAYERNORM_PIPELINED_BACKWARD");
+          EXPECT_EQ(ran, 1) << "the pipelined kernel did not run";
+          EXPECT_EQ(piped.dx.to_vector<float>(), fused.dx.to_vector<float>());
+          EXPECT_EQ(piped.dweight.to_vector<float>(), fused.dweight.to_vector<float>());
+          EXPECT_EQ(piped.dbias.to_vector<float>(), fused.dbias.to_vector<float>());
+          const LayerNormOutput cpu_ln = layernorm(x, w, b);
+          const LayerNormGrads c = layernorm_backward(dy, x, w, cpu_ln.mean, cpu_ln.rstd, extra);
+          EXPECT_TRUE(same_as_cpu(piped.dx, c.dx, kBf16, 5e-2));
+          EXPECT_TRUE(same_as_cpu(piped.dweight, c.dweight, kBf16, 5e-1));
+          EXPECT_TRUE(same_as_cpu(piped.dbias, c.dbias, kBf16, 5e-1));
+        }
+      }
+    }
+  }
 }
 
 TEST_F(CudaKernels, AttentionMatchesCpu) {
