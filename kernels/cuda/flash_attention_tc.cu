@@ -73,16 +73,8 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     // after every row of this warp (or past T), so their scores are masked
     // and their products not made.
     auto step = [&](int chunks) {
-      float s[kTileBlocks][4];  // (16 queries, 64 keys)
-#pragma unroll
-      for (int nb = 0; nb < kTileBlocks; nb += 2) {
-        if (nb / 2 < chunks) {
-          scores_pair<T, HS>(s[nb], s[nb + 1], q_rows, 16 * warp, k_tile, 8 * nb);
-        } else {
-#pragma unroll
-          for (int i = 0; i < 4; ++i) s[nb][i] = s[nb + 1][i] = 0.0f;  // keys no row sees: -inf below
-        }
-      }
+      float s[kTileBlocks][4];  // (16 queries, 64 keys); 0 past `chunks`, keys no row sees: -inf below
+      scores_tile<T, HS>(s, q_rows, 16 * warp, k_tile, chunks);
       online_softmax<HS>(s, o, m, l, k0, w0, d.T, scale_log2);
       accumulate<T, HS>(o, s, v_tile, chunks);
     };
