@@ -7,11 +7,14 @@
 //
 //   fetch tile 0 into buffer 0; commit
 //   for each tile j:
-//     fetch tile j + 1 into the other buffer; commit    (if there is one)
-//     wait until at most 1 group is pending (0 on the last tile)
-//     __syncthreads()   every thread's part of tile j has landed
+//     wait until no group is pending (tile j's is the only one)
+//     __syncthreads()   every thread's part of tile j has landed, and
+//                       every thread is done computing on tile j - 1
+//     fetch tile j + 1 into buffer (j + 1) % 2; commit  (if there is one)
 //     compute on buffer j % 2
-//     __syncthreads()   nobody reads buffer j % 2 when tile j + 2 goes there
+//
+// One barrier a tile serves both purposes; tile j + 1 is in flight for
+// all of tile j's compute.
 //
 // A wait covers only the calling thread's copies; the barrier after it makes
 // them everyone's. The emulator (tools/cuda_emu/simt.h) performs a copy

@@ -74,19 +74,17 @@ __device__ void fetch_keys_values(T* tiles, int buffer, const T* base, int64_t C
 }
 
 // The top of each step over double-buffered tiles (kernels/cuda/async_copy.cuh):
-// once every warp is done with the other buffer, starts the next tile into
-// it (when there is one: fetch_next) and waits for this step's; on return
-// this step's tile is visible to the whole block.
+// waits for this step's tile (the only group in flight), then one barrier,
+// after which the tile is visible to the whole block and every warp is
+// done with the other buffer (the step before computed on it); then the
+// next tile starts into that buffer (when there is one: fetch_next), to
+// land while this one is computed on. One barrier a step: the next tile's
+// copies start at the same point as with a barrier before them too.
 template <typename FetchNext>
 __device__ void advance_tiles(bool has_next, FetchNext&& fetch_next) {
+  async_wait<0>();
   __syncthreads();
-  if (has_next) {
-    fetch_next();
-    async_wait<1>();
-  } else {
-    async_wait<0>();
-  }
-  __syncthreads();
+  if (has_next) fetch_next();
 }
 
 // The A fragments of 16 rows (first..first + 15) of src: frag[kk] holds
