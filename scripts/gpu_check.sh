@@ -183,11 +183,8 @@ SG_FLASH_FUSED_DQ=1 step bench_gpt_fused_dq 60 $bin/bench_gpt --device cuda --dt
 SG_FLASH_FUSED_DQ=1 SG_FLASH_BACKWARD_MORE_WARPS=0 step bench_gpt_fused_dq_fewer_warps 60 $bin/bench_gpt \
   --device cuda --dtype bf16
 # LayerNorm's backward with each warp's next row copied in while it computes (SG_LAYERNORM_PIPELINED_BACKWARD=1;
-# off by default, not yet timed; test_cuda checked it above): the whole step, then the kernels alone against the
-# bytes they move at micro-batch 8 and 32 (bench_layernorm: the fused and two-kernel backwards beside it).
+# off by default, not yet timed; test_cuda checked it above); the kernels alone are timed further down.
 SG_LAYERNORM_PIPELINED_BACKWARD=1 step bench_gpt_pipelined_layernorm 60 $bin/bench_gpt --device cuda --dtype bf16
-step bench_layernorm 30 $bin/bench_layernorm --device cuda --dtype bf16
-step bench_layernorm_b32 30 $bin/bench_layernorm --device cuda --dtype bf16 --rows 32768 --calls 20
 command -v ncu >/dev/null &&
   step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
@@ -204,6 +201,12 @@ fi
 unset SG_POISON
 step bench_attention 90 $bin/bench_attention --device cuda --dtype bf16
 SG_FLASH_FUSED_DQ=1 step bench_attention_fused_dq 60 $bin/bench_attention --device cuda --dtype bf16
+# LayerNorm's kernels alone against the bytes they move, at micro-batch 8 and 32: the forward, the three
+# backwards (two kernels, fused, pipelined) and PyTorch's eager and compiled LayerNorm (bench/layernorm_gpu.py;
+# torch.compile takes tens of seconds on the first call).
+SG_STEP_OPTIONAL=1 step bench_layernorm 90 python3 bench/layernorm_gpu.py --bin $bin/bench_layernorm
+SG_STEP_OPTIONAL=1 step bench_layernorm_b32 90 python3 bench/layernorm_gpu.py --bin $bin/bench_layernorm --rows 32768 \
+  --calls 20
 # The tensor-core attention kernels up close, in their default shapes (bench_attention --repeat 1
 # launches the forward 3 times, then dK/dV and dQ twice): throughput against the card's peaks,
 # occupancy, where the warps wait (warp state, scheduler), the instruction mix and the source lines
