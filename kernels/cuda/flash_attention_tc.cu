@@ -165,22 +165,36 @@ __device__ void dq_of_tile(float* dq_partials, const T* ds_tile, const T* k_rows
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const int64_t first = q0 + 16 * warp;
   if (first >= d.T) return;
-  float dq[HS / 8][4] = {};
-#pragma unroll
-  for (int kk = 0; kk < kWarps; ++kk) {
-    if (first + 15 < k0 + 16 * kk) continue;
-    uint32_t a[4];
-    a_of_transposed(a, ds_tile, 16 * kk, 16 * warp);
-    accumulate_rows<T, HS>(dq, a, k_rows, 16 * kk);
-  }
   float* rows = dq_partials + partial_offset(blockIdx.x, gridDim.y, k0 / kTile, q0 / kTile) * HS + 16 * warp * HS;
+  // Half the head's columns at a time where the halves are whole pairs of
+  // 8-column blocks (HS 32, 64): at HS 64, 16 accumulators live beside dK's
+  // and dV's 64 and V's 16, not 32. ptxas (sm_90, bf16, 4 blocks an SM):
+  // 128 registers and no spills, where the whole width at once spilled 72
+  // bytes. The cost: dS read from shared memory twice.
+  constexpr int kParts = (HS / 8) % 4 == 0 ? 2 : 1, kBlocks = HS / 8 / kParts;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    if (first + g + 8 * half >= d.T) continue;
+  for (int part = 0; part < kParts; ++part) {
+    float dq[kBlocks][4] = {};
 #pragma unroll
-    for (int nb = 0; nb < HS / 8; ++nb) {
-      *reinterpret_cast<float2*>(rows + (g + 8 * half) * HS + 8 * nb + 2 * t) =
-          make_float2(dq[nb][2 * half], dq[nb][2 * half + 1]);
+    for (int kk = 0; kk < kWarps; ++kk) {
+      if (first + 15 < k0 + 16 * kk) continue;
+      uint32_t a[4];
+      a_of_transposed(a, ds_tile, 16 * kk, 16 * warp);
+#pragma unroll
+      for (int nb = 0; nb < kBlocks; nb += 2) {
+        uint32_t b[4];
+        b_pair_of_columns<HS>(b, k_rows, 16 * kk, 8 * (part * kBlocks + nb));
+        mma_pair<T>(dq[nb], dq[nb + 1], a, b);
+      }
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      if (first + g + 8 * half >= d.T) continue;
+#pragma unroll
+      for (int nb = 0; nb < kBlocks; ++nb) {
+        *reinterpret_cast<float2*>(rows + (g + 8 * half) * HS + 8 * (part * kBlocks + nb) + 2 * t) =
+            make_float2(dq[nb][2 * half], dq[nb][2 * half + 1]);
+      }
     }
   }
 }
