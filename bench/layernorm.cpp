@@ -57,14 +57,13 @@ void with_setting(const char* name, const char* value, const std::function<void(
 }
 
 int run(int argc, char** argv) {
-  std::map<std::string, std::string> a = {{"device", "cuda"}, {"dtype", "bf16"}, {"rows", "8192"},
-                                          {"embd", "768"},    {"calls", "50"},   {"repeat", "5"}};
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    SG_CHECK(flag.rfind("--", 0) == 0 && a.count(flag.substr(2)), "unknown flag ", flag,
-             "; see the top of bench/layernorm.cpp");
-    a[flag.substr(2)] = argv[i + 1];
-  }
+  const auto flags = parse_args(argc, argv,
+                                {{"device", "cuda"}, {"dtype", "bf16"}, {"rows", "8192"}, {"embd", "768"},
+                                 {"calls", "50"}, {"repeat", "5"}},
+                                "bench_layernorm [--device cuda|cpu] [--dtype bf16|f32] [--rows 8192] [--embd 768] "
+                                "[--calls 50] [--repeat 5]");
+  if (!flags) return 0;  // --help
+  std::map<std::string, std::string> a = *flags;
   const Device device = a["device"] == "cuda" ? Device::cuda() : Device::cpu();
   SG_CHECK(device.is_cpu() || cuda_available(), "no GPU visible; use --device cpu");
   const DType dtype = a["dtype"] == "bf16" ? DType::bf16 : DType::f32;
