@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -111,12 +110,7 @@ int run(int argc, char** argv) {
       {"SG_FLASH_BACKWARD_MORE_WARPS=0", "fused (tensor cores), backward for fewer warps"}};
   for (const auto& [setting, form] : variants) {
     const std::string name(setting, std::strchr(setting, '=')), value(std::strchr(setting, '=') + 1);
-    const char* before = std::getenv(name.c_str());
-    const std::string kept = before ? before : "";
-    setenv(name.c_str(), value.c_str(), 1);
-    fused_row(form);
-    if (before) setenv(name.c_str(), kept.c_str(), 1);
-    else unsetenv(name.c_str());
+    with_env(name.c_str(), value.c_str(), [&] { fused_row(form); });
   }
   return 0;
 }

@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
 #include <map>
 #include <string>
@@ -42,18 +41,6 @@ double ms_per_call(int repeat, int calls, const std::function<Tensor()>& fn) {
   }
   std::sort(samples.begin(), samples.end());
   return samples[samples.size() / 2];
-}
-
-// Runs fn with the environment variable `name` set to `value` (unset where
-// null), then puts it back.
-void with_setting(const char* name, const char* value, const std::function<void()>& fn) {
-  const char* before = std::getenv(name);
-  const std::string kept = before ? before : "";
-  if (value) setenv(name, value, 1);
-  else unsetenv(name);
-  fn();
-  if (before) setenv(name, kept.c_str(), 1);
-  else unsetenv(name);
 }
 
 int run(int argc, char** argv) {
@@ -92,12 +79,12 @@ int run(int argc, char** argv) {
   row("forward with the residual add (add_layernorm)",
       ms_per_call(repeat, calls, [&] { return add_layernorm(x, y, w, b).norm.out; }));
   auto backward = [&] { return layernorm_backward(dy, x, w, ln.mean, ln.rstd, residual).dx; };
-  with_setting("SG_LAYERNORM_FUSED_BACKWARD", "0", [&] {
+  with_env("SG_LAYERNORM_FUSED_BACKWARD", "0", [&] {
     row("backward, two kernels (SG_LAYERNORM_FUSED_BACKWARD=0)", ms_per_call(repeat, calls, backward));
   });
-  with_setting("SG_LAYERNORM_FUSED_BACKWARD", nullptr,
+  with_env("SG_LAYERNORM_FUSED_BACKWARD", nullptr,
                [&] { row("backward, fused (the default)", ms_per_call(repeat, calls, backward)); });
-  with_setting("SG_LAYERNORM_PIPELINED_BACKWARD", "1", [&] {
+  with_env("SG_LAYERNORM_PIPELINED_BACKWARD", "1", [&] {
     row("backward, pipelined (SG_LAYERNORM_PIPELINED_BACKWARD=1; 16-bit types, else fused)",
         ms_per_call(repeat, calls, backward));
   });

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <map>
@@ -30,6 +31,19 @@ inline std::optional<std::map<std::string, std::string>> parse_args(int argc, ch
     defaults[flag.substr(2)] = argv[++i];
   }
   return defaults;
+}
+
+// Runs fn with the environment variable `name` set to `value` (unset where
+// null), then puts it back as it was: a benchmark timing both sides of a
+// switch that the kernels read at each call (docs/gpu.md, Switches).
+inline void with_env(const char* name, const char* value, const std::function<void()>& fn) {
+  const char* before = std::getenv(name);
+  const std::string kept = before ? before : "";
+  if (value) setenv(name, value, 1);
+  else unsetenv(name);
+  fn();
+  if (before) setenv(name, kept.c_str(), 1);
+  else unsetenv(name);
 }
 
 inline int run_main(const char* program, const std::function<int()>& body) {
