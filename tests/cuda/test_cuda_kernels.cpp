@@ -250,8 +250,9 @@ TEST_F(CudaKernels, LayerNormBackwardBothPathsMatchCpu) {
 // fused kernel's in the same order, so it must give the same bits, and it
 // is counted to have run. Lanes with 3, 2 and 1 units of a row (C 768, 264:
 // only lane 0 has a second unit) and lanes with none (C 64); blocks with
-// one row or none (37 rows over 128 chunks) and warps with many (5000 rows:
-// both buffers reused again and again); with and without a gradient to add.
+// one row or none (37 rows over 128 chunks) and warps with 2 or 3 (5000
+// rows: 40 a block, so a warp's third row goes into the buffer its first
+// used); with and without a gradient to add.
 TEST_F(CudaKernels, PipelinedLayerNormBackwardGivesTheFusedKernelsBits) {
   for (int64_t rows : {37, 5000}) {
     for (int64_t C : {768, 264, 64}) {
