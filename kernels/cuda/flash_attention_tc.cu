@@ -471,6 +471,7 @@ bool flash_tensor_cores_apply(DType dtype, int64_t head_size) {
 
 void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
                                 DType dtype, cudaStream_t stream) {
+  if (flash_forward_wgmma(out, lse, qkv, B, T, C, NH, dtype, stream)) return;
   const TcDims d{T, C, NH, 1.0f / sqrtf(float(C / NH))};
   with_half_type(dtype, [&](auto tag) {
     using Ty = decltype(tag);

@@ -25,6 +25,13 @@ bool flash_tensor_cores_apply(DType dtype, int64_t head_size);
 // out included.
 void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
                                 DType dtype, cudaStream_t stream);
+// The forward on Hopper's warpgroup MMA (flash_attention_wgmma.cu), when it
+// applies: SG_FLASH_WGMMA=1, head size 64, bf16 or f16, a compute
+// capability 9.0 device. Returns whether it ran (flash_forward_tensor_cores
+// asks it first). Not yet timed on a GPU, so off unless opted into.
+bool flash_forward_wgmma(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
+                         DType dtype, cudaStream_t stream);
+int64_t flash_wgmma_forwards();  // its launches so far, for the tests
 // With dq_partials (flash_dq_partial_floats floats, 16-byte aligned), dQ is
 // made inside the dK/dV kernel, as partials it then sums
 // (SG_FLASH_FUSED_DQ=1), instead of by a kernel of its own.

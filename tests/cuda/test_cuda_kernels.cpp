@@ -3,6 +3,8 @@
 // pass in the SIMT emulator (docs/cuda-emulator.md).
 #include <cmath>
 
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/flash_attention_tc.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/normalization.h"
 #include "kernels/cuda/runtime.h"
@@ -413,6 +415,40 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
   Tensor dout = random_tensor({B, T, C}, "dout").to(DType::bf16);
   EXPECT_TRUE(same_as_cpu(fused_attention_backward(gpu(dout), gpu_qkv, gpu_u.out, gpu_u.lse, NH),
                           fused_attention_backward(dout, qkv, cpu_u.out, cpu_u.lse, NH), 2e-2, 2e-2));
+}
+
+// The forward on Hopper's warpgroup MMA (SG_FLASH_WGMMA=1, head size 64;
+// flash_attention_wgmma.cu), on a compute capability 9.0 GPU or the
+// emulator's H100: T across the 64-row tiles' edges, bf16 and f16, the
+// backward taking its lse; head size 32 falls back to mma.sync (counted).
+TEST_F(CudaKernels, TensorCoreAttentionOnWgmmaMatchesCpu) {
+  int device = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  if (major != 9 || minor != 0) GTEST_SKIP() << "wgmma needs compute capability 9.0; this GPU is " << major << "." << minor;
+  struct Case {
+    int64_t B, T, C, NH;
+  };
+  setenv("SG_FLASH_WGMMA", "1", 1);
+  for (Case c : {Case{2, 37, 64, 1}, Case{1, 64, 128, 2}, Case{1, 130, 128, 2}, Case{1, 200, 64, 1},
+                 Case{1, 70, 64, 2}}) {
+    for (DType dtype : {DType::bf16, DType::f16}) {
+      const bool wgmma = c.C / c.NH == 64;
+      SCOPED_TRACE("T=" + std::to_string(c.T) + " HS=" + std::to_string(c.C / c.NH) + " " +
+                   std::string(dtype_name(dtype)));
+      Tensor qkv = random_tensor({c.B, c.T, 3 * c.C}, "qkv").to(dtype);
+      Tensor dout = random_tensor({c.B, c.T, c.C}, "dout").to(dtype);
+      const int64_t before = cuda::flash_wgmma_forwards();
+      FusedAttentionOutput cpu_a = fused_attention(qkv, c.NH), gpu_a = fused_attention(gpu(qkv), c.NH);
+      EXPECT_EQ(cuda::flash_wgmma_forwards() - before, wgmma ? 1 : 0);
+      EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, 2e-2, 2e-2));
+      EXPECT_TRUE(same_as_cpu(gpu_a.lse, cpu_a.lse, 1e-3, 1e-3));
+      EXPECT_TRUE(same_as_cpu(fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH),
+                              fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, c.NH), 2e-2, 2e-2));
+    }
+  }
+  unsetenv("SG_FLASH_WGMMA");
 }
 
 // The loss and g = softmax - onehot in one kernel (a block a row, g over

@@ -11,6 +11,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/cuda/fragment_kernels.h"
+#include "tests/cuda/wgmma_kernels.h"
 
 namespace sg {
 namespace {
@@ -83,6 +84,57 @@ TEST_F(TensorCoreFragments, LdmatrixX4InThePtxLayout) {
       }
     }
   }
+}
+
+// Hopper's warpgroup MMA (kernels/cuda/wgmma.cuh): only on compute
+// capability 9.0 (the emulator plays an H100).
+class WgmmaFragments : public TensorCoreFragments {
+ protected:
+  void SetUp() override {
+    TensorCoreFragments::SetUp();
+    if (IsSkipped()) return;
+    int device = 0, major = 0, minor = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    if (major != 9 || minor != 0) GTEST_SKIP() << "wgmma needs compute capability 9.0; this GPU is " << major << "." << minor;
+  }
+};
+
+// Both forms the attention forward issues: A and B K-major in shared memory
+// (S = Q K^T), and A in registers with B N-major (O += P V), each as two
+// products (the first ignoring the accumulators' -1s, the second adding):
+// d = 2 a b, exact for these small values. For the N-major form, the other
+// reading of the descriptor's strides must give something else (so this
+// tells them apart), and if the GPU takes that one, the failure says so.
+TEST_F(WgmmaFragments, ProductsInThePtxLayouts) {
+  std::vector<__nv_bfloat16> a(64 * 16), b(16 * 64);
+  std::vector<float> expected(64 * 64, 0.0f);
+  for (int i = 0; i < 64 * 16; ++i) a[size_t(i)] = __float2bfloat16_rn(float(i % 7) - 3.0f);
+  for (int i = 0; i < 16 * 64; ++i) b[size_t(i)] = __float2bfloat16_rn(float(i % 5) * 0.5f + float(i / 256));
+  for (int m = 0; m < 64; ++m) {
+    for (int n = 0; n < 64; ++n) {
+      for (int k = 0; k < 16; ++k) {
+        expected[size_t(m * 64 + n)] +=
+            2.0f * __bfloat162float(a[size_t(m * 16 + k)]) * __bfloat162float(b[size_t(k * 64 + n)]);
+      }
+    }
+  }
+  DeviceArray<__nv_bfloat16> d_a(a), d_b(b);
+  auto product = [&](bool a_in_registers, bool swap) {
+    DeviceArray<float> d(std::vector<float>(64 * 64, 0.0f));
+    test::wgmma_product(d.get(), d_a.get(), d_b.get(), a_in_registers, swap);
+    return d.download();
+  };
+  EXPECT_EQ(product(false, false), expected) << "A and B K-major in shared memory";
+  const std::vector<float> n_major = product(true, false), swapped = product(true, true);
+  EXPECT_NE(swapped, expected) << "the probe cannot tell the two readings of an N-major descriptor apart";
+  EXPECT_EQ(n_major, expected)
+      << "A in registers, B N-major"
+      << (swapped == expected ? ": the GPU reads an N-major operand's LBO along N and SBO along K, not as "
+                                "kernels/cuda/wgmma.cuh's shared_operand and tools/cuda_emu/wgmma.h assume: swap "
+                                "them for N-major operands there"
+                              : "");
 }
 
 }  // namespace

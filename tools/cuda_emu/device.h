@@ -23,6 +23,7 @@
 #include "tools/cuda_emu/simt.h"
 #include "tools/cuda_emu/mma.h"
 #include "tools/cuda_emu/wmma.h"
+#include "tools/cuda_emu/wgmma.h"
 
 #undef __shared__
 #define __shared__ static

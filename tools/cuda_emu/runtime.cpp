@@ -176,6 +176,18 @@ cudaError_t cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 
+// Each emulated device plays an H100 (compute capability 9.0), whose limits
+// the emulator checks (227 KiB of shared memory a block) and whose wgmma it
+// emulates (wgmma.h). Only what shardgrad asks is answered.
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device) {
+  if (device < 0 || device >= device_count()) return cudaErrorInvalidDevice;
+  switch (attribute) {
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
+    default: return cudaErrorInvalidValue;
+  }
+}
+
 cudaError_t cudaGetLastError() { return cudaSuccess; }  // launch errors throw at once in the emulator
 
 const char* cudaGetErrorString(cudaError_t error) {

@@ -69,6 +69,12 @@ struct AsyncCopy {
   size_t bytes, src_bytes;
 };
 
+// A wgmma's accumulators, computed and not yet landed in d.
+struct PendingResult {
+  float* d;
+  std::vector<float> values;
+};
+
 struct Thread {
   ThreadIndex index;
   FiberContext context;
@@ -78,6 +84,8 @@ struct Thread {
   uint64_t waiting_for = 0;  // the generation that must pass
   std::vector<AsyncCopy> open_group;               // cp.async since the last commit
   std::vector<std::vector<AsyncCopy>> committed;   // groups committed, oldest first
+  std::vector<PendingResult> wgmma_open;            // wgmma results since the last commit
+  std::vector<std::vector<PendingResult>> wgmma_committed;
 };
 
 struct Warp {
@@ -87,12 +95,18 @@ struct Warp {
   const void* pointers[kWarp] = {};    // gather_from_warp's offers
 };
 
+struct Warpgroup {
+  Barrier barrier;
+  const void* pointers[4 * kWarp] = {};  // gather_from_warpgroup's offers
+};
+
 // The block being run, and the launch it belongs to.
 struct Block {
   const char* kernel = nullptr;
   const std::function<void()>* body = nullptr;
   std::vector<Thread> threads;
   std::vector<Warp> warps;
+  std::vector<Warpgroup> warpgroups;
   Barrier barrier;
   int live = 0;
   void* dynamic_shared = nullptr;
@@ -170,6 +184,9 @@ void thread_main() {
   Thread* self = g_thread;
   try {
     (*g_block->body)();
+    SG_CHECK(self->wgmma_open.empty() && self->wgmma_committed.empty(), "CUDA emulator: kernel ", g_block->kernel,
+             ", thread (", self->index.thread.x, ", ", self->index.thread.y,
+             ") returned with wgmma results it never waited for (wgmma.wait_group): on the GPU they are lost");
   } catch (...) {
     if (!g_block->error) g_block->error = std::current_exception();
   }
@@ -220,6 +237,7 @@ void run_block(Block& block, const Config& config, const uint3& block_index) {
   block.filled_arrays.clear();
   if (block.dynamic_shared != nullptr) std::memset(block.dynamic_shared, 0xff, block.dynamic_shared_bytes);
   block.warps.assign((count + kWarp - 1) / kWarp, Warp{});
+  block.warpgroups.assign((block.warps.size() + 3) / 4, Warpgroup{});
   block.threads.resize(count);
   for (unsigned i = 0; i < count; ++i) {
     Thread& thread = block.threads[i];
@@ -408,6 +426,57 @@ const void* const* gather_from_warp(const void* mine) {
 void release_warp() {
   Warp& warp = g_block->warps[size_t(g_thread->warp)];
   arrive_and_wait(warp.barrier, __builtin_popcount(warp.live_lanes));
+}
+
+// The caller's warpgroup, every one of whose 128 threads must exist and be live.
+Warpgroup& checked_warpgroup() {
+  const int group = g_thread->warp / 4;
+  int live = 0;
+  for (int w = 4 * group; w < 4 * group + 4 && w < int(g_block->warps.size()); ++w) {
+    live += __builtin_popcount(g_block->warps[size_t(w)].live_lanes);
+  }
+  SG_CHECK(live == 4 * kWarp, "CUDA emulator: kernel ", g_block->kernel, ": a warpgroup operation (wgmma) in warps ",
+           4 * group, "-", 4 * group + 3, " with ", live, " of their 128 threads live; all 128 must take part");
+  return g_block->warpgroups[size_t(group)];
+}
+
+const void* const* gather_from_warpgroup(const void* mine) {
+  Warpgroup& group = checked_warpgroup();
+  group.pointers[(g_thread->warp % 4) * kWarp + g_thread->lane] = mine;
+  arrive_and_wait(group.barrier, 4 * kWarp);  // every thread has offered
+  checked_warpgroup();
+  return group.pointers;
+}
+
+void release_warpgroup() { arrive_and_wait(checked_warpgroup().barrier, 4 * kWarp); }
+
+const float* wgmma_pending(const float* d) {
+  for (auto it = g_thread->wgmma_open.rbegin(); it != g_thread->wgmma_open.rend(); ++it) {
+    if (it->d == d) return it->values.data();
+  }
+  for (auto group = g_thread->wgmma_committed.rbegin(); group != g_thread->wgmma_committed.rend(); ++group) {
+    for (auto it = group->rbegin(); it != group->rend(); ++it) {
+      if (it->d == d) return it->values.data();
+    }
+  }
+  return nullptr;
+}
+
+void wgmma_issue(float* d, const float* values, int count) {
+  g_thread->wgmma_open.push_back(PendingResult{d, std::vector<float>(values, values + count)});
+}
+
+void wgmma_commit() {
+  g_thread->wgmma_committed.push_back(std::move(g_thread->wgmma_open));
+  g_thread->wgmma_open.clear();
+}
+
+void wgmma_wait(int pending_allowed) {
+  auto& groups = g_thread->wgmma_committed;
+  while (int(groups.size()) > pending_allowed) {
+    for (const PendingResult& result : groups.front()) std::copy(result.values.begin(), result.values.end(), result.d);
+    groups.erase(groups.begin());
+  }
 }
 
 void* map_shared_array(size_t bytes, size_t alignment) {

@@ -109,6 +109,25 @@ int lane_id();
 const void* const* gather_from_warp(const void* mine);
 void release_warp();
 
+// The same over the caller's warpgroup (warps 4 i .. 4 i + 3 of the block,
+// 128 threads, all of which must exist and take part): wgmma (wgmma.h).
+// Slot 32 (warp % 4) + lane holds each thread's pointer.
+const void* const* gather_from_warpgroup(const void* mine);
+void release_warpgroup();
+
+// wgmma's results are asynchronous: an emulated wgmma computes its
+// accumulators at once but hands them to wgmma_issue, and they land in d
+// only when the issuing thread waits for their group (wgmma_wait), so a
+// kernel that reads d before waiting reads the old values, where on the GPU
+// it might read anything. A later wgmma on the same d before the wait
+// starts from the pending values (wgmma_pending), as the hardware's chain
+// of products into one accumulator does. A thread that returns with
+// results never waited for fails.
+const float* wgmma_pending(const float* d);     // the newest pending values for d, or nullptr
+void wgmma_issue(float* d, const float* values, int count);
+void wgmma_commit();                           // wgmma.commit_group
+void wgmma_wait(int pending_allowed);          // wgmma.wait_group
+
 // Memory for one static __shared__ array: `bytes` ending exactly at an
 // unmapped page (aligned to `alignment`), kept for the process.
 void* map_shared_array(size_t bytes, size_t alignment);

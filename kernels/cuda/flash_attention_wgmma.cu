@@ -1,0 +1,192 @@
+// The fused attention forward on Hopper's warpgroup MMA (wgmma,
+// kernels/cuda/wgmma.cuh), for head size 64 (GPT-2's), opted into with
+// SG_FLASH_WGMMA=1 on a compute capability 9.0 GPU (H100, H200); the
+// mma.sync kernel (flash_attention_tc.cu) takes everything else. Built for
+// sm_90a alone (kernels/CMakeLists.txt).
+//
+// The same blocks, math and softmax as flash_forward_tc_kernel: a block is
+// one warpgroup (4 warps) and 64 query rows, warp w holds rows 16 w..16 w +
+// 15, and the key tiles (64 keys of K and V) stream through shared memory
+// in two buffers. What changes is who makes the products:
+//   S (64 x 64) = Q K^T: four wgmma (16 of the head's columns each), Q and
+//     K both read by the tensor cores from shared memory;
+//   O (64 x 64) += P V: four wgmma (16 keys each), P from registers (each
+//     warp's probabilities, rounded to 16 bits, as mma.sync's A fragments),
+//     V from shared memory, read N-major (a tile's rows are keys, K here).
+// In the mma.sync kernel each of the four warps read all of K and V through
+// ldmatrix, 36 reads a warp a tile; here the tensor cores read each tile
+// once for the block. The accumulators lie in registers as mma.sync's do,
+// so online_softmax and write_rows are the mma.sync kernel's own.
+//
+// The tiles are stored without padding, in wgmma's core matrices: column
+// chunk j (8 of the head's columns) of all 64 rows is 1 KiB, row r of it
+// the 16 bytes at r 16. So 16-byte copies of consecutive rows land in
+// consecutive banks, and the same bytes serve K-major reads (Q and K: rows
+// are M or N, the head's columns are K) and N-major reads (V: rows are K).
+// Not yet run on a GPU (docs/performance.md).
+#include <atomic>
+
+#include "kernels/cuda/flash_attention_tc.h"
+#include "kernels/cuda/flash_attention_tc_tiles.cuh"
+#include "kernels/cuda/wgmma.cuh"
+#include "kernels/env_switch.h"
+
+namespace sg::cuda {
+namespace {
+
+constexpr int kWgmmaHeadSize = 64;
+constexpr int kCoreTileElements = kTile * kWgmmaHeadSize;  // 8 KiB in 16 bits
+constexpr uint32_t kChunkBytes = 16 * kTile;               // one column chunk of the 64 rows: 1 KiB
+
+// Starts tile rows r < 64 = src rows first + r (0 past T), in the core-matrix
+// layout: element (r, c) at (c / 8) 512 + 8 r + c % 8. Thread i copies row
+// i % 64 of chunk i / 64, so a warp's copies land in consecutive 16 bytes.
+template <typename T>
+__device__ void fetch_core_tile(T* tile, const T* src, int64_t row_stride, int64_t first, int64_t T_) {
+  constexpr int kChunks = kWgmmaHeadSize / 8;
+  for (int index = threadIdx.x; index < kTile * kChunks; index += blockDim.x) {
+    const int r = index % kTile, j = index / kTile;
+    const bool inside = first + r < T_;
+    async_copy<16>(tile + j * 8 * kTile + 8 * r, inside ? src + (first + r) * row_stride + 8 * j : src, inside);
+  }
+}
+
+// Keys k0.. of K, then V, into buffer `buffer` (two tiles), as one group.
+template <typename T>
+__device__ void fetch_core_keys_values(T* tiles, int buffer, const T* base, int64_t C, int64_t k0, int64_t T_) {
+  T* k_tile = tiles + 2 * buffer * kCoreTileElements;
+  fetch_core_tile(k_tile, base + C, 3 * C, k0, T_);
+  fetch_core_tile(k_tile + kCoreTileElements, base + 2 * C, 3 * C, k0, T_);
+  async_commit();
+}
+
+// Columns 16 kk..16 kk + 15 of a tile whose rows are M or N (Q, K): core
+// matrices 1 KiB apart along K, 128 bytes along the rows.
+template <typename T>
+__device__ __forceinline__ SharedOperand k_major(const T* tile, int kk) {
+  return shared_operand(tile + 2 * kk * 8 * kTile, kChunkBytes, 128);
+}
+
+// Rows 16 kk..16 kk + 15 of a tile whose rows are K (V): core matrices 128
+// bytes apart along K, 1 KiB along N (the head's columns).
+template <typename T>
+__device__ __forceinline__ SharedOperand n_major(const T* tile, int kk) {
+  return shared_operand(tile + 16 * kk * 8, 128, kChunkBytes);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlockThreads, 4)
+    flash_forward_wgmma_kernel(T* out, float* lse, const T* qkv, TcDims d) {
+  constexpr int HS = kWgmmaHeadSize;
+  // Two buffers of a K tile and a V tile each (one computed on, one filling), then the block's queries.
+  extern __shared__ __align__(128) unsigned char shared_bytes[];
+  T* tiles = reinterpret_cast<T*>(shared_bytes);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
+  const T* base = qkv + b * d.T * row_stride + h * HS;
+  const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
+  T* q_tile = tiles + 4 * kCoreTileElements;
+  fetch_core_tile(q_tile, base, row_stride, q0, d.T);  // in the first tiles' group
+  fetch_core_keys_values(tiles, 0, base, d.C, 0, d.T);
+
+  float o[HS / 8][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // as flash_forward_tc_kernel's
+  float(&o_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(o);
+  const float scale_log2 = d.scale * kLog2e;
+  // Every key tile up to the block's last row: each warp sees some key of
+  // each (k0 <= q0, and row w0 sees key w0 >= k0), so no warp sits one out,
+  // as a warpgroup's wgmma needs all four.
+  const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
+  int buffer = 0;
+  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
+    // This tile has landed (and, after the fence, is visible to wgmma's
+    // reads); every warp's products on the other buffer were waited for
+    // before the barrier, so the next tile may fill it.
+    async_wait<0>();
+    fence_shared_for_wgmma();
+    __syncthreads();
+    if (k0 + kTile <= block_last) fetch_core_keys_values(tiles, buffer ^ 1, base, d.C, k0 + kTile, d.T);
+    const T* k_tile = tiles + 2 * buffer * kCoreTileElements;
+    const T* v_tile = k_tile + kCoreTileElements;
+
+    float s[kTileBlocks][4];
+    float(&s_flat)[4 * kTileBlocks] = reinterpret_cast<float(&)[4 * kTileBlocks]>(s);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk) wgmma_64x64x16<T>(s_flat, k_major(q_tile, kk), k_major(k_tile, kk), kk > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    hold_registers(s_flat);
+
+    online_softmax<HS>(s, o, m, l, k0, w0, d.T, scale_log2);
+
+    uint32_t p[kTile / 16][4];  // all four before the first product: an in-flight wgmma owns its A registers
+#pragma unroll
+    for (int kk = 0; kk < kTile / 16; ++kk) a_of_pair<T>(p[kk], s[2 * kk], s[2 * kk + 1]);
+    uint32_t(&p_flat)[kTile / 4] = reinterpret_cast<uint32_t(&)[kTile / 4]>(p);
+    hold_registers(p_flat);
+    hold_registers(o_flat);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kTile / 16; ++kk) wgmma_64x64x16<T>(o_flat, p[kk], n_major(v_tile, kk), true);
+    wgmma_commit();
+    wgmma_wait<0>();
+    hold_registers(o_flat);
+    hold_registers(p_flat);
+  }
+  float inverse[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] = quad_sum(l[r]);
+    inverse[r] = 1.0f / l[r];
+    const int64_t row = w0 + g + 8 * r;
+    if (t == 0 && row < d.T) lse[blockIdx.x * d.T + row] = (m[r] + log2f(l[r])) / kLog2e;
+  }
+  write_rows<T, HS>(out + b * d.T * d.C + h * HS, d.C, o, w0, d.T, inverse);
+}
+
+constexpr size_t kWgmmaForwardSharedBytes = 5 * kCoreTileElements * 2;  // two buffers of two tiles, and Q
+static_assert(kWgmmaForwardSharedBytes <= 48 * 1024, "the wgmma forward needs more than 48 KiB of shared memory");
+
+std::atomic<int64_t> g_wgmma_forwards{0};  // flash_wgmma_forwards
+
+// wgmma code (sm_90a) runs on compute capability 9.0 alone (the emulator
+// plays an H100).
+bool device_has_wgmma() {
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    return false;
+  }
+  return major == 9 && minor == 0;
+}
+
+}  // namespace
+
+bool flash_forward_wgmma(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
+                         DType dtype, cudaStream_t stream) {
+  if (!env_switch_opted_in("SG_FLASH_WGMMA") || NH <= 0 || C != NH * kWgmmaHeadSize || !device_has_wgmma()) {
+    return false;
+  }
+  if (dtype != DType::bf16 && dtype != DType::f16) return false;
+  const TcDims d{T, C, NH, 1.0f / sqrtf(float(kWgmmaHeadSize))};
+  const int64_t row_blocks = (T + kRows - 1) / kRows;
+  SG_CHECK(row_blocks <= 65535, "fused attention: T = ", T, " needs ", row_blocks,
+           " blocks of rows, more than the grid's 65535");
+  const dim3 grid(unsigned(B * NH), unsigned(row_blocks));  // longest first, as flash_attention_tc.cu's grid_for
+  if (dtype == DType::bf16) {
+    flash_forward_wgmma_kernel<__nv_bfloat16><<<grid, kBlockThreads, kWgmmaForwardSharedBytes, stream>>>(
+        static_cast<__nv_bfloat16*>(out), lse, static_cast<const __nv_bfloat16*>(qkv), d);
+  } else {
+    flash_forward_wgmma_kernel<__half><<<grid, kBlockThreads, kWgmmaForwardSharedBytes, stream>>>(
+        static_cast<__half*>(out), lse, static_cast<const __half*>(qkv), d);
+  }
+  SG_CHECK_LAUNCH();
+  g_wgmma_forwards.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+int64_t flash_wgmma_forwards() { return g_wgmma_forwards.load(std::memory_order_relaxed); }
+
+}  // namespace sg::cuda

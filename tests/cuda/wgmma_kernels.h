@@ -1,0 +1,24 @@
+// A probe of Hopper's warpgroup MMA as kernels/cuda/wgmma.cuh issues it
+// (built for sm_90a alone in the nvcc build; tests/cuda/test_fragments.cpp).
+// On an H100 it checks that wgmma.cuh and tools/cuda_emu/wgmma.h read the
+// PTX ISA's descriptors and fragments as the hardware does; in the
+// emulator, that the emulator implements that reading.
+#pragma once
+
+#include <cuda_bf16.h>
+
+namespace sg::test {
+
+// d (64 x 64, f32, row-major) = 2 a b through two wgmma m64n64k16 (the
+// first without the accumulators, the second adding to them), a (64 x 16)
+// and b (16 x 64) bf16 row-major on the device. One warpgroup.
+//   a_in_registers false: A and B both K-major in shared memory (the
+//     forward's S = Q K^T);
+//   a_in_registers true: A from registers, B N-major (the forward's O += P V),
+//     its descriptor's LBO and SBO as wgmma.cuh reads the documentation, or
+//     (swap_n_major_strides) the other way round, to tell which the
+//     hardware takes.
+void wgmma_product(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, bool a_in_registers,
+                   bool swap_n_major_strides);
+
+}  // namespace sg::test
