@@ -25,6 +25,9 @@
 #include "examples/cli.h"
 #include "tensor/ops.h"
 #include "tensor/rng.h"
+#ifdef SG_CUDA
+#include "kernels/cuda/flash_attention_tc.h"
+#endif
 
 namespace sg {
 namespace {
@@ -112,6 +115,15 @@ int run(int argc, char** argv) {
     const std::string name(setting, std::strchr(setting, '=')), value(std::strchr(setting, '=') + 1);
     with_env(name.c_str(), value.c_str(), [&] { fused_row(form); });
   }
+#ifdef SG_CUDA
+  // Hopper's warpgroup MMA (SG_FLASH_WGMMA=1; flash_attention_wgmma*.cu), where it applies: head size 64 on a
+  // compute capability 9.0 GPU (its launches counted, so a row never shows the mma.sync kernels under its name).
+  with_env("SG_FLASH_WGMMA", "1", [&] {
+    const int64_t before = cuda::flash_wgmma_forwards();
+    fused_attention(qkv, NH);
+    if (cuda::flash_wgmma_forwards() > before) fused_row("fused (wgmma)");
+  });
+#endif
   return 0;
 }
 

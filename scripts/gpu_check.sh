@@ -163,6 +163,9 @@ fi
 # not yet timed on a GPU), and attention's GEMM form instead of the default fused kernels on
 # tensor cores; then where one step's kernel time goes (ncu).
 step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --profile-torch
+# Attention on Hopper's warpgroup MMA (SG_FLASH_WGMMA=1; off by default, never run on a GPU before: test_cuda's
+# WgmmaFragments and TensorCoreAttentionOnWgmmaMatchesCpu above say whether it is right).
+SG_FLASH_WGMMA=1 step bench_gpt_wgmma 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_FUSED_CROSS_ENTROPY=0 step bench_gpt_two_pass_loss 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_LAYERNORM_FUSED_BACKWARD=0 step bench_gpt_two_kernel_layernorm 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_ATTENTION=gemm step bench_gpt_gemm_attention 60 $bin/bench_gpt --device cuda --dtype bf16
@@ -216,11 +219,18 @@ command -v ncu >/dev/null &&
     --launch-skip 2 --launch-count 3 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
     --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section LaunchStats \
     --section InstructionStats --section SourceCounters $bin/bench_attention --device cuda --dtype bf16 --repeat 1
+# The same for the wgmma kernels (SG_FLASH_WGMMA=1).
+command -v ncu >/dev/null &&
+  SG_FLASH_WGMMA=1 SG_STEP_OPTIONAL=1 step attention_profile_wgmma 120 ncu --kernel-name regex:'flash_.*_wgmma_kernel' \
+    --launch-skip 2 --launch-count 3 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section LaunchStats \
+    --section InstructionStats --section SourceCounters $bin/bench_attention --device cuda --dtype bf16 --repeat 1
 step bench_gemm 90 $bin/bench_gemm --repeat 10 --candidates 8
 step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
 for batch in 16 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench_gpt --device cuda --dtype bf16 --batch $batch; done
 # The issue's micro-batch "as large as fits": 32 for both, side by side (PyTorch's compile takes a minute).
 SG_STEP_OPTIONAL=1 step bench_gpt_b32 180 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --batch 32 --profile-torch
+SG_FLASH_WGMMA=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_wgmma 60 $bin/bench_gpt --device cuda --dtype bf16 --batch 32
 SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 step bench_gpt_b32_gemm_autotune 60 $bin/bench_gpt --device cuda --dtype bf16 \
   --batch 32
 SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_both_epilogues 60 \
@@ -232,8 +242,8 @@ SG_FLASH_FUSED_DQ=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_fused_dq 60 $bin/bench
 SG_LAYERNORM_PIPELINED_BACKWARD=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_pipelined_layernorm 60 $bin/bench_gpt \
   --device cuda --dtype bf16 --batch 32
 SG_FLASH_FUSED_DQ=1 SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_GEMM_AUTOTUNE=8 \
-  SG_LAYERNORM_PIPELINED_BACKWARD=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_every_opt_in 60 $bin/bench_gpt \
-  --device cuda --dtype bf16 --batch 32
+  SG_LAYERNORM_PIPELINED_BACKWARD=1 SG_FLASH_WGMMA=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_every_opt_in 60 \
+  $bin/bench_gpt --device cuda --dtype bf16 --batch 32
 # Where a step's time goes at micro-batch 32, where PyTorch compiled was still ahead in runs 9-11.
 command -v ncu >/dev/null &&
   SG_STEP_OPTIONAL=1 step kernel_profile_b32 120 python3 bench/kernel_profile.py --top 30 --from-marker -- \
@@ -286,19 +296,22 @@ summary() {
   echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
   cat "$logs/bench_gpt.log" 2>/dev/null
   [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\||^PyTorch compiled' "$logs/bench_gpt_b32.log"
-  for log in bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention bench_gpt_gemm_autotune \
+  for log in bench_gpt_wgmma bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention \
+    bench_gpt_gemm_autotune \
     bench_gpt_gelu_epilogue bench_gpt_bias_grad_epilogue bench_gpt_both_epilogues bench_gpt_fused_dq \
-    bench_gpt_fused_dq_fewer_warps bench_gpt_pipelined_layernorm bench_gpt_b16 bench_gpt_b32_gemm_autotune \
+    bench_gpt_fused_dq_fewer_warps bench_gpt_pipelined_layernorm bench_gpt_b16 bench_gpt_b32_wgmma \
+    bench_gpt_b32_gemm_autotune \
     bench_gpt_b32_both_epilogues bench_gpt_b32_both_epilogues_autotune bench_gpt_b32_fused_dq \
     bench_gpt_b32_pipelined_layernorm bench_gpt_b32_every_opt_in bench_gpt_b64 bench_gpt_forward_fewer_warps \
     bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
-  if [ -f "$logs/attention_profile.log" ]; then
-    echo "attention_profile (the whole report is in the logs):"
-    grep -E "flash_.*_tc_kernel|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued" \
-      "$logs/attention_profile.log" | grep -v "==PROF==" | sed 's/^ */  /; s/(T1 \*.*TcDims) //'
-  fi
+  for profile in attention_profile attention_profile_wgmma; do
+    [ -f "$logs/$profile.log" ] || continue
+    echo "$profile (the whole report is in the logs):"
+    grep -E -e "flash_.*_(tc|wgmma)_kernel|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per" \
+      -e "Warp Cycles Per Issued" "$logs/$profile.log" | grep -v "==PROF==" | sed 's/^ */  /; s/(T1 \*.*TcDims) //'
+  done
   for log in sanitizer_memcheck sanitizer_racecheck sanitizer_racecheck_fused_dq; do
     [ -f "$logs/$log.log" ] && echo "$log: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/$log.log" | tail -1)"
   done

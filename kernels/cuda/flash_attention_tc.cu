@@ -257,23 +257,6 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
 }
 
 
-// D = rowsum(dO * O) of this warp's 16 rows from w0 (dO's A fragments in
-// d_o, O read here), into row_d (rows g, g + 8) and, inside T, D.
-template <typename T, int HS>
-__device__ void write_row_dots(float (&row_d)[2], float* D, const uint32_t (&d_o)[HS / 16][4], const T* out,
-                               int64_t w0, const TcDims& d) {
-  const int lane = threadIdx.x % 32, g = lane >> 2;
-  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH;
-  uint32_t o[HS / 16][4];
-  load_a_rows<HS>(o, out + b * d.T * d.C + h * HS, d.C, w0, d.T);
-  row_dots<T, HS>(row_d, d_o, o);
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int64_t row = w0 + g + 8 * r;
-    if (lane % 4 == 0 && row < d.T) D[blockIdx.x * d.T + row] = row_d[r];
-  }
-}
-
 // D alone, 64 rows a block: the fused dQ's first kernel (otherwise the dQ
 // kernel writes D as it starts).
 template <typename T, int HS>
@@ -498,6 +481,7 @@ int64_t flash_dq_partial_floats(int64_t B, int64_t T, int64_t C, int64_t NH, DTy
 void flash_backward_tensor_cores(void* dqkv, float* row_dots, const void* dout, const void* qkv, const void* out,
                                  const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
                                  cudaStream_t stream, float* dq_partials) {
+  if (flash_backward_wgmma(dqkv, row_dots, dout, qkv, out, lse, B, T, C, NH, dtype, stream)) return;
   const TcDims d{T, C, NH, 1.0f / sqrtf(float(C / NH))};
   with_half_type(dtype, [&](auto tag) {
     using Ty = decltype(tag);

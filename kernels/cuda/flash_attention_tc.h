@@ -32,6 +32,12 @@ void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t 
 bool flash_forward_wgmma(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
                          DType dtype, cudaStream_t stream);
 int64_t flash_wgmma_forwards();  // its launches so far, for the tests
+// The backward there (dQ, then dK and dV), under the same conditions;
+// flash_backward_tensor_cores asks it first too.
+bool flash_backward_wgmma(void* dqkv, float* row_dots, const void* dout, const void* qkv, const void* out,
+                          const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
+                          cudaStream_t stream);
+int64_t flash_wgmma_backwards();
 // With dq_partials (flash_dq_partial_floats floats, 16-byte aligned), dQ is
 // made inside the dK/dV kernel, as partials it then sums
 // (SG_FLASH_FUSED_DQ=1), instead of by a kernel of its own.

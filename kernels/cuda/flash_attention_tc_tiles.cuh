@@ -370,6 +370,23 @@ __device__ void row_dots(float (&dots)[2], const uint32_t (&d_o)[HS / 16][4], co
   dots[1] = quad_sum(dots[1]);
 }
 
+// D = rowsum(dO * O) of this warp's 16 rows from w0 (dO's A fragments in
+// d_o, O read here), into row_d (rows g, g + 8) and, inside T, D.
+template <typename T, int HS>
+__device__ void write_row_dots(float (&row_d)[2], float* D, const uint32_t (&d_o)[HS / 16][4], const T* out,
+                               int64_t w0, const TcDims& d) {
+  const int lane = threadIdx.x % 32, g = lane >> 2;
+  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH;
+  uint32_t o[HS / 16][4];
+  load_a_rows<HS>(o, out + b * d.T * d.C + h * HS, d.C, w0, d.T);
+  row_dots<T, HS>(row_d, d_o, o);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = w0 + g + 8 * r;
+    if (lane % 4 == 0 && row < d.T) D[blockIdx.x * d.T + row] = row_d[r];
+  }
+}
+
 // ---- the fused dQ (SG_FLASH_FUSED_DQ=1) ----
 // The tile of dS^T it stages in shared memory: (64 keys, 64 queries), rows
 // kDsStride apart (8 elements of padding, as the other tiles, so the 8 row

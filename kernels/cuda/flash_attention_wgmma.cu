@@ -2,7 +2,9 @@
 // kernels/cuda/wgmma.cuh), for head size 64 (GPT-2's), opted into with
 // SG_FLASH_WGMMA=1 on a compute capability 9.0 GPU (H100, H200); the
 // mma.sync kernel (flash_attention_tc.cu) takes everything else. Built for
-// sm_90a alone (kernels/CMakeLists.txt).
+// sm_90a alone (kernels/CMakeLists.txt). The backward, the same way:
+// flash_attention_wgmma_backward.cu; the tiles both use:
+// flash_attention_wgmma_tiles.cuh.
 //
 // The same blocks, math and softmax as flash_forward_tc_kernel: a block is
 // one warpgroup (4 warps) and 64 query rows, warp w holds rows 16 w..16 w +
@@ -27,52 +29,10 @@
 #include <atomic>
 
 #include "kernels/cuda/flash_attention_tc.h"
-#include "kernels/cuda/flash_attention_tc_tiles.cuh"
-#include "kernels/cuda/wgmma.cuh"
-#include "kernels/env_switch.h"
+#include "kernels/cuda/flash_attention_wgmma_tiles.cuh"
 
 namespace sg::cuda {
 namespace {
-
-constexpr int kWgmmaHeadSize = 64;
-constexpr int kCoreTileElements = kTile * kWgmmaHeadSize;  // 8 KiB in 16 bits
-constexpr uint32_t kChunkBytes = 16 * kTile;               // one column chunk of the 64 rows: 1 KiB
-
-// Starts tile rows r < 64 = src rows first + r (0 past T), in the core-matrix
-// layout: element (r, c) at (c / 8) 512 + 8 r + c % 8. Thread i copies row
-// i % 64 of chunk i / 64, so a warp's copies land in consecutive 16 bytes.
-template <typename T>
-__device__ void fetch_core_tile(T* tile, const T* src, int64_t row_stride, int64_t first, int64_t T_) {
-  constexpr int kChunks = kWgmmaHeadSize / 8;
-  for (int index = threadIdx.x; index < kTile * kChunks; index += blockDim.x) {
-    const int r = index % kTile, j = index / kTile;
-    const bool inside = first + r < T_;
-    async_copy<16>(tile + j * 8 * kTile + 8 * r, inside ? src + (first + r) * row_stride + 8 * j : src, inside);
-  }
-}
-
-// Keys k0.. of K, then V, into buffer `buffer` (two tiles), as one group.
-template <typename T>
-__device__ void fetch_core_keys_values(T* tiles, int buffer, const T* base, int64_t C, int64_t k0, int64_t T_) {
-  T* k_tile = tiles + 2 * buffer * kCoreTileElements;
-  fetch_core_tile(k_tile, base + C, 3 * C, k0, T_);
-  fetch_core_tile(k_tile + kCoreTileElements, base + 2 * C, 3 * C, k0, T_);
-  async_commit();
-}
-
-// Columns 16 kk..16 kk + 15 of a tile whose rows are M or N (Q, K): core
-// matrices 1 KiB apart along K, 128 bytes along the rows.
-template <typename T>
-__device__ __forceinline__ SharedOperand k_major(const T* tile, int kk) {
-  return shared_operand(tile + 2 * kk * 8 * kTile, kChunkBytes, 128);
-}
-
-// Rows 16 kk..16 kk + 15 of a tile whose rows are K (V): core matrices 128
-// bytes apart along K, 1 KiB along N (the head's columns).
-template <typename T>
-__device__ __forceinline__ SharedOperand n_major(const T* tile, int kk) {
-  return shared_operand(tile + 16 * kk * 8, 128, kChunkBytes);
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kBlockThreads, 4)
@@ -113,7 +73,7 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
     float(&s_flat)[4 * kTileBlocks] = reinterpret_cast<float(&)[4 * kTileBlocks]>(s);
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < HS / 16; ++kk) wgmma_64x64x16<T>(s_flat, k_major(q_tile, kk), k_major(k_tile, kk), kk > 0);
+    for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 64>(s_flat, k_major(q_tile, kk), k_major(k_tile, kk), kk > 0);
     wgmma_commit();
     wgmma_wait<0>();
     hold_registers(s_flat);
@@ -128,7 +88,7 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
     hold_registers(o_flat);
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) wgmma_64x64x16<T>(o_flat, p[kk], n_major(v_tile, kk), true);
+    for (int kk = 0; kk < kTile / 16; ++kk) wgmma_rs_n_major<T>(o_flat, p[kk], n_major(v_tile, kk), true);
     wgmma_commit();
     wgmma_wait<0>();
     hold_registers(o_flat);
@@ -150,36 +110,18 @@ static_assert(kWgmmaForwardSharedBytes <= 48 * 1024, "the wgmma forward needs mo
 
 std::atomic<int64_t> g_wgmma_forwards{0};  // flash_wgmma_forwards
 
-// wgmma code (sm_90a) runs on compute capability 9.0 alone (the emulator
-// plays an H100).
-bool device_has_wgmma() {
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-    return false;
-  }
-  return major == 9 && minor == 0;
-}
-
 }  // namespace
 
 bool flash_forward_wgmma(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
                          DType dtype, cudaStream_t stream) {
-  if (!env_switch_opted_in("SG_FLASH_WGMMA") || NH <= 0 || C != NH * kWgmmaHeadSize || !device_has_wgmma()) {
-    return false;
-  }
-  if (dtype != DType::bf16 && dtype != DType::f16) return false;
+  if (!wgmma_attention_applies(C, NH, dtype)) return false;
   const TcDims d{T, C, NH, 1.0f / sqrtf(float(kWgmmaHeadSize))};
-  const int64_t row_blocks = (T + kRows - 1) / kRows;
-  SG_CHECK(row_blocks <= 65535, "fused attention: T = ", T, " needs ", row_blocks,
-           " blocks of rows, more than the grid's 65535");
-  const dim3 grid(unsigned(B * NH), unsigned(row_blocks));  // longest first, as flash_attention_tc.cu's grid_for
   if (dtype == DType::bf16) {
-    flash_forward_wgmma_kernel<__nv_bfloat16><<<grid, kBlockThreads, kWgmmaForwardSharedBytes, stream>>>(
-        static_cast<__nv_bfloat16*>(out), lse, static_cast<const __nv_bfloat16*>(qkv), d);
+    flash_forward_wgmma_kernel<__nv_bfloat16><<<wgmma_grid(B, T, NH), kBlockThreads, kWgmmaForwardSharedBytes,
+                                                 stream>>>(static_cast<__nv_bfloat16*>(out), lse,
+                                                           static_cast<const __nv_bfloat16*>(qkv), d);
   } else {
-    flash_forward_wgmma_kernel<__half><<<grid, kBlockThreads, kWgmmaForwardSharedBytes, stream>>>(
+    flash_forward_wgmma_kernel<__half><<<wgmma_grid(B, T, NH), kBlockThreads, kWgmmaForwardSharedBytes, stream>>>(
         static_cast<__half*>(out), lse, static_cast<const __half*>(qkv), d);
   }
   SG_CHECK_LAUNCH();

@@ -119,68 +119,75 @@ __device__ __forceinline__ void hold_registers(uint32_t (&r)[N]) {
 #endif
 }
 
+#define SG_WGMMA_D16 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
+#define SG_WGMMA_D16_OPERANDS(d)                                                                                     \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),        \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
 #define SG_WGMMA_D32                                                                                           \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
   "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
-#define SG_WGMMA_D32_OPERANDS(d)                                                                                     \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),        \
-      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),         \
-      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),        \
-      "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define SG_WGMMA_D32_OPERANDS(d) SG_WGMMA_D16_OPERANDS(d), \
+  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),            \
+      "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+// One wgmma with both operands in shared memory, K-major: D the
+// accumulators' operand list, then the operand numbers of A's and B's
+// descriptors and of `accumulate` (the predicate p).
+#define SG_WGMMA_SS(shape, type, D, OPERANDS, A, B, ACC, d)                                            \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " ACC ", 0;\n"                                       \
+               "wgmma.mma_async.sync.aligned." shape ".f32." type "." type " " D ", " A ", " B ", p, 1, 1, 0, 0;\n}\n" \
+               : OPERANDS(d)                                                                              \
+               : "l"(a.desc), "l"(b.desc), "r"(int(accumulate)))
 
-// d (64 x 64 over the warpgroup; this thread's 32) = A B (+ d if
-// accumulate), A (64 x 16) and B (16 x 64, as 64 rows of K) both K-major in
-// shared memory. Issued, not waited for.
-template <typename T>
-__device__ __forceinline__ void wgmma_64x64x16(float (&d)[32], SharedOperand a, SharedOperand b, bool accumulate) {
+// d (64 x N over the warpgroup; this thread's N / 2) = A B (+ d if
+// accumulate), A (64 x 16) and B (16 x N, as N rows of K) both K-major in
+// shared memory, N 32 or 64. Issued, not waited for.
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], SharedOperand a, SharedOperand b, bool accumulate) {
+  static_assert(N == 32 || N == 64, "wgmma_ss: N is 32 or 64");
 #if defined(SG_CUDA_EMULATOR)
-  ::sg_emu::wgmma_m64nNk16<T, 64>(d, ::sg_emu::WgmmaOperands{nullptr, a.start, a.desc, b.start, b.desc, false},
-                                  accumulate);
+  ::sg_emu::wgmma_m64nNk16<T, N>(d, ::sg_emu::WgmmaOperands{nullptr, a.start, a.desc, b.start, b.desc, false},
+                                 accumulate);
 #elif defined(SG_WGMMA_DEVICE)
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " SG_WGMMA_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : SG_WGMMA_D32_OPERANDS(d)
-                 : "l"(a.desc), "l"(b.desc), "r"(int(accumulate)));
-  } else {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SG_WGMMA_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : SG_WGMMA_D32_OPERANDS(d)
-                 : "l"(a.desc), "l"(b.desc), "r"(int(accumulate)));
-  }
+  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
+  if constexpr (N == 64 && kBf16) SG_WGMMA_SS("m64n64k16", "bf16", SG_WGMMA_D32, SG_WGMMA_D32_OPERANDS, "%32", "%33", "%34", d);
+  else if constexpr (N == 64) SG_WGMMA_SS("m64n64k16", "f16", SG_WGMMA_D32, SG_WGMMA_D32_OPERANDS, "%32", "%33", "%34", d);
+  else if constexpr (kBf16) SG_WGMMA_SS("m64n32k16", "bf16", SG_WGMMA_D16, SG_WGMMA_D16_OPERANDS, "%16", "%17", "%18", d);
+  else SG_WGMMA_SS("m64n32k16", "f16", SG_WGMMA_D16, SG_WGMMA_D16_OPERANDS, "%16", "%17", "%18", d);
 #else
   __trap();  // not built for sm_90a: the host launches wgmma kernels only where it was
 #endif
 }
 
-// The same with A from registers (this warp's 16 rows, as mma.sync's A
-// fragment) and B (16 x 64) MN-major in shared memory: 16 rows of K, each
-// 64 values of N (imm-trans-b = 1).
+// d (64 x 64) (+)= A B with A from registers (this warp's 16 rows, as
+// mma.sync's A fragment) and B (16 x 64) N-major in shared memory: 16 rows
+// of K, each 64 values of N (imm-trans-b = 1).
 template <typename T>
-__device__ __forceinline__ void wgmma_64x64x16(float (&d)[32], const uint32_t (&a)[4], SharedOperand b_mn_major,
-                                               bool accumulate) {
+__device__ __forceinline__ void wgmma_rs_n_major(float (&d)[32], const uint32_t (&a)[4], SharedOperand b,
+                                                 bool accumulate) {
 #if defined(SG_CUDA_EMULATOR)
-  ::sg_emu::wgmma_m64nNk16<T, 64>(
-      d, ::sg_emu::WgmmaOperands{a, nullptr, 0, b_mn_major.start, b_mn_major.desc, true}, accumulate);
+  ::sg_emu::wgmma_m64nNk16<T, 64>(d, ::sg_emu::WgmmaOperands{a, nullptr, 0, b.start, b.desc, true}, accumulate);
 #elif defined(SG_WGMMA_DEVICE)
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " SG_WGMMA_D32
                  ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
                  : SG_WGMMA_D32_OPERANDS(d)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_mn_major.desc), "r"(int(accumulate)));
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b.desc), "r"(int(accumulate)));
   } else {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SG_WGMMA_D32
                  ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
                  : SG_WGMMA_D32_OPERANDS(d)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_mn_major.desc), "r"(int(accumulate)));
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b.desc), "r"(int(accumulate)));
   }
 #else
   __trap();
 #endif
 }
 
+#undef SG_WGMMA_SS
+#undef SG_WGMMA_D16
+#undef SG_WGMMA_D16_OPERANDS
 #undef SG_WGMMA_D32
 #undef SG_WGMMA_D32_OPERANDS
 

@@ -417,10 +417,12 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
                           fused_attention_backward(dout, qkv, cpu_u.out, cpu_u.lse, NH), 2e-2, 2e-2));
 }
 
-// The forward on Hopper's warpgroup MMA (SG_FLASH_WGMMA=1, head size 64;
-// flash_attention_wgmma.cu), on a compute capability 9.0 GPU or the
-// emulator's H100: T across the 64-row tiles' edges, bf16 and f16, the
-// backward taking its lse; head size 32 falls back to mma.sync (counted).
+// Attention on Hopper's warpgroup MMA (SG_FLASH_WGMMA=1, head size 64;
+// flash_attention_wgmma*.cu), forward and backward, on a compute capability
+// 9.0 GPU or the emulator's H100: T across the 64-row tiles' and the
+// backward's 32-query halves' edges, bf16 and f16; head size 32 falls back
+// to mma.sync (both counted). The backward, like mma.sync's, gives the same
+// bits every run.
 TEST_F(CudaKernels, TensorCoreAttentionOnWgmmaMatchesCpu) {
   int device = 0, major = 0, minor = 0;
   CUDA_CHECK(cudaGetDevice(&device));
@@ -439,13 +441,17 @@ TEST_F(CudaKernels, TensorCoreAttentionOnWgmmaMatchesCpu) {
                    std::string(dtype_name(dtype)));
       Tensor qkv = random_tensor({c.B, c.T, 3 * c.C}, "qkv").to(dtype);
       Tensor dout = random_tensor({c.B, c.T, c.C}, "dout").to(dtype);
-      const int64_t before = cuda::flash_wgmma_forwards();
+      const int64_t forwards = cuda::flash_wgmma_forwards(), backwards = cuda::flash_wgmma_backwards();
       FusedAttentionOutput cpu_a = fused_attention(qkv, c.NH), gpu_a = fused_attention(gpu(qkv), c.NH);
-      EXPECT_EQ(cuda::flash_wgmma_forwards() - before, wgmma ? 1 : 0);
       EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, 2e-2, 2e-2));
       EXPECT_TRUE(same_as_cpu(gpu_a.lse, cpu_a.lse, 1e-3, 1e-3));
-      EXPECT_TRUE(same_as_cpu(fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH),
-                              fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, c.NH), 2e-2, 2e-2));
+      const Tensor grads = fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH);
+      EXPECT_TRUE(same_as_cpu(grads, fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, c.NH), 2e-2, 2e-2));
+      EXPECT_EQ(fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH).to_vector<float>(),
+                grads.to_vector<float>())
+          << "the same bits every run";
+      EXPECT_EQ(cuda::flash_wgmma_forwards() - forwards, wgmma ? 1 : 0);
+      EXPECT_EQ(cuda::flash_wgmma_backwards() - backwards, wgmma ? 2 : 0);
     }
   }
   unsetenv("SG_FLASH_WGMMA");

@@ -5,6 +5,7 @@
 // fused-attention failure on a GPU with these passing is the kernel's.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -101,8 +102,9 @@ class WgmmaFragments : public TensorCoreFragments {
   }
 };
 
-// Both forms the attention forward issues: A and B K-major in shared memory
-// (S = Q K^T), and A in registers with B N-major (O += P V), each as two
+// The three forms the attention kernels issue: A and B K-major in shared
+// memory (S = Q K^T), the same 32 columns wide (dK/dV's S^T), and A in
+// registers with B N-major (O += P V), each as two
 // products (the first ignoring the accumulators' -1s, the second adding):
 // d = 2 a b, exact for these small values. For the N-major form, the other
 // reading of the descriptor's strides must give something else (so this
@@ -121,13 +123,17 @@ TEST_F(WgmmaFragments, ProductsInThePtxLayouts) {
     }
   }
   DeviceArray<__nv_bfloat16> d_a(a), d_b(b);
-  auto product = [&](bool a_in_registers, bool swap) {
+  auto product = [&](test::WgmmaForm form, bool swap) {
     DeviceArray<float> d(std::vector<float>(64 * 64, 0.0f));
-    test::wgmma_product(d.get(), d_a.get(), d_b.get(), a_in_registers, swap);
+    test::wgmma_product(d.get(), d_a.get(), d_b.get(), form, swap);
     return d.download();
   };
-  EXPECT_EQ(product(false, false), expected) << "A and B K-major in shared memory";
-  const std::vector<float> n_major = product(true, false), swapped = product(true, true);
+  EXPECT_EQ(product(test::WgmmaForm::kSharedK64, false), expected) << "A and B K-major in shared memory";
+  std::vector<float> left_half = expected;  // m64n32k16: columns 32.. stay 0
+  for (int m = 0; m < 64; ++m) std::fill(left_half.begin() + m * 64 + 32, left_half.begin() + m * 64 + 64, 0.0f);
+  EXPECT_EQ(product(test::WgmmaForm::kSharedK32, false), left_half) << "m64n32k16, both K-major";
+  const std::vector<float> n_major = product(test::WgmmaForm::kRegistersN64, false);
+  const std::vector<float> swapped = product(test::WgmmaForm::kRegistersN64, true);
   EXPECT_NE(swapped, expected) << "the probe cannot tell the two readings of an N-major descriptor apart";
   EXPECT_EQ(n_major, expected)
       << "A in registers, B N-major"

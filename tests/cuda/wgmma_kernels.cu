@@ -14,8 +14,8 @@ namespace {
 //   b_tile, K-major: element (n, k) likewise;
 //   b_tile, N-major: element (k, n) at (n / 8) 256 + 16 k + 2 (n % 8) bytes
 //     (LBO 128 along K, SBO 256 along N: different, so the two readings differ).
-__global__ void wgmma_kernel(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, bool a_in_registers,
-                             bool swap) {
+__global__ void wgmma_kernel(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, WgmmaForm form, bool swap) {
+  const bool a_in_registers = form == WgmmaForm::kRegistersN64;
   __shared__ alignas(128) __nv_bfloat16 a_tile[64 * 16];
   __shared__ alignas(128) __nv_bfloat16 b_tile[16 * 64];
   const int thread = threadIdx.x, warp = thread / 32, lane = thread % 32, g = lane / 4, t = lane % 4;
@@ -43,19 +43,26 @@ __global__ void wgmma_kernel(float* d, const __nv_bfloat16* a, const __nv_bfloat
   if (a_in_registers) {
     const sg::cuda::SharedOperand b_operand =
         swap ? sg::cuda::shared_operand(b_tile, 256, 128) : sg::cuda::shared_operand(b_tile, 128, 256);
-    sg::cuda::wgmma_64x64x16<__nv_bfloat16>(acc, regs, b_operand, false);
-    sg::cuda::wgmma_64x64x16<__nv_bfloat16>(acc, regs, b_operand, true);
-  } else {
+    sg::cuda::wgmma_rs_n_major<__nv_bfloat16>(acc, regs, b_operand, false);
+    sg::cuda::wgmma_rs_n_major<__nv_bfloat16>(acc, regs, b_operand, true);
+  } else if (form == WgmmaForm::kSharedK64) {
     const sg::cuda::SharedOperand a_operand = sg::cuda::shared_operand(a_tile, 1024, 128);
     const sg::cuda::SharedOperand b_operand = sg::cuda::shared_operand(b_tile, 1024, 128);
-    sg::cuda::wgmma_64x64x16<__nv_bfloat16>(acc, a_operand, b_operand, false);
-    sg::cuda::wgmma_64x64x16<__nv_bfloat16>(acc, a_operand, b_operand, true);
+    sg::cuda::wgmma_ss<__nv_bfloat16, 64>(acc, a_operand, b_operand, false);
+    sg::cuda::wgmma_ss<__nv_bfloat16, 64>(acc, a_operand, b_operand, true);
+  } else {  // B's rows (columns of the product) 0..31: 4 core matrices along N
+    float(&half)[16] = reinterpret_cast<float(&)[16]>(acc);
+    const sg::cuda::SharedOperand a_operand = sg::cuda::shared_operand(a_tile, 1024, 128);
+    const sg::cuda::SharedOperand b_operand = sg::cuda::shared_operand(b_tile, 1024, 128);
+    sg::cuda::wgmma_ss<__nv_bfloat16, 32>(half, a_operand, b_operand, false);
+    sg::cuda::wgmma_ss<__nv_bfloat16, 32>(half, a_operand, b_operand, true);
   }
   sg::cuda::wgmma_commit();
   sg::cuda::wgmma_wait<0>();
   sg::cuda::hold_registers(acc);
   sg::cuda::hold_registers(regs);
-  for (int i = 0; i < 32; ++i) {  // mma.sync's accumulator layout, 8 column blocks side by side
+  const int columns = form == WgmmaForm::kSharedK32 ? 16 : 32;
+  for (int i = 0; i < columns; ++i) {  // mma.sync's accumulator layout, N / 8 column blocks side by side
     const int row = 16 * warp + g + ((i % 4) >= 2 ? 8 : 0), col = 8 * (i / 4) + 2 * t + i % 2;
     d[row * 64 + col] = acc[i];
   }
@@ -63,9 +70,9 @@ __global__ void wgmma_kernel(float* d, const __nv_bfloat16* a, const __nv_bfloat
 
 }  // namespace
 
-void wgmma_product(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, bool a_in_registers,
+void wgmma_product(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, WgmmaForm form,
                    bool swap_n_major_strides) {
-  wgmma_kernel<<<1, 128>>>(d, a, b, a_in_registers, swap_n_major_strides);
+  wgmma_kernel<<<1, 128>>>(d, a, b, form, swap_n_major_strides);
   SG_CHECK_LAUNCH();
 }
 

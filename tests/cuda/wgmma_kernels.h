@@ -9,16 +9,20 @@
 
 namespace sg::test {
 
-// d (64 x 64, f32, row-major) = 2 a b through two wgmma m64n64k16 (the
-// first without the accumulators, the second adding to them), a (64 x 16)
-// and b (16 x 64) bf16 row-major on the device. One warpgroup.
-//   a_in_registers false: A and B both K-major in shared memory (the
-//     forward's S = Q K^T);
-//   a_in_registers true: A from registers, B N-major (the forward's O += P V),
-//     its descriptor's LBO and SBO as wgmma.cuh reads the documentation, or
+// The forms of wgmma the attention kernels issue:
+//   kSharedK64: m64n64k16, A and B both K-major in shared memory (S = Q K^T);
+//   kSharedK32: m64n32k16, the same with B's first 32 columns (dK/dV's S^T);
+//   kRegistersN64: m64n64k16, A from registers, B N-major (O += P V), its
+//     descriptor's LBO and SBO as wgmma.cuh reads the documentation or
 //     (swap_n_major_strides) the other way round, to tell which the
 //     hardware takes.
-void wgmma_product(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, bool a_in_registers,
-                   bool swap_n_major_strides);
+enum class WgmmaForm { kSharedK64, kSharedK32, kRegistersN64 };
+
+// d (64 x 64, f32, row-major) = 2 a b through two wgmma (the first without
+// the accumulators, the second adding to them), a (64 x 16) and b (16 x
+// 64) bf16 row-major on the device; kSharedK32 writes d's first 32 columns
+// only. One warpgroup.
+void wgmma_product(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, WgmmaForm form,
+                   bool swap_n_major_strides = false);
 
 }  // namespace sg::test

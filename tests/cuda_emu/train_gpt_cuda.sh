@@ -4,14 +4,16 @@
 # every step (relative 1e-4), and CUDA bf16 and fp16 must follow it within 3%
 # (fp16 applying every step: the loss scale must not overflow). This is the
 # whole CUDA training loop: pinned uploads of the batches, the device-side
-# loss, clipping's norm on the device, AdamW on the shard.
-#   train_gpt_cuda.sh path/to/train_gpt
+# loss, clipping's norm on the device, AdamW on the shard. Further flags
+# (a wider model, say) come after the defaults and so replace them.
+#   train_gpt_cuda.sh path/to/train_gpt [flags...]
 set -euo pipefail
 bin=$1
+shift
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 common=(--layers 2 --heads 2 --embd 32 --ctx 32 --batch 4 --steps 10 --warmup 2 --eval-every 0 --sample 0
-        --out "$work/run")
+        --out "$work/run" "$@")
 for run in "cpu f32" "cuda f32" "cuda bf16" "cuda fp16"; do
   set -- $run
   "$bin" "${common[@]}" --device "$1" --dtype "$2" --metrics "$work/$1_$2.jsonl" > "$work/$1_$2.log" 2>&1 ||

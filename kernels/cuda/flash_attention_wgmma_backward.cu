@@ -1,0 +1,270 @@
+// The fused attention backward on Hopper's warpgroup MMA (SG_FLASH_WGMMA=1,
+// head size 64; see flash_attention_wgmma.cu for the forward, the tile
+// layout and why): the mma.sync backward's two kernels (flash_attention_tc.cu),
+// dQ first (it writes D = rowsum(dO * O)), then dK and dV, with every
+// product a wgmma. Built for sm_90a alone. Not yet run on a GPU.
+//
+//   dQ, a block 64 queries, key tiles streaming by:
+//     S = Q K^T, dP = dO V^T (eight wgmma, Q, dO, K and V in shared memory),
+//     P = exp(S scale - lse), dS = P (dP - D) scale (registers),
+//     dQ += dS K (four wgmma, dS from registers, K read N-major).
+//   dK, dV, a block 64 keys, query tiles streaming by, 32 queries at a time
+//   (the scores of 64 would take 32 registers more, each):
+//     S^T = K Q^T, dP^T = V dO^T (wgmma m64n32k16, K and V the block's rows),
+//     P^T, dS^T (registers), dV += P^T dO, dK += dS^T Q (dO and Q read N-major).
+// As in the mma.sync kernels every output element has one writer: no
+// atomics, and the same bits every run.
+#include <atomic>
+
+#include "kernels/cuda/flash_attention_tc.h"
+#include "kernels/cuda/flash_attention_wgmma_tiles.cuh"
+
+namespace sg::cuda {
+namespace {
+
+template <typename T>
+__global__ void __launch_bounds__(kBlockThreads, 3)
+    flash_backward_dq_wgmma_kernel(T* dqkv, float* D, const T* dout, const T* qkv, const T* out, const float* lse,
+                                   TcDims d) {
+  constexpr int HS = kWgmmaHeadSize;
+  // Two buffers of a K tile and a V tile each, then the block's Q rows and dO rows.
+  extern __shared__ __align__(128) unsigned char shared_bytes[];
+  T* tiles = reinterpret_cast<T*>(shared_bytes);
+  T* q_tile = tiles + 4 * kCoreTileElements;
+  T* do_tile = q_tile + kCoreTileElements;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2;
+  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
+  const T* base = qkv + b * d.T * row_stride + h * HS;
+  const T* do_base = dout + b * d.T * d.C + h * HS;
+  const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
+  fetch_core_tile(q_tile, base, row_stride, q0, d.T);  // in the first tiles' group
+  fetch_core_tile(do_tile, do_base, d.C, q0, d.T);
+  fetch_core_keys_values(tiles, 0, base, d.C, 0, d.T);
+
+  float row_lse[2], row_d[2];  // rows g and g + 8: lse in log2 units, D
+  {
+    uint32_t d_o[HS / 16][4];
+    load_a_rows<HS>(d_o, do_base, d.C, w0, d.T);
+    write_row_dots<T, HS>(row_d, D, d_o, out, w0, d);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = w0 + g + 8 * r;
+    row_lse[r] = row < d.T ? lse[blockIdx.x * d.T + row] * kLog2e : 0.0f;
+  }
+  float dq[HS / 8][4] = {};
+  float(&dq_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(dq);
+  const float scale_log2 = d.scale * kLog2e;
+  const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
+  int buffer = 0;
+  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
+    async_wait<0>();  // as the forward's loop
+    fence_shared_for_wgmma();
+    __syncthreads();
+    if (k0 + kTile <= block_last) fetch_core_keys_values(tiles, buffer ^ 1, base, d.C, k0 + kTile, d.T);
+    const T* k_tile = tiles + 2 * buffer * kCoreTileElements;
+    const T* v_tile = k_tile + kCoreTileElements;
+
+    float s[kTileBlocks][4], dp[kTileBlocks][4];
+    float(&s_flat)[4 * kTileBlocks] = reinterpret_cast<float(&)[4 * kTileBlocks]>(s);
+    float(&dp_flat)[4 * kTileBlocks] = reinterpret_cast<float(&)[4 * kTileBlocks]>(dp);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 64>(s_flat, k_major(q_tile, kk), k_major(k_tile, kk), kk > 0);
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 64>(dp_flat, k_major(do_tile, kk), k_major(v_tile, kk), kk > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    hold_registers(s_flat);
+    hold_registers(dp_flat);
+
+    const bool masked = tile_masked(k0, w0, d.T);
+#pragma unroll
+    for (int nb = 0; nb < kTileBlocks; ++nb) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {  // dS, in place of dP
+        const float p = !masked || key_visible(k0, w0, nb, i, d.T)
+                            ? fast_exp2(s[nb][i] * scale_log2 - row_lse[i / 2])
+                            : 0.0f;
+        dp[nb][i] = p * (dp[nb][i] - row_d[i / 2]) * d.scale;
+      }
+    }
+    uint32_t ds[kTile / 16][4];  // all four before the first product: an in-flight wgmma owns its A registers
+#pragma unroll
+    for (int kk = 0; kk < kTile / 16; ++kk) a_of_pair<T>(ds[kk], dp[2 * kk], dp[2 * kk + 1]);
+    uint32_t(&ds_flat)[kTile / 4] = reinterpret_cast<uint32_t(&)[kTile / 4]>(ds);
+    hold_registers(ds_flat);
+    hold_registers(dq_flat);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kTile / 16; ++kk) wgmma_rs_n_major<T>(dq_flat, ds[kk], n_major(k_tile, kk), true);
+    wgmma_commit();
+    wgmma_wait<0>();
+    hold_registers(dq_flat);
+    hold_registers(ds_flat);
+  }
+  const float one[2] = {1.0f, 1.0f};
+  write_rows<T, HS>(dqkv + b * d.T * row_stride + h * HS, row_stride, dq, w0, d.T, one);
+}
+
+constexpr int kHalfTile = kTile / 2;  // the queries dK/dV takes at a time
+
+// The products of 32 queries (c0.. of the tile at q0) and the block's keys,
+// added to dK and dV: this warp's keys w0..w0 + 15 and the tile's lse and D
+// (natural-log units) in row_lse and row_d.
+template <typename T>
+__device__ __forceinline__ void dkdv_half_tile(float (&dk_flat)[32], float (&dv_flat)[32], const T* k_rows,
+                                               const T* v_rows, const T* q_tile, const T* do_tile,
+                                               const float* row_lse, const float* row_d, int c0, int64_t q0,
+                                               int64_t w0, const TcDims& d) {
+  constexpr int HS = kWgmmaHeadSize, kBlocks = kHalfTile / 8;
+  const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  float st[kBlocks][4], dpt[kBlocks][4];  // S^T and dP^T: (16 keys, 32 queries) a warp
+  float(&st_flat)[4 * kBlocks] = reinterpret_cast<float(&)[4 * kBlocks]>(st);
+  float(&dpt_flat)[4 * kBlocks] = reinterpret_cast<float(&)[4 * kBlocks]>(dpt);
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 32>(st_flat, k_major(k_rows, kk), k_major(q_tile, kk, c0), kk > 0);
+#pragma unroll
+  for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 32>(dpt_flat, k_major(v_rows, kk), k_major(do_tile, kk, c0), kk > 0);
+  wgmma_commit();
+  wgmma_wait<0>();
+  hold_registers(st_flat);
+  hold_registers(dpt_flat);
+
+  const float scale_log2 = d.scale * kLog2e;
+#pragma unroll
+  for (int nb = 0; nb < kBlocks; ++nb) {
+    const int first = c0 + 8 * nb + 2 * t;  // this lane's columns (queries of the tile): first, first + 1
+    const float2 lse_pair = *reinterpret_cast<const float2*>(row_lse + first);
+    const float2 d_pair = *reinterpret_cast<const float2*>(row_d + first);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {  // P^T in st, dS^T in dpt
+      const int64_t query = q0 + first + (i & 1), key = w0 + g + (i >= 2 ? 8 : 0);
+      const bool visible = query >= key && query < d.T;
+      st[nb][i] = visible ? fast_exp2(st[nb][i] * scale_log2 - ((i & 1) ? lse_pair.y : lse_pair.x) * kLog2e) : 0.0f;
+      dpt[nb][i] = st[nb][i] * (dpt[nb][i] - ((i & 1) ? d_pair.y : d_pair.x)) * d.scale;
+    }
+  }
+  uint32_t p[kHalfTile / 16][4], ds[kHalfTile / 16][4];  // all built before the first product
+#pragma unroll
+  for (int kk = 0; kk < kHalfTile / 16; ++kk) {
+    a_of_pair<T>(p[kk], st[2 * kk], st[2 * kk + 1]);
+    a_of_pair<T>(ds[kk], dpt[2 * kk], dpt[2 * kk + 1]);
+  }
+  uint32_t(&p_flat)[kHalfTile / 4] = reinterpret_cast<uint32_t(&)[kHalfTile / 4]>(p);
+  uint32_t(&ds_flat)[kHalfTile / 4] = reinterpret_cast<uint32_t(&)[kHalfTile / 4]>(ds);
+  hold_registers(p_flat);
+  hold_registers(ds_flat);
+  hold_registers(dv_flat);
+  hold_registers(dk_flat);
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kHalfTile / 16; ++kk) wgmma_rs_n_major<T>(dv_flat, p[kk], n_major(do_tile, c0 / 16 + kk), true);
+#pragma unroll
+  for (int kk = 0; kk < kHalfTile / 16; ++kk) wgmma_rs_n_major<T>(dk_flat, ds[kk], n_major(q_tile, c0 / 16 + kk), true);
+  wgmma_commit();
+  wgmma_wait<0>();
+  hold_registers(dv_flat);
+  hold_registers(dk_flat);
+  hold_registers(p_flat);
+  hold_registers(ds_flat);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlockThreads, 3)
+    flash_backward_dkdv_wgmma_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D,
+                                     TcDims d) {
+  constexpr int HS = kWgmmaHeadSize;
+  // Two buffers of a Q tile and a dO tile each, the block's K rows and V rows, then two buffers of the
+  // 64 queries' lse and D.
+  extern __shared__ __align__(128) unsigned char shared_bytes[];
+  T* tiles = reinterpret_cast<T*>(shared_bytes);
+  T* k_rows = tiles + 4 * kCoreTileElements;
+  T* v_rows = k_rows + kCoreTileElements;
+  float* row_values = reinterpret_cast<float*>(v_rows + kCoreTileElements);
+  const int warp = threadIdx.x / 32;
+  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
+  const T* base = qkv + b * d.T * row_stride + h * HS;
+  const T* do_base = dout + b * d.T * d.C + h * HS;
+  const int64_t k0 = int64_t(blockIdx.y) * kRows, w0 = k0 + 16 * warp;  // the first blocks see the most queries
+  auto fetch = [&](int64_t q0, int buffer) {  // Q, dO and the queries' lse and D
+    T* q_tile = tiles + 2 * buffer * kCoreTileElements;
+    fetch_core_tile(q_tile, base, row_stride, q0, d.T);
+    fetch_core_tile(q_tile + kCoreTileElements, do_base, d.C, q0, d.T);
+    fetch_row_values(row_values + 2 * buffer * kTile, lse + blockIdx.x * d.T, q0, d.T);
+    fetch_row_values(row_values + (2 * buffer + 1) * kTile, D + blockIdx.x * d.T, q0, d.T);
+    async_commit();
+  };
+  fetch_core_tile(k_rows, base + d.C, row_stride, k0, d.T);  // in the first tiles' group
+  fetch_core_tile(v_rows, base + 2 * d.C, row_stride, k0, d.T);
+  fetch(k0, 0);
+
+  float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};
+  float(&dk_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(dk);
+  float(&dv_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(dv);
+  int buffer = 0;
+  for (int64_t q0 = k0; q0 < d.T; q0 += kTile, buffer ^= 1) {
+    async_wait<0>();  // as the forward's loop
+    fence_shared_for_wgmma();
+    __syncthreads();
+    if (q0 + kTile < d.T) fetch(q0 + kTile, buffer ^ 1);
+    const T* q_tile = tiles + 2 * buffer * kCoreTileElements;
+    const float* row_lse = row_values + 2 * buffer * kTile;
+#pragma unroll 1
+    for (int c0 = 0; c0 < kTile && q0 + c0 < d.T; c0 += kHalfTile) {  // the same for the whole warpgroup
+      dkdv_half_tile<T>(dk_flat, dv_flat, k_rows, v_rows, q_tile, q_tile + kCoreTileElements, row_lse,
+                        row_lse + kTile, c0, q0, w0, d);
+    }
+  }
+  const float one[2] = {1.0f, 1.0f};
+  T* rows = dqkv + b * d.T * row_stride + h * HS;
+  write_rows<T, HS>(rows + d.C, row_stride, dk, w0, d.T, one);
+  write_rows<T, HS>(rows + 2 * d.C, row_stride, dv, w0, d.T, one);
+}
+
+constexpr size_t kDqSharedBytes = 6 * kCoreTileElements * 2;  // two buffers of K and V, and Q and dO
+constexpr size_t kDkdvSharedBytes = 6 * kCoreTileElements * 2 + 4 * kTile * sizeof(float);
+static_assert(kDqSharedBytes <= 48 * 1024, "the wgmma dQ kernel needs more than 48 KiB of shared memory");
+static_assert(3 * kDkdvSharedBytes <= 227 * 1024, "the wgmma dK/dV kernel no longer fits 3 blocks an SM");
+
+std::atomic<int64_t> g_wgmma_backwards{0};  // flash_wgmma_backwards
+
+template <typename T>
+void launch_backward(T* dqkv, float* row_dots, const T* dout, const T* qkv, const T* out, const float* lse,
+                     const dim3& grid, const TcDims& d, cudaStream_t stream) {
+  // dQ first: it writes D (row_dots), which dK/dV reads.
+  flash_backward_dq_wgmma_kernel<T><<<grid, kBlockThreads, kDqSharedBytes, stream>>>(dqkv, row_dots, dout, qkv, out,
+                                                                                      lse, d);
+  SG_CHECK_LAUNCH();
+  // 49 KiB: over the 48 a launch may ask for without opting in.
+  CUDA_CHECK(cudaFuncSetAttribute(flash_backward_dkdv_wgmma_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  int(kDkdvSharedBytes)));
+  flash_backward_dkdv_wgmma_kernel<T><<<grid, kBlockThreads, kDkdvSharedBytes, stream>>>(dqkv, dout, qkv, lse,
+                                                                                          row_dots, d);
+  SG_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+bool flash_backward_wgmma(void* dqkv, float* row_dots, const void* dout, const void* qkv, const void* out,
+                          const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
+                          cudaStream_t stream) {
+  if (!wgmma_attention_applies(C, NH, dtype)) return false;
+  const TcDims d{T, C, NH, 1.0f / sqrtf(float(kWgmmaHeadSize))};
+  const dim3 grid = wgmma_grid(B, T, NH);
+  if (dtype == DType::bf16) {
+    launch_backward(static_cast<__nv_bfloat16*>(dqkv), row_dots, static_cast<const __nv_bfloat16*>(dout),
+                    static_cast<const __nv_bfloat16*>(qkv), static_cast<const __nv_bfloat16*>(out), lse, grid, d,
+                    stream);
+  } else {
+    launch_backward(static_cast<__half*>(dqkv), row_dots, static_cast<const __half*>(dout),
+                    static_cast<const __half*>(qkv), static_cast<const __half*>(out), lse, grid, d, stream);
+  }
+  g_wgmma_backwards.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+int64_t flash_wgmma_backwards() { return g_wgmma_backwards.load(std::memory_order_relaxed); }
+
+}  // namespace sg::cuda

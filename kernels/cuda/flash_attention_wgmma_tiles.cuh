@@ -1,0 +1,87 @@
+// Internal to kernels/cuda/flash_attention_wgmma*.cu: the tiles and
+// operands of the attention kernels on Hopper's warpgroup MMA (the layout
+// is described at the top of flash_attention_wgmma.cu), beside the mma.sync
+// kernels' own (flash_attention_tc_tiles.cuh), whose softmax and
+// accumulator code they share.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/flash_attention_tc_tiles.cuh"
+#include "kernels/cuda/wgmma.cuh"
+#include "kernels/dtype.h"
+#include "kernels/env_switch.h"
+
+namespace sg::cuda {
+namespace {
+
+constexpr int kWgmmaHeadSize = 64;
+constexpr int kCoreTileElements = kTile * kWgmmaHeadSize;  // 8 KiB in 16 bits
+constexpr uint32_t kChunkBytes = 16 * kTile;               // one column chunk of the 64 rows: 1 KiB
+
+// Starts tile rows r < 64 = src rows first + r (0 past T), in the core-matrix
+// layout: element (r, c) at (c / 8) 512 + 8 r + c % 8. Thread i copies row
+// i % 64 of chunk i / 64, so a warp's copies land in consecutive 16 bytes.
+template <typename T>
+__device__ void fetch_core_tile(T* tile, const T* src, int64_t row_stride, int64_t first, int64_t T_) {
+  constexpr int kChunks = kWgmmaHeadSize / 8;
+  for (int index = threadIdx.x; index < kTile * kChunks; index += blockDim.x) {
+    const int r = index % kTile, j = index / kTile;
+    const bool inside = first + r < T_;
+    async_copy<16>(tile + j * 8 * kTile + 8 * r, inside ? src + (first + r) * row_stride + 8 * j : src, inside);
+  }
+}
+
+// Keys k0.. of K, then V, into buffer `buffer` (two tiles), as one group.
+template <typename T>
+__device__ void fetch_core_keys_values(T* tiles, int buffer, const T* base, int64_t C, int64_t k0, int64_t T_) {
+  T* k_tile = tiles + 2 * buffer * kCoreTileElements;
+  fetch_core_tile(k_tile, base + C, 3 * C, k0, T_);
+  fetch_core_tile(k_tile + kCoreTileElements, base + 2 * C, 3 * C, k0, T_);
+  async_commit();
+}
+
+// Columns 16 kk..16 kk + 15 of a tile whose rows are M or N (Q, K): core
+// matrices 1 KiB apart along K, 128 bytes along the rows.
+// From row r0 on (a multiple of 8; N = 32 rows for a half tile).
+template <typename T>
+__device__ __forceinline__ SharedOperand k_major(const T* tile, int kk, int r0 = 0) {
+  return shared_operand(tile + 2 * kk * 8 * kTile + 8 * r0, kChunkBytes, 128);
+}
+
+// Rows 16 kk..16 kk + 15 of a tile whose rows are K (V): core matrices 128
+// bytes apart along K, 1 KiB along N (the head's columns).
+template <typename T>
+__device__ __forceinline__ SharedOperand n_major(const T* tile, int kk) {
+  return shared_operand(tile + 16 * kk * 8, 128, kChunkBytes);
+}
+
+// wgmma code (sm_90a) runs on compute capability 9.0 alone (the emulator
+// plays an H100).
+inline bool device_has_wgmma() {
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    return false;
+  }
+  return major == 9 && minor == 0;
+}
+
+// x: the (batch, head), y: the block of 64 rows, as flash_attention_tc.cu's grid_for.
+inline dim3 wgmma_grid(int64_t B, int64_t T, int64_t NH) {
+  const int64_t row_blocks = (T + kRows - 1) / kRows;
+  SG_CHECK(row_blocks <= 65535, "fused attention: T = ", T, " needs ", row_blocks,
+           " blocks of rows, more than the grid's 65535");
+  return dim3(unsigned(B * NH), unsigned(row_blocks));
+}
+
+// Whether the wgmma kernels take this problem: SG_FLASH_WGMMA=1, head size
+// 64, 16-bit, a compute capability 9.0 device.
+inline bool wgmma_attention_applies(int64_t C, int64_t NH, DType dtype) {
+  return env_switch_opted_in("SG_FLASH_WGMMA") && NH > 0 && C == NH * kWgmmaHeadSize &&
+         (dtype == DType::bf16 || dtype == DType::f16) && device_has_wgmma();
+}
+
+}  // namespace
+}  // namespace sg::cuda
