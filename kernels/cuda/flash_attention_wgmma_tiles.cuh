@@ -20,13 +20,15 @@ constexpr int kCoreTileElements = kTile * kWgmmaHeadSize;  // 8 KiB in 16 bits
 constexpr uint32_t kChunkBytes = 16 * kTile;               // one column chunk of the 64 rows: 1 KiB
 
 // Starts tile rows r < 64 = src rows first + r (0 past T), in the core-matrix
-// layout: element (r, c) at (c / 8) 512 + 8 r + c % 8. Thread i copies row
-// i % 64 of chunk i / 64, so a warp's copies land in consecutive 16 bytes.
+// layout: element (r, c) at (c / 8) 512 + 8 r + c % 8. Threads 2 i and 2 i
+// + 1 copy two adjacent chunks of one row: a warp reads 16 rows' 32-byte
+// sectors whole, and its 512 bytes of stores fill 4 wavefronts of shared
+// memory, no more.
 template <typename T>
 __device__ void fetch_core_tile(T* tile, const T* src, int64_t row_stride, int64_t first, int64_t T_) {
   constexpr int kChunks = kWgmmaHeadSize / 8;
   for (int index = threadIdx.x; index < kTile * kChunks; index += blockDim.x) {
-    const int r = index % kTile, j = index / kTile;
+    const int r = (index / 2) % kTile, j = 2 * (index / (2 * kTile)) + index % 2;
     const bool inside = first + r < T_;
     async_copy<16>(tile + j * 8 * kTile + 8 * r, inside ? src + (first + r) * row_stride + 8 * j : src, inside);
   }
