@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/async_copy.cuh"
+#include "kernels/cuda/wgmma.cuh"
 
 namespace sg::emu_test {
 namespace {
@@ -105,6 +106,26 @@ __global__ void async_copy_kernel(float* out, const float* in) {
   }
 }
 
+// A warpgroup (or `threads` of one) makes acc = A B twice, A and B all
+// ones (every sum 16), the second adding to the first: out[2 t] is thread
+// t's acc[0] before the wait, out[2 t + 1] after it (if it waits).
+__global__ void wgmma_wait_kernel(float* out, bool wait) {
+  __shared__ alignas(128) __nv_bfloat16 ones[64 * 16];
+  for (int i = threadIdx.x; i < 64 * 16; i += blockDim.x) ones[i] = __float2bfloat16(1.0f);
+  __syncthreads();
+  float acc[32];
+  for (int i = 0; i < 32; ++i) acc[i] = -1.0f;
+  const sg::cuda::SharedOperand operand = sg::cuda::shared_operand(ones, 1024, 128);
+  sg::cuda::wgmma_fence();
+  sg::cuda::wgmma_ss<__nv_bfloat16, 64>(acc, operand, operand, false);
+  sg::cuda::wgmma_ss<__nv_bfloat16, 64>(acc, operand, operand, true);
+  sg::cuda::wgmma_commit();
+  out[2 * threadIdx.x] = acc[0];
+  if (!wait) return;
+  sg::cuda::wgmma_wait<0>();
+  out[2 * threadIdx.x + 1] = acc[0];
+}
+
 __global__ void wmma_kernel(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced) {
   namespace wmma = nvcuda::wmma;
   __shared__ alignas(32) __nv_bfloat16 a_tile[256];
@@ -165,6 +186,7 @@ void shift_without_barrier(float* out, int n) { racy_shift_kernel<<<1, n>>>(out)
 void too_much_shared_memory(float* out) { big_shared_kernel<<<1, 1>>>(out); }
 void write_static_shared_at(float* out, int index) { static_overrun_kernel<<<1, 16>>>(out, index); }
 void async_copy_before_and_after_wait(float* out, const float* in) { async_copy_kernel<<<1, 1>>>(out, in); }
+void wgmma_twice(float* out, int threads, bool wait) { wgmma_wait_kernel<<<1, threads>>>(out, wait); }
 void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced) {
   wmma_kernel<<<1, 32>>>(c, a, b, synced);
 }

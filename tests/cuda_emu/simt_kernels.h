@@ -33,6 +33,10 @@ void async_copy_before_and_after_wait(float* out, const float* in);
 // c (16x16, f32, row-major) = a (16x16 bf16, row-major) b (16x16 bf16, column-major) on tensor cores;
 // without the __syncwarp between storing the result to shared memory and reading it when `synced` is false.
 void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced);
+// `threads` threads (a warpgroup is 128) issue two wgmma into one accumulator, A and B all ones, the
+// second adding: out[2 t] is thread t's first accumulator before the wait, out[2 t + 1] after it
+// (written only if the kernel waits).
+void wgmma_twice(float* out, int threads, bool wait);
 // out[i] = factor * in[i] for i < n (at most 32), queued on `stream`: it may
 // run after this function has returned (SG_EMU_STREAMS=lazy).
 void scaled_copy(float* out, const float* in, float factor, int n, cudaStream_t stream);

@@ -180,6 +180,31 @@ TEST(Simt, AsyncCopyLandsAtTheWait) {
   EXPECT_EQ(out.download(), expected);
 }
 
+// wgmma's results land at the wait, as cp.async's copies do: before it the
+// accumulators hold what they held; the second product starts from the
+// first's pending sums (16 + 16). A thread that returns without waiting,
+// and a wgmma without its whole warpgroup, fail the launch.
+TEST(Simt, WgmmaResultsLandAtTheWait) {
+  DeviceBuffer<float> out(256);
+  wgmma_twice(out.data, 128, true);
+  const std::vector<float> values = out.download();
+  for (int t = 0; t < 128; ++t) {
+    EXPECT_EQ(values[size_t(2 * t)], -1.0f) << "thread " << t << " before the wait";
+    EXPECT_EQ(values[size_t(2 * t + 1)], 32.0f) << "thread " << t << " after the wait";
+  }
+  auto message = [&](int threads, bool wait) {
+    try {
+      wgmma_twice(out.data, threads, wait);
+      out.download();  // where streams are lazy, the launch runs here
+    } catch (const sg::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(128, false).find("never waited for"), std::string::npos) << message(128, false);
+  EXPECT_NE(message(96, true).find("all 128 must take part"), std::string::npos) << message(96, true);
+}
+
 // The missing barrier passes in the default order (slot i - 1 is written
 // before thread i runs) and shows in reverse order, which is why the test
 // script runs the emulator's tests both ways.
