@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   // Two buffers of a K tile and a V tile each (one computed on, one filling), then the block's queries.
   extern __shared__ __align__(128) unsigned char shared_bytes[];
   T* tiles = reinterpret_cast<T*>(shared_bytes);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  const int warp = threadIdx.x / 32;
   const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
@@ -84,15 +84,7 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     if (tile_masked(k0, w0, d.T)) step(int(min(int64_t(kTile / 16), min((w0 - k0) / 16 + 1, (d.T - k0 + 15) / 16))));
     else step(kTile / 16);
   });
-  float inverse[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] = quad_sum(l[r]);
-    inverse[r] = 1.0f / l[r];
-    const int64_t row = w0 + g + 8 * r;
-    if (t == 0 && row < d.T) lse[blockIdx.x * d.T + row] = (m[r] + log2f(l[r])) / kLog2e;
-  }
-  write_rows<T, HS>(out + b * d.T * d.C + h * HS, d.C, o, w0, d.T, inverse);
+  finish_forward_rows<T, HS>(out + b * d.T * d.C + h * HS, lse, o, m, l, w0, d);
 }
 
 // One query tile of dK/dV (the dK/dV kernel's loop body): this warp's
@@ -314,11 +306,7 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   load_a_rows<HS>(d_o, dout + b * d.T * d.C + h * HS, d.C, w0, d.T);
   float row_lse[2], row_d[2];  // rows g and g + 8
   write_row_dots<T, HS>(row_d, D, d_o, out, w0, d);
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int64_t row = w0 + g + 8 * r;
-    row_lse[r] = row < d.T ? lse[blockIdx.x * d.T + row] * kLog2e : 0.0f;
-  }
+  load_row_lse(row_lse, lse, w0, d);
   float dq[HS / 8][4] = {};
   const float scale_log2 = d.scale * kLog2e;
   for_each_key_tile<HS>(tiles, base, d, q0, w0, [&](int64_t k0, const T* k_tile, const T* v_tile) {

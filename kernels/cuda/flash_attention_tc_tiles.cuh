@@ -350,6 +350,34 @@ __device__ void online_softmax(float (&s)[kTileBlocks][4], float (&o)[HS / 8][4]
   }
 }
 
+// The forward's end for a warp's 16 rows from w0: each row's sum over its
+// quad, lse = m + log2(l) in natural-log units, and the rows of out (row
+// stride C) = o / l.
+template <typename T, int HS>
+__device__ void finish_forward_rows(T* out, float* lse, const float (&o)[HS / 8][4], const float (&m)[2],
+                                    float (&l)[2], int64_t w0, const TcDims& d) {
+  const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  float inverse[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] = quad_sum(l[r]);
+    inverse[r] = 1.0f / l[r];
+    const int64_t row = w0 + g + 8 * r;
+    if (t == 0 && row < d.T) lse[blockIdx.x * d.T + row] = (m[r] + log2f(l[r])) / kLog2e;
+  }
+  write_rows<T, HS>(out, d.C, o, w0, d.T, inverse);
+}
+
+// The lse of this lane's rows g and g + 8 from w0 (0 past T), in log2 units.
+__device__ __forceinline__ void load_row_lse(float (&row_lse)[2], const float* lse, int64_t w0, const TcDims& d) {
+  const int g = (threadIdx.x % 32) >> 2;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = w0 + g + 8 * r;
+    row_lse[r] = row < d.T ? lse[blockIdx.x * d.T + row] * kLog2e : 0.0f;
+  }
+}
+
 // D = rowsum(dO * O) for this lane's rows g and g + 8 of the 16 whose A
 // fragments are d_o and o: a lane holds four columns of each row a kk, the
 // four lanes of a quad the rest (mma.cuh).

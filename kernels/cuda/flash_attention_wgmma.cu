@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
   // Two buffers of a K tile and a V tile each (one computed on, one filling), then the block's queries.
   extern __shared__ __align__(128) unsigned char shared_bytes[];
   T* tiles = reinterpret_cast<T*>(shared_bytes);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  const int warp = threadIdx.x / 32;
   const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
@@ -94,15 +94,7 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
     hold_registers(o_flat);
     hold_registers(p_flat);
   }
-  float inverse[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] = quad_sum(l[r]);
-    inverse[r] = 1.0f / l[r];
-    const int64_t row = w0 + g + 8 * r;
-    if (t == 0 && row < d.T) lse[blockIdx.x * d.T + row] = (m[r] + log2f(l[r])) / kLog2e;
-  }
-  write_rows<T, HS>(out + b * d.T * d.C + h * HS, d.C, o, w0, d.T, inverse);
+  finish_forward_rows<T, HS>(out + b * d.T * d.C + h * HS, lse, o, m, l, w0, d);
 }
 
 constexpr size_t kWgmmaForwardSharedBytes = 5 * kCoreTileElements * 2;  // two buffers of two tiles, and Q

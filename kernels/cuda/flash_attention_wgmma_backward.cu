@@ -32,7 +32,7 @@ __global__ void __launch_bounds__(kBlockThreads, 3)
   T* tiles = reinterpret_cast<T*>(shared_bytes);
   T* q_tile = tiles + 4 * kCoreTileElements;
   T* do_tile = q_tile + kCoreTileElements;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2;
+  const int warp = threadIdx.x / 32;
   const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
   const T* base = qkv + b * d.T * row_stride + h * HS;
   const T* do_base = dout + b * d.T * d.C + h * HS;
@@ -47,11 +47,7 @@ __global__ void __launch_bounds__(kBlockThreads, 3)
     load_a_rows<HS>(d_o, do_base, d.C, w0, d.T);
     write_row_dots<T, HS>(row_d, D, d_o, out, w0, d);
   }
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int64_t row = w0 + g + 8 * r;
-    row_lse[r] = row < d.T ? lse[blockIdx.x * d.T + row] * kLog2e : 0.0f;
-  }
+  load_row_lse(row_lse, lse, w0, d);
   float dq[HS / 8][4] = {};
   float(&dq_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(dq);
   const float scale_log2 = d.scale * kLog2e;

@@ -100,22 +100,17 @@ __device__ __forceinline__ void fence_shared_for_wgmma() {
 // a wgmma or its wait: an in-flight wgmma owns its accumulators and A
 // registers, which the compiler cannot know (CUTLASS's
 // warpgroup_fence_operand does the same).
-template <int N>
-__device__ __forceinline__ void hold_registers(float (&r)[N]) {
+template <typename R, int N>
+__device__ __forceinline__ void hold_registers(R (&r)[N]) {
+  static_assert(std::is_same_v<R, float> || std::is_same_v<R, uint32_t>, "hold_registers: f32 or b32 registers");
 #if defined(SG_CUDA_EMULATOR)
   (void)r;  // the emulator's wgmma lands its results at the wait, in program order
 #else
 #pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-#endif
-}
-template <int N>
-__device__ __forceinline__ void hold_registers(uint32_t (&r)[N]) {
-#if defined(SG_CUDA_EMULATOR)
-  (void)r;  // the emulator's wgmma lands its results at the wait, in program order
-#else
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
+  for (int i = 0; i < N; ++i) {
+    if constexpr (std::is_same_v<R, float>) asm volatile("" : "+f"(r[i])::"memory");
+    else asm volatile("" : "+r"(r[i])::"memory");
+  }
 #endif
 }
 
