@@ -22,9 +22,9 @@
 //
 // The tiles are stored without padding, in wgmma's core matrices: column
 // chunk j (8 of the head's columns) of all 64 rows is 1 KiB, row r of it
-// the 16 bytes at r 16. So 16-byte copies of consecutive rows land in
-// consecutive banks, and the same bytes serve K-major reads (Q and K: rows
-// are M or N, the head's columns are K) and N-major reads (V: rows are K).
+// the 16 bytes at r 16 (fetch_core_tile fills it). The same bytes serve
+// K-major reads (Q and K: rows are M or N, the head's columns are K) and
+// N-major reads (V: rows are K).
 // Not yet run on a GPU (docs/performance.md).
 #include <atomic>
 
