@@ -387,25 +387,6 @@ void with_head_size(int64_t hs, Fn&& fn) {
   }
 }
 
-// The 16-bit storage type of dtype, as a tag.
-template <typename Fn>
-void with_half_type(DType dtype, Fn&& fn) {
-  if (dtype == DType::bf16) fn(__nv_bfloat16{});
-  else if (dtype == DType::f16) fn(__half{});
-  else SG_FAIL("tensor-core attention: dtype ", dtype_name(dtype), " is not bf16 or f16");
-}
-
-// x: the (batch, head), y: the block of rows. The GPU starts blocks x first,
-// so every head's block with the most tiles to visit (the last queries; for
-// dK/dV the first keys) starts before any lighter one: longest first, which
-// leaves the shortest tail when the grid runs out.
-dim3 grid_for(int64_t B, int64_t T, int64_t NH) {
-  const int64_t row_blocks = (T + kRows - 1) / kRows;
-  SG_CHECK(row_blocks <= 65535, "fused attention: T = ", T, " needs ", row_blocks,
-           " blocks of rows, more than the grid's 65535");
-  return dim3(unsigned(B * NH), unsigned(row_blocks));
-}
-
 // Whether the forward is built for one more block an SM (4 blocks instead
 // of 3 at GPT-2's head size; ptxas, sm_90: 123 registers against 138, no
 // spills either way since the diagonal tile's hidden chunks are skipped;

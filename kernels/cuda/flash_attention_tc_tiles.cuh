@@ -8,6 +8,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/float_types.cuh"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/dtype.h"
 
 namespace sg::cuda {
 namespace {
@@ -23,6 +24,27 @@ struct TcDims {
   float scale;
 };
 
+// ---- host side, for the launches (flash_attention_tc.cu, flash_attention_wgmma*.cu) ----
+// The 16-bit storage type of dtype, as a tag.
+template <typename Fn>
+void with_half_type(DType dtype, Fn&& fn) {
+  if (dtype == DType::bf16) fn(__nv_bfloat16{});
+  else if (dtype == DType::f16) fn(__half{});
+  else SG_FAIL("tensor-core attention: dtype ", dtype_name(dtype), " is not bf16 or f16");
+}
+
+// x: the (batch, head), y: the block of rows. The GPU starts blocks x first,
+// so every head's block with the most tiles to visit (the last queries; for
+// dK/dV the first keys) starts before any lighter one: longest first, which
+// leaves the shortest tail when the grid runs out.
+inline dim3 grid_for(int64_t B, int64_t T, int64_t NH) {
+  const int64_t row_blocks = (T + kRows - 1) / kRows;
+  SG_CHECK(row_blocks <= 65535, "fused attention: T = ", T, " needs ", row_blocks,
+           " blocks of rows, more than the grid's 65535");
+  return dim3(unsigned(B * NH), unsigned(row_blocks));
+}
+
+// ---- device side ----
 // A shared tile's row stride: 8 elements (16 bytes) past the head size, so
 // the fragment loads of the 8 row groups of a warp land in different banks.
 template <int HS>

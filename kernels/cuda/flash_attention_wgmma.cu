@@ -108,14 +108,11 @@ bool flash_forward_wgmma(void* out, float* lse, const void* qkv, int64_t B, int6
                          DType dtype, cudaStream_t stream) {
   if (!wgmma_attention_applies(C, NH, dtype)) return false;
   const TcDims d{T, C, NH, 1.0f / sqrtf(float(kWgmmaHeadSize))};
-  if (dtype == DType::bf16) {
-    flash_forward_wgmma_kernel<__nv_bfloat16><<<wgmma_grid(B, T, NH), kBlockThreads, kWgmmaForwardSharedBytes,
-                                                 stream>>>(static_cast<__nv_bfloat16*>(out), lse,
-                                                           static_cast<const __nv_bfloat16*>(qkv), d);
-  } else {
-    flash_forward_wgmma_kernel<__half><<<wgmma_grid(B, T, NH), kBlockThreads, kWgmmaForwardSharedBytes, stream>>>(
-        static_cast<__half*>(out), lse, static_cast<const __half*>(qkv), d);
-  }
+  with_half_type(dtype, [&](auto tag) {
+    using Ty = decltype(tag);
+    flash_forward_wgmma_kernel<Ty><<<grid_for(B, T, NH), kBlockThreads, kWgmmaForwardSharedBytes, stream>>>(
+        static_cast<Ty*>(out), lse, static_cast<const Ty*>(qkv), d);
+  });
   SG_CHECK_LAUNCH();
   g_wgmma_forwards.fetch_add(1, std::memory_order_relaxed);
   return true;

@@ -248,15 +248,11 @@ bool flash_backward_wgmma(void* dqkv, float* row_dots, const void* dout, const v
                           cudaStream_t stream) {
   if (!wgmma_attention_applies(C, NH, dtype)) return false;
   const TcDims d{T, C, NH, 1.0f / sqrtf(float(kWgmmaHeadSize))};
-  const dim3 grid = wgmma_grid(B, T, NH);
-  if (dtype == DType::bf16) {
-    launch_backward(static_cast<__nv_bfloat16*>(dqkv), row_dots, static_cast<const __nv_bfloat16*>(dout),
-                    static_cast<const __nv_bfloat16*>(qkv), static_cast<const __nv_bfloat16*>(out), lse, grid, d,
-                    stream);
-  } else {
-    launch_backward(static_cast<__half*>(dqkv), row_dots, static_cast<const __half*>(dout),
-                    static_cast<const __half*>(qkv), static_cast<const __half*>(out), lse, grid, d, stream);
-  }
+  with_half_type(dtype, [&](auto tag) {
+    using Ty = decltype(tag);
+    launch_backward(static_cast<Ty*>(dqkv), row_dots, static_cast<const Ty*>(dout), static_cast<const Ty*>(qkv),
+                    static_cast<const Ty*>(out), lse, grid_for(B, T, NH), d, stream);
+  });
   g_wgmma_backwards.fetch_add(1, std::memory_order_relaxed);
   return true;
 }

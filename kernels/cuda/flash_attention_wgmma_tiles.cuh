@@ -7,6 +7,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
+
 #include "kernels/cuda/flash_attention_tc_tiles.cuh"
 #include "kernels/cuda/wgmma.cuh"
 #include "kernels/dtype.h"
@@ -59,23 +61,19 @@ __device__ __forceinline__ SharedOperand n_major(const T* tile, int kk) {
 }
 
 // wgmma code (sm_90a) runs on compute capability 9.0 alone (the emulator
-// plays an H100).
+// plays an H100). Asked of the runtime once per device, then remembered.
 inline bool device_has_wgmma() {
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-    return false;
-  }
-  return major == 9 && minor == 0;
-}
-
-// x: the (batch, head), y: the block of 64 rows, as flash_attention_tc.cu's grid_for.
-inline dim3 wgmma_grid(int64_t B, int64_t T, int64_t NH) {
-  const int64_t row_blocks = (T + kRows - 1) / kRows;
-  SG_CHECK(row_blocks <= 65535, "fused attention: T = ", T, " needs ", row_blocks,
-           " blocks of rows, more than the grid's 65535");
-  return dim3(unsigned(B * NH), unsigned(row_blocks));
+  constexpr int kDevices = 64;
+  static std::atomic<int> known[kDevices] = {};  // 0 not yet asked, 1 no, 2 yes
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0) return false;
+  if (device < kDevices && known[device].load(std::memory_order_relaxed) != 0) return known[device] == 2;
+  int major = 0, minor = 0;
+  const bool asked = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+                     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess;
+  const bool hopper = asked && major == 9 && minor == 0;
+  if (asked && device < kDevices) known[device].store(hopper ? 2 : 1, std::memory_order_relaxed);
+  return hopper;
 }
 
 // Whether the wgmma kernels take this problem: SG_FLASH_WGMMA=1, head size
