@@ -126,6 +126,24 @@ __global__ void wgmma_wait_kernel(float* out, bool wait) {
   out[2 * threadIdx.x + 1] = acc[0];
 }
 
+__global__ void wgmma_hazard_kernel(float* out, int hazard) {
+  __shared__ alignas(128) __nv_bfloat16 ones[16 * 64];
+  for (int i = threadIdx.x; i < 16 * 64; i += blockDim.x) ones[i] = __float2bfloat16(1.0f);
+  __syncthreads();
+  const __nv_bfloat162 pair = __floats2bfloat162_rn(1.0f, 1.0f);
+  uint32_t a[4];
+  for (uint32_t& r : a) r = reinterpret_cast<const uint32_t&>(pair);
+  float acc[32] = {};
+  sg::cuda::wgmma_fence();
+  sg::cuda::wgmma_rs_n_major<__nv_bfloat16>(acc, a, sg::cuda::shared_operand(ones, 128, 256), false);
+  sg::cuda::wgmma_commit();
+  if (hazard == 1 && threadIdx.x == 5) ones[200] = __float2bfloat16(2.0f);
+  if (hazard == 2) a[1] = 0;
+  if (hazard == 3) acc[3] = 7.0f;
+  sg::cuda::wgmma_wait<0>();
+  out[threadIdx.x] = acc[0];
+}
+
 __global__ void wmma_kernel(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced) {
   namespace wmma = nvcuda::wmma;
   __shared__ alignas(32) __nv_bfloat16 a_tile[256];
@@ -187,6 +205,7 @@ void too_much_shared_memory(float* out) { big_shared_kernel<<<1, 1>>>(out); }
 void write_static_shared_at(float* out, int index) { static_overrun_kernel<<<1, 16>>>(out, index); }
 void async_copy_before_and_after_wait(float* out, const float* in) { async_copy_kernel<<<1, 1>>>(out, in); }
 void wgmma_twice(float* out, int threads, bool wait) { wgmma_wait_kernel<<<1, threads>>>(out, wait); }
+void wgmma_with_hazard(float* out, int hazard) { wgmma_hazard_kernel<<<1, 128>>>(out, hazard); }
 void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced) {
   wmma_kernel<<<1, 32>>>(c, a, b, synced);
 }

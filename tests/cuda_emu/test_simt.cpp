@@ -205,6 +205,29 @@ TEST(Simt, WgmmaResultsLandAtTheWait) {
   EXPECT_NE(message(96, true).find("all 128 must take part"), std::string::npos) << message(96, true);
 }
 
+// The tensor cores read a wgmma's operands and write its accumulators until
+// the wait; the emulator computes at the issue, so it checks at the landing
+// that none of them was written in between (a kernel reusing a buffer or a
+// register too early would pass here and fail on the GPU otherwise).
+TEST(Simt, WgmmaOperandsMustHoldStillUntilTheWait) {
+  DeviceBuffer<float> out(128);
+  wgmma_with_hazard(out.data, 0);
+  EXPECT_EQ(out.download(), std::vector<float>(128, 16.0f));
+  auto message = [&](int hazard) {
+    try {
+      wgmma_with_hazard(out.data, hazard);
+      out.download();
+    } catch (const sg::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(1).find("the shared memory of its B operand) was written before its wait"), std::string::npos)
+      << message(1);
+  EXPECT_NE(message(2).find("its A registers) was written before its wait"), std::string::npos) << message(2);
+  EXPECT_NE(message(3).find("accumulators were written before its wait"), std::string::npos) << message(3);
+}
+
 // The missing barrier passes in the default order (slot i - 1 is written
 // before thread i runs) and shows in reverse order, which is why the test
 // script runs the emulator's tests both ways.

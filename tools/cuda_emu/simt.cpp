@@ -73,6 +73,8 @@ struct AsyncCopy {
 struct PendingResult {
   float* d;
   std::vector<float> values;
+  std::vector<float> d_before;          // what d must still hold when this lands
+  std::function<std::string()> operands_still;  // what operand changed since the issue, or ""
 };
 
 struct Thread {
@@ -462,8 +464,9 @@ const float* wgmma_pending(const float* d) {
   return nullptr;
 }
 
-void wgmma_issue(float* d, const float* values, int count) {
-  g_thread->wgmma_open.push_back(PendingResult{d, std::vector<float>(values, values + count)});
+void wgmma_issue(float* d, const float* values, int count, std::function<std::string()> operands_still) {
+  g_thread->wgmma_open.push_back(PendingResult{d, std::vector<float>(values, values + count),
+                                               std::vector<float>(d, d + count), std::move(operands_still)});
 }
 
 void wgmma_commit() {
@@ -471,10 +474,34 @@ void wgmma_commit() {
   g_thread->wgmma_open.clear();
 }
 
+namespace {
+
+// Lands one result: its operands and accumulators held still, then d takes
+// the values, which later products into the same d expect to find there.
+void land(const PendingResult& result) {
+  const size_t bytes = result.d_before.size() * sizeof(float);  // bits: NaN is NaN
+  SG_CHECK(std::memcmp(result.d_before.data(), result.d, bytes) == 0, "CUDA emulator: kernel ",
+           g_block->kernel, ": a wgmma's accumulators were written before its wait (wgmma.wait_group); "
+           "on the GPU the product may overwrite them at any moment until then");
+  const std::string changed = result.operands_still ? result.operands_still() : std::string();
+  SG_CHECK(changed.empty(), "CUDA emulator: kernel ", g_block->kernel, ": a wgmma's operand (", changed,
+           ") was written before its wait (wgmma.wait_group); the tensor cores may read it until then");
+  std::copy(result.values.begin(), result.values.end(), result.d);
+  auto expect_landed = [&](std::vector<PendingResult>& results) {
+    for (PendingResult& later : results) {
+      if (later.d == result.d) later.d_before = result.values;
+    }
+  };
+  for (auto& group : g_thread->wgmma_committed) expect_landed(group);
+  expect_landed(g_thread->wgmma_open);
+}
+
+}  // namespace
+
 void wgmma_wait(int pending_allowed) {
   auto& groups = g_thread->wgmma_committed;
   while (int(groups.size()) > pending_allowed) {
-    for (const PendingResult& result : groups.front()) std::copy(result.values.begin(), result.values.end(), result.d);
+    for (const PendingResult& result : groups.front()) land(result);  // updates the later ones' d_before
     groups.erase(groups.begin());
   }
 }

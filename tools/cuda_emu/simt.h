@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 
 namespace sg_emu {
 
@@ -123,8 +124,18 @@ void release_warpgroup();
 // starts from the pending values (wgmma_pending), as the hardware's chain
 // of products into one accumulator does. A thread that returns with
 // results never waited for fails.
+//
+// The hardware reads a wgmma's operands, and writes its accumulators, at
+// any moment until the wait, so they must hold still that long: at the
+// landing the emulator checks that d still holds what it held at the issue
+// (or what an earlier product into it landed), and asks `operands_still`
+// (wgmma.h: are the A registers and the shared-memory bytes read
+// unchanged?), which names what changed, or returns "". A change fails the
+// launch. The emulator's own answer was computed at the issue,
+// so without these checks a kernel that reused a buffer or a register too
+// early would pass here and fail on the GPU.
 const float* wgmma_pending(const float* d);     // the newest pending values for d, or nullptr
-void wgmma_issue(float* d, const float* values, int count);
+void wgmma_issue(float* d, const float* values, int count, std::function<std::string()> operands_still);
 void wgmma_commit();                           // wgmma.commit_group
 void wgmma_wait(int pending_allowed);          // wgmma.wait_group
 

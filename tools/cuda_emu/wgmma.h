@@ -35,6 +35,10 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "kernels/error.h"
 
@@ -81,9 +85,13 @@ class SharedMatrix {
   // Element (mn, k): row mn of A, column mn of B.
   template <typename Half>
   float at(int mn, int k) const {
-    uint16_t bits;
-    std::memcpy(&bits, start_ + offset(mn, k), sizeof bits);
-    return mma_element<Half>(bits, 0);
+    return mma_element<Half>(bits(mn, k), 0);
+  }
+
+  uint16_t bits(int mn, int k) const {
+    uint16_t value;
+    std::memcpy(&value, start_ + offset(mn, k), sizeof value);
+    return value;
   }
 
  private:
@@ -96,6 +104,36 @@ class SharedMatrix {
   DescriptorFields fields_;
   bool mn_major_;
 };
+
+// At the landing (simt.h's wgmma_issue): the shared-memory bytes of B (N
+// rows) and of A (64, if from shared memory) read at the issue are still
+// there. Returns what changed, or "".
+inline std::function<std::string()> shared_operands_still(const SharedMatrix& b, int b_rows, const SharedMatrix* a) {
+  auto snapshot = [](const SharedMatrix& m, int rows) {
+    std::vector<uint16_t> values;
+    for (int mn = 0; mn < rows; ++mn) {
+      for (int k = 0; k < 16; ++k) values.push_back(m.bits(mn, k));
+    }
+    return values;
+  };
+  std::vector<std::pair<SharedMatrix, std::vector<uint16_t>>> held{{b, snapshot(b, b_rows)}};
+  if (a != nullptr) held.emplace_back(*a, snapshot(*a, 64));
+  return [held, snapshot]() -> std::string {
+    for (size_t i = 0; i < held.size(); ++i) {
+      if (snapshot(held[i].first, int(held[i].second.size() / 16)) != held[i].second) {
+        return std::string("the shared memory of its ") + (i == 0 ? "B" : "A") + " operand";
+      }
+    }
+    return "";
+  };
+}
+
+// ... and this thread's A registers hold what they held.
+inline std::function<std::string()> registers_still(const uint32_t* registers, std::function<std::string()> also) {
+  return [registers, held = std::vector<uint32_t>(registers, registers + 4), also = std::move(also)] {
+    return std::equal(held.begin(), held.end(), registers) ? also() : std::string("its A registers");
+  };
+}
 
 // d (this thread's N / 2 accumulators) = A B (+ d when accumulate).
 template <typename Half, int N>
@@ -121,6 +159,10 @@ void wgmma_m64nNk16(float (&d)[N / 2], const WgmmaOperands& mine, bool accumulat
     const int lane = (r % 8) * 4 + (k % 8) / 2;
     return mma_element<Half>(all[32 * (row / 16) + lane]->a_registers[reg], k % 2);
   };
+  // Every thread checks at its own landing: a write after one thread's wait
+  // and before another's (a barrier missing) fails too.
+  std::function<std::string()> operands_still = shared_operands_still(b, N, a_in_registers ? nullptr : &a);
+  if (a_in_registers) operands_still = registers_still(mine.a_registers, std::move(operands_still));
   const float* before = wgmma_pending(d);
   float result[N / 2];
   for (int i = 0; i < N / 2; ++i) {
@@ -130,7 +172,7 @@ void wgmma_m64nNk16(float (&d)[N / 2], const WgmmaOperands& mine, bool accumulat
     result[i] = sum;
   }
   release_warpgroup();  // every thread has read the others' registers
-  wgmma_issue(d, result, N / 2);
+  wgmma_issue(d, result, N / 2, std::move(operands_still));
 }
 
 }  // namespace sg_emu
