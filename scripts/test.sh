@@ -56,8 +56,8 @@ if [ "${SG_TEST_EMULATOR:-1}" = "1" ] && grep -q "SG_CUDA=ON" build.configure.lo
     build_and_test build-emu -DSG_CUDA=OFF -DSG_CUDA_EMULATOR=ON
   tools/cuda_emu/check_every_kernel_ran.sh build-emu/kernel-launches.txt
   echo "== test build-emu again: threads run highest first, guard pages before the buffers, stream work as late as" \
-       "allowed (docs/cuda-emulator.md)"
-  SG_EMU_ORDER=reverse SG_EMU_GUARD=front SG_EMU_STREAMS=lazy \
+       "allowed, cp.async landing at its issue (docs/cuda-emulator.md)"
+  SG_EMU_ORDER=reverse SG_EMU_GUARD=front SG_EMU_STREAMS=lazy SG_EMU_ASYNC_COPY=early \
     ctest --test-dir build-emu --output-on-failure -j"$jobs"
 fi
 

@@ -525,6 +525,27 @@ void enter_shared_array(void* array, size_t bytes) {
            "have 48 KiB, more only as dynamic shared memory after cudaFuncSetAttribute");
 }
 
+namespace {
+
+std::atomic<int> g_early_async_copies{-1};  // -1: not yet read from SG_EMU_ASYNC_COPY
+
+bool early_async_copies() {
+  if (g_early_async_copies.load() < 0) {
+    const char* when = std::getenv("SG_EMU_ASYNC_COPY");
+    g_early_async_copies = when != nullptr && std::string(when) == "early" ? 1 : 0;
+  }
+  return g_early_async_copies.load() == 1;
+}
+
+void land(const AsyncCopy& copy) {
+  std::memcpy(copy.dst, copy.src, copy.src_bytes);
+  std::memset(static_cast<unsigned char*>(copy.dst) + copy.src_bytes, 0, copy.bytes - copy.src_bytes);
+}
+
+}  // namespace
+
+void set_early_async_copies(bool early) { g_early_async_copies = early ? 1 : 0; }
+
 void async_copy(void* dst, const void* src, size_t bytes, size_t src_bytes) {
   SG_CHECK(g_thread != nullptr, "CUDA emulator: cp.async outside a kernel");
   SG_CHECK(src_bytes <= bytes, "CUDA emulator: cp.async reads ", src_bytes, " bytes into ", bytes);
@@ -532,7 +553,12 @@ void async_copy(void* dst, const void* src, size_t bytes, size_t src_bytes) {
            "CUDA emulator: cp.async of ", bytes, " bytes from ", src, " to ", dst, " is not aligned to ", bytes);
   SG_CHECK(in_shared_memory(dst, bytes), "CUDA emulator: cp.async destination ", dst,
            " is not in the block's shared memory");
-  g_thread->open_group.push_back(AsyncCopy{dst, src, bytes, src_bytes});
+  const AsyncCopy copy{dst, src, bytes, src_bytes};
+  if (early_async_copies()) {
+    land(copy);
+  } else {
+    g_thread->open_group.push_back(copy);
+  }
 }
 
 void async_commit() {
@@ -543,10 +569,7 @@ void async_commit() {
 void async_wait(int pending_allowed) {
   auto& groups = g_thread->committed;
   while (int(groups.size()) > pending_allowed) {
-    for (const AsyncCopy& copy : groups.front()) {
-      std::memcpy(copy.dst, copy.src, copy.src_bytes);
-      std::memset(static_cast<unsigned char*>(copy.dst) + copy.src_bytes, 0, copy.bytes - copy.src_bytes);
-    }
+    for (const AsyncCopy& copy : groups.front()) land(copy);
     groups.erase(groups.begin());
   }
 }

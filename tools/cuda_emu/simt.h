@@ -168,6 +168,13 @@ class SharedArray {
 // group (async_wait), so a thread that reads the destination before waiting
 // (or before the barrier after everyone's wait) reads the old bytes, where
 // on the GPU it might read either. Groups never waited for are dropped.
+//
+// The GPU may land a copy at any moment from its issue to the wait, so the
+// other extreme is emulated too: with early copies (SG_EMU_ASYNC_COPY=early,
+// scripts/test.sh's second pass) a copy lands at its issue. That exposes a
+// copy into a buffer that other threads (or an in-flight wgmma) still read
+// because a barrier is missing before it, which the late landing hides.
+void set_early_async_copies(bool early);
 void async_copy(void* dst, const void* src, size_t bytes, size_t src_bytes);
 void async_commit();                    // cp.async.commit_group
 void async_wait(int pending_allowed);   // cp.async.wait_group: at most this many groups still pending
