@@ -166,6 +166,9 @@ step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --profile-torch
 # Attention on Hopper's warpgroup MMA (SG_FLASH_WGMMA=1; off by default, never run on a GPU before: test_cuda's
 # WgmmaFragments and TensorCoreAttentionOnWgmmaMatchesCpu above say whether it is right).
 SG_FLASH_WGMMA=1 step bench_gpt_wgmma 60 $bin/bench_gpt --device cuda --dtype bf16
+# Its forward without the products overlapping the softmax (SG_FLASH_WGMMA_OVERLAP=0).
+SG_FLASH_WGMMA=1 SG_FLASH_WGMMA_OVERLAP=0 step bench_gpt_wgmma_no_overlap 60 $bin/bench_gpt --device cuda \
+  --dtype bf16
 SG_FUSED_CROSS_ENTROPY=0 step bench_gpt_two_pass_loss 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_LAYERNORM_FUSED_BACKWARD=0 step bench_gpt_two_kernel_layernorm 60 $bin/bench_gpt --device cuda --dtype bf16
 SG_ATTENTION=gemm step bench_gpt_gemm_attention 60 $bin/bench_gpt --device cuda --dtype bf16
@@ -296,7 +299,7 @@ summary() {
   echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
   cat "$logs/bench_gpt.log" 2>/dev/null
   [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\||^PyTorch compiled' "$logs/bench_gpt_b32.log"
-  for log in bench_gpt_wgmma bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention \
+  for log in bench_gpt_wgmma bench_gpt_wgmma_no_overlap bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention \
     bench_gpt_gemm_autotune \
     bench_gpt_gelu_epilogue bench_gpt_bias_grad_epilogue bench_gpt_both_epilogues bench_gpt_fused_dq \
     bench_gpt_fused_dq_fewer_warps bench_gpt_pipelined_layernorm bench_gpt_b16 bench_gpt_b32_wgmma \

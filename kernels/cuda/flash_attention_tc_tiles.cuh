@@ -336,9 +336,17 @@ __device__ __forceinline__ float quad_sum(float x) {
 // - m) with m the rows' new running maxima (log2 units), and the earlier
 // output o and sums l are rescaled to those maxima; l gains this lane's
 // part of the tile's sums. Rows g and g + 8 are m[0], m[1].
-template <int HS>
-__device__ void online_softmax(float (&s)[kTileBlocks][4], float (&o)[HS / 8][4], float (&m)[2], float (&l)[2],
-                               int64_t k0, int64_t w0, int64_t T_, float scale_log2) {
+//
+// It comes in two halves (online_softmax calls both), so that a kernel can
+// run the first (the exponentials) while a product into o is still in
+// flight and rescale o once it has landed (flash_attention_wgmma.cu). The
+// first returns the rows' corrections exp2(m_old - m_new).
+struct RowCorrections {
+  float row[2];
+};
+
+__device__ __forceinline__ RowCorrections softmax_scores(float (&s)[kTileBlocks][4], float (&m)[2], float (&l)[2],
+                                                         int64_t k0, int64_t w0, int64_t T_, float scale_log2) {
   const bool masked = tile_masked(k0, w0, T_);  // else every key is seen: no comparisons
   float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -349,18 +357,13 @@ __device__ void online_softmax(float (&s)[kTileBlocks][4], float (&o)[HS / 8][4]
       tile_max[i / 2] = fmaxf(tile_max[i / 2], s[nb][i]);
     }
   }
-  float correction[2];
+  RowCorrections correction;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float m_new = fmaxf(m[r], quad_max(tile_max[r]));
-    correction[r] = m_new == -INFINITY ? 1.0f : fast_exp2(m[r] - m_new);
+    correction.row[r] = m_new == -INFINITY ? 1.0f : fast_exp2(m[r] - m_new);
     m[r] = m_new;
-    l[r] *= correction[r];
-  }
-#pragma unroll
-  for (int nb = 0; nb < HS / 8; ++nb) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) o[nb][i] *= correction[i / 2];
+    l[r] *= correction.row[r];
   }
 #pragma unroll
   for (int nb = 0; nb < kTileBlocks; ++nb) {
@@ -370,6 +373,22 @@ __device__ void online_softmax(float (&s)[kTileBlocks][4], float (&o)[HS / 8][4]
       l[i / 2] += s[nb][i];
     }
   }
+  return correction;
+}
+
+template <int HS>
+__device__ __forceinline__ void rescale_rows(float (&o)[HS / 8][4], RowCorrections correction) {
+#pragma unroll
+  for (int nb = 0; nb < HS / 8; ++nb) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o[nb][i] *= correction.row[i / 2];
+  }
+}
+
+template <int HS>
+__device__ void online_softmax(float (&s)[kTileBlocks][4], float (&o)[HS / 8][4], float (&m)[2], float (&l)[2],
+                               int64_t k0, int64_t w0, int64_t T_, float scale_log2) {
+  rescale_rows<HS>(o, softmax_scores(s, m, l, k0, w0, T_, scale_log2));
 }
 
 // The forward's end for a warp's 16 rows from w0: each row's sum over its

@@ -97,6 +97,92 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
   finish_forward_rows<T, HS>(out + b * d.T * d.C + h * HS, lse, o, m, l, w0, d);
 }
 
+// The same forward with a warpgroup's products overlapping its softmax, as
+// FlashAttention-3's "intra-warpgroup overlapping": tile j's scores S_j =
+// Q K_j^T and the tile before's O += P_{j-1} V_{j-1} are issued together;
+// the kernel waits for the scores alone and computes their exponentials
+// (the MUFU unit's work, as long as the tensor cores' at head size 64)
+// while the product into O runs, then waits for it, rescales O and packs
+// P_j. So the kernel above's two waits a tile, each with the warpgroup
+// idle, become one with the exponentials under it. P_{j-1}'s 16 registers
+// stay live through the softmax; ptxas still fits the kernel in 128 (no
+// spills), 4 blocks an SM as the kernel above. The staging shifts with the
+// products: a tile needs K_j and V_{j-1}, so each group fetches the next
+// K and this tile's V (fetch_core_next_keys_and_values), the same 40 KiB.
+// SG_FLASH_WGMMA_OVERLAP=0 takes the kernel above instead.
+template <typename T>
+__global__ void __launch_bounds__(kBlockThreads, 4)
+    flash_forward_wgmma_overlapped_kernel(T* out, float* lse, const T* qkv, TcDims d) {
+  constexpr int HS = kWgmmaHeadSize;
+  extern __shared__ __align__(128) unsigned char shared_bytes[];
+  T* tiles = reinterpret_cast<T*>(shared_bytes);  // K and V slots 0 and 1, then the block's queries
+  const int warp = threadIdx.x / 32;
+  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
+  const T* base = qkv + b * d.T * row_stride + h * HS;
+  const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
+  T* q_tile = tiles + 4 * kCoreTileElements;
+  fetch_core_tile(q_tile, base, row_stride, q0, d.T);
+  fetch_core_tile(tiles, base + d.C, row_stride, 0, d.T);  // K_0, in slot 0
+  async_commit();
+
+  float o[HS / 8][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float(&o_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(o);
+  uint32_t p[kTile / 16][4];  // the tile before's probabilities, A of its product into O
+  uint32_t(&p_flat)[kTile / 4] = reinterpret_cast<uint32_t(&)[kTile / 4]>(p);
+  auto v_slot = [&](int64_t k0) { return tiles + (2 * (k0 / kTile % 2) + 1) * kCoreTileElements; };
+  const float scale_log2 = d.scale * kLog2e;
+  const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
+  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile) {
+    // K_j and V_{j-1} have landed (and are visible to wgmma). The slots the
+    // next group fills held K_{j-1}, whose scores were waited for, and
+    // V_{j-2}, whose product was: by every thread, before this barrier.
+    async_wait<0>();
+    fence_shared_for_wgmma();
+    __syncthreads();
+    fetch_core_next_keys_and_values(tiles, base, d.C, k0 + kTile <= block_last ? k0 + kTile : -1, k0, d.T);
+    const T* k_tile = tiles + 2 * (k0 / kTile % 2) * kCoreTileElements;
+
+    float s[kTileBlocks][4];
+    float(&s_flat)[4 * kTileBlocks] = reinterpret_cast<float(&)[4 * kTileBlocks]>(s);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 64>(s_flat, k_major(q_tile, kk), k_major(k_tile, kk), kk > 0);
+    wgmma_commit();
+    if (k0 > 0) {
+      wgmma_fence();  // the fence above is in another basic block, which ptxas does not follow (warning C7519)
+#pragma unroll
+      for (int kk = 0; kk < kTile / 16; ++kk) wgmma_rs_n_major<T>(o_flat, p[kk], n_major(v_slot(k0 - kTile), kk), true);
+      wgmma_commit();
+      wgmma_wait<1>();  // the scores; the product into O may still run
+    } else {
+      wgmma_wait<0>();
+    }
+    hold_registers(s_flat);
+    const RowCorrections correction = softmax_scores(s, m, l, k0, w0, d.T, scale_log2);
+    wgmma_wait<0>();
+    hold_registers(o_flat);
+    hold_registers(p_flat);
+    rescale_rows<HS>(o, correction);
+#pragma unroll
+    for (int kk = 0; kk < kTile / 16; ++kk) a_of_pair<T>(p[kk], s[2 * kk], s[2 * kk + 1]);
+  }
+  // The last tile's V has landed: its product.
+  async_wait<0>();
+  fence_shared_for_wgmma();
+  __syncthreads();
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kTile / 16; ++kk) {
+    wgmma_rs_n_major<T>(o_flat, p[kk], n_major(v_slot(block_last / kTile * kTile), kk), true);
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+  hold_registers(o_flat);
+  hold_registers(p_flat);
+  finish_forward_rows<T, HS>(out + b * d.T * d.C + h * HS, lse, o, m, l, w0, d);
+}
+
 constexpr size_t kWgmmaForwardSharedBytes = 5 * kCoreTileElements * 2;  // two buffers of two tiles, and Q
 static_assert(kWgmmaForwardSharedBytes <= 48 * 1024, "the wgmma forward needs more than 48 KiB of shared memory");
 
@@ -108,10 +194,16 @@ bool flash_forward_wgmma(void* out, float* lse, const void* qkv, int64_t B, int6
                          DType dtype, cudaStream_t stream) {
   if (!wgmma_attention_applies(C, NH, dtype)) return false;
   const TcDims d{T, C, NH, 1.0f / sqrtf(float(kWgmmaHeadSize))};
+  const bool overlapped = env_switch_on("SG_FLASH_WGMMA_OVERLAP");
   with_half_type(dtype, [&](auto tag) {
     using Ty = decltype(tag);
-    flash_forward_wgmma_kernel<Ty><<<grid_for(B, T, NH), kBlockThreads, kWgmmaForwardSharedBytes, stream>>>(
-        static_cast<Ty*>(out), lse, static_cast<const Ty*>(qkv), d);
+    if (overlapped) {
+      flash_forward_wgmma_overlapped_kernel<Ty><<<grid_for(B, T, NH), kBlockThreads, kWgmmaForwardSharedBytes,
+                                                  stream>>>(static_cast<Ty*>(out), lse, static_cast<const Ty*>(qkv), d);
+    } else {
+      flash_forward_wgmma_kernel<Ty><<<grid_for(B, T, NH), kBlockThreads, kWgmmaForwardSharedBytes, stream>>>(
+          static_cast<Ty*>(out), lse, static_cast<const Ty*>(qkv), d);
+    }
   });
   SG_CHECK_LAUNCH();
   g_wgmma_forwards.fetch_add(1, std::memory_order_relaxed);

@@ -45,6 +45,21 @@ __device__ void fetch_core_keys_values(T* tiles, int buffer, const T* base, int6
   async_commit();
 }
 
+// The overlapped forward's staging (flash_attention_wgmma.cu): the keys of
+// K from `next_k0` (none if negative) into the K slot of their tile, and
+// the values of V from `v0` into the V slot of theirs, as one group. Key
+// tile k0 / 64 lives in slot (k0 / 64) % 2: its K at tiles + 2 slot
+// kCoreTileElements, its V just after.
+template <typename T>
+__device__ void fetch_core_next_keys_and_values(T* tiles, const T* base, int64_t C, int64_t next_k0, int64_t v0,
+                                                int64_t T_) {
+  if (next_k0 >= 0) {
+    fetch_core_tile(tiles + 2 * (next_k0 / kTile % 2) * kCoreTileElements, base + C, 3 * C, next_k0, T_);
+  }
+  fetch_core_tile(tiles + (2 * (v0 / kTile % 2) + 1) * kCoreTileElements, base + 2 * C, 3 * C, v0, T_);
+  async_commit();
+}
+
 // Columns 16 kk..16 kk + 15 of a tile whose rows are M or N (Q, K): core
 // matrices 1 KiB apart along K, 128 bytes along the rows.
 // From row r0 on (a multiple of 8; N = 32 rows for a half tile).

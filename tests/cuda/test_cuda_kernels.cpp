@@ -417,12 +417,34 @@ TEST_F(CudaKernels, TensorCoreAttentionMatchesCpu) {
                           fused_attention_backward(dout, qkv, cpu_u.out, cpu_u.lse, NH), 2e-2, 2e-2));
 }
 
+// One shape of TensorCoreAttentionOnWgmmaMatchesCpu (below), the switches already set.
+void expect_wgmma_attention_matches_cpu(int64_t B, int64_t T, int64_t C, int64_t NH, DType dtype,
+                                        const char* overlap) {
+  const bool wgmma = C / NH == 64;
+  SCOPED_TRACE("T=" + std::to_string(T) + " HS=" + std::to_string(C / NH) + " " + std::string(dtype_name(dtype)) +
+               ", overlap " + overlap);
+  Tensor qkv = random_tensor({B, T, 3 * C}, "qkv").to(dtype);
+  Tensor dout = random_tensor({B, T, C}, "dout").to(dtype);
+  const int64_t forwards = cuda::flash_wgmma_forwards(), backwards = cuda::flash_wgmma_backwards();
+  FusedAttentionOutput cpu_a = fused_attention(qkv, NH), gpu_a = fused_attention(gpu(qkv), NH);
+  EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, 2e-2, 2e-2));
+  EXPECT_TRUE(same_as_cpu(gpu_a.lse, cpu_a.lse, 1e-3, 1e-3));
+  const Tensor grads = fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, NH);
+  EXPECT_TRUE(same_as_cpu(grads, fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, NH), 2e-2, 2e-2));
+  EXPECT_EQ(fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, NH).to_vector<float>(),
+            grads.to_vector<float>())
+      << "the same bits every run";
+  EXPECT_EQ(cuda::flash_wgmma_forwards() - forwards, wgmma ? 1 : 0);
+  EXPECT_EQ(cuda::flash_wgmma_backwards() - backwards, wgmma ? 2 : 0);
+}
+
 // Attention on Hopper's warpgroup MMA (SG_FLASH_WGMMA=1, head size 64;
 // flash_attention_wgmma*.cu), forward and backward, on a compute capability
 // 9.0 GPU or the emulator's H100: T across the 64-row tiles' and the
 // backward's 32-query halves' edges, bf16 and f16; head size 32 falls back
 // to mma.sync (both counted). The backward, like mma.sync's, gives the same
-// bits every run.
+// bits every run. The forward in both forms: its products overlapping the
+// softmax (the default) and not (SG_FLASH_WGMMA_OVERLAP=0).
 TEST_F(CudaKernels, TensorCoreAttentionOnWgmmaMatchesCpu) {
   int device = 0, major = 0, minor = 0;
   CUDA_CHECK(cudaGetDevice(&device));
@@ -433,27 +455,16 @@ TEST_F(CudaKernels, TensorCoreAttentionOnWgmmaMatchesCpu) {
     int64_t B, T, C, NH;
   };
   setenv("SG_FLASH_WGMMA", "1", 1);
-  for (Case c : {Case{2, 37, 64, 1}, Case{1, 64, 128, 2}, Case{1, 130, 128, 2}, Case{1, 200, 64, 1},
-                 Case{1, 70, 64, 2}}) {
-    for (DType dtype : {DType::bf16, DType::f16}) {
-      const bool wgmma = c.C / c.NH == 64;
-      SCOPED_TRACE("T=" + std::to_string(c.T) + " HS=" + std::to_string(c.C / c.NH) + " " +
-                   std::string(dtype_name(dtype)));
-      Tensor qkv = random_tensor({c.B, c.T, 3 * c.C}, "qkv").to(dtype);
-      Tensor dout = random_tensor({c.B, c.T, c.C}, "dout").to(dtype);
-      const int64_t forwards = cuda::flash_wgmma_forwards(), backwards = cuda::flash_wgmma_backwards();
-      FusedAttentionOutput cpu_a = fused_attention(qkv, c.NH), gpu_a = fused_attention(gpu(qkv), c.NH);
-      EXPECT_TRUE(same_as_cpu(gpu_a.out, cpu_a.out, 2e-2, 2e-2));
-      EXPECT_TRUE(same_as_cpu(gpu_a.lse, cpu_a.lse, 1e-3, 1e-3));
-      const Tensor grads = fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH);
-      EXPECT_TRUE(same_as_cpu(grads, fused_attention_backward(dout, qkv, cpu_a.out, cpu_a.lse, c.NH), 2e-2, 2e-2));
-      EXPECT_EQ(fused_attention_backward(gpu(dout), gpu(qkv), gpu_a.out, gpu_a.lse, c.NH).to_vector<float>(),
-                grads.to_vector<float>())
-          << "the same bits every run";
-      EXPECT_EQ(cuda::flash_wgmma_forwards() - forwards, wgmma ? 1 : 0);
-      EXPECT_EQ(cuda::flash_wgmma_backwards() - backwards, wgmma ? 2 : 0);
+  for (const char* overlap : {"1", "0"}) {
+    setenv("SG_FLASH_WGMMA_OVERLAP", overlap, 1);
+    for (Case c : {Case{2, 37, 64, 1}, Case{1, 64, 128, 2}, Case{1, 130, 128, 2}, Case{1, 200, 64, 1},
+                   Case{1, 70, 64, 2}}) {
+      for (DType dtype : {DType::bf16, DType::f16}) {
+        expect_wgmma_attention_matches_cpu(c.B, c.T, c.C, c.NH, dtype, overlap);
+      }
     }
   }
+  unsetenv("SG_FLASH_WGMMA_OVERLAP");
   unsetenv("SG_FLASH_WGMMA");
 }
 
