@@ -17,7 +17,7 @@
 #include <atomic>
 
 #include "kernels/cuda/flash_attention_tc.h"
-#include "kernels/cuda/flash_attention_wgmma_tiles.cuh"
+#include "kernels/cuda/flash_attention_wgmma_backward.cuh"
 
 namespace sg::cuda {
 namespace {
@@ -42,15 +42,9 @@ __global__ void __launch_bounds__(kBlockThreads, 3)
   fetch_core_keys_values(tiles, 0, base, d.C, 0, d.T);
 
   float row_lse[2], row_d[2];  // rows g and g + 8: lse in log2 units, D
-  {
-    uint32_t d_o[HS / 16][4];
-    load_a_rows<HS>(d_o, do_base, d.C, w0, d.T);
-    write_row_dots<T, HS>(row_d, D, d_o, out, w0, d);
-  }
-  load_row_lse(row_lse, lse, w0, d);
+  dq_row_values<T>(row_lse, row_d, D, do_base, out, lse, w0, d);
   float dq[HS / 8][4] = {};
   float(&dq_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(dq);
-  const float scale_log2 = d.scale * kLog2e;
   const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
   int buffer = 0;
   for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
@@ -65,35 +59,19 @@ __global__ void __launch_bounds__(kBlockThreads, 3)
     float(&s_flat)[4 * kTileBlocks] = reinterpret_cast<float(&)[4 * kTileBlocks]>(s);
     float(&dp_flat)[4 * kTileBlocks] = reinterpret_cast<float(&)[4 * kTileBlocks]>(dp);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 64>(s_flat, k_major(q_tile, kk), k_major(k_tile, kk), kk > 0);
-#pragma unroll
-    for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 64>(dp_flat, k_major(do_tile, kk), k_major(v_tile, kk), kk > 0);
+    issue_dq_scores(s_flat, dp_flat, q_tile, do_tile, k_tile, v_tile);
     wgmma_commit();
     wgmma_wait<0>();
     hold_registers(s_flat);
     hold_registers(dp_flat);
 
-    const bool masked = tile_masked(k0, w0, d.T);
-#pragma unroll
-    for (int nb = 0; nb < kTileBlocks; ++nb) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {  // dS, in place of dP
-        const float p = !masked || key_visible(k0, w0, nb, i, d.T)
-                            ? fast_exp2(s[nb][i] * scale_log2 - row_lse[i / 2])
-                            : 0.0f;
-        dp[nb][i] = p * (dp[nb][i] - row_d[i / 2]) * d.scale;
-      }
-    }
     uint32_t ds[kTile / 16][4];  // all four before the first product: an in-flight wgmma owns its A registers
-#pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) a_of_pair<T>(ds[kk], dp[2 * kk], dp[2 * kk + 1]);
+    dq_scores_to_ds<T>(ds, s, dp, k0, w0, row_lse, row_d, d);
     uint32_t(&ds_flat)[kTile / 4] = reinterpret_cast<uint32_t(&)[kTile / 4]>(ds);
     hold_registers(ds_flat);
     hold_registers(dq_flat);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) wgmma_rs_n_major<T>(dq_flat, ds[kk], n_major(k_tile, kk), true);
+    issue_dq_product(dq_flat, ds, k_tile);
     wgmma_commit();
     wgmma_wait<0>();
     hold_registers(dq_flat);
@@ -103,8 +81,6 @@ __global__ void __launch_bounds__(kBlockThreads, 3)
   write_rows<T, HS>(dqkv + b * d.T * row_stride + h * HS, row_stride, dq, w0, d.T, one);
 }
 
-constexpr int kHalfTile = kTile / 2;  // the queries dK/dV takes at a time
-
 // The products of 32 queries (c0.. of the tile at q0) and the block's keys,
 // added to dK and dV: this warp's keys w0..w0 + 15 and the tile's lse and D
 // (natural-log units) in row_lse and row_d.
@@ -113,41 +89,18 @@ __device__ __forceinline__ void dkdv_half_tile(float (&dk_flat)[32], float (&dv_
                                                const T* v_rows, const T* q_tile, const T* do_tile,
                                                const float* row_lse, const float* row_d, int c0, int64_t q0,
                                                int64_t w0, const TcDims& d) {
-  constexpr int HS = kWgmmaHeadSize, kBlocks = kHalfTile / 8;
-  const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
-  float st[kBlocks][4], dpt[kBlocks][4];  // S^T and dP^T: (16 keys, 32 queries) a warp
-  float(&st_flat)[4 * kBlocks] = reinterpret_cast<float(&)[4 * kBlocks]>(st);
-  float(&dpt_flat)[4 * kBlocks] = reinterpret_cast<float(&)[4 * kBlocks]>(dpt);
+  float st[kHalfTile / 8][4], dpt[kHalfTile / 8][4];  // S^T and dP^T: (16 keys, 32 queries) a warp
+  float(&st_flat)[kHalfTile / 2] = reinterpret_cast<float(&)[kHalfTile / 2]>(st);
+  float(&dpt_flat)[kHalfTile / 2] = reinterpret_cast<float(&)[kHalfTile / 2]>(dpt);
   wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 32>(st_flat, k_major(k_rows, kk), k_major(q_tile, kk, c0), kk > 0);
-#pragma unroll
-  for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 32>(dpt_flat, k_major(v_rows, kk), k_major(do_tile, kk, c0), kk > 0);
+  issue_dkdv_scores(st_flat, dpt_flat, k_rows, v_rows, q_tile, do_tile, c0);
   wgmma_commit();
   wgmma_wait<0>();
   hold_registers(st_flat);
   hold_registers(dpt_flat);
 
-  const float scale_log2 = d.scale * kLog2e;
-#pragma unroll
-  for (int nb = 0; nb < kBlocks; ++nb) {
-    const int first = c0 + 8 * nb + 2 * t;  // this lane's columns (queries of the tile): first, first + 1
-    const float2 lse_pair = *reinterpret_cast<const float2*>(row_lse + first);
-    const float2 d_pair = *reinterpret_cast<const float2*>(row_d + first);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {  // P^T in st, dS^T in dpt
-      const int64_t query = q0 + first + (i & 1), key = w0 + g + (i >= 2 ? 8 : 0);
-      const bool visible = query >= key && query < d.T;
-      st[nb][i] = visible ? fast_exp2(st[nb][i] * scale_log2 - ((i & 1) ? lse_pair.y : lse_pair.x) * kLog2e) : 0.0f;
-      dpt[nb][i] = st[nb][i] * (dpt[nb][i] - ((i & 1) ? d_pair.y : d_pair.x)) * d.scale;
-    }
-  }
   uint32_t p[kHalfTile / 16][4], ds[kHalfTile / 16][4];  // all built before the first product
-#pragma unroll
-  for (int kk = 0; kk < kHalfTile / 16; ++kk) {
-    a_of_pair<T>(p[kk], st[2 * kk], st[2 * kk + 1]);
-    a_of_pair<T>(ds[kk], dpt[2 * kk], dpt[2 * kk + 1]);
-  }
+  dkdv_probabilities<T>(p, ds, st, dpt, row_lse, row_d, c0, q0, w0, d);
   uint32_t(&p_flat)[kHalfTile / 4] = reinterpret_cast<uint32_t(&)[kHalfTile / 4]>(p);
   uint32_t(&ds_flat)[kHalfTile / 4] = reinterpret_cast<uint32_t(&)[kHalfTile / 4]>(ds);
   hold_registers(p_flat);
@@ -155,10 +108,7 @@ __device__ __forceinline__ void dkdv_half_tile(float (&dk_flat)[32], float (&dv_
   hold_registers(dv_flat);
   hold_registers(dk_flat);
   wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < kHalfTile / 16; ++kk) wgmma_rs_n_major<T>(dv_flat, p[kk], n_major(do_tile, c0 / 16 + kk), true);
-#pragma unroll
-  for (int kk = 0; kk < kHalfTile / 16; ++kk) wgmma_rs_n_major<T>(dk_flat, ds[kk], n_major(q_tile, c0 / 16 + kk), true);
+  issue_dkdv_products(dv_flat, dk_flat, p, ds, q_tile, do_tile, c0);
   wgmma_commit();
   wgmma_wait<0>();
   hold_registers(dv_flat);
