@@ -122,8 +122,8 @@ int run(int argc, char** argv) {
     const int64_t before = cuda::flash_wgmma_forwards();
     fused_attention(qkv, NH);
     if (cuda::flash_wgmma_forwards() == before) return;
-    fused_row("fused (wgmma)");  // the forward's products overlapping its softmax (the default)
-    with_env("SG_FLASH_WGMMA_OVERLAP", "0", [&] { fused_row("fused (wgmma), forward without overlap"); });
+    fused_row("fused (wgmma)");  // the products overlapping the exponentials (the default)
+    with_env("SG_FLASH_WGMMA_OVERLAP", "0", [&] { fused_row("fused (wgmma), without overlap"); });
   });
 #endif
   return 0;

@@ -166,7 +166,7 @@ step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --profile-torch
 # Attention on Hopper's warpgroup MMA (SG_FLASH_WGMMA=1; off by default, never run on a GPU before: test_cuda's
 # WgmmaFragments and TensorCoreAttentionOnWgmmaMatchesCpu above say whether it is right).
 SG_FLASH_WGMMA=1 step bench_gpt_wgmma 60 $bin/bench_gpt --device cuda --dtype bf16
-# Its forward without the products overlapping the softmax (SG_FLASH_WGMMA_OVERLAP=0).
+# Its kernels without the products overlapping the exponentials (SG_FLASH_WGMMA_OVERLAP=0).
 SG_FLASH_WGMMA=1 SG_FLASH_WGMMA_OVERLAP=0 step bench_gpt_wgmma_no_overlap 60 $bin/bench_gpt --device cuda \
   --dtype bf16
 SG_FUSED_CROSS_ENTROPY=0 step bench_gpt_two_pass_loss 60 $bin/bench_gpt --device cuda --dtype bf16

@@ -13,7 +13,10 @@
 //     S^T = K Q^T, dP^T = V dO^T (wgmma m64n32k16, K and V the block's rows),
 //     P^T, dS^T (registers), dV += P^T dO, dK += dS^T Q (dO and Q read N-major).
 // As in the mma.sync kernels every output element has one writer: no
-// atomics, and the same bits every run.
+// atomics, and the same bits every run. These kernels' products wait for
+// each other; by default (SG_FLASH_WGMMA_OVERLAP) the backward takes the
+// kernels whose products overlap the exponentials instead:
+// flash_attention_wgmma_backward_overlapped.cu.
 #include <atomic>
 
 #include "kernels/cuda/flash_attention_tc.h"
@@ -66,7 +69,8 @@ __global__ void __launch_bounds__(kBlockThreads, 3)
     hold_registers(dp_flat);
 
     uint32_t ds[kTile / 16][4];  // all four before the first product: an in-flight wgmma owns its A registers
-    dq_scores_to_ds<T>(ds, s, dp, k0, w0, row_lse, row_d, d);
+    dq_ds_in_place(s, dp, k0, w0, row_lse, row_d, d);
+    pack_a_fragments<T>(ds, dp);
     uint32_t(&ds_flat)[kTile / 4] = reinterpret_cast<uint32_t(&)[kTile / 4]>(ds);
     hold_registers(ds_flat);
     hold_registers(dq_flat);
@@ -100,7 +104,9 @@ __device__ __forceinline__ void dkdv_half_tile(float (&dk_flat)[32], float (&dv_
   hold_registers(dpt_flat);
 
   uint32_t p[kHalfTile / 16][4], ds[kHalfTile / 16][4];  // all built before the first product
-  dkdv_probabilities<T>(p, ds, st, dpt, row_lse, row_d, c0, q0, w0, d);
+  dkdv_probabilities_in_place(st, dpt, row_lse, row_d, c0, q0, w0, d);
+  pack_a_fragments<T>(p, st);
+  pack_a_fragments<T>(ds, dpt);
   uint32_t(&p_flat)[kHalfTile / 4] = reinterpret_cast<uint32_t(&)[kHalfTile / 4]>(p);
   uint32_t(&ds_flat)[kHalfTile / 4] = reinterpret_cast<uint32_t(&)[kHalfTile / 4]>(ds);
   hold_registers(p_flat);
@@ -198,11 +204,15 @@ bool flash_backward_wgmma(void* dqkv, float* row_dots, const void* dout, const v
                           cudaStream_t stream) {
   if (!wgmma_attention_applies(C, NH, dtype)) return false;
   const TcDims d{T, C, NH, 1.0f / sqrtf(float(kWgmmaHeadSize))};
-  with_half_type(dtype, [&](auto tag) {
-    using Ty = decltype(tag);
-    launch_backward(static_cast<Ty*>(dqkv), row_dots, static_cast<const Ty*>(dout), static_cast<const Ty*>(qkv),
-                    static_cast<const Ty*>(out), lse, grid_for(B, T, NH), d, stream);
-  });
+  if (env_switch_on("SG_FLASH_WGMMA_OVERLAP")) {
+    launch_wgmma_backward_overlapped(dqkv, row_dots, dout, qkv, out, lse, B, T, C, NH, dtype, stream);
+  } else {
+    with_half_type(dtype, [&](auto tag) {
+      using Ty = decltype(tag);
+      launch_backward(static_cast<Ty*>(dqkv), row_dots, static_cast<const Ty*>(dout), static_cast<const Ty*>(qkv),
+                      static_cast<const Ty*>(out), lse, grid_for(B, T, NH), d, stream);
+    });
+  }
   g_wgmma_backwards.fetch_add(1, std::memory_order_relaxed);
   return true;
 }

@@ -40,14 +40,20 @@ __device__ __forceinline__ void issue_dq_scores(float (&s_flat)[4 * kTileBlocks]
   }
 }
 
+// Rounds blocks 2 kk and 2 kk + 1 of 16-column accumulators to 16 bits as
+// A fragment kk (mma.sync's, which wgmma takes from registers).
+template <typename T, int Blocks>
+__device__ __forceinline__ void pack_a_fragments(uint32_t (&a)[Blocks / 2][4], const float (&x)[Blocks][4]) {
+#pragma unroll
+  for (int kk = 0; kk < Blocks / 2; ++kk) a_of_pair<T>(a[kk], x[2 * kk], x[2 * kk + 1]);
+}
+
 // dS = P (dP - D) scale in place of dP, with P = exp(S scale - lse) (0 for
-// a key the row does not see), then packed as four A fragments.
-// row_lse in log2 units, row_d: rows g and g + 8 of this warp's 16 from w0.
-template <typename T>
-__device__ __forceinline__ void dq_scores_to_ds(uint32_t (&ds)[kTile / 16][4], const float (&s)[kTileBlocks][4],
-                                                float (&dp)[kTileBlocks][4], int64_t k0, int64_t w0,
-                                                const float (&row_lse)[2], const float (&row_d)[2],
-                                                const TcDims& d) {
+// a key the row does not see). row_lse in log2 units, row_d: rows g and
+// g + 8 of this warp's 16 from w0.
+__device__ __forceinline__ void dq_ds_in_place(const float (&s)[kTileBlocks][4], float (&dp)[kTileBlocks][4],
+                                               int64_t k0, int64_t w0, const float (&row_lse)[2],
+                                               const float (&row_d)[2], const TcDims& d) {
   const bool masked = tile_masked(k0, w0, d.T);
   const float scale_log2 = d.scale * kLog2e;
 #pragma unroll
@@ -59,8 +65,6 @@ __device__ __forceinline__ void dq_scores_to_ds(uint32_t (&ds)[kTile / 16][4], c
       dp[nb][i] = p * (dp[nb][i] - row_d[i / 2]) * d.scale;
     }
   }
-#pragma unroll
-  for (int kk = 0; kk < kTile / 16; ++kk) a_of_pair<T>(ds[kk], dp[2 * kk], dp[2 * kk + 1]);
 }
 
 // dQ += dS K: four wgmma, dS from registers, K read N-major.
@@ -89,12 +93,11 @@ __device__ __forceinline__ void issue_dkdv_scores(float (&st_flat)[kHalfTile / 2
 
 // P^T in place of S^T and dS^T in place of dP^T (this warp's keys from w0,
 // the queries q0 + c0..; the tile's lse and D in natural-log units, from
-// shared memory), then packed as A fragments p and ds.
-template <typename T>
-__device__ __forceinline__ void dkdv_probabilities(uint32_t (&p)[kHalfTile / 16][4], uint32_t (&ds)[kHalfTile / 16][4],
-                                                   float (&st)[kHalfTile / 8][4], float (&dpt)[kHalfTile / 8][4],
-                                                   const float* row_lse, const float* row_d, int c0, int64_t q0,
-                                                   int64_t w0, const TcDims& d) {
+// shared memory).
+__device__ __forceinline__ void dkdv_probabilities_in_place(float (&st)[kHalfTile / 8][4],
+                                                            float (&dpt)[kHalfTile / 8][4], const float* row_lse,
+                                                            const float* row_d, int c0, int64_t q0, int64_t w0,
+                                                            const TcDims& d) {
   const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
   const float scale_log2 = d.scale * kLog2e;
 #pragma unroll
@@ -109,11 +112,6 @@ __device__ __forceinline__ void dkdv_probabilities(uint32_t (&p)[kHalfTile / 16]
       st[nb][i] = visible ? fast_exp2(st[nb][i] * scale_log2 - ((i & 1) ? lse_pair.y : lse_pair.x) * kLog2e) : 0.0f;
       dpt[nb][i] = st[nb][i] * (dpt[nb][i] - ((i & 1) ? d_pair.y : d_pair.x)) * d.scale;
     }
-  }
-#pragma unroll
-  for (int kk = 0; kk < kHalfTile / 16; ++kk) {
-    a_of_pair<T>(p[kk], st[2 * kk], st[2 * kk + 1]);
-    a_of_pair<T>(ds[kk], dpt[2 * kk], dpt[2 * kk + 1]);
   }
 }
 
@@ -131,4 +129,12 @@ __device__ __forceinline__ void issue_dkdv_products(float (&dv_flat)[4 * kWgmmaH
 }
 
 }  // namespace
+
+// The overlapped backward's two kernels, dQ (and D) then dK/dV, on `stream`
+// (flash_attention_wgmma_backward_overlapped.cu).
+// (Plain sizes: TcDims lives in an anonymous namespace, one per file.)
+void launch_wgmma_backward_overlapped(void* dqkv, float* row_dots, const void* dout, const void* qkv,
+                                      const void* out, const float* lse, int64_t B, int64_t T, int64_t C,
+                                      int64_t NH, DType dtype, cudaStream_t stream);
+
 }  // namespace sg::cuda

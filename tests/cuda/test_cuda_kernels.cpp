@@ -443,8 +443,8 @@ void expect_wgmma_attention_matches_cpu(int64_t B, int64_t T, int64_t C, int64_t
 // 9.0 GPU or the emulator's H100: T across the 64-row tiles' and the
 // backward's 32-query halves' edges, bf16 and f16; head size 32 falls back
 // to mma.sync (both counted). The backward, like mma.sync's, gives the same
-// bits every run. The forward in both forms: its products overlapping the
-// softmax (the default) and not (SG_FLASH_WGMMA_OVERLAP=0).
+// bits every run. Every kernel in both forms: its products overlapping its
+// exponentials (the default) and not (SG_FLASH_WGMMA_OVERLAP=0).
 TEST_F(CudaKernels, TensorCoreAttentionOnWgmmaMatchesCpu) {
   int device = 0, major = 0, minor = 0;
   CUDA_CHECK(cudaGetDevice(&device));

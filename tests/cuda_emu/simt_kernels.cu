@@ -134,6 +134,7 @@ __global__ void wgmma_hazard_kernel(float* out, int hazard) {
   uint32_t a[4];
   for (uint32_t& r : a) r = reinterpret_cast<const uint32_t&>(pair);
   float acc[32] = {};
+  if (hazard == 4 && threadIdx.x == 5) ones[200] = __float2bfloat16(2.0f);  // no barrier before the wgmma
   sg::cuda::wgmma_fence();
   sg::cuda::wgmma_rs_n_major<__nv_bfloat16>(acc, a, sg::cuda::shared_operand(ones, 128, 256), false);
   sg::cuda::wgmma_commit();

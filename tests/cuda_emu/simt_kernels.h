@@ -39,7 +39,8 @@ void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool
 void wgmma_twice(float* out, int threads, bool wait);
 // A warpgroup makes acc = A B once, A (from registers) and B (N-major in shared memory) all ones, and
 // before its wait, when `hazard` says so, writes B's shared memory (1), an A register (2) or an
-// accumulator (3): each a bug on the GPU. out[t] is thread t's acc[0] after the wait.
+// accumulator (3), or (4) thread 5 writes B's shared memory just before the wgmma, with no barrier
+// between: each a bug on the GPU. out[t] is thread t's acc[0] after the wait.
 void wgmma_with_hazard(float* out, int hazard);
 // out[i] = factor * in[i] for i < n (at most 32), queued on `stream`: it may
 // run after this function has returned (SG_EMU_STREAMS=lazy).

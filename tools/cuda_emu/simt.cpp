@@ -452,6 +452,8 @@ const void* const* gather_from_warpgroup(const void* mine) {
 
 void release_warpgroup() { arrive_and_wait(checked_warpgroup().barrier, 4 * kWarp); }
 
+const char* current_kernel() { return g_block != nullptr ? g_block->kernel : "(no kernel)"; }
+
 const float* wgmma_pending(const float* d) {
   for (auto it = g_thread->wgmma_open.rbegin(); it != g_thread->wgmma_open.rend(); ++it) {
     if (it->d == d) return it->values.data();

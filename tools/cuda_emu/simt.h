@@ -134,6 +134,7 @@ void release_warpgroup();
 // launch. The emulator's own answer was computed at the issue,
 // so without these checks a kernel that reused a buffer or a register too
 // early would pass here and fail on the GPU.
+const char* current_kernel();                  // the running kernel's name, for messages
 const float* wgmma_pending(const float* d);     // the newest pending values for d, or nullptr
 void wgmma_issue(float* d, const float* values, int count, std::function<std::string()> operands_still);
 void wgmma_commit();                           // wgmma.commit_group

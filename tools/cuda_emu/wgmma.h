@@ -138,7 +138,19 @@ inline std::function<std::string()> registers_still(const uint32_t* registers, s
 // d (this thread's N / 2 accumulators) = A B (+ d when accumulate).
 template <typename Half, int N>
 void wgmma_m64nNk16(float (&d)[N / 2], const WgmmaOperands& mine, bool accumulate) {
+  const SharedMatrix b(mine.b_start, mine.b_desc, N, mine.b_mn_major);
+  const bool a_in_registers = mine.a_registers != nullptr;
+  const SharedMatrix a = a_in_registers ? b : SharedMatrix(mine.a_start, mine.a_desc, 64, false);
+  // The shared memory as this thread issues: the tensor cores may start
+  // reading at the first thread's issue, so it must not change before the
+  // last's (another thread's write or cp.async landing there without a
+  // barrier before the wgmma would).
+  std::function<std::string()> operands_still = shared_operands_still(b, N, a_in_registers ? nullptr : &a);
   const auto* const* all = reinterpret_cast<const WgmmaOperands* const*>(gather_from_warpgroup(&mine));
+  const std::string changed = operands_still();
+  SG_CHECK(changed.empty(), "CUDA emulator: kernel ", current_kernel(), ": a wgmma's operand (", changed,
+           ") changed between this thread's issue and the last of its warpgroup's: a barrier is missing before "
+           "it, after another thread's write (or its cp.async's wait)");
   for (int i = 1; i < 128; ++i) {
     const WgmmaOperands& other = *all[i];
     SG_CHECK(other.a_start == all[0]->a_start && other.a_desc == all[0]->a_desc &&
@@ -147,9 +159,6 @@ void wgmma_m64nNk16(float (&d)[N / 2], const WgmmaOperands& mine, bool accumulat
                  (other.a_registers == nullptr) == (all[0]->a_registers == nullptr),
              "CUDA emulator: the threads of a warpgroup issued one wgmma with different operands");
   }
-  const SharedMatrix b(mine.b_start, mine.b_desc, N, mine.b_mn_major);
-  const bool a_in_registers = mine.a_registers != nullptr;
-  const SharedMatrix a = a_in_registers ? b : SharedMatrix(mine.a_start, mine.a_desc, 64, false);
   const ThreadIndex& at = index();
   const unsigned linear = at.thread.x + at.block_dim.x * (at.thread.y + at.block_dim.y * at.thread.z);
   const int warp = int(linear / 32 % 4), g = lane_id() >> 2, t = lane_id() % 4;
@@ -159,9 +168,8 @@ void wgmma_m64nNk16(float (&d)[N / 2], const WgmmaOperands& mine, bool accumulat
     const int lane = (r % 8) * 4 + (k % 8) / 2;
     return mma_element<Half>(all[32 * (row / 16) + lane]->a_registers[reg], k % 2);
   };
-  // Every thread checks at its own landing: a write after one thread's wait
-  // and before another's (a barrier missing) fails too.
-  std::function<std::string()> operands_still = shared_operands_still(b, N, a_in_registers ? nullptr : &a);
+  // Every thread checks again at its own landing: a write after one
+  // thread's wait and before another's (a barrier missing) fails too.
   if (a_in_registers) operands_still = registers_still(mine.a_registers, std::move(operands_still));
   const float* before = wgmma_pending(d);
   float result[N / 2];
