@@ -15,7 +15,11 @@
 # A lease is short, so the steps run most important first, each bounded by a
 # timeout and by the whole check's budget (SG_GPU_CHECK_BUDGET seconds, 540 by
 # default): a step with no time left is reported as skipped, never silently
-# dropped. Logs go to build-gpu/logs; with $OUT set (the device tool) they are
+# dropped. SG_GPU_CHECK_STEPS (an extended regular expression over the step
+# names) runs only the steps it matches, besides configure and build, for a
+# lease too short for everything: e.g.
+#   SG_GPU_CHECK_STEPS='^(test_cuda|bench_gpt|bench_gpt_wgmma.*|bench_gpt_b32|bench_gpt_b32_wgmma)$'
+# Logs go to build-gpu/logs; with $OUT set (the device tool) they are
 # packed into $OUT/gpu_check_logs.tgz after every step, so a check cut short
 # still brings its logs back, and the table is written to $OUT/gpu_check.md.
 set -uo pipefail
@@ -58,6 +62,11 @@ pack() {  # the logs travel back even if the lease ends mid-check
 step() {
   local name=$1 limit=$2
   shift 2
+  if [ -n "${SG_GPU_CHECK_STEPS:-}" ] && [ "$name" != configure ] && [ "$name" != build ] &&
+    ! [[ $name =~ $SG_GPU_CHECK_STEPS ]]; then
+    echo "$name: not selected (SG_GPU_CHECK_STEPS)" >> "$results"
+    return 0
+  fi
   local left=$((deadline - $(date +%s) - 5))
   if [ "$left" -lt 10 ]; then
     echo "$name: skipped (the check's time budget is spent)" | tee -a "$results"
