@@ -26,50 +26,37 @@ namespace sg::cuda {
 namespace {
 
 template <typename T>
-__global__ void __launch_bounds__(kBlockThreads, 3)
+__global__ void __launch_bounds__(kBlockThreads, 4)
     flash_backward_dq_wgmma_kernel(T* dqkv, float* D, const T* dout, const T* qkv, const T* out, const float* lse,
                                    TcDims d) {
   constexpr int HS = kWgmmaHeadSize;
-  // Two buffers of a K tile and a V tile each, then the block's Q rows and dO rows.
   extern __shared__ __align__(128) unsigned char shared_bytes[];
-  T* tiles = reinterpret_cast<T*>(shared_bytes);
-  T* q_tile = tiles + 4 * kCoreTileElements;
-  T* do_tile = q_tile + kCoreTileElements;
-  const int warp = threadIdx.x / 32;
-  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
-  const T* base = qkv + b * d.T * row_stride + h * HS;
-  const T* do_base = dout + b * d.T * d.C + h * HS;
-  const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
-  fetch_core_tile(q_tile, base, row_stride, q0, d.T);  // in the first tiles' group
-  fetch_core_tile(do_tile, do_base, d.C, q0, d.T);
-  fetch_core_keys_values(tiles, 0, base, d.C, 0, d.T);
-
+  const DqBlock<T, 2> block(shared_bytes, qkv, dout, d);  // key tiles in two slots: one computed on, one filling
   float row_lse[2], row_d[2];  // rows g and g + 8: lse in log2 units, D
-  dq_row_values<T>(row_lse, row_d, D, do_base, out, lse, w0, d);
+  dq_row_values<T>(row_lse, row_d, D, block.do_base, out, lse, block.w0, d);
   float dq[HS / 8][4] = {};
   float(&dq_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(dq);
-  const int64_t block_last = min(d.T - 1, q0 + kRows - 1);
-  int buffer = 0;
-  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile, buffer ^= 1) {
+  const int64_t block_last = block.last_key(d);
+  for (int64_t k0 = 0; k0 <= block_last; k0 += kTile) {
     async_wait<0>();  // as the forward's loop
     fence_shared_for_wgmma();
     __syncthreads();
-    if (k0 + kTile <= block_last) fetch_core_keys_values(tiles, buffer ^ 1, base, d.C, k0 + kTile, d.T);
-    const T* k_tile = tiles + 2 * buffer * kCoreTileElements;
+    if (k0 + kTile <= block_last) block.fetch_keys(k0 + kTile, d);
+    const T* k_tile = block.k_tile(k0);
     const T* v_tile = k_tile + kCoreTileElements;
 
     float s[kTileBlocks][4], dp[kTileBlocks][4];
     float(&s_flat)[4 * kTileBlocks] = reinterpret_cast<float(&)[4 * kTileBlocks]>(s);
     float(&dp_flat)[4 * kTileBlocks] = reinterpret_cast<float(&)[4 * kTileBlocks]>(dp);
     wgmma_fence();
-    issue_dq_scores(s_flat, dp_flat, q_tile, do_tile, k_tile, v_tile);
+    issue_dq_scores(s_flat, dp_flat, block.q_tile, block.do_tile, k_tile, v_tile);
     wgmma_commit();
     wgmma_wait<0>();
     hold_registers(s_flat);
     hold_registers(dp_flat);
 
     uint32_t ds[kTile / 16][4];  // all four before the first product: an in-flight wgmma owns its A registers
-    dq_ds_in_place(s, dp, k0, w0, row_lse, row_d, d);
+    dq_ds_in_place(s, dp, k0, block.w0, row_lse, row_d, d);
     pack_a_fragments<T>(ds, dp);
     uint32_t(&ds_flat)[kTile / 4] = reinterpret_cast<uint32_t(&)[kTile / 4]>(ds);
     hold_registers(ds_flat);
@@ -81,8 +68,7 @@ __global__ void __launch_bounds__(kBlockThreads, 3)
     hold_registers(dq_flat);
     hold_registers(ds_flat);
   }
-  const float one[2] = {1.0f, 1.0f};
-  write_rows<T, HS>(dqkv + b * d.T * row_stride + h * HS, row_stride, dq, w0, d.T, one);
+  block.write(dqkv, dq, d);
 }
 
 // The products of 32 queries (c0.. of the tile at q0) and the block's keys,
@@ -124,61 +110,36 @@ __device__ __forceinline__ void dkdv_half_tile(float (&dk_flat)[32], float (&dv_
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kBlockThreads, 3)
+__global__ void __launch_bounds__(kBlockThreads, 4)
     flash_backward_dkdv_wgmma_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D,
                                      TcDims d) {
   constexpr int HS = kWgmmaHeadSize;
-  // Two buffers of a Q tile and a dO tile each, the block's K rows and V rows, then two buffers of the
-  // 64 queries' lse and D.
   extern __shared__ __align__(128) unsigned char shared_bytes[];
-  T* tiles = reinterpret_cast<T*>(shared_bytes);
-  T* k_rows = tiles + 4 * kCoreTileElements;
-  T* v_rows = k_rows + kCoreTileElements;
-  float* row_values = reinterpret_cast<float*>(v_rows + kCoreTileElements);
-  const int warp = threadIdx.x / 32;
-  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
-  const T* base = qkv + b * d.T * row_stride + h * HS;
-  const T* do_base = dout + b * d.T * d.C + h * HS;
-  const int64_t k0 = int64_t(blockIdx.y) * kRows, w0 = k0 + 16 * warp;  // the first blocks see the most queries
-  auto fetch = [&](int64_t q0, int buffer) {  // Q, dO and the queries' lse and D
-    T* q_tile = tiles + 2 * buffer * kCoreTileElements;
-    fetch_core_tile(q_tile, base, row_stride, q0, d.T);
-    fetch_core_tile(q_tile + kCoreTileElements, do_base, d.C, q0, d.T);
-    fetch_row_values(row_values + 2 * buffer * kTile, lse + blockIdx.x * d.T, q0, d.T);
-    fetch_row_values(row_values + (2 * buffer + 1) * kTile, D + blockIdx.x * d.T, q0, d.T);
-    async_commit();
-  };
-  fetch_core_tile(k_rows, base + d.C, row_stride, k0, d.T);  // in the first tiles' group
-  fetch_core_tile(v_rows, base + 2 * d.C, row_stride, k0, d.T);
-  fetch(k0, 0);
-
+  const DkdvBlock<T, 2> block(shared_bytes, qkv, dout, lse, D, d);  // query tiles in two slots
   float dk[HS / 8][4] = {}, dv[HS / 8][4] = {};
   float(&dk_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(dk);
   float(&dv_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(dv);
-  int buffer = 0;
-  for (int64_t q0 = k0; q0 < d.T; q0 += kTile, buffer ^= 1) {
+  for (int64_t q0 = block.k0; q0 < d.T; q0 += kTile) {
     async_wait<0>();  // as the forward's loop
     fence_shared_for_wgmma();
     __syncthreads();
-    if (q0 + kTile < d.T) fetch(q0 + kTile, buffer ^ 1);
-    const T* q_tile = tiles + 2 * buffer * kCoreTileElements;
-    const float* row_lse = row_values + 2 * buffer * kTile;
+    if (q0 + kTile < d.T) block.fetch_queries(q0 + kTile, d);
+    const T* q_tile = block.q_tile(q0);
+    const float* row_lse = block.row_lse(q0);
 #pragma unroll 1
     for (int c0 = 0; c0 < kTile && q0 + c0 < d.T; c0 += kHalfTile) {  // the same for the whole warpgroup
-      dkdv_half_tile<T>(dk_flat, dv_flat, k_rows, v_rows, q_tile, q_tile + kCoreTileElements, row_lse,
-                        row_lse + kTile, c0, q0, w0, d);
+      dkdv_half_tile<T>(dk_flat, dv_flat, block.k_rows, block.v_rows, q_tile, q_tile + kCoreTileElements, row_lse,
+                        row_lse + kTile, c0, q0, block.w0, d);
     }
   }
-  const float one[2] = {1.0f, 1.0f};
-  T* rows = dqkv + b * d.T * row_stride + h * HS;
-  write_rows<T, HS>(rows + d.C, row_stride, dk, w0, d.T, one);
-  write_rows<T, HS>(rows + 2 * d.C, row_stride, dv, w0, d.T, one);
+  block.write(dqkv, dk, dv, d);
 }
 
-constexpr size_t kDqSharedBytes = 6 * kCoreTileElements * 2;  // two buffers of K and V, and Q and dO
-constexpr size_t kDkdvSharedBytes = 6 * kCoreTileElements * 2 + 4 * kTile * sizeof(float);
+constexpr size_t kDqSharedBytes = DqBlock<__nv_bfloat16, 2>::kSharedBytes;  // 48 KiB (f16 the same)
+constexpr size_t kDkdvSharedBytes = DkdvBlock<__nv_bfloat16, 2>::kSharedBytes;
 static_assert(kDqSharedBytes <= 48 * 1024, "the wgmma dQ kernel needs more than 48 KiB of shared memory");
-static_assert(3 * kDkdvSharedBytes <= 227 * 1024, "the wgmma dK/dV kernel no longer fits 3 blocks an SM");
+// (4 blocks an SM: each block also takes 1 KiB the system reserves, of the SM's 228.)
+static_assert(4 * (kDkdvSharedBytes + 1024) <= 228 * 1024, "the wgmma dK/dV kernel no longer fits 4 blocks");
 
 std::atomic<int64_t> g_wgmma_backwards{0};  // flash_wgmma_backwards
 

@@ -13,6 +13,102 @@ namespace {
 
 constexpr int kHalfTile = kTile / 2;  // the queries dK/dV takes at a time
 
+// A dQ block: 64 queries from q0 (this warp's 16 from w0), key tiles
+// streaming through `Slots` slots of shared memory (K then V, 16 KiB a
+// slot; key tile k0 / 64 in slot (k0 / 64) % Slots), then the block's Q and
+// dO rows. Constructing it starts the first group: Q, dO and key tile 0.
+template <typename T, int Slots>
+struct DqBlock {
+  static constexpr size_t kSharedBytes = (2 * Slots + 2) * kCoreTileElements * sizeof(T);
+  T* tiles;
+  T* q_tile;
+  T* do_tile;
+  int64_t head_offset, q0, w0;  // head_offset: of the head's columns in qkv (and dqkv)
+  const T* base;                // qkv + head_offset
+  const T* do_base;
+
+  __device__ DqBlock(unsigned char* shared, const T* qkv, const T* dout, const TcDims& d)
+      : tiles(reinterpret_cast<T*>(shared)),
+        q_tile(tiles + 2 * Slots * kCoreTileElements),
+        do_tile(q_tile + kCoreTileElements),
+        head_offset(int64_t(blockIdx.x / d.NH) * d.T * 3 * d.C + int64_t(blockIdx.x % d.NH) * kWgmmaHeadSize),
+        q0(int64_t(gridDim.y - 1 - blockIdx.y) * kRows),
+        w0(q0 + 16 * int(threadIdx.x / 32)),
+        base(qkv + head_offset),
+        do_base(dout + int64_t(blockIdx.x / d.NH) * d.T * d.C + int64_t(blockIdx.x % d.NH) * kWgmmaHeadSize) {
+    fetch_core_tile(q_tile, base, 3 * d.C, q0, d.T);  // in the first tiles' group
+    fetch_core_tile(do_tile, do_base, d.C, q0, d.T);
+    fetch_keys(0, d);
+  }
+
+  __device__ const T* k_tile(int64_t k0) const { return tiles + 2 * (int(k0 / kTile) % Slots) * kCoreTileElements; }
+  __device__ void fetch_keys(int64_t k0, const TcDims& d) const {
+    fetch_core_keys_values(tiles, int(k0 / kTile) % Slots, base, d.C, k0, d.T);
+  }
+  __device__ int64_t last_key(const TcDims& d) const { return min(d.T - 1, q0 + kRows - 1); }
+  __device__ void write(T* dqkv, const float (&dq)[kWgmmaHeadSize / 8][4], const TcDims& d) const {
+    const float one[2] = {1.0f, 1.0f};
+    write_rows<T, kWgmmaHeadSize>(dqkv + head_offset, 3 * d.C, dq, w0, d.T, one);
+  }
+};
+
+// A dK/dV block: 64 keys from k0 (this warp's 16 from w0), query tiles
+// streaming through `Slots` slots (Q then dO, 16 KiB a slot; the tile at q0
+// in slot ((q0 - k0) / 64) % Slots), the block's K and V rows, then each
+// slot's 64 lse and 64 D. Constructing it starts the first group: K, V and
+// the first query tile (q0 = k0: the causal mask hides earlier ones).
+template <typename T, int Slots>
+struct DkdvBlock {
+  static constexpr size_t kSharedBytes =
+      (2 * Slots + 2) * kCoreTileElements * sizeof(T) + 2 * Slots * kTile * sizeof(float);
+  T* tiles;
+  T* k_rows;
+  T* v_rows;
+  float* row_values;
+  int64_t head_offset, k0, w0;
+  const T* base;
+  const T* do_base;
+  const float* lse;  // the head's rows of lse and D
+  const float* D;
+
+  __device__ DkdvBlock(unsigned char* shared, const T* qkv, const T* dout, const float* lse_all,
+                       const float* D_all, const TcDims& d)
+      : tiles(reinterpret_cast<T*>(shared)),
+        k_rows(tiles + 2 * Slots * kCoreTileElements),
+        v_rows(k_rows + kCoreTileElements),
+        row_values(reinterpret_cast<float*>(v_rows + kCoreTileElements)),
+        head_offset(int64_t(blockIdx.x / d.NH) * d.T * 3 * d.C + int64_t(blockIdx.x % d.NH) * kWgmmaHeadSize),
+        k0(int64_t(blockIdx.y) * kRows),  // the first blocks see the most queries
+        w0(k0 + 16 * int(threadIdx.x / 32)),
+        base(qkv + head_offset),
+        do_base(dout + int64_t(blockIdx.x / d.NH) * d.T * d.C + int64_t(blockIdx.x % d.NH) * kWgmmaHeadSize),
+        lse(lse_all + blockIdx.x * d.T),
+        D(D_all + blockIdx.x * d.T) {
+    fetch_core_tile(k_rows, base + d.C, 3 * d.C, k0, d.T);  // in the first tiles' group
+    fetch_core_tile(v_rows, base + 2 * d.C, 3 * d.C, k0, d.T);
+    fetch_queries(k0, d);
+  }
+
+  __device__ int slot(int64_t q0) const { return int((q0 - k0) / kTile) % Slots; }
+  __device__ const T* q_tile(int64_t q0) const { return tiles + 2 * slot(q0) * kCoreTileElements; }
+  __device__ const float* row_lse(int64_t q0) const { return row_values + 2 * slot(q0) * kTile; }  // D: + kTile
+  // Q, dO and the queries' lse and D of the tile at q0, as one group.
+  __device__ void fetch_queries(int64_t q0, const TcDims& d) const {
+    T* q = tiles + 2 * slot(q0) * kCoreTileElements;
+    fetch_core_tile(q, base, 3 * d.C, q0, d.T);
+    fetch_core_tile(q + kCoreTileElements, do_base, d.C, q0, d.T);
+    fetch_row_values(row_values + 2 * slot(q0) * kTile, lse, q0, d.T);
+    fetch_row_values(row_values + (2 * slot(q0) + 1) * kTile, D, q0, d.T);
+    async_commit();
+  }
+  __device__ void write(T* dqkv, const float (&dk)[kWgmmaHeadSize / 8][4], const float (&dv)[kWgmmaHeadSize / 8][4],
+                        const TcDims& d) const {
+    const float one[2] = {1.0f, 1.0f};
+    write_rows<T, kWgmmaHeadSize>(dqkv + head_offset + d.C, 3 * d.C, dk, w0, d.T, one);
+    write_rows<T, kWgmmaHeadSize>(dqkv + head_offset + 2 * d.C, 3 * d.C, dv, w0, d.T, one);
+  }
+};
+
 // The dQ kernels' rows (this warp's 16 from w0): lse (log2 units) and D =
 // rowsum(dO * O), which they also write for dK/dV.
 template <typename T>
