@@ -233,7 +233,7 @@ command -v ncu >/dev/null &&
     --section InstructionStats --section SourceCounters $bin/bench_attention --device cuda --dtype bf16 --repeat 1
 # The same for the wgmma kernels (SG_FLASH_WGMMA=1).
 command -v ncu >/dev/null &&
-  SG_FLASH_WGMMA=1 SG_STEP_OPTIONAL=1 step attention_profile_wgmma 120 ncu --kernel-name regex:'flash_.*_wgmma_kernel' \
+  SG_FLASH_WGMMA=1 SG_STEP_OPTIONAL=1 step attention_profile_wgmma 120 ncu --kernel-name regex:'flash_.*_wgmma_.*kernel' \
     --launch-skip 2 --launch-count 3 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
     --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section LaunchStats \
     --section InstructionStats --section SourceCounters $bin/bench_attention --device cuda --dtype bf16 --repeat 1
@@ -308,8 +308,8 @@ summary() {
   echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
   cat "$logs/bench_gpt.log" 2>/dev/null
   [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\||^PyTorch compiled' "$logs/bench_gpt_b32.log"
-  for log in bench_gpt_wgmma bench_gpt_wgmma_no_overlap bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm bench_gpt_gemm_attention \
-    bench_gpt_gemm_autotune \
+  for log in bench_gpt_wgmma bench_gpt_wgmma_no_overlap bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm \
+    bench_gpt_gemm_attention bench_gpt_gemm_autotune \
     bench_gpt_gelu_epilogue bench_gpt_bias_grad_epilogue bench_gpt_both_epilogues bench_gpt_fused_dq \
     bench_gpt_fused_dq_fewer_warps bench_gpt_pipelined_layernorm bench_gpt_b16 bench_gpt_b32_wgmma \
     bench_gpt_b32_gemm_autotune \
@@ -321,7 +321,8 @@ summary() {
   for profile in attention_profile attention_profile_wgmma; do
     [ -f "$logs/$profile.log" ] || continue
     echo "$profile (the whole report is in the logs):"
-    grep -E -e "flash_.*_(tc|wgmma)_kernel|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per" \
+    grep -E -e "flash_.*_(tc|wgmma|wgmma_overlapped)_kernel|Duration|Compute \(SM\) Throughput|Achieved Occupancy" \
+      -e "Registers Per" \
       -e "Warp Cycles Per Issued" "$logs/$profile.log" | grep -v "==PROF==" | sed 's/^ */  /; s/(T1 \*.*TcDims) //'
   done
   for log in sanitizer_memcheck sanitizer_racecheck sanitizer_racecheck_fused_dq; do
