@@ -106,9 +106,10 @@ class WgmmaFragments : public TensorCoreFragments {
 // memory (S = Q K^T), the same 32 columns wide (dK/dV's S^T), and A in
 // registers with B N-major (O += P V), each as two
 // products (the first ignoring the accumulators' -1s, the second adding):
-// d = 2 a b, exact for these small values. For the N-major form, the other
-// reading of the descriptor's strides must give something else (so this
-// tells them apart), and if the GPU takes that one, the failure says so.
+// d = 2 a b, exact for these small values. For the K-major and N-major
+// forms, the other reading of the descriptor's strides must give something
+// else (so this tells them apart), and if the GPU takes that one, the
+// failure says so.
 TEST_F(WgmmaFragments, ProductsInThePtxLayouts) {
   std::vector<__nv_bfloat16> a(64 * 16), b(16 * 64);
   std::vector<float> expected(64 * 64, 0.0f);
@@ -128,7 +129,15 @@ TEST_F(WgmmaFragments, ProductsInThePtxLayouts) {
     test::wgmma_product(d.get(), d_a.get(), d_b.get(), form, swap);
     return d.download();
   };
-  EXPECT_EQ(product(test::WgmmaForm::kSharedK64, false), expected) << "A and B K-major in shared memory";
+  const std::vector<float> k_major = product(test::WgmmaForm::kSharedK64, false);
+  const std::vector<float> k_swapped = product(test::WgmmaForm::kSharedK64, true);
+  EXPECT_NE(k_swapped, expected) << "the probe cannot tell the two readings of a K-major descriptor apart";
+  EXPECT_EQ(k_major, expected)
+      << "A and B K-major in shared memory"
+      << (k_swapped == expected ? ": the GPU reads a K-major operand's LBO along M or N and SBO along K, not as "
+                                  "kernels/cuda/wgmma.cuh's shared_operand and tools/cuda_emu/wgmma.h assume: swap "
+                                  "them for K-major operands there"
+                                : "");
   std::vector<float> left_half = expected;  // m64n32k16: columns 32.. stay 0
   for (int m = 0; m < 64; ++m) std::fill(left_half.begin() + m * 64 + 32, left_half.begin() + m * 64 + 64, 0.0f);
   EXPECT_EQ(product(test::WgmmaForm::kSharedK32, false), left_half) << "m64n32k16, both K-major";

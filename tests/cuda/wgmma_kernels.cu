@@ -14,11 +14,20 @@ namespace {
 //   b_tile, K-major: element (n, k) likewise;
 //   b_tile, N-major: element (k, n) at (n / 8) 256 + 16 k + 2 (n % 8) bytes
 //     (LBO 128 along K, SBO 256 along N: different, so the two readings differ).
+// Each array is 8 KiB, the tile in its first 2 and zeros after: the other
+// reading of a K-major descriptor (LBO 128 along M, SBO 1024 along K)
+// reaches 7.4 KiB, and must read wrong values, not fault.
 __global__ void wgmma_kernel(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, WgmmaForm form, bool swap) {
+  constexpr int kRoom = 4 * 64 * 16;
   const bool a_in_registers = form == WgmmaForm::kRegistersN64;
-  __shared__ alignas(128) __nv_bfloat16 a_tile[64 * 16];
-  __shared__ alignas(128) __nv_bfloat16 b_tile[16 * 64];
+  __shared__ alignas(128) __nv_bfloat16 a_tile[kRoom];
+  __shared__ alignas(128) __nv_bfloat16 b_tile[kRoom];
   const int thread = threadIdx.x, warp = thread / 32, lane = thread % 32, g = lane / 4, t = lane % 4;
+  for (int i = thread; i < kRoom; i += 128) {
+    a_tile[i] = __float2bfloat16(0.0f);
+    b_tile[i] = __float2bfloat16(0.0f);
+  }
+  __syncthreads();
   for (int i = thread; i < 64 * 16; i += 128) {
     const int m = i / 16, k = i % 16;
     a_tile[(k / 8) * 512 + 8 * m + k % 8] = a[i];
@@ -46,8 +55,9 @@ __global__ void wgmma_kernel(float* d, const __nv_bfloat16* a, const __nv_bfloat
     sg::cuda::wgmma_rs_n_major<__nv_bfloat16>(acc, regs, b_operand, false);
     sg::cuda::wgmma_rs_n_major<__nv_bfloat16>(acc, regs, b_operand, true);
   } else if (form == WgmmaForm::kSharedK64) {
-    const sg::cuda::SharedOperand a_operand = sg::cuda::shared_operand(a_tile, 1024, 128);
-    const sg::cuda::SharedOperand b_operand = sg::cuda::shared_operand(b_tile, 1024, 128);
+    const uint32_t k_step = swap ? 128 : 1024, mn_step = swap ? 1024 : 128;
+    const sg::cuda::SharedOperand a_operand = sg::cuda::shared_operand(a_tile, k_step, mn_step);
+    const sg::cuda::SharedOperand b_operand = sg::cuda::shared_operand(b_tile, k_step, mn_step);
     sg::cuda::wgmma_ss<__nv_bfloat16, 64>(acc, a_operand, b_operand, false);
     sg::cuda::wgmma_ss<__nv_bfloat16, 64>(acc, a_operand, b_operand, true);
   } else {  // B's rows (columns of the product) 0..31: 4 core matrices along N
@@ -70,9 +80,8 @@ __global__ void wgmma_kernel(float* d, const __nv_bfloat16* a, const __nv_bfloat
 
 }  // namespace
 
-void wgmma_product(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, WgmmaForm form,
-                   bool swap_n_major_strides) {
-  wgmma_kernel<<<1, 128>>>(d, a, b, form, swap_n_major_strides);
+void wgmma_product(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, WgmmaForm form, bool swap_strides) {
+  wgmma_kernel<<<1, 128>>>(d, a, b, form, swap_strides);
   SG_CHECK_LAUNCH();
 }
 
