@@ -56,9 +56,9 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   extern __shared__ __align__(128) unsigned char shared_bytes[];
   T* tiles = reinterpret_cast<T*>(shared_bytes);
   const int warp = threadIdx.x / 32;
-  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
-  const T* base = qkv + b * d.T * row_stride + h * HS;
-  const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
+  const HeadRows rows = head_rows<HS>(d, true);
+  const int64_t row_stride = 3 * d.C, q0 = rows.first, w0 = rows.warp_first;
+  const T* base = qkv + rows.qkv_offset;
   T* q_rows = tiles + 4 * tile_elements<HS>();  // the block's 64 queries
   fetch_tile<HS>(q_rows, base, row_stride, q0, d.T);  // in the first tiles' group
   fetch_keys_values<HS>(tiles, 0, base, d.C, 0, d.T);
@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     if (tile_masked(k0, w0, d.T)) step(int(min(int64_t(kTile / 16), min((w0 - k0) / 16 + 1, (d.T - k0 + 15) / 16))));
     else step(kTile / 16);
   });
-  finish_forward_rows<T, HS>(out + b * d.T * d.C + h * HS, lse, o, m, l, w0, d);
+  finish_forward_rows<T, HS>(out + rows.out_offset, lse, o, m, l, w0, d);
 }
 
 // One query tile of dK/dV (the dK/dV kernel's loop body): this warp's
@@ -212,11 +212,10 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
   float* row_values = reinterpret_cast<float*>(tiles + 4 * tile_elements<HS>());
   T* k_rows = reinterpret_cast<T*>(row_values + 4 * kTile);  // the block's 64 keys
   T* ds_tile = k_rows + tile_elements<HS>();
-  const int warp = threadIdx.x / 32;
-  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
-  const T* base = qkv + b * d.T * row_stride + h * HS;
-  const T* do_base = dout + b * d.T * d.C + h * HS;
-  const int64_t k0 = int64_t(blockIdx.y) * kRows, w0 = k0 + 16 * warp;  // the first blocks see the most queries
+  const HeadRows head = head_rows<HS>(d, false);
+  const int64_t row_stride = 3 * d.C, k0 = head.first, w0 = head.warp_first;
+  const T* base = qkv + head.qkv_offset;
+  const T* do_base = dout + head.out_offset;
   auto fetch = [&](int64_t q0, int buffer) {  // Q, dO and the rows' lse and D
     T* q_tile = tiles + 2 * buffer * tile_elements<HS>();
     fetch_tile<HS>(q_tile, base, row_stride, q0, d.T);
@@ -243,7 +242,7 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     }
   }
   const float one[2] = {1.0f, 1.0f};
-  T* rows = dqkv + b * d.T * row_stride + h * HS;
+  T* rows = dqkv + head.qkv_offset;
   write_rows<T, HS>(rows + d.C, row_stride, dk, w0, d.T, one);
   write_rows<T, HS>(rows + 2 * d.C, row_stride, dv, w0, d.T, one);
 }
@@ -253,10 +252,10 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
 // kernel writes D as it starts).
 template <typename T, int HS>
 __global__ void __launch_bounds__(kBlockThreads) flash_row_dots_kernel(float* D, const T* dout, const T* out, TcDims d) {
-  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH;
-  const int64_t w0 = int64_t(blockIdx.y) * kRows + 16 * (threadIdx.x / 32);
+  const HeadRows rows = head_rows<HS>(d, false);
+  const int64_t w0 = rows.warp_first;
   uint32_t d_o[HS / 16][4];
-  load_a_rows<HS>(d_o, dout + b * d.T * d.C + h * HS, d.C, w0, d.T);
+  load_a_rows<HS>(d_o, dout + rows.out_offset, d.C, w0, d.T);
   float row_d[2];
   write_row_dots<T, HS>(row_d, D, d_o, out, w0, d);
 }
@@ -295,15 +294,15 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
                                 TcDims d) {
   extern __shared__ __align__(128) unsigned char shared_bytes[];  // two buffers of a K tile and a V tile each
   T* tiles = reinterpret_cast<T*>(shared_bytes);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
-  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
-  const T* base = qkv + b * d.T * row_stride + h * HS;
-  const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
+  const int lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
+  const HeadRows rows = head_rows<HS>(d, true);
+  const int64_t row_stride = 3 * d.C, q0 = rows.first, w0 = rows.warp_first;
+  const T* base = qkv + rows.qkv_offset;
   fetch_keys_values<HS>(tiles, 0, base, d.C, 0, d.T);
 
   uint32_t q[HS / 16][4], d_o[HS / 16][4];
   load_a_rows<HS>(q, base, row_stride, w0, d.T);
-  load_a_rows<HS>(d_o, dout + b * d.T * d.C + h * HS, d.C, w0, d.T);
+  load_a_rows<HS>(d_o, dout + rows.out_offset, d.C, w0, d.T);
   float row_lse[2], row_d[2];  // rows g and g + 8
   write_row_dots<T, HS>(row_d, D, d_o, out, w0, d);
   load_row_lse(row_lse, lse, w0, d);
@@ -342,7 +341,7 @@ __global__ void __launch_bounds__(kBlockThreads, MinBlocks)
     }
   });
   const float one[2] = {1.0f, 1.0f};
-  write_rows<T, HS>(dqkv + b * d.T * row_stride + h * HS, row_stride, dq, w0, d.T, one);
+  write_rows<T, HS>(dqkv + rows.qkv_offset, row_stride, dq, w0, d.T, one);
 }
 
 // Dynamic shared memory of each kernel (the carving above).

@@ -24,6 +24,22 @@ struct TcDims {
   float scale;
 };
 
+// Where a block of the attention kernels works: its head's columns in qkv
+// (rows of 3 C) and in out, dout and the like (rows of C), and its 64 rows
+// from `first`, this warp's 16 from `warp_first`. Blocks over queries run
+// the last rows first (grid_for orders them longest first); blocks over
+// keys (dK/dV) the first keys first, which see the most queries.
+struct HeadRows {
+  int64_t qkv_offset, out_offset, first, warp_first;
+};
+
+template <int HS>
+__device__ __forceinline__ HeadRows head_rows(const TcDims& d, bool over_queries) {
+  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH;
+  const int64_t first = int64_t(over_queries ? gridDim.y - 1 - blockIdx.y : blockIdx.y) * kRows;
+  return HeadRows{b * d.T * 3 * d.C + h * HS, b * d.T * d.C + h * HS, first, first + 16 * int(threadIdx.x / 32)};
+}
+
 // ---- host side, for the launches (flash_attention_tc.cu, flash_attention_wgmma*.cu) ----
 // The 16-bit storage type of dtype, as a tag.
 template <typename Fn>

@@ -34,6 +34,38 @@
 namespace sg::cuda {
 namespace {
 
+// S = Q K^T for one key tile: four wgmma over the head's columns, Q and K
+// K-major in shared memory. Issued, not committed.
+template <typename T>
+__device__ __forceinline__ void issue_scores(float (&s_flat)[4 * kTileBlocks], const T* q_tile, const T* k_tile) {
+#pragma unroll
+  for (int kk = 0; kk < kWgmmaHeadSize / 16; ++kk) {
+    wgmma_ss<T, 64>(s_flat, k_major(q_tile, kk), k_major(k_tile, kk), kk > 0);
+  }
+}
+
+// O += P V for one key tile: four wgmma over its keys, P from registers
+// (mma.sync's A fragments), V N-major. Issued, not committed.
+template <typename T>
+__device__ __forceinline__ void issue_output_product(float (&o_flat)[4 * kWgmmaHeadSize / 8],
+                                                     const uint32_t (&p)[kTile / 16][4], const T* v_tile) {
+#pragma unroll
+  for (int kk = 0; kk < kTile / 16; ++kk) wgmma_rs_n_major<T>(o_flat, p[kk], n_major(v_tile, kk), true);
+}
+
+// The same, fenced, committed and waited for, its registers held across.
+template <typename T>
+__device__ __forceinline__ void run_output_product(float (&o_flat)[4 * kWgmmaHeadSize / 8],
+                                                   uint32_t (&p)[kTile / 16][4], const T* v_tile) {
+  uint32_t(&p_flat)[kTile / 4] = reinterpret_cast<uint32_t(&)[kTile / 4]>(p);
+  wgmma_fence();
+  issue_output_product(o_flat, p, v_tile);
+  wgmma_commit();
+  wgmma_wait<0>();
+  hold_registers(o_flat);
+  hold_registers(p_flat);
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kBlockThreads, 4)
     flash_forward_wgmma_kernel(T* out, float* lse, const T* qkv, TcDims d) {
@@ -41,10 +73,9 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
   // Two buffers of a K tile and a V tile each (one computed on, one filling), then the block's queries.
   extern __shared__ __align__(128) unsigned char shared_bytes[];
   T* tiles = reinterpret_cast<T*>(shared_bytes);
-  const int warp = threadIdx.x / 32;
-  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
-  const T* base = qkv + b * d.T * row_stride + h * HS;
-  const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
+  const HeadRows rows = head_rows<HS>(d, true);
+  const int64_t row_stride = 3 * d.C, q0 = rows.first, w0 = rows.warp_first;
+  const T* base = qkv + rows.qkv_offset;
   T* q_tile = tiles + 4 * kCoreTileElements;
   fetch_core_tile(q_tile, base, row_stride, q0, d.T);  // in the first tiles' group
   fetch_core_keys_values(tiles, 0, base, d.C, 0, d.T);
@@ -72,8 +103,7 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
     float s[kTileBlocks][4];
     float(&s_flat)[4 * kTileBlocks] = reinterpret_cast<float(&)[4 * kTileBlocks]>(s);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 64>(s_flat, k_major(q_tile, kk), k_major(k_tile, kk), kk > 0);
+    issue_scores(s_flat, q_tile, k_tile);
     wgmma_commit();
     wgmma_wait<0>();
     hold_registers(s_flat);
@@ -86,15 +116,9 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
     uint32_t(&p_flat)[kTile / 4] = reinterpret_cast<uint32_t(&)[kTile / 4]>(p);
     hold_registers(p_flat);
     hold_registers(o_flat);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) wgmma_rs_n_major<T>(o_flat, p[kk], n_major(v_tile, kk), true);
-    wgmma_commit();
-    wgmma_wait<0>();
-    hold_registers(o_flat);
-    hold_registers(p_flat);
+    run_output_product(o_flat, p, v_tile);
   }
-  finish_forward_rows<T, HS>(out + b * d.T * d.C + h * HS, lse, o, m, l, w0, d);
+  finish_forward_rows<T, HS>(out + rows.out_offset, lse, o, m, l, w0, d);
 }
 
 // The same forward with a warpgroup's products overlapping its softmax, as
@@ -116,10 +140,9 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
   constexpr int HS = kWgmmaHeadSize;
   extern __shared__ __align__(128) unsigned char shared_bytes[];
   T* tiles = reinterpret_cast<T*>(shared_bytes);  // K and V slots 0 and 1, then the block's queries
-  const int warp = threadIdx.x / 32;
-  const int64_t b = blockIdx.x / d.NH, h = blockIdx.x % d.NH, row_stride = 3 * d.C;
-  const T* base = qkv + b * d.T * row_stride + h * HS;
-  const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows, w0 = q0 + 16 * warp;
+  const HeadRows rows = head_rows<HS>(d, true);
+  const int64_t row_stride = 3 * d.C, q0 = rows.first, w0 = rows.warp_first;
+  const T* base = qkv + rows.qkv_offset;
   T* q_tile = tiles + 4 * kCoreTileElements;
   fetch_core_tile(q_tile, base, row_stride, q0, d.T);
   fetch_core_tile(tiles, base + d.C, row_stride, 0, d.T);  // K_0, in slot 0
@@ -146,13 +169,11 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
     float s[kTileBlocks][4];
     float(&s_flat)[4 * kTileBlocks] = reinterpret_cast<float(&)[4 * kTileBlocks]>(s);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < HS / 16; ++kk) wgmma_ss<T, 64>(s_flat, k_major(q_tile, kk), k_major(k_tile, kk), kk > 0);
+    issue_scores(s_flat, q_tile, k_tile);
     wgmma_commit();
     if (k0 > 0) {
       wgmma_fence();  // the fence above is in another basic block, which ptxas does not follow (warning C7519)
-#pragma unroll
-      for (int kk = 0; kk < kTile / 16; ++kk) wgmma_rs_n_major<T>(o_flat, p[kk], n_major(v_slot(k0 - kTile), kk), true);
+      issue_output_product(o_flat, p, v_slot(k0 - kTile));
       wgmma_commit();
       wgmma_wait<1>();  // the scores; the product into O may still run
     } else {
@@ -171,16 +192,8 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
   async_wait<0>();
   fence_shared_for_wgmma();
   __syncthreads();
-  wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < kTile / 16; ++kk) {
-    wgmma_rs_n_major<T>(o_flat, p[kk], n_major(v_slot(block_last / kTile * kTile), kk), true);
-  }
-  wgmma_commit();
-  wgmma_wait<0>();
-  hold_registers(o_flat);
-  hold_registers(p_flat);
-  finish_forward_rows<T, HS>(out + b * d.T * d.C + h * HS, lse, o, m, l, w0, d);
+  run_output_product(o_flat, p, v_slot(block_last));
+  finish_forward_rows<T, HS>(out + rows.out_offset, lse, o, m, l, w0, d);
 }
 
 constexpr size_t kWgmmaForwardSharedBytes = 5 * kCoreTileElements * 2;  // two buffers of two tiles, and Q

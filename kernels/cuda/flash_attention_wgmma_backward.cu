@@ -38,10 +38,7 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
   float(&dq_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(dq);
   const int64_t block_last = block.last_key(d);
   for (int64_t k0 = 0; k0 <= block_last; k0 += kTile) {
-    async_wait<0>();  // as the forward's loop
-    fence_shared_for_wgmma();
-    __syncthreads();
-    if (k0 + kTile <= block_last) block.fetch_keys(k0 + kTile, d);
+    block.start_keys(k0, d);
     const T* k_tile = block.k_tile(k0);
     const T* v_tile = k_tile + kCoreTileElements;
 
@@ -61,12 +58,7 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
     uint32_t(&ds_flat)[kTile / 4] = reinterpret_cast<uint32_t(&)[kTile / 4]>(ds);
     hold_registers(ds_flat);
     hold_registers(dq_flat);
-    wgmma_fence();
-    issue_dq_product(dq_flat, ds, k_tile);
-    wgmma_commit();
-    wgmma_wait<0>();
-    hold_registers(dq_flat);
-    hold_registers(ds_flat);
+    run_dq_product(dq_flat, ds, k_tile);
   }
   block.write(dqkv, dq, d);
 }
@@ -99,14 +91,7 @@ __device__ __forceinline__ void dkdv_half_tile(float (&dk_flat)[32], float (&dv_
   hold_registers(ds_flat);
   hold_registers(dv_flat);
   hold_registers(dk_flat);
-  wgmma_fence();
-  issue_dkdv_products(dv_flat, dk_flat, p, ds, q_tile, do_tile, c0);
-  wgmma_commit();
-  wgmma_wait<0>();
-  hold_registers(dv_flat);
-  hold_registers(dk_flat);
-  hold_registers(p_flat);
-  hold_registers(ds_flat);
+  run_dkdv_products(dv_flat, dk_flat, p, ds, q_tile, do_tile, c0);
 }
 
 template <typename T>
@@ -120,10 +105,7 @@ __global__ void __launch_bounds__(kBlockThreads, 4)
   float(&dk_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(dk);
   float(&dv_flat)[4 * HS / 8] = reinterpret_cast<float(&)[4 * HS / 8]>(dv);
   for (int64_t q0 = block.k0; q0 < d.T; q0 += kTile) {
-    async_wait<0>();  // as the forward's loop
-    fence_shared_for_wgmma();
-    __syncthreads();
-    if (q0 + kTile < d.T) block.fetch_queries(q0 + kTile, d);
+    block.start_queries(q0, d);
     const T* q_tile = block.q_tile(q0);
     const float* row_lse = block.row_lse(q0);
 #pragma unroll 1

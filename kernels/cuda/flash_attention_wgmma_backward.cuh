@@ -28,14 +28,16 @@ struct DqBlock {
   const T* do_base;
 
   __device__ DqBlock(unsigned char* shared, const T* qkv, const T* dout, const TcDims& d)
+      : DqBlock(shared, qkv, dout, d, head_rows<kWgmmaHeadSize>(d, true)) {}
+  __device__ DqBlock(unsigned char* shared, const T* qkv, const T* dout, const TcDims& d, const HeadRows& rows)
       : tiles(reinterpret_cast<T*>(shared)),
         q_tile(tiles + 2 * Slots * kCoreTileElements),
         do_tile(q_tile + kCoreTileElements),
-        head_offset(int64_t(blockIdx.x / d.NH) * d.T * 3 * d.C + int64_t(blockIdx.x % d.NH) * kWgmmaHeadSize),
-        q0(int64_t(gridDim.y - 1 - blockIdx.y) * kRows),
-        w0(q0 + 16 * int(threadIdx.x / 32)),
+        head_offset(rows.qkv_offset),
+        q0(rows.first),
+        w0(rows.warp_first),
         base(qkv + head_offset),
-        do_base(dout + int64_t(blockIdx.x / d.NH) * d.T * d.C + int64_t(blockIdx.x % d.NH) * kWgmmaHeadSize) {
+        do_base(dout + rows.out_offset) {
     fetch_core_tile(q_tile, base, 3 * d.C, q0, d.T);  // in the first tiles' group
     fetch_core_tile(do_tile, do_base, d.C, q0, d.T);
     fetch_keys(0, d);
@@ -46,6 +48,14 @@ struct DqBlock {
     fetch_core_keys_values(tiles, int(k0 / kTile) % Slots, base, d.C, k0, d.T);
   }
   __device__ int64_t last_key(const TcDims& d) const { return min(d.T - 1, q0 + kRows - 1); }
+  // Key tile k0 has landed (visible to wgmma, every thread past the
+  // barrier); the next one's copies start, into a slot no product still reads.
+  __device__ void start_keys(int64_t k0, const TcDims& d) const {
+    async_wait<0>();
+    fence_shared_for_wgmma();
+    __syncthreads();
+    if (k0 + kTile <= last_key(d)) fetch_keys(k0 + kTile, d);
+  }
   __device__ void write(T* dqkv, const float (&dq)[kWgmmaHeadSize / 8][4], const TcDims& d) const {
     const float one[2] = {1.0f, 1.0f};
     write_rows<T, kWgmmaHeadSize>(dqkv + head_offset, 3 * d.C, dq, w0, d.T, one);
@@ -73,15 +83,18 @@ struct DkdvBlock {
 
   __device__ DkdvBlock(unsigned char* shared, const T* qkv, const T* dout, const float* lse_all,
                        const float* D_all, const TcDims& d)
+      : DkdvBlock(shared, qkv, dout, lse_all, D_all, d, head_rows<kWgmmaHeadSize>(d, false)) {}
+  __device__ DkdvBlock(unsigned char* shared, const T* qkv, const T* dout, const float* lse_all,
+                       const float* D_all, const TcDims& d, const HeadRows& rows)
       : tiles(reinterpret_cast<T*>(shared)),
         k_rows(tiles + 2 * Slots * kCoreTileElements),
         v_rows(k_rows + kCoreTileElements),
         row_values(reinterpret_cast<float*>(v_rows + kCoreTileElements)),
-        head_offset(int64_t(blockIdx.x / d.NH) * d.T * 3 * d.C + int64_t(blockIdx.x % d.NH) * kWgmmaHeadSize),
-        k0(int64_t(blockIdx.y) * kRows),  // the first blocks see the most queries
-        w0(k0 + 16 * int(threadIdx.x / 32)),
+        head_offset(rows.qkv_offset),
+        k0(rows.first),
+        w0(rows.warp_first),
         base(qkv + head_offset),
-        do_base(dout + int64_t(blockIdx.x / d.NH) * d.T * d.C + int64_t(blockIdx.x % d.NH) * kWgmmaHeadSize),
+        do_base(dout + rows.out_offset),
         lse(lse_all + blockIdx.x * d.T),
         D(D_all + blockIdx.x * d.T) {
     fetch_core_tile(k_rows, base + d.C, 3 * d.C, k0, d.T);  // in the first tiles' group
@@ -92,6 +105,14 @@ struct DkdvBlock {
   __device__ int slot(int64_t q0) const { return int((q0 - k0) / kTile) % Slots; }
   __device__ const T* q_tile(int64_t q0) const { return tiles + 2 * slot(q0) * kCoreTileElements; }
   __device__ const float* row_lse(int64_t q0) const { return row_values + 2 * slot(q0) * kTile; }  // D: + kTile
+  // The query tile at q0 has landed (visible to wgmma, every thread past the
+  // barrier); the next one's copies start, into a slot no product still reads.
+  __device__ void start_queries(int64_t q0, const TcDims& d) const {
+    async_wait<0>();
+    fence_shared_for_wgmma();
+    __syncthreads();
+    if (q0 + kTile < d.T) fetch_queries(q0 + kTile, d);
+  }
   // Q, dO and the queries' lse and D of the tile at q0, as one group.
   __device__ void fetch_queries(int64_t q0, const TcDims& d) const {
     T* q = tiles + 2 * slot(q0) * kCoreTileElements;
@@ -171,6 +192,19 @@ __device__ __forceinline__ void issue_dq_product(float (&dq_flat)[4 * kWgmmaHead
   for (int kk = 0; kk < kTile / 16; ++kk) wgmma_rs_n_major<T>(dq_flat, ds[kk], n_major(k_tile, kk), true);
 }
 
+// The same, fenced, committed and waited for, its registers held across.
+template <typename T>
+__device__ __forceinline__ void run_dq_product(float (&dq_flat)[4 * kWgmmaHeadSize / 8],
+                                               uint32_t (&ds)[kTile / 16][4], const T* k_tile) {
+  uint32_t(&ds_flat)[kTile / 4] = reinterpret_cast<uint32_t(&)[kTile / 4]>(ds);
+  wgmma_fence();
+  issue_dq_product(dq_flat, ds, k_tile);
+  wgmma_commit();
+  wgmma_wait<0>();
+  hold_registers(dq_flat);
+  hold_registers(ds_flat);
+}
+
 // dK/dV's scores for 32 queries (c0.. of the query tile) against the
 // block's 64 keys: S^T = K Q^T into st, dP^T = V dO^T into dpt (m64n32k16).
 template <typename T>
@@ -222,6 +256,24 @@ __device__ __forceinline__ void issue_dkdv_products(float (&dv_flat)[4 * kWgmmaH
   for (int kk = 0; kk < kHalfTile / 16; ++kk) wgmma_rs_n_major<T>(dv_flat, p[kk], n_major(do_tile, c0 / 16 + kk), true);
 #pragma unroll
   for (int kk = 0; kk < kHalfTile / 16; ++kk) wgmma_rs_n_major<T>(dk_flat, ds[kk], n_major(q_tile, c0 / 16 + kk), true);
+}
+
+// The same, fenced, committed and waited for, its registers held across.
+template <typename T>
+__device__ __forceinline__ void run_dkdv_products(float (&dv_flat)[4 * kWgmmaHeadSize / 8],
+                                                  float (&dk_flat)[4 * kWgmmaHeadSize / 8],
+                                                  uint32_t (&p)[kHalfTile / 16][4], uint32_t (&ds)[kHalfTile / 16][4],
+                                                  const T* q_tile, const T* do_tile, int c0) {
+  uint32_t(&p_flat)[kHalfTile / 4] = reinterpret_cast<uint32_t(&)[kHalfTile / 4]>(p);
+  uint32_t(&ds_flat)[kHalfTile / 4] = reinterpret_cast<uint32_t(&)[kHalfTile / 4]>(ds);
+  wgmma_fence();
+  issue_dkdv_products(dv_flat, dk_flat, p, ds, q_tile, do_tile, c0);
+  wgmma_commit();
+  wgmma_wait<0>();
+  hold_registers(dv_flat);
+  hold_registers(dk_flat);
+  hold_registers(p_flat);
+  hold_registers(ds_flat);
 }
 
 }  // namespace

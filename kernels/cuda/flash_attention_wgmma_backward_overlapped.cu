@@ -38,10 +38,7 @@ __global__ void __launch_bounds__(kBlockThreads, 3)
   for (int64_t k0 = 0; k0 <= block_last; k0 += kTile) {
     // Tile j has landed. The slot the next group fills held tile j - 2,
     // whose product every thread waited for in step j - 1, before this barrier.
-    async_wait<0>();
-    fence_shared_for_wgmma();
-    __syncthreads();
-    if (k0 + kTile <= block_last) block.fetch_keys(k0 + kTile, d);
+    block.start_keys(k0, d);
     const T* k_tile = block.k_tile(k0);
 
     float s[kTileBlocks][4], dp[kTileBlocks][4];
@@ -66,12 +63,7 @@ __global__ void __launch_bounds__(kBlockThreads, 3)
     hold_registers(ds_flat);
     pack_a_fragments<T>(ds, dp);
   }
-  wgmma_fence();  // the last tile's product
-  issue_dq_product(dq_flat, ds, block.k_tile(block_last));
-  wgmma_commit();
-  wgmma_wait<0>();
-  hold_registers(dq_flat);
-  hold_registers(ds_flat);
+  run_dq_product(dq_flat, ds, block.k_tile(block_last));  // the last tile's
   block.write(dqkv, dq, d);
 }
 
@@ -93,10 +85,7 @@ __global__ void __launch_bounds__(kBlockThreads, 3)
   for (int64_t q0 = block.k0; q0 < d.T; q0 += kTile) {
     // Tile i has landed. The slot the next group fills held tile i - 2,
     // whose last product every thread waited for in tile i - 1, before this barrier.
-    async_wait<0>();
-    fence_shared_for_wgmma();
-    __syncthreads();
-    if (q0 + kTile < d.T) block.fetch_queries(q0 + kTile, d);
+    block.start_queries(q0, d);
     const T* q_tile = block.q_tile(q0);
     const float* row_lse = block.row_lse(q0);
 #pragma unroll 1
@@ -129,14 +118,8 @@ __global__ void __launch_bounds__(kBlockThreads, 3)
       before_c0 = c0;
     }
   }
-  wgmma_fence();  // the last 32 queries' products (every block has some: k0 < T)
-  issue_dkdv_products(dv_flat, dk_flat, p, ds, before_tile, before_tile + kCoreTileElements, before_c0);
-  wgmma_commit();
-  wgmma_wait<0>();
-  hold_registers(dv_flat);
-  hold_registers(dk_flat);
-  hold_registers(p_flat);
-  hold_registers(ds_flat);
+  // The last 32 queries' products (every block has some: k0 < T).
+  run_dkdv_products(dv_flat, dk_flat, p, ds, before_tile, before_tile + kCoreTileElements, before_c0);
   block.write(dqkv, dk, dv, d);
 }
 

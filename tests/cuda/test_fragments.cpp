@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/cuda_check.h"
@@ -129,27 +130,25 @@ TEST_F(WgmmaFragments, ProductsInThePtxLayouts) {
     test::wgmma_product(d.get(), d_a.get(), d_b.get(), form, swap);
     return d.download();
   };
-  const std::vector<float> k_major = product(test::WgmmaForm::kSharedK64, false);
-  const std::vector<float> k_swapped = product(test::WgmmaForm::kSharedK64, true);
-  EXPECT_NE(k_swapped, expected) << "the probe cannot tell the two readings of a K-major descriptor apart";
-  EXPECT_EQ(k_major, expected)
-      << "A and B K-major in shared memory"
-      << (k_swapped == expected ? ": the GPU reads a K-major operand's LBO along M or N and SBO along K, not as "
-                                  "kernels/cuda/wgmma.cuh's shared_operand and tools/cuda_emu/wgmma.h assume: swap "
-                                  "them for K-major operands there"
-                                : "");
+  // A form read as wgmma.cuh reads the descriptors must give the product,
+  // and read the other way round must not (else the probe proves nothing);
+  // if the GPU takes the other reading, the failure says which to swap.
+  auto expect_the_documented_reading = [&](test::WgmmaForm form, const char* what, const char* major) {
+    const std::vector<float> documented = product(form, false), other = product(form, true);
+    EXPECT_NE(other, expected) << "the probe cannot tell the two readings of a " << major << " descriptor apart";
+    EXPECT_EQ(documented, expected)
+        << what
+        << (other == expected ? std::string(": the GPU reads a ") + major +
+                                    " operand's LBO along M or N and SBO along K, not as kernels/cuda/wgmma.cuh's "
+                                    "shared_operand and tools/cuda_emu/wgmma.h assume: swap them for " + major +
+                                    " operands there"
+                              : std::string());
+  };
+  expect_the_documented_reading(test::WgmmaForm::kSharedK64, "A and B K-major in shared memory", "K-major");
   std::vector<float> left_half = expected;  // m64n32k16: columns 32.. stay 0
   for (int m = 0; m < 64; ++m) std::fill(left_half.begin() + m * 64 + 32, left_half.begin() + m * 64 + 64, 0.0f);
   EXPECT_EQ(product(test::WgmmaForm::kSharedK32, false), left_half) << "m64n32k16, both K-major";
-  const std::vector<float> n_major = product(test::WgmmaForm::kRegistersN64, false);
-  const std::vector<float> swapped = product(test::WgmmaForm::kRegistersN64, true);
-  EXPECT_NE(swapped, expected) << "the probe cannot tell the two readings of an N-major descriptor apart";
-  EXPECT_EQ(n_major, expected)
-      << "A in registers, B N-major"
-      << (swapped == expected ? ": the GPU reads an N-major operand's LBO along N and SBO along K, not as "
-                                "kernels/cuda/wgmma.cuh's shared_operand and tools/cuda_emu/wgmma.h assume: swap "
-                                "them for N-major operands there"
-                              : "");
+  expect_the_documented_reading(test::WgmmaForm::kRegistersN64, "A in registers, B N-major", "N-major");
 }
 
 }  // namespace

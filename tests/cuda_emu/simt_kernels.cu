@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 
+#include <cstring>
 #include <type_traits>
 
 #include "kernels/cuda/async_copy.cuh"
@@ -132,7 +133,7 @@ __global__ void wgmma_hazard_kernel(float* out, int hazard) {
   __syncthreads();
   const __nv_bfloat162 pair = __floats2bfloat162_rn(1.0f, 1.0f);
   uint32_t a[4];
-  for (uint32_t& r : a) r = reinterpret_cast<const uint32_t&>(pair);
+  for (uint32_t& r : a) memcpy(&r, &pair, sizeof r);
   float acc[32] = {};
   if (hazard == 4 && threadIdx.x == 5) ones[200] = __float2bfloat16(2.0f);  // no barrier before the wgmma
   sg::cuda::wgmma_fence();

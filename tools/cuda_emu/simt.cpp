@@ -224,13 +224,17 @@ void check_config(const char* kernel, const Config& config) {
 // tests both ways, which exposes a race either way round.
 std::atomic<int> g_reverse_order{-1};  // -1: not yet read from SG_EMU_ORDER
 
-bool reverse_order() {
-  if (g_reverse_order.load() < 0) {
-    const char* order = std::getenv("SG_EMU_ORDER");
-    g_reverse_order = order != nullptr && std::string(order) == "reverse" ? 1 : 0;
+// Whether the environment's `variable` is `value`, read once into `cached`
+// (-1 until then; a test's setter may overwrite it).
+bool env_setting_is(std::atomic<int>& cached, const char* variable, const char* value) {
+  if (cached.load() < 0) {
+    const char* setting = std::getenv(variable);
+    cached = setting != nullptr && std::string(setting) == value ? 1 : 0;
   }
-  return g_reverse_order.load() == 1;
+  return cached.load() == 1;
 }
+
+bool reverse_order() { return env_setting_is(g_reverse_order, "SG_EMU_ORDER", "reverse"); }
 
 void run_block(Block& block, const Config& config, const uint3& block_index) {
   const unsigned count = config.block.x * config.block.y * config.block.z;
@@ -531,13 +535,7 @@ namespace {
 
 std::atomic<int> g_early_async_copies{-1};  // -1: not yet read from SG_EMU_ASYNC_COPY
 
-bool early_async_copies() {
-  if (g_early_async_copies.load() < 0) {
-    const char* when = std::getenv("SG_EMU_ASYNC_COPY");
-    g_early_async_copies = when != nullptr && std::string(when) == "early" ? 1 : 0;
-  }
-  return g_early_async_copies.load() == 1;
-}
+bool early_async_copies() { return env_setting_is(g_early_async_copies, "SG_EMU_ASYNC_COPY", "early"); }
 
 void land(const AsyncCopy& copy) {
   std::memcpy(copy.dst, copy.src, copy.src_bytes);
