@@ -9,6 +9,7 @@
 #include "autograd/functions.h"
 
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -290,14 +291,16 @@ AttentionForm form_from_environment() {
   return AttentionForm::automatic;
 }
 
-AttentionForm g_attention_form = form_from_environment();
+// set_attention_form's choice, over SG_ATTENTION (read at each call, so
+// one process can time both forms: bench_gpt --variants).
+std::optional<AttentionForm> g_attention_form;
 
 }  // namespace
 
 void set_attention_form(AttentionForm form) { g_attention_form = form; }
 
 Variable attention(const Variable& qkv, int64_t n_head) {
-  switch (g_attention_form) {
+  switch (g_attention_form ? *g_attention_form : form_from_environment()) {
     case AttentionForm::naive: return naive_attention(qkv, n_head);
     case AttentionForm::gemm: return gemm_attention(qkv, n_head);
     case AttentionForm::fused: return fused_attention(qkv, n_head);

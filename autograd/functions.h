@@ -55,7 +55,8 @@ Variable gemm_attention(const Variable& qkv, int64_t n_head);
 Variable fused_attention(const Variable& qkv, int64_t n_head);
 constexpr int64_t kFusedAttentionMaxHeadSize = 128;
 // Which form attention() takes: automatic (above), or one for every call
-// (to compare them); SG_ATTENTION=auto|naive|gemm|fused sets it at start.
+// (to compare them); SG_ATTENTION=auto|naive|gemm|fused, read at each call,
+// unless set_attention_form has chosen.
 enum class AttentionForm { automatic, naive, gemm, fused };
 void set_attention_form(AttentionForm form);
 constexpr int64_t kGemmAttentionMaxBytes = int64_t(1) << 30;  // per layer; GPT-2 at T 1024, batch 16: 384 MiB in bf16

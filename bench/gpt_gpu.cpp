@@ -4,19 +4,25 @@
 //
 //   build/bin/bench_gpt --device cuda --dtype bf16                 # GPT-2 124M, T 1024, batch 8
 //   build/bin/bench_gpt --device cpu --layers 2 --embd 64 --heads 2 --vocab 65 --ctx 64 --batch 4
+//   build/bin/bench_gpt --variants "wgmma:SG_FLASH_WGMMA=1 fused_dq:SG_FLASH_FUSED_DQ=1" --rounds 3
 //
 // FLOPs per token: 6 N + 6 L C T (N parameters); MFU against --peak-tflops
 // (989: an H100's dense bf16). Each step ends by reading the loss, which
-// waits for the device, so the times are whole steps. Prints one JSON line.
+// waits for the device, so the times are whole steps. Prints one JSON line;
+// with --variants (bench/switch_variants.h), each variant's gradients
+// against the defaults', then the variants' steps taking turns for
+// --rounds rounds of --steps each, a table and a JSON line per variant.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bench/switch_variants.h"
 #include "dist/world.h"
 #include "examples/cli.h"
 #include "examples/zero_parameters.h"
@@ -27,63 +33,235 @@
 namespace sg {
 namespace {
 
+struct Batch {
+  Tensor x, y;
+};
+
+// The model, its optimizer and the batches every step cycles through (the
+// same ones for every variant).
+struct Bench {
+  Device device;
+  GptConfig cfg;
+  int64_t B = 0, T = 0;
+  std::unique_ptr<Gpt> model;
+  std::unique_ptr<ZeroOptimizer> zero;
+  std::vector<Batch> batches;
+  double peak_flops = 0;
+
+  double tokens() const { return double(B * T); }
+  double flops_per_step() const {
+    const double N = double(model->parameter_count());
+    return (6 * N + 6 * double(cfg.n_layer * cfg.n_embd * T)) * tokens();
+  }
+};
+
+Bench make_bench(std::map<std::string, std::string>& a) {
+  Bench bench;
+  bench.device = parse_device(a["device"]);
+  SG_CHECK(bench.device.is_cpu() || cuda_available(), "no GPU visible; use --device cpu");
+  const DType dtype = a["dtype"] == "bf16" ? DType::bf16 : a["dtype"] == "fp16" ? DType::f16 : DType::f32;
+  GptConfig& cfg = bench.cfg;
+  cfg.n_layer = std::stoll(a["layers"]), cfg.n_head = std::stoll(a["heads"]), cfg.n_embd = std::stoll(a["embd"]);
+  cfg.vocab_size = std::stoll(a["vocab"]), cfg.block_size = std::stoll(a["ctx"]);
+  std::optional<ParametersOn> on(std::in_place, bench.device);
+  bench.model = std::make_unique<Gpt>(cfg);
+  on.reset();
+  bench.zero = std::make_unique<ZeroOptimizer>(
+      zero_parameters(*bench.model, cfg.seed), world(),
+      ZeroOptions{.stage = 0, .adam = {.lr = 3e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8}, .weight_decay = 0.1,
+                  .dtype = dtype, .reduce_dtype = dtype});
+  bench.B = std::stoll(a["batch"]), bench.T = cfg.block_size;
+  bench.peak_flops = std::stod(a["peak-tflops"]) * 1e12;
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int32_t> token(0, int32_t(cfg.vocab_size - 1));
+  for (int i = 0; i < 4; ++i) {  // random tokens: a step's time does not depend on them
+    std::vector<int32_t> x(static_cast<size_t>(bench.B * bench.T)), y(x.size());
+    for (auto& v : x) v = token(rng);
+    for (auto& v : y) v = token(rng);
+    bench.batches.push_back({Tensor::from_vector(x, {bench.B, bench.T}).to(bench.device),
+                             Tensor::from_vector(y, {bench.B, bench.T}).to(bench.device)});
+  }
+  return bench;
+}
+
+// One training step, timed to the loss's arrival on the host; its loss.
+double train_step(Bench& bench, const Batch& batch, bool profiled, double* loss) {
+  if (profiled) cuda_profiler_start();
+  const auto start = std::chrono::steady_clock::now();
+  Variable l = bench.model->loss(batch.x, batch.y);
+  bench.zero->backward(l, true);
+  bench.zero->clip_grad_norm(1.0);
+  bench.zero->step(3e-4);
+  bench.zero->zero_grad();
+  *loss = l.data().item();  // waits for the device
+  if (profiled) cuda_profiler_stop();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The loss and every parameter's gradient from one batch, leaving the
+// weights as they were (no step).
+GradientCheck gradient_check(Bench& bench, const Batch& batch) {
+  GradientCheck check;
+  Variable l = bench.model->loss(batch.x, batch.y);
+  bench.zero->backward(l, true);
+  bench.zero->clip_grad_norm(0);  // measures only; zeroes any gradient no backward wrote
+  check.loss = l.data().item();
+  for (const ShardGroup& group : bench.zero->groups()) {
+    const std::vector<float> flat = group.flat_grads().to(Device::cpu()).to_vector<float>();
+    for (const GroupParameter& p : group.params()) {
+      check.gradients.emplace_back(p.name, std::vector<float>(flat.begin() + p.offset,
+                                                              flat.begin() + p.offset + p.numel));
+    }
+  }
+  bench.zero->zero_grad();
+  return check;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+void print_json(const Bench& bench, const std::string& dtype, double seconds, double loss, const std::string& extra) {
+  const double flops = bench.flops_per_step() / seconds;
+  std::printf("{\"framework\": \"shardgrad\", \"device\": \"%s\", \"dtype\": \"%s\", \"parameters\": %.0f, "
+              "\"batch\": %lld, \"ctx\": %lld, \"ms_per_step\": %.2f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, "
+              "\"mfu\": %.4f, \"loss\": %.4f%s}\n",
+              bench.device.str().c_str(), dtype.c_str(), double(bench.model->parameter_count()), (long long)bench.B,
+              (long long)bench.T, seconds * 1000, bench.tokens() / seconds, flops / 1e12, flops / bench.peak_flops,
+              loss, extra.c_str());
+}
+
+int run_single(Bench& bench, std::map<std::string, std::string>& a) {
+  const int64_t warmup = std::stoll(a["warmup"]), steps = std::stoll(a["steps"]);
+  std::vector<double> seconds;
+  double loss = 0;
+  for (int64_t step = 0; step < warmup + steps; ++step) {
+    // --profile-last 1: only the last step under a profiler started with
+    // --profile-from-start off (bench/kernel_profile.py), not the model's setup.
+    const bool profiled = a["profile-last"] == "1" && step + 1 == warmup + steps;
+    const Batch& batch = bench.batches[size_t(step) % bench.batches.size()];
+    const double s = train_step(bench, batch, profiled, &loss);
+    if (step >= warmup) seconds.push_back(s);
+  }
+  print_json(bench, a["dtype"], median(seconds), loss, "");
+  return 0;
+}
+
+struct VariantResult {
+  std::string error;  // why it was not timed
+  CheckDifference difference;
+  std::vector<double> seconds;        // every timed step
+  std::vector<double> round_medians;  // one a round
+  double loss = 0;
+};
+
+int run_variants(Bench& bench, std::map<std::string, std::string>& a) {
+  const std::vector<SwitchVariant> variants = parse_switch_variants(a["variants"]);
+  const int64_t warmup = std::stoll(a["warmup"]), steps = std::stoll(a["steps"]), rounds = std::stoll(a["rounds"]);
+  const double tolerance = std::stod(a["tolerance"]);
+  SG_CHECK(steps >= 1 && rounds >= 1 && warmup >= 0, "--steps and --rounds must be at least 1, --warmup at least 0");
+  std::vector<VariantResult> results(variants.size());
+
+  // Each variant's gradients against the defaults', all at the starting weights.
+  GradientCheck reference;
+  for (size_t v = 0; v < variants.size(); ++v) {
+    std::fprintf(stderr, "bench_gpt: checking %s (%s)\n", variants[v].name.c_str(), variants[v].describe().c_str());
+    try {
+      ScopedSwitches switches(variants[v]);
+      GradientCheck check = gradient_check(bench, bench.batches[0]);
+      if (v == 0) reference = std::move(check);
+      results[v].difference = compare_checks(reference, v == 0 ? reference : check);
+    } catch (const std::exception& error) {
+      if (v == 0) throw;  // nothing to compare with
+      results[v].error = std::string("failed: ") + error.what();
+      bench.zero->zero_grad();
+      continue;
+    }
+    if (!results[v].difference.within(tolerance)) {
+      results[v].error = "not timed: its loss or gradients differ from the defaults' by more than --tolerance";
+    }
+  }
+  reference = GradientCheck();
+
+  // The variants take turns, round after round; each warms up on its first turn.
+  size_t next_batch = 0;
+  for (int64_t round = 0; round < rounds; ++round) {
+    std::fprintf(stderr, "bench_gpt: round %lld of %lld\n", (long long)round + 1, (long long)rounds);
+    for (size_t v = 0; v < variants.size(); ++v) {
+      VariantResult& r = results[v];
+      if (!r.error.empty()) continue;
+      try {
+        ScopedSwitches switches(variants[v]);
+        std::vector<double> seconds;
+        for (int64_t step = 0; step < (round == 0 ? warmup : 0) + steps; ++step) {
+          const Batch& batch = bench.batches[next_batch++ % bench.batches.size()];
+          const double s = train_step(bench, batch, false, &r.loss);
+          if (round > 0 || step >= warmup) seconds.push_back(s);
+        }
+        r.seconds.insert(r.seconds.end(), seconds.begin(), seconds.end());
+        r.round_medians.push_back(median(seconds));
+      } catch (const std::exception& error) {
+        r.error = std::string("failed: ") + error.what();
+        bench.zero->zero_grad();
+      }
+    }
+  }
+
+  const double base = results[0].seconds.empty() ? 0 : median(results[0].seconds);
+  std::printf("| variant | switches | ms/step | rounds (ms) | speed vs default | MFU | loss vs default | "
+              "worst gradient vs default |\n|---|---|---|---|---|---|---|---|\n");
+  bool all_ok = true;
+  for (size_t v = 0; v < variants.size(); ++v) {
+    const VariantResult& r = results[v];
+    const CheckDifference& d = r.difference;
+    char check[256];
+    std::snprintf(check, sizeof check, "%.2e | %.2e (%s)", d.loss, d.worst_gradient,
+                  d.worst_gradient == 0 ? "every parameter" : d.worst_parameter.c_str());
+    if (r.seconds.empty()) {
+      all_ok = false;
+      std::printf("| %s | %s | %s | | | | %s |\n", variants[v].name.c_str(), variants[v].describe().c_str(),
+                  r.error.c_str(), r.error.rfind("not timed", 0) == 0 ? check : " | ");
+      continue;
+    }
+    const double ms = median(r.seconds) * 1000;
+    std::string spread;
+    for (double m : r.round_medians) {
+      char one[32];
+      std::snprintf(one, sizeof one, "%s%.2f", spread.empty() ? "" : " ", m * 1000);
+      spread += one;
+    }
+    std::printf("| %s | %s | %.2f | %s | %.3fx | %.1f%% | %s |\n", variants[v].name.c_str(),
+                variants[v].describe().c_str(), ms, spread.c_str(), base / (ms / 1000),
+                100 * bench.flops_per_step() / (ms / 1000) / bench.peak_flops, check);
+  }
+  for (size_t v = 0; v < variants.size(); ++v) {
+    const VariantResult& r = results[v];
+    if (r.seconds.empty()) continue;
+    char extra[512];
+    std::snprintf(extra, sizeof extra, ", \"variant\": \"%s\", \"switches\": \"%s\", \"loss_vs_default\": %.3e, "
+                  "\"gradient_vs_default\": %.3e", variants[v].name.c_str(), variants[v].describe().c_str(),
+                  r.difference.loss, r.difference.worst_gradient);
+    print_json(bench, a["dtype"], median(r.seconds), r.loss, extra);
+  }
+  return all_ok ? 0 : 1;
+}
+
 int run(int argc, char** argv) {
   std::map<std::string, std::string> a = {{"device", "cuda"}, {"dtype", "bf16"}, {"layers", "12"}, {"heads", "12"},
                                           {"embd", "768"},    {"vocab", "50304"}, {"ctx", "1024"},  {"batch", "8"},
                                           {"warmup", "2"},    {"steps", "5"},     {"peak-tflops", "989"},
-                                          {"profile-last", "0"}};
-  for (int i = 1; i + 1 < argc; i += 2) {
+                                          {"profile-last", "0"}, {"variants", ""}, {"rounds", "3"},
+                                          {"tolerance", "0.1"}};
+  for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
-    SG_CHECK(flag.rfind("--", 0) == 0 && a.count(flag.substr(2)), "unknown flag ", flag);
+    SG_CHECK(flag.rfind("--", 0) == 0 && a.count(flag.substr(2)) && i + 1 < argc, "unknown flag or missing value: ",
+             flag);
     a[flag.substr(2)] = argv[i + 1];
   }
-  const Device device = parse_device(a["device"]);
-  SG_CHECK(device.is_cpu() || cuda_available(), "no GPU visible; use --device cpu");
-  const DType dtype = a["dtype"] == "bf16" ? DType::bf16 : a["dtype"] == "fp16" ? DType::f16 : DType::f32;
-  GptConfig cfg;
-  cfg.n_layer = std::stoll(a["layers"]), cfg.n_head = std::stoll(a["heads"]), cfg.n_embd = std::stoll(a["embd"]);
-  cfg.vocab_size = std::stoll(a["vocab"]), cfg.block_size = std::stoll(a["ctx"]);
-  std::optional<ParametersOn> on(std::in_place, device);
-  Gpt model(cfg);
-  on.reset();
-  ZeroOptimizer zero(zero_parameters(model, cfg.seed), world(),
-                     {.stage = 0, .adam = {.lr = 3e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8}, .weight_decay = 0.1,
-                      .dtype = dtype, .reduce_dtype = dtype});
-  const int64_t B = std::stoll(a["batch"]), T = cfg.block_size;
-  std::mt19937 rng(1234);
-  std::uniform_int_distribution<int32_t> token(0, int32_t(cfg.vocab_size - 1));
-  std::vector<double> seconds;
-  double loss = 0;
-  const int64_t warmup = std::stoll(a["warmup"]), steps = std::stoll(a["steps"]);
-  for (int64_t step = 0; step < warmup + steps; ++step) {
-    std::vector<int32_t> x(static_cast<size_t>(B * T)), y(static_cast<size_t>(B * T));
-    for (auto& v : x) v = token(rng);
-    for (auto& v : y) v = token(rng);
-    Tensor xs = Tensor::from_vector(x, {B, T}).to(device), ys = Tensor::from_vector(y, {B, T}).to(device);
-    // --profile-last 1: only the last step under a profiler started with
-    // --profile-from-start off (bench/kernel_profile.py), not the model's setup.
-    const bool profiled = a["profile-last"] == "1" && step + 1 == warmup + steps;
-    if (profiled) cuda_profiler_start();
-    const auto start = std::chrono::steady_clock::now();
-    Variable l = model.loss(xs, ys);
-    zero.backward(l, true);
-    zero.clip_grad_norm(1.0);
-    zero.step(3e-4);
-    zero.zero_grad();
-    loss = l.data().item();  // waits for the device
-    if (profiled) cuda_profiler_stop();
-    if (step >= warmup) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(seconds.begin(), seconds.end());
-  const double median = seconds[seconds.size() / 2], tokens = double(B * T);
-  const double N = double(model.parameter_count());
-  const double flops = (6 * N + 6 * double(cfg.n_layer * cfg.n_embd * T)) * tokens / median;
-  std::printf("{\"framework\": \"shardgrad\", \"device\": \"%s\", \"dtype\": \"%s\", \"parameters\": %.0f, "
-              "\"batch\": %lld, \"ctx\": %lld, \"ms_per_step\": %.2f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, "
-              "\"mfu\": %.4f, \"loss\": %.4f}\n",
-              device.str().c_str(), a["dtype"].c_str(), N, (long long)B, (long long)T, median * 1000, tokens / median,
-              flops / 1e12, flops / (std::stod(a["peak-tflops"]) * 1e12), loss);
-  return 0;
+  if (!a["variants"].empty()) parse_switch_variants(a["variants"]);  // a bad spec fails before the model is built
+  Bench bench = make_bench(a);
+  return a["variants"].empty() ? run_single(bench, a) : run_variants(bench, a);
 }
 
 }  // namespace

@@ -73,6 +73,7 @@ class ShardGroup {
   // gradients. Before anything reads flat_grads() itself.
   void zero_unwritten_grads();
   Tensor& flat_grads() { return flat_grads_; }
+  const Tensor& flat_grads() const { return flat_grads_; }
   void drop_flat_grads();  // frees the buffer and every parameter's .grad
 
   // Copies each parameter's current .grad into a fresh flat buffer of

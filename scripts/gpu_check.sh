@@ -18,7 +18,7 @@
 # dropped. SG_GPU_CHECK_STEPS (an extended regular expression over the step
 # names) runs only the steps it matches, besides configure and build, for a
 # lease too short for everything: e.g.
-#   SG_GPU_CHECK_STEPS='^(test_cuda|bench_gpt|bench_gpt_wgmma.*|bench_gpt_b32|bench_gpt_b32_wgmma)$'
+#   SG_GPU_CHECK_STEPS='^(test_cuda|bench_gpt|bench_gpt_variants|bench_gpt_b32|bench_gpt_b32_variants)$'
 # Logs go to build-gpu/logs; with $OUT set (the device tool) they are
 # packed into $OUT/gpu_check_logs.tgz after every step, so a check cut short
 # still brings its logs back, and the table is written to $OUT/gpu_check.md.
@@ -167,39 +167,33 @@ if command -v compute-sanitizer >/dev/null; then
   SG_STEP_OPTIONAL=1 step sanitizer_racecheck_fused_dq 120 compute-sanitizer --tool racecheck --error-exitcode 9 \
     $bin/test_cuda --gtest_filter='CudaKernels.TensorCoreAttentionWithFusedDqMatchesCpu'
 fi
-# GPT-2 124M, bf16, T 1024, beside PyTorch (bench/gpt_gpu.py); then the newest fusions switched off
-# one at a time (the loss's gradient written in its forward, LayerNorm's backward in one kernel:
-# not yet timed on a GPU), and attention's GEMM form instead of the default fused kernels on
-# tensor cores; then where one step's kernel time goes (ncu).
+# GPT-2 124M, bf16, T 1024, beside PyTorch (bench/gpt_gpu.py).
 step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --profile-torch
-# Attention on Hopper's warpgroup MMA (SG_FLASH_WGMMA=1; off by default, never run on a GPU before: test_cuda's
-# WgmmaFragments and TensorCoreAttentionOnWgmmaMatchesCpu above say whether it is right).
-SG_FLASH_WGMMA=1 step bench_gpt_wgmma 60 $bin/bench_gpt --device cuda --dtype bf16
-# Its kernels without the products overlapping the exponentials (SG_FLASH_WGMMA_OVERLAP=0).
-SG_FLASH_WGMMA=1 SG_FLASH_WGMMA_OVERLAP=0 step bench_gpt_wgmma_no_overlap 60 $bin/bench_gpt --device cuda \
-  --dtype bf16
-SG_FUSED_CROSS_ENTROPY=0 step bench_gpt_two_pass_loss 60 $bin/bench_gpt --device cuda --dtype bf16
-SG_LAYERNORM_FUSED_BACKWARD=0 step bench_gpt_two_kernel_layernorm 60 $bin/bench_gpt --device cuda --dtype bf16
-SG_ATTENTION=gemm step bench_gpt_gemm_attention 60 $bin/bench_gpt --device cuda --dtype bf16
-# cuBLASLt's first 8 algorithms timed for each GEMM shape, the fastest kept (off by default: not
-# bit-for-bit repeatable; kernels/cuda/matmul_lt.cu): not yet timed on a GPU.
-SG_GEMM_AUTOTUNE=8 step bench_gpt_gemm_autotune 60 $bin/bench_gpt --device cuda --dtype bf16
-# The GEMMs' other epilogues, off by default and not yet timed on a GPU (test_cuda and test_cuda_gpt
-# checked them above): the MLP's GELU inside its two GEMMs (GELU_AUX_BIAS forward, DGELU backward;
-# SG_GEMM_GELU_EPILOGUE=1), the biases' gradients out of their weights' GEMMs (BGRADB;
-# SG_GEMM_BIAS_GRAD_EPILOGUE=1), then both.
-SG_GEMM_GELU_EPILOGUE=1 step bench_gpt_gelu_epilogue 60 $bin/bench_gpt --device cuda --dtype bf16
-SG_GEMM_BIAS_GRAD_EPILOGUE=1 step bench_gpt_bias_grad_epilogue 60 $bin/bench_gpt --device cuda --dtype bf16
-SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 step bench_gpt_both_epilogues 60 $bin/bench_gpt --device cuda \
-  --dtype bf16
-# dQ made inside the dK/dV kernel as partials summed after (SG_FLASH_FUSED_DQ=1; off by default, not yet
-# timed; test_cuda checked it above), with the backward built for more warps (the default) and fewer.
-SG_FLASH_FUSED_DQ=1 step bench_gpt_fused_dq 60 $bin/bench_gpt --device cuda --dtype bf16
-SG_FLASH_FUSED_DQ=1 SG_FLASH_BACKWARD_MORE_WARPS=0 step bench_gpt_fused_dq_fewer_warps 60 $bin/bench_gpt \
-  --device cuda --dtype bf16
-# LayerNorm's backward with each warp's next row copied in while it computes (SG_LAYERNORM_PIPELINED_BACKWARD=1;
-# off by default, not yet timed; test_cuda checked it above); the kernels alone are timed further down.
-SG_LAYERNORM_PIPELINED_BACKWARD=1 step bench_gpt_pipelined_layernorm 60 $bin/bench_gpt --device cuda --dtype bf16
+# Then every switch the kernels read at each call, in one process (bench_gpt --variants,
+# bench/switch_variants.h): each variant's loss and gradients against the defaults' from one batch at
+# the same weights (one that differs by more than --tolerance is not timed), then the variants take
+# turns for three rounds, so they share the GPU's clocks. First what is off by default and not yet
+# timed on a GPU (test_cuda checked each above): attention on Hopper's wgmma with its products
+# overlapping the exponentials and without (never run on a GPU before), dQ inside the dK/dV kernel,
+# the GEMMs' GELU and bias-gradient epilogues, cuBLASLt's first 8 algorithms timed for each shape
+# (not bit-for-bit repeatable), LayerNorm's backward with the next row copied in ahead, then all of them.
+every="SG_FLASH_WGMMA=1,SG_FLASH_FUSED_DQ=1,SG_GEMM_GELU_EPILOGUE=1,SG_GEMM_BIAS_GRAD_EPILOGUE=1"
+every="$every,SG_GEMM_AUTOTUNE=8,SG_LAYERNORM_PIPELINED_BACKWARD=1"
+opt_ins="wgmma:SG_FLASH_WGMMA=1 wgmma_no_overlap:SG_FLASH_WGMMA=1,SG_FLASH_WGMMA_OVERLAP=0
+  fused_dq:SG_FLASH_FUSED_DQ=1 fused_dq_fewer_warps:SG_FLASH_FUSED_DQ=1,SG_FLASH_BACKWARD_MORE_WARPS=0
+  gelu_epilogue:SG_GEMM_GELU_EPILOGUE=1 bias_grad_epilogue:SG_GEMM_BIAS_GRAD_EPILOGUE=1
+  both_epilogues:SG_GEMM_GELU_EPILOGUE=1,SG_GEMM_BIAS_GRAD_EPILOGUE=1 gemm_autotune:SG_GEMM_AUTOTUNE=8
+  both_epilogues_autotune:SG_GEMM_GELU_EPILOGUE=1,SG_GEMM_BIAS_GRAD_EPILOGUE=1,SG_GEMM_AUTOTUNE=8
+  pipelined_layernorm:SG_LAYERNORM_PIPELINED_BACKWARD=1
+  every_opt_in:$every"
+# Then the defaults a second time (the noise between variants), and the defaults' fast paths switched
+# off one at a time: the loss's gradient in its forward, LayerNorm's backward in one kernel, attention's
+# fused kernels (its GEMM form; the kernels built for fewer warps an SM; on CUDA cores).
+defaults_off="again: two_pass_loss:SG_FUSED_CROSS_ENTROPY=0 two_kernel_layernorm:SG_LAYERNORM_FUSED_BACKWARD=0
+  gemm_attention:SG_ATTENTION=gemm forward_fewer_warps:SG_FLASH_FORWARD_MORE_WARPS=0
+  backward_fewer_warps:SG_FLASH_BACKWARD_MORE_WARPS=0 fused_cuda_cores:SG_ATTENTION=fused,SG_FLASH_TENSOR_CORES=0"
+step bench_gpt_variants 180 $bin/bench_gpt --device cuda --dtype bf16 --rounds 3 --steps 5 \
+  --variants "$opt_ins $defaults_off"
 command -v ncu >/dev/null &&
   step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
@@ -242,29 +236,13 @@ step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
 for batch in 16 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench_gpt --device cuda --dtype bf16 --batch $batch; done
 # The issue's micro-batch "as large as fits": 32 for both, side by side (PyTorch's compile takes a minute).
 SG_STEP_OPTIONAL=1 step bench_gpt_b32 180 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --batch 32 --profile-torch
-SG_FLASH_WGMMA=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_wgmma 60 $bin/bench_gpt --device cuda --dtype bf16 --batch 32
-SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 step bench_gpt_b32_gemm_autotune 60 $bin/bench_gpt --device cuda --dtype bf16 \
-  --batch 32
-SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_both_epilogues 60 \
-  $bin/bench_gpt --device cuda --dtype bf16 --batch 32
-SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_GEMM_AUTOTUNE=8 SG_STEP_OPTIONAL=1 \
-  step bench_gpt_b32_both_epilogues_autotune 60 $bin/bench_gpt --device cuda --dtype bf16 --batch 32
-SG_FLASH_FUSED_DQ=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_fused_dq 60 $bin/bench_gpt --device cuda --dtype bf16 \
-  --batch 32
-SG_LAYERNORM_PIPELINED_BACKWARD=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_pipelined_layernorm 60 $bin/bench_gpt \
-  --device cuda --dtype bf16 --batch 32
-SG_FLASH_FUSED_DQ=1 SG_GEMM_GELU_EPILOGUE=1 SG_GEMM_BIAS_GRAD_EPILOGUE=1 SG_GEMM_AUTOTUNE=8 \
-  SG_LAYERNORM_PIPELINED_BACKWARD=1 SG_FLASH_WGMMA=1 SG_STEP_OPTIONAL=1 step bench_gpt_b32_every_opt_in 60 \
-  $bin/bench_gpt --device cuda --dtype bf16 --batch 32
+# The opt-ins at micro-batch 32 too, where PyTorch compiled was still ahead in runs 9-11.
+SG_STEP_OPTIONAL=1 step bench_gpt_b32_variants 180 $bin/bench_gpt --device cuda --dtype bf16 --batch 32 --rounds 3 \
+  --steps 3 --variants "$opt_ins again:"
 # Where a step's time goes at micro-batch 32, where PyTorch compiled was still ahead in runs 9-11.
 command -v ncu >/dev/null &&
   SG_STEP_OPTIONAL=1 step kernel_profile_b32 120 python3 bench/kernel_profile.py --top 30 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1 --batch 32
-# The attention kernels' other shapes (kernels/cuda/flash_attention_tc.cu: the forward, then the
-# backward, built for fewer warps an SM; no faster in runs 6-11), and the CUDA-core fused attention.
-SG_FLASH_FORWARD_MORE_WARPS=0 step bench_gpt_forward_fewer_warps 60 $bin/bench_gpt --device cuda --dtype bf16
-SG_FLASH_BACKWARD_MORE_WARPS=0 step bench_gpt_backward_fewer_warps 60 $bin/bench_gpt --device cuda --dtype bf16
-SG_ATTENTION=fused SG_FLASH_TENSOR_CORES=0 step bench_gpt_fused_cuda_cores 60 $bin/bench_gpt --device cuda --dtype bf16
 [ -x $bin/test_nccl ] && SG_NCCL_WAIT=device step test_nccl_device_wait 60 $bin/test_nccl
 # The whole suites last: mostly CPU tests, here built by this machine's compiler.
 export SG_POISON=1
@@ -308,14 +286,12 @@ summary() {
   echo "## GPT-2 124M training, bf16, T 1024, batch 8 (bench/gpt_gpu.py)"
   cat "$logs/bench_gpt.log" 2>/dev/null
   [ -f "$logs/bench_gpt_b32.log" ] && echo "micro-batch 32:" && grep -E '^\||^PyTorch compiled' "$logs/bench_gpt_b32.log"
-  for log in bench_gpt_wgmma bench_gpt_wgmma_no_overlap bench_gpt_two_pass_loss bench_gpt_two_kernel_layernorm \
-    bench_gpt_gemm_attention bench_gpt_gemm_autotune \
-    bench_gpt_gelu_epilogue bench_gpt_bias_grad_epilogue bench_gpt_both_epilogues bench_gpt_fused_dq \
-    bench_gpt_fused_dq_fewer_warps bench_gpt_pipelined_layernorm bench_gpt_b16 bench_gpt_b32_wgmma \
-    bench_gpt_b32_gemm_autotune \
-    bench_gpt_b32_both_epilogues bench_gpt_b32_both_epilogues_autotune bench_gpt_b32_fused_dq \
-    bench_gpt_b32_pipelined_layernorm bench_gpt_b32_every_opt_in bench_gpt_b64 bench_gpt_forward_fewer_warps \
-    bench_gpt_backward_fewer_warps bench_gpt_fused_cuda_cores; do
+  for log in bench_gpt_variants bench_gpt_b32_variants; do
+    [ -f "$logs/$log.log" ] || continue
+    echo "$log (bench_gpt --variants; ms/step the median over its rounds):"
+    grep -E '^\|' "$logs/$log.log" || tail -3 "$logs/$log.log"
+  done
+  for log in bench_gpt_b16 bench_gpt_b64; do
     [ -f "$logs/$log.log" ] && echo "$log: $(tail -1 "$logs/$log.log")"
   done
   for profile in attention_profile attention_profile_wgmma; do

@@ -415,9 +415,8 @@ bool fused_dq() { return env_switch_opted_in("SG_FLASH_FUSED_DQ"); }
 }  // namespace
 
 bool flash_tensor_cores_apply(DType dtype, int64_t head_size) {
-  static const bool enabled = env_switch_on("SG_FLASH_TENSOR_CORES");
-  return enabled && (dtype == DType::bf16 || dtype == DType::f16) && head_size % 16 == 0 && head_size >= 16 &&
-         head_size <= kFlashTensorCoreMaxHeadSize;
+  return env_switch_on("SG_FLASH_TENSOR_CORES") && (dtype == DType::bf16 || dtype == DType::f16) &&
+         head_size % 16 == 0 && head_size >= 16 && head_size <= kFlashTensorCoreMaxHeadSize;
 }
 
 void flash_forward_tensor_cores(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,

@@ -96,9 +96,11 @@ struct Key {
   uint32_t align_a, align_b, align_c, align_bias, align_aux;
   int device;
   int candidate;  // which of the heuristic's answers: 0 but under bench_gemm --candidates
+  int autotune;   // SG_GEMM_AUTOTUNE's count when the plan was made: a plan of each setting
   auto tie() const {
     return std::tie(m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c, trans_a, trans_b, bias, accumulate,
-                    row_sums, gelu, dtype, c_dtype, align_a, align_b, align_c, align_bias, align_aux, device, candidate);
+                    row_sums, gelu, dtype, c_dtype, align_a, align_b, align_c, align_bias, align_aux, device, candidate,
+                    autotune);
   }
   bool operator<(const Key& other) const { return tie() < other.tie(); }
 };
@@ -126,7 +128,8 @@ LtEpilogueCounts g_epilogue_gemms;  // lt_epilogue_gemms
 constexpr int kMaxCandidates = 16;
 
 // SG_GEMM_AUTOTUNE: how many of the heuristic's answers to time (0: take its
-// first). Read when a plan is made, so a test can turn it on for new shapes.
+// first). Read at each call and part of the plan's key, so one process can
+// run with it and without (bench_gpt --variants).
 int autotune_count() {
   const char* setting = std::getenv("SG_GEMM_AUTOTUNE");
   if (setting == nullptr || *setting == '\0') return 0;
@@ -190,7 +193,8 @@ void set_epilogue(cublasLtMatmulDesc_t desc, const Key& key, const LtEpilogue& e
   point_epilogue(desc, key, e);
 }
 
-Plan make_plan(const Key& key, const LtEpilogue& epilogue, DeviceState& state, int autotune) {
+Plan make_plan(const Key& key, const LtEpilogue& epilogue, DeviceState& state) {
+  const int autotune = key.autotune;
   Plan plan;
   const cudaDataType type = lt_type(key.dtype);
   CUBLASLT_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -333,11 +337,11 @@ bool lt_matmul(void* c, DType c_dtype, const void* a, const void* b, const LtEpi
                 epilogue.gelu, dtype,         c_dtype,
                 alignment_of(a), alignment_of(b), alignment_of(c),
                 align_vector,  gelu ? alignment_of(epilogue.aux) : 256u,
-                device,        g_candidate};
+                device,        g_candidate,   autotune_count()};
   std::lock_guard<std::mutex> lock(g_mutex);
   DeviceState& state = state_for(device);
   auto it = g_plans.find(key);
-  if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(key, epilogue, state, autotune_count())).first;
+  if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(key, epilogue, state)).first;
   Plan& plan = it->second;
   if (!plan.usable) return false;
   point_epilogue(plan.desc, key, epilogue);

@@ -84,6 +84,23 @@ TEST_F(CudaDestinations, AutotunedGemmsWriteOnceAndAddOnce) {
   unsetenv("SG_GEMM_AUTOTUNE");
 }
 
+// The setting is read at each call (bench_gpt --variants times both sides in
+// one process): a shape first planned without it gets a timed plan of its
+// own once it is on, and the untimed one again once it is off.
+TEST_F(CudaDestinations, AutotuneIsReadAtEachCall) {
+  unsetenv("SG_GEMM_AUTOTUNE");
+  const Tensor a = gpu(random_tensor({41, 19}, "a")), b = gpu(random_tensor({19, 23}, "b"));
+  const Tensor untimed = matmul(a, b);
+  const int tuned_before = cuda::lt_plans_autotuned();
+  setenv("SG_GEMM_AUTOTUNE", "3", 1);
+  const Tensor timed = matmul(a, b);
+  EXPECT_EQ(cuda::lt_plans_autotuned(), tuned_before + 1) << "the shape's untimed plan was taken";
+  unsetenv("SG_GEMM_AUTOTUNE");
+  EXPECT_TRUE(same_as_cpu(matmul(a, b), untimed.to(Device::cpu()), 0.0, 0.0)) << "the untimed plan again";
+  EXPECT_EQ(cuda::lt_plans_autotuned(), tuned_before + 1);
+  EXPECT_TRUE(same_as_cpu(timed, untimed.to(Device::cpu()), kF32, 1e-5));
+}
+
 TEST_F(CudaDestinations, BiasGradientIntoF32BufferMatchesCpu) {
   const Tensor dy = random_tensor({70, 33}, "dy");
   for (DType dtype : {DType::f32, DType::bf16}) {
