@@ -91,7 +91,9 @@ __device__ __forceinline__ void wgmma_wait() {
 // Shared-memory writes by ordinary stores and cp.async become visible to
 // wgmma's reads (the "async proxy") only after this fence; then a barrier.
 __device__ __forceinline__ void fence_shared_for_wgmma() {
-#if !defined(SG_CUDA_EMULATOR) && defined(SG_WGMMA_DEVICE)
+#if defined(SG_CUDA_EMULATOR)
+  ::sg_emu::fence_proxy_async();  // the emulator checks each wgmma's shared operands against this fence
+#elif defined(SG_WGMMA_DEVICE)
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }

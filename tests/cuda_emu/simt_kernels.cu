@@ -113,6 +113,7 @@ __global__ void async_copy_kernel(float* out, const float* in) {
 __global__ void wgmma_wait_kernel(float* out, bool wait) {
   __shared__ alignas(128) __nv_bfloat16 ones[64 * 16];
   for (int i = threadIdx.x; i < 64 * 16; i += blockDim.x) ones[i] = __float2bfloat16(1.0f);
+  sg::cuda::fence_shared_for_wgmma();
   __syncthreads();
   float acc[32];
   for (int i = 0; i < 32; ++i) acc[i] = -1.0f;
@@ -127,9 +128,15 @@ __global__ void wgmma_wait_kernel(float* out, bool wait) {
   out[2 * threadIdx.x + 1] = acc[0];
 }
 
-__global__ void wgmma_hazard_kernel(float* out, int hazard) {
+// B (all ones) comes into shared memory by cp.async, 16 bytes a thread;
+// the hazards are wgmma_with_hazard's (simt_kernels.h).
+__global__ void wgmma_hazard_kernel(float* out, const __nv_bfloat16* all_ones, int hazard) {
   __shared__ alignas(128) __nv_bfloat16 ones[16 * 64];
-  for (int i = threadIdx.x; i < 16 * 64; i += blockDim.x) ones[i] = __float2bfloat16(1.0f);
+  sg::cuda::async_copy<16>(ones + 8 * threadIdx.x, all_ones + 8 * threadIdx.x, true);
+  sg::cuda::async_commit();
+  if (hazard == 6) sg::cuda::fence_shared_for_wgmma();  // before the copy has landed
+  sg::cuda::async_wait<0>();
+  if (hazard != 5 && hazard != 6) sg::cuda::fence_shared_for_wgmma();
   __syncthreads();
   const __nv_bfloat162 pair = __floats2bfloat162_rn(1.0f, 1.0f);
   uint32_t a[4];
@@ -207,7 +214,9 @@ void too_much_shared_memory(float* out) { big_shared_kernel<<<1, 1>>>(out); }
 void write_static_shared_at(float* out, int index) { static_overrun_kernel<<<1, 16>>>(out, index); }
 void async_copy_before_and_after_wait(float* out, const float* in) { async_copy_kernel<<<1, 1>>>(out, in); }
 void wgmma_twice(float* out, int threads, bool wait) { wgmma_wait_kernel<<<1, threads>>>(out, wait); }
-void wgmma_with_hazard(float* out, int hazard) { wgmma_hazard_kernel<<<1, 128>>>(out, hazard); }
+void wgmma_with_hazard(float* out, const __nv_bfloat16* all_ones, int hazard) {
+  wgmma_hazard_kernel<<<1, 128>>>(out, all_ones, hazard);
+}
 void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool synced) {
   wmma_kernel<<<1, 32>>>(c, a, b, synced);
 }

@@ -37,11 +37,12 @@ void wmma_product(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b, bool
 // second adding: out[2 t] is thread t's first accumulator before the wait, out[2 t + 1] after it
 // (written only if the kernel waits).
 void wgmma_twice(float* out, int threads, bool wait);
-// A warpgroup makes acc = A B once, A (from registers) and B (N-major in shared memory) all ones, and
-// before its wait, when `hazard` says so, writes B's shared memory (1), an A register (2) or an
-// accumulator (3), or (4) thread 5 writes B's shared memory just before the wgmma, with no barrier
-// between: each a bug on the GPU. out[t] is thread t's acc[0] after the wait.
-void wgmma_with_hazard(float* out, int hazard);
+// A warpgroup makes acc = A B once, A (from registers) and B (N-major in shared memory, copied in
+// from all_ones: 1024 bf16 ones) all ones, and before its wait, when `hazard` says so, writes B's
+// shared memory (1), an A register (2) or an accumulator (3), or (4) thread 5 writes B's shared memory
+// just before the wgmma, with no barrier between; or B's copies are not fenced for wgmma (5), or
+// fenced before they land (6): each a bug on the GPU. out[t] is thread t's acc[0] after the wait.
+void wgmma_with_hazard(float* out, const __nv_bfloat16* all_ones, int hazard);
 // out[i] = factor * in[i] for i < n (at most 32), queued on `stream`: it may
 // run after this function has returned (SG_EMU_STREAMS=lazy).
 void scaled_copy(float* out, const float* in, float factor, int n, cudaStream_t stream);

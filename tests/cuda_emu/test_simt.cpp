@@ -221,11 +221,13 @@ TEST(Simt, WgmmaResultsLandAtTheWait) {
 // changes before the last thread's fails too.
 TEST(Simt, WgmmaOperandsMustHoldStillUntilTheWait) {
   DeviceBuffer<float> out(128);
-  wgmma_with_hazard(out.data, 0);
+  DeviceBuffer<__nv_bfloat16> ones(1024);
+  ones.upload(std::vector<__nv_bfloat16>(1024, __float2bfloat16_rn(1.0f)));
+  wgmma_with_hazard(out.data, ones.data, 0);
   EXPECT_EQ(out.download(), std::vector<float>(128, 16.0f));
   auto message = [&](int hazard) {
     try {
-      wgmma_with_hazard(out.data, hazard);
+      wgmma_with_hazard(out.data, ones.data, hazard);
       out.download();
     } catch (const sg::Error& e) {
       return std::string(e.what());
@@ -240,6 +242,14 @@ TEST(Simt, WgmmaOperandsMustHoldStillUntilTheWait) {
   EXPECT_NE(message(4).find("changed between this thread's issue and the last of its warpgroup's"),
             std::string::npos)
       << message(4);
+  // Shared memory reaches wgmma (the async proxy) only through fence.proxy.async after the copies land.
+  EXPECT_NE(message(5).find("with no fence.proxy.async"), std::string::npos) << message(5);
+  // A fence before cp.async's wait fences nothing yet; when the copies land at their issue
+  // (SG_EMU_ASYNC_COPY=early) it cannot show, as on a GPU that happened to land them early.
+  sg_emu::set_early_async_copies(false);
+  EXPECT_NE(message(6).find("written after the block's last fence.proxy.async"), std::string::npos) << message(6);
+  const char* when = std::getenv("SG_EMU_ASYNC_COPY");
+  sg_emu::set_early_async_copies(when != nullptr && std::string(when) == "early");
 }
 
 // The missing barrier passes in the default order (slot i - 1 is written

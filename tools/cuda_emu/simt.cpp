@@ -114,6 +114,9 @@ struct Block {
   void* dynamic_shared = nullptr;
   size_t dynamic_shared_bytes = 0;
   std::map<const void*, size_t> filled_arrays;  // static shared arrays filled for this block, and their sizes
+  // Each shared region's bytes at the block's latest fence.proxy.async
+  // (fence_proxy_async): what a wgmma may read (expect_fenced).
+  std::map<const unsigned char*, std::vector<unsigned char>> fenced;
   std::exception_ptr error;
   FiberContext scheduler;
 };
@@ -241,6 +244,7 @@ void run_block(Block& block, const Config& config, const uint3& block_index) {
   block.barrier = Barrier{};
   block.live = int(count);
   block.filled_arrays.clear();
+  block.fenced.clear();
   if (block.dynamic_shared != nullptr) std::memset(block.dynamic_shared, 0xff, block.dynamic_shared_bytes);
   block.warps.assign((count + kWarp - 1) / kWarp, Warp{});
   block.warpgroups.assign((block.warps.size() + 3) / 4, Warpgroup{});
@@ -572,6 +576,32 @@ void async_wait(int pending_allowed) {
     for (const AsyncCopy& copy : groups.front()) land(copy);
     groups.erase(groups.begin());
   }
+}
+
+void fence_proxy_async() {
+  SG_CHECK(g_block != nullptr, "CUDA emulator: fence.proxy.async outside a kernel");
+  Block& block = *g_block;
+  auto keep = [&](const void* start, size_t size) {
+    const auto* s = static_cast<const unsigned char*>(start);
+    block.fenced[s].assign(s, s + size);
+  };
+  if (block.dynamic_shared != nullptr) keep(block.dynamic_shared, block.dynamic_shared_bytes);
+  for (const auto& [array, size] : block.filled_arrays) keep(array, size);
+}
+
+void expect_fenced(const void* address, size_t bytes, const char* operand) {
+  const auto* p = static_cast<const unsigned char*>(address);
+  Block& block = *g_block;
+  SG_CHECK(!block.fenced.empty(), "CUDA emulator: kernel ", block.kernel, ": a wgmma reads shared memory (its ",
+           operand, " operand) with no fence.proxy.async (fence_shared_for_wgmma) in the block before it: "
+           "ordinary stores and cp.async copies become visible to wgmma only after the writing thread's fence, "
+           "then a barrier");
+  auto it = block.fenced.upper_bound(p);
+  const bool found = it != block.fenced.begin() && p + bytes <= (--it)->first + it->second.size();
+  SG_CHECK(found && std::memcmp(it->second.data() + (p - it->first), p, bytes) == 0, "CUDA emulator: kernel ",
+           block.kernel, ": a wgmma reads shared memory (its ", operand, " operand) written after the block's last "
+           "fence.proxy.async (fence_shared_for_wgmma): on the GPU the tensor cores may read the old bytes; the "
+           "writing thread fences after its stores land (after cp.async's wait), then a barrier");
 }
 
 bool in_shared_memory(const void* address, size_t bytes) {

@@ -180,6 +180,17 @@ void async_copy(void* dst, const void* src, size_t bytes, size_t src_bytes);
 void async_commit();                    // cp.async.commit_group
 void async_wait(int pending_allowed);   // cp.async.wait_group: at most this many groups still pending
 
+// fence.proxy.async (kernels/cuda/wgmma.cuh's fence_shared_for_wgmma):
+// shared memory written by ordinary stores and cp.async (the "generic
+// proxy") becomes visible to wgmma's reads (the "async proxy") only after
+// the writing thread's fence, then a barrier. The emulator keeps the block's
+// shared memory as it stood at the latest fence by any thread, and a wgmma
+// fails when the bytes it reads differ from that image (expect_fenced):
+// a fence missing, or placed before a cp.async's wait, shows; one thread of
+// many skipping it may not (the others' fences renew the image).
+void fence_proxy_async();
+void expect_fenced(const void* address, size_t bytes, const char* operand);
+
 // Whether [address, address + bytes) lies in the running block's shared
 // memory: its dynamic shared memory or a __shared__ array it has reached.
 // (Instructions that name the shared space, such as ldmatrix, check it.)

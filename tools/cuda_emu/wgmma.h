@@ -88,6 +88,15 @@ class SharedMatrix {
     return mma_element<Half>(bits(mn, k), 0);
   }
 
+  // Calls fn(address, 16) for each 16-byte row of the core matrices that
+  // hold the operand's `rows` x 16 elements (the bytes the wgmma reads).
+  template <typename Fn>
+  void for_each_core_row(int rows, Fn fn) const {
+    for (int mn = 0; mn < rows; mn += mn_major_ ? 8 : 1) {
+      for (int k = 0; k < 16; k += mn_major_ ? 1 : 8) fn(start_ + offset(mn, k), size_t(16));
+    }
+  }
+
   uint16_t bits(int mn, int k) const {
     uint16_t value;
     std::memcpy(&value, start_ + offset(mn, k), sizeof value);
@@ -162,6 +171,12 @@ void wgmma_m64nNk16(float (&d)[N / 2], const WgmmaOperands& mine, bool accumulat
   const ThreadIndex& at = index();
   const unsigned linear = at.thread.x + at.block_dim.x * (at.thread.y + at.block_dim.y * at.thread.z);
   const int warp = int(linear / 32 % 4), g = lane_id() >> 2, t = lane_id() % 4;
+  if (linear % 128 == 0) {  // once a warpgroup, every thread's issue in: the operands were fenced
+    b.for_each_core_row(N, [](const unsigned char* row, size_t bytes) { expect_fenced(row, bytes, "B"); });
+    if (!a_in_registers) {
+      a.for_each_core_row(64, [](const unsigned char* row, size_t bytes) { expect_fenced(row, bytes, "A"); });
+    }
+  }
   auto a_at = [&](int row, int k) {
     if (!a_in_registers) return a.at<Half>(row, k);
     const int r = row % 16, reg = (r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
