@@ -263,7 +263,7 @@ int run(const TrainFlags& flags) {
         gpu_loss = gpu_loss.defined() ? add(gpu_loss, l) : l;
       }
     }
-    const double norm = optimizer.clip_grad_norm(flags.clip);
+    const GradNorm norm = optimizer.clip_grad_norm(flags.clip);  // on a GPU: read after the step is queued
     optimizer.step(lr);
     optimizer.zero_grad();
     if (gpu_loss.defined()) loss = gpu_loss.item() / double(flags.grad_accum);
@@ -291,7 +291,7 @@ int run(const TrainFlags& flags) {
     if (lead) {  // (the other ranks only train)
       if (metrics.is_open()) {
         metrics << "{\"step\": " << step + 1 << ", \"loss\": " << loss << ", \"lr\": " << lr
-                << ", \"grad_norm\": " << norm << ", \"tokens_per_s\": " << tokens_per_s;
+                << ", \"grad_norm\": " << norm.value() << ", \"tokens_per_s\": " << tokens_per_s;
         // fp16: the scale the step ran with after its update, and whether
         // the step was applied (an overflow skips it).
         if (const LossScaler* scaler = optimizer.loss_scaler()) {

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "kernels/host_device.h"
 
@@ -24,12 +25,34 @@ struct AdamWParams {
   float eps = 1e-8f;
   float weight_decay = 0.0f;
   float grad_scale = 1.0f;
+  // When set, the scale is read from here instead, at the update: a float
+  // on the parameters' device (clip_grad_factor's), so the host need not
+  // wait for the gradient norm before queuing the update.
+  const float* grad_scale_at = nullptr;
   int64_t step = 1;  // 1 for the first update
+
+  // The scale to apply (read by the kernels, where grad_scale_at points).
+  SG_HOST_DEVICE float scale() const { return grad_scale_at != nullptr ? *grad_scale_at : grad_scale; }
 
   // Bias corrections depend only on the step: computed once per update, in double.
   float bias_correction1() const { return float(1.0 - std::pow(double(beta1), double(step))); }
   float bias_correction2() const { return float(1.0 - std::pow(double(beta2), double(step))); }
 };
+
+// What AdamW multiplies each gradient by after clipping to a global norm
+// (PyTorch's clip_grad_norm_, DeepSpeed's gradient_clipping): the norm of
+// the gradients as they stand (sqrt of their squares' sum) over the loss
+// scale (fp16; 1 otherwise) is the true norm; it is clipped to max_norm
+// (max_norm <= 0: not clipped), and the loss scale divided out. An inf or
+// NaN norm gives 1: fp16 skips that step, and otherwise the NaN goes on into
+// the update, as in PyTorch. In double, on the host or (so the host need not
+// read the norm) in a one-thread kernel: the same bits either way.
+SG_HOST_DEVICE inline double clip_grad_factor(double squares, double loss_scale, double max_norm) {
+  const double norm = sqrt(squares) / loss_scale;
+  if (!(norm <= std::numeric_limits<double>::max())) return 1.0;  // inf or NaN
+  const double clip = max_norm > 0 ? fmin(1.0, max_norm / (norm + 1e-6)) : 1.0;
+  return clip / loss_scale;
+}
 
 SG_HOST_DEVICE inline void adamw_element(float* param, float* m, float* v, float grad, float lr,
                                          float beta1, float beta2, float eps, float weight_decay,

@@ -62,6 +62,12 @@ void AdamW::set_update_ranges(size_t g, size_t i, std::vector<UpdateRange> range
   ranges_[g][i] = std::move(ranges);
 }
 
+void AdamW::set_grad_scale(Tensor scale) {
+  SG_CHECK(scale.numel() == 1 && scale.dtype() == DType::f32 && scale.is_contiguous(),
+           "AdamW::set_grad_scale: expected one f32 value (a 0-dim tensor), got ", scale.str());
+  grad_scale_tensor_ = std::move(scale);
+}
+
 void AdamW::step() {
   NoGradGuard no_grad;
   ++steps_;
@@ -71,11 +77,14 @@ void AdamW::step() {
     hp.beta1 = float(options_.beta1), hp.beta2 = float(options_.beta2), hp.eps = float(options_.eps);
     hp.weight_decay = float(groups_[g].weight_decay);
     hp.grad_scale = float(grad_scale_);
+    hp.grad_scale_at = grad_scale_tensor_.defined() ? grad_scale_tensor_.data<float>() : nullptr;
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
       Variable& p = groups_[g].params[i];
       if (!p.grad().defined()) continue;
       if (!m_[g][i].defined()) m_[g][i] = new_state(p.data()), v_[g][i] = new_state(p.data());
       Tensor data = p.data();  // a handle: the update writes the parameter's storage
+      SG_CHECK(!grad_scale_tensor_.defined() || grad_scale_tensor_.device() == data.device(), "AdamW: the gradient ",
+               "scale is on ", grad_scale_tensor_.device().str(), " but ", p.name(), " on ", data.device().str());
       Tensor& copy = copies_[g][i];
       ++updates_[g][i];
       if (!ranges_[g][i]) {

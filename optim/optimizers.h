@@ -72,7 +72,10 @@ class AdamW : public Optimizer {
   // Steps multiply each gradient by `scale` as they read it (1 by default):
   // clipping and fp16's unscaling, done in the update's own pass instead of
   // one pass over the gradients of their own. The gradients are not changed.
-  void set_grad_scale(double scale) { grad_scale_ = scale; }
+  void set_grad_scale(double scale) { grad_scale_ = scale, grad_scale_tensor_ = Tensor(); }
+  // The same, the scale a 0-dim f32 on the parameters' device, read there by
+  // the update (clip_grad_factor's): the host never waits for it.
+  void set_grad_scale(Tensor scale);
   // How many steps have updated parameter i of group g (its own count).
   int64_t updates(size_t g, size_t i) const;
   // Steps update only these element ranges of parameter i of group g (a 1-D
@@ -85,6 +88,7 @@ class AdamW : public Optimizer {
  private:
   Options options_;
   double grad_scale_ = 1.0;
+  Tensor grad_scale_tensor_;  // when defined: the scale, on the device
   // Per group, per parameter: the ranges set_update_ranges chose (none
   // set: the whole parameter).
   std::vector<std::vector<std::optional<std::vector<UpdateRange>>>> ranges_;

@@ -317,10 +317,16 @@ std::vector<Tensor> ZeroOptimizer::gradient_tensors() {
 // loss scale: an inf/NaN norm is an overflow (every rank sees the same
 // norm, so every rank skips the step together), and the scale is divided
 // out together with the clipping, in one pass over the gradients.
-double ZeroOptimizer::clip_grad_norm(double max_norm) {
+//
+// On a GPU without fp16 the host reads nothing: the clipping factor is
+// computed on the device and AdamW reads it there, so the step's kernels
+// queue on without a pause (the norm itself waits in the GradNorm until
+// someone asks). fp16 reads the norm, as DeepSpeed does: whether the step
+// is applied decides on the host what step() launches.
+GradNorm ZeroOptimizer::clip_grad_norm(double max_norm) {
   NoGradGuard no_grad;
   // One reduction over every group's gradients (two launches on a GPU, not
-  // three per group), read by the host once per step.
+  // three per group).
   const Device device = groups_.empty() ? Device::cpu() : groups_.front().device();
   const std::vector<Tensor> grads = gradient_tensors();
   Tensor total = grads.empty() ? Tensor::zeros({1}, TensorOptions().device(device))
@@ -329,15 +335,19 @@ double ZeroOptimizer::clip_grad_norm(double max_norm) {
     total = total.to(DType::f32);
     comm_.all_reduce(total)->wait();
   }
+  norm_measured_ = true;
+  if (device.is_cuda() && !scaler_) {
+    grad_factor_on_device_ = clip_grad_factor(total, max_norm);  // step() hands it to AdamW
+    return GradNorm(total, 1.0);
+  }
   const double squares = total.item();
   const double loss_scale = scaler_ ? scaler_->scale() : 1.0;
   const double norm = std::sqrt(squares) / loss_scale;
-  norm_measured_ = true;
   overflow_ = !std::isfinite(norm);
-  if (overflow_) return norm;
-  const double clip = max_norm > 0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;
-  grad_factor_ = clip / loss_scale;  // step() hands it to AdamW, which multiplies as it reads
-  return norm;
+  // step() hands the factor to AdamW, which multiplies as it reads (an
+  // overflow leaves it 1; fp16 then skips the step).
+  grad_factor_ = clip_grad_factor(squares, loss_scale, max_norm);
+  return GradNorm(norm);
 }
 
 void ZeroOptimizer::step(double lr) {
@@ -360,7 +370,8 @@ void ZeroOptimizer::step(double lr) {
     }
     plan_updates();
     adam_->set_lr(lr);
-    adam_->set_grad_scale(grad_factor_);
+    if (grad_factor_on_device_.defined()) adam_->set_grad_scale(grad_factor_on_device_);
+    else adam_->set_grad_scale(grad_factor_);
     adam_->step();
     ++applied_steps_;
   }
@@ -396,6 +407,7 @@ void ZeroOptimizer::step(double lr) {
 void ZeroOptimizer::zero_grad() {
   norm_measured_ = overflow_ = false;
   grad_factor_ = 1.0;
+  grad_factor_on_device_ = Tensor();
   std::fill(used_.begin(), used_.end(), 0.0f);
   for (size_t g = 0; g < groups_.size(); ++g) {
     groups_[g].drop_flat_grads();

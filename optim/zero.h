@@ -45,7 +45,9 @@
 // Read next: docs/dist.md (the collectives and their volumes).
 #pragma once
 
+#include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dist/shard_group.h"
@@ -54,6 +56,28 @@
 #include "optim/optimizers.h"
 
 namespace sg {
+
+// The gradient norm clip_grad_norm measured. On a GPU (f32 or bf16) it is
+// still on the device: value() waits for it, which between backward and
+// step() would stall the GPU while the host wakes to queue the update, so
+// read it after step() has queued the update (train_gpt logs it there).
+// Converts to double, waiting then too.
+class GradNorm {
+ public:
+  GradNorm(double value) : value_(value) {}  // NOLINT: a known norm is a norm
+  GradNorm(Tensor squares, double loss_scale) : squares_(std::move(squares)), loss_scale_(loss_scale) {}
+
+  double value() const {
+    if (squares_.defined()) value_ = std::sqrt(squares_.item()) / loss_scale_, squares_ = Tensor();
+    return value_;
+  }
+  operator double() const { return value(); }  // NOLINT: read as the norm it is
+
+ private:
+  mutable double value_ = 0;
+  mutable Tensor squares_;  // the sum of squares on the device, until read
+  double loss_scale_ = 1;
+};
 
 struct ZeroParameter {
   std::string name;  // full name, e.g. "h.3.mlp.c_fc.weight": its prefix picks the group
@@ -96,8 +120,9 @@ class ZeroOptimizer {
   // next step() scales them to at most max_norm (max_norm <= 0: measure
   // only), and under fp16 divides out the loss scale: inside AdamW's pass
   // (AdamW::set_grad_scale), so the gradients themselves keep their values
-  // and are read once less (124M floats a step for GPT-2).
-  double clip_grad_norm(double max_norm);
+  // and are read once less (124M floats a step for GPT-2). On a GPU the
+  // norm stays there (GradNorm): read it after step(), not before.
+  GradNorm clip_grad_norm(double max_norm);
   void step(double lr);
   void zero_grad();
 
@@ -163,6 +188,7 @@ class ZeroOptimizer {
   std::unique_ptr<LossScaler> scaler_;  // f16 only
   bool norm_measured_ = false, overflow_ = false;  // this step's gradients
   double grad_factor_ = 1.0;  // clipping / loss scale, applied by step() inside AdamW
+  Tensor grad_factor_on_device_;  // the same, on a GPU without fp16 (the host never reads it)
   int64_t applied_steps_ = 0;
 };
 

@@ -212,6 +212,10 @@ Tensor squared_norm(const Tensor& x);  // sum of squares, for global-norm clippi
 // (per 32 tensors one more) where squared_norm per tensor and adds take three
 // each. All on one device, whole; summed in f64, in the tensors' order.
 Tensor squared_norm_total(const std::vector<Tensor>& xs);
+// AdamW's gradient factor after clipping to max_norm (kernels/adamw_math.h's
+// clip_grad_factor, loss scale 1) from a 0-dim sum of squares, as a 0-dim
+// f32 on its device, computed there: the host reads nothing.
+Tensor clip_grad_factor(const Tensor& squares, double max_norm);
 
 // ---- optimizer ------------------------------------------------------------------
 // One AdamW step on f32 buffers of equal layout (whole tensors or shards), in place.

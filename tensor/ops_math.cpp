@@ -495,6 +495,20 @@ Tensor squared_norm_total(const std::vector<Tensor>& xs) {
   return out;
 }
 
+Tensor clip_grad_factor(const Tensor& squares, double max_norm) {
+  const bool f32_or_cpu_f64 = squares.dtype() == DType::f32 || (squares.device().is_cpu() && squares.dtype() == DType::f64);
+  SG_CHECK(squares.numel() == 1 && f32_or_cpu_f64, "clip_grad_factor: expected one sum of squares, f32 (f64 on the "
+           "CPU), as squared_norm_total gives; got ", squares.str());
+  Tensor factor = Tensor::empty({}, TensorOptions().device(squares.device()));
+  if (squares.device().is_cpu()) {
+    *factor.data<float>() = float(clip_grad_factor(squares.item(), 1.0, max_norm));
+    return factor;
+  }
+  SG_ON_CUDA(cuda::clip_grad_factor(factor.data<float>(), squares.data<float>(), max_norm,
+                                    cuda_stream(squares.device())));
+  return factor;
+}
+
 void adamw_update_(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const AdamWParams& hp, Tensor* copy) {
   check_inputs("adamw_update_", {&param, &m, &v, &grad});
   for (const Tensor* t : std::initializer_list<const Tensor*>{&param, &m, &v, &grad}) {

@@ -10,19 +10,20 @@ namespace {
 
 struct AdamWArgs {
   float lr, beta1, beta2, eps, weight_decay, grad_scale, correction1, correction2;
+  const float* grad_scale_at;  // when set: the scale, on the device (AdamWParams)
 };
 
 // N elements from index i on (a 16-byte access per f32 buffer when N = 4).
 template <int N, typename CopyT>
 __device__ __forceinline__ void adamw_unit(float* param, float* m, float* v, const float* grad, CopyT* copy,
-                                           int64_t i, const AdamWArgs& a) {
+                                           int64_t i, const AdamWArgs& a, float scale) {
   using F = Vec<float, N>;
   F p = *reinterpret_cast<const F*>(param + i), mi = *reinterpret_cast<const F*>(m + i);
   F vi = *reinterpret_cast<const F*>(v + i);
   const F g = *reinterpret_cast<const F*>(grad + i);
   Vec<CopyT, N> c;
   for (int k = 0; k < N; ++k) {
-    adamw_element(&p.v[k], &mi.v[k], &vi.v[k], g.v[k] * a.grad_scale, a.lr, a.beta1, a.beta2, a.eps, a.weight_decay,
+    adamw_element(&p.v[k], &mi.v[k], &vi.v[k], g.v[k] * scale, a.lr, a.beta1, a.beta2, a.eps, a.weight_decay,
                   a.correction1, a.correction2);
     c.v[k] = store<CopyT>(p.v[k]);
   }
@@ -41,8 +42,9 @@ __global__ void adamw_kernel(float* param, float* m, float* v, const float* grad
                              CopyT* copy) {
   const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t body = n / N * N;
-  for (int64_t u = first; u < n / N; u += stride) adamw_unit<N>(param, m, v, grad, copy, u * N, a);
-  for (int64_t i = body + first; i < n; i += stride) adamw_unit<1>(param, m, v, grad, copy, i, a);
+  const float scale = a.grad_scale_at != nullptr ? *a.grad_scale_at : a.grad_scale;
+  for (int64_t u = first; u < n / N; u += stride) adamw_unit<N>(param, m, v, grad, copy, u * N, a, scale);
+  for (int64_t i = body + first; i < n; i += stride) adamw_unit<1>(param, m, v, grad, copy, i, a, scale);
 }
 
 }  // namespace
@@ -51,7 +53,7 @@ void adamw_update(float* param, float* m, float* v, const float* grad, int64_t n
                   cudaStream_t stream, void* copy, DType copy_dtype) {
   if (n == 0) return;
   const AdamWArgs args{hp.lr,           hp.beta1,         hp.beta2, hp.eps, hp.weight_decay, hp.grad_scale,
-                       hp.bias_correction1(), hp.bias_correction2()};
+                       hp.bias_correction1(), hp.bias_correction2(), hp.grad_scale_at};
   auto launch = [&](auto* typed_copy) {
     using CopyT = std::remove_pointer_t<decltype(typed_copy)>;
     // Four f32 values (16 bytes) per access where every buffer's start allows it.

@@ -10,6 +10,8 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/reduce.h"
 
+#include "kernels/adamw_math.h"
+
 namespace sg::cuda {
 namespace {
 
@@ -124,6 +126,19 @@ void squared_norm_total(float* out, double* partials, const float* const* in, co
     written += blocks;
   }
   reduce_final_kernel<Reduction::sum><<<1, kReduceThreads, 0, stream>>>(out, partials, written);
+  SG_CHECK_LAUNCH();
+}
+
+namespace {
+
+__global__ void clip_grad_factor_kernel(float* factor, const float* squares, double max_norm) {
+  *factor = float(sg::clip_grad_factor(double(*squares), 1.0, max_norm));
+}
+
+}  // namespace
+
+void clip_grad_factor(float* factor, const float* squares, double max_norm, cudaStream_t stream) {
+  clip_grad_factor_kernel<<<1, 1, 0, stream>>>(factor, squares, max_norm);
   SG_CHECK_LAUNCH();
 }
 

@@ -609,6 +609,21 @@ TEST_F(CudaKernels, AdamWMatchesCpu) {
   EXPECT_TRUE(same_as_cpu(pg, p, kF32, 1e-7));
   EXPECT_TRUE(same_as_cpu(vg, v, kF32, 1e-9));
   EXPECT_TRUE(same_as_cpu(copy_g, pg.to(DType::bf16), 0.0, 0.0));
+
+  // The gradient scale read on the device (ZeroOptimizer's clipping factor,
+  // computed there): the same bits as the scale passed by value.
+  const Tensor squares = Tensor::from_vector(std::vector<float>{7.5e4f}, {});
+  const Tensor factor = clip_grad_factor(gpu(squares), 1.0);
+  EXPECT_EQ(factor.item(), clip_grad_factor(squares, 1.0).item());
+  hp.step = 6, hp.grad_scale = float(factor.item());
+  adamw_update_(p, m, v, g, hp);
+  hp.grad_scale = 123.0f, hp.grad_scale_at = factor.data<float>();  // the device's wins
+  adamw_update_(pg, mg, vg, gg, hp);
+  EXPECT_TRUE(same_as_cpu(pg, p, kF32, 1e-7));
+  EXPECT_TRUE(same_as_cpu(mg, m, kF32, 1e-8));
+  for (float inf_or_nan : {INFINITY, NAN}) {  // an overflow leaves the gradients as they are
+    EXPECT_EQ(clip_grad_factor(gpu(Tensor::from_vector(std::vector<float>{inf_or_nan}, {})), 1.0).item(), 1.0);
+  }
 }
 
 }  // namespace

@@ -3,8 +3,10 @@
 //
 // Every wait drains the GPU's queue: the host stops queuing kernels until
 // the last one has finished, and the GPU idles until the host queues more.
-// train_gpt's step needs two: the gradient norm (clipping, and the fp16
-// overflow check, decide on the host) and the loss it prints. Anything more,
+// train_gpt's step needs one, at its end: the loss it prints (clipping's
+// factor is computed on the device and AdamW reads it there). fp16 needs a
+// second, mid-step: whether the step is applied (an overflow skips it, as
+// in DeepSpeed) decides on the host what step() launches. Anything more,
 // an .item() deep inside an op, say, costs a pipeline drain per call and
 // shows up here. Once the caching allocator is warm a step also allocates no
 // device memory (cudaMalloc synchronizes too, and is slow). CTest also runs
@@ -34,7 +36,7 @@ GptConfig small() {
 
 class StepOnTheGpu : public ::testing::TestWithParam<std::tuple<int, DType>> {};
 
-TEST_P(StepOnTheGpu, WaitsForTheDeviceTwiceAndAllocatesNothingOnceWarm) {
+TEST_P(StepOnTheGpu, WaitsForTheDeviceOnceAndAllocatesNothingOnceWarm) {
   const auto [stage, dtype] = GetParam();
   const Device device = local_cuda_device();
   std::optional<ParametersOn> placed;
@@ -58,17 +60,18 @@ TEST_P(StepOnTheGpu, WaitsForTheDeviceTwiceAndAllocatesNothingOnceWarm) {
     Variable loss = model.loss(x.to(device, /*non_blocking=*/true), y.to(device, /*non_blocking=*/true));
     zero.backward(loss, /*last_micro_batch=*/true);
     const Tensor logged = loss.data().to(DType::f32);
-    zero.clip_grad_norm(1.0);  // wait 1: the norm
+    zero.clip_grad_norm(1.0);  // fp16 only, wait 1: the norm (whether the step is applied)
     zero.step(1e-3);
     zero.zero_grad();
-    return logged.item();  // wait 2: the loss
+    return logged.item();  // the last wait: the loss
   };
   step(), step();  // warm: the allocator's cache now holds every size a step asks for
   const sg_emu::Counters before = sg_emu::counters();
   const double loss = step();
   const sg_emu::Counters after = sg_emu::counters();
   EXPECT_TRUE(std::isfinite(loss));
-  EXPECT_EQ(after.host_waits - before.host_waits, 2) << "the host waited for the device this often in one step";
+  EXPECT_EQ(after.host_waits - before.host_waits, dtype == DType::f16 ? 2 : 1)
+      << "the host waited for the device this often in one step";
   EXPECT_EQ(after.device_allocations - before.device_allocations, 0) << "cudaMalloc calls in a warm step";
 }
 

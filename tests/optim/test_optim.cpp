@@ -134,6 +134,38 @@ TEST(Clipping, ScalesTheGlobalNormDownOnly) {
   EXPECT_THROW(clip_grad_norm({a}, 0.0), Error);
 }
 
+// ZeroOptimizer's factor (kernels/adamw_math.h): norm 5 clipped to 1, to
+// 10 unchanged; fp16's loss scale divided out of both the norm and the
+// gradients; an overflow leaves 1; max_norm 0 only unscales.
+TEST(Clipping, TheFactorAdamWMultipliesBy) {
+  EXPECT_DOUBLE_EQ(clip_grad_factor(25.0, 1.0, 1.0), 1.0 / (5.0 + 1e-6));
+  EXPECT_DOUBLE_EQ(clip_grad_factor(25.0, 1.0, 10.0), 1.0);
+  EXPECT_DOUBLE_EQ(clip_grad_factor(25.0 * 1024 * 1024, 1024.0, 1.0), 1.0 / (5.0 + 1e-6) / 1024.0);
+  EXPECT_DOUBLE_EQ(clip_grad_factor(25.0 * 1024 * 1024, 1024.0, 0.0), 1.0 / 1024.0);
+  EXPECT_EQ(clip_grad_factor(INFINITY, 1024.0, 1.0), 1.0);
+  EXPECT_EQ(clip_grad_factor(NAN, 1.0, 1.0), 1.0);
+  // The op: the same bits in f32, from a sum of squares on its device.
+  const Tensor squares = Tensor::from_vector(std::vector<float>{25.0f}, {});
+  EXPECT_EQ(clip_grad_factor(squares, 1.0).item(), double(float(1.0 / (5.0 + 1e-6))));
+}
+
+// A scale AdamW reads from a tensor (the device's, in ZeroOptimizer on a
+// GPU) updates as the same scale given by value.
+TEST(AdamW, ReadsItsGradientScaleFromATensor) {
+  Variable a = parameter({1.0f, -2.0f}), b = parameter({1.0f, -2.0f});
+  for (Variable* p : {&a, &b}) p->set_grad(Tensor::from_vector(std::vector<float>{0.5f, 3.0f}, {2}));
+  AdamW by_value({{{a}, 0.1}}, {.lr = 0.1}), by_tensor({{{b}, 0.1}}, {.lr = 0.1});
+  by_value.set_grad_scale(0.25);
+  by_tensor.set_grad_scale(Tensor::from_vector(std::vector<float>{0.25f}, {}));
+  by_value.step(), by_tensor.step();
+  EXPECT_EQ(a.data().to_vector<float>(), b.data().to_vector<float>());
+  by_tensor.set_grad_scale(1.0);  // a value again drops the tensor
+  by_value.set_grad_scale(1.0);
+  by_value.step(), by_tensor.step();
+  EXPECT_EQ(a.data().to_vector<float>(), b.data().to_vector<float>());
+  EXPECT_THROW(by_tensor.set_grad_scale(Tensor::from_vector(std::vector<float>{1.0f, 2.0f}, {2})), Error);
+}
+
 TEST(GradientAccumulation, TwoHalfBatchesEqualOneFullBatch) {
   GptConfig cfg;
   cfg.vocab_size = 9, cfg.block_size = 4, cfg.n_layer = 1, cfg.n_head = 2, cfg.n_embd = 8;
