@@ -496,7 +496,8 @@ Tensor squared_norm_total(const std::vector<Tensor>& xs) {
 }
 
 Tensor clip_grad_factor(const Tensor& squares, double max_norm) {
-  const bool f32_or_cpu_f64 = squares.dtype() == DType::f32 || (squares.device().is_cpu() && squares.dtype() == DType::f64);
+  const bool f32_or_cpu_f64 =
+      squares.dtype() == DType::f32 || (squares.device().is_cpu() && squares.dtype() == DType::f64);
   SG_CHECK(squares.numel() == 1 && f32_or_cpu_f64, "clip_grad_factor: expected one sum of squares, f32 (f64 on the "
            "CPU), as squared_norm_total gives; got ", squares.str());
   Tensor factor = Tensor::empty({}, TensorOptions().device(squares.device()));
