@@ -9,9 +9,9 @@
 // FLOPs per token: 6 N + 6 L C T (N parameters); MFU against --peak-tflops
 // (989: an H100's dense bf16). Each step ends by reading the loss, which
 // waits for the device, so the times are whole steps. Prints one JSON line;
-// with --variants (bench/switch_variants.h), each variant's gradients
-// against the defaults', then the variants' steps taking turns for
-// --rounds rounds of --steps each, a table and a JSON line per variant.
+// with --variants (bench/switch_variants.h), the variants' steps taking
+// turns for --rounds rounds of --steps each (each first checked against the
+// defaults' gradients), then a table and a JSON line per variant.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -117,6 +117,16 @@ GradientCheck gradient_check(Bench& bench, const Batch& batch) {
   return check;
 }
 
+// Whether the device still runs work after a failure (a kernel that
+// faulted poisons the CUDA context: every later call fails).
+bool device_answers(const Bench& bench) {
+  try {
+    return Tensor::ones({1}, TensorOptions().device(bench.device)).item() == 1.0;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
@@ -163,35 +173,31 @@ int run_variants(Bench& bench, std::map<std::string, std::string>& a) {
   SG_CHECK(steps >= 1 && rounds >= 1 && warmup >= 0, "--steps and --rounds must be at least 1, --warmup at least 0");
   std::vector<VariantResult> results(variants.size());
 
-  // Each variant's gradients against the defaults', all at the starting weights.
-  GradientCheck reference;
-  for (size_t v = 0; v < variants.size(); ++v) {
-    std::fprintf(stderr, "bench_gpt: checking %s (%s)\n", variants[v].name.c_str(), variants[v].describe().c_str());
-    try {
-      ScopedSwitches switches(variants[v]);
-      GradientCheck check = gradient_check(bench, bench.batches[0]);
-      if (v == 0) reference = std::move(check);
-      results[v].difference = compare_checks(reference, v == 0 ? reference : check);
-    } catch (const std::exception& error) {
-      if (v == 0) throw;  // nothing to compare with
-      results[v].error = std::string("failed: ") + error.what();
-      bench.zero->zero_grad();
-      continue;
-    }
-    if (!results[v].difference.within(tolerance)) {
-      results[v].error = "not timed: its loss or gradients differ from the defaults' by more than --tolerance";
-    }
-  }
-  reference = GradientCheck();
-
-  // The variants take turns, round after round; each warms up on its first turn.
+  // The variants take turns, round after round. On its first turn each is
+  // checked against the defaults at the weights as they stand (the
+  // defaults' gradients computed just before its own), then warms up. A
+  // variant that throws is dropped; if the device itself no longer answers
+  // (a kernel that faulted leaves the CUDA context unusable), the turns
+  // stop there and the table shows what was measured before.
   size_t next_batch = 0;
-  for (int64_t round = 0; round < rounds; ++round) {
+  bool device_lost = false;
+  for (int64_t round = 0; round < rounds && !device_lost; ++round) {
     std::fprintf(stderr, "bench_gpt: round %lld of %lld\n", (long long)round + 1, (long long)rounds);
-    for (size_t v = 0; v < variants.size(); ++v) {
+    for (size_t v = 0; v < variants.size() && !device_lost; ++v) {
       VariantResult& r = results[v];
       if (!r.error.empty()) continue;
       try {
+        if (round == 0 && v > 0) {
+          std::fprintf(stderr, "bench_gpt: checking %s (%s)\n", variants[v].name.c_str(),
+                       variants[v].describe().c_str());
+          const GradientCheck reference = gradient_check(bench, bench.batches[0]);
+          ScopedSwitches switches(variants[v]);
+          r.difference = compare_checks(reference, gradient_check(bench, bench.batches[0]));
+          if (!r.difference.within(tolerance)) {
+            r.error = "not timed: its loss or gradients differ from the defaults' by more than --tolerance";
+            continue;
+          }
+        }
         ScopedSwitches switches(variants[v]);
         std::vector<double> seconds;
         for (int64_t step = 0; step < (round == 0 ? warmup : 0) + steps; ++step) {
@@ -202,10 +208,16 @@ int run_variants(Bench& bench, std::map<std::string, std::string>& a) {
         r.seconds.insert(r.seconds.end(), seconds.begin(), seconds.end());
         r.round_medians.push_back(median(seconds));
       } catch (const std::exception& error) {
+        if (v == 0) throw;  // the defaults themselves: nothing to compare with
         r.error = std::string("failed: ") + error.what();
-        bench.zero->zero_grad();
+        r.seconds.clear();
+        device_lost = !device_answers(bench);
+        if (!device_lost) bench.zero->zero_grad();
       }
     }
+  }
+  if (device_lost) {
+    std::fprintf(stderr, "bench_gpt: the device stopped answering after a variant failed; the rounds stop here\n");
   }
 
   const double base = results[0].seconds.empty() ? 0 : median(results[0].seconds);
@@ -220,8 +232,9 @@ int run_variants(Bench& bench, std::map<std::string, std::string>& a) {
                   d.worst_gradient == 0 ? "every parameter" : d.worst_parameter.c_str());
     if (r.seconds.empty()) {
       all_ok = false;
+      const std::string why = !r.error.empty() ? r.error : "not run: the device stopped answering before its turn";
       std::printf("| %s | %s | %s | | | | %s |\n", variants[v].name.c_str(), variants[v].describe().c_str(),
-                  r.error.c_str(), r.error.rfind("not timed", 0) == 0 ? check : " | ");
+                  why.c_str(), why.rfind("not timed", 0) == 0 ? check : " | ");
       continue;
     }
     const double ms = median(r.seconds) * 1000;

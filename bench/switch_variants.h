@@ -11,10 +11,12 @@
 // neighbours, so their differences are not the drift between processes.
 //
 // Each variant is also checked against the defaults before it is timed: the
-// loss and every parameter's gradient from one batch at the same starting
-// weights. A kernel that computes the wrong thing shows up as a gradient far
-// from the default's, and is not timed (a wrong update would change the
-// weights every later variant runs on).
+// loss and every parameter's gradient from one batch, the defaults' and its
+// own, at the weights as they stand when its first turn comes. A kernel that
+// computes the wrong thing shows up as a gradient far from the defaults',
+// and is not timed (a wrong update would change the weights every later
+// variant runs on). The riskiest variants go last: a kernel that faults
+// leaves the CUDA context unusable, and the turns stop there.
 #pragma once
 
 #include <algorithm>

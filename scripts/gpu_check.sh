@@ -172,28 +172,29 @@ step bench_gpt 240 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --profile-torch
 # Then every switch the kernels read at each call, in one process (bench_gpt --variants,
 # bench/switch_variants.h): each variant's loss and gradients against the defaults' from one batch at
 # the same weights (one that differs by more than --tolerance is not timed), then the variants take
-# turns for three rounds, so they share the GPU's clocks. First what is off by default and not yet
-# timed on a GPU (test_cuda checked each above): attention on Hopper's wgmma with its products
-# overlapping the exponentials and without (never run on a GPU before), dQ inside the dK/dV kernel,
-# the GEMMs' GELU and bias-gradient epilogues, cuBLASLt's first 8 algorithms timed for each shape
-# (not bit-for-bit repeatable), LayerNorm's backward with the next row copied in ahead, then all of them.
-every="SG_FLASH_WGMMA=1,SG_FLASH_FUSED_DQ=1,SG_GEMM_GELU_EPILOGUE=1,SG_GEMM_BIAS_GRAD_EPILOGUE=1"
-every="$every,SG_GEMM_AUTOTUNE=8,SG_LAYERNORM_PIPELINED_BACKWARD=1"
-opt_ins="wgmma:SG_FLASH_WGMMA=1 wgmma_no_overlap:SG_FLASH_WGMMA=1,SG_FLASH_WGMMA_OVERLAP=0
-  fused_dq:SG_FLASH_FUSED_DQ=1 fused_dq_fewer_warps:SG_FLASH_FUSED_DQ=1,SG_FLASH_BACKWARD_MORE_WARPS=0
-  gelu_epilogue:SG_GEMM_GELU_EPILOGUE=1 bias_grad_epilogue:SG_GEMM_BIAS_GRAD_EPILOGUE=1
-  both_epilogues:SG_GEMM_GELU_EPILOGUE=1,SG_GEMM_BIAS_GRAD_EPILOGUE=1 gemm_autotune:SG_GEMM_AUTOTUNE=8
-  both_epilogues_autotune:SG_GEMM_GELU_EPILOGUE=1,SG_GEMM_BIAS_GRAD_EPILOGUE=1,SG_GEMM_AUTOTUNE=8
-  pipelined_layernorm:SG_LAYERNORM_PIPELINED_BACKWARD=1
-  every_opt_in:$every"
-# Then the defaults a second time (the noise between variants), and the defaults' fast paths switched
-# off one at a time: the loss's gradient in its forward, LayerNorm's backward in one kernel, attention's
-# fused kernels (its GEMM form; the kernels built for fewer warps an SM; on CUDA cores).
+# turns for three rounds, so they share the GPU's clocks. First the defaults a second time (the noise
+# between variants) and the defaults' fast paths switched off one at a time: the loss's gradient in
+# its forward, LayerNorm's backward in one kernel, attention's fused kernels (its GEMM form; the kernels
+# built for fewer warps an SM; on CUDA cores).
 defaults_off="again: two_pass_loss:SG_FUSED_CROSS_ENTROPY=0 two_kernel_layernorm:SG_LAYERNORM_FUSED_BACKWARD=0
   gemm_attention:SG_ATTENTION=gemm forward_fewer_warps:SG_FLASH_FORWARD_MORE_WARPS=0
   backward_fewer_warps:SG_FLASH_BACKWARD_MORE_WARPS=0 fused_cuda_cores:SG_ATTENTION=fused,SG_FLASH_TENSOR_CORES=0"
+# Then what is off by default and not yet timed on a GPU (test_cuda checked each above): dQ inside the
+# dK/dV kernel, the GEMMs' GELU and bias-gradient epilogues, cuBLASLt's first 8 algorithms timed for
+# each shape (not bit-for-bit repeatable), LayerNorm's backward with the next row copied in ahead.
+opt_ins="fused_dq:SG_FLASH_FUSED_DQ=1 fused_dq_fewer_warps:SG_FLASH_FUSED_DQ=1,SG_FLASH_BACKWARD_MORE_WARPS=0
+  gelu_epilogue:SG_GEMM_GELU_EPILOGUE=1 bias_grad_epilogue:SG_GEMM_BIAS_GRAD_EPILOGUE=1
+  both_epilogues:SG_GEMM_GELU_EPILOGUE=1,SG_GEMM_BIAS_GRAD_EPILOGUE=1 gemm_autotune:SG_GEMM_AUTOTUNE=8
+  both_epilogues_autotune:SG_GEMM_GELU_EPILOGUE=1,SG_GEMM_BIAS_GRAD_EPILOGUE=1,SG_GEMM_AUTOTUNE=8
+  pipelined_layernorm:SG_LAYERNORM_PIPELINED_BACKWARD=1"
+# Last, attention on Hopper's wgmma, never run on a GPU before, with its products overlapping the
+# exponentials and without, then every opt-in at once: last, because a kernel that faults leaves the
+# process's CUDA context unusable, and every variant after it would fail too.
+every="SG_FLASH_WGMMA=1,SG_FLASH_FUSED_DQ=1,SG_GEMM_GELU_EPILOGUE=1,SG_GEMM_BIAS_GRAD_EPILOGUE=1"
+every="$every,SG_GEMM_AUTOTUNE=8,SG_LAYERNORM_PIPELINED_BACKWARD=1"
+wgmma_ins="wgmma:SG_FLASH_WGMMA=1 wgmma_no_overlap:SG_FLASH_WGMMA=1,SG_FLASH_WGMMA_OVERLAP=0 every_opt_in:$every"
 step bench_gpt_variants 180 $bin/bench_gpt --device cuda --dtype bf16 --rounds 3 --steps 5 \
-  --variants "$opt_ins $defaults_off"
+  --variants "$defaults_off $opt_ins $wgmma_ins"
 command -v ncu >/dev/null &&
   step kernel_profile 150 python3 bench/kernel_profile.py --top 40 --from-marker -- \
     $bin/bench_gpt --warmup 2 --steps 1 --profile-last 1
@@ -238,7 +239,7 @@ for batch in 16 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench
 SG_STEP_OPTIONAL=1 step bench_gpt_b32 180 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --batch 32 --profile-torch
 # The opt-ins at micro-batch 32 too, where PyTorch compiled was still ahead in runs 9-11.
 SG_STEP_OPTIONAL=1 step bench_gpt_b32_variants 180 $bin/bench_gpt --device cuda --dtype bf16 --batch 32 --rounds 3 \
-  --steps 3 --variants "$opt_ins again:"
+  --steps 3 --variants "again: $opt_ins $wgmma_ins"
 # Where a step's time goes at micro-batch 32, where PyTorch compiled was still ahead in runs 9-11.
 command -v ncu >/dev/null &&
   SG_STEP_OPTIONAL=1 step kernel_profile_b32 120 python3 bench/kernel_profile.py --top 30 --from-marker -- \
