@@ -21,11 +21,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "examples/cli.h"
 #include "kernels/env_switch.h"
 #include "kernels/error.h"
 
@@ -83,6 +84,9 @@ inline std::vector<SwitchVariant> parse_switch_variants(const std::string& spec)
                " is not a switch the kernels read at each call (kernels/env_switch.h lists those), so one process "
                "cannot time both of its sides; set it for the whole run instead (", variable,
                "=... bench_gpt ...), once per setting");
+      for (const auto& earlier : variant.settings) {
+        SG_CHECK(earlier.first != variable, "--variants: '", entry, "' sets ", variable, " twice");
+      }
       variant.settings.emplace_back(variable, setting.substr(equals + 1));
     }
     variants.push_back(std::move(variant));
@@ -91,32 +95,19 @@ inline std::vector<SwitchVariant> parse_switch_variants(const std::string& spec)
 }
 
 // Sets a variant's switches for as long as it lives, then puts back what
-// the environment held before (set or unset).
+// the environment held before (set or unset). A variant names each switch
+// once (parse_switch_variants), so the order they are put back in does not
+// matter.
 class ScopedSwitches {
  public:
   explicit ScopedSwitches(const SwitchVariant& variant) {
     for (const auto& [variable, value] : variant.settings) {
-      const char* before = std::getenv(variable.c_str());
-      saved_.push_back({variable, before != nullptr, before ? before : ""});
-      setenv(variable.c_str(), value.c_str(), 1);
+      set_.push_back(std::make_unique<ScopedEnv>(variable, value.c_str()));
     }
   }
-  ~ScopedSwitches() {
-    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
-      if (it->was_set) setenv(it->variable.c_str(), it->value.c_str(), 1);
-      else unsetenv(it->variable.c_str());
-    }
-  }
-  ScopedSwitches(const ScopedSwitches&) = delete;
-  ScopedSwitches& operator=(const ScopedSwitches&) = delete;
 
  private:
-  struct Saved {
-    std::string variable;
-    bool was_set;
-    std::string value;
-  };
-  std::vector<Saved> saved_;
+  std::vector<std::unique_ptr<ScopedEnv>> set_;
 };
 
 // What one backward gives at the starting weights: the loss and each

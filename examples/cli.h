@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "kernels/error.h"
 
@@ -33,17 +34,35 @@ inline std::optional<std::map<std::string, std::string>> parse_args(int argc, ch
   return defaults;
 }
 
-// Runs fn with the environment variable `name` set to `value` (unset where
-// null), then puts it back as it was: a benchmark timing both sides of a
-// switch that the kernels read at each call (docs/gpu.md, Switches).
+// Sets the environment variable `name` to `value` (unsets it where null)
+// for as long as it lives, then puts back what was there: a benchmark timing
+// both sides of a switch that the kernels read at each call (docs/gpu.md,
+// Switches).
+class ScopedEnv {
+ public:
+  ScopedEnv(std::string name, const char* value) : name_(std::move(name)) {
+    const char* before = std::getenv(name_.c_str());
+    was_set_ = before != nullptr;
+    if (was_set_) before_ = before;
+    if (value) setenv(name_.c_str(), value, 1);
+    else unsetenv(name_.c_str());
+  }
+  ~ScopedEnv() {
+    if (was_set_) setenv(name_.c_str(), before_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, before_;
+  bool was_set_ = false;
+};
+
+// Runs fn with `name` set to `value` (unset where null), then as it was.
 inline void with_env(const char* name, const char* value, const std::function<void()>& fn) {
-  const char* before = std::getenv(name);
-  const std::string kept = before ? before : "";
-  if (value) setenv(name, value, 1);
-  else unsetenv(name);
+  const ScopedEnv set(name, value);
   fn();
-  if (before) setenv(name, kept.c_str(), 1);
-  else unsetenv(name);
 }
 
 inline int run_main(const char* program, const std::function<int()>& body) {

@@ -43,6 +43,7 @@ TEST(SwitchVariants, RefusesWhatOneProcessCannotTime) {
   EXPECT_NE(error_of(":SG_FLASH_WGMMA=1").find("is not name:VAR=value"), std::string::npos);
   EXPECT_NE(error_of("a:SG_FLASH_WGMMA=1 a:SG_FLASH_FUSED_DQ=1").find("used twice"), std::string::npos);
   EXPECT_NE(error_of("default:SG_FLASH_WGMMA=1").find("always the first"), std::string::npos);
+  EXPECT_NE(error_of("x:SG_FLASH_WGMMA=1,SG_FLASH_WGMMA=0").find("sets SG_FLASH_WGMMA twice"), std::string::npos);
 }
 
 TEST(SwitchVariants, SwitchesArePutBackAsTheyWere) {
