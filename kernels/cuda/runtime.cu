@@ -115,16 +115,36 @@ void synchronize(int device) {
   release_finished_uploads();
 }
 
-void copy_host_to_device_async(void* dst, const void* src, int64_t bytes, int device,
-                               std::shared_ptr<const void> keep_alive) {
-  cudaStream_t stream = current_stream(device);
-  CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(bytes), cudaMemcpyHostToDevice, stream));
+// Holds keep_alive until the stream has done what is queued on it now.
+static void hold_until_done(cudaStream_t stream, std::shared_ptr<const void> keep_alive) {
   cudaEvent_t done;
   CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
   CUDA_CHECK(cudaEventRecord(done, stream));
   std::lock_guard<std::mutex> lock(g_upload_mutex);
   release_finished_uploads();
   g_uploads.push_back(PendingUpload{done, std::move(keep_alive)});
+}
+
+void copy_host_to_device_async(void* dst, const void* src, int64_t bytes, int device,
+                               std::shared_ptr<const void> keep_alive) {
+  cudaStream_t stream = current_stream(device);
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(bytes), cudaMemcpyHostToDevice, stream));
+  hold_until_done(stream, std::move(keep_alive));
+}
+
+std::shared_ptr<void> copy_device_to_host_async(void* dst, const void* src, int64_t bytes, int device,
+                                                std::shared_ptr<const void> keep_alive) {
+  cudaStream_t stream = current_stream(device);
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(bytes), cudaMemcpyDeviceToHost, stream));
+  hold_until_done(stream, std::move(keep_alive));  // should the reader never wait, the buffer still outlives the copy
+  cudaEvent_t landed;
+  CUDA_CHECK(cudaEventCreateWithFlags(&landed, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventRecord(landed, stream));
+  return std::shared_ptr<void>(landed, [](void* event) { cudaEventDestroy(static_cast<cudaEvent_t>(event)); });
+}
+
+void wait_for(const std::shared_ptr<void>& event) {
+  CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event.get())));
 }
 
 void fill_bytes_async(void* dst, int value, int64_t bytes, int device) {

@@ -41,6 +41,14 @@ void pinned_free(void* pointer) noexcept;
 void copy_host_to_device_async(void* dst, const void* src, int64_t bytes, int device,
                                std::shared_ptr<const void> keep_alive);
 
+// The other way, into pinned memory, also returning at once: the bytes land
+// when the stream gets there. Returns an event recorded after the copy;
+// wait_for(event) waits for the copy and what was queued before it, not for
+// what the host queued since (tensor/pending_read.h).
+std::shared_ptr<void> copy_device_to_host_async(void* dst, const void* src, int64_t bytes, int device,
+                                                std::shared_ptr<const void> keep_alive);
+void wait_for(const std::shared_ptr<void>& event);
+
 // Copies issued on the device's stream; each returns once the bytes have landed.
 void copy_host_to_device(void* dst, const void* src, int64_t bytes, int device);
 void copy_device_to_host(void* dst, const void* src, int64_t bytes, int device);

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "tensor/pending_read.h"
 #include "tests/cuda/cuda_test_util.h"
 
 namespace sg {
@@ -141,6 +142,23 @@ TEST_F(CudaTensor, PinnedUploadsAndTheCachingAllocator) {
   EXPECT_GE(cached_bytes(Device::cuda()), 4000000);
   Tensor b = Tensor::empty({1000, 1000}, TensorOptions().device(Device::cuda()));
   EXPECT_EQ(b.data_ptr(), first) << "the freed block serves the same size again";
+}
+
+// Reads queued for later (tensor/pending_read.h): the values as they were
+// when the read was queued, even when the source changes or is freed
+// afterwards, and a strided source read as if contiguous. Dropped unread,
+// the pinned buffer still outlives its copy.
+TEST_F(CudaTensor, PendingReadsGiveTheValuesAsQueued) {
+  Tensor x = gpu(random_tensor({5, 6}, "x"));
+  PendingRead whole(x), column(x.slice(1, 2, 3));
+  const std::vector<float> expected = x.to_vector<float>();
+  x.fill_(7.0);
+  for (int i = 0; i < 10; ++i) PendingRead dropped(gpu(random_tensor({1 << 14}, "dropped")));
+  x = Tensor();
+  EXPECT_EQ(whole.get().device(), Device::cpu());
+  EXPECT_EQ(whole.get().to_vector<float>(), expected);
+  EXPECT_EQ(column.get().shape(), (Shape{5, 1}));
+  for (int64_t row = 0; row < 5; ++row) EXPECT_EQ(column.get().at({row, 0}), expected[size_t(row * 6 + 2)]);
 }
 
 // SG_POISON=1 on the GPU: a block reused from the cache comes as NaN, not

@@ -4,6 +4,7 @@
 
 #include <sstream>
 
+#include "tensor/pending_read.h"
 #include "tensor/tensor.h"
 
 namespace sg {
@@ -153,6 +154,21 @@ TEST(Tensor, MovingToAMissingGpuIsAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("CUDA"), std::string::npos) << e.what();
   }
+}
+
+// On the CPU a PendingRead copies at once: the values as they were when it
+// was made. Undefined or sharded sources are refused, as is reading nothing.
+TEST(PendingRead, OnTheCpuCopiesAtOnce) {
+  Tensor x = Tensor::from_vector(std::vector<float>{1, 2, 3}, {3});
+  PendingRead read(x);
+  x.fill_(0.0);
+  EXPECT_EQ(read.get().to_vector<float>(), (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(PendingRead(Tensor::full({}, 2.5)).item(), 2.5);
+  EXPECT_THROW(PendingRead{Tensor()}, Error);
+  EXPECT_THROW(PendingRead{Tensor::empty_sharded({8}, 0, 2)}, Error);
+  PendingRead nothing;
+  EXPECT_FALSE(nothing.defined());
+  EXPECT_THROW(nothing.get(), Error);
 }
 
 }  // namespace

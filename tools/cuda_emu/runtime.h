@@ -49,7 +49,8 @@ struct Counters {
   // cudaFree/cudaFreeHost, which synchronize the device), counted when
   // device work was queued since the last one: a download followed by a
   // stream synchronization is one round trip. An event query does not
-  // block and is not counted.
+  // block and is not counted, nor is waiting for an event recorded before
+  // the host's last wait (streams.cpp, cudaEventSynchronize).
   int64_t host_waits = 0;
   int64_t device_allocations = 0;  // cudaMalloc calls (the caching allocator should make these rare)
 };

@@ -44,6 +44,7 @@ struct Stream;
 struct Marker {
   Stream* stream = nullptr;
   bool done = false;
+  int64_t waits_before = 0;  // the host's counted waits when it was recorded
   std::chrono::steady_clock::time_point when;
 };
 
@@ -244,6 +245,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   std::lock_guard<std::recursive_mutex> lock(g_mutex);
   auto marker = std::make_shared<Marker>();
   marker->stream = as_stream(stream);
+  marker->waits_before = g_counters.host_waits;
   as_event(event)->latest = marker;
   ::enqueue(as_stream(stream), Op{"cudaEventRecord", {}, marker, nullptr});
   return cudaSuccess;
@@ -259,7 +261,16 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
   return cudaSuccess;
 }
 
+// Waiting for an event that the host has already waited past costs
+// nothing: a record from a step ago, read after that step's own wait (its
+// loss) drained the queue, is free. (Done alone is not enough: eager
+// streams finish every record at once, where a GPU would still be busy.)
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  {
+    std::lock_guard<std::recursive_mutex> lock(g_mutex);
+    const std::shared_ptr<Marker> marker = as_event(event)->latest;
+    if (marker == nullptr || (marker->done && marker->waits_before < g_counters.host_waits)) return cudaSuccess;
+  }
   sg_emu::count_host_wait();
   return cudaEventQuery(event);
 }
