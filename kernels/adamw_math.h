@@ -27,17 +27,26 @@ struct AdamWParams {
   float grad_scale = 1.0f;
   // When set, the scale is read from here instead, at the update: a float
   // on the parameters' device (clip_grad_factor's), so the host need not
-  // wait for the gradient norm before queuing the update.
+  // wait for the gradient norm before queuing the update. A NaN there skips
+  // the update (fp16's overflowed step: clip_grad_factor_or_skip).
   const float* grad_scale_at = nullptr;
   int64_t step = 1;  // 1 for the first update
 
   // The scale to apply (read by the kernels, where grad_scale_at points).
   SG_HOST_DEVICE float scale() const { return grad_scale_at != nullptr ? *grad_scale_at : grad_scale; }
+  // Whether the scale says "skip this step": nothing is written.
+  SG_HOST_DEVICE static bool skips(float scale) { return scale != scale; }
 
   // Bias corrections depend only on the step: computed once per update, in double.
   float bias_correction1() const { return float(1.0 - std::pow(double(beta1), double(step))); }
   float bias_correction2() const { return float(1.0 - std::pow(double(beta2), double(step))); }
 };
+
+// An overflow: the gradients' norm (the square root of their squares' sum,
+// over the loss scale they carry) is inf or NaN.
+SG_HOST_DEVICE inline bool gradients_overflowed(double squares, double loss_scale) {
+  return !(sqrt(squares) / loss_scale <= std::numeric_limits<double>::max());
+}
 
 // What AdamW multiplies each gradient by after clipping to a global norm
 // (PyTorch's clip_grad_norm_, DeepSpeed's gradient_clipping): the norm of
@@ -47,11 +56,21 @@ struct AdamWParams {
 // NaN norm gives 1: fp16 skips that step, and otherwise the NaN goes on into
 // the update, as in PyTorch. In double, on the host or (so the host need not
 // read the norm) in a one-thread kernel: the same bits either way.
+
 SG_HOST_DEVICE inline double clip_grad_factor(double squares, double loss_scale, double max_norm) {
+  if (gradients_overflowed(squares, loss_scale)) return 1.0;
   const double norm = sqrt(squares) / loss_scale;
-  if (!(norm <= std::numeric_limits<double>::max())) return 1.0;  // inf or NaN
   const double clip = max_norm > 0 ? fmin(1.0, max_norm / (norm + 1e-6)) : 1.0;
   return clip / loss_scale;
+}
+
+// fp16 on a GPU: the same factor, but an overflow (inf or NaN norm) gives
+// NaN, which makes AdamW skip the update (AdamWParams::skips) on the device.
+// The host learns of the overflow later, when it reads the norm, and only
+// then updates the loss scaler (optim/zero.cpp): no wait in mid-step.
+SG_HOST_DEVICE inline double clip_grad_factor_or_skip(double squares, double loss_scale, double max_norm) {
+  if (gradients_overflowed(squares, loss_scale)) return std::numeric_limits<double>::quiet_NaN();
+  return clip_grad_factor(squares, loss_scale, max_norm);
 }
 
 SG_HOST_DEVICE inline void adamw_element(float* param, float* m, float* v, float grad, float lr,

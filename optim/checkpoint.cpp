@@ -62,6 +62,7 @@ std::string read_file(const std::string& path) {
 
 void ZeroOptimizer::save_checkpoint(const std::string& dir, const std::string& training_json) {
   NoGradGuard no_grad;
+  settle_overflow();  // fp16 on a GPU: the step counts and the scale as of the last step
   release_all();  // stage 3: the slices are the truth; nothing stays gathered
   const int rank = comm_.rank(), world = comm_.world_size();
   const std::string index_path = dir + "/index.json";
@@ -125,6 +126,7 @@ void ZeroOptimizer::save_checkpoint(const std::string& dir, const std::string& t
 
 std::string ZeroOptimizer::load_checkpoint(const std::string& dir) {
   NoGradGuard no_grad;
+  settle_overflow();  // (what it settles, the checkpoint then replaces)
   release_all();
   const std::string index_path = dir + "/index.json";
   SG_CHECK(fs::exists(index_path), dir, " is not a complete checkpoint: it has no index.json (a save that did not ",

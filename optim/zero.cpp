@@ -180,6 +180,7 @@ void ZeroOptimizer::backward(const Variable& loss, bool last_micro_batch) {
            "computed under NoGradGuard, or from no parameter): there is nothing to differentiate");
   SG_CHECK(loss.numel() == 1, "ZeroOptimizer::backward: the loss must be one number, got ", loss.data().str(),
            "; reduce it first (mean or sum)");
+  settle_overflow();  // fp16 on a GPU: whether the last step overflowed sets this one's loss scale
   if (options_.stage < 2) {
     // Stages 0-1: gradients accumulate over micro-batches into flat buffers.
     for (ShardGroup& group : groups_) {
@@ -318,13 +319,15 @@ std::vector<Tensor> ZeroOptimizer::gradient_tensors() {
 // norm, so every rank skips the step together), and the scale is divided
 // out together with the clipping, in one pass over the gradients.
 //
-// On a GPU without fp16 the host reads nothing: the clipping factor is
-// computed on the device and AdamW reads it there, so the step's kernels
-// queue on without a pause (the norm itself waits in the GradNorm until
-// someone asks). fp16 reads the norm, as DeepSpeed does: whether the step
-// is applied decides on the host what step() launches.
+// On a GPU the host reads nothing: the clipping factor is computed on the
+// device and AdamW reads it there, so the step's kernels queue on without a
+// pause (the norm itself waits in the GradNorm until someone asks). Under
+// fp16 an overflow makes that factor NaN, and AdamW skips the step on the
+// device; the host learns of it a step late (settle_overflow). DeepSpeed
+// reads the norm here instead, which drains the GPU's queue mid-step.
 GradNorm ZeroOptimizer::clip_grad_norm(double max_norm) {
   NoGradGuard no_grad;
+  settle_overflow();  // the last step's, if nothing since has asked (its loss scale is this step's)
   // One reduction over every group's gradients (two launches on a GPU, not
   // three per group).
   const Device device = groups_.empty() ? Device::cpu() : groups_.front().device();
@@ -336,14 +339,16 @@ GradNorm ZeroOptimizer::clip_grad_norm(double max_norm) {
     comm_.all_reduce(total)->wait();
   }
   norm_measured_ = true;
-  if (device.is_cuda() && !scaler_) {
-    grad_factor_on_device_ = clip_grad_factor(total, max_norm);  // step() hands it to AdamW
-    return GradNorm(total, 1.0);
+  const double loss_scale = scaler_ ? scaler_->scale() : 1.0;
+  if (device.is_cuda() && !(scaler_ && options_.read_overflow_mid_step)) {
+    // step() hands the factor to AdamW.
+    grad_factor_on_device_ = clip_grad_factor(total, max_norm, loss_scale, /*skip_on_overflow=*/scaler_ != nullptr);
+    if (scaler_) squares_on_the_way_ = PendingRead(total);  // read a step later, when it has long landed
+    return GradNorm(total, loss_scale);
   }
   const double squares = total.item();
-  const double loss_scale = scaler_ ? scaler_->scale() : 1.0;
   const double norm = std::sqrt(squares) / loss_scale;
-  overflow_ = !std::isfinite(norm);
+  overflow_ = gradients_overflowed(squares, loss_scale);
   // step() hands the factor to AdamW, which multiplies as it reads (an
   // overflow leaves it 1; fp16 then skips the step).
   grad_factor_ = clip_grad_factor(squares, loss_scale, max_norm);
@@ -353,7 +358,10 @@ GradNorm ZeroOptimizer::clip_grad_norm(double max_norm) {
 void ZeroOptimizer::step(double lr) {
   NoGradGuard no_grad;
   if (scaler_ && !norm_measured_) clip_grad_norm(0.0);  // fp16: unscale, and find overflows
-  const bool apply = scaler_ ? scaler_->update(overflow_) : true;
+  // fp16 on a GPU: queued as if applied; AdamW skips it on the device if the
+  // gradients overflowed, and settle_overflow() later tells the scaler.
+  const bool overflow_on_device = squares_on_the_way_.defined();
+  const bool apply = scaler_ && !overflow_on_device ? scaler_->update(overflow_) : true;
   // Mixed precision: the model's bf16/f16 parameters this rank updates.
   auto low_precision_params = [this](size_t g) {
     ShardGroup& group = groups_[g];
@@ -373,7 +381,8 @@ void ZeroOptimizer::step(double lr) {
     if (grad_factor_on_device_.defined()) adam_->set_grad_scale(grad_factor_on_device_);
     else adam_->set_grad_scale(grad_factor_);
     adam_->step();
-    ++applied_steps_;
+    if (overflow_on_device) unsettled_ = UnsettledStep{std::move(squares_on_the_way_), used_};
+    else ++applied_steps_;
   }
   if (options_.stage == 3) {
     // Gathered copies are stale now (the slices were updated in place); this
@@ -404,10 +413,29 @@ void ZeroOptimizer::step(double lr) {
   wait_all();
 }
 
+// fp16 on a GPU: whether the last step's gradients overflowed, read now
+// that its norm's copy has (usually long) landed. The scaler updates as it
+// would have then; a step the device skipped is taken out of the step
+// counts that plan_updates() and AdamW advanced when it was queued, so the
+// bias corrections and checkpoints agree with a run that read at once.
+void ZeroOptimizer::settle_overflow() {
+  if (!unsettled_) return;
+  UnsettledStep last = std::move(*unsettled_);
+  unsettled_.reset();
+  const bool overflow = gradients_overflowed(last.squares.item(), scaler_->scale());
+  if (scaler_->update(overflow)) {
+    ++applied_steps_;
+    return;
+  }
+  for (size_t k = 0; k < updates_.size(); ++k) updates_[k] -= last.used[k] != 0.0f ? 1 : 0;
+  adam_->set_steps_taken(adam_->steps_taken() - 1);
+}
+
 void ZeroOptimizer::zero_grad() {
   norm_measured_ = overflow_ = false;
   grad_factor_ = 1.0;
   grad_factor_on_device_ = Tensor();
+  squares_on_the_way_ = PendingRead();
   std::fill(used_.begin(), used_.end(), 0.0f);
   for (size_t g = 0; g < groups_.size(); ++g) {
     groups_[g].drop_flat_grads();

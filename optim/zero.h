@@ -46,6 +46,7 @@
 #pragma once
 
 #include <cmath>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -54,6 +55,7 @@
 #include "optim/gather_schedule.h"
 #include "optim/loss_scaler.h"
 #include "optim/optimizers.h"
+#include "tensor/pending_read.h"
 
 namespace sg {
 
@@ -106,6 +108,12 @@ struct ZeroOptions {
   DType dtype = DType::f32;
   DType reduce_dtype = DType::f32;
   LossScalerOptions loss_scaling = {};
+  // fp16 on a GPU: AdamW skips an overflowed step on the device and the host
+  // reads the overflow a step later (the default), or, as DeepSpeed does,
+  // the host reads it before queuing the update, which drains the GPU's
+  // queue mid-step. The same run either way, to the bit; this is for
+  // comparing the two.
+  bool read_overflow_mid_step = false;
 };
 
 class ZeroOptimizer {
@@ -141,9 +149,11 @@ class ZeroOptimizer {
   int stage() const { return options_.stage; }
   bool mixed() const { return options_.dtype != DType::f32; }
   // fp16's loss scaler (null otherwise), and the steps actually applied
-  // (an fp16 step whose gradients overflowed is skipped).
-  const LossScaler* loss_scaler() const { return scaler_.get(); }
-  int64_t applied_steps() const { return applied_steps_; }
+  // (an fp16 step whose gradients overflowed is skipped). On a GPU the host
+  // learns whether the last step overflowed only when it asks: here, or the
+  // next backward (settle_overflow), which may then wait for that step's norm.
+  const LossScaler* loss_scaler() { settle_overflow(); return scaler_.get(); }
+  int64_t applied_steps() { settle_overflow(); return applied_steps_; }
   // Stage 3: gathers served by a prefetch begun earlier (since construction).
   int64_t prefetched_gathers() const { return prefetched_gathers_; }
   const std::vector<ShardGroup>& groups() const { return groups_; }
@@ -155,6 +165,7 @@ class ZeroOptimizer {
   void on_gradient_ready(size_t group);
   void launch_ready_in_order();
   void plan_updates();
+  void settle_overflow();
   void ensure_gathered(size_t group);
   void release_all();
   void launch_reduction(size_t group);
@@ -188,8 +199,17 @@ class ZeroOptimizer {
   std::unique_ptr<LossScaler> scaler_;  // f16 only
   bool norm_measured_ = false, overflow_ = false;  // this step's gradients
   double grad_factor_ = 1.0;  // clipping / loss scale, applied by step() inside AdamW
-  Tensor grad_factor_on_device_;  // the same, on a GPU without fp16 (the host never reads it)
+  Tensor grad_factor_on_device_;  // the same, on a GPU (the host never reads it; fp16: NaN skips the step)
   int64_t applied_steps_ = 0;
+  // fp16 on a GPU: a step queued before the host knew whether its gradients
+  // overflowed (AdamW skips it on the device if they did). The norm's copy
+  // and which parameters the step counted, for settle_overflow.
+  struct UnsettledStep {
+    PendingRead squares;
+    std::vector<float> used;
+  };
+  PendingRead squares_on_the_way_;       // this step's, from clip_grad_norm to step()
+  std::optional<UnsettledStep> unsettled_;
 };
 
 }  // namespace sg

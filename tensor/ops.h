@@ -213,9 +213,12 @@ Tensor squared_norm(const Tensor& x);  // sum of squares, for global-norm clippi
 // each. All on one device, whole; summed in f64, in the tensors' order.
 Tensor squared_norm_total(const std::vector<Tensor>& xs);
 // AdamW's gradient factor after clipping to max_norm (kernels/adamw_math.h's
-// clip_grad_factor, loss scale 1) from a 0-dim sum of squares, as a 0-dim
-// f32 on its device, computed there: the host reads nothing.
-Tensor clip_grad_factor(const Tensor& squares, double max_norm);
+// clip_grad_factor) from a 0-dim sum of squares of gradients that carry
+// loss_scale, as a 0-dim f32 on its device, computed there: the host reads
+// nothing. skip_on_overflow (fp16): an inf/NaN norm gives NaN, and AdamW
+// then skips the step (clip_grad_factor_or_skip).
+Tensor clip_grad_factor(const Tensor& squares, double max_norm, double loss_scale = 1.0,
+                        bool skip_on_overflow = false);
 
 // ---- optimizer ------------------------------------------------------------------
 // One AdamW step on f32 buffers of equal layout (whole tensors or shards), in place.

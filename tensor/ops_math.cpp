@@ -495,18 +495,20 @@ Tensor squared_norm_total(const std::vector<Tensor>& xs) {
   return out;
 }
 
-Tensor clip_grad_factor(const Tensor& squares, double max_norm) {
+Tensor clip_grad_factor(const Tensor& squares, double max_norm, double loss_scale, bool skip_on_overflow) {
   const bool f32_or_cpu_f64 =
       squares.dtype() == DType::f32 || (squares.device().is_cpu() && squares.dtype() == DType::f64);
   SG_CHECK(squares.numel() == 1 && f32_or_cpu_f64, "clip_grad_factor: expected one sum of squares, f32 (f64 on the "
            "CPU), as squared_norm_total gives; got ", squares.str());
   Tensor factor = Tensor::empty({}, TensorOptions().device(squares.device()));
   if (squares.device().is_cpu()) {
-    *factor.data<float>() = float(clip_grad_factor(squares.item(), 1.0, max_norm));
+    const double s = squares.item();
+    *factor.data<float>() = float(skip_on_overflow ? clip_grad_factor_or_skip(s, loss_scale, max_norm)
+                                                   : clip_grad_factor(s, loss_scale, max_norm));
     return factor;
   }
-  SG_ON_CUDA(cuda::clip_grad_factor(factor.data<float>(), squares.data<float>(), max_norm,
-                                    cuda_stream(squares.device())));
+  SG_ON_CUDA(cuda::clip_grad_factor(factor.data<float>(), squares.data<float>(), loss_scale, max_norm,
+                                    skip_on_overflow, cuda_stream(squares.device())));
   return factor;
 }
 

@@ -43,6 +43,7 @@ __global__ void adamw_kernel(float* param, float* m, float* v, const float* grad
   const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t body = n / N * N;
   const float scale = a.grad_scale_at != nullptr ? *a.grad_scale_at : a.grad_scale;
+  if (AdamWParams::skips(scale)) return;  // fp16's overflowed step (the same value in every thread)
   for (int64_t u = first; u < n / N; u += stride) adamw_unit<N>(param, m, v, grad, copy, u * N, a, scale);
   for (int64_t i = body + first; i < n; i += stride) adamw_unit<1>(param, m, v, grad, copy, i, a, scale);
 }

@@ -131,14 +131,18 @@ void squared_norm_total(float* out, double* partials, const float* const* in, co
 
 namespace {
 
-__global__ void clip_grad_factor_kernel(float* factor, const float* squares, double max_norm) {
-  *factor = float(sg::clip_grad_factor(double(*squares), 1.0, max_norm));
+__global__ void clip_grad_factor_kernel(float* factor, const float* squares, double loss_scale, double max_norm,
+                                        bool skip_on_overflow) {
+  const double s = double(*squares);
+  *factor = float(skip_on_overflow ? sg::clip_grad_factor_or_skip(s, loss_scale, max_norm)
+                                   : sg::clip_grad_factor(s, loss_scale, max_norm));
 }
 
 }  // namespace
 
-void clip_grad_factor(float* factor, const float* squares, double max_norm, cudaStream_t stream) {
-  clip_grad_factor_kernel<<<1, 1, 0, stream>>>(factor, squares, max_norm);
+void clip_grad_factor(float* factor, const float* squares, double loss_scale, double max_norm, bool skip_on_overflow,
+                      cudaStream_t stream) {
+  clip_grad_factor_kernel<<<1, 1, 0, stream>>>(factor, squares, loss_scale, max_norm, skip_on_overflow);
   SG_CHECK_LAUNCH();
 }
 

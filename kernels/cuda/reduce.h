@@ -30,8 +30,10 @@ inline int64_t reduce_total_partials(int64_t count) {
 void squared_norm_total(float* out, double* partials, const float* const* in, const int64_t* sizes, int count,
                         cudaStream_t stream);
 
-// *factor = clip_grad_factor(*squares, 1, max_norm) (kernels/adamw_math.h),
-// by one thread: AdamW reads it there, and the host never waits for the norm.
-void clip_grad_factor(float* factor, const float* squares, double max_norm, cudaStream_t stream);
+// *factor = clip_grad_factor(*squares, loss_scale, max_norm) (kernels/adamw_math.h;
+// clip_grad_factor_or_skip when skip_on_overflow), by one thread: AdamW reads
+// it there, and the host never waits for the norm.
+void clip_grad_factor(float* factor, const float* squares, double loss_scale, double max_norm, bool skip_on_overflow,
+                      cudaStream_t stream);
 
 }  // namespace sg::cuda

@@ -622,8 +622,22 @@ TEST_F(CudaKernels, AdamWMatchesCpu) {
   EXPECT_TRUE(same_as_cpu(pg, p, kF32, 1e-7));
   EXPECT_TRUE(same_as_cpu(mg, m, kF32, 1e-8));
   for (float inf_or_nan : {INFINITY, NAN}) {  // an overflow leaves the gradients as they are
-    EXPECT_EQ(clip_grad_factor(gpu(Tensor::from_vector(std::vector<float>{inf_or_nan}, {})), 1.0).item(), 1.0);
+    const Tensor overflowed = gpu(Tensor::from_vector(std::vector<float>{inf_or_nan}, {}));
+    EXPECT_EQ(clip_grad_factor(overflowed, 1.0).item(), 1.0);
+    EXPECT_TRUE(std::isnan(clip_grad_factor(overflowed, 1.0, 512.0, /*skip_on_overflow=*/true).item()));
   }
+  // fp16's loss scale divided out on the device, as on the host.
+  const Tensor scaled = Tensor::from_vector(std::vector<float>{7.5e4f * 512 * 512}, {});
+  EXPECT_EQ(clip_grad_factor(gpu(scaled), 1.0, 512.0, true).item(), clip_grad_factor(scaled, 1.0, 512.0, true).item());
+  // A NaN factor (an fp16 overflow) skips the update: nothing is written,
+  // the 16-bit copy included.
+  const Tensor skip = clip_grad_factor(gpu(Tensor::from_vector(std::vector<float>{INFINITY}, {})), 1.0, 512.0, true);
+  const Tensor p_before = pg.clone(), m_before = mg.clone(), copy_before = copy_g.clone();
+  hp.step = 7, hp.grad_scale_at = skip.data<float>();
+  adamw_update_(pg, mg, vg, gg, hp, &copy_g);
+  EXPECT_TRUE(same_as_cpu(pg, p_before.to(Device::cpu()), 0.0, 0.0));
+  EXPECT_TRUE(same_as_cpu(mg, m_before.to(Device::cpu()), 0.0, 0.0));
+  EXPECT_TRUE(same_as_cpu(copy_g, copy_before.to(Device::cpu()), 0.0, 0.0));
 }
 
 }  // namespace

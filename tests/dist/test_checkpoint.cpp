@@ -28,17 +28,6 @@ using namespace zero_test;
 namespace fs = std::filesystem;
 constexpr int64_t kSaveAt = 5;
 
-// A fresh directory, the same on every rank (named by rank 0's process id,
-// so test programs running side by side never share one).
-std::string fresh_dir(const std::string& name) {
-  Tensor pid = Tensor::full({1}, double(::getpid()), TensorOptions().dtype(DType::i64));
-  world().broadcast(pid, 0)->wait();
-  const std::string dir = ::testing::TempDir() + "/sg-checkpoint-" + std::to_string(int64_t(pid.item())) + "-" + name;
-  if (world().rank() == 0) fs::remove_all(dir);
-  world().barrier()->wait();
-  return dir;
-}
-
 class CheckpointResume : public ::testing::TestWithParam<int> {};
 
 // Save after 5 steps, build everything anew, load, train 5 more: the losses

@@ -5,6 +5,9 @@
 // 12 of f32 master and moments); fp16 skips the steps whose gradients
 // overflow and lowers the loss scale.
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "dist/backends.h"
 #include "tests/dist/zero_test_util.h"
@@ -130,6 +133,53 @@ TEST(ZeroFp16, DefaultScaleAppliesTheFirstStep) {
   trainer.train(0, 1);
   EXPECT_EQ(trainer.zero.applied_steps(), 1);
   EXPECT_EQ(trainer.zero.loss_scaler()->scale(), 65536.0);
+}
+
+// fp16 on the GPU: the overflow is found on the device and AdamW skips the
+// step there; the host reads whether it did a step late (optim/zero.cpp,
+// settle_overflow). The run is the one where the host reads each step's
+// overflow before queuing its update, as DeepSpeed does, to the bit: the
+// same steps skipped, the scale on the same path, the same parameters
+// (were a skipped step still counted, every later bias correction would
+// differ). (Against the CPU's fp16 run instead, the GPU's kernels can
+// overflow at a scale where the CPU's just do not: a different run.) At
+// stage 2, whose ranks also gather their slices after a skipped step
+// (unchanged ones).
+TEST(ZeroFp16OnCuda, SkipsOnTheDeviceAsTheHostWould) {
+  constexpr int kStage = 2;
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible; scripts/gpu_check.sh runs this on one";
+  ZeroOptions knobs{.dtype = DType::f16,
+                    .reduce_dtype = DType::f32,
+                    .loss_scaling = {.initial_scale_power = 23, .loss_scale_window = 3, .hysteresis = 1}};
+  ZeroTrainer deferred(kStage, false, knobs, local_cuda_device());
+  knobs.read_overflow_mid_step = true;
+  ZeroTrainer at_once(kStage, false, knobs, local_cuda_device());
+  const std::vector<std::vector<float>> initial = deferred.parameters();
+  deferred.train(0, 1), at_once.train(0, 1);
+  EXPECT_EQ(deferred.parameters(), initial) << "a skipped step changes nothing";
+  for (int64_t step = 1; step < kSteps; ++step) {
+    EXPECT_EQ(deferred.train(step, step + 1), at_once.train(step, step + 1)) << "step " << step;
+    EXPECT_EQ(deferred.zero.loss_scaler()->scale(), at_once.zero.loss_scaler()->scale()) << "step " << step;
+    EXPECT_EQ(deferred.zero.applied_steps(), at_once.zero.applied_steps()) << "step " << step;
+  }
+  EXPECT_EQ(deferred.parameters(), at_once.parameters());
+  // Their checkpoints' indexes (step counts, the scaler's state) are the same text.
+  const std::string deferred_dir = fresh_dir("fp16-deferred"), at_once_dir = fresh_dir("fp16-at-once");
+  deferred.zero.save_checkpoint(deferred_dir), at_once.zero.save_checkpoint(at_once_dir);
+  if (world().rank() == 0) {  // (it writes the index)
+    auto text = [](const std::string& path) {
+      std::ifstream in(path);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    const std::string deferred_index = text(deferred_dir + "/index.json");
+    EXPECT_NE(deferred_index, "");
+    EXPECT_TRUE(deferred_index == text(at_once_dir + "/index.json")) << "the indexes differ (diff the directories "
+                                                                    << deferred_dir << " and " << at_once_dir << ")";
+    if (!HasFailure()) std::filesystem::remove_all(deferred_dir), std::filesystem::remove_all(at_once_dir);
+  }
+  const int64_t skipped = kSteps - deferred.zero.applied_steps();
+  EXPECT_GE(skipped, 2) << "the test needs overflows";
+  EXPECT_LE(skipped, kSteps - 3) << "and steps applied after them";
 }
 
 }  // namespace

@@ -5,9 +5,11 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <tuple>
@@ -21,6 +23,17 @@
 #include "tests/test_util.h"
 
 namespace sg::zero_test {
+
+// A fresh directory, the same on every rank (named by rank 0's process id,
+// so test programs running side by side never share one).
+inline std::string fresh_dir(const std::string& name) {
+  Tensor pid = Tensor::full({1}, double(::getpid()), TensorOptions().dtype(DType::i64));
+  world().broadcast(pid, 0)->wait();
+  const std::string dir = ::testing::TempDir() + "/sg-checkpoint-" + std::to_string(int64_t(pid.item())) + "-" + name;
+  if (world().rank() == 0) std::filesystem::remove_all(dir);
+  world().barrier()->wait();
+  return dir;
+}
 constexpr int64_t kGlobalBatch = 12, kSteps = 10, kAccum = 2;
 constexpr double kClip = 0.5, kLr = 3e-3, kWeightDecay = 0.1;
 

@@ -147,6 +147,25 @@ TEST(Clipping, TheFactorAdamWMultipliesBy) {
   // The op: the same bits in f32, from a sum of squares on its device.
   const Tensor squares = Tensor::from_vector(std::vector<float>{25.0f}, {});
   EXPECT_EQ(clip_grad_factor(squares, 1.0).item(), double(float(1.0 / (5.0 + 1e-6))));
+  const Tensor scaled = Tensor::from_vector(std::vector<float>{25.0f * 1024 * 1024}, {});
+  EXPECT_EQ(clip_grad_factor(scaled, 1.0, 1024.0).item(), double(float(1.0 / (5.0 + 1e-6) / 1024.0)));
+}
+
+// fp16 on a GPU: an overflow gives NaN, which AdamW takes as "skip this
+// step"; anything else the same factor. f32's largest squares are no
+// overflow; their norm is finite.
+TEST(Clipping, AnOverflowSkipsWhenAsked) {
+  EXPECT_TRUE(gradients_overflowed(INFINITY, 1.0));
+  EXPECT_TRUE(gradients_overflowed(NAN, 65536.0));
+  EXPECT_FALSE(gradients_overflowed(3.4e38, 65536.0));
+  EXPECT_TRUE(std::isnan(clip_grad_factor_or_skip(INFINITY, 1024.0, 1.0)));
+  EXPECT_TRUE(std::isnan(clip_grad_factor_or_skip(NAN, 1024.0, 0.0)));
+  EXPECT_EQ(clip_grad_factor_or_skip(25.0 * 1024 * 1024, 1024.0, 1.0), clip_grad_factor(25.0 * 1024 * 1024, 1024.0, 1.0));
+  EXPECT_TRUE(AdamWParams::skips(std::nanf("")));
+  EXPECT_FALSE(AdamWParams::skips(INFINITY));
+  const Tensor inf = Tensor::from_vector(std::vector<float>{INFINITY}, {});
+  EXPECT_TRUE(std::isnan(clip_grad_factor(inf, 1.0, 1024.0, /*skip_on_overflow=*/true).item()));
+  EXPECT_EQ(clip_grad_factor(inf, 1.0, 1024.0).item(), 1.0);
 }
 
 // A scale AdamW reads from a tensor (the device's, in ZeroOptimizer on a
@@ -164,6 +183,13 @@ TEST(AdamW, ReadsItsGradientScaleFromATensor) {
   by_value.step(), by_tensor.step();
   EXPECT_EQ(a.data().to_vector<float>(), b.data().to_vector<float>());
   EXPECT_THROW(by_tensor.set_grad_scale(Tensor::from_vector(std::vector<float>{1.0f, 2.0f}, {2})), Error);
+  // A NaN scale skips the update: values and moments stay as they were.
+  const std::vector<float> before = b.data().to_vector<float>();
+  const std::vector<float> m_before = by_tensor.exp_avg(0, 0).to_vector<float>();
+  by_tensor.set_grad_scale(Tensor::from_vector(std::vector<float>{std::nanf("")}, {}));
+  by_tensor.step();
+  EXPECT_EQ(b.data().to_vector<float>(), before);
+  EXPECT_EQ(by_tensor.exp_avg(0, 0).to_vector<float>(), m_before);
 }
 
 TEST(GradientAccumulation, TwoHalfBatchesEqualOneFullBatch) {
