@@ -326,8 +326,17 @@ int run(const TrainFlags& flags) {
       return 128 + signal;
     }
   }
+  // fp16: how many steps overflowed. Asking settles the last step (on a GPU
+  // the host reads its overflow only when asked), and raises the error if
+  // that step's overflow took the scale below min_loss_scale.
+  const LossScaler* scaler = optimizer.loss_scaler();
   if (lead) {
-    std::printf("train_gpt: done in %s; final val loss %.4f\n", format_duration(seconds_since(start)).c_str(), last_val);
+    std::printf("train_gpt: done in %s; final val loss %.4f", format_duration(seconds_since(start)).c_str(), last_val);
+    if (scaler != nullptr) {
+      std::printf("; fp16 applied %lld of %lld steps, loss scale %g", (long long)optimizer.applied_steps(),
+                  (long long)(flags.steps - first_step), scaler->scale());
+    }
+    std::printf("\n");
   }
   if (!flags.export_path.empty()) {
     std::vector<std::pair<std::string, Tensor>> values = optimizer.full_parameters();  // a collective
