@@ -38,15 +38,17 @@ ranks=$(tail -n 1 "$work/m.jsonl" | grep -o '"optimizer_state": ' | wc -l)
 [ -s "$work/run/tokenizer.txt" ] || { echo "the tokenizer was not saved with the run"; exit 1; }
 
 # Mixed precision: bf16 (f32 masters) ends within 3% of the f32 run above;
-# fp16 reports its loss scale.
+# fp16 reports its loss scale, and its last line how many steps it applied.
 "${launch[@]}" "$bin" --steps 30 --warmup 5 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 --lr 3e-3 --zero $zero \
   --eval-every 0 --metrics "$work/bf16.jsonl" --out "$work/run" --sample 0 --dtype bf16 > /dev/null
 mixed=$(tail -n 1 "$work/bf16.jsonl" | sed -E 's/.*"loss": ([0-9.e+-]+).*/\1/')
 awk -v a="$last" -v b="$mixed" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.03 * a) }' ||
   { echo "bf16 ended at $mixed, f32 at $last"; exit 1; }
 "${launch[@]}" "$bin" --steps 5 --warmup 1 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 --zero $zero \
-  --eval-every 0 --metrics "$work/fp16.jsonl" --out "$work/run" --sample 0 --dtype fp16 > /dev/null
+  --eval-every 0 --metrics "$work/fp16.jsonl" --out "$work/run" --sample 0 --dtype fp16 > "$work/fp16.txt"
 grep -q '"loss_scale": ' "$work/fp16.jsonl" || { echo "no loss_scale in the fp16 metrics"; exit 1; }
+grep -q "fp16 applied 5 of 5 steps, loss scale 65536" "$work/fp16.txt" ||
+  { echo "the fp16 run's last line: $(tail -n 1 "$work/fp16.txt")"; exit 1; }
 
 if "$bin" --stpes 3 > "$work/bad.txt" 2>&1; then echo "a misspelled flag was accepted"; exit 1; fi
 grep -q "unknown flag --stpes" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
