@@ -50,6 +50,16 @@ DType dtype_of_flag(const std::string& name) {
   return name == "bf16" ? DType::bf16 : name == "fp16" ? DType::f16 : DType::f32;
 }
 
+// A number for the metrics' JSON, to the last bit of an f32, or null for
+// inf and NaN, which JSON cannot say (an fp16 step whose gradients
+// overflowed has an infinite norm; a diverged run's loss is NaN).
+std::string json_number(double x) {
+  if (!std::isfinite(x)) return "null";
+  std::ostringstream text;
+  text << std::setprecision(9) << x;
+  return text.str();
+}
+
 // SIGINT / SIGTERM: the step in progress finishes, a checkpoint is saved
 // (with --save), and train_gpt exits with 128 + the signal's number. A
 // second signal acts at once (the handler resets itself).
@@ -290,14 +300,14 @@ int run(const TrainFlags& flags) {
     }
     if (lead) {  // (the other ranks only train)
       if (metrics.is_open()) {
-        metrics << "{\"step\": " << step + 1 << ", \"loss\": " << loss << ", \"lr\": " << lr
-                << ", \"grad_norm\": " << norm.value() << ", \"tokens_per_s\": " << tokens_per_s;
+        metrics << "{\"step\": " << step + 1 << ", \"loss\": " << json_number(loss) << ", \"lr\": " << lr
+                << ", \"grad_norm\": " << json_number(norm.value()) << ", \"tokens_per_s\": " << tokens_per_s;
         // fp16: the scale the step ran with after its update, and whether
         // the step was applied (an overflow skips it).
         if (const LossScaler* scaler = optimizer.loss_scaler()) {
           metrics << ", \"loss_scale\": " << scaler->scale() << ", \"applied_steps\": " << optimizer.applied_steps();
         }
-        if (evaluate_now) metrics << ", \"val_loss\": " << val;
+        if (evaluate_now) metrics << ", \"val_loss\": " << json_number(val);
         metrics << ", \"comm_bytes_sent\": " << comm_bytes << ", \"peak_bytes\": " << peaks << "}\n";
         metrics.flush();
       }

@@ -49,6 +49,14 @@ awk -v a="$last" -v b="$mixed" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <
 grep -q '"loss_scale": ' "$work/fp16.jsonl" || { echo "no loss_scale in the fp16 metrics"; exit 1; }
 grep -q "fp16 applied 5 of 5 steps, loss scale 65536" "$work/fp16.txt" ||
   { echo "the fp16 run's last line: $(tail -n 1 "$work/fp16.txt")"; exit 1; }
+# A scale of 2^28 overflows the first steps: their norm is inf, which the
+# metrics write as null (JSON has no inf), and they are not applied.
+echo '{"fp16": {"enabled": true, "initial_scale_power": 28, "hysteresis": 1}}' > "$work/fp16.json"
+"${launch[@]}" "$bin" --config "$work/fp16.json" --steps 5 --warmup 1 --layers 1 --heads 2 --embd 32 --ctx 32 \
+  --batch 8 --zero $zero --eval-every 0 --metrics "$work/overflow.jsonl" --out "$work/run" --sample 0 > /dev/null
+head -n 1 "$work/overflow.jsonl" | grep -q '"grad_norm": null,.*"applied_steps": 0' ||
+  { echo "the overflowed first step's metrics: $(head -n 1 "$work/overflow.jsonl")"; exit 1; }
+if grep -qiE '": -?(inf|nan)' "$work/overflow.jsonl"; then echo "inf or nan in the metrics' JSON"; exit 1; fi
 
 if "$bin" --stpes 3 > "$work/bad.txt" 2>&1; then echo "a misspelled flag was accepted"; exit 1; fi
 grep -q "unknown flag --stpes" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
