@@ -17,7 +17,7 @@ constexpr int kMaxDevices = 16;
 std::array<cudaStream_t, kMaxDevices> g_streams{};
 std::mutex g_stream_mutex;
 
-// Pinned buffers of asynchronous uploads, held until their copy is done.
+// Pinned buffers of asynchronous copies (both ways), held until their copy is done.
 struct PendingUpload {
   cudaEvent_t done;
   std::shared_ptr<const void> keep_alive;
@@ -34,6 +34,17 @@ void release_finished_uploads() {  // with g_upload_mutex held
     return true;
   });
   g_uploads.erase(finished, g_uploads.end());
+}
+
+// Holds keep_alive (a pinned buffer's owner) until the stream has done what
+// is queued on it now.
+void hold_until_done(cudaStream_t stream, std::shared_ptr<const void> keep_alive) {
+  cudaEvent_t done;
+  CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventRecord(done, stream));
+  std::lock_guard<std::mutex> lock(g_upload_mutex);
+  release_finished_uploads();
+  g_uploads.push_back(PendingUpload{done, std::move(keep_alive)});
 }
 
 void set_device(int device) {
@@ -113,16 +124,6 @@ void synchronize(int device) {
   CUDA_CHECK(cudaStreamSynchronize(current_stream(device)));
   std::lock_guard<std::mutex> lock(g_upload_mutex);
   release_finished_uploads();
-}
-
-// Holds keep_alive until the stream has done what is queued on it now.
-static void hold_until_done(cudaStream_t stream, std::shared_ptr<const void> keep_alive) {
-  cudaEvent_t done;
-  CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-  CUDA_CHECK(cudaEventRecord(done, stream));
-  std::lock_guard<std::mutex> lock(g_upload_mutex);
-  release_finished_uploads();
-  g_uploads.push_back(PendingUpload{done, std::move(keep_alive)});
 }
 
 void copy_host_to_device_async(void* dst, const void* src, int64_t bytes, int device,
