@@ -56,7 +56,6 @@ SG_HOST_DEVICE inline bool gradients_overflowed(double squares, double loss_scal
 // NaN norm gives 1: fp16 skips that step, and otherwise the NaN goes on into
 // the update, as in PyTorch. In double, on the host or (so the host need not
 // read the norm) in a one-thread kernel: the same bits either way.
-
 SG_HOST_DEVICE inline double clip_grad_factor(double squares, double loss_scale, double max_norm) {
   if (gradients_overflowed(squares, loss_scale)) return 1.0;
   const double norm = sqrt(squares) / loss_scale;

@@ -18,22 +18,22 @@ std::array<cudaStream_t, kMaxDevices> g_streams{};
 std::mutex g_stream_mutex;
 
 // Pinned buffers of asynchronous copies (both ways), held until their copy is done.
-struct PendingUpload {
+struct PendingCopy {
   cudaEvent_t done;
   std::shared_ptr<const void> keep_alive;
 };
-std::mutex g_upload_mutex;
+std::mutex g_copy_mutex;
 // Never destroyed: at exit the CUDA runtime may already be unloaded, and
 // releasing a pinned buffer then fails (the emulator found this).
-std::vector<PendingUpload>& g_uploads = *new std::vector<PendingUpload>;
+std::vector<PendingCopy>& g_copies = *new std::vector<PendingCopy>;
 
-void release_finished_uploads() {  // with g_upload_mutex held
-  auto finished = std::remove_if(g_uploads.begin(), g_uploads.end(), [](PendingUpload& upload) {
-    if (cudaEventQuery(upload.done) != cudaSuccess) return false;  // not yet (or an error, reported elsewhere)
-    cudaEventDestroy(upload.done);
+void release_finished_copies() {  // with g_copy_mutex held
+  auto finished = std::remove_if(g_copies.begin(), g_copies.end(), [](PendingCopy& copy) {
+    if (cudaEventQuery(copy.done) != cudaSuccess) return false;  // not yet (or an error, reported elsewhere)
+    cudaEventDestroy(copy.done);
     return true;
   });
-  g_uploads.erase(finished, g_uploads.end());
+  g_copies.erase(finished, g_copies.end());
 }
 
 // Holds keep_alive (a pinned buffer's owner) until the stream has done what
@@ -42,9 +42,9 @@ void hold_until_done(cudaStream_t stream, std::shared_ptr<const void> keep_alive
   cudaEvent_t done;
   CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
   CUDA_CHECK(cudaEventRecord(done, stream));
-  std::lock_guard<std::mutex> lock(g_upload_mutex);
-  release_finished_uploads();
-  g_uploads.push_back(PendingUpload{done, std::move(keep_alive)});
+  std::lock_guard<std::mutex> lock(g_copy_mutex);
+  release_finished_copies();
+  g_copies.push_back(PendingCopy{done, std::move(keep_alive)});
 }
 
 void set_device(int device) {
@@ -122,8 +122,8 @@ void profiler_stop() { CUDA_CHECK(cudaProfilerStop()); }
 
 void synchronize(int device) {
   CUDA_CHECK(cudaStreamSynchronize(current_stream(device)));
-  std::lock_guard<std::mutex> lock(g_upload_mutex);
-  release_finished_uploads();
+  std::lock_guard<std::mutex> lock(g_copy_mutex);
+  release_finished_copies();
 }
 
 void copy_host_to_device_async(void* dst, const void* src, int64_t bytes, int device,
