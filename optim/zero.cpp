@@ -343,8 +343,9 @@ GradNorm ZeroOptimizer::clip_grad_norm(double max_norm) {
   if (device.is_cuda() && !(scaler_ && options_.read_overflow_mid_step)) {
     // step() hands the factor to AdamW.
     grad_factor_on_device_ = clip_grad_factor(total, max_norm, loss_scale, /*skip_on_overflow=*/scaler_ != nullptr);
-    if (scaler_) squares_on_the_way_ = PendingRead(total);  // read a step later, when it has long landed
-    return GradNorm(total, loss_scale);
+    if (!scaler_) return GradNorm(total, loss_scale);
+    squares_on_the_way_ = PendingRead(total);  // read a step later, when it has long landed
+    return GradNorm(squares_on_the_way_, loss_scale);
   }
   const double squares = total.item();
   const double norm = std::sqrt(squares) / loss_scale;

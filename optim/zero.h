@@ -59,17 +59,21 @@
 
 namespace sg {
 
-// The gradient norm clip_grad_norm measured. On a GPU (f32 or bf16) it is
-// still on the device: value() waits for it, which between backward and
-// step() would stall the GPU while the host wakes to queue the update, so
-// read it after step() has queued the update (train_gpt logs it there).
-// Converts to double, waiting then too.
+// The gradient norm clip_grad_norm measured. On a GPU it is still on the
+// device: value() waits for it, which between backward and step() would
+// stall the GPU while the host wakes to queue the update, so read it after
+// step() has queued the update (train_gpt logs it there). Converts to
+// double, waiting then too. Under fp16 its sum of squares is already on
+// its way to the host (the copy the overflow is read from): value() reads
+// that copy.
 class GradNorm {
  public:
   GradNorm(double value) : value_(value) {}  // implicit: a norm the host already knows
   GradNorm(Tensor squares, double loss_scale) : squares_(std::move(squares)), loss_scale_(loss_scale) {}
+  GradNorm(PendingRead squares, double loss_scale) : read_(std::move(squares)), loss_scale_(loss_scale) {}
 
   double value() const {
+    if (read_.defined()) value_ = std::sqrt(read_.item()) / loss_scale_, read_ = PendingRead();
     if (squares_.defined()) value_ = std::sqrt(squares_.item()) / loss_scale_, squares_ = Tensor();
     return value_;
   }
@@ -77,7 +81,8 @@ class GradNorm {
 
  private:
   mutable double value_ = 0;
-  mutable Tensor squares_;  // the sum of squares on the device, until read
+  mutable Tensor squares_;     // the sum of squares on the device, until read
+  mutable PendingRead read_;   // or its copy on the way to the host
   double loss_scale_ = 1;
 };
 
