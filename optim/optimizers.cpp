@@ -18,6 +18,23 @@ Tensor new_state(const Tensor& param) {
   return state;
 }
 
+// PyTorch's checks (torch/optim/adamw.py), with what to do: a beta of 1 or
+// more makes the moments grow without bound, a negative one flips signs, and
+// a NaN anywhere turns every parameter into NaN at the first step.
+void check_learning_rate(const char* who, double lr) {
+  SG_CHECK(std::isfinite(lr) && lr >= 0.0, who, ": the learning rate must be a finite number >= 0, got ", lr);
+}
+
+void check_adamw_options(const AdamW::Options& options) {
+  check_learning_rate("AdamW", options.lr);
+  SG_CHECK(options.beta1 >= 0.0 && options.beta1 < 1.0, "AdamW: beta1 must be in [0, 1), got ", options.beta1,
+           " (PyTorch's default is 0.9)");
+  SG_CHECK(options.beta2 >= 0.0 && options.beta2 < 1.0, "AdamW: beta2 must be in [0, 1), got ", options.beta2,
+           " (PyTorch's default is 0.999; GPT training often uses 0.95-0.99)");
+  SG_CHECK(std::isfinite(options.eps) && options.eps >= 0.0, "AdamW: eps must be a finite number >= 0, got ",
+           options.eps, " (PyTorch's default is 1e-8)");
+}
+
 }  // namespace
 
 Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
@@ -26,7 +43,14 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)
       SG_CHECK(p.defined() && p.requires_grad(), "optimizer: every parameter must be a Variable that requires grad",
                p.defined() ? "; got " + p.data().str() + " " + p.name() : "");
     }
+    SG_CHECK(std::isfinite(group.weight_decay) && group.weight_decay >= 0.0,
+             "optimizer: a group's weight decay must be a finite number >= 0, got ", group.weight_decay);
   }
+}
+
+void Optimizer::set_lr(double lr) {
+  check_learning_rate("optimizer", lr);
+  lr_ = lr;
 }
 
 void Optimizer::zero_grad() {
@@ -35,6 +59,7 @@ void Optimizer::zero_grad() {
 }
 
 AdamW::AdamW(std::vector<ParamGroup> groups, Options options) : Optimizer(std::move(groups)), options_(options) {
+  check_adamw_options(options);
   lr_ = options.lr;
   for (const ParamGroup& group : groups_) {
     m_.emplace_back(group.params.size());
@@ -120,6 +145,9 @@ Tensor& AdamW::exp_avg_sq(size_t g, size_t i) {
 }
 
 Sgd::Sgd(std::vector<ParamGroup> groups, Options options) : Optimizer(std::move(groups)), options_(options) {
+  check_learning_rate("SGD", options.lr);
+  SG_CHECK(options.momentum >= 0.0 && options.momentum < 1.0, "SGD: momentum must be in [0, 1), got ",
+           options.momentum);
   lr_ = options.lr;
   for (const ParamGroup& group : groups_) momentum_.emplace_back(group.params.size());
 }

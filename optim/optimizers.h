@@ -31,7 +31,7 @@ class Optimizer {
   virtual ~Optimizer() = default;
   virtual void step() = 0;  // parameters without a gradient are left alone
   void zero_grad();         // drops every gradient
-  void set_lr(double lr) { lr_ = lr; }
+  void set_lr(double lr);  // a finite number >= 0, or an error
   double lr() const { return lr_; }
   int64_t steps_taken() const { return steps_; }
   void set_steps_taken(int64_t steps) { steps_ = steps; }  // restoring a checkpoint

@@ -34,6 +34,33 @@ TEST(AdamW, DecaysOnlyItsDecayedGroup) {
   EXPECT_EQ(optimizer.steps_taken(), 2);
 }
 
+// PyTorch's checks: what would turn the parameters into NaN or make the
+// moments grow without bound is refused when the optimizer is made.
+TEST(AdamW, RefusesHyperparametersThatCannotTrain) {
+  auto make = [](AdamW::Options options, double decay = 0.0) { AdamW({{{parameter({1.0f})}, decay}}, options); };
+  EXPECT_NO_THROW(make({.lr = 0.0, .beta1 = 0.0, .beta2 = 0.0, .eps = 0.0}));
+  EXPECT_THROW(make({.lr = -1e-3}), Error);
+  EXPECT_THROW(make({.lr = std::nan("")}), Error);
+  EXPECT_THROW(make({.lr = INFINITY}), Error);
+  EXPECT_THROW(make({.beta1 = 1.0}), Error);
+  EXPECT_THROW(make({.beta1 = -0.1}), Error);
+  EXPECT_THROW(make({.beta2 = 1.5}), Error);
+  EXPECT_THROW(make({.beta2 = std::nan("")}), Error);
+  EXPECT_THROW(make({.eps = -1e-8}), Error);
+  EXPECT_THROW(make({}, -0.1), Error);  // a negative weight decay
+  try {
+    make({.beta2 = 1.5});
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("beta2 must be in [0, 1), got 1.5"), std::string::npos) << error.what();
+  }
+  AdamW adam({{{parameter({1.0f})}, 0.0}}, {});
+  EXPECT_THROW(adam.set_lr(std::nan("")), Error);
+  adam.set_lr(0.5);
+  EXPECT_EQ(adam.lr(), 0.5);
+  EXPECT_THROW(Sgd({{{parameter({1.0f})}, 0.0}}, {.lr = 0.1, .momentum = 1.0}), Error);
+  EXPECT_THROW(Sgd({{{parameter({1.0f})}, 0.0}}, {.lr = -0.1}), Error);
+}
+
 TEST(AdamW, SkipsParametersWithoutGradientsAndCountsItsState) {
   Variable a = parameter({1.0f}), b = parameter(std::vector<float>(10, 1.0f));
   int64_t before = memory_stats(Device::cpu())[MemoryCategory::optimizer_state].live;
