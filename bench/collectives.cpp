@@ -103,6 +103,7 @@ int main(int argc, char** argv) {
     sg::finalize_world();
     return 0;
   } catch (const sg::Error& error) {
+    sg::abort_job_after_error("bench_collectives", error.what());
     std::fprintf(stderr, "bench_collectives: %s\n", error.what());
     return 1;
   }

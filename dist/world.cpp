@@ -178,4 +178,22 @@ void finalize_world() {
 #endif
 }
 
+void abort_job_after_error(const char* program, const char* message) {
+#ifdef SG_MPI
+  int initialized = 0, finalized = 0, size = 1;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size == 1) return;
+  std::fprintf(stderr, "%s: rank %d: %s\n%s: aborting every rank of the job\n", program, g_rank_for_messages, message,
+               program);
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();
+#else
+  (void)program, (void)message;
+#endif
+}
+
 }  // namespace sg

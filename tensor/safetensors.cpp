@@ -3,12 +3,16 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+
+#include "tensor/crc32c.h"
 
 namespace sg {
 
@@ -81,7 +85,35 @@ Tensor SafetensorsReader::read_strided(const std::string& name, int64_t first, i
     read_exactly(in, dst + r * count * size, count * size, header_.data_start + e.begin + (first + r * stride) * size,
                  path_);
   }
+  const bool whole = first == 0 && rows * count == e.numel() && (rows <= 1 || stride == count);
+  verify(name, e, whole ? out.data_ptr() : nullptr);
   return out;
+}
+
+void SafetensorsReader::verify(const std::string& name, const SafetensorsEntry& e, const void* whole) const {
+  auto recorded = header_.checksums.find(name);
+  if (recorded == header_.checksums.end() || verified_.count(name)) return;
+  uint32_t crc = 0;
+  if (whole != nullptr) {
+    crc = crc32c(whole, size_t(e.end - e.begin));
+  } else {  // a slice was read: the whole tensor's bytes, 1 MiB at a time
+    std::ifstream in(path_, std::ios::binary);
+    SG_CHECK(in.good(), path_, ": cannot open for reading");
+    std::vector<char> chunk(size_t(1) << 20);
+    for (int64_t at = e.begin; at < e.end;) {
+      const int64_t n = std::min<int64_t>(int64_t(chunk.size()), e.end - at);
+      read_exactly(in, chunk.data(), n, header_.data_start + at, path_);
+      crc = crc32c(chunk.data(), size_t(n), crc);
+      at += n;
+    }
+  }
+  char hex[2][9];
+  std::snprintf(hex[0], sizeof(hex[0]), "%08x", crc);
+  std::snprintf(hex[1], sizeof(hex[1]), "%08x", recorded->second);
+  SG_CHECK(crc == recorded->second, path_, ": tensor '", name, "' is corrupt: its bytes' CRC-32C is ", hex[0],
+           " where the file recorded ", hex[1], " when it was written (damaged on disk or in a copy). Restore the ",
+           "file from a good copy, or resume from an older checkpoint");
+  verified_.insert(name);
 }
 
 namespace {
@@ -153,7 +185,17 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
                     {"data_offsets", {at, at + bytes}}};
     at += bytes;
   }
-  if (!metadata.empty()) header["__metadata__"] = metadata;
+  json checksums = json::object();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    char hex[9];
+    std::snprintf(hex, sizeof(hex), "%08x", crc32c(host[i].data_ptr(), size_t(host[i].numel() * host[i].element_size())));
+    checksums[tensors[i].first] = hex;
+  }
+  SG_CHECK(!metadata.count(kSafetensorsChecksumKey), "write_safetensors(", path, "): the metadata key ",
+           kSafetensorsChecksumKey, " is the writer's own");
+  json meta(metadata);
+  meta[kSafetensorsChecksumKey] = checksums.dump();
+  header["__metadata__"] = meta;
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // the data starts 8-byte aligned
   const uint64_t n = text.size();

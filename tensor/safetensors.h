@@ -18,11 +18,20 @@
 // writer never leaves a half-written file under the final name: it writes a
 // temporary file, fsyncs it and renames it into place.
 //
+// The writer also records each tensor's CRC-32C (tensor/crc32c.h) in the
+// metadata, under kSafetensorsChecksumKey as {"wte.weight": "e3069283", ...};
+// other readers see one more metadata string. shardgrad's reader checks a
+// tensor's bytes against it the first time it reads any of them (the whole
+// tensor then, even for a slice), so bytes damaged on disk or in a copy are
+// an error, never training data. Files from elsewhere, without it, are read
+// unchecked.
+//
 // Read next: optim/checkpoint.h, which keeps training state in these files.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,9 +48,12 @@ struct SafetensorsEntry {
   int64_t numel() const;
 };
 
+inline constexpr const char* kSafetensorsChecksumKey = "shardgrad.crc32c";
+
 struct SafetensorsHeader {
   std::map<std::string, SafetensorsEntry> tensors;
-  std::map<std::string, std::string> metadata;
+  std::map<std::string, std::string> metadata;     // without kSafetensorsChecksumKey
+  std::map<std::string, uint32_t> checksums;       // per tensor; empty if the file has none
   int64_t data_start = 0;  // bytes from the start of the file
 };
 
@@ -63,6 +75,7 @@ class SafetensorsReader {
   const std::map<std::string, SafetensorsEntry>& tensors() const { return header_.tensors; }
   const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   bool contains(const std::string& name) const { return header_.tensors.count(name) > 0; }
+  bool has_checksums() const { return !header_.checksums.empty(); }
   const SafetensorsEntry& entry(const std::string& name) const;  // error naming what the file holds
 
   Tensor read(const std::string& name) const;  // the whole tensor, on the CPU
@@ -73,9 +86,14 @@ class SafetensorsReader {
   Tensor read_strided(const std::string& name, int64_t first, int64_t count, int64_t stride, int64_t rows) const;
 
  private:
+  // Checks tensor `name`'s bytes against its recorded CRC once; `whole`, if
+  // given, holds them all already (a read of the whole tensor).
+  void verify(const std::string& name, const SafetensorsEntry& e, const void* whole) const;
+
   std::string path_;
   int64_t file_size_ = 0;
   SafetensorsHeader header_;
+  mutable std::set<std::string> verified_;
 };
 
 // Writes `tensors` (any device, any layout: replicated values are written)

@@ -59,6 +59,27 @@ SafetensorsEntry parse_entry(const std::string& name, const json& v, int64_t dat
   return e;
 }
 
+// kSafetensorsChecksumKey's value: {"name": "8 hex digits", ...}, one for
+// every tensor in the file and for nothing else.
+std::map<std::string, uint32_t> parse_checksums(const std::string& text,
+                                                const std::map<std::string, SafetensorsEntry>& tensors,
+                                                const std::string& origin) {
+  const std::string what = std::string(": corrupt safetensors header: __metadata__'s ") + kSafetensorsChecksumKey;
+  json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  SG_CHECK(root.is_object(), origin, what, " is not a JSON object");
+  std::map<std::string, uint32_t> checksums;
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    SG_CHECK(tensors.count(it.key()), origin, what, " names '", it.key(), "', which the file does not hold");
+    const std::string hex = it.value().is_string() ? it.value().get<std::string>() : "";
+    SG_CHECK(hex.size() == 8 && hex.find_first_not_of("0123456789abcdef") == std::string::npos, origin, what,
+             " of '", it.key(), "' is not 8 lowercase hex digits: ", it.value().dump());
+    checksums[it.key()] = uint32_t(std::stoul(hex, nullptr, 16));
+  }
+  SG_CHECK(checksums.size() == tensors.size(), origin, what, " covers ", checksums.size(), " of the ", tensors.size(),
+           " tensors");
+  return checksums;
+}
+
 }  // namespace
 
 int64_t SafetensorsEntry::numel() const {
@@ -117,6 +138,11 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, int64_t data_b
   }
   SG_CHECK(covered == data_bytes, origin, ": the data section holds ", data_bytes, " bytes but the tensors cover ",
            covered, " (a truncated or padded file?)");
+  auto checksums = header.metadata.find(kSafetensorsChecksumKey);
+  if (checksums != header.metadata.end()) {
+    header.checksums = parse_checksums(checksums->second, header.tensors, origin);
+    header.metadata.erase(checksums);  // the format's, not the writer's metadata
+  }
   return header;
 }
 

@@ -282,6 +282,12 @@ TEST(CheckpointErrors, EachBrokenCheckpointSaysWhatIsWrong) {
                  spit(d + rank_file, bytes);
                }),
                "corrupt safetensors header");
+  EXPECT_ERROR(error_after("bit-flip", [&](const std::string& d) {  // the last byte of the data, one bit
+                 std::string bytes = slurp(d + rank_file);
+                 bytes.back() ^= 0x01;
+                 spit(d + rank_file, bytes);
+               }),
+               "is corrupt: its bytes' CRC-32C is");
   EXPECT_ERROR(error_after("missing-rank", [&](const std::string& d) { fs::remove(d + rank_file); }),
                "the rank file rank-0-of-1.safetensors the index names is missing");
   EXPECT_ERROR(error_after("dtype", [&](const std::string& d) {

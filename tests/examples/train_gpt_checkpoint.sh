@@ -2,7 +2,8 @@
 # Checkpoints through train_gpt: a resumed run continues bit for bit; a
 # checkpoint of 2 ranks at ZeRO-3 continues the same run in one process at
 # stage 1 (and the other way round); SIGINT finishes the step, saves and
-# exits with 130; a checkpoint of another model is refused with the flag to fix.
+# exits with 130; a checkpoint of another model is refused with the flag to fix;
+# a damaged one is refused on every rank, without a hang.
 #   train_gpt_checkpoint.sh path/to/train_gpt [mpiexec]
 set -euo pipefail
 bin=$1
@@ -41,6 +42,17 @@ if [ -n "$mpi" ]; then
   "${launch[@]}" "$bin" "${small[@]}" --batch 4 --zero 3 --steps 8 --save "$work/d" --save-every 4 > /dev/null
   "$bin" "${small[@]}" --batch 8 --zero 1 --steps 8 --resume "$work/d/step-00000004" --metrics "$work/e.jsonl" > /dev/null
   same "$work/a.jsonl" "$work/e.jsonl" 1e-5 || { echo "2 ranks at ZeRO-3 -> 1 rank at stage 1 diverged"; exit 1; }
+  # One bit of rank 1's file damaged, resumed on 3 ranks: the rank that reads
+  # it reports the tensor and takes the job down; the ranks that never read
+  # it do not wait for it forever.
+  python3 -c 'import sys; p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[-1] ^= 1; open(p, "wb").write(b)' \
+    "$work/d/step-00000004/rank-1-of-2.safetensors"
+  status=0
+  timeout 120 "$mpi" --oversubscribe --allow-run-as-root -np 3 "$bin" "${small[@]}" --batch 4 --zero 3 --steps 8 \
+    --resume "$work/d/step-00000004" > "$work/damaged.txt" 2>&1 || status=$?
+  [ $status -ne 124 ] || { echo "a damaged checkpoint hung the job"; cat "$work/damaged.txt"; exit 1; }
+  [ $status -ne 0 ] || { echo "a damaged checkpoint was resumed"; exit 1; }
+  grep -q "rank-1-of-2.safetensors: tensor '.*' is corrupt" "$work/damaged.txt" || { cat "$work/damaged.txt"; exit 1; }
 fi
 
 # SIGINT: the step finishes, a checkpoint is saved, the exit status is 130.

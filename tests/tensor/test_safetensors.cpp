@@ -3,10 +3,12 @@
 // file can be broken.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
+#include "tensor/crc32c.h"
 #include "tensor/safetensors.h"
 
 namespace sg {
@@ -146,6 +148,86 @@ TEST(Safetensors, AFailedWriteLeavesTheOldFile) {
   EXPECT_THROW(write_safetensors(path, {{"a", Tensor::zeros({3})}, {"s", shard}}), Error);
   EXPECT_EQ(SafetensorsReader(path).read("a").to_vector<float>(), (std::vector<float>{1, 1, 1}));
   EXPECT_THROW(write_safetensors(temp_path("no/such/dir/x.safetensors"), {{"a", Tensor::ones({3})}}), Error);
+}
+
+TEST(Crc32c, MatchesTheStandardCheckValueAndChainsAndBothFormsAgree) {
+  const std::string digits = "123456789";
+  EXPECT_EQ(crc32c(digits.data(), digits.size()), 0xE3069283u);  // RFC 3720's CRC-32C check value
+  EXPECT_EQ(crc32c_portable(digits.data(), digits.size()), 0xE3069283u);
+  EXPECT_EQ(crc32c(nullptr, 0), 0u);
+  EXPECT_EQ(crc32c(digits.data() + 4, 5, crc32c(digits.data(), 4)), 0xE3069283u);  // in pieces
+  // 32 zero bytes, RFC 3720's first example (B.4).
+  const std::string zeros(32, '\0');
+  EXPECT_EQ(crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);
+  // Every length and alignment the 8-byte instruction path splits differently.
+  std::string bytes(300, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = char((i * 131 + 7) % 251);
+  for (size_t start = 0; start < 9; ++start) {
+    for (size_t n = 0; n + start <= bytes.size(); n += 7) {
+      ASSERT_EQ(crc32c(bytes.data() + start, n), crc32c_portable(bytes.data() + start, n)) << start << " " << n;
+    }
+  }
+}
+
+// The CRC the writer records is checked on the first read of any of a
+// tensor's bytes: a flipped bit is an error naming the file and the tensor,
+// for a whole read and for a slice alike; the other tensors still read.
+TEST(Safetensors, ADamagedTensorIsAnErrorAndTheOthersStillRead) {
+  const std::string path = temp_path("crc.safetensors");
+  Tensor a = Tensor::arange(16), b = Tensor::arange(64).view({8, 8});
+  write_safetensors(path, {{"a", a}, {"b", b}}, {{"n_layer", "4"}});
+  {
+    SafetensorsReader r(path);
+    EXPECT_TRUE(r.has_checksums());
+    EXPECT_EQ(r.metadata(), (std::map<std::string, std::string>{{"n_layer", "4"}}));  // the CRCs are the format's
+    EXPECT_EQ(r.read("b").to_vector<float>(), b.to_vector<float>());
+  }
+  std::string bytes = slurp(path);
+  uint64_t header_bytes = 0;
+  std::memcpy(&header_bytes, bytes.data(), 8);
+  const int64_t b_begin = SafetensorsReader(path).entry("b").begin;
+  std::string damaged = bytes;
+  damaged[size_t(8 + int64_t(header_bytes) + b_begin + 8 * 4 * 3 + 1)] ^= 0x10;  // one bit, inside row 3 of b
+  spit(path, damaged);
+  auto error_of = [&](auto read) -> std::string {
+    try {
+      SafetensorsReader r(path);
+      read(r);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const std::string whole = error_of([](SafetensorsReader& r) { r.read("b"); });
+  EXPECT_NE(whole.find("crc.safetensors: tensor 'b' is corrupt: its bytes' CRC-32C is "), std::string::npos) << whole;
+  const std::string slice = error_of([](SafetensorsReader& r) { r.read_elements("b", 0, 8); });  // row 0 only
+  EXPECT_NE(slice.find("tensor 'b' is corrupt"), std::string::npos) << slice;
+  EXPECT_EQ(error_of([](SafetensorsReader& r) { r.read_strided("b", 0, 2, 8, 8); }).empty(), false);
+  EXPECT_EQ(error_of([&](SafetensorsReader& r) { EXPECT_EQ(r.read("a").to_vector<float>(), a.to_vector<float>()); }), "");
+}
+
+TEST(Safetensors, ChecksumMetadataIsCheckedAndReserved) {
+  auto expect = [](const std::string& bytes, const std::string& message) {
+    std::string e = error_reading(bytes);
+    EXPECT_NE(e.find(message), std::string::npos) << "expected '" << message << "', got '" << e << "'";
+  };
+  const std::string a = R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
+  const std::string data(8, '\0');
+  auto with = [&](std::string crcs) {  // crcs as a JSON string: its quotes escaped
+    for (size_t at = crcs.find('"'); at != std::string::npos; at = crcs.find('"', at + 2)) crcs.insert(at, "\\");
+    return image(R"({"__metadata__":{"shardgrad.crc32c":")" + crcs + "\"}," + a + "}", data);
+  };
+  expect(with(R"({"a":"1234567"})"), "is not 8 lowercase hex digits");
+  expect(with(R"({"a":"12345678","z":"12345678"})"), "names 'z', which the file does not hold");
+  expect(with(R"({})"), "covers 0 of the 1 tensors");
+  expect(with("[1]"), "is not a JSON object");
+  expect(with(R"({"a":"00000000"})"), "tensor 'a' is corrupt");       // 8 zero bytes have another CRC
+  const uint32_t crc = crc32c(data.data(), data.size());
+  char hex[9];
+  std::snprintf(hex, sizeof(hex), "%08x", crc);
+  EXPECT_EQ(error_reading(with(std::string(R"({"a":")") + hex + "\"}")), "");  // the right CRC reads
+  EXPECT_THROW(write_safetensors(temp_path("r.safetensors"), {{"a", Tensor::ones({1})}}, {{"shardgrad.crc32c", "x"}}),
+               Error);
 }
 
 }  // namespace
