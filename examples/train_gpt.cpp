@@ -129,6 +129,12 @@ int run(const TrainFlags& flags) {
   SG_CHECK(flags.device == "cpu" || cuda_available(), "--device cuda: no GPU is visible to this build of shardgrad ",
            "(built without CUDA, or no device found); use --device cpu");
   const Device device = flags.device == "cuda" ? local_cuda_device() : Device::cpu();
+  // Where the run will write, checked before any training: every rank
+  // writes its shards into --save's checkpoints; rank 0 writes the rest.
+  const std::string probe_tag = std::to_string(getpid()) + "-rank" + std::to_string(comm.rank());
+  if (!flags.save.empty()) check_writable_directory("save", flags.save, probe_tag);
+  if (lead) check_writable_directory("out", flags.out, probe_tag);
+  if (lead && !flags.export_path.empty()) check_writable_file_path("export", flags.export_path, probe_tag);
   SG_CHECK(flags.train_batch_size == 0 || flags.train_batch_size == flags.batch * flags.grad_accum * W,
            "train_batch_size ", flags.train_batch_size, " in the config is not train_micro_batch_size_per_gpu (",
            flags.batch, ") x gradient_accumulation_steps (", flags.grad_accum, ") x ranks (", W, ") = ",
@@ -203,8 +209,10 @@ int run(const TrainFlags& flags) {
   // --resume: the model states from the checkpoint (whatever world size and
   // stage wrote it), and where the run was.
   int64_t first_step = 0;
+  std::string last_checkpoint;  // the newest this run resumed from or saved
   if (!flags.resume.empty()) {
     const std::string dir = find_checkpoint(flags.resume);
+    last_checkpoint = dir;
     // The run's state first: a checkpoint of another model is an error that
     // names the flag, before any tensor is read.
     const TrainState state = restore_train_state(checkpoint_training_state(dir), cfg, tokenizer, dir);
@@ -219,6 +227,7 @@ int run(const TrainFlags& flags) {
     const std::string dir = checkpoint_path(flags.save, steps_done);
     const TrainState state{steps_done, train_loader.windows_drawn()};
     optimizer.save_checkpoint(dir, train_state_json(state, cfg, tokenizer, flags));
+    last_checkpoint = dir;
     if (lead) {
       prune_checkpoints(flags.save, flags.keep);
       std::printf("%strain_gpt: saved %s\n", isatty(fileno(stdout)) ? "\n" : "", dir.c_str());
@@ -291,13 +300,20 @@ int run(const TrainFlags& flags) {
     const double tokens_per_s = tokens_per_step / step_seconds;
 
     const bool last = step + 1 == flags.steps;
-    const bool evaluate_now = last || (flags.eval_every > 0 && (step + 1) % flags.eval_every == 0);
+    const bool save_now = !flags.save.empty() && (last || stop || (flags.save_every > 0 && (step + 1) % flags.save_every == 0));
+    // A loss or gradient that is not a number ends the run (the same on
+    // every rank: both are global). The step has already applied it, so
+    // every parameter is NaN now and no later step can recover; a checkpoint
+    // of it would be worthless. fp16 skips such steps and lowers its scale
+    // instead (its norm is inf on an overflow), so it is left to the scaler.
+    // The norm is read only where a checkpoint is due: on a GPU that read
+    // is one more wait, and a NaN norm shows in the next step's loss anyway.
+    const bool diverged = flags.dtype != "fp16" && (!std::isfinite(loss) || (save_now && !std::isfinite(norm.value())));
+    const bool evaluate_now = !diverged && (last || (flags.eval_every > 0 && (step + 1) % flags.eval_every == 0));
     double val = NAN;
     if (evaluate_now) last_val = val = evaluate(model, val_loader, flags.eval_batches);
     const std::string peaks = metrics.is_open() || W > 1 ? peak_bytes_json(comm, device) : "";
-    if (!flags.save.empty() && (last || stop || (flags.save_every > 0 && (step + 1) % flags.save_every == 0))) {
-      save_checkpoint(step + 1);
-    }
+    if (save_now && !diverged) save_checkpoint(step + 1);
     if (lead) {  // (the other ranks only train)
       if (metrics.is_open()) {
         metrics << "{\"step\": " << step + 1 << ", \"loss\": " << json_number(loss) << ", \"lr\": " << lr
@@ -326,6 +342,11 @@ int run(const TrainFlags& flags) {
         std::fflush(stdout);
       }
     }
+    if (diverged && terminal) std::printf("\n");  // the error below starts a line of its own
+    SG_CHECK(!diverged, "step ", step + 1, ": the ", std::isfinite(loss) ? "gradient norm" : "loss", " is ",
+             std::isfinite(loss) ? norm.value() : loss, ": the run diverged, and the parameters are no longer numbers. ",
+             "Lower --lr (", flags.lr, ") or lengthen --warmup (", flags.warmup, ")",
+             last_checkpoint.empty() ? "" : " and --resume " + last_checkpoint + " to start again before it");
     if (stop) {
       const int signal = g_signal != 0 ? int(g_signal) : SIGTERM;
       if (lead) {
@@ -377,10 +398,13 @@ int main(int argc, char** argv) {
     if (flags.help) return 0;
     return sg::run(flags);
   } catch (const sg::Error& error) {
+    sg::abort_job_after_error("train_gpt", error.what());  // returns in a world of one
     std::fprintf(stderr, "train_gpt: %s\n", error.what());
     return 1;
   } catch (const std::exception& error) {
-    std::fprintf(stderr, "train_gpt: unexpected error: %s\n", error.what());
+    const std::string message = std::string("unexpected error: ") + error.what();
+    sg::abort_job_after_error("train_gpt", message.c_str());
+    std::fprintf(stderr, "train_gpt: %s\n", message.c_str());
     return 1;
   }
 }

@@ -1,5 +1,9 @@
 #include "examples/train_state.h"
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 namespace sg {
@@ -54,6 +58,42 @@ TrainState restore_train_state(const std::string& text, const GptConfig& cfg, co
   state.train_windows_drawn = j["train_windows_drawn"].get<int64_t>();
   SG_CHECK(state.step >= 0 && state.train_windows_drawn >= 0, origin, ": negative step or window count");
   return state;
+}
+
+namespace {
+
+// Writes and removes a probe file: permissions, a read-only mount or a full
+// quota show here, where creating the directory alone would not.
+void probe_write(const std::string& flag, const std::filesystem::path& directory, const std::string& tag) {
+  const std::filesystem::path probe = directory / (".shardgrad-write-probe-" + tag);
+  std::ofstream out(probe);
+  out << "probe\n";
+  out.close();
+  const int reason = errno;
+  const bool written = out.good();
+  std::error_code ignored;
+  std::filesystem::remove(probe, ignored);
+  SG_CHECK(written, "--", flag, ": cannot write files in ", directory.string(), " (", std::strerror(reason),
+           "); give a directory you can write");
+}
+
+}  // namespace
+
+void check_writable_directory(const std::string& flag, const std::string& path, const std::string& tag) {
+  std::error_code error;
+  std::filesystem::create_directories(path, error);
+  SG_CHECK(!error && std::filesystem::is_directory(path), "--", flag, " ", path, ": cannot create that directory (",
+           error ? error.message() : "a file of that name is in the way", "); give a directory you can write");
+  probe_write(flag, path, tag);
+}
+
+void check_writable_file_path(const std::string& flag, const std::string& path, const std::string& tag) {
+  const std::filesystem::path file(path);
+  const std::filesystem::path directory = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
+  SG_CHECK(!std::filesystem::is_directory(file), "--", flag, " ", path, " is a directory; give a file name");
+  SG_CHECK(std::filesystem::is_directory(directory), "--", flag, " ", path, ": the directory ", directory.string(),
+           " does not exist; create it first");
+  probe_write(flag, directory, tag);
 }
 
 }  // namespace sg

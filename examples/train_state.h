@@ -9,7 +9,7 @@
 // The learning rate needs no state of its own (the schedule is a function of
 // the step), nor does AdamW's bias correction (the optimizer keeps its step
 // count in the index), nor the validation windows (always the same ones).
-// There is no loss scaler yet: shardgrad trains in f32.
+// fp16's loss scaler is the optimizer's state, and in the index too.
 #pragma once
 
 #include <cstdint>
@@ -34,5 +34,14 @@ std::string train_state_json(const TrainState& state, const GptConfig& cfg, cons
 // and the flag that would match it). `origin` names the checkpoint.
 TrainState restore_train_state(const std::string& json, const GptConfig& cfg, const Tokenizer& tokenizer,
                                const std::string& origin);
+
+// Creates directory `path` if need be and checks that this process can write
+// files in it, or throws an error naming `flag`: called before training, so
+// a bad --save or --out costs seconds, not the run. `tag` keeps the probe
+// file's name apart from other ranks' probes in the same directory.
+void check_writable_directory(const std::string& flag, const std::string& path, const std::string& tag);
+
+// The same for the directory a file will be written into (--export).
+void check_writable_file_path(const std::string& flag, const std::string& path, const std::string& tag);
 
 }  // namespace sg

@@ -65,5 +65,22 @@ grep -q "divisible" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.t
 echo '{"train_batch_size": 7, "train_micro_batch_size_per_gpu": 2}' > "$work/bad.json"
 if "$bin" --config "$work/bad.json" --steps 2 --warmup 0 --out "$work/run" > "$work/bad.txt" 2>&1; then echo "an inconsistent batch size was accepted"; exit 1; fi
 grep -q "train_batch_size 7 in the config" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
+for bad in "--beta2 1.5" "--clip -1" "--lr nan"; do
+  # shellcheck disable=SC2086  # the flag and its value, two words
+  if "$bin" $bad --out "$work/run" > "$work/bad.txt" 2>&1; then echo "$bad was accepted"; exit 1; fi
+  grep -q -- "${bad%% *}" "$work/bad.txt" || { echo "the error for $bad does not name the flag: $(cat "$work/bad.txt")"; exit 1; }
+done
+# Where the run writes is checked before it trains: a file in the way of --save.
+if "$bin" --steps 2 --warmup 0 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 --sample 0 --out "$work/run" \
+  --save "$work/run/tokenizer.txt" > "$work/bad.txt" 2>&1; then echo "an unwritable --save was accepted"; exit 1; fi
+grep -q -- "--save .*cannot create that directory" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
+if grep -q "^step 1" "$work/bad.txt"; then echo "trained before finding --save unwritable"; exit 1; fi
+# A loss that turns NaN ends the run with an error, keeps the checkpoint before it
+# and names it, and writes none of the NaN state.
+if "$bin" --steps 6 --warmup 1 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 --sample 0 --out "$work/run" \
+  --lr 1e30 --save "$work/nan" --save-every 1 > "$work/bad.txt" 2>&1; then echo "a diverged run ended well"; exit 1; fi
+grep -q "step 2: the loss is .*nan: the run diverged.*--resume $work/nan/step-00000001" "$work/bad.txt" ||
+  { echo "unclear error for a diverged run: $(cat "$work/bad.txt")"; exit 1; }
+[ ! -e "$work/nan/step-00000002" ] || { echo "the diverged step was checkpointed"; exit 1; }
 "$bin" --help | grep -q -- "--grad-accum"
 echo "train_gpt smoke test: 30 steps, ZeRO stage $zero, loss $first -> $last"
