@@ -31,7 +31,7 @@ int run(int argc, char** argv) {
            "] (the model's n_positions)");
   Gpt model(file.config());
   file.load_into(model);
-  std::vector<int32_t> tokens = file.tokenizer().encode(read_text_file(args["text"]));
+  std::vector<int32_t> tokens = file.tokenizer().encode(read_text_file(args["text"], "text"));
   std::printf("gpt_eval: %s (%lld layers, %lld channels) on %s: %zu tokens, windows of %lld\n", args["model"].c_str(),
               (long long)file.config().n_layer, (long long)file.config().n_embd, args["text"].c_str(), tokens.size(),
               (long long)T);

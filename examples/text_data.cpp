@@ -1,6 +1,9 @@
 #include "examples/text_data.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -58,7 +61,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
       ids.push_back(b);
     } else {
       SG_CHECK(id_of_[b] >= 0, "character ", int(b), " at position ", i, " is not in the ", vocab_.size(),
-               "-character vocabulary; use --tokenizer byte for arbitrary text");
+               "-character vocabulary the model was trained with (a model trained with --tokenizer byte ",
+               "reads any text)");
       ids.push_back(id_of_[b]);
     }
   }
@@ -96,13 +100,14 @@ Tokenizer Tokenizer::load(const std::string& path) {
   return from_vocabulary(vocab);
 }
 
-std::string read_text_file(const std::string& path) {
+std::string read_text_file(const std::string& path, const std::string& flag) {
+  SG_CHECK(!std::filesystem::is_directory(path), "--", flag, " ", path, " is a directory; give a file");
   std::ifstream in(path, std::ios::binary);
-  SG_CHECK(in.good(), "cannot open ", path, "; pass a text file with --data");
+  SG_CHECK(in.good(), "--", flag, " ", path, ": cannot open it (", std::strerror(errno), ")");
   std::stringstream buffer;
   buffer << in.rdbuf();
   std::string text = buffer.str();
-  SG_CHECK(!text.empty(), path, " is empty");
+  SG_CHECK(!text.empty(), "--", flag, " ", path, " is empty");
   return text;
 }
 

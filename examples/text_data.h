@@ -43,7 +43,9 @@ class Tokenizer {
   std::vector<int32_t> id_of_;  // byte -> id, -1 where absent
 };
 
-std::string read_text_file(const std::string& path);  // clear error when missing or empty
+// The whole file; an error naming `flag` (without its dashes) when it is
+// missing, unreadable, a directory or empty.
+std::string read_text_file(const std::string& path, const std::string& flag);
 
 // Random windows of a token buffer. Window k starts at a position drawn from
 // Philox(seed, k), so the loader's whole state is one counter: reproducible,

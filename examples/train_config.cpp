@@ -161,7 +161,7 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
 }
 
 void apply_train_config(const std::string& path, TrainFlags& flags) {
-  apply_train_config_text(read_text_file(path), path, flags);
+  apply_train_config_text(read_text_file(path, "config"), path, flags);
 }
 
 }  // namespace sg

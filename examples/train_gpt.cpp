@@ -139,7 +139,7 @@ int run(const TrainFlags& flags) {
            "train_batch_size ", flags.train_batch_size, " in the config is not train_micro_batch_size_per_gpu (",
            flags.batch, ") x gradient_accumulation_steps (", flags.grad_accum, ") x ranks (", W, ") = ",
            flags.batch * flags.grad_accum * W, "; fix one of them");
-  const std::string text = read_text_file(flags.data);
+  const std::string text = read_text_file(flags.data, "data");
   // --init-from: the architecture and tokenizer come from the file.
   std::optional<GptFile> init;
   if (!flags.init_from.empty()) init.emplace(flags.init_from);

@@ -82,7 +82,13 @@ TEST(WindowLoader, IsReproducibleFromItsCounter) {
 }
 
 TEST(ReadTextFile, MissingFileIsAClearError) {
-  EXPECT_THROW(read_text_file("/nonexistent/shakespeare.txt"), Error);
+  EXPECT_THROW(read_text_file("/nonexistent/shakespeare.txt", "data"), Error);
+  try {
+    read_text_file("/", "text");
+    ADD_FAILURE() << "a directory was read as a text file";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("--text / is a directory"), std::string::npos) << error.what();
+  }
 }
 
 }  // namespace
