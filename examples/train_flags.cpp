@@ -115,10 +115,14 @@ void check_ranges(const TrainFlags& f) {
   SG_CHECK(f.batch > 0 && f.grad_accum > 0 && f.steps > 0, "--batch, --grad-accum and --steps must be positive");
   SG_CHECK(f.lr > 0 && f.min_lr >= 0 && f.min_lr <= f.lr, "need 0 <= --min-lr <= --lr and --lr > 0");
   SG_CHECK(f.warmup >= 0 && f.warmup < f.steps, "--warmup must be in [0, --steps)");
-  SG_CHECK(std::isfinite(f.lr), "--lr ", f.lr, ": give a finite learning rate");
-  SG_CHECK(f.beta2 >= 0 && f.beta2 < 1, "--beta2 ", f.beta2, " must be in [0, 1) (GPT training often uses 0.95-0.99)");
-  SG_CHECK(f.weight_decay >= 0 && std::isfinite(f.weight_decay), "--weight-decay ", f.weight_decay, " must be >= 0");
-  SG_CHECK(f.clip >= 0 && std::isfinite(f.clip), "--clip ", f.clip, " must be >= 0 (0 turns clipping off)");
+  // (A --config sets these too; its keys are named beside the flags.)
+  SG_CHECK(std::isfinite(f.lr), "--lr (optimizer.params.lr) ", f.lr, ": give a finite learning rate");
+  SG_CHECK(f.beta2 >= 0 && f.beta2 < 1, "--beta2 (optimizer.params.betas[1]) ", f.beta2,
+           " must be in [0, 1) (GPT training often uses 0.95-0.99)");
+  SG_CHECK(f.weight_decay >= 0 && std::isfinite(f.weight_decay), "--weight-decay (optimizer.params.weight_decay) ",
+           f.weight_decay, " must be >= 0");
+  SG_CHECK(f.clip >= 0 && std::isfinite(f.clip), "--clip (gradient_clipping) ", f.clip,
+           " must be >= 0 (0 turns clipping off)");
   SG_CHECK(f.eval_batches > 0 && f.print_every > 0 && f.eval_every >= 0, "--eval-batches and --print-every must be positive");
   SG_CHECK(f.sample >= 0 && f.top_k >= 0 && f.temperature > 0, "--sample and --top-k must be >= 0, --temperature > 0");
   SG_CHECK(f.threads >= 0, "--threads must be >= 0");
