@@ -133,6 +133,15 @@ int run(const TrainFlags& flags) {
   // writes its shards into --save's checkpoints; rank 0 writes the rest.
   const std::string probe_tag = std::to_string(getpid()) + "-rank" + std::to_string(comm.rank());
   if (!flags.save.empty()) check_writable_directory("save", flags.save, probe_tag);
+  // A fresh run into a --save that holds another run's checkpoints would
+  // mix the two, and pruning by step number would delete this run's newer
+  // work first whenever the other run got further.
+  if (!flags.save.empty() && flags.resume.empty()) {
+    const std::vector<std::string> earlier = complete_checkpoints(flags.save);
+    SG_CHECK(earlier.empty(), "--save ", flags.save, " already holds checkpoints of an earlier run (the newest is ",
+             earlier.empty() ? "" : earlier.back(), "). Continue that run with --resume ", flags.save,
+             ", or give another --save, or remove them");
+  }
   if (lead) check_writable_directory("out", flags.out, probe_tag);
   if (lead && !flags.export_path.empty()) check_writable_file_path("export", flags.export_path, probe_tag);
   SG_CHECK(flags.train_batch_size == 0 || flags.train_batch_size == flags.batch * flags.grad_accum * W,

@@ -36,6 +36,18 @@ cmake --build build -j"${SG_JOBS:-2}" --target train_gpt gpt_eval gpt_sample
 # GPT-2-style file for build/bin/gpt_eval and build/bin/gpt_sample.
 outputs=(--metrics runs/gpt/metrics.jsonl --out runs/gpt --save runs/gpt/checkpoints --save-every 500
          --export runs/gpt/model.safetensors)
+# A run of this script without --resume starts afresh, and train_gpt
+# refuses to mix its checkpoints with an earlier run's: the earlier run's
+# move to runs/gpt/checkpoints.previous (replacing the one before).
+resuming=no
+for argument in "$@"; do
+  case "$argument" in --resume | --resume=*) resuming=yes ;; esac
+done
+if [ "$resuming" = no ] && compgen -G "runs/gpt/checkpoints/step-*/index.json" > /dev/null; then
+  rm -rf runs/gpt/checkpoints.previous
+  mv runs/gpt/checkpoints runs/gpt/checkpoints.previous
+  echo "== the previous run's checkpoints moved to runs/gpt/checkpoints.previous"
+fi
 # The device: SG_DEVICE, or a --device among the arguments, or a GPU when
 # there is one this build can use.
 device=${SG_DEVICE:-}

@@ -26,6 +26,13 @@ same() {
 "$bin" "${small[@]}" --batch 8 --steps 8 --resume "$work/a/step-00000004" --metrics "$work/b.jsonl" > /dev/null
 same "$work/a.jsonl" "$work/b.jsonl" 0 || { echo "resuming at the same world size and stage is not bit for bit"; exit 1; }
 
+# A fresh run into a --save holding another run's checkpoints: refused
+# before it trains (its saves would mix with them and be pruned first).
+if "$bin" "${small[@]}" --batch 8 --steps 8 --save "$work/a" > "$work/bad.txt" 2>&1; then
+  echo "a fresh run was let into another run's --save"; exit 1
+fi
+grep -q -- "--save $work/a already holds checkpoints of an earlier run" "$work/bad.txt" || { cat "$work/bad.txt"; exit 1; }
+
 # A checkpoint of another model: refused, naming the flag.
 if "$bin" "${small[@]}" --embd 64 --steps 8 --resume "$work/a/step-00000004" > "$work/bad.txt" 2>&1; then
   echo "a checkpoint of another model was accepted"; exit 1
