@@ -309,7 +309,8 @@ int run(const TrainFlags& flags) {
     const double tokens_per_s = tokens_per_step / step_seconds;
 
     const bool last = step + 1 == flags.steps;
-    const bool save_now = !flags.save.empty() && (last || stop || (flags.save_every > 0 && (step + 1) % flags.save_every == 0));
+    const bool save_now =
+        !flags.save.empty() && (last || stop || (flags.save_every > 0 && (step + 1) % flags.save_every == 0));
     // A loss or gradient that is not a number ends the run (the same on
     // every rank: both are global). The step has already applied it, so
     // every parameter is NaN now and no later step can recover; a checkpoint
@@ -317,7 +318,8 @@ int run(const TrainFlags& flags) {
     // instead (its norm is inf on an overflow), so it is left to the scaler.
     // The norm is read only where a checkpoint is due: on a GPU that read
     // is one more wait, and a NaN norm shows in the next step's loss anyway.
-    const bool diverged = flags.dtype != "fp16" && (!std::isfinite(loss) || (save_now && !std::isfinite(norm.value())));
+    const bool diverged =
+        flags.dtype != "fp16" && (!std::isfinite(loss) || (save_now && !std::isfinite(norm.value())));
     const bool evaluate_now = !diverged && (last || (flags.eval_every > 0 && (step + 1) % flags.eval_every == 0));
     double val = NAN;
     if (evaluate_now) last_val = val = evaluate(model, val_loader, flags.eval_batches);
@@ -353,8 +355,9 @@ int run(const TrainFlags& flags) {
     }
     if (diverged && terminal) std::printf("\n");  // the error below starts a line of its own
     SG_CHECK(!diverged, "step ", step + 1, ": the ", std::isfinite(loss) ? "gradient norm" : "loss", " is ",
-             std::isfinite(loss) ? norm.value() : loss, ": the run diverged, and the parameters are no longer numbers. ",
-             "Lower --lr (", flags.lr, ") or lengthen --warmup (", flags.warmup, ")",
+             std::isfinite(loss) ? norm.value() : loss,
+             ": the run diverged, and the parameters are no longer numbers. Lower --lr (", flags.lr,
+             ") or lengthen --warmup (", flags.warmup, ")",
              last_checkpoint.empty() ? "" : " and --resume " + last_checkpoint + " to start again before it");
     if (stop) {
       const int signal = g_signal != 0 ? int(g_signal) : SIGTERM;

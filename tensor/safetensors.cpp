@@ -188,7 +188,8 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   json checksums = json::object();
   for (size_t i = 0; i < tensors.size(); ++i) {
     char hex[9];
-    std::snprintf(hex, sizeof(hex), "%08x", crc32c(host[i].data_ptr(), size_t(host[i].numel() * host[i].element_size())));
+    const size_t bytes = size_t(host[i].numel() * host[i].element_size());
+    std::snprintf(hex, sizeof(hex), "%08x", crc32c(host[i].data_ptr(), bytes));
     checksums[tensors[i].first] = hex;
   }
   SG_CHECK(!metadata.count(kSafetensorsChecksumKey), "write_safetensors(", path, "): the metadata key ",
