@@ -75,6 +75,11 @@ if "$bin" --steps 2 --warmup 0 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8
   --save "$work/run/tokenizer.txt" > "$work/bad.txt" 2>&1; then echo "an unwritable --save was accepted"; exit 1; fi
 grep -q -- "--save .*cannot create that directory" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
 if grep -q "^step 1" "$work/bad.txt"; then echo "trained before finding --save unwritable"; exit 1; fi
+if "$bin" --steps 2 --warmup 0 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 --sample 0 --out "$work/run" \
+  --export "$work/no/such/dir/model.safetensors" > "$work/bad.txt" 2>&1; then echo "an --export into no directory was accepted"; exit 1; fi
+grep -q -- "--export .*: the directory $work/no/such/dir does not exist" "$work/bad.txt" ||
+  { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
+if grep -q "^step 1" "$work/bad.txt"; then echo "trained before finding --export unwritable"; exit 1; fi
 # A loss that turns NaN ends the run with an error, keeps the checkpoint before it
 # and names it, and writes none of the NaN state.
 if "$bin" --steps 6 --warmup 1 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 --sample 0 --out "$work/run" \
