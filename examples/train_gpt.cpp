@@ -353,12 +353,18 @@ int run(const TrainFlags& flags) {
         std::fflush(stdout);
       }
     }
-    if (diverged && terminal) std::printf("\n");  // the error below starts a line of its own
-    SG_CHECK(!diverged, "step ", step + 1, ": the ", std::isfinite(loss) ? "gradient norm" : "loss", " is ",
-             std::isfinite(loss) ? norm.value() : loss,
-             ": the run diverged, and the parameters are no longer numbers. Lower --lr (", flags.lr,
-             ") or lengthen --warmup (", flags.warmup, ")",
-             last_checkpoint.empty() ? "" : " and --resume " + last_checkpoint + " to start again before it");
+    if (diverged) {
+      if (terminal) std::printf("\n");  // the error below starts a line of its own
+      // The first step's loss comes before any update of this run: then the
+      // weights it started from are at fault, not the learning rate.
+      SG_CHECK(step != first_step || std::isfinite(loss), "step ", step + 1, ": the loss is ", loss,
+               ": the weights this run started from are not numbers (check --init-from or --resume)");
+      SG_FAIL("step ", step + 1, ": the ", std::isfinite(loss) ? "gradient norm" : "loss", " is ",
+              std::isfinite(loss) ? norm.value() : loss,
+              ": the run diverged, and the parameters are no longer numbers. Lower --lr (", flags.lr,
+              ") or lengthen --warmup (", flags.warmup, ")",
+              last_checkpoint.empty() ? "" : " and --resume " + last_checkpoint + " to start again before it");
+    }
     if (stop) {
       const int signal = g_signal != 0 ? int(g_signal) : SIGTERM;
       if (lead) {

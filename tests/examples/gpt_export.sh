@@ -53,4 +53,22 @@ if "$bin/gpt_eval" --model "$work/cut.safetensors" --text "$work/text.txt" > "$w
   echo "a truncated model file was accepted"; exit 1
 fi
 grep -q "gpt_eval: .*cut.safetensors" "$work/bad.txt" || { cat "$work/bad.txt"; exit 1; }
+# A file from another writer (no CRCs) with a NaN weight: train_gpt stops at
+# its first step and blames the weights it started from, not the learning rate.
+python3 - "$work/m.safetensors" "$work/nan.safetensors" << 'PYTHON'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header, data = json.loads(raw[8:8 + n]), bytearray(raw[8 + n:])
+del header["__metadata__"]["shardgrad.crc32c"]
+at = header["wpe.weight"]["data_offsets"][0]
+data[at:at + 4] = struct.pack("<f", float("nan"))
+text = json.dumps(header).encode()
+text += b" " * ((8 - len(text) % 8) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(text)) + text + bytes(data))
+PYTHON
+if "$bin/train_gpt" --batch 4 --ctx 32 --warmup 1 --eval-every 0 --sample 0 --out "$work/run" --steps 2 \
+  --init-from "$work/nan.safetensors" > "$work/bad.txt" 2>&1; then echo "NaN weights trained"; exit 1; fi
+grep -q "step 1: the loss is .*nan: the weights this run started from are not numbers" "$work/bad.txt" ||
+  { cat "$work/bad.txt"; exit 1; }
 echo "export checks passed"
