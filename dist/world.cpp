@@ -37,8 +37,17 @@ int ranks_on_this_node() {
   return local;
 }
 
-// Prints the uncaught exception with this rank's number and takes the whole
-// job down, so the other ranks do not wait for it until their timeouts.
+// Prints `message` with this rank's number and takes the whole job down.
+[[noreturn]] void print_and_abort_job(const char* program, const char* message) {
+  std::fprintf(stderr, "%s: rank %d failed: %s\n%s: aborting every rank of the job\n", program, g_rank_for_messages,
+               message, program);
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();
+}
+
+// The uncaught exception's message, so the other ranks do not wait for this
+// one until their timeouts.
 [[noreturn]] void abort_job() {
   std::string message = "unknown error";
   if (std::exception_ptr error = std::current_exception()) {
@@ -49,11 +58,7 @@ int ranks_on_this_node() {
     } catch (...) {
     }
   }
-  std::fprintf(stderr, "shardgrad: rank %d failed: %s\nshardgrad: aborting every rank of the job\n",
-               g_rank_for_messages, message.c_str());
-  std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, 1);
-  std::abort();
+  print_and_abort_job("shardgrad", message.c_str());
 }
 
 // Ranks on one node share its cores. OpenMP's default gives every rank a
@@ -185,12 +190,7 @@ void abort_job_after_error(const char* program, const char* message) {
   MPI_Finalized(&finalized);
   if (!initialized || finalized) return;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  if (size == 1) return;
-  std::fprintf(stderr, "%s: rank %d: %s\n%s: aborting every rank of the job\n", program, g_rank_for_messages, message,
-               program);
-  std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, 1);
-  std::abort();
+  if (size > 1) print_and_abort_job(program, message);
 #else
   (void)program, (void)message;
 #endif

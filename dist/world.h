@@ -30,7 +30,7 @@ void finalize_world();            // optional: MPI_Finalize now (it also runs at
 // For main()'s catch of an error it reports itself. In a job of several
 // ranks, a rank that returns from main() after an error is not done: the
 // others wait for it in their next collective, and it waits for them in
-// MPI_Finalize, forever. So there this prints "program: rank R: message" and
+// MPI_Finalize, forever. So there this prints "program: rank R failed: ..." and
 // aborts the whole job (MPI_Abort). In a world of one, or before world() was
 // created (a bad flag, which every rank sees alike), it returns and main
 // goes on to report the error and return its code.

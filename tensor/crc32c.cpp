@@ -1,6 +1,7 @@
 #include "tensor/crc32c.h"
 
 #include <array>
+#include <cstdio>
 #include <cstring>
 
 #if defined(__x86_64__)
@@ -59,6 +60,12 @@ uint32_t crc32c(const void* data, size_t bytes, uint32_t previous) {
   if (has_sse42()) return ~update_sse42(~previous, static_cast<const uint8_t*>(data), bytes);
 #endif
   return crc32c_portable(data, bytes, previous);
+}
+
+std::string crc32c_hex(uint32_t crc) {
+  char hex[9];
+  std::snprintf(hex, sizeof(hex), "%08x", crc);
+  return hex;
 }
 
 }  // namespace sg

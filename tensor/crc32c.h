@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace sg {
 
@@ -19,5 +20,8 @@ uint32_t crc32c(const void* data, size_t bytes, uint32_t previous = 0);
 
 // The table form alone, whatever the CPU (the tests hold both to the same bits).
 uint32_t crc32c_portable(const void* data, size_t bytes, uint32_t previous = 0);
+
+// As files record it: 8 lowercase hex digits.
+std::string crc32c_hex(uint32_t crc);
 
 }  // namespace sg

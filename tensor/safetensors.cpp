@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -107,11 +106,8 @@ void SafetensorsReader::verify(const std::string& name, const SafetensorsEntry& 
       at += n;
     }
   }
-  char hex[2][9];
-  std::snprintf(hex[0], sizeof(hex[0]), "%08x", crc);
-  std::snprintf(hex[1], sizeof(hex[1]), "%08x", recorded->second);
-  SG_CHECK(crc == recorded->second, path_, ": tensor '", name, "' is corrupt: its bytes' CRC-32C is ", hex[0],
-           " where the file recorded ", hex[1], " when it was written (damaged on disk or in a copy). Restore the ",
+  SG_CHECK(crc == recorded->second, path_, ": tensor '", name, "' is corrupt: its bytes' CRC-32C is ",
+           crc32c_hex(crc), " where the file recorded ", crc32c_hex(recorded->second), " when it was written (damaged on disk or in a copy). Restore the ",
            "file from a good copy, or resume from an older checkpoint");
   verified_.insert(name);
 }
@@ -187,10 +183,8 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   }
   json checksums = json::object();
   for (size_t i = 0; i < tensors.size(); ++i) {
-    char hex[9];
     const size_t bytes = size_t(host[i].numel() * host[i].element_size());
-    std::snprintf(hex, sizeof(hex), "%08x", crc32c(host[i].data_ptr(), bytes));
-    checksums[tensors[i].first] = hex;
+    checksums[tensors[i].first] = crc32c_hex(crc32c(host[i].data_ptr(), bytes));
   }
   SG_CHECK(!metadata.count(kSafetensorsChecksumKey), "write_safetensors(", path, "): the metadata key ",
            kSafetensorsChecksumKey, " is the writer's own");

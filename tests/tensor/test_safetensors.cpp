@@ -3,7 +3,6 @@
 // file can be broken.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -159,6 +158,8 @@ TEST(Crc32c, MatchesTheStandardCheckValueAndChainsAndBothFormsAgree) {
   // 32 zero bytes, RFC 3720's first example (B.4).
   const std::string zeros(32, '\0');
   EXPECT_EQ(crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);
+  EXPECT_EQ(crc32c_hex(0x8A9136AAu), "8a9136aa");
+  EXPECT_EQ(crc32c_hex(0x0000ABCDu), "0000abcd");
   // Every length and alignment the 8-byte instruction path splits differently.
   std::string bytes(300, '\0');
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = char((i * 131 + 7) % 251);
@@ -213,19 +214,27 @@ TEST(Safetensors, ChecksumMetadataIsCheckedAndReserved) {
   };
   const std::string a = R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
   const std::string data(8, '\0');
-  auto with = [&](std::string crcs) {  // crcs as a JSON string: its quotes escaped
-    for (size_t at = crcs.find('"'); at != std::string::npos; at = crcs.find('"', at + 2)) crcs.insert(at, "\\");
-    return image(R"({"__metadata__":{"shardgrad.crc32c":")" + crcs + "\"}," + a + "}", data);
+  auto with = [&](const std::string& crcs) {  // crcs as a JSON string: its quotes escaped
+    std::string header = R"({"__metadata__":{"shardgrad.crc32c":")";
+    for (char c : crcs) {
+      if (c == '"') header += '\\';
+      header += c;
+    }
+    header += "\"},";
+    header += a;
+    header += "}";
+    return image(header, data);
   };
   expect(with(R"({"a":"1234567"})"), "is not 8 lowercase hex digits");
   expect(with(R"({"a":"12345678","z":"12345678"})"), "names 'z', which the file does not hold");
   expect(with(R"({})"), "covers 0 of the 1 tensors");
   expect(with("[1]"), "is not a JSON object");
   expect(with(R"({"a":"00000000"})"), "tensor 'a' is corrupt");       // 8 zero bytes have another CRC
-  const uint32_t crc = crc32c(data.data(), data.size());
-  char hex[9];
-  std::snprintf(hex, sizeof(hex), "%08x", crc);
-  EXPECT_EQ(error_reading(with(std::string(R"({"a":")") + hex + "\"}")), "");  // the right CRC reads
+  const std::string hex = crc32c_hex(crc32c(data.data(), data.size()));
+  std::string right = R"({"a":")";
+  right += hex;
+  right += "\"}";
+  EXPECT_EQ(error_reading(with(right)), "");  // the right CRC reads
   EXPECT_THROW(write_safetensors(temp_path("r.safetensors"), {{"a", Tensor::ones({1})}}, {{"shardgrad.crc32c", "x"}}),
                Error);
 }
