@@ -60,12 +60,14 @@ int run(int argc, char** argv) {
              "; see the top of bench/attention.cpp");
     a[flag.substr(2)] = argv[i + 1];
   }
-  const Device device = a["device"] == "cuda" ? Device::cuda() : Device::cpu();
+  const Device device = choice_arg(a, "device", {"cuda", "cpu"}) == "cuda" ? Device::cuda() : Device::cpu();
   SG_CHECK(device.is_cpu() || cuda_available(), "no GPU visible; use --device cpu");
-  const DType dtype = a["dtype"] == "bf16" ? DType::bf16 : DType::f32;
-  const int64_t B = std::stoll(a["batch"]), T = std::stoll(a["ctx"]), C = std::stoll(a["embd"]);
-  const int64_t NH = std::stoll(a["heads"]);
-  const int repeat = std::stoi(a["repeat"]);
+  const DType dtype = choice_arg(a, "dtype", {"bf16", "f32"}) == "bf16" ? DType::bf16 : DType::f32;
+  const int64_t B = int_arg(a, "batch"), T = int_arg(a, "ctx"), C = int_arg(a, "embd");
+  const int64_t NH = int_arg(a, "heads");
+  const int repeat = parse_int32_flag("repeat", a["repeat"]);
+  SG_CHECK(B > 0 && T > 0 && NH > 0 && C > 0 && C % NH == 0 && repeat > 0,
+           "--batch, --ctx, --heads and --repeat must be positive, and --embd a positive multiple of --heads");
   Tensor qkv = Tensor::empty({B, T, 3 * C});
   fill_normal_(qkv, 1, "bench-qkv", 0.0, 1.0);
   Tensor dout = Tensor::empty({B, T, C});

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "dist/world.h"
+#include "examples/cli.h"
 #include "tensor/ops.h"
 
 namespace {
@@ -37,9 +38,9 @@ Options parse(int argc, char** argv) {
     SG_CHECK(i + 1 < argc, flag, " needs a value");
     std::string value = argv[++i];
     if (flag == "--device") o.device = value;
-    else if (flag == "--min-bytes") o.min_bytes = std::stoll(value);
-    else if (flag == "--max-bytes") o.max_bytes = std::stoll(value);
-    else if (flag == "--iters") o.iters = std::max(1, std::stoi(value));
+    else if (flag == "--min-bytes") o.min_bytes = sg::parse_int_flag("min-bytes", value);
+    else if (flag == "--max-bytes") o.max_bytes = sg::parse_int_flag("max-bytes", value);
+    else if (flag == "--iters") o.iters = std::max(1, sg::parse_int32_flag("iters", value));
     else SG_FAIL("unknown flag ", flag, "; flags: --device cpu|cuda --min-bytes N --max-bytes N --iters N");
   }
   return o;

@@ -59,10 +59,14 @@ Bench make_bench(std::map<std::string, std::string>& a) {
   Bench bench;
   bench.device = parse_device(a["device"]);
   SG_CHECK(bench.device.is_cpu() || cuda_available(), "no GPU visible; use --device cpu");
-  const DType dtype = a["dtype"] == "bf16" ? DType::bf16 : a["dtype"] == "fp16" ? DType::f16 : DType::f32;
+  const std::string& type = choice_arg(a, "dtype", {"bf16", "fp16", "f32"});
+  const DType dtype = type == "bf16" ? DType::bf16 : type == "fp16" ? DType::f16 : DType::f32;
   GptConfig& cfg = bench.cfg;
-  cfg.n_layer = std::stoll(a["layers"]), cfg.n_head = std::stoll(a["heads"]), cfg.n_embd = std::stoll(a["embd"]);
-  cfg.vocab_size = std::stoll(a["vocab"]), cfg.block_size = std::stoll(a["ctx"]);
+  cfg.n_layer = int_arg(a, "layers"), cfg.n_head = int_arg(a, "heads"), cfg.n_embd = int_arg(a, "embd");
+  cfg.vocab_size = int_arg(a, "vocab"), cfg.block_size = int_arg(a, "ctx");
+  bench.B = int_arg(a, "batch"), bench.T = cfg.block_size;
+  SG_CHECK(bench.B >= 1, "--batch must be at least 1, got ", bench.B);
+  bench.peak_flops = number_arg(a, "peak-tflops") * 1e12;
   std::optional<ParametersOn> on(std::in_place, bench.device);
   bench.model = std::make_unique<Gpt>(cfg);
   on.reset();
@@ -70,8 +74,6 @@ Bench make_bench(std::map<std::string, std::string>& a) {
       zero_parameters(*bench.model, cfg.seed), world(),
       ZeroOptions{.stage = 0, .adam = {.lr = 3e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8}, .weight_decay = 0.1,
                   .dtype = dtype, .reduce_dtype = dtype});
-  bench.B = std::stoll(a["batch"]), bench.T = cfg.block_size;
-  bench.peak_flops = std::stod(a["peak-tflops"]) * 1e12;
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> token(0, int32_t(cfg.vocab_size - 1));
   for (int i = 0; i < 4; ++i) {  // random tokens: a step's time does not depend on them
@@ -143,7 +145,7 @@ void print_json(const Bench& bench, const std::string& dtype, double seconds, do
 }
 
 int run_single(Bench& bench, std::map<std::string, std::string>& a) {
-  const int64_t warmup = std::stoll(a["warmup"]), steps = std::stoll(a["steps"]);
+  const int64_t warmup = int_arg(a, "warmup"), steps = int_arg(a, "steps");
   std::vector<double> seconds;
   double loss = 0;
   for (int64_t step = 0; step < warmup + steps; ++step) {
@@ -168,9 +170,8 @@ struct VariantResult {
 
 int run_variants(Bench& bench, std::map<std::string, std::string>& a) {
   const std::vector<SwitchVariant> variants = parse_switch_variants(a["variants"]);
-  const int64_t warmup = std::stoll(a["warmup"]), steps = std::stoll(a["steps"]), rounds = std::stoll(a["rounds"]);
-  const double tolerance = std::stod(a["tolerance"]);
-  SG_CHECK(steps >= 1 && rounds >= 1 && warmup >= 0, "--steps and --rounds must be at least 1, --warmup at least 0");
+  const int64_t warmup = int_arg(a, "warmup"), steps = int_arg(a, "steps"), rounds = int_arg(a, "rounds");
+  const double tolerance = number_arg(a, "tolerance");
   std::vector<VariantResult> results(variants.size());
 
   // The variants take turns, round after round. On its first turn each is
@@ -273,6 +274,10 @@ int run(int argc, char** argv) {
     a[flag.substr(2)] = argv[i + 1];
   }
   if (!a["variants"].empty()) parse_switch_variants(a["variants"]);  // a bad spec fails before the model is built
+  // The loop's numbers checked here too, before the model is built.
+  SG_CHECK(int_arg(a, "steps") >= 1 && int_arg(a, "rounds") >= 1 && int_arg(a, "warmup") >= 0,
+           "--steps and --rounds must be at least 1, --warmup at least 0");
+  (void)number_arg(a, "tolerance");
   Bench bench = make_bench(a);
   return a["variants"].empty() ? run_single(bench, a) : run_variants(bench, a);
 }

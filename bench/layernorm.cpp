@@ -51,11 +51,11 @@ int run(int argc, char** argv) {
                                 "[--calls 50] [--repeat 5]");
   if (!flags) return 0;  // --help
   std::map<std::string, std::string> a = *flags;
-  const Device device = a["device"] == "cuda" ? Device::cuda() : Device::cpu();
+  const Device device = choice_arg(a, "device", {"cuda", "cpu"}) == "cuda" ? Device::cuda() : Device::cpu();
   SG_CHECK(device.is_cpu() || cuda_available(), "no GPU visible; use --device cpu");
-  const DType dtype = a["dtype"] == "bf16" ? DType::bf16 : DType::f32;
-  const int64_t rows = std::stoll(a["rows"]), C = std::stoll(a["embd"]);
-  const int calls = std::stoi(a["calls"]), repeat = std::stoi(a["repeat"]);
+  const DType dtype = choice_arg(a, "dtype", {"bf16", "f32"}) == "bf16" ? DType::bf16 : DType::f32;
+  const int64_t rows = int_arg(a, "rows"), C = int_arg(a, "embd");
+  const int calls = parse_int32_flag("calls", a["calls"]), repeat = parse_int32_flag("repeat", a["repeat"]);
   SG_CHECK(rows > 0 && C > 0 && calls > 0 && repeat > 0, "--rows, --embd, --calls and --repeat must be positive");
   auto input = [&](const Shape& shape, const char* name, double std) {
     Tensor t = Tensor::empty(shape);

@@ -36,7 +36,7 @@ int run(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     SG_CHECK(flag.rfind("--", 0) == 0 && a.count(flag.substr(2)), "unknown flag ", flag);
-    a[flag.substr(2)] = std::stoll(argv[i + 1]);
+    a[flag.substr(2)] = parse_int_flag(flag.substr(2), argv[i + 1]);
   }
   omp_set_num_threads(int(a["threads"]));
   if (a["peak"]) {  // the best of 5 f32 GEMMs of 2048^3: this machine's SGEMM rate through shardgrad

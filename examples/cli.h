@@ -3,10 +3,12 @@
 // one line on stderr and exit status 1, never a crash).
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <string>
@@ -32,6 +34,62 @@ inline std::optional<std::map<std::string, std::string>> parse_args(int argc, ch
     defaults[flag.substr(2)] = argv[++i];
   }
   return defaults;
+}
+
+// The whole of `value` as an integer or a number, or an error naming the
+// flag: "1e3" or "12x" is a mistake to report, not 1 or 12 (std::stoll
+// alone stops at the first character it cannot read, and its own error
+// says only "stoll").
+inline int64_t parse_int_flag(const std::string& flag, const std::string& value) {
+  size_t used = 0;
+  int64_t result = 0;
+  try {
+    result = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  SG_CHECK(!value.empty() && used == value.size(), "--", flag, " expects an integer, got '", value, "'");
+  return result;
+}
+
+// The same, for a count held in an int (ranks, stages, threads, repeats).
+inline int parse_int32_flag(const std::string& flag, const std::string& value) {
+  const int64_t result = parse_int_flag(flag, value);
+  SG_CHECK(result >= INT32_MIN && result <= INT32_MAX, "--", flag, " ", value, " is out of range");
+  return int(result);
+}
+
+inline double parse_number_flag(const std::string& flag, const std::string& value) {
+  size_t used = 0;
+  double result = 0;
+  try {
+    result = std::stod(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  SG_CHECK(!value.empty() && used == value.size(), "--", flag, " expects a number, got '", value, "'");
+  return result;
+}
+
+// One of parse_args's flags, read as above.
+inline int64_t int_arg(const std::map<std::string, std::string>& args, const std::string& flag) {
+  return parse_int_flag(flag, args.at(flag));
+}
+
+inline double number_arg(const std::map<std::string, std::string>& args, const std::string& flag) {
+  return parse_number_flag(flag, args.at(flag));
+}
+
+// The flag's value when it is one of `choices` (a few words), or an error listing them.
+inline const std::string& choice_arg(const std::map<std::string, std::string>& args, const std::string& flag,
+                                     std::initializer_list<const char*> choices) {
+  const std::string& value = args.at(flag);
+  std::string listed;
+  for (const char* choice : choices) {
+    if (value == choice) return value;
+    listed += listed.empty() ? choice : std::string(", ") + choice;
+  }
+  SG_FAIL("--", flag, " expects one of ", listed, ", got '", value, "'");
 }
 
 // Sets the environment variable `name` to `value` (unsets it where null)

@@ -25,7 +25,7 @@ int run(int argc, char** argv) {
   const std::string tokenizer = args["tokenizer"].empty() ? file.tokenizer().name() : args["tokenizer"];
   SG_CHECK(tokenizer == file.tokenizer().name(), "--tokenizer ", tokenizer, ": ", args["model"], " was trained with the ",
            file.tokenizer().name(), " tokenizer");
-  int64_t T = std::stoll(args["ctx"]);
+  int64_t T = int_arg(args, "ctx");
   if (T == 0) T = file.config().block_size;
   SG_CHECK(T > 0 && T <= file.config().block_size, "--ctx ", T, " must be in [1, ", file.config().block_size,
            "] (the model's n_positions)");

@@ -2,6 +2,7 @@
 //
 //   build/bin/gpt_sample --model runs/gpt/model.safetensors --prompt "ROMEO:" --tokens 200
 //                        [--temperature 0.8] [--top-k 40] [--seed 1337]
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -20,13 +21,17 @@ int run(int argc, char** argv) {
   if (!parsed) return 0;
   std::map<std::string, std::string>& args = *parsed;
   SG_CHECK(!args["model"].empty(), "gpt_sample needs --model (see --help)");
+  const int64_t seed = int_arg(args, "seed");
+  SG_CHECK(seed >= 0, "--seed must be >= 0, got ", seed);
+  SampleOptions options{int_arg(args, "tokens"), number_arg(args, "temperature"), int_arg(args, "top-k"),
+                        uint64_t(seed)};
+  SG_CHECK(options.tokens >= 0, "--tokens must be >= 0, got ", options.tokens);
+  SG_CHECK(options.temperature > 0 && std::isfinite(options.temperature), "--temperature must be a finite number above 0, got ",
+           options.temperature);
+  SG_CHECK(options.top_k >= 0, "--top-k must be >= 0 (0: all tokens), got ", options.top_k);
   GptFile file(args["model"]);
   Gpt model(file.config());
   file.load_into(model);
-  SampleOptions options{std::stoll(args["tokens"]), std::stod(args["temperature"]), std::stoll(args["top-k"]),
-                        std::stoull(args["seed"])};
-  SG_CHECK(options.tokens >= 0 && options.temperature > 0 && options.top_k >= 0,
-           "--tokens and --top-k must be >= 0 and --temperature > 0");
   std::printf("%s%s\n", args["prompt"].c_str(), generate(model, file.tokenizer(), args["prompt"], options).c_str());
   return 0;
 }

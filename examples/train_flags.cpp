@@ -6,6 +6,7 @@
 #include <functional>
 #include <vector>
 
+#include "examples/cli.h"
 #include "examples/train_config.h"
 #include "kernels/error.h"
 
@@ -23,40 +24,13 @@ struct Flag {
   std::function<std::string()> show;
 };
 
-// The whole of `value` as a number (std::stoll or std::stod), or an error
-// naming the flag.
-template <typename Number, typename Parse>
-Number parse_number(const std::string& flag, const std::string& value, const char* kind, Parse parse) {
-  size_t used = 0;
-  Number result{};
-  try {
-    result = parse(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  SG_CHECK(used == value.size() && !value.empty(), "--", flag, " expects ", kind, ", got '", value, "'");
-  return result;
-}
-
-int64_t parse_int(const std::string& flag, const std::string& value) {
-  return parse_number<int64_t>(flag, value, "an integer", [](const std::string& v, size_t* used) {
-    return std::stoll(v, used);
-  });
-}
-
-double parse_double(const std::string& flag, const std::string& value) {
-  return parse_number<double>(flag, value, "a number", [](const std::string& v, size_t* used) {
-    return std::stod(v, used);
-  });
-}
-
 std::vector<Flag> flag_table(TrainFlags& f) {
   auto integer = [](const char* name, const char* help, int64_t& target) {
-    return Flag{name, help, [name, &target](const std::string& v) { target = parse_int(name, v); },
+    return Flag{name, help, [name, &target](const std::string& v) { target = parse_int_flag(name, v); },
                 [&target] { return std::to_string(target); }};
   };
   auto number = [](const char* name, const char* help, double& target) {
-    return Flag{name, help, [name, &target](const std::string& v) { target = parse_double(name, v); },
+    return Flag{name, help, [name, &target](const std::string& v) { target = parse_number_flag(name, v); },
                 [&target] { char text[32]; std::snprintf(text, sizeof(text), "%g", target); return std::string(text); }};
   };
   auto text = [](const char* name, const char* help, std::string& target) {
@@ -98,7 +72,7 @@ std::vector<Flag> flag_table(TrainFlags& f) {
       text("resume", "continue from a checkpoint (or the newest under a --save directory)", f.resume),
       text("export", "write the trained model to this GPT-2-style .safetensors file", f.export_path),
       text("init-from", "start from the weights of a GPT-2-style .safetensors file", f.init_from),
-      Flag{"threads", "CPU threads (0: all cores, shared among the ranks on a node)", [&f](const std::string& v) { f.threads = int(parse_int("threads", v)); },
+      Flag{"threads", "CPU threads (0: all cores, shared among the ranks on a node)", [&f](const std::string& v) { f.threads = parse_int32_flag("threads", v); },
            [&f] { return std::to_string(f.threads); }},
   };
 }
@@ -124,7 +98,9 @@ void check_ranges(const TrainFlags& f) {
   SG_CHECK(f.clip >= 0 && std::isfinite(f.clip), "--clip (gradient_clipping) ", f.clip,
            " must be >= 0 (0 turns clipping off)");
   SG_CHECK(f.eval_batches > 0 && f.print_every > 0 && f.eval_every >= 0, "--eval-batches and --print-every must be positive");
-  SG_CHECK(f.sample >= 0 && f.top_k >= 0 && f.temperature > 0, "--sample and --top-k must be >= 0, --temperature > 0");
+  SG_CHECK(f.sample >= 0 && f.top_k >= 0, "--sample and --top-k must be >= 0");
+  SG_CHECK(f.temperature > 0 && std::isfinite(f.temperature), "--temperature must be a finite number above 0, got ",
+           f.temperature);
   SG_CHECK(f.threads >= 0, "--threads must be >= 0");
   SG_CHECK(f.zero >= 0 && f.zero <= 3, "--zero ", f.zero, ": ZeRO stages are 0, 1, 2 and 3");
   SG_CHECK(f.save_every >= 0 && f.keep >= 1, "--save-every must be >= 0 and --keep >= 1");

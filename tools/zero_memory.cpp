@@ -6,10 +6,12 @@
 //
 // Model states only (parameters, gradients, optimizer states, stage 3's gather
 // buffers): activations depend on the batch and are not included.
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
 
+#include "examples/cli.h"
 #include "tools/zero_memory_model.h"
 
 namespace {
@@ -34,18 +36,21 @@ int main(int argc, char** argv) {
       }
       SG_CHECK(i + 1 < argc, flag, " needs a value (see --help)");
       std::string value = argv[++i];
-      if (flag == "--layers") cfg.n_layer = std::stoll(value);
-      else if (flag == "--embd") cfg.n_embd = std::stoll(value);
-      else if (flag == "--heads") cfg.n_head = std::stoll(value);
-      else if (flag == "--vocab") cfg.vocab_size = std::stoll(value);
-      else if (flag == "--ctx") cfg.block_size = std::stoll(value);
-      else if (flag == "--ranks") ranks = std::stoi(value);
-      else if (flag == "--stage") stage = std::stoi(value);
+      const std::string name = flag.substr(flag.rfind("--", 0) == 0 ? 2 : 0);
+      if (flag == "--layers") cfg.n_layer = sg::parse_int_flag(name, value);
+      else if (flag == "--embd") cfg.n_embd = sg::parse_int_flag(name, value);
+      else if (flag == "--heads") cfg.n_head = sg::parse_int_flag(name, value);
+      else if (flag == "--vocab") cfg.vocab_size = sg::parse_int_flag(name, value);
+      else if (flag == "--ctx") cfg.block_size = sg::parse_int_flag(name, value);
+      else if (flag == "--ranks") ranks = sg::parse_int32_flag(name, value);
+      else if (flag == "--stage") stage = sg::parse_int32_flag(name, value);
       else if (flag == "--dtype") dtype = value;
-      else if (flag == "--memory-gb") memory_gb = std::stod(value);
+      else if (flag == "--memory-gb") memory_gb = sg::parse_number_flag(name, value);
       else SG_FAIL("unknown flag ", flag, " (see --help)");
     }
     SG_CHECK(dtype == "f32" || dtype == "bf16", "--dtype must be f32 or bf16, got ", dtype);
+    SG_CHECK(memory_gb >= 0 && std::isfinite(memory_gb), "--memory-gb must be a number of GiB (0: skip), got ",
+             memory_gb);
     sg::DType type = dtype == "bf16" ? sg::DType::bf16 : sg::DType::f32;
     sg::ZeroMemoryEstimate e = sg::estimate_zero_memory(cfg, ranks, stage, type);
     std::printf("GPT: %lld layers, %lld channels, %lld heads, vocab %lld, context %lld: %lld parameters (%lld padded)\n",

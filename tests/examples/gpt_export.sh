@@ -37,6 +37,11 @@ fi
 "$bin/gpt_sample" --model "$work/m.safetensors" --prompt "ROMEO:" --tokens 40 > "$work/sample.txt"
 head -c 6 "$work/sample.txt" | grep -q "ROMEO:" || { cat "$work/sample.txt"; exit 1; }
 [ "$(wc -c < "$work/sample.txt")" -ge 46 ] || { echo "sample too short"; cat "$work/sample.txt"; exit 1; }
+# A number it cannot read whole is refused by name before the model loads, not read as 1.
+if "$bin/gpt_sample" --model "$work/m.safetensors" --tokens 1e3 > "$work/bad.txt" 2>&1; then
+  echo "gpt_sample read --tokens 1e3"; cat "$work/bad.txt"; exit 1
+fi
+grep -q "gpt_sample: --tokens expects an integer, got '1e3'" "$work/bad.txt" || { cat "$work/bad.txt"; exit 1; }
 
 # Starting from the file: the first loss is the trained model's, not a fresh one's (about 4.2).
 launch=()

@@ -1,9 +1,13 @@
 // The DeepSpeed-shaped config: known keys land in the flags, flags override
-// the file, and every unknown or unsupported key is an error naming it.
+// the file, and every unknown or unsupported key is an error naming it. And
+// the numbers of every tool's command line (examples/cli.h).
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <functional>
+#include <map>
 
+#include "examples/cli.h"
 #include "examples/train_config.h"
 #include "kernels/error.h"
 
@@ -101,6 +105,35 @@ TEST(TrainConfig, CommandLineFlagsOverrideTheFile) {
   std::ofstream(path) << R"({"zero_optimization": {"stage": 4}})";
   EXPECT_THROW(parse_train_flags(int(argv.size()), argv.data()), Error);  // there is no stage 4
   std::remove(path.c_str());
+}
+
+// Every tool's numbers are read whole: std::stoll alone would read "1e3"
+// as 1 and "12x" as 12, and say only "stoll" for "abc".
+TEST(CommandLine, NumbersAreReadWholeOrRefusedByName) {
+  EXPECT_EQ(parse_int_flag("tokens", "1000"), 1000);
+  EXPECT_EQ(parse_int_flag("seed", "-3"), -3);
+  EXPECT_EQ(parse_number_flag("lr", "1e-3"), 1e-3);
+  EXPECT_EQ(parse_int32_flag("ranks", "8"), 8);
+  auto error_of_parse = [](const std::function<void()>& parse) -> std::string {
+    try {
+      parse();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(error_of_parse([] { parse_int_flag("tokens", "1e3"); }), "--tokens expects an integer, got '1e3'");
+  EXPECT_EQ(error_of_parse([] { parse_int_flag("tokens", "12x"); }), "--tokens expects an integer, got '12x'");
+  EXPECT_EQ(error_of_parse([] { parse_int_flag("seed", "abc"); }), "--seed expects an integer, got 'abc'");
+  EXPECT_EQ(error_of_parse([] { parse_int_flag("seed", ""); }), "--seed expects an integer, got ''");
+  EXPECT_EQ(error_of_parse([] { parse_int_flag("seed", "99999999999999999999"); }),
+            "--seed expects an integer, got '99999999999999999999'");
+  EXPECT_EQ(error_of_parse([] { parse_number_flag("lr", "0.1.2"); }), "--lr expects a number, got '0.1.2'");
+  EXPECT_EQ(error_of_parse([] { parse_int32_flag("ranks", "4294967296"); }), "--ranks 4294967296 is out of range");
+  const std::map<std::string, std::string> args = {{"device", "gpu"}, {"batch", "8"}};
+  EXPECT_EQ(int_arg(args, "batch"), 8);
+  EXPECT_EQ(error_of_parse([&] { choice_arg(args, "device", {"cuda", "cpu"}); }),
+            "--device expects one of cuda, cpu, got 'gpu'");
 }
 
 }  // namespace
