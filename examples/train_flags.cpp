@@ -83,12 +83,19 @@ std::string default_data_path() {
   return std::string(SG_SOURCE_DIR) + "/" + bundled;
 }
 
+// Each check names the flag and the value it got, so that a value that came
+// from a --config file is recognisable too.
 void check_ranges(const TrainFlags& f) {
-  SG_CHECK(f.layers > 0 && f.heads > 0 && f.embd > 0 && f.ctx > 0, "--layers, --heads, --embd and --ctx must be positive");
+  auto positive = [](const char* flag, int64_t value) {
+    SG_CHECK(value > 0, "--", flag, " must be at least 1, got ", value);
+  };
+  positive("layers", f.layers), positive("heads", f.heads), positive("embd", f.embd), positive("ctx", f.ctx);
   SG_CHECK(f.embd % f.heads == 0, "--embd ", f.embd, " must be divisible by --heads ", f.heads);
-  SG_CHECK(f.batch > 0 && f.grad_accum > 0 && f.steps > 0, "--batch, --grad-accum and --steps must be positive");
-  SG_CHECK(f.lr > 0 && f.min_lr >= 0 && f.min_lr <= f.lr, "need 0 <= --min-lr <= --lr and --lr > 0");
-  SG_CHECK(f.warmup >= 0 && f.warmup < f.steps, "--warmup must be in [0, --steps)");
+  positive("batch", f.batch), positive("grad-accum", f.grad_accum), positive("steps", f.steps);
+  SG_CHECK(f.lr > 0 && f.min_lr >= 0 && f.min_lr <= f.lr, "need 0 <= --min-lr <= --lr and --lr > 0 (got --min-lr ",
+           f.min_lr, ", --lr ", f.lr, ")");
+  SG_CHECK(f.warmup >= 0 && f.warmup < f.steps, "--warmup ", f.warmup, " must be in [0, --steps ", f.steps,
+           "): the learning rate warms up, then decays over the steps left");
   // (A --config sets these too; its keys are named beside the flags.)
   SG_CHECK(std::isfinite(f.lr), "--lr (optimizer.params.lr) ", f.lr, ": give a finite learning rate");
   SG_CHECK(f.beta2 >= 0 && f.beta2 < 1, "--beta2 (optimizer.params.betas[1]) ", f.beta2,
@@ -97,13 +104,16 @@ void check_ranges(const TrainFlags& f) {
            f.weight_decay, " must be >= 0");
   SG_CHECK(f.clip >= 0 && std::isfinite(f.clip), "--clip (gradient_clipping) ", f.clip,
            " must be >= 0 (0 turns clipping off)");
-  SG_CHECK(f.eval_batches > 0 && f.print_every > 0 && f.eval_every >= 0, "--eval-batches and --print-every must be positive");
-  SG_CHECK(f.sample >= 0 && f.top_k >= 0, "--sample and --top-k must be >= 0");
+  positive("eval-batches", f.eval_batches), positive("print-every", f.print_every);
+  SG_CHECK(f.eval_every >= 0, "--eval-every must be >= 0 (0: only at the last step), got ", f.eval_every);
+  SG_CHECK(f.sample >= 0, "--sample must be >= 0 (0: no sample), got ", f.sample);
+  SG_CHECK(f.top_k >= 0, "--top-k must be >= 0 (0: all tokens), got ", f.top_k);
   SG_CHECK(f.temperature > 0 && std::isfinite(f.temperature), "--temperature must be a finite number above 0, got ",
            f.temperature);
-  SG_CHECK(f.threads >= 0, "--threads must be >= 0");
+  SG_CHECK(f.threads >= 0, "--threads must be >= 0 (0: all cores), got ", f.threads);
   SG_CHECK(f.zero >= 0 && f.zero <= 3, "--zero ", f.zero, ": ZeRO stages are 0, 1, 2 and 3");
-  SG_CHECK(f.save_every >= 0 && f.keep >= 1, "--save-every must be >= 0 and --keep >= 1");
+  SG_CHECK(f.save_every >= 0, "--save-every must be >= 0 (0: only at the end), got ", f.save_every);
+  positive("keep", f.keep);
   SG_CHECK(f.dtype == "f32" || f.dtype == "bf16" || f.dtype == "fp16", "--dtype ", f.dtype, ": use f32, bf16 or fp16");
   SG_CHECK(f.device == "cpu" || f.device == "cuda", "--device ", f.device, ": use cpu or cuda");
   SG_CHECK(f.reduce_dtype.empty() || f.reduce_dtype == "f32" || f.reduce_dtype == f.dtype, "--reduce-dtype ",

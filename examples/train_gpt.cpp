@@ -159,6 +159,10 @@ int run(const TrainFlags& flags) {
   // trains on its rows of one global batch (the same windows whatever the
   // number of ranks); all ranks validate on the same windows.
   const size_t split = tokens.size() * 9 / 10;
+  SG_CHECK(int64_t(tokens.size() - split) > flags.ctx, "--data ", flags.data, ": its ", tokens.size(),
+           " tokens split into ", split, " to train on and ", tokens.size() - split,
+           " to validate on (the last 10%); a window of --ctx ", flags.ctx, " needs ", flags.ctx + 1,
+           " tokens in each: use a shorter --ctx or more text");
   WindowLoader train_loader(std::vector<int32_t>(tokens.begin(), tokens.begin() + long(split)), flags.batch, flags.ctx,
                             uint64_t(flags.seed), comm.rank(), W, device);
   WindowLoader val_loader(std::vector<int32_t>(tokens.begin() + long(split), tokens.end()), flags.batch, flags.ctx,

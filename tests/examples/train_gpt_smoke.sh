@@ -65,11 +65,17 @@ grep -q "divisible" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.t
 echo '{"train_batch_size": 7, "train_micro_batch_size_per_gpu": 2}' > "$work/bad.json"
 if "$bin" --config "$work/bad.json" --steps 2 --warmup 0 --out "$work/run" > "$work/bad.txt" 2>&1; then echo "an inconsistent batch size was accepted"; exit 1; fi
 grep -q "train_batch_size 7 in the config" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
-for bad in "--beta2 1.5" "--clip -1" "--lr nan"; do
+for bad in "--beta2 1.5" "--clip -1" "--lr nan" "--eval-every -1" "--keep 0" "--steps 1e3" "--warmup 5000"; do
   # shellcheck disable=SC2086  # the flag and its value, two words
   if "$bin" $bad --out "$work/run" > "$work/bad.txt" 2>&1; then echo "$bad was accepted"; exit 1; fi
   grep -q -- "${bad%% *}" "$work/bad.txt" || { echo "the error for $bad does not name the flag: $(cat "$work/bad.txt")"; exit 1; }
 done
+# A text whose validation split (the last 10%) cannot fill one window says so.
+awk 'BEGIN { for (i = 0; i < 100; ++i) printf "abcdefghi\n" }' > "$work/short.txt"  # 1000 characters
+if "$bin" --data "$work/short.txt" --ctx 200 --steps 2 --warmup 0 --out "$work/run" > "$work/bad.txt" 2>&1; then
+  echo "a validation split shorter than a window was accepted"; exit 1
+fi
+grep -q "100 to validate on .* --ctx 200 needs 201 tokens" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
 # Where the run writes is checked before it trains: a file in the way of --save.
 if "$bin" --steps 2 --warmup 0 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 --sample 0 --out "$work/run" \
   --save "$work/run/tokenizer.txt" > "$work/bad.txt" 2>&1; then echo "an unwritable --save was accepted"; exit 1; fi
