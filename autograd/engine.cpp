@@ -15,8 +15,12 @@
 //      or with only the other consumers' part.
 //
 // Unless retain_graph is set, each Node's backward rule (and with it the
-// tensors it saved) is dropped right after it runs, freeing activations as
-// the pass moves down the network.
+// tensors it saved) is dropped right after it runs, and so are its edges
+// to its inputs: a node holds its inputs' states, and with them their
+// values, so an op's output that nothing else holds (a projection's output
+// summed into the residual stream, say) is freed once its own node has run,
+// which is after all its consumers. Activations are freed as the pass moves
+// down the network (tests/autograd/test_engine.cpp, BackwardFrees...).
 #include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
@@ -168,6 +172,8 @@ void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
       leaf->grad_stale = false;  // written by the rule
       accumulate(pending, leaf, Tensor());
     }
+    if (!retain_graph) node.inputs.clear();  // the edges were followed: nothing reads them again
+    it->reset();                             // nor this list's hold on the state
   }
 }
 
