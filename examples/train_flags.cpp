@@ -86,15 +86,19 @@ std::string default_data_path() {
 // Each check names the flag and the value it got, so that a value that came
 // from a --config file is recognisable too.
 void check_ranges(const TrainFlags& f) {
-  auto positive = [](const char* flag, int64_t value) {
-    SG_CHECK(value > 0, "--", flag, " must be at least 1, got ", value);
+  auto positive = [](const char* flag, int64_t value, const char* config_key = nullptr) {
+    SG_CHECK(value > 0, "--", flag, config_key ? std::string(" (") + config_key + ")" : "", " must be at least 1, got ",
+             value);
   };
   positive("layers", f.layers), positive("heads", f.heads), positive("embd", f.embd), positive("ctx", f.ctx);
   SG_CHECK(f.embd % f.heads == 0, "--embd ", f.embd, " must be divisible by --heads ", f.heads);
-  positive("batch", f.batch), positive("grad-accum", f.grad_accum), positive("steps", f.steps);
+  positive("batch", f.batch, "train_micro_batch_size_per_gpu");
+  positive("grad-accum", f.grad_accum, "gradient_accumulation_steps");
+  positive("steps", f.steps, "scheduler.params.total_num_steps");
   SG_CHECK(f.lr > 0 && f.min_lr >= 0 && f.min_lr <= f.lr, "need 0 <= --min-lr <= --lr and --lr > 0 (got --min-lr ",
            f.min_lr, ", --lr ", f.lr, ")");
-  SG_CHECK(f.warmup >= 0 && f.warmup < f.steps, "--warmup ", f.warmup, " must be in [0, --steps ", f.steps,
+  SG_CHECK(f.warmup >= 0 && f.warmup < f.steps, "--warmup (scheduler.params.warmup_num_steps) ", f.warmup,
+           " must be in [0, --steps ", f.steps,
            "): the learning rate warms up, then decays over the steps left");
   // (A --config sets these too; its keys are named beside the flags.)
   SG_CHECK(std::isfinite(f.lr), "--lr (optimizer.params.lr) ", f.lr, ": give a finite learning rate");
@@ -111,7 +115,7 @@ void check_ranges(const TrainFlags& f) {
   SG_CHECK(f.temperature > 0 && std::isfinite(f.temperature), "--temperature must be a finite number above 0, got ",
            f.temperature);
   SG_CHECK(f.threads >= 0, "--threads must be >= 0 (0: all cores), got ", f.threads);
-  SG_CHECK(f.zero >= 0 && f.zero <= 3, "--zero ", f.zero, ": ZeRO stages are 0, 1, 2 and 3");
+  SG_CHECK(f.zero >= 0 && f.zero <= 3, "--zero (zero_optimization.stage) ", f.zero, ": ZeRO stages are 0, 1, 2 and 3");
   SG_CHECK(f.save_every >= 0, "--save-every must be >= 0 (0: only at the end), got ", f.save_every);
   positive("keep", f.keep);
   SG_CHECK(f.dtype == "f32" || f.dtype == "bf16" || f.dtype == "fp16", "--dtype ", f.dtype, ": use f32, bf16 or fp16");
