@@ -15,12 +15,10 @@
 //      or with only the other consumers' part.
 //
 // Unless retain_graph is set, each Node's backward rule (and with it the
-// tensors it saved) is dropped right after it runs, and so are its edges
-// to its inputs: a node holds its inputs' states, and with them their
-// values, so an op's output that nothing else holds (a projection's output
-// summed into the residual stream, say) is freed once its own node has run,
-// which is after all its consumers. Activations are freed as the pass moves
-// down the network (tests/autograd/test_engine.cpp, BackwardFrees...).
+// tensors it saved, and the values whose last Variable it held) is dropped
+// right after it runs, and so are its edges to its inputs: activations are
+// freed as the pass moves down the network (autograd/variable.h,
+// VariableState::handles; tests/autograd/test_engine.cpp).
 #include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
@@ -161,8 +159,9 @@ void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       VariableState* input = node.inputs[i].get();
       if (!input->requires_grad || !input_grads[i].defined()) continue;
-      SG_CHECK(input_grads[i].shape() == input->data.shape(), "'", node.name, "' returned a gradient ",
-               input_grads[i].str(), " for its input ", i, " of shape ", input->data.str());
+      const Shape& shape = input->data.defined() ? input->data.shape() : input->shape_of_dropped;
+      SG_CHECK(input_grads[i].shape() == shape, "'", node.name, "' returned a gradient ", input_grads[i].str(),
+               " for its input ", i, " of shape ", shape_str(shape));
       accumulate(pending, input, input_grads[i]);
     }
     for (VariableState* leaf : claimed) {

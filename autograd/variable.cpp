@@ -20,12 +20,22 @@ Variable::Variable(Tensor data, bool requires_grad, std::string name) : state_(s
   state_->data = std::move(data);
   state_->requires_grad = requires_grad;
   state_->name = std::move(name);
+  state_->handles = 1;
 }
 
 Variable Variable::from_state(std::shared_ptr<VariableState> state) {
   Variable variable;
   variable.state_ = std::move(state);
+  variable.hold();
   return variable;
+}
+
+void Variable::let_go() noexcept {
+  if (state_ && --state_->handles == 0 && state_->grad_fn && state_->data.defined()) {
+    state_->shape_of_dropped = state_->data.shape();
+    state_->data = Tensor();
+  }
+  state_.reset();
 }
 
 void Variable::check_defined(const char* what) const {
@@ -34,6 +44,8 @@ void Variable::check_defined(const char* what) const {
 
 const Tensor& Variable::data() const {
   check_defined("data()");
+  SG_CHECK(state_->data.defined(), "data() of a computed Variable whose value was dropped when its last handle went ",
+           "(autograd/variable.h, VariableState::handles)");
   return state_->data;
 }
 

@@ -18,6 +18,7 @@
 // Read next: autograd/functions.h (the ops), autograd/engine.cpp (backward).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -69,12 +70,36 @@ struct VariableState {
   std::string name;                // parameters carry their full name
   std::vector<PostAccumulateHook> post_accumulate_hooks;
   BeforeUseHook before_use;        // run by value(): dist/ gathers a ZeRO-3 parameter here
+  // The Variables (handles) on this state. The graph's edges (Node::inputs)
+  // do not count: when the last handle goes, a computed state's data is
+  // dropped, since no backward rule reads it (a rule that needs a value
+  // holds a Variable or the Tensor), and only its shape is kept, for the
+  // engine's check of the gradient that comes back. So an op's output that
+  // only the graph holds (a projection summed into the residual stream) is
+  // freed in forward, not at the end of backward.
+  std::atomic<int32_t> handles{0};
+  Shape shape_of_dropped;
 };
 
 class Variable {
  public:
   Variable() = default;
   explicit Variable(Tensor data, bool requires_grad = false, std::string name = "");
+  Variable(const Variable& other) : state_(other.state_) { hold(); }
+  Variable(Variable&& other) noexcept = default;  // the handle moves: the count stays
+  Variable& operator=(const Variable& other) {
+    Variable copy(other);
+    std::swap(state_, copy.state_);
+    return *this;
+  }
+  Variable& operator=(Variable&& other) noexcept {
+    if (this != &other) {
+      let_go();
+      state_ = std::move(other.state_);
+    }
+    return *this;
+  }
+  ~Variable() { let_go(); }
 
   bool defined() const { return state_ != nullptr; }
   const Tensor& data() const;
@@ -136,6 +161,10 @@ class Variable {
 
  private:
   void check_defined(const char* what) const;
+  void hold() {
+    if (state_) ++state_->handles;
+  }
+  void let_go() noexcept;
   std::shared_ptr<VariableState> state_;
 };
 

@@ -120,33 +120,46 @@ TEST(Engine, SavedTensorsAreFreedUnlessTheGraphIsRetained) {
   }
 }
 
-// Backward frees what it is done with: an op's output, held only by the
-// graph, goes once its own node has run (every consumer ran before it), so
+// An op's output lives while a Variable holds it: the caller's, or one a
+// backward rule captured because it reads the value. The graph's edges do
+// not hold it. So an output no rule reads (scale's) is freed in forward, and
+// one a rule reads (gelu's input) goes once that rule has run in backward:
 // the early layers' backward does not run beside all the later layers'
 // activations. An output the caller still holds keeps its values.
-TEST(Engine, BackwardFreesEachOutputOnceItsNodeHasRun) {
+TEST(Engine, AnOutputLivesWhileAVariableHoldsIt) {
   constexpr int64_t kOps = 8, kBytes = 1000 * 4;
-  Variable x = leaf(std::vector<float>(1000, 1.0f), {1000});
   auto live = [] { return memory_stats(Device::cpu())[MemoryCategory::activation].live; };
-  const int64_t before = live();
-  Variable y = x, kept;
-  for (int i = 0; i < kOps; ++i) {
-    y = scale(y, 1.5);  // each output read by nothing but the graph
-    if (i == 2) kept = y;
+  for (const bool read_by_rules : {false, true}) {
+    SCOPED_TRACE(read_by_rules ? "gelu: each output read by the next rule" : "scale: no rule reads its input");
+    Variable x = leaf(std::vector<float>(1000, 1.0f), {1000});
+    const int64_t before = live();
+    Variable y = x, kept;
+    for (int i = 0; i < kOps; ++i) {
+      y = read_by_rules ? gelu(y) : scale(y, 1.5);
+      if (i == 2) kept = y;
+    }
+    Variable loss = sum(y);
+    y = Variable();
+    // After forward: every output that the next rule reads, or, with
+    // scale, only the one the caller kept (sum's rule reads only a shape),
+    // and the loss.
+    const int64_t after_forward = live() - before;
+    if (read_by_rules) EXPECT_GE(after_forward, (kOps - 1) * kBytes);  // the last one only sum reads
+    else EXPECT_LE(after_forward, kBytes + 64);
+    int64_t at_the_leaf = -1;
+    x.add_post_accumulate_hook([&](Variable&) { at_the_leaf = live() - before; });
+    loss.backward();
+    // Left at the leaf: the output still held (kept), the gradient passed to
+    // x, and the loss and its seed; not the eight outputs.
+    EXPECT_GE(at_the_leaf, 0);
+    EXPECT_LE(at_the_leaf, 2 * kBytes + 64);
+    EXPECT_EQ(kept.data().numel(), 1000);
+    if (!read_by_rules) {
+      EXPECT_EQ(kept.data().to_vector<float>(), std::vector<float>(1000, 1.5f * 1.5f * 1.5f));
+      EXPECT_EQ(x.grad().to_vector<float>()[0], float(std::pow(1.5, kOps)));
+    }
+    EXPECT_THROW(loss.backward(), Error);  // the graph is spent: a clear error, as before
   }
-  Variable loss = sum(y);
-  y = Variable();
-  EXPECT_GE(live() - before, kOps * kBytes);
-  int64_t at_the_leaf = -1;
-  x.add_post_accumulate_hook([&](Variable&) { at_the_leaf = live() - before; });
-  loss.backward();
-  // Left at the leaf: the output still held (kept) and the gradient passed
-  // to x, and the loss and its seed: not the eight outputs.
-  EXPECT_GE(at_the_leaf, 0);
-  EXPECT_LE(at_the_leaf, 2 * kBytes + 64);
-  EXPECT_EQ(kept.data().to_vector<float>(), std::vector<float>(1000, 1.5f * 1.5f * 1.5f));
-  EXPECT_EQ(x.grad().to_vector<float>()[0], float(std::pow(1.5, kOps)));
-  EXPECT_THROW(loss.backward(), Error);  // the graph is spent: a clear error, as before
 }
 
 // y = 2 x, whose rule writes dx into x's buffer itself when it may

@@ -114,8 +114,9 @@ TEST(Gpt, EveryParameterGradientGoesStraightIntoItsF32Buffer) {
   Tensor x = ids({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1}, {2, 6}), y = ids({2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1, 2}, {2, 6});
   model.loss(x, y).backward();
   plain.loss(x, y).backward();
+  const std::vector<NamedParameter> plain_parameters = plain.named_parameters();  // a vector by value: held
   for (size_t i = 0; i < buffers.size(); ++i) {
-    const NamedParameter& p = plain.named_parameters()[i];
+    const NamedParameter& p = plain_parameters[i];
     const std::vector<float> got = buffers[i].to_vector<float>(), want = p.variable.grad().to_vector<float>();
     EXPECT_TRUE(test::all_close(got, want, 5e-2, 1e-3)) << p.name;
     EXPECT_NE(got, buffers[i].to(DType::bf16).to_vector<float>()) << p.name << ": every element a bf16 value";
