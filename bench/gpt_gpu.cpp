@@ -28,6 +28,7 @@
 #include "examples/zero_parameters.h"
 #include "nn/gpt.h"
 #include "optim/zero.h"
+#include "tensor/allocator.h"
 #include "tensor/device.h"
 
 namespace sg {
@@ -149,6 +150,7 @@ int run_single(Bench& bench, std::map<std::string, std::string>& a) {
   std::vector<double> seconds;
   double loss = 0;
   for (int64_t step = 0; step < warmup + steps; ++step) {
+    if (step == warmup) reset_peak_memory(bench.device);  // the timed steps' peak: what a micro-batch needs
     // --profile-last 1: only the last step under a profiler started with
     // --profile-from-start off (bench/kernel_profile.py), not the model's setup.
     const bool profiled = a["profile-last"] == "1" && step + 1 == warmup + steps;
@@ -156,7 +158,15 @@ int run_single(Bench& bench, std::map<std::string, std::string>& a) {
     const double s = train_step(bench, batch, profiled, &loss);
     if (step >= warmup) seconds.push_back(s);
   }
-  print_json(bench, a["dtype"], median(seconds), loss, "");
+  // Every byte our tensors held at once on the device (parameters, gradients,
+  // optimizer states, activations; not the cache's free blocks), as
+  // PyTorch's max_memory_allocated counts its own.
+  const MemoryStats memory = memory_stats(bench.device);
+  char extra[160];
+  std::snprintf(extra, sizeof extra, ", \"peak_gib\": %.3f, \"activation_peak_gib\": %.3f",
+                double(memory.total.peak) / double(1LL << 30),
+                double(memory[MemoryCategory::activation].peak) / double(1LL << 30));
+  print_json(bench, a["dtype"], median(seconds), loss, extra);
   return 0;
 }
 

@@ -99,6 +99,8 @@ def torch_run(batch, ctx, warmup, steps, compiled, profile_kernels=False):
 
     times = []
     for step in range(warmup + steps):
+        if step == warmup:
+            torch.cuda.reset_peak_memory_stats()  # the timed steps' peak, as bench_gpt's peak_gib
         x, y = batch_of_tokens()
         torch.cuda.synchronize()
         start = time.perf_counter()
@@ -115,7 +117,8 @@ def torch_run(batch, ctx, warmup, steps, compiled, profile_kernels=False):
             profile_lines = [f"(torch.profiler failed: {type(error).__name__}: {str(error)[:200]})"]
     n = sum(p.numel() for p in model.parameters())
     seconds = statistics.median(times)
-    return {"profile": profile_lines, "ms_per_step": 1000 * seconds, "tokens_per_s": batch * ctx / seconds, "mfu": (6 * n + 6 * L * C * ctx) * batch * ctx / seconds / PEAK}
+    peak_gib = torch.cuda.max_memory_allocated() / 2**30
+    return {"profile": profile_lines, "peak_gib": peak_gib, "ms_per_step": 1000 * seconds, "tokens_per_s": batch * ctx / seconds, "mfu": (6 * n + 6 * L * C * ctx) * batch * ctx / seconds / PEAK}
 
 
 def main():
@@ -132,14 +135,17 @@ def main():
         [args.bin, "--device", "cuda", "--dtype", "bf16", "--batch", str(args.batch), "--ctx", str(args.ctx),
          "--warmup", str(args.warmup), "--steps", str(args.steps)],
         capture_output=True, text=True)
-    print(f"| framework | tokens/s | MFU | ms per step |")
-    print(f"|---|---|---|---|")
+    # peak GiB: every byte the tensors held at once over the timed steps (model,
+    # gradients, optimizer states, activations), not the allocators' free blocks.
+    print(f"| framework | tokens/s | MFU | ms per step | peak GiB |")
+    print(f"|---|---|---|---|---|")
     ours = None
     if run.returncode == 0:
         ours = json.loads(run.stdout.strip().splitlines()[-1])
-        print(f"| shardgrad (bf16) | {ours['tokens_per_s']:.0f} | {100 * ours['mfu']:.1f}% | {ours['ms_per_step']:.1f} |")
+        print(f"| shardgrad (bf16) | {ours['tokens_per_s']:.0f} | {100 * ours['mfu']:.1f}% | {ours['ms_per_step']:.1f} "
+              f"| {ours.get('peak_gib', float('nan')):.2f} |")
     else:  # PyTorch still runs, so the check brings back its numbers
-        print(f"| shardgrad (bf16) | failed (exit {run.returncode}): {run.stderr.strip()[-300:]} | | |")
+        print(f"| shardgrad (bf16) | failed (exit {run.returncode}): {run.stderr.strip()[-300:]} | | | |")
     try:
         import torch
         assert torch.cuda.is_available()
@@ -153,10 +159,11 @@ def main():
             theirs = torch_run(args.batch, args.ctx, args.warmup, args.steps, compiled,
                                profile_kernels=compiled and args.profile_torch)
         except Exception as error:  # torch.compile may be unavailable
-            print(f"| {name} | failed: {type(error).__name__}: {str(error)[:200]} | | |")
+            print(f"| {name} | failed: {type(error).__name__}: {str(error)[:200]} | | | |")
             continue
         ratio = f" shardgrad / this: {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x" if ours else ""
-        print(f"| {name} | {theirs['tokens_per_s']:.0f} | {100 * theirs['mfu']:.1f}% | {theirs['ms_per_step']:.1f} |{ratio}")
+        print(f"| {name} | {theirs['tokens_per_s']:.0f} | {100 * theirs['mfu']:.1f}% | {theirs['ms_per_step']:.1f} "
+              f"| {theirs['peak_gib']:.2f} |{ratio}")
         profile_lines += theirs["profile"]
     if profile_lines:
         print()
