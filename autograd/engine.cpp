@@ -23,6 +23,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "autograd/checkpoint.h"
 #include "autograd/variable.h"
 #include "tensor/ops.h"
 
@@ -33,22 +34,28 @@ thread_local bool g_frees_saved_tensors = false;
 // The leaves the running rule claimed (claim_leaf_grad); null outside a rule.
 thread_local std::vector<VariableState*>* g_claimed_leaves = nullptr;
 
-// Post-order of the states reachable from root through grad_fn inputs,
-// iteratively (a deep network would overflow a recursive search).
-std::vector<std::shared_ptr<VariableState>> post_order(const std::shared_ptr<VariableState>& root) {
+// Post-order of the states reachable from the roots through grad_fn inputs,
+// iteratively (a deep network would overflow a recursive search). One
+// search per root, sharing what was seen: each state still comes after all
+// the states it was computed from, so walked backwards every consumer comes
+// before what it consumed.
+std::vector<std::shared_ptr<VariableState>> post_order(const std::vector<std::shared_ptr<VariableState>>& roots) {
   std::vector<std::shared_ptr<VariableState>> order;
-  std::unordered_set<VariableState*> seen{root.get()};
-  std::vector<std::pair<std::shared_ptr<VariableState>, size_t>> stack{{root, 0}};
-  while (!stack.empty()) {
-    auto& [state, next_input] = stack.back();
-    const Node* node = state->grad_fn.get();
-    if (node && next_input < node->inputs.size()) {
-      const std::shared_ptr<VariableState>& input = node->inputs[next_input++];
-      if (input->requires_grad && seen.insert(input.get()).second) stack.push_back({input, 0});
-      continue;
+  std::unordered_set<VariableState*> seen;
+  std::vector<std::pair<std::shared_ptr<VariableState>, size_t>> stack;
+  for (const std::shared_ptr<VariableState>& root : roots) {
+    if (seen.insert(root.get()).second) stack.push_back({root, 0});
+    while (!stack.empty()) {
+      auto& [state, next_input] = stack.back();
+      const Node* node = state->grad_fn.get();
+      if (node && next_input < node->inputs.size()) {
+        const std::shared_ptr<VariableState>& input = node->inputs[next_input++];
+        if (input->requires_grad && seen.insert(input.get()).second) stack.push_back({input, 0});
+        continue;
+      }
+      order.push_back(state);
+      stack.pop_back();
     }
-    order.push_back(state);
-    stack.pop_back();
   }
   return order;
 }
@@ -98,7 +105,7 @@ std::vector<Variable> Variable::reachable_leaves() const {
   check_defined("reachable_leaves()");
   std::vector<Variable> leaves;
   if (!requires_grad()) return leaves;
-  for (const std::shared_ptr<VariableState>& state : post_order(state_)) {
+  for (const std::shared_ptr<VariableState>& state : post_order({state_})) {
     if (!state->grad_fn) leaves.push_back(Variable::from_state(state));
   }
   return leaves;
@@ -106,12 +113,68 @@ std::vector<Variable> Variable::reachable_leaves() const {
 
 void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
   check_defined("backward()");
-  SG_CHECK(requires_grad(), "backward() on a Variable that does not require grad: nothing that requires grad was ",
-           "used to compute ", data().str(), " (or it was computed under NoGradGuard)");
-  SG_CHECK(grad_output.shape() == shape(), "backward(): the gradient ", grad_output.str(), " does not match the output ",
-           data().str());
-  std::unordered_map<VariableState*, Tensor> pending{{state_.get(), grad_output}};
-  std::vector<std::shared_ptr<VariableState>> order = post_order(state_);
+  sg::backward({*this}, {grad_output}, retain_graph);
+}
+
+namespace {
+
+// How many backward passes are running on this thread (a checkpoint's
+// recompute runs one inside another's rule), and how many checkpointed
+// segments still wait for a gradient of one of their outputs: none may be
+// left when the outermost pass ends (autograd/checkpoint.h).
+thread_local int g_depth = 0;
+thread_local int g_segments_waiting = 0;
+
+void run_backward(const std::vector<Variable>& outputs, const std::vector<Tensor>& grad_outputs, bool retain_graph,
+                  const std::vector<Variable>* wrt, std::vector<Tensor>* captured);
+
+}  // namespace
+
+void segments_waiting(int change) { g_segments_waiting += change; }
+
+void backward(const std::vector<Variable>& outputs, const std::vector<Tensor>& grad_outputs, bool retain_graph) {
+  run_backward(outputs, grad_outputs, retain_graph, nullptr, nullptr);
+}
+
+std::vector<Tensor> backward_to(const std::vector<Variable>& outputs, const std::vector<Tensor>& grad_outputs,
+                                const std::vector<Variable>& wrt) {
+  std::vector<Tensor> captured(wrt.size());
+  run_backward(outputs, grad_outputs, /*retain_graph=*/false, &wrt, &captured);
+  return captured;
+}
+
+namespace {
+
+void run_backward(const std::vector<Variable>& outputs, const std::vector<Tensor>& grad_outputs, bool retain_graph,
+                  const std::vector<Variable>* wrt, std::vector<Tensor>* captured) {
+  struct Depth {
+    Depth() { ++g_depth; }
+    ~Depth() {
+      if (--g_depth == 0) g_segments_waiting = 0;  // a pass that threw leaves no count behind
+    }
+  } depth;
+  std::unordered_map<const VariableState*, size_t> capture;
+  if (wrt) {
+    for (size_t i = 0; i < wrt->size(); ++i) {
+      SG_CHECK((*wrt)[i].defined() && (*wrt)[i].is_leaf(), "backward_to: gradients are returned for leaves only");
+      capture.emplace((*wrt)[i].state().get(), i);
+    }
+  }
+  SG_CHECK(outputs.size() == grad_outputs.size() && !outputs.empty(), "backward(): ", outputs.size(),
+           " outputs and ", grad_outputs.size(), " gradients; give one gradient for each output");
+  std::unordered_map<VariableState*, Tensor> pending;
+  std::vector<std::shared_ptr<VariableState>> roots;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const Variable& output = outputs[i];
+    SG_CHECK(output.defined(), "backward() on an undefined Variable (default-constructed)");
+    SG_CHECK(output.requires_grad(), "backward() on a Variable that does not require grad: nothing that requires ",
+             "grad was used to compute ", output.data().str(), " (or it was computed under NoGradGuard)");
+    SG_CHECK(grad_outputs[i].shape() == output.shape(), "backward(): the gradient ", grad_outputs[i].str(),
+             " does not match the output ", output.data().str());
+    SG_CHECK(pending.emplace(output.state().get(), grad_outputs[i]).second, "backward(): an output given twice");
+    roots.push_back(output.state());
+  }
+  std::vector<std::shared_ptr<VariableState>> order = post_order(roots);
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     VariableState* state = it->get();
     auto found = pending.find(state);
@@ -120,6 +183,10 @@ void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
     pending.erase(found);
 
     if (!state->grad_fn) {
+      if (auto c = capture.find(state); c != capture.end()) {
+        (*captured)[c->second] = grad;
+        continue;
+      }
       if (grad.defined()) accumulate_into_leaf(*state, grad);
       Variable leaf = Variable::from_state(*it);
       for (auto& hook : state->post_accumulate_hooks) hook(leaf);
@@ -174,6 +241,11 @@ void Variable::backward(const Tensor& grad_output, bool retain_graph) const {
     if (!retain_graph) node.inputs.clear();  // the edges were followed: nothing reads them again
     it->reset();                             // nor this list's hold on the state
   }
+  SG_CHECK(g_depth > 1 || g_segments_waiting == 0, g_segments_waiting, " checkpointed segment(s) got a gradient for ",
+           "some of their outputs and none for the others, so they never ran their backward: every output of a ",
+           "checkpoint() must reach the loss (autograd/checkpoint.h)");
 }
+
+}  // namespace
 
 }  // namespace sg

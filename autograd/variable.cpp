@@ -142,6 +142,9 @@ bool grad_mode_enabled() { return g_grad_mode; }
 NoGradGuard::NoGradGuard() : previous_(g_grad_mode) { g_grad_mode = false; }
 NoGradGuard::~NoGradGuard() { g_grad_mode = previous_; }
 
+EnableGradGuard::EnableGradGuard() : previous_(g_grad_mode) { g_grad_mode = true; }
+EnableGradGuard::~EnableGradGuard() { g_grad_mode = previous_; }
+
 Variable make_result(Tensor result, const char* op, std::vector<Variable> inputs, Node::BackwardFn backward) {
   bool needs_grad = false;
   for (const Variable& input : inputs) needs_grad |= input.requires_grad();

@@ -168,6 +168,22 @@ class Variable {
   std::shared_ptr<VariableState> state_;
 };
 
+// The backward pass from several outputs at once, each seeded with its
+// gradient (PyTorch's torch.autograd.backward(tensors, grad_tensors)): one
+// pass, so a state that two of them depend on gets both contributions
+// before it is passed on. What activation checkpointing runs for a segment
+// with two outputs (autograd/checkpoint.h).
+void backward(const std::vector<Variable>& outputs, const std::vector<Tensor>& grad_outputs,
+              bool retain_graph = false);
+
+// The same pass, but the gradients that reach the leaves `wrt` are returned
+// (one per entry; undefined where none arrived) instead of accumulated into
+// their .grad, and their hooks do not run (PyTorch's torch.autograd.grad).
+// Other leaves (parameters) accumulate as in backward(). The graph is not
+// retained.
+std::vector<Tensor> backward_to(const std::vector<Variable>& outputs, const std::vector<Tensor>& grad_outputs,
+                                const std::vector<Variable>& wrt);
+
 // Whether ops record history. Off inside a NoGradGuard (evaluation,
 // sampling, optimizer updates): ops then return plain Variables.
 bool grad_mode_enabled();
@@ -178,6 +194,19 @@ class NoGradGuard {
   ~NoGradGuard();
   NoGradGuard(const NoGradGuard&) = delete;
   NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// Recording on for its lifetime, whatever the caller had (a checkpointed
+// segment's second forward, run from inside a backward rule).
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
 
  private:
   bool previous_;

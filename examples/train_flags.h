@@ -37,6 +37,7 @@ struct TrainFlags {
   // From the config's zero_optimization (elements; optim/zero.h): 0 = one group per collective.
   int64_t reduce_bucket = 0, allgather_bucket = 0, prefetch_bucket = 0, persistence_threshold = 0;
   bool overlap_comm = true;
+  int64_t checkpoint_activations = 0;  // 1: each block runs again in backward (autograd/checkpoint.h)
   std::string device = "cpu";   // cpu or cuda (each rank its GPU: local rank % GPUs)
   std::string dtype = "f32";    // f32, bf16 or fp16 (mixed precision: f32 masters; optim/zero.h)
   std::string reduce_dtype;     // gradients reduced in: f32, bf16 or fp16 (empty: the dtype's)

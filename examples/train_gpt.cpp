@@ -188,6 +188,7 @@ int run(const TrainFlags& flags) {
   Gpt model(cfg);
   on_device.reset();
   deferred.reset();
+  model.checkpoint_activations(flags.checkpoint_activations == 1);
 
   // Weight decay only on the matrices of linear maps (ParamInit::decays).
   // ZeRO packs the parameters into groups and averages gradients over ranks.
@@ -265,10 +266,10 @@ int run(const TrainFlags& flags) {
                 (long long)cfg.n_layer, (long long)cfg.n_head, (long long)cfg.n_embd, (long long)cfg.block_size,
                 (long long)model.parameter_count());
     std::printf("train_gpt: %lld steps of %d rank(s) x %lld x %lld x %lld tokens, ZeRO stage %lld, %s, %d threads "
-                "per rank\n",
+                "per rank%s\n",
                 (long long)flags.steps, W, (long long)flags.grad_accum, (long long)flags.batch, (long long)flags.ctx,
                 (long long)flags.zero, flags.dtype == "f32" ? "f32" : (flags.dtype + " with f32 masters").c_str(),
-                omp_get_max_threads());
+                omp_get_max_threads(), flags.checkpoint_activations ? ", blocks checkpointed" : "");
     std::fflush(stdout);
   }
 

@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
+
+#include "autograd/checkpoint.h"
 
 namespace sg {
 
@@ -80,7 +83,23 @@ Variable Gpt::hidden(const Tensor& idx) const {
     positions_ = Tensor::from_vector(positions, {B, T}, TensorOptions().dtype(DType::i32).device(idx.device()));
   }
   ResidualSum x{wte_(idx), wpe_(positions_)};  // (B, T, C) each; block 0's ln_1 adds them
-  for (const Block& block : h_) x = block(x);
+  for (const Block& block : h_) {
+    if (!checkpoint_blocks_) {
+      x = block(x);
+      continue;
+    }
+    // The block's two inputs (the residual stream as a sum not yet added)
+    // are all it keeps; its parameters are named so that backward counts
+    // them as reached before the block runs again.
+    const Block* b = &block;
+    std::vector<Variable> out = checkpoint(
+        [b](const std::vector<Variable>& in) {
+          ResidualSum y = (*b)(ResidualSum{in[0], in[1]});
+          return std::vector<Variable>{y.a, y.b};
+        },
+        {x.a, x.b}, block.parameters());
+    x = ResidualSum{out[0], out[1]};
+  }
   return ln_f_.add_and_normalize(x.a, x.b).second;
 }
 

@@ -97,9 +97,18 @@ class Gpt : public Module {
   Variable loss(const Tensor& idx, const Tensor& targets) const;      // mean cross-entropy, nats
   Variable hidden(const Tensor& idx) const;                           // idx (B, T) -> after ln_f (B, T, C)
   const GptConfig& config() const { return cfg_; }
+  // Activation checkpointing (autograd/checkpoint.h): each block runs in
+  // forward without keeping its activations, and again in backward. Keeps
+  // the residual stream between blocks and one block's activations instead
+  // of all of them, for one more forward of the blocks; the same gradients
+  // to the bit. A training choice, not part of the architecture (no file
+  // records it).
+  void checkpoint_activations(bool on) { checkpoint_blocks_ = on; }
+  bool checkpoints_activations() const { return checkpoint_blocks_; }
 
  private:
   GptConfig cfg_;
+  bool checkpoint_blocks_ = false;
   mutable Tensor positions_;  // (B, T) position ids of the last call, reused while B, T and device match
   Embedding wte_, wpe_;
   std::vector<Block> h_;

@@ -53,6 +53,37 @@ TEST_P(ZeroEquivalenceOnCuda, SameLossesAndParametersAsOneCpuProcess) {
 INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalenceOnCuda, ::testing::Values(0, 1, 2, 3),
                          [](const auto& info) { return "stage" + std::to_string(info.param); });
 
+// The same with each block checkpointed (autograd/checkpoint.h): its
+// parameters' gradients arrive from a backward inside the outer one, and at
+// stage 3 the block is gathered again for its second forward; the run must
+// still be the one process's, plain (stage 3 born partitioned), on the CPU
+// and on CUDA tensors.
+class ZeroEquivalenceWithCheckpointedBlocks : public ZeroEquivalence {};
+
+TrainingRun checkpointed_zero_run(int stage, Device device) {
+  ZeroTrainer trainer(stage, /*born_partitioned=*/stage == 3, {}, device);
+  trainer.model.checkpoint_activations(true);
+  TrainingRun run;
+  run.losses = trainer.train(0, kSteps);
+  run.params = trainer.parameters();
+  return run;
+}
+
+TEST_P(ZeroEquivalenceWithCheckpointedBlocks, SameLossesAndParametersAsOneProcess) {
+  check(checkpointed_zero_run(GetParam(), Device::cpu()), reference(), GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalenceWithCheckpointedBlocks, ::testing::Values(0, 1, 2, 3),
+                         [](const auto& info) { return "stage" + std::to_string(info.param); });
+
+// On CUDA tensors at stage 3 alone (the stage with the most moving parts:
+// gathers again for the second forward, reductions from the inner backward),
+// which the emulator runs at 1, 2 and 4 ranks on every CI pass.
+TEST(ZeroStage3, CheckpointedBlocksOnCudaTrainLikeOneCpuProcess) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible; scripts/gpu_check.sh runs this on one";
+  ZeroEquivalence::check(checkpointed_zero_run(3, local_cuda_device()), reference(), 3, 1e-4);
+}
+
 TEST(ZeroGroups, OneGroupPerUnitAndDecayClassWithNamesAndOffsets) {
   Gpt model(config());
   std::vector<ZeroParameter> params = zero_parameters(model, config().seed);

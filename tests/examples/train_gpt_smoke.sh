@@ -37,6 +37,22 @@ ranks=$(tail -n 1 "$work/m.jsonl" | grep -o '"optimizer_state": ' | wc -l)
 [ "$ranks" -eq $(( ${#launch[@]} > 0 ? 2 : 1 )) ] || { echo "peak bytes for $ranks rank(s) in the metrics"; exit 1; }
 [ -s "$work/run/tokenizer.txt" ] || { echo "the tokenizer was not saved with the run"; exit 1; }
 
+# Activation checkpointing: the same run, to the last digit of every loss,
+# with a smaller activation peak (3 blocks: each keeps only its inputs).
+for ckpt in 0 1; do
+  "${launch[@]}" "$bin" --steps 3 --warmup 1 --layers 3 --heads 2 --embd 32 --ctx 32 --batch 8 --zero $zero \
+    --eval-every 0 --metrics "$work/ckpt$ckpt.jsonl" --out "$work/run" --sample 0 \
+    --checkpoint-activations $ckpt > "$work/ckpt$ckpt.txt"
+done
+losses() { grep -o '"loss": [0-9.e+-]*' "$1"; }
+[ "$(losses "$work/ckpt1.jsonl")" = "$(losses "$work/ckpt0.jsonl")" ] ||
+  { echo "checkpointed blocks changed the losses"; diff <(losses "$work/ckpt0.jsonl") <(losses "$work/ckpt1.jsonl")
+    exit 1; }
+grep -q "blocks checkpointed" "$work/ckpt1.txt" || { echo "the run does not say its blocks are checkpointed"; exit 1; }
+activations() { tail -n 1 "$1" | grep -o '"activation": [0-9]*' | head -n 1 | grep -o '[0-9]*$'; }
+with=$(activations "$work/ckpt1.jsonl") without=$(activations "$work/ckpt0.jsonl")
+[ "$with" -lt "$without" ] || { echo "checkpointing kept $with activation bytes, $without without"; exit 1; }
+
 # Mixed precision: bf16 (f32 masters) ends within 3% of the f32 run above;
 # fp16 reports its loss scale, and its last line how many steps it applied.
 "${launch[@]}" "$bin" --steps 30 --warmup 5 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 --lr 3e-3 --zero $zero \
@@ -65,7 +81,8 @@ grep -q "divisible" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.t
 echo '{"train_batch_size": 7, "train_micro_batch_size_per_gpu": 2}' > "$work/bad.json"
 if "$bin" --config "$work/bad.json" --steps 2 --warmup 0 --out "$work/run" > "$work/bad.txt" 2>&1; then echo "an inconsistent batch size was accepted"; exit 1; fi
 grep -q "train_batch_size 7 in the config" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
-for bad in "--beta2 1.5" "--clip -1" "--lr nan" "--eval-every -1" "--keep 0" "--steps 1e3" "--warmup 5000"; do
+for bad in "--beta2 1.5" "--clip -1" "--lr nan" "--eval-every -1" "--keep 0" "--steps 1e3" "--warmup 5000" \
+  "--checkpoint-activations 2"; do
   # shellcheck disable=SC2086  # the flag and its value, two words
   if "$bin" $bad --out "$work/run" > "$work/bad.txt" 2>&1; then echo "$bad was accepted"; exit 1; fi
   grep -q -- "${bad%% *}" "$work/bad.txt" || { echo "the error for $bad does not name the flag: $(cat "$work/bad.txt")"; exit 1; }

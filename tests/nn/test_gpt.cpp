@@ -123,6 +123,47 @@ TEST(Gpt, EveryParameterGradientGoesStraightIntoItsF32Buffer) {
   }
 }
 
+// Activation checkpointing (autograd/checkpoint.h) runs each block again in
+// backward: the same loss and every gradient to the bit, in f32 and in bf16,
+// with fewer activations kept (a bigger model than tiny_config, so that the
+// blocks' activations dominate the peak).
+TEST(Gpt, CheckpointedBlocksGiveTheSameGradientsWithLessMemory) {
+  GptConfig cfg = tiny_config();
+  cfg.n_layer = 4, cfg.block_size = 32, cfg.n_embd = 32, cfg.n_head = 4;
+  std::vector<int32_t> tokens(2 * 32);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7 + 3) % 11);
+  std::vector<int32_t> next(tokens.begin() + 1, tokens.end());
+  next.push_back(0);
+  const Tensor x = ids(tokens, {2, 32}), y = ids(next, {2, 32});
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(std::string(dtype_name(dtype)));
+    std::vector<std::vector<float>> grads[2];
+    float losses[2] = {0, 0};
+    int64_t peaks[2] = {0, 0};
+    for (int checkpointed = 0; checkpointed < 2; ++checkpointed) {
+      Gpt model(cfg);
+      for (const NamedParameter& p : model.named_parameters()) {
+        Variable v = p.variable;
+        if (dtype != DType::f32) v.retype(v.data().to(dtype));
+      }
+      model.checkpoint_activations(checkpointed == 1);
+      reset_peak_memory(Device::cpu());
+      const int64_t before = memory_stats(Device::cpu())[MemoryCategory::activation].live;
+      Variable loss = model.loss(x, y);
+      losses[checkpointed] = float(loss.data().item());
+      loss.backward();
+      peaks[checkpointed] = memory_stats(Device::cpu())[MemoryCategory::activation].peak - before;
+      for (const NamedParameter& p : model.named_parameters()) {
+        grads[checkpointed].push_back(p.variable.grad().to(DType::f32).to_vector<float>());
+      }
+    }
+    EXPECT_EQ(losses[1], losses[0]);
+    ASSERT_EQ(grads[1].size(), grads[0].size());
+    for (size_t i = 0; i < grads[0].size(); ++i) EXPECT_EQ(grads[1][i], grads[0][i]) << "parameter " << i;
+    EXPECT_LT(peaks[1], peaks[0] * 3 / 4) << "checkpointed " << peaks[1] << " bytes against " << peaks[0];
+  }
+}
+
 TEST(Gpt, BadInputsAreClearErrors) {
   Gpt model(tiny_config());
   EXPECT_THROW(model(ids(std::vector<int32_t>(9, 0), {1, 9})), Error);  // longer than the context
