@@ -139,11 +139,8 @@ void Variable::backward(bool retain_graph) const {
 
 bool grad_mode_enabled() { return g_grad_mode; }
 
-NoGradGuard::NoGradGuard() : previous_(g_grad_mode) { g_grad_mode = false; }
-NoGradGuard::~NoGradGuard() { g_grad_mode = previous_; }
-
-EnableGradGuard::EnableGradGuard() : previous_(g_grad_mode) { g_grad_mode = true; }
-EnableGradGuard::~EnableGradGuard() { g_grad_mode = previous_; }
+GradModeGuard::GradModeGuard(bool enabled) : previous_(g_grad_mode) { g_grad_mode = enabled; }
+GradModeGuard::~GradModeGuard() { g_grad_mode = previous_; }
 
 Variable make_result(Tensor result, const char* op, std::vector<Variable> inputs, Node::BackwardFn backward) {
   bool needs_grad = false;

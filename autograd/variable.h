@@ -188,28 +188,28 @@ std::vector<Tensor> backward_to(const std::vector<Variable>& outputs, const std:
 // sampling, optimizer updates): ops then return plain Variables.
 bool grad_mode_enabled();
 
-class NoGradGuard {
+// Sets grad mode for its lifetime, then puts back what the caller had.
+class GradModeGuard {
  public:
-  NoGradGuard();
-  ~NoGradGuard();
-  NoGradGuard(const NoGradGuard&) = delete;
-  NoGradGuard& operator=(const NoGradGuard&) = delete;
+  explicit GradModeGuard(bool enabled);
+  ~GradModeGuard();
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
 
  private:
   bool previous_;
 };
 
-// Recording on for its lifetime, whatever the caller had (a checkpointed
-// segment's second forward, run from inside a backward rule).
-class EnableGradGuard {
+class NoGradGuard : public GradModeGuard {
  public:
-  EnableGradGuard();
-  ~EnableGradGuard();
-  EnableGradGuard(const EnableGradGuard&) = delete;
-  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+  NoGradGuard() : GradModeGuard(false) {}
+};
 
- private:
-  bool previous_;
+// Recording on, whatever the caller had (a checkpointed segment's second
+// forward, run from inside a backward rule).
+class EnableGradGuard : public GradModeGuard {
+ public:
+  EnableGradGuard() : GradModeGuard(true) {}
 };
 
 // For op authors (autograd/functions.cpp): wraps a forward result, recording

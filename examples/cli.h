@@ -36,20 +36,31 @@ inline std::optional<std::map<std::string, std::string>> parse_args(int argc, ch
   return defaults;
 }
 
-// The whole of `value` as an integer or a number, or an error naming the
-// flag: "1e3" or "12x" is a mistake to report, not 1 or 12 (std::stoll
-// alone stops at the first character it cannot read, and its own error
-// says only "stoll").
-inline int64_t parse_int_flag(const std::string& flag, const std::string& value) {
+// The whole of `value` read by `parse` (std::stoll or std::stod), or an
+// error naming the flag: "1e3" or "12x" is a mistake to report, not 1 or 12
+// (std::stoll alone stops at the first character it cannot read, and its
+// own error says only "stoll").
+template <typename Number, typename Parse>
+Number parse_whole_flag(const std::string& flag, const std::string& value, const char* kind, Parse parse) {
   size_t used = 0;
-  int64_t result = 0;
+  Number result{};
   try {
-    result = std::stoll(value, &used);
+    result = parse(value, &used);
   } catch (const std::exception&) {
     used = 0;
   }
-  SG_CHECK(!value.empty() && used == value.size(), "--", flag, " expects an integer, got '", value, "'");
+  SG_CHECK(!value.empty() && used == value.size(), "--", flag, " expects ", kind, ", got '", value, "'");
   return result;
+}
+
+inline int64_t parse_int_flag(const std::string& flag, const std::string& value) {
+  return parse_whole_flag<int64_t>(flag, value, "an integer",
+                                   [](const std::string& v, size_t* used) { return std::stoll(v, used); });
+}
+
+inline double parse_number_flag(const std::string& flag, const std::string& value) {
+  return parse_whole_flag<double>(flag, value, "a number",
+                                  [](const std::string& v, size_t* used) { return std::stod(v, used); });
 }
 
 // The same, for a count held in an int (ranks, stages, threads, repeats).
@@ -57,18 +68,6 @@ inline int parse_int32_flag(const std::string& flag, const std::string& value) {
   const int64_t result = parse_int_flag(flag, value);
   SG_CHECK(result >= INT32_MIN && result <= INT32_MAX, "--", flag, " ", value, " is out of range");
   return int(result);
-}
-
-inline double parse_number_flag(const std::string& flag, const std::string& value) {
-  size_t used = 0;
-  double result = 0;
-  try {
-    result = std::stod(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  SG_CHECK(!value.empty() && used == value.size(), "--", flag, " expects a number, got '", value, "'");
-  return result;
 }
 
 // One of parse_args's flags, read as above.
