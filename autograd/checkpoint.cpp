@@ -49,7 +49,6 @@ std::vector<Tensor> run_again(SavedSegment& saved) {
     seeds.push_back(saved.output_grads[i]);
   }
   std::vector<Tensor> result(saved.edges);
-  if (roots.empty()) return result;
   std::vector<Tensor> grads = backward_to(roots, seeds, wrt);
   for (size_t k = 0; k < wrt.size(); ++k) result[wrt_index[k]] = grads[k];
   return result;

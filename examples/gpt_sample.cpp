@@ -26,8 +26,8 @@ int run(int argc, char** argv) {
   SampleOptions options{int_arg(args, "tokens"), number_arg(args, "temperature"), int_arg(args, "top-k"),
                         uint64_t(seed)};
   SG_CHECK(options.tokens >= 0, "--tokens must be >= 0, got ", options.tokens);
-  SG_CHECK(options.temperature > 0 && std::isfinite(options.temperature), "--temperature must be a finite number above 0, got ",
-           options.temperature);
+  SG_CHECK(options.temperature > 0 && std::isfinite(options.temperature),
+           "--temperature must be a finite number above 0, got ", options.temperature);
   SG_CHECK(options.top_k >= 0, "--top-k must be >= 0 (0: all tokens), got ", options.top_k);
   GptFile file(args["model"]);
   Gpt model(file.config());

@@ -104,7 +104,6 @@ class Gpt : public Module {
   // to the bit. A training choice, not part of the architecture (no file
   // records it).
   void checkpoint_activations(bool on) { checkpoint_blocks_ = on; }
-  bool checkpoints_activations() const { return checkpoint_blocks_; }
 
  private:
   GptConfig cfg_;
