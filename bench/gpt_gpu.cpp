@@ -30,6 +30,7 @@
 #include "optim/zero.h"
 #include "tensor/allocator.h"
 #include "tensor/device.h"
+#include "tools/activation_memory.h"
 
 namespace sg {
 namespace {
@@ -42,6 +43,7 @@ struct Batch {
 // same ones for every variant).
 struct Bench {
   Device device;
+  DType dtype = DType::f32;  // what the model computes in (f32 masters and moments)
   GptConfig cfg;
   int64_t B = 0, T = 0;
   std::unique_ptr<Gpt> model;
@@ -62,6 +64,7 @@ Bench make_bench(std::map<std::string, std::string>& a) {
   SG_CHECK(bench.device.is_cpu() || cuda_available(), "no GPU visible; use --device cpu");
   const std::string& type = choice_arg(a, "dtype", {"bf16", "fp16", "f32"});
   const DType dtype = type == "bf16" ? DType::bf16 : type == "fp16" ? DType::f16 : DType::f32;
+  bench.dtype = dtype;
   GptConfig& cfg = bench.cfg;
   cfg.n_layer = int_arg(a, "layers"), cfg.n_head = int_arg(a, "heads"), cfg.n_embd = int_arg(a, "embd");
   cfg.vocab_size = int_arg(a, "vocab"), cfg.block_size = int_arg(a, "ctx");
@@ -162,10 +165,25 @@ int run_single(Bench& bench, std::map<std::string, std::string>& a) {
   // optimizer states, activations; not the cache's free blocks), as
   // PyTorch's max_memory_allocated counts its own.
   const MemoryStats memory = memory_stats(bench.device);
-  char extra[160];
-  std::snprintf(extra, sizeof extra, ", \"peak_gib\": %.3f, \"activation_peak_gib\": %.3f",
-                double(memory.total.peak) / double(1LL << 30),
-                double(memory[MemoryCategory::activation].peak) / double(1LL << 30));
+  // Beside the activation peak, tools/activation_memory.h's prediction of
+  // it (held to the byte by test_zero on a CPU and in the CUDA emulator):
+  // a step's, plus the three other batches this program keeps and, on a
+  // GPU, the clipping factor AdamW holds. None where it makes none (a CPU's
+  // 16-bit path).
+  std::string estimate = "null";
+  const bool cuda = bench.device.is_cuda();
+  if (bench.dtype == DType::f32 || cuda) {
+    const int64_t bytes = estimate_activations(bench.cfg, {.batch = bench.B, .dtype = bench.dtype, .cuda = cuda}).peak +
+                          3 * 2 * bench.B * bench.T * 4 + (cuda ? 4 : 0);
+    estimate = std::to_string(bytes);
+  }
+  const int64_t activation_peak = memory[MemoryCategory::activation].peak;
+  char extra[240];
+  std::snprintf(extra, sizeof extra,
+                ", \"peak_gib\": %.3f, \"activation_peak_gib\": %.3f, \"activation_peak_bytes\": %lld, "
+                "\"activation_estimate_bytes\": %s",
+                double(memory.total.peak) / double(1LL << 30), double(activation_peak) / double(1LL << 30),
+                (long long)activation_peak, estimate.c_str());
   print_json(bench, a["dtype"], median(seconds), loss, extra);
   return 0;
 }

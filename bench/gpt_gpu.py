@@ -165,6 +165,12 @@ def main():
         print(f"| {name} | {theirs['tokens_per_s']:.0f} | {100 * theirs['mfu']:.1f}% | {theirs['ms_per_step']:.1f} "
               f"| {theirs['peak_gib']:.2f} |{ratio}")
         profile_lines += theirs["profile"]
+    if ours and ours.get("activation_estimate_bytes") is not None:
+        # tools/activation_memory.h's prediction, held to the byte on the CPU and in the CUDA emulator.
+        measured, estimated = ours["activation_peak_bytes"], ours["activation_estimate_bytes"]
+        print(f"\nshardgrad's activation peak: {measured / 2**30:.3f} GiB measured, {estimated / 2**30:.3f} GiB "
+              f"estimated (tools/activation_memory.h, and bench_gpt's three other batches): "
+              f"{measured - estimated:+d} bytes apart")
     if profile_lines:
         print()
         print("\n".join(profile_lines))

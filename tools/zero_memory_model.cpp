@@ -56,14 +56,35 @@ ZeroMemoryEstimate estimate_zero_memory(const GptConfig& cfg, int ranks, int sta
   return e;
 }
 
-int64_t max_layers_that_fit(GptConfig cfg, int ranks, int stage, DType dtype, int64_t bytes_per_rank) {
+int64_t max_layers_that_fit(GptConfig cfg, int ranks, int stage, DType dtype, int64_t bytes_per_rank,
+                            const ActivationOptions* activations) {
   int64_t best = 0;
   for (int64_t layers = 1; layers <= 4096; ++layers) {
     cfg.n_layer = layers;
-    if (estimate_zero_memory(cfg, ranks, stage, dtype).total() > bytes_per_rank) break;
+    int64_t bytes = estimate_zero_memory(cfg, ranks, stage, dtype).total();
+    if (activations) bytes += estimate_activations(cfg, *activations).peak;
+    if (bytes > bytes_per_rank) break;
     best = layers;
   }
   return best;
+}
+
+int64_t max_batch_that_fits(const GptConfig& cfg, int ranks, int stage, DType dtype, ActivationOptions activations,
+                            int64_t bytes_per_rank) {
+  const int64_t states = estimate_zero_memory(cfg, ranks, stage, dtype).total();
+  auto fits = [&](int64_t batch) {
+    activations.batch = batch;
+    return states + estimate_activations(cfg, activations).peak <= bytes_per_rank;
+  };
+  if (!fits(1)) return 0;
+  // The peak grows with the batch: double past the limit, then bisect.
+  int64_t low = 1, high = 2;
+  while (high < (int64_t(1) << 40) && fits(high)) low = high, high *= 2;
+  while (high - low > 1) {
+    const int64_t middle = low + (high - low) / 2;
+    (fits(middle) ? low : high) = middle;
+  }
+  return low;
 }
 
 }  // namespace sg

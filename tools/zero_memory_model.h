@@ -19,6 +19,7 @@
 #include <string>
 
 #include "nn/gpt.h"
+#include "tools/activation_memory.h"
 
 namespace sg {
 
@@ -34,7 +35,13 @@ struct ZeroMemoryEstimate {
 ZeroMemoryEstimate estimate_zero_memory(const GptConfig& cfg, int ranks, int stage, DType dtype = DType::f32);
 
 // The most layers of width cfg.n_embd whose estimate fits in `bytes_per_rank`
-// (0 if not even one does).
-int64_t max_layers_that_fit(GptConfig cfg, int ranks, int stage, DType dtype, int64_t bytes_per_rank);
+// (0 if not even one does); with `activations`, their step's peak counts too.
+int64_t max_layers_that_fit(GptConfig cfg, int ranks, int stage, DType dtype, int64_t bytes_per_rank,
+                            const ActivationOptions* activations = nullptr);
+
+// The largest micro-batch (activations.batch ignored) whose model states and
+// activation peak fit in `bytes_per_rank` (0 if not even one sequence does).
+int64_t max_batch_that_fits(const GptConfig& cfg, int ranks, int stage, DType dtype, ActivationOptions activations,
+                            int64_t bytes_per_rank);
 
 }  // namespace sg

@@ -1,0 +1,100 @@
+#include "tools/activation_memory.h"
+
+#include <algorithm>
+
+#include "autograd/functions.h"
+#include "kernels/cuda/sum_output.h"
+
+namespace sg {
+namespace {
+
+constexpr int64_t kStat = 4;  // f32 statistics
+
+// What attention(qkv, NH) keeps beyond qkv and its output, by the form its
+// automatic choice takes (autograd/functions.cpp, with the switches at
+// their defaults): on a CPU the naive form; on CUDA the fused kernels on
+// tensor cores for 16-bit heads of 16-64 channels (a multiple of 16), else
+// the GEMM form while its probabilities fit kGemmAttentionMaxBytes, else
+// the fused kernels on CUDA cores up to kFusedAttentionMaxHeadSize.
+int64_t attention_bytes(const GptConfig& cfg, const ActivationOptions& o, int64_t s, std::string& form) {
+  const int64_t B = o.batch, T = cfg.block_size, NH = cfg.n_head, hs = cfg.n_embd / cfg.n_head;
+  const int64_t probabilities = B * NH * T * T, log_sum_exps = B * NH * T;
+  if (o.cuda) {
+    const bool sixteen_bit = o.dtype == DType::bf16 || o.dtype == DType::f16;
+    if (sixteen_bit && hs % 16 == 0 && hs >= 16 && hs <= 64) {
+      form = "fused, tensor cores (each row's log-sum-exp)";
+      return log_sum_exps * kStat;
+    }
+    if (probabilities * s <= kGemmAttentionMaxBytes) {
+      form = "GEMMs (the probabilities, B NH T^2)";
+      return probabilities * s;
+    }
+    if (hs <= kFusedAttentionMaxHeadSize) {
+      form = "fused (each row's log-sum-exp)";
+      return log_sum_exps * kStat;
+    }
+  }
+  form = "naive (the probabilities in f32, B NH T^2)";
+  return probabilities * kStat;
+}
+
+}  // namespace
+
+ActivationEstimate estimate_activations(const GptConfig& cfg, const ActivationOptions& o) {
+  cfg.validate();
+  SG_CHECK(o.batch >= 1, "the micro-batch must be at least 1 sequence, got ", o.batch);
+  SG_CHECK(o.stage >= 0 && o.stage <= 3, "ZeRO stage must be 0-3, got ", o.stage);
+  SG_CHECK(o.dtype == DType::f32 || (o.cuda && (o.dtype == DType::bf16 || o.dtype == DType::f16)),
+           "activation estimates are for f32, or bf16/f16 on CUDA, got ", dtype_name(o.dtype), o.cuda ? "" : " on a CPU",
+           " (a CPU's 16-bit kernels compute through f32 copies: a testing path)");
+  const int64_t s = int64_t(dtype_size(o.dtype)), B = o.batch, T = cfg.block_size, C = cfg.n_embd;
+  const int64_t V = cfg.vocab_size, L = cfg.n_layer, M = B * T, MC = M * C;
+  ActivationEstimate e;
+  const int64_t block = 16 * MC * s + 4 * M * kStat + attention_bytes(cfg, o, s, e.attention);
+  e.per_block = o.checkpointed ? 2 * MC * s : block;
+  // ln_f's sum, output and statistics, the logits, then the loss and the
+  // count of its rows (f32 scalars); without CUDA's fused loss, each row's
+  // log-sum-exp too.
+  e.head = 2 * MC * s + 2 * M * kStat + M * V * s + (o.cuda ? 0 : M * kStat) + 2 * kStat;
+  e.inputs = 3 * M * 4;
+  e.kept = e.inputs + L * e.per_block + e.head;
+
+  // From stage 2 the parameter gradients are tensors of their own until
+  // reduced: the tied head's (V C) waits for the token embedding's, and the
+  // MLP's weights and biases (8 C^2 + 5 C) are live in its backward.
+  const bool temporaries = o.stage >= 2;
+  const int64_t tied_gradient = temporaries ? V * C * s : 0;
+  // The MLP's backward, in autograd's mlp() order: da = dy W2 (4 M C), dh
+  // (4 M C), dx = dh W1 (M C), all live at its end with every gradient of
+  // its parameters (8 C^2 + 5 C, from stage 2). On CUDA, dh and fc's bias
+  // gradient come from one kernel, whose column sums take kColumnSumChunks
+  // f32 partial rows (4 C wide) of scratch, beside c_proj's weight and bias
+  // gradients and fc's fresh bias gradient (from stage 2): that moment can
+  // be the larger one.
+  int64_t mlp_transient = 9 * MC * s + (temporaries ? (8 * C * C + 5 * C) * s : 0);
+  if (o.cuda) {
+    const int64_t sums = cuda::kColumnSumChunks * 4 * C * kStat;
+    mlp_transient = std::max(mlp_transient, 8 * MC * s + sums + (temporaries ? (4 * C * C + 5 * C) * s : 0));
+  }
+  // Backward's seed, d loss / d loss = 1, is an f32 scalar beside them.
+  const int64_t head_moment = e.kept + kStat + (o.cuda ? 3 : 1) * MC * s + tied_gradient;
+  // The head's tensors are gone but for the loss (its caller holds it); the
+  // residual stream's gradient (M C) is the MLP's dy. Checkpointed, the
+  // last block has run again: its tensors and its MLP's output (M C) are
+  // live beside its two kept inputs.
+  int64_t block_moment = e.kept - e.head + 2 * kStat + MC * s + tied_gradient + mlp_transient;
+  if (o.checkpointed) block_moment += block + MC * s;
+  // Last, from stage 2, the token embedding's gradient meets the tied
+  // head's: embedding_backward sums into an f32 (V, C) table and rounds it
+  // to s bytes, then the engine adds the two into a fresh tensor. Only the
+  // batch, the loss, the seed and dy (M C) are left by then.
+  int64_t embedding_moment = 0;
+  if (temporaries) {
+    const int64_t VC = V * C, table = VC * kStat + (s == kStat ? 0 : VC * s);
+    embedding_moment = e.inputs + 2 * kStat + MC * s + VC * s + std::max(table, 2 * VC * s);
+  }
+  e.peak = std::max({head_moment, block_moment, embedding_moment});
+  return e;
+}
+
+}  // namespace sg
