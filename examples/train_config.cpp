@@ -88,6 +88,33 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
     SG_CHECK(n >= 0 && n <= 1e15 && n == std::floor(n), origin, ": '", path, "' must be a whole number of elements, got ", n);
     return int64_t(n);
   };
+  // DeepSpeed's section configures deepspeed.checkpointing.checkpoint, which
+  // the model's code calls (Megatron-DeepSpeed's --checkpoint-activations);
+  // train_gpt owns its model, so the section checkpoints every block
+  // (--checkpoint-activations 1). Its options beyond that are refused while
+  // set: partitioning needs tensor parallelism, and the rest (CPU copies,
+  // contiguous buffers and their count, synchronization and profiling at
+  // the boundaries) are not built.
+  auto activation_checkpointing = [&](const json& v, const std::string& path) {
+    f.checkpoint_activations = 1;
+    auto off = [&](const char* why) {
+      return [&, why](const json& e, const std::string& p) {
+        SG_CHECK(!r.boolean(e, p), origin, ": '", p, "': ", why, "; set it false or leave it out");
+      };
+    };
+    r.fields(v, path, {
+        {"partition_activations", off("partitions activations across tensor-parallel ranks, which shardgrad has not "
+                                      "built")},
+        {"cpu_checkpointing", off("keeps the checkpoints in CPU memory, which train_gpt does not do yet")},
+        {"contiguous_memory_optimization", off("copies the checkpoints into one buffer, which train_gpt does not do")},
+        {"number_checkpoints", [&](const json& e, const std::string& p) {
+           SG_CHECK(e.is_null(), origin, ": '", p, "' sizes contiguous_memory_optimization's buffer, which train_gpt ",
+                    "does not build; leave it null or out");
+         }},
+        {"synchronize_checkpoint_boundary", off("synchronizes the GPU at each block, which train_gpt does not do")},
+        {"profile", off("times each checkpointed segment, which train_gpt does not do")},
+    });
+  };
   r.fields(root, "", {
       {"train_batch_size", [&](const json& v, const std::string& p) { f.train_batch_size = r.integer(v, p); }},
       {"train_micro_batch_size_per_gpu", [&](const json& v, const std::string& p) { f.batch = r.integer(v, p); }},
@@ -151,6 +178,7 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
        }},
       {"bf16", bf16},
       {"fp16", fp16},
+      {"activation_checkpointing", activation_checkpointing},
       {"communication_data_type", [&](const json& v, const std::string& p) {
          const std::string type = r.text(v, p);
          SG_CHECK(type == "fp32" || type == "bf16" || type == "fp16", origin, ": '", p, "' is ", type,

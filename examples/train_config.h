@@ -14,7 +14,8 @@
 //     "bf16": {"enabled": false},             // --dtype bf16 (f32 masters and moments)
 //     "fp16": {"enabled": false, "initial_scale_power": 16, "loss_scale_window": 1000,
 //              "hysteresis": 2, "min_loss_scale": 1},
-//     "communication_data_type": "fp32"       // --reduce-dtype
+//     "communication_data_type": "fp32",      // --reduce-dtype
+//     "activation_checkpointing": {}          // --checkpoint-activations 1 (its options: false, null)
 //   }
 //
 // Every key is checked: an unknown one is an error naming it (with its path),

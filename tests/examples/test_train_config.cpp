@@ -71,6 +71,32 @@ TEST(TrainConfig, MixedPrecisionKeys) {
   EXPECT_EQ(g.dtype, "bf16");
 }
 
+// DeepSpeed's activation_checkpointing section checkpoints every block; the
+// options train_gpt has not built are refused when set.
+TEST(TrainConfig, ActivationCheckpointingSection) {
+  TrainFlags f;
+  apply_train_config_text(R"({"activation_checkpointing": {"partition_activations": false, "cpu_checkpointing": false,
+                                                          "contiguous_memory_optimization": false,
+                                                          "number_checkpoints": null,
+                                                          "synchronize_checkpoint_boundary": false,
+                                                          "profile": false}})",
+                          "test.json", f);
+  EXPECT_EQ(f.checkpoint_activations, 1);
+  TrainFlags g;
+  apply_train_config_text(R"({"activation_checkpointing": {}})", "test.json", g);
+  EXPECT_EQ(g.checkpoint_activations, 1);
+  std::string e = error_of(R"({"activation_checkpointing": {"partition_activations": true}})");
+  EXPECT_NE(e.find("'activation_checkpointing.partition_activations': partitions activations"), std::string::npos) << e;
+  e = error_of(R"({"activation_checkpointing": {"cpu_checkpointing": true}})");
+  EXPECT_NE(e.find("set it false or leave it out"), std::string::npos) << e;
+  e = error_of(R"({"activation_checkpointing": {"number_checkpoints": 4}})");
+  EXPECT_NE(e.find("'activation_checkpointing.number_checkpoints' sizes"), std::string::npos) << e;
+  e = error_of(R"({"activation_checkpointing": {"profile": 1}})");
+  EXPECT_NE(e.find("must be true or false"), std::string::npos) << e;
+  e = error_of(R"({"activation_checkpointing": {"partition_activation": false}})");
+  EXPECT_NE(e.find("unknown key 'activation_checkpointing.partition_activation'"), std::string::npos) << e;
+}
+
 TEST(TrainConfig, UnknownKeysAndWrongTypesNameTheirPath) {
   std::string e = error_of(R"({"zero_optimization": {"stgae": 2}})");
   EXPECT_NE(e.find("unknown key 'zero_optimization.stgae'"), std::string::npos) << e;
