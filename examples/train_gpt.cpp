@@ -40,6 +40,8 @@
 #include "optim/schedule.h"
 #include "optim/zero.h"
 #include "tensor/ops.h"
+#include "tools/activation_memory.h"
+#include "tools/zero_memory_model.h"
 
 namespace sg {
 namespace {
@@ -96,6 +98,23 @@ double evaluate(const Gpt& model, WindowLoader& loader, int64_t batches) {
     total += model.loss(batch.x, batch.y).data().item();
   }
   return total / double(batches);
+}
+
+double mib(int64_t bytes) { return double(bytes) / double(1 << 20); }
+std::string mib_text(int64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f MiB", mib(bytes));
+  return text;
+}
+
+// What a training step of this run will hold on each rank beyond the model
+// states: the activation estimate (tools/activation_memory.h), where it has
+// one (f32, or 16-bit on a GPU).
+std::optional<ActivationEstimate> predicted_activations(const GptConfig& cfg, const TrainFlags& flags, Device device,
+                                                        DType dtype) {
+  if (dtype != DType::f32 && !device.is_cuda()) return std::nullopt;
+  return estimate_activations(cfg, {.batch = flags.batch, .dtype = dtype, .cuda = device.is_cuda(),
+                                    .checkpointed = flags.checkpoint_activations == 1, .stage = int(flags.zero)});
 }
 
 // Each rank's peak bytes per category since the last reset, as JSON:
@@ -250,6 +269,28 @@ int run(const TrainFlags& flags) {
   };
   install_stop_handlers();
 
+  // Before the first step, the bytes each rank will hold, predicted (the
+  // gradients and moments are allocated in the first step): a run that
+  // cannot fit on its GPU stops here with what to change, not out of memory
+  // inside its first step. (fp16's model states take bf16's bytes.)
+  const std::optional<ActivationEstimate> activations = predicted_activations(cfg, flags, device, dtype);
+  const int64_t states =
+      estimate_zero_memory(cfg, W, int(flags.zero), dtype == DType::f32 ? DType::f32 : DType::bf16).total();
+  // What the driver has free, with what shardgrad holds already (the
+  // parameters) or keeps cached, must take it; cuBLASLt's workspace and
+  // NCCL's buffers come on top, so a run near the limit can still fail
+  // later, with the allocator's out-of-memory error.
+  if (activations && device.is_cuda()) {
+    const DeviceMemory gpu = cuda_memory(device);
+    const int64_t needed = states + activations->peak;
+    const int64_t available = gpu.free_bytes + memory_stats(device).total.live + cached_bytes(device);
+    SG_CHECK(needed <= available, "a micro-batch of ", flags.batch, " x ", flags.ctx, " tokens needs about ",
+             mib_text(needed), " on each rank (", mib_text(states), " of model states, ", mib_text(activations->peak),
+             " of activations at a step's peak), more than the ", mib_text(available), " ", device.str(),
+             " can give (", mib_text(gpu.total_bytes), " in all): use a smaller --batch (a larger --grad-accum keeps ",
+             "the global batch), --checkpoint-activations 1", flags.zero < 3 ? ", or a higher --zero stage" : "");
+  }
+
   std::ofstream metrics;
   if (lead) {
     std::filesystem::create_directories(flags.out);
@@ -270,6 +311,12 @@ int run(const TrainFlags& flags) {
                 (long long)flags.steps, W, (long long)flags.grad_accum, (long long)flags.batch, (long long)flags.ctx,
                 (long long)flags.zero, flags.dtype == "f32" ? "f32" : (flags.dtype + " with f32 masters").c_str(),
                 omp_get_max_threads(), flags.checkpoint_activations ? ", blocks checkpointed" : "");
+    std::printf("train_gpt: memory per rank, predicted (zero_memory): %.1f MiB of model states", mib(states));
+    if (activations) {
+      std::printf("; activations %.1f MiB kept for backward, %.1f MiB at a step's peak", mib(activations->kept),
+                  mib(activations->peak));
+    }
+    std::printf("\n");
     std::fflush(stdout);
   }
 
@@ -277,6 +324,7 @@ int run(const TrainFlags& flags) {
   const double tokens_per_step = double(W * flags.batch * flags.ctx * flags.grad_accum);
   const Clock::time_point start = Clock::now();
   double last_val = NAN;
+  int64_t activation_peak = 0, total_peak = 0;  // this rank's, over the steps
   for (int64_t step = first_step; step < flags.steps; ++step) {
     const Clock::time_point step_start = Clock::now();
     reset_peak_memory(device);
@@ -329,6 +377,8 @@ int run(const TrainFlags& flags) {
     double val = NAN;
     if (evaluate_now) last_val = val = evaluate(model, val_loader, flags.eval_batches);
     const std::string peaks = metrics.is_open() || W > 1 ? peak_bytes_json(comm, device) : "";
+    activation_peak = std::max(activation_peak, memory_stats(device)[MemoryCategory::activation].peak);
+    total_peak = std::max(total_peak, memory_stats(device).total.peak);
     if (save_now && !diverged) save_checkpoint(step + 1);
     if (lead) {  // (the other ranks only train)
       if (metrics.is_open()) {
@@ -390,6 +440,9 @@ int run(const TrainFlags& flags) {
       std::printf("; fp16 applied %lld of %lld steps, loss scale %g", (long long)optimizer.applied_steps(),
                   (long long)(flags.steps - first_step), scaler->scale());
     }
+    std::printf("\ntrain_gpt: memory%s: peak %.1f MiB, activations %.1f MiB", W > 1 ? " of rank 0" : "",
+                mib(total_peak), mib(activation_peak));
+    if (activations) std::printf(" (predicted %.1f and %.1f)", mib(states + activations->peak), mib(activations->peak));
     std::printf("\n");
   }
   if (!flags.export_path.empty()) {

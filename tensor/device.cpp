@@ -33,6 +33,17 @@ int cuda_device_count() {
 
 bool cuda_available() { return cuda_device_count() > 0; }
 
+DeviceMemory cuda_memory(Device device) {
+#ifdef SG_CUDA
+  if (device.is_cuda() && device.index < cuda_device_count()) {
+    const cuda::MemoryInfo info = cuda::memory_info(device.index);
+    return {info.free_bytes, info.total_bytes};
+  }
+#endif
+  (void)device;
+  return {};
+}
+
 void cuda_profiler_start() {
 #ifdef SG_CUDA
   if (cuda_available()) cuda::profiler_start();

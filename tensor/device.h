@@ -32,5 +32,11 @@ bool cuda_available();
 void cuda_profiler_start();
 void cuda_profiler_stop();
 int cuda_device_count();
+// A GPU's memory as its driver reports it (cudaMemGetInfo): free now, and
+// in all. Zeros for the CPU or without CUDA.
+struct DeviceMemory {
+  int64_t free_bytes = 0, total_bytes = 0;
+};
+DeviceMemory cuda_memory(Device device);
 
 }  // namespace sg

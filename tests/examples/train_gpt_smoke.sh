@@ -52,6 +52,14 @@ grep -q "blocks checkpointed" "$work/ckpt1.txt" || { echo "the run does not say 
 activations() { tail -n 1 "$1" | grep -o '"activation": [0-9]*' | head -n 1 | grep -o '[0-9]*$'; }
 with=$(activations "$work/ckpt1.jsonl") without=$(activations "$work/ckpt0.jsonl")
 [ "$with" -lt "$without" ] || { echo "checkpointing kept $with activation bytes, $without without"; exit 1; }
+# ... and each run's activation peak is the one it predicted (tools/activation_memory.h).
+for ckpt in 0 1; do
+  line=$(grep "train_gpt: memory" "$work/ckpt$ckpt.txt" | tail -n 1)
+  measured=$(echo "$line" | sed -E 's/.*activations ([0-9.]+) MiB.*/\1/')
+  predicted=$(echo "$line" | sed -E 's/.*predicted [0-9.]+ and ([0-9.]+)\).*/\1/')
+  [ -n "$measured" ] && [ "$measured" = "$predicted" ] ||
+    { echo "--checkpoint-activations $ckpt: '$line': the activation peak is not the predicted one"; exit 1; }
+done
 
 # Mixed precision: bf16 (f32 masters) ends within 3% of the f32 run above;
 # fp16 reports its loss scale, and its last line how many steps it applied.
