@@ -109,6 +109,23 @@ TEST(ZeroActivations, EstimateOnCudaIsTheAllocatorsCountToTheByte) {
   }
 }
 
+// fp16 (its loss scaled) keeps what bf16 does; f32 on CUDA takes attention's
+// GEMM form, which keeps the probabilities.
+TEST(ZeroActivations, EstimateOnCudaInFp16AndF32) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible; scripts/gpu_check.sh runs this on one";
+  GptConfig cfg;
+  cfg.n_layer = 1, cfg.n_embd = 64, cfg.n_head = 2, cfg.vocab_size = 64, cfg.block_size = 32, cfg.seed = 3;
+  for (DType dtype : {DType::f16, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Measured m = measure_step(cfg, 2, 0, false, local_cuda_device(), dtype);
+    ActivationEstimate e = estimate_activations(cfg, {.batch = 2, .dtype = dtype, .cuda = true});
+    EXPECT_EQ(e.attention, dtype == DType::f16 ? "fused, tensor cores (each row's log-sum-exp)"
+                                               : "GEMMs (the probabilities, B NH T^2)");
+    EXPECT_EQ(e.kept + 4, m.kept);
+    EXPECT_EQ(e.peak + 4, m.peak);
+  }
+}
+
 // zero_memory --memory-gb: the largest micro-batch is the last whose model
 // states and activation peak fit.
 TEST(ZeroActivations, LargestMicroBatchIsTheLastThatFits) {
