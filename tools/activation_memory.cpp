@@ -40,9 +40,21 @@ int64_t attention_bytes(const GptConfig& cfg, const ActivationOptions& o, int64_
 
 }  // namespace
 
+// Every term, in doubles and generously: a block's 16 M C s, statistics and
+// probabilities, the head's, and the moments' extras.
+bool activation_bytes_countable(const GptConfig& cfg, const ActivationOptions& o) {
+  const double B = double(o.batch), T = double(cfg.block_size), C = double(cfg.n_embd), M = B * T;
+  const double per_block = 20 * M * C * 4 + 16 * M + 4 * B * double(cfg.n_head) * T * T;
+  const double head = 4 * M * C * 4 + 20 * M + 4 * M * double(cfg.vocab_size) + 24 * double(cfg.vocab_size) * C;
+  return double(cfg.n_layer) * per_block + 2 * per_block + head + 16 * (8 * C * C + 5 * C) < kMostBytesCounted;
+}
+
 ActivationEstimate estimate_activations(const GptConfig& cfg, const ActivationOptions& o) {
   cfg.validate();
   SG_CHECK(o.batch >= 1, "the micro-batch must be at least 1 sequence, got ", o.batch);
+  SG_CHECK(activation_bytes_countable(cfg, o), "the activations of a micro-batch of ", o.batch, " x ", cfg.block_size,
+           " tokens (", cfg.n_layer, " layers, ", cfg.n_embd, " channels, vocabulary ", cfg.vocab_size,
+           ") would take more than an exabyte: not counted");
   SG_CHECK(o.stage >= 0 && o.stage <= 3, "ZeRO stage must be 0-3, got ", o.stage);
   SG_CHECK(o.dtype == DType::f32 || (o.cuda && (o.dtype == DType::bf16 || o.dtype == DType::f16)),
            "activation estimates are for f32, or bf16/f16 on CUDA, got ", dtype_name(o.dtype), o.cuda ? "" : " on a CPU",

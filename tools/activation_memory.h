@@ -55,6 +55,12 @@ struct ActivationEstimate {
   int64_t peak = 0;       // the most live at once in the step
 };
 
+// Throws for a shape whose bytes would not fit a count (past an exabyte):
+// activation_bytes_countable says which those are.
 ActivationEstimate estimate_activations(const GptConfig& cfg, const ActivationOptions& options);
+bool activation_bytes_countable(const GptConfig& cfg, const ActivationOptions& options);
+
+// Beyond this many bytes (2^60, an exabyte) the estimators refuse to count.
+constexpr double kMostBytesCounted = 1152921504606846976.0;
 
 }  // namespace sg

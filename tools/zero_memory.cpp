@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "examples/cli.h"
@@ -59,7 +60,7 @@ int main(int argc, char** argv) {
       else SG_FAIL("unknown flag ", flag, " (see --help)");
     }
     SG_CHECK(dtype == "f32" || dtype == "bf16", "--dtype must be f32 or bf16, got ", dtype);
-    SG_CHECK(memory_gb >= 0 && std::isfinite(memory_gb), "--memory-gb must be a number of GiB (0: skip), got ",
+    SG_CHECK(memory_gb >= 0 && memory_gb <= 1e9, "--memory-gb must be a number of GiB up to 1e9 (0: skip), got ",
              memory_gb);
     SG_CHECK(batch >= 0, "--batch must be a number of sequences (0: model states only), got ", batch);
     SG_CHECK(checkpointed == 0 || checkpointed == 1, "--checkpoint-activations is 0 or 1, got ", checkpointed);
@@ -71,6 +72,8 @@ int main(int argc, char** argv) {
         .batch = std::max<int64_t>(batch, 1), .dtype = type, .cuda = device == "cuda", .checkpointed = checkpointed == 1,
         .stage = stage};
     sg::ZeroMemoryEstimate e = sg::estimate_zero_memory(cfg, ranks, stage, type);
+    std::optional<sg::ActivationEstimate> a;  // both estimates before any line is printed
+    if (batch > 0) a = sg::estimate_activations(cfg, activations);
     std::printf("GPT: %lld layers, %lld channels, %lld heads, vocab %lld, context %lld: %lld parameters (%lld padded)\n",
                 (long long)cfg.n_layer, (long long)cfg.n_embd, (long long)cfg.n_head, (long long)cfg.vocab_size,
                 (long long)cfg.block_size, (long long)e.parameter_elements, (long long)e.padded_elements);
@@ -83,14 +86,13 @@ int main(int argc, char** argv) {
       std::printf("  total             %10.3f GiB (model states; --batch B adds a micro-batch's activations)\n",
                   gib(e.total()));
     } else {
-      const sg::ActivationEstimate a = sg::estimate_activations(cfg, activations);
       std::printf("activations of a micro-batch of %lld x %lld tokens on %s%s (attention: %s):\n", (long long)batch,
                   (long long)cfg.block_size, device.c_str(), checkpointed ? ", blocks checkpointed" : "",
-                  a.attention.c_str());
-      std::printf("  kept for backward %10.3f GiB (%.3f GiB a block, %.3f GiB the head and loss)\n", gib(a.kept),
-                  gib(a.per_block), gib(a.head));
-      std::printf("  peak in a step    %10.3f GiB\n", gib(a.peak));
-      std::printf("  total             %10.3f GiB (model states and the activation peak)\n", gib(e.total() + a.peak));
+                  a->attention.c_str());
+      std::printf("  kept for backward %10.3f GiB (%.3f GiB a block, %.3f GiB the head and loss)\n", gib(a->kept),
+                  gib(a->per_block), gib(a->head));
+      std::printf("  peak in a step    %10.3f GiB\n", gib(a->peak));
+      std::printf("  total             %10.3f GiB (model states and the activation peak)\n", gib(e.total() + a->peak));
     }
     if (memory_gb > 0) {
       const int64_t bytes = int64_t(memory_gb * double(1LL << 30));

@@ -28,8 +28,17 @@ std::vector<int64_t> group_elements(const GptConfig& cfg) {
 
 }  // namespace
 
+// 16 bytes a parameter at most, plus stage 3's buffers and the padding.
+bool zero_memory_countable(const GptConfig& cfg) {
+  const double C = double(cfg.n_embd);
+  const double parameters = double(cfg.vocab_size + cfg.block_size) * C + double(cfg.n_layer) * (12 * C * C + 13 * C);
+  return 24 * parameters + 1e12 < kMostBytesCounted;
+}
+
 ZeroMemoryEstimate estimate_zero_memory(const GptConfig& cfg, int ranks, int stage, DType dtype) {
   cfg.validate();
+  SG_CHECK(zero_memory_countable(cfg), "a GPT of ", cfg.n_layer, " layers of ", cfg.n_embd, " channels (vocabulary ",
+           cfg.vocab_size, ") would hold more than an exabyte of model states: not counted");
   SG_CHECK(ranks >= 1, "ranks must be at least 1, got ", ranks);
   SG_CHECK(stage >= 0 && stage <= 3, "ZeRO stage must be 0-3, got ", stage);
   SG_CHECK(dtype == DType::f32 || dtype == DType::bf16, "dtype must be f32 or bf16 (mixed precision), got ",
@@ -61,6 +70,7 @@ int64_t max_layers_that_fit(GptConfig cfg, int ranks, int stage, DType dtype, in
   int64_t best = 0;
   for (int64_t layers = 1; layers <= 4096; ++layers) {
     cfg.n_layer = layers;
+    if (!zero_memory_countable(cfg) || (activations && !activation_bytes_countable(cfg, *activations))) break;
     int64_t bytes = estimate_zero_memory(cfg, ranks, stage, dtype).total();
     if (activations) bytes += estimate_activations(cfg, *activations).peak;
     if (bytes > bytes_per_rank) break;
@@ -74,7 +84,8 @@ int64_t max_batch_that_fits(const GptConfig& cfg, int ranks, int stage, DType dt
   const int64_t states = estimate_zero_memory(cfg, ranks, stage, dtype).total();
   auto fits = [&](int64_t batch) {
     activations.batch = batch;
-    return states + estimate_activations(cfg, activations).peak <= bytes_per_rank;
+    return activation_bytes_countable(cfg, activations) &&
+           states + estimate_activations(cfg, activations).peak <= bytes_per_rank;
   };
   if (!fits(1)) return 0;
   // The peak grows with the batch: double past the limit, then bisect.

@@ -31,8 +31,11 @@ struct ZeroMemoryEstimate {
   int64_t total() const { return parameters + gradients + optimizer_states + gather_buffers; }
 };
 
-// dtype: f32 or bf16 (mixed precision with fp32 master weights).
+// dtype: f32 or bf16 (mixed precision with fp32 master weights). Throws
+// for a model whose states would take more than an exabyte
+// (zero_memory_countable says which).
 ZeroMemoryEstimate estimate_zero_memory(const GptConfig& cfg, int ranks, int stage, DType dtype = DType::f32);
+bool zero_memory_countable(const GptConfig& cfg);
 
 // The most layers of width cfg.n_embd whose estimate fits in `bytes_per_rank`
 // (0 if not even one does); with `activations`, their step's peak counts too.

@@ -143,6 +143,14 @@ TEST(ZeroActivations, BadSettingsAreClearErrors) {
   EXPECT_THROW(estimate_activations(config(), {.batch = 1, .stage = 4}), Error);
   EXPECT_THROW(estimate_activations(config(), {.batch = 1, .dtype = DType::bf16}), Error);  // a CPU's bf16
   EXPECT_NO_THROW(estimate_activations(config(), {.batch = 1, .dtype = DType::bf16, .cuda = true}));
+  // Sizes whose bytes would overflow a count are refused, not wrapped around.
+  GptConfig huge = config();
+  huge.n_embd = 1 << 20, huge.n_head = 1, huge.n_layer = 1 << 20;
+  EXPECT_THROW(estimate_zero_memory(huge, 1, 0), Error);
+  EXPECT_THROW(estimate_activations(config(), {.batch = int64_t(1) << 50}), Error);
+  const int64_t most = max_batch_that_fits(config(), 1, 0, DType::f32, {}, int64_t(1) << 60);
+  EXPECT_GT(most, 1000);
+  EXPECT_LT(double(estimate_activations(config(), {.batch = most}).peak), kMostBytesCounted);
 }
 
 }  // namespace
