@@ -5,6 +5,8 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "examples/text_data.h"
 #include "kernels/error.h"
@@ -16,8 +18,11 @@ using json = nlohmann::json;
 
 struct Reader {
   std::string origin;
+  std::vector<std::string>* notes;  // keys accepted that change nothing here, and why
 
-  // Calls handlers[key] for each key of `object` at `path`; unknown keys fail.
+  // Calls handlers[key] for each key of `object` at `path`; unknown keys
+  // fail. "auto" (what Hugging Face's Trainer fills in from its own
+  // arguments) leaves the flag as the command line or its default has it.
   void fields(const json& object, const std::string& path,
               const std::map<std::string, std::function<void(const json&, const std::string&)>>& handlers) const {
     SG_CHECK(object.is_object(), origin, ": ", path.empty() ? "the config" : path, " must be a JSON object");
@@ -29,8 +34,21 @@ struct Reader {
         for (const auto& [name, unused] : handlers) known += (known.empty() ? "" : ", ") + name;
         SG_FAIL(origin, ": unknown key '", full, "'; known keys here: ", known);
       }
+      if (value.is_string() && value.get<std::string>() == "auto") continue;
       handler->second(value, full);
     }
+  }
+  // A key DeepSpeed has whose every value gives the same run here: noted
+  // with why, so that nothing in the file is silently ignored.
+  auto no_effect(std::string why) const {
+    return [this, why](const json&, const std::string& p) { notes->push_back("'" + p + "' has no effect: " + why); };
+  }
+  // A boolean whose DeepSpeed default is what shardgrad does; the other
+  // value gives the same results here, so it is noted, not refused.
+  auto same_either_way(bool ours, std::string why) const {
+    return [this, ours, why](const json& e, const std::string& p) {
+      if (boolean(e, p) != ours) notes->push_back("'" + p + "' has no effect: " + why);
+    };
   }
   double number(const json& value, const std::string& path) const {
     SG_CHECK(value.is_number(), origin, ": '", path, "' must be a number, got ", value.dump());
@@ -59,7 +77,7 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
   } catch (const json::parse_error& error) {
     SG_FAIL(origin, " is not valid JSON: ", error.what());
   }
-  const Reader r{origin};
+  const Reader r{origin, &f.config_notes};
   // "bf16": {"enabled": true} and "fp16": {"enabled": true, ...loss scaling...}.
   auto enable = [&](const char* dtype) {
     return [&, dtype](const json& e, const std::string& p) {
@@ -115,6 +133,13 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
         {"profile", off("times each checkpointed segment, which train_gpt does not do")},
     });
   };
+  // ZeRO-Offload and ZeRO-Infinity: "device": "none" is what shardgrad does.
+  auto offload = [&](const json& v, const std::string& path) {
+    SG_CHECK(v.is_object(), origin, ": '", path, "' must be a JSON object");
+    const json device = v.contains("device") ? v["device"] : json("none");
+    SG_CHECK(device == "none", origin, ": '", path, ".device' is ", device.dump(), ": offloading to the CPU or NVMe ",
+             "is not built yet; set \"none\" or leave the section out");
+  };
   r.fields(root, "", {
       {"train_batch_size", [&](const json& v, const std::string& p) { f.train_batch_size = r.integer(v, p); }},
       {"train_micro_batch_size_per_gpu", [&](const json& v, const std::string& p) { f.batch = r.integer(v, p); }},
@@ -130,6 +155,26 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
               [&](const json& s, const std::string& p) { f.prefetch_bucket = elements(s, p); }},
              {"stage3_param_persistence_threshold",
               [&](const json& s, const std::string& p) { f.persistence_threshold = elements(s, p); }},
+             {"offload_optimizer", offload},
+             {"offload_param", offload},
+             {"contiguous_gradients", r.same_either_way(true, "gradients always live in their group's flat buffer")},
+             {"reduce_scatter", r.same_either_way(true, "stages 1-2 always reduce-scatter the gradients (an "
+                                                        "all-reduce would give the same sums)")},
+             {"allgather_partitions", r.same_either_way(true, "the updated slices are always all-gathered")},
+             {"round_robin_gradients", r.same_either_way(false, "it orders offloaded gradients, and nothing is "
+                                                                "offloaded")},
+             {"ignore_unused_parameters", r.same_either_way(true, "a parameter without a gradient is always left "
+                                                                  "alone (docs/zero.md)")},
+             {"elastic_checkpoint", r.no_effect("checkpoints always resume on any number of ranks and stage")},
+             {"sub_group_size", r.no_effect("AdamW steps one shard group at a time")},
+             {"stage3_max_live_parameters", r.no_effect("stage 3 holds at most the token embedding, a "
+                                                        "block's groups and one prefetched group gathered "
+                                                        "(optim/gather_schedule.h)")},
+             {"stage3_max_reuse_distance", r.no_effect("stage 3 releases a group when its phase is done with it")},
+             {"stage3_gather_16bit_weights_on_model_save",
+              r.no_effect("--export always writes the whole model, gathered")},
+             {"stage3_gather_fp16_weights_on_model_save",
+              r.no_effect("--export always writes the whole model, gathered")},
          });
        }},
       {"optimizer", [&](const json& v, const std::string& path) {
@@ -152,6 +197,11 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
                        SG_CHECK(r.number(x, p) == 1e-8, origin, ": '", p, "': eps is fixed at 1e-8 in train_gpt");
                      }},
                     {"weight_decay", [&](const json& x, const std::string& p) { f.weight_decay = r.number(x, p); }},
+                    {"adam_w_mode", [&](const json& x, const std::string& p) {
+                       SG_CHECK(r.boolean(x, p), origin, ": '", p, "': train_gpt's Adam decays weights apart from ",
+                                "the gradient (AdamW); Adam with L2 in the gradient is not built");
+                     }},
+                    {"torch_adam", r.no_effect("AdamW is shardgrad's own kernel over each shard")},
                 });
               }},
          });
@@ -179,6 +229,18 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
       {"bf16", bf16},
       {"fp16", fp16},
       {"activation_checkpointing", activation_checkpointing},
+      {"steps_per_print", [&](const json& v, const std::string& p) { f.print_every = r.integer(v, p); }},
+      {"wall_clock_breakdown", r.same_either_way(false, "train_gpt prints tokens/s (and --metrics writes them) every "
+                                                        "step; bench/kernel_profile.py breaks a step into kernels")},
+      {"zero_allow_untested_optimizer", r.no_effect("train_gpt trains with AdamW")},
+      {"prescale_gradients", [&](const json& v, const std::string& p) {
+         SG_CHECK(!r.boolean(v, p), origin, ": '", p, "': shardgrad averages gradients after summing them; dividing ",
+                  "first is not built");
+       }},
+      {"gradient_predivide_factor", [&](const json& v, const std::string& p) {
+         SG_CHECK(r.number(v, p) == 1.0, origin, ": '", p, "': shardgrad averages gradients after summing them; a ",
+                  "factor other than 1 is not built");
+       }},
       {"communication_data_type", [&](const json& v, const std::string& p) {
          const std::string type = r.text(v, p);
          SG_CHECK(type == "fp32" || type == "bf16" || type == "fp16", origin, ": '", p, "' is ", type,

@@ -20,7 +20,13 @@
 //
 // Every key is checked: an unknown one is an error naming it (with its path),
 // as is a value of the wrong type. What shardgrad cannot do yet is an error
-// too (other optimizers, an unknown dtype), never silently ignored. The
+// too (other optimizers, an unknown dtype, offloading), never silently
+// ignored; DeepSpeed's keys that give the same run here whatever their value
+// (sub_group_size, stage3_max_live_parameters, reduce_scatter: false, ...)
+// are accepted and noted (TrainFlags::config_notes, printed at the start).
+// "auto", which Hugging Face's Trainer fills in from its own arguments,
+// leaves a flag as the command line or its default has it, so the configs
+// of its DeepSpeed integration read as they are. The
 // zero_optimization sizes count elements, as DeepSpeed's do; they default to
 // shardgrad's own unit, one shard group (a block's weights, or its biases and
 // norms) per collective, rather than DeepSpeed's 5e8 (optim/zero.h).

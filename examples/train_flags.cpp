@@ -110,7 +110,7 @@ void check_ranges(const TrainFlags& f) {
            f.weight_decay, " must be >= 0");
   SG_CHECK(f.clip >= 0 && std::isfinite(f.clip), "--clip (gradient_clipping) ", f.clip,
            " must be >= 0 (0 turns clipping off)");
-  positive("eval-batches", f.eval_batches), positive("print-every", f.print_every);
+  positive("eval-batches", f.eval_batches), positive("print-every", f.print_every, "steps_per_print");
   SG_CHECK(f.eval_every >= 0, "--eval-every must be >= 0 (0: only at the last step), got ", f.eval_every);
   SG_CHECK(f.sample >= 0, "--sample must be >= 0 (0: no sample), got ", f.sample);
   SG_CHECK(f.top_k >= 0, "--top-k must be >= 0 (0: all tokens), got ", f.top_k);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "optim/loss_scaler.h"
 
@@ -42,6 +43,7 @@ struct TrainFlags {
   std::string dtype = "f32";    // f32, bf16 or fp16 (mixed precision: f32 masters; optim/zero.h)
   std::string reduce_dtype;     // gradients reduced in: f32, bf16 or fp16 (empty: the dtype's)
   LossScalerOptions loss_scaling;  // fp16 (the config's fp16.* keys)
+  std::vector<std::string> config_notes;  // the config's keys that change nothing here, and why (printed)
   bool help = false;
 };
 

@@ -311,6 +311,9 @@ int run(const TrainFlags& flags) {
                 (long long)flags.steps, W, (long long)flags.grad_accum, (long long)flags.batch, (long long)flags.ctx,
                 (long long)flags.zero, flags.dtype == "f32" ? "f32" : (flags.dtype + " with f32 masters").c_str(),
                 omp_get_max_threads(), flags.checkpoint_activations ? ", blocks checkpointed" : "");
+    for (const std::string& note : flags.config_notes) {
+      std::printf("train_gpt: %s: %s\n", flags.config.c_str(), note.c_str());
+    }
     std::printf("train_gpt: memory per rank, predicted (zero_memory): %.1f MiB of model states", mib(states));
     if (activations) {
       std::printf("; activations %.1f MiB kept for backward, %.1f MiB at a step's peak", mib(activations->kept),

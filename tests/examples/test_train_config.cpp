@@ -97,6 +97,66 @@ TEST(TrainConfig, ActivationCheckpointingSection) {
   EXPECT_NE(e.find("unknown key 'activation_checkpointing.partition_activation'"), std::string::npos) << e;
 }
 
+// The configs Hugging Face's DeepSpeed integration documents for ZeRO-2 and
+// ZeRO-3 (their "auto" values leave the flags as they are), read whole:
+// every key maps to a flag, is what shardgrad always does, or is noted as
+// changing nothing here.
+TEST(TrainConfig, HuggingFaceZeroConfigsAreRead) {
+  TrainFlags two;
+  two.batch = 4, two.lr = 5e-4;
+  apply_train_config_text(R"({
+    "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16,
+             "hysteresis": 2, "min_loss_scale": 1},
+    "bf16": {"enabled": "auto"},
+    "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}},
+    "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "none", "pin_memory": true},
+                          "allgather_partitions": true, "allgather_bucket_size": 2e8, "overlap_comm": true,
+                          "reduce_scatter": true, "reduce_bucket_size": 2e8, "contiguous_gradients": true},
+    "gradient_accumulation_steps": "auto", "gradient_clipping": "auto", "steps_per_print": 2000,
+    "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "wall_clock_breakdown": false
+  })", "zero2.json", two);
+  EXPECT_EQ(two.zero, 2);
+  EXPECT_EQ(two.batch, 4);  // "auto": as the flags had it
+  EXPECT_EQ(two.lr, 5e-4);
+  EXPECT_EQ(two.dtype, "f32");
+  EXPECT_EQ(two.reduce_bucket, 200000000);
+  EXPECT_EQ(two.print_every, 2000);
+  EXPECT_TRUE(two.config_notes.empty()) << two.config_notes.front();
+
+  TrainFlags three;
+  apply_train_config_text(R"({
+    "bf16": {"enabled": true},
+    "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "none"}, "offload_param": {"device": "none"},
+                          "overlap_comm": true, "contiguous_gradients": true, "sub_group_size": 1e9,
+                          "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+                          "stage3_param_persistence_threshold": "auto", "stage3_max_live_parameters": 1e9,
+                          "stage3_max_reuse_distance": 1e9, "stage3_gather_16bit_weights_on_model_save": true},
+    "gradient_clipping": 1.0, "zero_allow_untested_optimizer": true
+  })", "zero3.json", three);
+  EXPECT_EQ(three.zero, 3);
+  EXPECT_EQ(three.dtype, "bf16");
+  EXPECT_EQ(three.prefetch_bucket, 0);  // "auto": shardgrad's own unit
+  ASSERT_EQ(three.config_notes.size(), 5u);  // in the keys' order (nlohmann's objects sort them)
+  EXPECT_EQ(three.config_notes[0], "'zero_allow_untested_optimizer' has no effect: train_gpt trains with AdamW");
+  EXPECT_EQ(three.config_notes[1], "'zero_optimization.stage3_gather_16bit_weights_on_model_save' has no effect: "
+                                   "--export always writes the whole model, gathered");
+
+  TrainFlags notes;  // a value other than shardgrad's own, where it gives the same run: noted
+  apply_train_config_text(R"({"zero_optimization": {"reduce_scatter": false, "contiguous_gradients": true}})",
+                          "test.json", notes);
+  ASSERT_EQ(notes.config_notes.size(), 1u);
+  EXPECT_NE(notes.config_notes[0].find("'zero_optimization.reduce_scatter' has no effect"), std::string::npos);
+
+  std::string e = error_of(R"({"zero_optimization": {"offload_optimizer": {"device": "cpu"}}})");
+  EXPECT_NE(e.find("'zero_optimization.offload_optimizer.device' is \"cpu\": offloading"), std::string::npos) << e;
+  e = error_of(R"({"optimizer": {"type": "Adam", "params": {"adam_w_mode": false}}})");
+  EXPECT_NE(e.find("Adam with L2 in the gradient is not built"), std::string::npos) << e;
+  e = error_of(R"({"prescale_gradients": true})");
+  EXPECT_NE(e.find("dividing first is not built"), std::string::npos) << e;
+  e = error_of(R"({"gradient_predivide_factor": 2.0})");
+  EXPECT_NE(e.find("a factor other than 1 is not built"), std::string::npos) << e;
+}
+
 TEST(TrainConfig, UnknownKeysAndWrongTypesNameTheirPath) {
   std::string e = error_of(R"({"zero_optimization": {"stgae": 2}})");
   EXPECT_NE(e.find("unknown key 'zero_optimization.stgae'"), std::string::npos) << e;

@@ -81,6 +81,12 @@ echo '{"fp16": {"enabled": true, "initial_scale_power": 28, "hysteresis": 1}}' >
 head -n 1 "$work/overflow.jsonl" | grep -q '"grad_norm": null,.*"applied_steps": 0' ||
   { echo "the overflowed first step's metrics: $(head -n 1 "$work/overflow.jsonl")"; exit 1; }
 if grep -qiE '": -?(inf|nan)' "$work/overflow.jsonl"; then echo "inf or nan in the metrics' JSON"; exit 1; fi
+# A DeepSpeed key that changes nothing here is said to at the start, not passed over in silence.
+echo '{"zero_optimization": {"sub_group_size": 1e9}, "train_micro_batch_size_per_gpu": "auto"}' > "$work/hf.json"
+"$bin" --config "$work/hf.json" --steps 1 --warmup 0 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 \
+  --eval-every 0 --out "$work/run" --sample 0 > "$work/hf.txt"
+grep -q "'zero_optimization.sub_group_size' has no effect" "$work/hf.txt" ||
+  { echo "no note on sub_group_size: $(head -n 4 "$work/hf.txt")"; exit 1; }
 
 if "$bin" --stpes 3 > "$work/bad.txt" 2>&1; then echo "a misspelled flag was accepted"; exit 1; fi
 grep -q "unknown flag --stpes" "$work/bad.txt" || { echo "unclear error: $(cat "$work/bad.txt")"; exit 1; }
