@@ -133,6 +133,52 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
         {"profile", off("times each checkpointed segment, which train_gpt does not do")},
     });
   };
+  // DeepSpeed's schedulers with DeepSpeed's defaults where a parameter is
+  // left out (warmup 1000 steps, log warmup, cos_min_ratio 1e-4,
+  // WarmupDecayLR's peak 0.001); "auto" takes the flag instead (--warmup,
+  // --lr, --steps). optim/schedule.h has the formulas.
+  auto scheduler = [&](const json& v, const std::string& path) {
+    SG_CHECK(v.is_object() && v.contains("type"), origin, ": '", path, "' needs a \"type\"");
+    const std::string type = r.text(v["type"], path + ".type");
+    SG_CHECK(type == "WarmupLR" || type == "WarmupDecayLR" || type == "WarmupCosineLR", origin, ": '", path,
+             ".type' is ", type, "; train_gpt has DeepSpeed's WarmupLR, WarmupDecayLR and WarmupCosineLR");
+    f.ds_schedule = type;
+    f.ds_log_warmup = true, f.ds_warmup_min_lr = 0.0, f.ds_warmup_min_ratio = 0.0, f.ds_cos_min_ratio = 1e-4;
+    const json params = v.value("params", json::object());
+    if (!params.contains("warmup_num_steps")) f.warmup = 1000;
+    f.ds_warmup_max_lr = type == "WarmupDecayLR" && !params.contains("warmup_max_lr") ? 1e-3 : -1.0;
+    if (f.ds_warmup_max_lr > 0) {
+      f.config_notes.push_back("'" + path + ".params.warmup_max_lr' is not given: WarmupDecayLR peaks at DeepSpeed's "
+                       "default, 0.001, not at the optimizer's lr");
+    }
+    const bool cosine = type == "WarmupCosineLR";
+    std::map<std::string, std::function<void(const json&, const std::string&)>> known = {
+        {"warmup_num_steps", [&](const json& x, const std::string& p) { f.warmup = r.integer(x, p); }},
+        {"warmup_type", [&](const json& x, const std::string& p) {
+           const std::string kind = r.text(x, p);
+           SG_CHECK(kind == "log" || kind == "linear", origin, ": '", p, "' is ", kind, "; use log or linear");
+           f.ds_log_warmup = kind == "log";
+         }},
+        {"last_batch_iteration", [&](const json& x, const std::string& p) {
+           SG_CHECK(r.integer(x, p) == -1, origin, ": '", p, "': a schedule starts at -1 here; --resume continues one");
+         }},
+    };
+    if (type != "WarmupLR") {
+      known["total_num_steps"] = [&](const json& x, const std::string& p) { f.steps = r.integer(x, p); };
+    }
+    if (cosine) {
+      known["warmup_min_ratio"] = [&](const json& x, const std::string& p) { f.ds_warmup_min_ratio = r.number(x, p); };
+      known["cos_min_ratio"] = [&](const json& x, const std::string& p) { f.ds_cos_min_ratio = r.number(x, p); };
+    } else {
+      known["warmup_min_lr"] = [&](const json& x, const std::string& p) { f.ds_warmup_min_lr = r.number(x, p); };
+      known["warmup_max_lr"] = [&](const json& x, const std::string& p) { f.ds_warmup_max_lr = r.number(x, p); };
+    }
+    r.fields(v, path, {{"type", [](const json&, const std::string&) {}},
+                       {"params", [&](const json& x, const std::string& p) { r.fields(x, p, known); }}});
+    SG_CHECK(f.ds_warmup_min_lr >= 0 && f.ds_warmup_min_ratio >= 0 && f.ds_warmup_min_ratio <= 1 &&
+                 f.ds_cos_min_ratio >= 0 && f.ds_cos_min_ratio <= 1,
+             origin, ": '", path, ".params': learning rates must be >= 0 and ratios in [0, 1]");
+  };
   // ZeRO-Offload and ZeRO-Infinity: "device": "none" is what shardgrad does.
   auto offload = [&](const json& v, const std::string& path) {
     SG_CHECK(v.is_object(), origin, ": '", path, "' must be a JSON object");
@@ -206,26 +252,7 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
               }},
          });
        }},
-      {"scheduler", [&](const json& v, const std::string& path) {
-         double cos_min_ratio = -1;
-         r.fields(v, path, {
-             {"type", [&](const json& t, const std::string& p) {
-                SG_CHECK(r.text(t, p) == "WarmupCosineLR", origin, ": '", p,
-                         "': train_gpt's schedule is WarmupCosineLR (linear warmup, cosine decay)");
-              }},
-             {"params", [&](const json& params, const std::string& ppath) {
-                r.fields(params, ppath, {
-                    {"total_num_steps", [&](const json& x, const std::string& p) { f.steps = r.integer(x, p); }},
-                    {"warmup_num_steps", [&](const json& x, const std::string& p) { f.warmup = r.integer(x, p); }},
-                    {"cos_min_ratio", [&](const json& x, const std::string& p) { cos_min_ratio = r.number(x, p); }},
-                    {"warmup_min_ratio", [&](const json& x, const std::string& p) {
-                       SG_CHECK(r.number(x, p) == 0.0, origin, ": '", p, "': the warmup starts from 0 in train_gpt");
-                     }},
-                });
-              }},
-         });
-         if (cos_min_ratio >= 0) f.min_lr_ratio = cos_min_ratio;
-       }},
+      {"scheduler", scheduler},
       {"bf16", bf16},
       {"fp16", fp16},
       {"activation_checkpointing", activation_checkpointing},

@@ -9,8 +9,9 @@
 //     "zero_optimization": {"stage": 2, "overlap_comm": true,
 //                           "reduce_bucket_size": 5e8, "allgather_bucket_size": 5e8},
 //     "optimizer": {"type": "AdamW", "params": {"lr": 2e-3, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.1}},
-//     "scheduler": {"type": "WarmupCosineLR",
-//                   "params": {"total_num_steps": 2000, "warmup_num_steps": 100, "cos_min_ratio": 0.1}},
+//     "scheduler": {"type": "WarmupCosineLR",  // or WarmupLR, WarmupDecayLR: DeepSpeed's formulas and defaults
+//                   "params": {"total_num_steps": 2000, "warmup_num_steps": 100, "cos_min_ratio": 0.1,
+//                              "warmup_type": "linear"}},  // DeepSpeed's default: log
 //     "bf16": {"enabled": false},             // --dtype bf16 (f32 masters and moments)
 //     "fp16": {"enabled": false, "initial_scale_power": 16, "loss_scale_window": 1000,
 //              "hysteresis": 2, "min_loss_scale": 1},

@@ -99,6 +99,8 @@ void check_ranges(const TrainFlags& f) {
   positive("steps", f.steps, "scheduler.params.total_num_steps");
   SG_CHECK(f.lr > 0 && f.min_lr >= 0 && f.min_lr <= f.lr, "need 0 <= --min-lr <= --lr and --lr > 0 (got --min-lr ",
            f.min_lr, ", --lr ", f.lr, ")");
+  SG_CHECK(f.ds_schedule.empty() || f.warmup > 0, "--warmup (scheduler.params.warmup_num_steps) ", f.warmup,
+           ": DeepSpeed's ", f.ds_schedule, " needs at least 1 warmup step");
   SG_CHECK(f.warmup >= 0 && f.warmup < f.steps, "--warmup (scheduler.params.warmup_num_steps) ", f.warmup,
            " must be in [0, --steps ", f.steps,
            "): the learning rate warms up, then decays over the steps left");
@@ -172,7 +174,9 @@ TrainFlags parse_train_flags(int argc, char** argv) {
     SG_CHECK(known, "unknown flag --", name, " (see --help)");
     min_lr_given |= name == "min-lr";
   }
-  if (flags.min_lr_ratio >= 0 && !min_lr_given) flags.min_lr = flags.lr * flags.min_lr_ratio;
+  SG_CHECK(flags.ds_schedule.empty() || !min_lr_given, "--min-lr is the floor of train_gpt's own schedule; the ",
+           "config's scheduler (", flags.ds_schedule, ") sets its own (DeepSpeed's params: warmup_min_lr, ",
+           "cos_min_ratio)");
   if (flags.data.empty()) flags.data = default_data_path();
   check_ranges(flags);
   return flags;

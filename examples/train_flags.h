@@ -34,7 +34,14 @@ struct TrainFlags {
   std::string export_path;      // a consolidated GPT-2-style safetensors file written at the end
   std::string init_from;        // start from such a file's weights
   int64_t train_batch_size = 0; // from the config: must equal batch x grad_accum x ranks (0: unchecked)
-  double min_lr_ratio = -1;     // from the config's cos_min_ratio: min_lr = lr x ratio unless --min-lr is given
+  // The config's scheduler, DeepSpeed's (optim/schedule.h): empty for the
+  // flags' own warmup and cosine (nanoGPT's). --lr is WarmupCosineLR's peak,
+  // and WarmupLR's and WarmupDecayLR's when warmup_max_lr is "auto".
+  std::string ds_schedule;          // "", WarmupLR, WarmupDecayLR or WarmupCosineLR
+  bool ds_log_warmup = true;        // warmup_type: log (DeepSpeed's default) or linear
+  double ds_warmup_min_lr = 0.0;    // WarmupLR, WarmupDecayLR
+  double ds_warmup_max_lr = -1.0;   // WarmupLR, WarmupDecayLR (-1: --lr)
+  double ds_warmup_min_ratio = 0.0, ds_cos_min_ratio = 1e-4;  // WarmupCosineLR
   // From the config's zero_optimization (elements; optim/zero.h): 0 = one group per collective.
   int64_t reduce_bucket = 0, allgather_bucket = 0, prefetch_bucket = 0, persistence_threshold = 0;
   bool overlap_comm = true;

@@ -100,6 +100,21 @@ double evaluate(const Gpt& model, WindowLoader& loader, int64_t batches) {
   return total / double(batches);
 }
 
+// The config's DeepSpeed scheduler (examples/train_config.cpp), if it named one.
+std::optional<DeepSpeedSchedule> deepspeed_schedule(const TrainFlags& flags) {
+  if (flags.ds_schedule.empty()) return std::nullopt;
+  using Kind = DeepSpeedSchedule::Kind;
+  DeepSpeedSchedule s;
+  s.kind = flags.ds_schedule == "WarmupLR" ? Kind::warmup
+           : flags.ds_schedule == "WarmupDecayLR" ? Kind::warmup_decay : Kind::warmup_cosine;
+  s.log_warmup = flags.ds_log_warmup;
+  s.min_lr = flags.ds_warmup_min_lr;
+  s.max_lr = s.kind == Kind::warmup_cosine || flags.ds_warmup_max_lr < 0 ? flags.lr : flags.ds_warmup_max_lr;
+  s.warmup_min_ratio = flags.ds_warmup_min_ratio, s.cos_min_ratio = flags.ds_cos_min_ratio;
+  s.warmup_steps = flags.warmup, s.total_steps = flags.steps;
+  return s;
+}
+
 double mib(int64_t bytes) { return double(bytes) / double(1 << 20); }
 std::string mib_text(int64_t bytes) {
   char text[32];
@@ -237,11 +252,13 @@ int run(const TrainFlags& flags) {
                            .dtype = dtype,
                            .reduce_dtype = flags.reduce_dtype.empty() ? dtype : dtype_of_flag(flags.reduce_dtype),
                            .loss_scaling = flags.loss_scaling});
-  WarmupCosine schedule{flags.lr, flags.min_lr, flags.warmup, flags.steps};
+  const WarmupCosine schedule{flags.lr, flags.min_lr, flags.warmup, flags.steps};
+  const std::optional<DeepSpeedSchedule> ds_schedule = deepspeed_schedule(flags);
 
   // --resume: the model states from the checkpoint (whatever world size and
   // stage wrote it), and where the run was.
   int64_t first_step = 0;
+  int64_t applied_before_run = 0;  // optimizer steps applied before this process (DeepSpeed's schedules count them)
   std::string last_checkpoint;  // the newest this run resumed from or saved
   if (!flags.resume.empty()) {
     const std::string dir = find_checkpoint(flags.resume);
@@ -253,12 +270,13 @@ int run(const TrainFlags& flags) {
     SG_CHECK(state.step < flags.steps, dir, " is at step ", state.step, ", and --steps is ", flags.steps,
              ": give more --steps to train further");
     first_step = state.step;
+    applied_before_run = state.applied_steps;
     train_loader.set_windows_drawn(state.train_windows_drawn);
     if (lead) std::printf("train_gpt: resumed from %s at step %lld\n", dir.c_str(), (long long)first_step);
   }
   auto save_checkpoint = [&](int64_t steps_done) {
     const std::string dir = checkpoint_path(flags.save, steps_done);
-    const TrainState state{steps_done, train_loader.windows_drawn()};
+    const TrainState state{steps_done, train_loader.windows_drawn(), applied_before_run + optimizer.applied_steps()};
     optimizer.save_checkpoint(dir, train_state_json(state, cfg, tokenizer, flags));
     last_checkpoint = dir;
     if (lead) {
@@ -311,6 +329,11 @@ int run(const TrainFlags& flags) {
                 (long long)flags.steps, W, (long long)flags.grad_accum, (long long)flags.batch, (long long)flags.ctx,
                 (long long)flags.zero, flags.dtype == "f32" ? "f32" : (flags.dtype + " with f32 masters").c_str(),
                 omp_get_max_threads(), flags.checkpoint_activations ? ", blocks checkpointed" : "");
+    if (ds_schedule) {
+      std::printf("train_gpt: learning rate: the config's %s, as DeepSpeed computes it (%s warmup over %lld steps; "
+                  "optim/schedule.h)\n", flags.ds_schedule.c_str(), flags.ds_log_warmup ? "log" : "linear",
+                  (long long)flags.warmup);
+    }
     for (const std::string& note : flags.config_notes) {
       std::printf("train_gpt: %s: %s\n", flags.config.c_str(), note.c_str());
     }
@@ -332,7 +355,6 @@ int run(const TrainFlags& flags) {
     const Clock::time_point step_start = Clock::now();
     reset_peak_memory(device);
     comm.reset_stats();
-    const double lr = schedule.lr(step);
     double loss = 0.0;
     Tensor gpu_loss;  // on a GPU the micro-batch losses add up there: one read per step, after it is queued
     for (int64_t micro = 0; micro < flags.grad_accum; ++micro) {
@@ -348,6 +370,10 @@ int run(const TrainFlags& flags) {
       }
     }
     const GradNorm norm = optimizer.clip_grad_norm(flags.clip);  // on a GPU: read after the step is queued
+    // DeepSpeed's iteration: -1 before its first applied step, then one more
+    // each applied step (clipping has settled the last step's overflow).
+    const double lr =
+        ds_schedule ? ds_schedule->lr(applied_before_run + optimizer.applied_steps() - 1) : schedule.lr(step);
     optimizer.step(lr);
     optimizer.zero_grad();
     if (gpu_loss.defined()) loss = gpu_loss.item() / double(flags.grad_accum);

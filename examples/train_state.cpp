@@ -22,6 +22,7 @@ std::string train_state_json(const TrainState& state, const GptConfig& cfg, cons
                              const TrainFlags& flags) {
   json j = {{"step", state.step},
             {"train_windows_drawn", state.train_windows_drawn},
+            {"applied_steps", state.applied_steps},
             {"model", model_json(cfg)},
             {"tokenizer", tokenizer.name()},
             {"vocab", tokenizer.vocabulary()},
@@ -56,7 +57,11 @@ TrainState restore_train_state(const std::string& text, const GptConfig& cfg, co
   TrainState state;
   state.step = j["step"].get<int64_t>();
   state.train_windows_drawn = j["train_windows_drawn"].get<int64_t>();
-  SG_CHECK(state.step >= 0 && state.train_windows_drawn >= 0, origin, ": negative step or window count");
+  // (Checkpoints from before it was kept: every step was applied, or fp16's skips are not known.)
+  state.applied_steps = j.value("applied_steps", state.step);
+  SG_CHECK(state.step >= 0 && state.train_windows_drawn >= 0 && state.applied_steps >= 0 &&
+               state.applied_steps <= state.step,
+           origin, ": a negative step or window count, or more applied steps than steps");
   return state;
 }
 

@@ -7,7 +7,8 @@
 //    "flags": {...every flag of the run, for the record...}}
 //
 // The learning rate needs no state of its own (the schedule is a function of
-// the step), nor does AdamW's bias correction (the optimizer keeps its step
+// the step, or for DeepSpeed's schedules of the applied steps, which are
+// kept), nor does AdamW's bias correction (the optimizer keeps its step
 // count in the index), nor the validation windows (always the same ones).
 // fp16's loss scaler is the optimizer's state, and in the index too.
 #pragma once
@@ -24,6 +25,7 @@ namespace sg {
 struct TrainState {
   int64_t step = 0;                 // optimizer steps done
   int64_t train_windows_drawn = 0;  // the training loader's counter
+  int64_t applied_steps = 0;        // of those, applied (fp16 skips overflowed ones): DeepSpeed's schedules count these
 };
 
 std::string train_state_json(const TrainState& state, const GptConfig& cfg, const Tokenizer& tokenizer,

@@ -50,7 +50,51 @@ TEST(TrainConfig, DeepSpeedKeysSetTheFlags) {
   EXPECT_EQ(f.weight_decay, 0.05);
   EXPECT_EQ(f.steps, 500);
   EXPECT_EQ(f.warmup, 20);
-  EXPECT_EQ(f.min_lr_ratio, 0.1);
+  EXPECT_EQ(f.ds_schedule, "WarmupCosineLR");
+  EXPECT_TRUE(f.ds_log_warmup);  // DeepSpeed's default warmup_type
+  EXPECT_EQ(f.ds_cos_min_ratio, 0.1);
+}
+
+// DeepSpeed's schedulers with DeepSpeed's defaults for what is left out,
+// "auto" for the flag's value, and what is not a DeepSpeed schedule refused.
+TEST(TrainConfig, DeepSpeedSchedulers) {
+  TrainFlags cosine;
+  cosine.warmup = 30;
+  apply_train_config_text(R"({"scheduler": {"type": "WarmupCosineLR", "params": {"total_num_steps": 400}}})",
+                          "test.json", cosine);
+  EXPECT_EQ(cosine.warmup, 1000);  // DeepSpeed's default warmup_num_steps
+  EXPECT_EQ(cosine.ds_cos_min_ratio, 1e-4);
+  EXPECT_EQ(cosine.ds_warmup_min_ratio, 0.0);
+  TrainFlags linear;
+  linear.warmup = 30, linear.steps = 300;
+  apply_train_config_text(R"({"scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 1e-5,
+                                 "warmup_max_lr": "auto", "warmup_num_steps": "auto", "warmup_type": "linear"}}})",
+                          "test.json", linear);
+  EXPECT_EQ(linear.ds_schedule, "WarmupLR");
+  EXPECT_EQ(linear.warmup, 30);              // "auto": the flag's
+  EXPECT_EQ(linear.ds_warmup_max_lr, -1.0);  // "auto": --lr
+  EXPECT_EQ(linear.ds_warmup_min_lr, 1e-5);
+  EXPECT_FALSE(linear.ds_log_warmup);
+  EXPECT_TRUE(linear.config_notes.empty());
+  TrainFlags decay;
+  apply_train_config_text(R"({"scheduler": {"type": "WarmupDecayLR", "params": {"total_num_steps": 900,
+                                                                                 "warmup_num_steps": 50}}})",
+                          "test.json", decay);
+  EXPECT_EQ(decay.steps, 900);
+  EXPECT_EQ(decay.ds_warmup_max_lr, 1e-3);  // DeepSpeed's default peak, and said so
+  ASSERT_EQ(decay.config_notes.size(), 1u);
+  EXPECT_NE(decay.config_notes[0].find("peaks at DeepSpeed's default, 0.001"), std::string::npos);
+
+  std::string e = error_of(R"({"scheduler": {"type": "OneCycle"}})");
+  EXPECT_NE(e.find("'scheduler.type' is OneCycle; train_gpt has DeepSpeed's WarmupLR"), std::string::npos) << e;
+  e = error_of(R"({"scheduler": {"type": "WarmupLR", "params": {"cos_min_ratio": 0.1}}})");
+  EXPECT_NE(e.find("unknown key 'scheduler.params.cos_min_ratio'"), std::string::npos) << e;  // WarmupLR has none
+  e = error_of(R"({"scheduler": {"type": "WarmupCosineLR", "params": {"warmup_type": "cosine"}}})");
+  EXPECT_NE(e.find("use log or linear"), std::string::npos) << e;
+  e = error_of(R"({"scheduler": {"type": "WarmupCosineLR", "params": {"cos_min_ratio": 2}}})");
+  EXPECT_NE(e.find("ratios in [0, 1]"), std::string::npos) << e;
+  e = error_of(R"({"scheduler": {"params": {}}})");
+  EXPECT_NE(e.find("'scheduler' needs a \"type\""), std::string::npos) << e;
 }
 
 TEST(TrainConfig, MixedPrecisionKeys) {
@@ -186,8 +230,15 @@ TEST(TrainConfig, CommandLineFlagsOverrideTheFile) {
   TrainFlags f = parse_train_flags(int(argv.size()), argv.data());
   EXPECT_EQ(f.batch, 4);      // the flag, though it came before --config
   EXPECT_EQ(f.zero, 1);       // the file
-  EXPECT_EQ(f.lr, 2e-3);      // the flag
-  EXPECT_EQ(f.min_lr, 1e-3);  // the file's ratio, applied to the final lr
+  EXPECT_EQ(f.lr, 2e-3);      // the flag: the cosine's peak
+  EXPECT_EQ(f.ds_cos_min_ratio, 0.5);  // the file's floor, a ratio of that peak
+  args.insert(args.end(), {"--min-lr", "1e-4"});  // the flags' schedule's floor: not the config's schedule's
+  argv.clear();
+  for (std::string& a : args) argv.push_back(a.data());
+  EXPECT_THROW(parse_train_flags(int(argv.size()), argv.data()), Error);
+  args.resize(args.size() - 2);
+  argv.clear();
+  for (std::string& a : args) argv.push_back(a.data());
   std::ofstream(path) << R"({"zero_optimization": {"stage": 4}})";
   EXPECT_THROW(parse_train_flags(int(argv.size()), argv.data()), Error);  // there is no stage 4
   std::remove(path.c_str());

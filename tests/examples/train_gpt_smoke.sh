@@ -81,6 +81,19 @@ echo '{"fp16": {"enabled": true, "initial_scale_power": 28, "hysteresis": 1}}' >
 head -n 1 "$work/overflow.jsonl" | grep -q '"grad_norm": null,.*"applied_steps": 0' ||
   { echo "the overflowed first step's metrics: $(head -n 1 "$work/overflow.jsonl")"; exit 1; }
 if grep -qiE '": -?(inf|nan)' "$work/overflow.jsonl"; then echo "inf or nan in the metrics' JSON"; exit 1; fi
+# A DeepSpeed scheduler from the config gives DeepSpeed's learning rates: its iteration starts at -1 and
+# advances only with an applied step (fp16's overflowed first steps leave it where it was).
+echo '{"fp16": {"enabled": true, "initial_scale_power": 23, "hysteresis": 1}, "scheduler": {"type": "WarmupLR",
+  "params": {"warmup_min_lr": 0, "warmup_max_lr": 0.001, "warmup_num_steps": 4, "warmup_type": "linear"}}}' \
+  > "$work/schedule.json"
+"${launch[@]}" "$bin" --config "$work/schedule.json" --steps 14 --layers 1 --heads 2 --embd 32 --ctx 32 \
+  --batch 8 --zero $zero --eval-every 0 --metrics "$work/schedule.jsonl" --out "$work/run" --sample 0 > /dev/null
+sed -E 's/.*"lr": ([0-9.e-]+),.*"applied_steps": ([0-9]+).*/\1 \2/' "$work/schedule.jsonl" | awk '
+  { i = before - 1; want = i < 0 ? 0 : (i < 4 ? i / 4 : 1) * 0.001
+    if ($1 - want > 1e-12 || want - $1 > 1e-12) { printf "step %d: lr %s, DeepSpeed %g\n", NR, $1, want; bad = 1 }
+    before = $2 }
+  END { if (before < 6 || before == 14) { printf "%d of 14 steps applied: want some of each\n", before; bad = 1 }
+        exit bad }' || { echo "the config's WarmupLR gave other learning rates than DeepSpeed"; exit 1; }
 # A DeepSpeed key that changes nothing here is said to at the start, not passed over in silence.
 echo '{"zero_optimization": {"sub_group_size": 1e9}, "train_micro_batch_size_per_gpu": "auto"}' > "$work/hf.json"
 "$bin" --config "$work/hf.json" --steps 1 --warmup 0 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 8 \

@@ -149,6 +149,48 @@ TEST(Schedule, WarmupThenCosineToTheFloor) {
   EXPECT_NEAR(s.lr(500), 0.1, 1e-12);
 }
 
+// DeepSpeed's three schedules, against values from a transcription of
+// deepspeed/runtime/lr_schedules.py (WarmupLR, WarmupDecayLR,
+// WarmupCosineLR): log and linear warmup, iteration -1 before the first
+// advance, W = max(2, warmup), the cosine clamped at its end.
+TEST(Schedule, DeepSpeedsSchedulesGiveDeepSpeedsLearningRates) {
+  using Kind = DeepSpeedSchedule::Kind;
+  DeepSpeedSchedule warmup{.kind = Kind::warmup, .min_lr = 0.01, .max_lr = 1.0, .warmup_steps = 10};
+  EXPECT_DOUBLE_EQ(warmup.lr(-1), 0.01);
+  EXPECT_DOUBLE_EQ(warmup.lr(0), 0.01);
+  EXPECT_NEAR(warmup.lr(1), 0.30801969570734133, 1e-15);  // 0.01 + 0.99 log 2 / log 10
+  EXPECT_NEAR(warmup.lr(5), 0.7803697378798071, 1e-15);
+  EXPECT_DOUBLE_EQ(warmup.lr(9), 1.0);
+  EXPECT_DOUBLE_EQ(warmup.lr(50), 1.0);
+  warmup.log_warmup = false;
+  EXPECT_NEAR(warmup.lr(1), 0.109, 1e-15);
+  EXPECT_NEAR(warmup.lr(9), 0.901, 1e-15);
+
+  const DeepSpeedSchedule decay{
+      .kind = Kind::warmup_decay, .min_lr = 0.0, .max_lr = 1.0, .warmup_steps = 10, .total_steps = 110};
+  EXPECT_DOUBLE_EQ(decay.lr(-1), 0.0);
+  EXPECT_NEAR(decay.lr(4), 0.6989700043360187, 1e-15);  // log 5 / log 10
+  EXPECT_DOUBLE_EQ(decay.lr(10), 1.0);
+  EXPECT_DOUBLE_EQ(decay.lr(60), 0.5);
+  EXPECT_DOUBLE_EQ(decay.lr(110), 0.0);
+  EXPECT_DOUBLE_EQ(decay.lr(200), 0.0);
+
+  DeepSpeedSchedule cosine{.kind = Kind::warmup_cosine, .max_lr = 2.0, .warmup_steps = 10, .total_steps = 110};
+  EXPECT_DOUBLE_EQ(cosine.lr(-1), 0.0);  // DeepSpeed's first step: lr 0
+  EXPECT_DOUBLE_EQ(cosine.lr(0), 0.0);   // log 1 = 0
+  EXPECT_NEAR(cosine.lr(3), 1.2041199826559246, 1e-15);
+  EXPECT_NEAR(cosine.lr(10), 1.999506609709695, 1e-15);
+  EXPECT_NEAR(cosine.lr(59), 1.0001, 1e-12);  // halfway: between 2 and the floor, 2 x 1e-4
+  EXPECT_NEAR(cosine.lr(110), 0.0002, 1e-15);
+  EXPECT_NEAR(cosine.lr(500), 0.0002, 1e-15);
+  cosine.log_warmup = false, cosine.warmup_min_ratio = 0.1, cosine.cos_min_ratio = 0.05;
+  EXPECT_NEAR(cosine.lr(0), 0.2, 1e-15);
+  EXPECT_NEAR(cosine.lr(3), 0.74, 1e-15);
+  EXPECT_NEAR(cosine.lr(59), 1.05, 1e-12);
+  EXPECT_NEAR(cosine.lr(60), 1.0201597788757781, 1e-12);
+  EXPECT_NEAR(cosine.lr(109), 0.1, 1e-15);
+}
+
 TEST(Clipping, ScalesTheGlobalNormDownOnly) {
   Variable a = parameter({0.0f, 0.0f}), b = parameter({0.0f});
   a.set_grad(Tensor::from_vector(std::vector<float>{3.0f, 0.0f}, {2}));
