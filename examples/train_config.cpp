@@ -188,8 +188,12 @@ void apply_train_config_text(const std::string& text, const std::string& origin,
   };
   r.fields(root, "", {
       {"train_batch_size", [&](const json& v, const std::string& p) { f.train_batch_size = r.integer(v, p); }},
-      {"train_micro_batch_size_per_gpu", [&](const json& v, const std::string& p) { f.batch = r.integer(v, p); }},
-      {"gradient_accumulation_steps", [&](const json& v, const std::string& p) { f.grad_accum = r.integer(v, p); }},
+      {"train_micro_batch_size_per_gpu", [&](const json& v, const std::string& p) {
+         f.batch = r.integer(v, p), f.batch_given = true;
+       }},
+      {"gradient_accumulation_steps", [&](const json& v, const std::string& p) {
+         f.grad_accum = r.integer(v, p), f.grad_accum_given = true;
+       }},
       {"gradient_clipping", [&](const json& v, const std::string& p) { f.clip = r.number(v, p); }},
       {"zero_optimization", [&](const json& v, const std::string& path) {
          r.fields(v, path, {

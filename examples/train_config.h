@@ -2,7 +2,7 @@
 // bring the config they know. Flags given on the command line override it.
 //
 //   {
-//     "train_batch_size": 32,                 // = micro batch x accumulation x ranks (checked)
+//     "train_batch_size": 32,                 // = micro batch x accumulation x ranks (given two, the third follows)
 //     "train_micro_batch_size_per_gpu": 16,   // --batch
 //     "gradient_accumulation_steps": 1,       // --grad-accum
 //     "gradient_clipping": 1.0,               // --clip

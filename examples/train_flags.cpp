@@ -173,6 +173,8 @@ TrainFlags parse_train_flags(int argc, char** argv) {
     }
     SG_CHECK(known, "unknown flag --", name, " (see --help)");
     min_lr_given |= name == "min-lr";
+    flags.batch_given |= name == "batch";
+    flags.grad_accum_given |= name == "grad-accum";
   }
   SG_CHECK(flags.ds_schedule.empty() || !min_lr_given, "--min-lr is the floor of train_gpt's own schedule; the ",
            "config's scheduler (", flags.ds_schedule, ") sets its own (DeepSpeed's params: warmup_min_lr, ",
@@ -180,6 +182,28 @@ TrainFlags parse_train_flags(int argc, char** argv) {
   if (flags.data.empty()) flags.data = default_data_path();
   check_ranges(flags);
   return flags;
+}
+
+void resolve_batch_sizes(TrainFlags& f, int ranks) {
+  const int64_t total = f.train_batch_size, W = ranks;
+  if (total == 0) return;
+  SG_CHECK(total > 0, "train_batch_size ", total, " in the config must be at least 1");
+  auto share = [&](int64_t per, const char* derived, const char* from) {
+    SG_CHECK(total % (per * W) == 0, "train_batch_size ", total, " in the config is not a multiple of ", from, " (",
+             per, ") x ranks (", W, "), so ", derived, " cannot follow from it; fix one of them");
+    return total / (per * W);
+  };
+  if (f.batch_given && !f.grad_accum_given) {
+    f.grad_accum = share(f.batch, "gradient_accumulation_steps", "train_micro_batch_size_per_gpu (--batch)");
+  } else if (f.grad_accum_given && !f.batch_given) {
+    f.batch = share(f.grad_accum, "train_micro_batch_size_per_gpu", "gradient_accumulation_steps (--grad-accum)");
+  } else if (!f.batch_given && !f.grad_accum_given) {
+    f.grad_accum = 1;
+    f.batch = share(1, "train_micro_batch_size_per_gpu", "gradient_accumulation_steps (1)");
+  }
+  SG_CHECK(total == f.batch * f.grad_accum * W, "train_batch_size ", total,
+           " in the config is not train_micro_batch_size_per_gpu (", f.batch, ") x gradient_accumulation_steps (",
+           f.grad_accum, ") x ranks (", W, ") = ", f.batch * f.grad_accum * W, "; fix one of them");
 }
 
 }  // namespace sg

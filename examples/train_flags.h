@@ -33,7 +33,8 @@ struct TrainFlags {
   std::string resume;           // a checkpoint, or a --save directory (its newest)
   std::string export_path;      // a consolidated GPT-2-style safetensors file written at the end
   std::string init_from;        // start from such a file's weights
-  int64_t train_batch_size = 0; // from the config: must equal batch x grad_accum x ranks (0: unchecked)
+  int64_t train_batch_size = 0; // from the config: batch x grad_accum x ranks (0: not given)
+  bool batch_given = false, grad_accum_given = false;  // by the config or a flag: resolve_batch_sizes derives the other
   // The config's scheduler, DeepSpeed's (optim/schedule.h): empty for the
   // flags' own warmup and cosine (nanoGPT's). --lr is WarmupCosineLR's peak,
   // and WarmupLR's and WarmupDecayLR's when warmup_max_lr is "auto".
@@ -58,5 +59,12 @@ struct TrainFlags {
 // flag, which overrides it. Throws sg::Error naming a bad flag or value.
 // --help prints the table and sets help.
 TrainFlags parse_train_flags(int argc, char** argv);
+
+// DeepSpeed's rule for the config's three batch sizes, once the number of
+// ranks is known: train_batch_size = micro-batch x accumulation x ranks;
+// given two, the third follows (it must divide evenly); given
+// train_batch_size alone, the accumulation is 1; all three must agree.
+// Throws, naming the keys, when they cannot.
+void resolve_batch_sizes(TrainFlags& flags, int ranks);
 
 }  // namespace sg

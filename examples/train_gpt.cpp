@@ -154,7 +154,7 @@ std::string peak_bytes_json(Communicator& comm, Device device) {
   return out.str() + "]";
 }
 
-int run(const TrainFlags& flags) {
+int run(TrainFlags flags) {
   Communicator& comm = world();  // mpirun: one rank per process; otherwise a world of one
   if (flags.threads > 0) omp_set_num_threads(flags.threads);  // after world(), which shares the node's cores
   const bool lead = comm.rank() == 0;  // rank 0 prints, writes metrics and samples
@@ -178,10 +178,7 @@ int run(const TrainFlags& flags) {
   }
   if (lead) check_writable_directory("out", flags.out, probe_tag);
   if (lead && !flags.export_path.empty()) check_writable_file_path("export", flags.export_path, probe_tag);
-  SG_CHECK(flags.train_batch_size == 0 || flags.train_batch_size == flags.batch * flags.grad_accum * W,
-           "train_batch_size ", flags.train_batch_size, " in the config is not train_micro_batch_size_per_gpu (",
-           flags.batch, ") x gradient_accumulation_steps (", flags.grad_accum, ") x ranks (", W, ") = ",
-           flags.batch * flags.grad_accum * W, "; fix one of them");
+  resolve_batch_sizes(flags, W);  // the config's train_batch_size, DeepSpeed's way
   const std::string text = read_text_file(flags.data, "data");
   // --init-from: the architecture and tokenizer come from the file.
   std::optional<GptFile> init;

@@ -201,6 +201,48 @@ TEST(TrainConfig, HuggingFaceZeroConfigsAreRead) {
   EXPECT_NE(e.find("a factor other than 1 is not built"), std::string::npos) << e;
 }
 
+// DeepSpeed's batch-size rule: given two of the three, the third follows.
+TEST(TrainConfig, BatchSizesFollowDeepSpeedsRule) {
+  auto resolved = [](const std::string& config, int ranks) {
+    TrainFlags f;
+    apply_train_config_text(config, "test.json", f);
+    resolve_batch_sizes(f, ranks);
+    return std::pair<int64_t, int64_t>{f.batch, f.grad_accum};
+  };
+  using P = std::pair<int64_t, int64_t>;
+  EXPECT_EQ(resolved(R"({"train_batch_size": 32, "train_micro_batch_size_per_gpu": 8})", 2), P(8, 2));
+  EXPECT_EQ(resolved(R"({"train_batch_size": 32, "gradient_accumulation_steps": 4})", 2), P(4, 4));
+  EXPECT_EQ(resolved(R"({"train_batch_size": 32})", 4), P(8, 1));
+  EXPECT_EQ(resolved(R"({"train_batch_size": 24, "train_micro_batch_size_per_gpu": 4,
+                         "gradient_accumulation_steps": 3})", 2), P(4, 3));
+  EXPECT_EQ(resolved(R"({"train_micro_batch_size_per_gpu": 4})", 3), P(4, 1));  // no total: nothing to derive
+  auto error_of_resolve = [&](const std::string& config, int ranks) -> std::string {
+    try {
+      resolved(config, ranks);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  std::string e = error_of_resolve(R"({"train_batch_size": 30, "train_micro_batch_size_per_gpu": 8})", 1);
+  EXPECT_NE(e.find("train_batch_size 30 in the config is not a multiple of train_micro_batch_size_per_gpu"),
+            std::string::npos) << e;
+  e = error_of_resolve(R"({"train_batch_size": 7, "train_micro_batch_size_per_gpu": 2,
+                           "gradient_accumulation_steps": 1})", 1);
+  EXPECT_NE(e.find("is not train_micro_batch_size_per_gpu (2) x gradient_accumulation_steps (1) x ranks (1) = 2"),
+            std::string::npos) << e;
+  // A flag counts as given: --batch 4 with train_batch_size 16 on 2 ranks accumulates 2.
+  std::string path = ::testing::TempDir() + "/train_batch.json";
+  std::ofstream(path) << R"({"train_batch_size": 16})";
+  std::vector<std::string> args = {"train_gpt", "--config", path, "--batch", "4"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  TrainFlags f = parse_train_flags(int(argv.size()), argv.data());
+  resolve_batch_sizes(f, 2);
+  EXPECT_EQ(f.grad_accum, 2);
+  std::remove(path.c_str());
+}
+
 TEST(TrainConfig, UnknownKeysAndWrongTypesNameTheirPath) {
   std::string e = error_of(R"({"zero_optimization": {"stgae": 2}})");
   EXPECT_NE(e.find("unknown key 'zero_optimization.stgae'"), std::string::npos) << e;
