@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
       std::string flag = argv[i];
       if (flag == "--help") {
         std::printf("usage: %s [--layers N] [--embd C] [--heads NH] [--vocab V] [--ctx T] [--ranks N] [--stage 0-3] "
-                    "[--dtype f32|bf16] [--memory-gb G] [--batch B] [--checkpoint-activations 0|1] [--device cuda|cpu]\n",
+                    "[--dtype f32|bf16|fp16] [--memory-gb G] [--batch B] [--checkpoint-activations 0|1] [--device cuda|cpu]\n",
                     argv[0]);
         return 0;
       }
@@ -59,15 +59,16 @@ int main(int argc, char** argv) {
       else if (flag == "--device") device = value;
       else SG_FAIL("unknown flag ", flag, " (see --help)");
     }
-    SG_CHECK(dtype == "f32" || dtype == "bf16", "--dtype must be f32 or bf16, got ", dtype);
+    SG_CHECK(dtype == "f32" || dtype == "bf16" || dtype == "fp16", "--dtype must be f32, bf16 or fp16, got ", dtype);
     SG_CHECK(memory_gb >= 0 && memory_gb <= 1e9, "--memory-gb must be a number of GiB up to 1e9 (0: skip), got ",
              memory_gb);
     SG_CHECK(batch >= 0, "--batch must be a number of sequences (0: model states only), got ", batch);
     SG_CHECK(checkpointed == 0 || checkpointed == 1, "--checkpoint-activations is 0 or 1, got ", checkpointed);
     SG_CHECK(device == "cuda" || device == "cpu", "--device must be cuda or cpu, got ", device);
-    SG_CHECK(!(batch > 0 && device == "cpu" && dtype == "bf16"), "--batch with --dtype bf16 needs --device cuda: ",
+    SG_CHECK(!(batch > 0 && device == "cpu" && dtype != "f32"), "--batch with a 16-bit --dtype needs --device cuda: ",
              "a CPU's bf16 kernels compute through f32 copies (a testing path), whose activations are not estimated");
-    sg::DType type = dtype == "bf16" ? sg::DType::bf16 : sg::DType::f32;
+    // fp16's model states take bf16's bytes (the loss scaler's are a few scalars).
+    sg::DType type = dtype == "f32" ? sg::DType::f32 : sg::DType::bf16;
     const sg::ActivationOptions activations{
         .batch = std::max<int64_t>(batch, 1), .dtype = type, .cuda = device == "cuda", .checkpointed = checkpointed == 1,
         .stage = stage};
