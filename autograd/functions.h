@@ -71,6 +71,12 @@ Variable cross_entropy(const Variable& logits, const Tensor& targets);
 // node owns the logits and backward writes dlogits over them (one (N, V)
 // buffer instead of two). GPT's loss uses it.
 Variable linear_cross_entropy(const Variable& x, const Variable& weight, const Tensor& targets);
+// The same loss with the logits made chunk_rows rows at a time, never all at
+// once (autograd/chunked_loss.cpp): each chunk's gradient goes into dx and
+// dW as soon as its losses are known, and backward only scales those by
+// dloss / n. chunk_rows <= 0, or at least the rows there are: the above.
+Variable chunked_linear_cross_entropy(const Variable& x, const Variable& weight, const Tensor& targets,
+                                      int64_t chunk_rows);
 
 Variable sum(const Variable& x);   // 0-d
 Variable mean(const Variable& x);  // 0-d

@@ -5,6 +5,7 @@
 //   build/bin/bench_gpt --device cuda --dtype bf16                 # GPT-2 124M, T 1024, batch 8
 //   build/bin/bench_gpt --device cpu --layers 2 --embd 64 --heads 2 --vocab 65 --ctx 64 --batch 4
 //   build/bin/bench_gpt --variants "wgmma:SG_FLASH_WGMMA=1 fused_dq:SG_FLASH_FUSED_DQ=1" --rounds 3
+//   build/bin/bench_gpt --batch 32 --loss-chunk 8192    # the LM head and loss 8192 tokens at a time
 //
 // FLOPs per token: 6 N + 6 L C T (N parameters); MFU against --peak-tflops
 // (989: an H100's dense bf16). Each step ends by reading the loss, which
@@ -46,6 +47,7 @@ struct Bench {
   DType dtype = DType::f32;  // what the model computes in (f32 masters and moments)
   GptConfig cfg;
   int64_t B = 0, T = 0;
+  int64_t loss_chunk = 0;  // --loss-chunk: the LM head and loss this many tokens at a time (0: all)
   std::unique_ptr<Gpt> model;
   std::unique_ptr<ZeroOptimizer> zero;
   std::vector<Batch> batches;
@@ -74,6 +76,9 @@ Bench make_bench(std::map<std::string, std::string>& a) {
   std::optional<ParametersOn> on(std::in_place, bench.device);
   bench.model = std::make_unique<Gpt>(cfg);
   on.reset();
+  bench.loss_chunk = int_arg(a, "loss-chunk");
+  SG_CHECK(bench.loss_chunk >= 0, "--loss-chunk must be >= 0 tokens (0: all at once), got ", bench.loss_chunk);
+  bench.model->loss_chunk_rows(bench.loss_chunk);
   bench.zero = std::make_unique<ZeroOptimizer>(
       zero_parameters(*bench.model, cfg.seed), world(),
       ZeroOptions{.stage = 0, .adam = {.lr = 3e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8}, .weight_decay = 0.1,
@@ -173,7 +178,9 @@ int run_single(Bench& bench, std::map<std::string, std::string>& a) {
   std::string estimate = "null";
   const bool cuda = bench.device.is_cuda();
   if (bench.dtype == DType::f32 || cuda) {
-    const int64_t bytes = estimate_activations(bench.cfg, {.batch = bench.B, .dtype = bench.dtype, .cuda = cuda}).peak +
+    const ActivationOptions options{
+        .batch = bench.B, .dtype = bench.dtype, .cuda = cuda, .loss_chunk_rows = bench.loss_chunk};
+    const int64_t bytes = estimate_activations(bench.cfg, options).peak +
                           3 * 2 * bench.B * bench.T * 4 + (cuda ? 4 : 0);
     estimate = std::to_string(bytes);
   }
@@ -294,7 +301,7 @@ int run(int argc, char** argv) {
                                           {"embd", "768"},    {"vocab", "50304"}, {"ctx", "1024"},  {"batch", "8"},
                                           {"warmup", "2"},    {"steps", "5"},     {"peak-tflops", "989"},
                                           {"profile-last", "0"}, {"variants", ""}, {"rounds", "3"},
-                                          {"tolerance", "0.1"}};
+                                          {"tolerance", "0.1"}, {"loss-chunk", "0"}};
   for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
     SG_CHECK(flag.rfind("--", 0) == 0 && a.count(flag.substr(2)) && i + 1 < argc, "unknown flag or missing value: ",

@@ -47,6 +47,8 @@ std::vector<Flag> flag_table(TrainFlags& f) {
       integer("grad-accum", "micro-batches per optimizer step", f.grad_accum),
       integer("checkpoint-activations", "1: keep only the blocks' inputs, run each block again in backward",
               f.checkpoint_activations),
+      integer("loss-chunk", "tokens per chunk of the LM head and loss (0: all at once; the logits never all in "
+              "memory otherwise)", f.loss_chunk),
       integer("steps", "optimizer steps", f.steps),
       number("lr", "peak learning rate (after warmup)", f.lr),
       number("min-lr", "learning rate at the end of the cosine decay", f.min_lr),
@@ -123,6 +125,7 @@ void check_ranges(const TrainFlags& f) {
   SG_CHECK(f.save_every >= 0, "--save-every must be >= 0 (0: only at the end), got ", f.save_every);
   SG_CHECK(f.checkpoint_activations == 0 || f.checkpoint_activations == 1, "--checkpoint-activations is 0 or 1, got ",
            f.checkpoint_activations);
+  SG_CHECK(f.loss_chunk >= 0, "--loss-chunk must be >= 0 (0: the whole micro-batch at once), got ", f.loss_chunk);
   positive("keep", f.keep);
   SG_CHECK(f.dtype == "f32" || f.dtype == "bf16" || f.dtype == "fp16", "--dtype ", f.dtype, ": use f32, bf16 or fp16");
   SG_CHECK(f.device == "cpu" || f.device == "cuda", "--device ", f.device, ": use cpu or cuda");

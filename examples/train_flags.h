@@ -47,6 +47,7 @@ struct TrainFlags {
   int64_t reduce_bucket = 0, allgather_bucket = 0, prefetch_bucket = 0, persistence_threshold = 0;
   bool overlap_comm = true;
   int64_t checkpoint_activations = 0;  // 1: each block runs again in backward (autograd/checkpoint.h)
+  int64_t loss_chunk = 0;              // tokens per chunk of the LM head and loss (autograd/chunked_loss.cpp); 0: all
   std::string device = "cpu";   // cpu or cuda (each rank its GPU: local rank % GPUs)
   std::string dtype = "f32";    // f32, bf16 or fp16 (mixed precision: f32 masters; optim/zero.h)
   std::string reduce_dtype;     // gradients reduced in: f32, bf16 or fp16 (empty: the dtype's)

@@ -129,7 +129,8 @@ std::optional<ActivationEstimate> predicted_activations(const GptConfig& cfg, co
                                                         DType dtype) {
   if (dtype != DType::f32 && !device.is_cuda()) return std::nullopt;
   return estimate_activations(cfg, {.batch = flags.batch, .dtype = dtype, .cuda = device.is_cuda(),
-                                    .checkpointed = flags.checkpoint_activations == 1, .stage = int(flags.zero)});
+                                    .checkpointed = flags.checkpoint_activations == 1, .stage = int(flags.zero),
+                .loss_chunk_rows = flags.loss_chunk});
 }
 
 // Each rank's peak bytes per category since the last reset, as JSON:
@@ -220,6 +221,7 @@ int run(TrainFlags flags) {
   on_device.reset();
   deferred.reset();
   model.checkpoint_activations(flags.checkpoint_activations == 1);
+  model.loss_chunk_rows(flags.loss_chunk);
 
   // Weight decay only on the matrices of linear maps (ParamInit::decays).
   // ZeRO packs the parameters into groups and averages gradients over ranks.
@@ -326,6 +328,9 @@ int run(TrainFlags flags) {
                 (long long)flags.steps, W, (long long)flags.grad_accum, (long long)flags.batch, (long long)flags.ctx,
                 (long long)flags.zero, flags.dtype == "f32" ? "f32" : (flags.dtype + " with f32 masters").c_str(),
                 omp_get_max_threads(), flags.checkpoint_activations ? ", blocks checkpointed" : "");
+    if (flags.loss_chunk > 0) {
+      std::printf("train_gpt: the LM head and loss %lld tokens at a time\n", (long long)flags.loss_chunk);
+    }
     if (ds_schedule) {
       std::printf("train_gpt: learning rate: the config's %s, as DeepSpeed computes it (%s warmup over %lld steps; "
                   "optim/schedule.h)\n", flags.ds_schedule.c_str(), flags.ds_log_warmup ? "log" : "linear",

@@ -66,6 +66,7 @@ Variable Gpt::operator()(const Tensor& idx) const {
 // writes dlogits over them (autograd's linear_cross_entropy): for GPT-2 at
 // T 1024, batch 8, one (8192, 50304) buffer instead of two.
 Variable Gpt::loss(const Tensor& idx, const Tensor& targets) const {
+  if (loss_chunk_rows_ > 0) return chunked_linear_cross_entropy(hidden(idx), wte_.weight(), targets, loss_chunk_rows_);
   return linear_cross_entropy(hidden(idx), wte_.weight(), targets);
 }
 

@@ -104,10 +104,15 @@ class Gpt : public Module {
   // to the bit. A training choice, not part of the architecture (no file
   // records it).
   void checkpoint_activations(bool on) { checkpoint_blocks_ = on; }
+  // loss() with the LM head and loss `rows` tokens at a time
+  // (autograd/chunked_loss.cpp): the (tokens, vocabulary) logits are never
+  // all in memory. 0: all at once. A training choice too.
+  void loss_chunk_rows(int64_t rows) { loss_chunk_rows_ = rows; }
 
  private:
   GptConfig cfg_;
   bool checkpoint_blocks_ = false;
+  int64_t loss_chunk_rows_ = 0;
   mutable Tensor positions_;  // (B, T) position ids of the last call, reused while B, T and device match
   Embedding wte_, wpe_;
   std::vector<Block> h_;

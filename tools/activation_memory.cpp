@@ -66,8 +66,13 @@ ActivationEstimate estimate_activations(const GptConfig& cfg, const ActivationOp
   e.per_block = o.checkpointed ? 2 * MC * s : block;
   // ln_f's sum, output and statistics, the logits, then the loss and the
   // count of its rows (f32 scalars); without CUDA's fused loss, each row's
-  // log-sum-exp too.
-  e.head = 2 * MC * s + 2 * M * kStat + M * V * s + (o.cuda ? 0 : M * kStat) + 2 * kStat;
+  // log-sum-exp too. Chunked (autograd/chunked_loss.cpp): ln_f's sum and
+  // statistics, dx (M C) and dW's f32 sums (V C) instead of the output and
+  // the logits.
+  const int64_t VC = V * C, chunk = std::min(o.loss_chunk_rows, M);
+  const bool chunked = chunk > 0 && chunk < M;
+  e.head = chunked ? 2 * MC * s + 2 * M * kStat + VC * kStat + 2 * kStat
+                   : 2 * MC * s + 2 * M * kStat + M * V * s + (o.cuda ? 0 : M * kStat) + 2 * kStat;
   e.inputs = 3 * M * 4;
   e.kept = e.inputs + L * e.per_block + e.head;
 
@@ -75,7 +80,7 @@ ActivationEstimate estimate_activations(const GptConfig& cfg, const ActivationOp
   // reduced: the tied head's (V C) waits for the token embedding's, and the
   // MLP's weights and biases (8 C^2 + 5 C) are live in its backward.
   const bool temporaries = o.stage >= 2;
-  const int64_t tied_gradient = temporaries ? V * C * s : 0;
+  const int64_t tied_gradient = temporaries ? VC * s : 0;
   // The MLP's backward, in autograd's mlp() order: da = dy W2 (4 M C), dh
   // (4 M C), dx = dh W1 (M C), all live at its end with every gradient of
   // its parameters (8 C^2 + 5 C, from stage 2). On CUDA, dh and fc's bias
@@ -89,7 +94,17 @@ ActivationEstimate estimate_activations(const GptConfig& cfg, const ActivationOp
     mlp_transient = std::max(mlp_transient, 8 * MC * s + sums + (temporaries ? (4 * C * C + 5 * C) * s : 0));
   }
   // Backward's seed, d loss / d loss = 1, is an f32 scalar beside them.
-  const int64_t head_moment = e.kept + kStat + (o.cuda ? 3 : 1) * MC * s + tied_gradient;
+  // Chunked, the head's backward scales dx and dW's sums into new tensors
+  // (and from stage 2 rounds dW to s bytes).
+  const int64_t head_moment =
+      chunked ? e.kept + kStat + MC * s + VC * kStat + (temporaries && s != kStat ? VC * s : 0)
+              : e.kept + kStat + (o.cuda ? 3 : 1) * MC * s + tied_gradient;
+  // Chunked, a moment of the forward can be the largest: the blocks' and
+  // ln_f's tensors (its output too), the rows' losses, dx, dW's sums, and a
+  // chunk's logits (now its gradient), losses and dx.
+  const int64_t forward_moment = chunked ? e.kept - e.head + 2 * MC * s + 2 * M * kStat + M * kStat + MC * s +
+                                               VC * kStat + chunk * (V * s + kStat + C * s)
+                                         : 0;
   // The head's tensors are gone but for the loss (its caller holds it); the
   // residual stream's gradient (M C) is the MLP's dy. Checkpointed, the
   // last block has run again: its tensors and its MLP's output (M C) are
@@ -102,10 +117,10 @@ ActivationEstimate estimate_activations(const GptConfig& cfg, const ActivationOp
   // batch, the loss, the seed and dy (M C) are left by then.
   int64_t embedding_moment = 0;
   if (temporaries) {
-    const int64_t VC = V * C, table = VC * kStat + (s == kStat ? 0 : VC * s);
+    const int64_t table = VC * kStat + (s == kStat ? 0 : VC * s);
     embedding_moment = e.inputs + 2 * kStat + MC * s + VC * s + std::max(table, 2 * VC * s);
   }
-  e.peak = std::max({head_moment, block_moment, embedding_moment});
+  e.peak = std::max({head_moment, block_moment, embedding_moment, forward_moment});
   return e;
 }
 

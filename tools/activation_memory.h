@@ -44,6 +44,7 @@ struct ActivationOptions {
   bool cuda = false;          // CUDA's forms: fused attention and loss (its defaults)
   bool checkpointed = false;  // Gpt::checkpoint_activations
   int stage = 0;              // ZeRO stage: from 2 on, parameter gradients are temporaries
+  int64_t loss_chunk_rows = 0;  // Gpt::loss_chunk_rows (autograd/chunked_loss.cpp); 0: the whole head
 };
 
 struct ActivationEstimate {

@@ -3,7 +3,7 @@
 //
 //   build/bin/zero_memory --layers 12 --embd 768 --heads 12 --vocab 50304 --ctx 1024 --ranks 8 --stage 2 --dtype bf16
 //   build/bin/zero_memory ... --memory-gb 80      # also: the most layers that fit in 80 GB per rank
-//   build/bin/zero_memory ... --batch 8 [--checkpoint-activations 1] [--device cuda|cpu]
+//   build/bin/zero_memory ... --batch 8 [--checkpoint-activations 1] [--loss-chunk N] [--device cuda|cpu]
 //                                                # and a micro-batch's activations (tools/activation_memory.h):
 //                                                # with --memory-gb, the largest micro-batch that fits
 //
@@ -32,13 +32,14 @@ int main(int argc, char** argv) {
     int ranks = 1, stage = 0;
     std::string dtype = "f32";
     double memory_gb = 0;
-    int64_t batch = 0, checkpointed = 0;
+    int64_t batch = 0, checkpointed = 0, loss_chunk = 0;
     std::string device = "cuda";
     for (int i = 1; i < argc; ++i) {
       std::string flag = argv[i];
       if (flag == "--help") {
         std::printf("usage: %s [--layers N] [--embd C] [--heads NH] [--vocab V] [--ctx T] [--ranks N] [--stage 0-3] "
-                    "[--dtype f32|bf16|fp16] [--memory-gb G] [--batch B] [--checkpoint-activations 0|1] [--device cuda|cpu]\n",
+                    "[--dtype f32|bf16|fp16] [--memory-gb G] [--batch B] [--checkpoint-activations 0|1] [--loss-chunk N] "
+                    "[--device cuda|cpu]\n",
                     argv[0]);
         return 0;
       }
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
       else if (flag == "--memory-gb") memory_gb = sg::parse_number_flag(name, value);
       else if (flag == "--batch") batch = sg::parse_int_flag(name, value);
       else if (flag == "--checkpoint-activations") checkpointed = sg::parse_int_flag(name, value);
+      else if (flag == "--loss-chunk") loss_chunk = sg::parse_int_flag(name, value);
       else if (flag == "--device") device = value;
       else SG_FAIL("unknown flag ", flag, " (see --help)");
     }
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
              memory_gb);
     SG_CHECK(batch >= 0, "--batch must be a number of sequences (0: model states only), got ", batch);
     SG_CHECK(checkpointed == 0 || checkpointed == 1, "--checkpoint-activations is 0 or 1, got ", checkpointed);
+    SG_CHECK(loss_chunk >= 0, "--loss-chunk must be >= 0 tokens (0: the whole micro-batch at once), got ", loss_chunk);
     SG_CHECK(device == "cuda" || device == "cpu", "--device must be cuda or cpu, got ", device);
     SG_CHECK(!(batch > 0 && device == "cpu" && dtype != "f32"), "--batch with a 16-bit --dtype needs --device cuda: ",
              "a CPU's bf16 kernels compute through f32 copies (a testing path), whose activations are not estimated");
@@ -71,7 +74,7 @@ int main(int argc, char** argv) {
     sg::DType type = dtype == "f32" ? sg::DType::f32 : sg::DType::bf16;
     const sg::ActivationOptions activations{
         .batch = std::max<int64_t>(batch, 1), .dtype = type, .cuda = device == "cuda", .checkpointed = checkpointed == 1,
-        .stage = stage};
+        .stage = stage, .loss_chunk_rows = loss_chunk};
     sg::ZeroMemoryEstimate e = sg::estimate_zero_memory(cfg, ranks, stage, type);
     std::optional<sg::ActivationEstimate> a;  // both estimates before any line is printed
     if (batch > 0) a = sg::estimate_activations(cfg, activations);
@@ -87,9 +90,9 @@ int main(int argc, char** argv) {
       std::printf("  total             %10.3f GiB (model states; --batch B adds a micro-batch's activations)\n",
                   gib(e.total()));
     } else {
-      std::printf("activations of a micro-batch of %lld x %lld tokens on %s%s (attention: %s):\n", (long long)batch,
-                  (long long)cfg.block_size, device.c_str(), checkpointed ? ", blocks checkpointed" : "",
-                  a->attention.c_str());
+      std::printf("activations of a micro-batch of %lld x %lld tokens on %s%s%s (attention: %s):\n",
+                  (long long)batch, (long long)cfg.block_size, device.c_str(), checkpointed ? ", blocks checkpointed" : "",
+                  loss_chunk > 0 ? ", the loss in chunks" : "", a->attention.c_str());
       std::printf("  kept for backward %10.3f GiB (%.3f GiB a block, %.3f GiB the head and loss)\n", gib(a->kept),
                   gib(a->per_block), gib(a->head));
       std::printf("  peak in a step    %10.3f GiB\n", gib(a->peak));

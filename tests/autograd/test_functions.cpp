@@ -175,6 +175,51 @@ TEST(AutogradFunctions, LinearCrossEntropy) {
                   {randn64({2, 3, 4}, "x"), randn64({5, 4}, "w")});
 }
 
+// Two chunks of 4 and 2 rows, an ignored target in the first.
+TEST(AutogradFunctions, ChunkedLinearCrossEntropy) {
+  Tensor targets = Tensor::from_vector(std::vector<int64_t>{1, -1, 4, 0, 2, 3}, {2, 3});
+  check_gradients([&](auto& v) { return chunked_linear_cross_entropy(v[0], v[1], targets, 4); },
+                  {randn64({2, 3, 4}, "x"), randn64({5, 4}, "w")});
+}
+
+// The chunked head gives the whole head's loss and gradients (to rounding:
+// its 1/n comes after the products) and never holds more than a chunk of
+// logits: its forward's peak and what it keeps for backward are a fraction
+// of the (N, V) logits the whole head keeps. A second backward through a
+// retained graph gives the same gradients again.
+TEST(AutogradFunctions, ChunkedLinearCrossEntropyHoldsAChunkOfLogits) {
+  const int64_t N = 64, C = 8, V = 1000, chunk = 16;
+  Tensor x0 = randn64({N, C}, "x").to(DType::f32), w0 = randn64({V, C}, "w").to(DType::f32);
+  std::vector<int32_t> labels(static_cast<size_t>(N));
+  for (size_t i = 0; i < labels.size(); ++i) labels[i] = i % 9 == 4 ? -1 : int32_t((i * 37) % V);
+  Tensor targets = Tensor::from_vector(labels, {N});
+  const int64_t logits_bytes = N * V * 4;
+  auto live = [] { return memory_stats(Device::cpu())[MemoryCategory::activation].live; };
+  auto run = [&](int64_t rows, int64_t* forward_peak, int64_t* kept) {
+    Variable x(x0.clone(), true), w(w0.clone(), true);
+    const int64_t before = live();
+    reset_peak_memory(Device::cpu());
+    Variable loss = chunked_linear_cross_entropy(x, w, targets, rows);
+    *forward_peak = memory_stats(Device::cpu())[MemoryCategory::activation].peak - before;
+    *kept = live() - before;
+    loss.backward(/*retain_graph=*/true);
+    std::vector<std::vector<float>> result{{float(loss.data().item())}, x.grad().to_vector<float>(),
+                                           w.grad().to_vector<float>()};
+    x.zero_grad(), w.zero_grad();
+    loss.backward();
+    EXPECT_EQ(x.grad().to_vector<float>(), result[1]) << "a second backward through the retained graph";
+    return result;
+  };
+  int64_t whole_peak = 0, whole_kept = 0, chunked_peak = 0, chunked_kept = 0;
+  const auto whole = run(0, &whole_peak, &whole_kept), chunked = run(chunk, &chunked_peak, &chunked_kept);
+  EXPECT_NEAR(chunked[0][0], whole[0][0], 1e-6);
+  for (size_t i = 1; i < 3; ++i) EXPECT_TRUE(test::all_close(chunked[i], whole[i], 1e-5, 1e-7)) << "gradient " << i;
+  EXPECT_GE(whole_kept, logits_bytes);
+  EXPECT_LT(chunked_kept, logits_bytes / 4) << "dx (N, C) and dW's (V, C) sums, not the logits";
+  EXPECT_LT(chunked_peak, logits_bytes / 2) << "a chunk of logits at a time";
+  EXPECT_THROW(chunked_linear_cross_entropy(Variable(x0), Variable(w0), targets.slice(0, 0, 8), chunk), Error);
+}
+
 // The fused head gives cross_entropy(linear(x, w))'s loss and gradients, bit
 // for bit, and its backward writes dlogits over the logits it owns: the
 // unfused backward holds a second (N, V) buffer at its peak, the fused one

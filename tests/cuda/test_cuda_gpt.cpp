@@ -168,5 +168,40 @@ TEST_F(GptOnCuda, LinearCrossEntropyWritesItsGradientInTheForward) {
   }
 }
 
+// The chunked head (autograd/chunked_loss.cpp) on CUDA: the loss and
+// gradients of the CPU's whole head (an ignored row, a dloss other than 1),
+// its forward holding a chunk of logits at a time.
+TEST_F(GptOnCuda, ChunkedLinearCrossEntropyMatchesTheCpu) {
+  const int64_t N = 64, C = 16, V = 1000, chunk = 16;
+  const Tensor x0 = test::random_tensor({N, C}, "x"), w0 = test::random_tensor({V, C}, "w");
+  std::vector<int32_t> target_values;
+  for (int64_t n = 0; n < N; ++n) target_values.push_back(int32_t((n * 37) % V));
+  target_values[30] = -1;
+  const Tensor targets = Tensor::from_vector(target_values, {N});
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    auto run = [&](Device device, int64_t rows, int64_t* forward_peak) {
+      Variable x(x0.to(dtype).to(device), true), w(w0.to(dtype).to(device), true);
+      const int64_t before = memory_stats(device)[MemoryCategory::activation].live;
+      reset_peak_memory(device);
+      Variable loss = chunked_linear_cross_entropy(x, w, targets.to(device), rows);
+      *forward_peak = memory_stats(device)[MemoryCategory::activation].peak - before;
+      loss.backward(Tensor::full({}, 0.75).to(device));
+      return std::vector<std::vector<float>>{{float(loss.data().item())}, x.grad().to_vector<float>(),
+                                             w.grad().to_vector<float>()};
+    };
+    int64_t cpu_peak = 0, gpu_peak = 0;
+    const auto cpu = run(Device::cpu(), 0, &cpu_peak), gpu = run(Device::cuda(), chunk, &gpu_peak);
+    const double tolerance = dtype == DType::f32 ? 1e-5 : 2e-2;
+    for (size_t i = 0; i < 3; ++i) {
+      double scale = 0;
+      for (float g : cpu[i]) scale = std::max(scale, double(std::abs(g)));
+      EXPECT_TRUE(all_close(gpu[i], cpu[i], tolerance, tolerance * scale)) << "output " << i;
+    }
+    // A quarter of the logits, dx and dW's f32 sums, against all the logits.
+    EXPECT_LT(gpu_peak, N * V * int64_t(dtype_size(dtype))) << "a chunk of the logits at a time";
+  }
+}
+
 }  // namespace
 }  // namespace sg

@@ -76,12 +76,42 @@ TEST_P(ZeroEquivalenceWithCheckpointedBlocks, SameLossesAndParametersAsOneProces
 INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalenceWithCheckpointedBlocks, ::testing::Values(0, 1, 2, 3),
                          [](const auto& info) { return "stage" + std::to_string(info.param); });
 
+// The same with the LM head and its loss 5 rows at a time (uneven chunks on
+// every world size; autograd/chunked_loss.cpp): its gradients are made in
+// the forward and only scaled in backward, so at stage 3 the tied embedding
+// is not gathered again for the head's backward. The same run, to the CPU
+// tolerance (the loss's 1/n comes after the products there).
+class ZeroEquivalenceWithChunkedLoss : public ZeroEquivalence {};
+
+TEST_P(ZeroEquivalenceWithChunkedLoss, SameLossesAndParametersAsOneProcess) {
+  ZeroTrainer trainer(GetParam(), /*born_partitioned=*/GetParam() == 3, {}, Device::cpu());
+  trainer.model.loss_chunk_rows(5);
+  TrainingRun run;
+  run.losses = trainer.train(0, kSteps);
+  run.params = trainer.parameters();
+  check(run, reference(), GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, ZeroEquivalenceWithChunkedLoss, ::testing::Values(0, 1, 2, 3),
+                         [](const auto& info) { return "stage" + std::to_string(info.param); });
+
 // On CUDA tensors at stage 3 alone (the stage with the most moving parts:
 // gathers again for the second forward, reductions from the inner backward),
 // which the emulator runs at 1, 2 and 4 ranks on every CI pass.
 TEST(ZeroStage3, CheckpointedBlocksOnCudaTrainLikeOneCpuProcess) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible; scripts/gpu_check.sh runs this on one";
   ZeroEquivalence::check(checkpointed_zero_run(3, local_cuda_device()), reference(), 3, 1e-4);
+}
+
+// The chunked loss on CUDA tensors at stage 3, in the emulator at 1, 2 and 4 ranks.
+TEST(ZeroStage3, ChunkedLossOnCudaTrainsLikeOneCpuProcess) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible; scripts/gpu_check.sh runs this on one";
+  ZeroTrainer trainer(3, /*born_partitioned=*/true, {}, local_cuda_device());
+  trainer.model.loss_chunk_rows(5);
+  TrainingRun run;
+  run.losses = trainer.train(0, kSteps);
+  run.params = trainer.parameters();
+  ZeroEquivalence::check(run, reference(), 3, 1e-4);
 }
 
 TEST(ZeroGroups, OneGroupPerUnitAndDecayClassWithNamesAndOffsets) {

@@ -20,12 +20,13 @@ struct Measured {
 // The second of two steps (the first makes the model's cached positions),
 // counted from before the batch's ids were made.
 Measured measure_step(const GptConfig& cfg, int64_t batch, int stage, bool checkpointed, Device device = Device::cpu(),
-                      DType dtype = DType::f32) {
+                      DType dtype = DType::f32, int64_t loss_chunk_rows = 0) {
   Gpt model = [&] {
     ParametersOn placed(device);
     return Gpt(cfg);
   }();
   model.checkpoint_activations(checkpointed);
+  model.loss_chunk_rows(loss_chunk_rows);
   ZeroOptions knobs;
   knobs.stage = stage, knobs.dtype = dtype;
   ZeroOptimizer zero(zero_parameters(model, cfg.seed), world(), knobs);
@@ -109,6 +110,31 @@ TEST(ZeroActivations, EstimateOnCudaIsTheAllocatorsCountToTheByte) {
   }
 }
 
+// The chunked loss on CUDA in bf16, where the logits would lead: chunks of
+// 10 of 32 rows at stages 0 and 3, and a chunk of 100 of 128 rows at stage 0,
+// where the forward's chunk of logits leads.
+TEST(ZeroActivations, EstimateOnCudaWithTheLossInChunks) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU visible; scripts/gpu_check.sh runs this on one";
+  struct Case {
+    int64_t vocab, ctx, batch, chunk;
+    int stage;
+  };
+  for (const Case& c : {Case{4096, 16, 2, 10, 0}, Case{4096, 16, 2, 10, 3}, Case{2048, 32, 4, 100, 0}}) {
+    GptConfig cfg;
+    cfg.n_layer = 1, cfg.n_embd = 32, cfg.n_head = 2, cfg.vocab_size = c.vocab, cfg.block_size = c.ctx, cfg.seed = 3;
+    for (bool checkpointed : {false, true}) {
+      SCOPED_TRACE("vocabulary " + std::to_string(c.vocab) + ", chunk " + std::to_string(c.chunk) + ", stage " +
+                   std::to_string(c.stage) + (checkpointed ? ", checkpointed" : ""));
+      const Measured m = measure_step(cfg, c.batch, c.stage, checkpointed, local_cuda_device(), DType::bf16, c.chunk);
+      ActivationEstimate e = estimate_activations(cfg, {.batch = c.batch, .dtype = DType::bf16, .cuda = true,
+                                                        .checkpointed = checkpointed, .stage = c.stage,
+                                                        .loss_chunk_rows = c.chunk});
+      EXPECT_EQ(e.kept + 4, m.kept);  // (AdamW's clipping factor, as above)
+      EXPECT_EQ(e.peak + 4, m.peak);
+    }
+  }
+}
+
 // fp16 (its loss scaled) keeps what bf16 does; f32 on CUDA takes attention's
 // GEMM form, which keeps the probabilities.
 TEST(ZeroActivations, EstimateOnCudaInFp16AndF32) {
@@ -123,6 +149,32 @@ TEST(ZeroActivations, EstimateOnCudaInFp16AndF32) {
                                                : "GEMMs (the probabilities, B NH T^2)");
     EXPECT_EQ(e.kept + 4, m.kept);
     EXPECT_EQ(e.peak + 4, m.peak);
+  }
+}
+
+// With the LM head and loss a chunk of rows at a time (Gpt::loss_chunk_rows):
+// chunks that divide the rows and ones that do not, at stages 0 and 3, with
+// and without checkpointing, where the logits would lead and where not.
+TEST(ZeroActivations, EstimateWithTheLossInChunks) {
+  struct Case {
+    int64_t layers, embd, heads, vocab, ctx, batch, chunk;
+  };
+  for (const Case& c : {Case{2, 32, 4, 13, 16, 3, 16}, Case{1, 16, 2, 257, 8, 4, 10}, Case{1, 16, 2, 2048, 8, 2, 5},
+                        Case{1, 32, 2, 2048, 32, 4, 40}}) {  // the last: a chunk of logits leads at stage 0
+    GptConfig cfg;
+    cfg.n_layer = c.layers, cfg.n_embd = c.embd, cfg.n_head = c.heads, cfg.vocab_size = c.vocab;
+    cfg.block_size = c.ctx, cfg.seed = 3;
+    for (int stage : {0, 3}) {
+      for (bool checkpointed : {false, true}) {
+        SCOPED_TRACE("vocabulary " + std::to_string(c.vocab) + ", chunk " + std::to_string(c.chunk) + ", stage " +
+                     std::to_string(stage) + (checkpointed ? ", checkpointed" : ""));
+        const Measured m = measure_step(cfg, c.batch, stage, checkpointed, Device::cpu(), DType::f32, c.chunk);
+        ActivationEstimate e = estimate_activations(
+            cfg, {.batch = c.batch, .checkpointed = checkpointed, .stage = stage, .loss_chunk_rows = c.chunk});
+        EXPECT_EQ(e.kept, m.kept);
+        EXPECT_EQ(e.peak, m.peak);
+      }
+    }
   }
 }
 
