@@ -61,9 +61,17 @@ Variable chunked_linear_cross_entropy(const Variable& x, const Variable& weight,
   CrossEntropyMean mean = cross_entropy_mean(losses.reshape(targets.shape()), targets);
   const Shape x_shape = input.shape();
   const DType w_dtype = w.dtype();
+  // Unless the graph is kept for another backward, dx and dW's sums are
+  // scaled where they are (no second buffer of either).
   auto backward = [weight, dx, dw, count = mean.count, x_shape, w_dtype](const Tensor& dloss) {
-    const Tensor dx_scaled = scale_by_quotient(dx, dloss, count).reshape(x_shape);
-    Tensor dw_scaled = scale_by_quotient(dw, dloss, count);
+    Tensor dx_scaled = dx, dw_scaled = dw;
+    if (backward_frees_saved_tensors()) {
+      scale_by_quotient_(dx_scaled, dloss, count);
+      scale_by_quotient_(dw_scaled, dloss, count);
+    } else {
+      dx_scaled = scale_by_quotient(dx, dloss, count), dw_scaled = scale_by_quotient(dw, dloss, count);
+    }
+    dx_scaled = dx_scaled.reshape(x_shape);
     const Destination into = claim_leaf_grad(weight, w_dtype);
     if (!into.defined()) return std::vector<Tensor>{dx_scaled, dw_scaled.to(w_dtype)};
     Tensor buffer = into.tensor;

@@ -5,7 +5,7 @@
 //   build/bin/bench_gpt --device cuda --dtype bf16                 # GPT-2 124M, T 1024, batch 8
 //   build/bin/bench_gpt --device cpu --layers 2 --embd 64 --heads 2 --vocab 65 --ctx 64 --batch 4
 //   build/bin/bench_gpt --variants "wgmma:SG_FLASH_WGMMA=1 fused_dq:SG_FLASH_FUSED_DQ=1" --rounds 3
-//   build/bin/bench_gpt --batch 32 --loss-chunk 8192    # the LM head and loss 8192 tokens at a time
+//   build/bin/bench_gpt --batch 32 --loss-chunk 4096    # the LM head and loss 4096 tokens at a time
 //
 // FLOPs per token: 6 N + 6 L C T (N parameters); MFU against --peak-tflops
 // (989: an H100's dense bf16). Each step ends by reading the loss, which

@@ -237,10 +237,10 @@ step bench_collectives 60 $bin/bench_collectives --device cuda --iters 10
 for batch in 16 64; do SG_STEP_OPTIONAL=1 step "bench_gpt_b$batch" 60 $bin/bench_gpt --device cuda --dtype bf16 --batch $batch; done
 # The issue's micro-batch "as large as fits": 32 for both, side by side (PyTorch's compile takes a minute).
 SG_STEP_OPTIONAL=1 step bench_gpt_b32 180 python3 bench/gpt_gpu.py --bin $bin/bench_gpt --batch 32 --profile-torch
-# The LM head and loss a quarter of the micro-batch at a time (Gpt::loss_chunk_rows): its step time and
+# The LM head and loss an eighth of the micro-batch at a time (Gpt::loss_chunk_rows): its step time and
 # peaks beside bench_gpt_b32's (not yet run on a GPU).
 SG_STEP_OPTIONAL=1 step bench_gpt_b32_loss_chunk 60 $bin/bench_gpt --device cuda --dtype bf16 --batch 32 \
-  --loss-chunk 8192
+  --loss-chunk 4096
 # The opt-ins at micro-batch 32 too, where PyTorch compiled was still ahead in runs 9-11.
 SG_STEP_OPTIONAL=1 step bench_gpt_b32_variants 180 $bin/bench_gpt --device cuda --dtype bf16 --batch 32 --rounds 3 \
   --steps 3 --variants "again: $opt_ins $wgmma_ins"

@@ -201,6 +201,8 @@ CrossEntropyWithGrad cross_entropy_with_grad(const Tensor& logits, const Tensor&
 // gives 0: the gradient of a mean over no rows (every target ignored) is 0,
 // as the two-pass loss and PyTorch give it, not 0 * inf = NaN.
 Tensor scale_by_quotient(const Tensor& x, const Tensor& numerator, const Tensor& denominator);
+// The same in place (x contiguous and whole; one pass, no second buffer).
+void scale_by_quotient_(Tensor& x, const Tensor& numerator, const Tensor& denominator);
 
 // ---- reductions to a 0-d f32 tensor on the input's device -------------------------
 Tensor sum(const Tensor& x);

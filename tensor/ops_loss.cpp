@@ -246,4 +246,23 @@ Tensor scale_by_quotient(const Tensor& x, const Tensor& numerator, const Tensor&
                                      compute, cuda_stream(x.device())));
   return out;
 }
+
+void scale_by_quotient_(Tensor& x, const Tensor& numerator, const Tensor& denominator) {
+  check_inputs("scale_by_quotient_", {&x, &numerator, &denominator});
+  check_float("scale_by_quotient_", x);
+  SG_CHECK(numerator.numel() == 1 && denominator.numel() == 1, "scale_by_quotient_: numerator ", numerator.str(),
+           " and denominator ", denominator.str(), " must be single numbers");
+  SG_CHECK(x.is_contiguous() && !x.is_sharded(), "scale_by_quotient_: ", x.str(), " must be whole and contiguous");
+  if (x.device().is_cpu()) {
+    const double d = denominator.item();
+    scale_(x, d == 0.0 ? 0.0 : numerator.item() / d);
+    return;
+  }
+  const DType compute = compute_dtype("scale_by_quotient_", x, CudaTypes::kNative16);
+  SG_CHECK(compute == x.dtype(), "scale_by_quotient_: ", x.str(), " has no CUDA kernel of its dtype in place");
+  Tensor n = prepare(numerator, DType::f32), d = prepare(denominator, DType::f32);
+  // The kernel reads and writes each element at the same index: in place is safe.
+  SG_ON_CUDA(cuda::scale_by_quotient(x.data_ptr(), x.data_ptr(), n.data<float>(), d.data<float>(), x.numel(), compute,
+                                     cuda_stream(x.device())));
+}
 }  // namespace sg

@@ -94,11 +94,10 @@ ActivationEstimate estimate_activations(const GptConfig& cfg, const ActivationOp
     mlp_transient = std::max(mlp_transient, 8 * MC * s + sums + (temporaries ? (4 * C * C + 5 * C) * s : 0));
   }
   // Backward's seed, d loss / d loss = 1, is an f32 scalar beside them.
-  // Chunked, the head's backward scales dx and dW's sums into new tensors
-  // (and from stage 2 rounds dW to s bytes).
-  const int64_t head_moment =
-      chunked ? e.kept + kStat + MC * s + VC * kStat + (temporaries && s != kStat ? VC * s : 0)
-              : e.kept + kStat + (o.cuda ? 3 : 1) * MC * s + tied_gradient;
+  // Chunked, the head's backward scales dx and dW's sums where they are,
+  // and from stage 2 rounds dW to s bytes (a new tensor where s is 2).
+  const int64_t head_moment = chunked ? e.kept + kStat + (temporaries && s != kStat ? VC * s : 0)
+                                      : e.kept + kStat + (o.cuda ? 3 : 1) * MC * s + tied_gradient;
   // Chunked, a moment of the forward can be the largest: the blocks' and
   // ln_f's tensors (its output too), the rows' losses, dx, dW's sums, and a
   // chunk's logits (now its gradient), losses and dx.

@@ -482,8 +482,16 @@ void cross_entropy_with_grad_matches_cpu(const Tensor& logits, const Tensor& tar
     EXPECT_TRUE(same_as_cpu(g.losses, c.losses, kF32, 1e-5));
     EXPECT_TRUE(same_as_cpu(g.grad, c.grad, dtype == DType::f32 ? kF32 : kBf16, 1e-6));
     const Tensor dloss = Tensor::full({}, 0.75), count = Tensor::full({}, 48.0);
-    EXPECT_TRUE(same_as_cpu(scale_by_quotient(g.grad, gpu(dloss), gpu(count)),
-                            scale_by_quotient(c.grad, dloss, count), dtype == DType::f32 ? kF32 : kBf16, 1e-8));
+    const Tensor scaled = scale_by_quotient(c.grad, dloss, count);
+    EXPECT_TRUE(same_as_cpu(scale_by_quotient(g.grad, gpu(dloss), gpu(count)), scaled,
+                            dtype == DType::f32 ? kF32 : kBf16, 1e-8));
+    // In place, on each device: the same values in the same buffer.
+    Tensor in_place = g.grad, on_cpu = c.grad.clone();
+    scale_by_quotient_(in_place, gpu(dloss), gpu(count));
+    scale_by_quotient_(on_cpu, dloss, count);
+    EXPECT_EQ(in_place.data_ptr(), on_gpu.data_ptr());
+    EXPECT_TRUE(same_as_cpu(in_place, scaled, dtype == DType::f32 ? kF32 : kBf16, 1e-8));
+    EXPECT_EQ(on_cpu.to_vector<float>(), scaled.to_vector<float>());
   }
 }
 
