@@ -128,9 +128,12 @@ std::string mib_text(int64_t bytes) {
 std::optional<ActivationEstimate> predicted_activations(const GptConfig& cfg, const TrainFlags& flags, Device device,
                                                         DType dtype) {
   if (dtype != DType::f32 && !device.is_cuda()) return std::nullopt;
-  return estimate_activations(cfg, {.batch = flags.batch, .dtype = dtype, .cuda = device.is_cuda(),
-                                    .checkpointed = flags.checkpoint_activations == 1, .stage = int(flags.zero),
-                .loss_chunk_rows = flags.loss_chunk});
+  return estimate_activations(cfg, {.batch = flags.batch,
+                                    .dtype = dtype,
+                                    .cuda = device.is_cuda(),
+                                    .checkpointed = flags.checkpoint_activations == 1,
+                                    .stage = int(flags.zero),
+                                    .loss_chunk_rows = flags.loss_chunk});
 }
 
 // Each rank's peak bytes per category since the last reset, as JSON:
@@ -305,7 +308,8 @@ int run(TrainFlags flags) {
              mib_text(needed), " on each rank (", mib_text(states), " of model states, ", mib_text(activations->peak),
              " of activations at a step's peak), more than the ", mib_text(available), " ", device.str(),
              " can give (", mib_text(gpu.total_bytes), " in all): use a smaller --batch (a larger --grad-accum keeps ",
-             "the global batch), --checkpoint-activations 1", flags.zero < 3 ? ", or a higher --zero stage" : "");
+             "the global batch), --checkpoint-activations 1, --loss-chunk 4096",
+             flags.zero < 3 ? ", or a higher --zero stage" : "");
   }
 
   std::ofstream metrics;
