@@ -126,6 +126,17 @@ TEST_F(GptOnCuda, OneStepLossAndGradientsMatchTheCpu) {
   }
 }
 
+// The loss, dx and dW of a head on the GPU against the CPU's, each gradient
+// to `tolerance` of its largest element.
+void expect_outputs_close(const std::vector<std::vector<float>>& gpu, const std::vector<std::vector<float>>& cpu,
+                          double tolerance) {
+  for (size_t i = 0; i < 3; ++i) {
+    double scale = 0;
+    for (float g : cpu[i]) scale = std::max(scale, double(std::abs(g)));
+    EXPECT_TRUE(all_close(gpu[i], cpu[i], tolerance, tolerance * scale)) << "output " << i;
+  }
+}
+
 // The LM head and loss on CUDA: one kernel writes g = softmax - onehot over
 // the logits in the forward, and backward scales by dloss / n on the (N, C)
 // sides. Against the CPU (which keeps the two passes), with an ignored row
@@ -155,11 +166,7 @@ TEST_F(GptOnCuda, LinearCrossEntropyWritesItsGradientInTheForward) {
     int64_t cpu_growth = 0, gpu_growth = 0, retained_growth = 0;
     const auto cpu = run(Device::cpu(), false, &cpu_growth), gpu = run(Device::cuda(), false, &gpu_growth);
     const double tolerance = dtype == DType::f32 ? 1e-5 : 2e-2;
-    for (size_t i = 0; i < 3; ++i) {
-      double scale = 0;
-      for (float g : cpu[i]) scale = std::max(scale, double(std::abs(g)));
-      EXPECT_TRUE(all_close(gpu[i], cpu[i], tolerance, tolerance * scale)) << "output " << i;
-    }
+    expect_outputs_close(gpu, cpu, tolerance);
     EXPECT_LT(gpu_growth, N * V * int64_t(dtype_size(dtype))) << "no (N, V) buffer in the backward";
     const auto twice = run(Device::cuda(), true, &retained_growth);
     for (size_t i = 1; i < 3; ++i) {
@@ -193,11 +200,7 @@ TEST_F(GptOnCuda, ChunkedLinearCrossEntropyMatchesTheCpu) {
     int64_t cpu_peak = 0, gpu_peak = 0;
     const auto cpu = run(Device::cpu(), 0, &cpu_peak), gpu = run(Device::cuda(), chunk, &gpu_peak);
     const double tolerance = dtype == DType::f32 ? 1e-5 : 2e-2;
-    for (size_t i = 0; i < 3; ++i) {
-      double scale = 0;
-      for (float g : cpu[i]) scale = std::max(scale, double(std::abs(g)));
-      EXPECT_TRUE(all_close(gpu[i], cpu[i], tolerance, tolerance * scale)) << "output " << i;
-    }
+    expect_outputs_close(gpu, cpu, tolerance);
     // A quarter of the logits, dx and dW's f32 sums, against all the logits.
     EXPECT_LT(gpu_peak, N * V * int64_t(dtype_size(dtype))) << "a chunk of the logits at a time";
   }
