@@ -126,6 +126,13 @@ TEST_F(GptOnCuda, OneStepLossAndGradientsMatchTheCpu) {
   }
 }
 
+// N targets spread over V ids, the one at `ignored` left out (-1).
+Tensor head_targets(int64_t N, int64_t V, int64_t ignored) {
+  std::vector<int32_t> values;
+  for (int64_t n = 0; n < N; ++n) values.push_back(n == ignored ? -1 : int32_t((n * 37) % V));
+  return Tensor::from_vector(values, {N});
+}
+
 // The loss, dx and dW of a head on the GPU against the CPU's, each gradient
 // to `tolerance` of its largest element.
 void expect_outputs_close(const std::vector<std::vector<float>>& gpu, const std::vector<std::vector<float>>& cpu,
@@ -145,10 +152,7 @@ void expect_outputs_close(const std::vector<std::vector<float>>& gpu, const std:
 TEST_F(GptOnCuda, LinearCrossEntropyWritesItsGradientInTheForward) {
   const int64_t N = 64, C = 16, V = 1000;
   const Tensor x0 = test::random_tensor({N, C}, "x"), w0 = test::random_tensor({V, C}, "w");
-  std::vector<int32_t> target_values;
-  for (int64_t n = 0; n < N; ++n) target_values.push_back(int32_t((n * 37) % V));
-  target_values[5] = -1;
-  const Tensor targets = Tensor::from_vector(target_values, {N});
+  const Tensor targets = head_targets(N, V, 5);
   for (DType dtype : {DType::f32, DType::bf16}) {
     SCOPED_TRACE(dtype_name(dtype));
     auto run = [&](Device device, bool retain, int64_t* backward_growth) {
@@ -181,10 +185,7 @@ TEST_F(GptOnCuda, LinearCrossEntropyWritesItsGradientInTheForward) {
 TEST_F(GptOnCuda, ChunkedLinearCrossEntropyMatchesTheCpu) {
   const int64_t N = 64, C = 16, V = 1000, chunk = 16;
   const Tensor x0 = test::random_tensor({N, C}, "x"), w0 = test::random_tensor({V, C}, "w");
-  std::vector<int32_t> target_values;
-  for (int64_t n = 0; n < N; ++n) target_values.push_back(int32_t((n * 37) % V));
-  target_values[30] = -1;
-  const Tensor targets = Tensor::from_vector(target_values, {N});
+  const Tensor targets = head_targets(N, V, 30);
   for (DType dtype : {DType::f32, DType::bf16}) {
     SCOPED_TRACE(dtype_name(dtype));
     auto run = [&](Device device, int64_t rows, int64_t* forward_peak) {
