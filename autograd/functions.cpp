@@ -310,19 +310,29 @@ Variable attention(const Variable& qkv, int64_t n_head) {
   if (!x.device().is_cuda() || x.dim() != 3 || n_head < 1 || x.size(2) % (3 * n_head) != 0) {
     return naive_attention(qkv, n_head);  // (which also reports bad shapes)
   }
-  // On a GPU: the fused kernels on tensor cores where they apply (16-bit,
-  // head sizes 16-64), which keep no (T, T) matrix; else batched GEMMs on
-  // tensor cores while the probabilities they keep for backward stay small;
-  // else the fused kernels on CUDA cores (O(T) memory). Measured on an H100
-  // at GPT-2 124M's shape in bf16 (docs/performance.md, run 5), a layer's
-  // forward and backward took 0.68 ms fused on tensor cores, 0.88 ms as GEMMs,
-  // and a training step 22.8 ms against 25.2.
-  if (fused_attention_on_tensor_cores(x, n_head)) return fused_attention(qkv, n_head);
-  const int64_t B = x.size(0), T = x.size(1);
-  const int64_t probability_bytes = B * n_head * T * T * int64_t(dtype_size(x.dtype()));
-  if (probability_bytes <= kGemmAttentionMaxBytes) return gemm_attention(qkv, n_head);
-  if (x.size(2) / (3 * n_head) <= kFusedAttentionMaxHeadSize) return fused_attention(qkv, n_head);
-  return naive_attention(qkv, n_head);
+  switch (automatic_attention_form(true, fused_attention_on_tensor_cores(x, n_head), x.dtype(), x.size(0), x.size(1),
+                                   x.size(2) / 3, n_head)) {
+    case AttentionForm::gemm: return gemm_attention(qkv, n_head);
+    case AttentionForm::fused: return fused_attention(qkv, n_head);
+    default: return naive_attention(qkv, n_head);
+  }
+}
+
+// On a GPU: the fused kernels on tensor cores where they apply (16-bit,
+// head sizes 16-64), which keep no (T, T) matrix; else batched GEMMs on
+// tensor cores while the probabilities they keep for backward stay small;
+// else the fused kernels on CUDA cores (O(T) memory). Measured on an H100
+// at GPT-2 124M's shape in bf16 (docs/performance.md, run 5), a layer's
+// forward and backward took 0.68 ms fused on tensor cores, 0.88 ms as GEMMs,
+// and a training step 22.8 ms against 25.2.
+AttentionForm automatic_attention_form(bool cuda, bool tensor_cores, DType dtype, int64_t B, int64_t T, int64_t C,
+                                       int64_t n_head) {
+  if (!cuda) return AttentionForm::naive;
+  if (tensor_cores) return AttentionForm::fused;
+  const int64_t probability_bytes = B * n_head * T * T * int64_t(dtype_size(dtype));
+  if (probability_bytes <= kGemmAttentionMaxBytes) return AttentionForm::gemm;
+  if (C / n_head <= kFusedAttentionMaxHeadSize) return AttentionForm::fused;
+  return AttentionForm::naive;
 }
 
 // Attention as batched GEMMs: saves qkv and P, like the naive form; the

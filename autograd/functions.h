@@ -59,6 +59,11 @@ constexpr int64_t kFusedAttentionMaxHeadSize = 128;
 // unless set_attention_form has chosen.
 enum class AttentionForm { automatic, naive, gemm, fused };
 void set_attention_form(AttentionForm form);
+// The automatic choice for qkv of (B, T, 3C) in `dtype`, by shape alone
+// (what attention() takes, and tools/activation_memory.h predicts from):
+// `tensor_cores` says whether the fused tensor-core kernels apply to it.
+AttentionForm automatic_attention_form(bool cuda, bool tensor_cores, DType dtype, int64_t B, int64_t T, int64_t C,
+                                       int64_t n_head);
 constexpr int64_t kGemmAttentionMaxBytes = int64_t(1) << 30;  // per layer; GPT-2 at T 1024, batch 16: 384 MiB in bf16
 
 // Rows of table (V, C) picked by ids (any shape, i32/i64) -> ids.shape + (C).

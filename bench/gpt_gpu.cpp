@@ -172,8 +172,9 @@ int run_single(Bench& bench, std::map<std::string, std::string>& a) {
   const MemoryStats memory = memory_stats(bench.device);
   // Beside the activation peak, tools/activation_memory.h's prediction of
   // it (held to the byte by test_zero on a CPU and in the CUDA emulator):
-  // a step's, plus the three other batches this program keeps and, on a
-  // GPU, the clipping factor AdamW holds. None where it makes none (a CPU's
+  // a step's (whose batch it counts), plus the other batches this program
+  // keeps (ids and targets, i32) and, on a GPU, the clipping factor AdamW
+  // holds (an f32). None where it makes none (a CPU's
   // 16-bit path).
   std::string estimate = "null";
   const bool cuda = bench.device.is_cuda();
@@ -181,7 +182,7 @@ int run_single(Bench& bench, std::map<std::string, std::string>& a) {
     const ActivationOptions options{
         .batch = bench.B, .dtype = bench.dtype, .cuda = cuda, .loss_chunk_rows = bench.loss_chunk};
     const int64_t bytes = estimate_activations(bench.cfg, options).peak +
-                          3 * 2 * bench.B * bench.T * 4 + (cuda ? 4 : 0);
+                          int64_t(bench.batches.size() - 1) * 2 * bench.B * bench.T * 4 + (cuda ? 4 : 0);
     estimate = std::to_string(bytes);
   }
   const int64_t activation_peak = memory[MemoryCategory::activation].peak;

@@ -11,31 +11,23 @@ namespace {
 constexpr int64_t kStat = 4;  // f32 statistics
 
 // What attention(qkv, NH) keeps beyond qkv and its output, by the form its
-// automatic choice takes (autograd/functions.cpp, with the switches at
-// their defaults): on a CPU the naive form; on CUDA the fused kernels on
-// tensor cores for 16-bit heads of 16-64 channels (a multiple of 16), else
-// the GEMM form while its probabilities fit kGemmAttentionMaxBytes, else
-// the fused kernels on CUDA cores up to kFusedAttentionMaxHeadSize.
+// automatic choice takes (autograd's automatic_attention_form, with the
+// switches at their defaults). Whether the tensor-core kernels apply is
+// the one thing asked here rather than of the kernels (flash_tensor_cores_apply),
+// which a build without CUDA does not have: 16-bit heads of 16-64 channels,
+// a multiple of 16.
 int64_t attention_bytes(const GptConfig& cfg, const ActivationOptions& o, int64_t s, std::string& form) {
   const int64_t B = o.batch, T = cfg.block_size, NH = cfg.n_head, hs = cfg.n_embd / cfg.n_head;
   const int64_t probabilities = B * NH * T * T, log_sum_exps = B * NH * T;
-  if (o.cuda) {
-    const bool sixteen_bit = o.dtype == DType::bf16 || o.dtype == DType::f16;
-    if (sixteen_bit && hs % 16 == 0 && hs >= 16 && hs <= 64) {
-      form = "fused, tensor cores (each row's log-sum-exp)";
+  const bool tensor_cores =
+      (o.dtype == DType::bf16 || o.dtype == DType::f16) && hs % 16 == 0 && hs >= 16 && hs <= 64;
+  switch (automatic_attention_form(o.cuda, o.cuda && tensor_cores, o.dtype, B, T, cfg.n_embd, NH)) {
+    case AttentionForm::fused:
+      form = tensor_cores ? "fused, tensor cores (each row's log-sum-exp)" : "fused (each row's log-sum-exp)";
       return log_sum_exps * kStat;
-    }
-    if (probabilities * s <= kGemmAttentionMaxBytes) {
-      form = "GEMMs (the probabilities, B NH T^2)";
-      return probabilities * s;
-    }
-    if (hs <= kFusedAttentionMaxHeadSize) {
-      form = "fused (each row's log-sum-exp)";
-      return log_sum_exps * kStat;
-    }
+    case AttentionForm::gemm: form = "GEMMs (the probabilities, B NH T^2)"; return probabilities * s;
+    default: form = "naive (the probabilities in f32, B NH T^2)"; return probabilities * kStat;
   }
-  form = "naive (the probabilities in f32, B NH T^2)";
-  return probabilities * kStat;
 }
 
 }  // namespace
