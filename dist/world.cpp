@@ -163,6 +163,11 @@ int local_rank() {
   return value ? std::atoi(value) : 0;
 }
 
+int local_world_size() {
+  const char* value = first_env({"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE"});
+  return value ? std::max(1, std::atoi(value)) : 1;
+}
+
 Device local_cuda_device() {
   const int gpus = cuda_device_count();
   SG_CHECK(gpus > 0, "local_cuda_device(): no GPU is visible to this process (a build without CUDA, no driver, or "

@@ -21,6 +21,7 @@ namespace sg {
 Communicator& world();            // initializes on first call
 bool launched_by_mpi();           // a launcher's variables are in the environment
 int local_rank();                 // rank among this node's processes (0 without a launcher)
+int local_world_size();           // how many processes of the job run on this node (1 without a launcher)
 // The GPU this rank's CUDA tensors belong on: cuda:(local_rank() % GPUs on
 // the node). With a GPU per rank the NCCL backend runs there and refuses
 // tensors on any other; ranks sharing one GPU all get cuda:0.

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "examples/gpt_file.h"
+#include "examples/memory_check.h"
 #include "examples/sampling.h"
 #include "examples/text_data.h"
 #include "examples/train_flags.h"
@@ -116,11 +117,6 @@ std::optional<DeepSpeedSchedule> deepspeed_schedule(const TrainFlags& flags) {
 }
 
 double mib(int64_t bytes) { return double(bytes) / double(1 << 20); }
-std::string mib_text(int64_t bytes) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.1f MiB", mib(bytes));
-  return text;
-}
 
 // What a training step of this run will hold on each rank beyond the model
 // states: the activation estimate (tools/activation_memory.h), where it has
@@ -291,25 +287,23 @@ int run(TrainFlags flags) {
 
   // Before the first step, the bytes each rank will hold, predicted (the
   // gradients and moments are allocated in the first step): a run that
-  // cannot fit on its GPU stops here with what to change, not out of memory
-  // inside its first step. (fp16's model states take bf16's bytes.)
+  // cannot fit stops here with what to change (examples/memory_check.h), not
+  // out of memory inside its first step or killed by the kernel's
+  // out-of-memory killer. (fp16's model states take bf16's bytes.)
   const std::optional<ActivationEstimate> activations = predicted_activations(cfg, flags, device, dtype);
   const int64_t states =
       estimate_zero_memory(cfg, W, int(flags.zero), dtype == DType::f32 ? DType::f32 : DType::bf16).total();
-  // What the driver has free, with what shardgrad holds already (the
-  // parameters) or keeps cached, must take it; cuBLASLt's workspace and
-  // NCCL's buffers come on top, so a run near the limit can still fail
-  // later, with the allocator's out-of-memory error.
-  if (activations && device.is_cuda()) {
-    const DeviceMemory gpu = cuda_memory(device);
-    const int64_t needed = states + activations->peak;
-    const int64_t available = gpu.free_bytes + memory_stats(device).total.live + cached_bytes(device);
-    SG_CHECK(needed <= available, "a micro-batch of ", flags.batch, " x ", flags.ctx, " tokens needs about ",
-             mib_text(needed), " on each rank (", mib_text(states), " of model states, ", mib_text(activations->peak),
-             " of activations at a step's peak), more than the ", mib_text(available), " ", device.str(),
-             " can give (", mib_text(gpu.total_bytes), " in all): use a smaller --batch (a larger --grad-accum keeps ",
-             "the global batch), --checkpoint-activations 1, --loss-chunk 4096",
-             flags.zero < 3 ? ", or a higher --zero stage" : "");
+  // What the driver (a GPU) or the kernel (the host) has free, with what
+  // shardgrad holds already (the parameters) or keeps cached, must take it,
+  // for every rank of this node that shares the device. cuBLASLt's
+  // workspace, NCCL's and MPI's buffers and the batches' tokens come on top,
+  // so a run near the limit can still fail later, with the allocator's
+  // out-of-memory error. (16-bit runs on the CPU have no prediction.)
+  if (activations) {
+    const DeviceMemory memory = device.is_cuda() ? cuda_memory(device) : host_memory();
+    const int sharing = ranks_on_device(device, local_world_size(), device.is_cuda() ? cuda_device_count() : 0);
+    check_run_fits({states, activations->peak}, flags, device, memory,
+                   memory_stats(device).total.live + cached_bytes(device), sharing);
   }
 
   std::ofstream metrics;

@@ -1,7 +1,10 @@
 // Device parsing and the host/device byte copies every layer above uses.
 #include "tensor/device.h"
 
+#include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "kernels/error.h"
 #include "tensor/copy_bytes.h"
@@ -42,6 +45,37 @@ DeviceMemory cuda_memory(Device device) {
 #endif
   (void)device;
   return {};
+}
+
+namespace {
+
+// The first number in `path` after `key` (the whole file when key is
+// empty), times `unit`; -1 where the file or key is missing or the value is
+// not a number (cgroup v2 writes "max" for no limit).
+int64_t number_in_file(const char* path, const std::string& key, int64_t unit) {
+  std::ifstream file(path);
+  std::string line;
+  while (std::getline(file, line)) {
+    if (line.compare(0, key.size(), key) != 0) continue;
+    std::istringstream rest(line.substr(key.size()));
+    int64_t value = 0;
+    return rest >> value ? value * unit : -1;
+  }
+  return -1;
+}
+
+}  // namespace
+
+DeviceMemory host_memory() {
+  const int64_t total = number_in_file("/proc/meminfo", "MemTotal:", 1024);
+  const int64_t available = number_in_file("/proc/meminfo", "MemAvailable:", 1024);
+  if (total <= 0 || available < 0) return {};
+  // A container's limit, not the limit less its usage: the usage counts page
+  // cache that the kernel drops before it kills anything.
+  int64_t limit = number_in_file("/sys/fs/cgroup/memory.max", "", 1);
+  if (limit <= 0) limit = number_in_file("/sys/fs/cgroup/memory/memory.limit_in_bytes", "", 1);
+  const int64_t in_all = limit > 0 ? std::min(total, limit) : total;
+  return {std::min(available, in_all), in_all};
 }
 
 void cuda_profiler_start() {

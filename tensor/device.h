@@ -38,5 +38,11 @@ struct DeviceMemory {
   int64_t free_bytes = 0, total_bytes = 0;
 };
 DeviceMemory cuda_memory(Device device);
+// The host's memory as the kernel reports it: free is what can be allocated
+// without swapping (/proc/meminfo's MemAvailable: free pages and the page
+// cache it would drop), in all is MemTotal; a container's memory limit
+// (cgroup v2's memory.max, v1's memory.limit_in_bytes) caps both. Zeros
+// where the system has no /proc/meminfo.
+DeviceMemory host_memory();
 
 }  // namespace sg
