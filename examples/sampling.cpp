@@ -23,8 +23,7 @@ std::string generate(const Gpt& model, const Tokenizer& tokenizer, const std::st
     std::vector<int32_t> window(context.end() - T, context.end());
     // The ids go where the model's parameters are (the CPU or a GPU).
     const Device device = model.named_parameters().front().variable.data().device();
-    Tensor logits = model(Tensor::from_vector(window, {1, T}).to(device)).data();  // (1, T, V)
-    std::vector<float> last = logits.slice(1, T - 1, T).to_vector<float>();
+    std::vector<float> last = model.last_logits(Tensor::from_vector(window, {1, T}).to(device)).to_vector<float>();
     // Keep the k likeliest, then softmax(logits / temperature) over them.
     std::vector<int32_t> order(static_cast<size_t>(V));
     std::iota(order.begin(), order.end(), 0);

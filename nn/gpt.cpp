@@ -62,6 +62,14 @@ Variable Gpt::operator()(const Tensor& idx) const {
   return linear(hidden(idx), wte_.weight(), Variable());  // (B, T, V): the LM head is wte itself, x @ wte^T
 }
 
+Tensor Gpt::last_logits(const Tensor& idx) const {
+  NoGradGuard no_grad;
+  const Tensor h = hidden(idx).data();  // (B, T, C)
+  const int64_t B = h.size(0), T = h.size(1);
+  const Variable last(h.slice(1, T - 1, T).reshape({B, cfg_.n_embd}));
+  return linear(last, wte_.weight(), Variable()).data();  // (B, V)
+}
+
 // The same head and the loss in one node that owns the logits, so backward
 // writes dlogits over them (autograd's linear_cross_entropy): for GPT-2 at
 // T 1024, batch 8, one (8192, 50304) buffer instead of two.

@@ -96,6 +96,10 @@ class Gpt : public Module {
   Variable operator()(const Tensor& idx) const;                       // idx (B, T) -> logits (B, T, V)
   Variable loss(const Tensor& idx, const Tensor& targets) const;      // mean cross-entropy, nats
   Variable hidden(const Tensor& idx) const;                           // idx (B, T) -> after ln_f (B, T, C)
+  // For sampling, the next token's logits: the last position's, (B, V), no
+  // gradients. The head runs on one row a sequence instead of T: at GPT-2's
+  // vocabulary and T 1024, 1/1024 of the head's work and its (T, V) logits.
+  Tensor last_logits(const Tensor& idx) const;
   const GptConfig& config() const { return cfg_; }
   // Activation checkpointing (autograd/checkpoint.h): each block runs in
   // forward without keeping its activations, and again in backward. Keeps

@@ -83,6 +83,25 @@ TEST(Gpt, LossAtInitializationIsNearUniform) {
   EXPECT_NEAR(model.loss(x, y).data().item(), std::log(11.0), 0.05);
 }
 
+// Sampling's head over the last position alone gives that position's
+// logits, as the whole head does.
+TEST(Gpt, LastLogitsAreTheLastPositionsLogits) {
+  Gpt model(tiny_config());
+  Tensor x = ids({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1}, {2, 6});
+  const Tensor all = model(x).data();  // (2, 6, 11)
+  const Tensor last = model.last_logits(x);
+  ASSERT_EQ(last.shape(), (Shape{2, 11}));
+  const std::vector<float> got = last.to_vector<float>();
+  for (int64_t b = 0; b < 2; ++b) {
+    const std::vector<float> want = all.slice(0, b, b + 1).slice(1, 5, 6).to_vector<float>();
+    for (int64_t v = 0; v < 11; ++v) {
+      EXPECT_NEAR(got[size_t(b * 11 + v)], want[size_t(v)], 1e-6f * (1.0f + std::fabs(want[size_t(v)])))
+          << "sequence " << b << ", token " << v;
+    }
+  }
+  EXPECT_THROW(model.last_logits(ids({1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 9})), Error);  // past the context
+}
+
 TEST(Gpt, TheTiedHeadAndEmbeddingShareOneParameter) {
   Gpt model(tiny_config());
   Tensor x = ids({1, 2, 3}, {1, 3}), y = ids({2, 3, 4}, {1, 3});
