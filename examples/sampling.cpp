@@ -17,13 +17,20 @@ std::string generate(const Gpt& model, const Tokenizer& tokenizer, const std::st
   const int64_t block = model.config().block_size, V = model.config().vocab_size;
   const uint64_t stream = rng_stream("sampling");
   std::vector<int32_t> generated;
+  // The ids go where the model's parameters are (the CPU or a GPU).
+  const Device device = model.named_parameters().front().variable.data().device();
+  // The keys and values of the tokens fed so far (nn/gpt.h): each new token
+  // attends to them, so a token costs one position's forward, not the
+  // window's. GPT-2's positions are absolute, so once the window slides
+  // (more than block_size tokens) every token runs the whole window again.
+  KvCache cache;
   for (int64_t n = 0; n < options.tokens; ++n) {
     // The model sees at most block_size tokens: the most recent ones.
-    int64_t T = std::min<int64_t>(int64_t(context.size()), block);
-    std::vector<int32_t> window(context.end() - T, context.end());
-    // The ids go where the model's parameters are (the CPU or a GPU).
-    const Device device = model.named_parameters().front().variable.data().device();
-    std::vector<float> last = model.last_logits(Tensor::from_vector(window, {1, T}).to(device)).to_vector<float>();
+    const int64_t T = std::min<int64_t>(int64_t(context.size()), block);
+    if (cache.length + 1 != T) cache = KvCache{};  // a new window: feed it all (the prompt, or after a slide)
+    std::vector<int32_t> fresh(context.end() - (T - cache.length), context.end());
+    const std::vector<float> last =
+        model.extend(Tensor::from_vector(fresh, {1, int64_t(fresh.size())}).to(device), cache).to_vector<float>();
     // Keep the k likeliest, then softmax(logits / temperature) over them.
     std::vector<int32_t> order(static_cast<size_t>(V));
     std::iota(order.begin(), order.end(), 0);

@@ -32,6 +32,11 @@ class CausalSelfAttention : public Module {
  public:
   explicit CausalSelfAttention(const GptConfig& cfg);
   Variable operator()(const Variable& x) const;  // (B, T, C) -> (B, T, C)
+  // For sampling (Gpt::extend): x (B, n, C) are the tokens after the `start`
+  // whose keys and values `keys` and `values` (B, NH, context, HS) hold;
+  // theirs are written after them. The first call (start 0) is the forward
+  // above; later ones take one token, which attends to all keys so far.
+  Variable extend(const Variable& x, Tensor& keys, Tensor& values, int64_t start) const;
 
  private:
   int64_t n_head_;
@@ -75,6 +80,12 @@ class Block : public Module {
     auto [sum, normalized] = ln1_.add_and_normalize(x.a, x.b);
     return rest(sum, normalized);
   }
+  // The same for sampling, with attention's keys and values kept
+  // (CausalSelfAttention::extend).
+  Variable extend(const Variable& x, Tensor& keys, Tensor& values, int64_t start) const {
+    auto [residual, normalized_2] = ln2_.add_and_normalize(x, attn_.extend(ln1_(x), keys, values, start));
+    return add(residual, mlp_(normalized_2));
+  }
 
  private:
   // x and ln_1(x) -> {x + attn(ln_1(x)), mlp(ln_2(that))}.
@@ -89,6 +100,15 @@ class Block : public Module {
   Mlp mlp_;
 };
 
+// For sampling token by token: each block's keys and values of the tokens
+// fed so far (a KV cache), so that the next token attends to them without
+// the sequence running again. Gpt::extend fills it; a new sequence (or a
+// context that has slid) starts from an empty one.
+struct KvCache {
+  std::vector<Tensor> keys, values;  // a layer each, (B, NH, block_size, HS)
+  int64_t length = 0;                // tokens held
+};
+
 class Gpt : public Module {
  public:
   explicit Gpt(const GptConfig& cfg);  // builds and initializes with cfg.seed
@@ -100,6 +120,12 @@ class Gpt : public Module {
   // gradients. The head runs on one row a sequence instead of T: at GPT-2's
   // vocabulary and T 1024, 1/1024 of the head's work and its (T, V) logits.
   Tensor last_logits(const Tensor& idx) const;
+  // The same for the tokens `idx` (B, n) that follow those in `cache`,
+  // whose keys and values are kept there: all of a sequence's tokens at
+  // first (an empty cache), then one at a time, each attending to the cached
+  // keys instead of the whole sequence running again. length + n must not
+  // pass the context (block_size).
+  Tensor extend(const Tensor& idx, KvCache& cache) const;
   const GptConfig& config() const { return cfg_; }
   // Activation checkpointing (autograd/checkpoint.h): each block runs in
   // forward without keeping its activations, and again in backward. Keeps
@@ -117,6 +143,7 @@ class Gpt : public Module {
   GptConfig cfg_;
   bool checkpoint_blocks_ = false;
   int64_t loss_chunk_rows_ = 0;
+  Tensor head_of_last(const Tensor& h) const;  // h (B, T, C) after ln_f -> the last row's logits (B, V)
   mutable Tensor positions_;  // (B, T) position ids of the last call, reused while B, T and device match
   Embedding wte_, wpe_;
   std::vector<Block> h_;

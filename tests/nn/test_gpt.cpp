@@ -102,6 +102,38 @@ TEST(Gpt, LastLogitsAreTheLastPositionsLogits) {
   EXPECT_THROW(model.last_logits(ids({1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 9})), Error);  // past the context
 }
 
+// Token by token with the keys and values kept (a KV cache): the first
+// call runs the prompt, each later one a token, and every call gives the
+// logits the whole sequence's forward gives at its last position.
+TEST(Gpt, ExtendingACacheGivesTheWholeForwardsLogits) {
+  GptConfig cfg = tiny_config();
+  Gpt model(cfg);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1, 5, 9, 3, 2};  // two sequences of 8
+  auto sequences = [&](int64_t from, int64_t to) {  // tokens [from, to) of both
+    std::vector<int32_t> out;
+    for (int64_t b = 0; b < 2; ++b) out.insert(out.end(), tokens.begin() + b * 8 + from, tokens.begin() + b * 8 + to);
+    return ids(out, {2, to - from});
+  };
+  KvCache cache;
+  for (int64_t end = 3; end <= 8; ++end) {
+    const Tensor got = model.extend(end == 3 ? sequences(0, 3) : sequences(end - 1, end), cache);
+    EXPECT_EQ(cache.length, end);
+    const std::vector<float> g = got.to_vector<float>(), want = model.last_logits(sequences(0, end)).to_vector<float>();
+    ASSERT_EQ(g.size(), want.size());
+    for (size_t i = 0; i < g.size(); ++i) {
+      EXPECT_NEAR(g[i], want[i], 1e-5f * (1.0f + std::fabs(want[i]))) << "after " << end << " tokens, logit " << i;
+    }
+  }
+  // Full: a ninth token would pass the context (8).
+  EXPECT_THROW(model.extend(sequences(7, 8), cache), Error);
+  // After the first call, one token at a time.
+  KvCache other;
+  model.extend(sequences(0, 2), other);
+  EXPECT_THROW(model.extend(sequences(2, 4), other), Error);
+  // A cache of two sequences is not one of one.
+  EXPECT_THROW(model.extend(ids({1}, {1, 1}), other), Error);
+}
+
 TEST(Gpt, TheTiedHeadAndEmbeddingShareOneParameter) {
   Gpt model(tiny_config());
   Tensor x = ids({1, 2, 3}, {1, 3}), y = ids({2, 3, 4}, {1, 3});
