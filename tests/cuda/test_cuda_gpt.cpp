@@ -3,7 +3,8 @@
 // loss and every parameter's gradient agree to 1e-4 relative, with each
 // attention form on the GPU, with the fused loss and LayerNorm backward
 // switched off, and with the MLP's GELU and the biases' gradients in their
-// GEMMs' epilogues switched on. Skips without a GPU.
+// GEMMs' epilogues switched on; and sampling's KV cache against the CPU's.
+// Skips without a GPU.
 #include <cmath>
 #include <cstdlib>
 #include <optional>
@@ -54,6 +55,31 @@ StepResult one_step(Device device, bool buffers = false) {
   result.loss = loss.data().item();
   for (const NamedParameter& p : model.named_parameters()) result.grads.push_back(p.variable.grad().to_vector<float>());
   return result;
+}
+
+// Sampling's path on the GPU (Gpt::extend with a KV cache: the cache's
+// prefix read in place by the GEMMs, one query's softmax): a prompt, then
+// token by token, the CPU's logits at every step.
+TEST_F(GptOnCuda, SamplingWithAKvCacheMatchesTheCpu) {
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 2 * 12; ++i) ids.push_back(int32_t((i * 5 + i / 3) % 37));
+  const Tensor all = Tensor::from_vector(ids, {2, 12});
+  auto logits_token_by_token = [&](Device device) {
+    std::optional<ParametersOn> placed;
+    placed.emplace(device);
+    Gpt model(small());
+    placed.reset();
+    KvCache cache;
+    std::vector<std::vector<float>> steps;
+    for (int64_t end = 5; end <= 12; ++end) {
+      const int64_t from = end == 5 ? 0 : end - 1;
+      steps.push_back(model.extend(all.slice(1, from, end).contiguous().to(device), cache).to_vector<float>());
+    }
+    return steps;
+  };
+  const auto cpu = logits_token_by_token(Device::cpu()), cuda = logits_token_by_token(Device::cuda());
+  ASSERT_EQ(cuda.size(), cpu.size());
+  for (size_t i = 0; i < cpu.size(); ++i) EXPECT_TRUE(all_close(cuda[i], cpu[i], 1e-4, 1e-5)) << "step " << i;
 }
 
 // A micro-batch whose every target is ignored (padding only): the mean
