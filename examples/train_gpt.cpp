@@ -430,8 +430,9 @@ int run(TrainFlags flags) {
         if (evaluate_now) std::printf("\nstep %lld: val loss %.4f\n", (long long)(step + 1), val);
         std::fflush(stdout);
       } else if (evaluate_now || step == 0 || (step + 1) % flags.print_every == 0) {
-        std::printf("step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | elapsed %s", (long long)(step + 1),
-                    (long long)flags.steps, loss, lr, tokens_per_s, format_duration(elapsed).c_str());
+        std::printf("step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | elapsed %s | eta %s", (long long)(step + 1),
+                    (long long)flags.steps, loss, lr, tokens_per_s, format_duration(elapsed).c_str(),
+                    format_duration(eta).c_str());
         if (evaluate_now) std::printf(" | val loss %.4f", val);
         std::printf("\n");
         std::fflush(stdout);
