@@ -36,6 +36,17 @@ void check_run_fits(const RankMemoryNeed& need, const TrainFlags& flags, Device 
   const int64_t available = std::min(memory.free_bytes + held * sharing, memory.total_bytes);
   if (needed <= available) return;
   const std::string where = device.is_cpu() ? "this node's memory" : device.str();
+  const std::string shared_by =
+      sharing > 1 ? ", " + mib_text(need.states * sharing) + " for the " + std::to_string(sharing) + " ranks sharing " +
+                        where
+                  : std::string();
+  // The model alone does not fit: no micro-batch would.
+  SG_CHECK(need.states * sharing <= available, "the model's states (parameters, gradients, optimizer states) need ",
+           "about ", mib_text(need.states), " on each rank at ZeRO stage ", flags.zero, shared_by, ", more than the ",
+           mib_text(available), " ", where, " can give (", mib_text(memory.total_bytes), " in all), before any ",
+           "activations: ", flags.zero < 3 ? "--zero 3 spreads all of them over the ranks; " : "",
+           "more ranks, each on its own ", device.is_cpu() ? "node" : "GPU", ", hold less each; or train a smaller ",
+           "model (--layers, --embd)");
   // What would make it fit, leaving out what the run does already.
   std::vector<std::string> changes = {"a smaller --batch (a larger --grad-accum keeps the global batch)"};
   if (flags.checkpoint_activations == 0) changes.push_back("--checkpoint-activations 1");

@@ -211,6 +211,29 @@ int run(TrainFlags flags) {
              "'s n_positions (", cfg.block_size, ")");
   }
   cfg.seed = uint64_t(flags.seed);
+  const DType dtype = dtype_of_flag(flags.dtype);
+
+  // Before the model is built, the bytes each rank will hold, predicted: a
+  // run that cannot fit stops here with what to change
+  // (examples/memory_check.h), not out of memory as it builds the model or
+  // in its first step, or killed by the kernel's out-of-memory killer as it
+  // touches pages the kernel promised. (fp16's model states take bf16's.)
+  const std::optional<ActivationEstimate> activations = predicted_activations(cfg, flags, device, dtype);
+  const int64_t states =
+      estimate_zero_memory(cfg, W, int(flags.zero), dtype == DType::f32 ? DType::f32 : DType::bf16).total();
+  // What the driver (a GPU) or the kernel (the host) has free, with what
+  // shardgrad holds already or keeps cached (little, before the model), must take it,
+  // for every rank of this node that shares the device. cuBLASLt's
+  // workspace, NCCL's and MPI's buffers and the batches' tokens come on top,
+  // so a run near the limit can still fail later, with the allocator's
+  // out-of-memory error. (16-bit runs on the CPU have no prediction.)
+  if (activations) {
+    const DeviceMemory memory = device.is_cuda() ? cuda_memory(device) : host_memory();
+    const int sharing = ranks_on_device(device, local_world_size(), device.is_cuda() ? cuda_device_count() : 0);
+    check_run_fits({states, activations->peak}, flags, device, memory,
+                   memory_stats(device).total.live + cached_bytes(device), sharing);
+  }
+
   // With ZeRO-3 the model is born partitioned: its parameters are created as
   // placeholders here, and each rank creates and initializes only its slices.
   std::optional<DeferredParameters> deferred;
@@ -236,7 +259,6 @@ int run(TrainFlags flags) {
   } else if (init) {
     init->load_into(model);
   }
-  const DType dtype = dtype_of_flag(flags.dtype);
   ZeroOptimizer optimizer(std::move(parameters), comm,
                           {.stage = int(flags.zero),
                            .adam = {.lr = flags.lr, .beta1 = 0.9, .beta2 = flags.beta2, .eps = 1e-8},
@@ -284,27 +306,6 @@ int run(TrainFlags flags) {
     }
   };
   install_stop_handlers();
-
-  // Before the first step, the bytes each rank will hold, predicted (the
-  // gradients and moments are allocated in the first step): a run that
-  // cannot fit stops here with what to change (examples/memory_check.h), not
-  // out of memory inside its first step or killed by the kernel's
-  // out-of-memory killer. (fp16's model states take bf16's bytes.)
-  const std::optional<ActivationEstimate> activations = predicted_activations(cfg, flags, device, dtype);
-  const int64_t states =
-      estimate_zero_memory(cfg, W, int(flags.zero), dtype == DType::f32 ? DType::f32 : DType::bf16).total();
-  // What the driver (a GPU) or the kernel (the host) has free, with what
-  // shardgrad holds already (the parameters) or keeps cached, must take it,
-  // for every rank of this node that shares the device. cuBLASLt's
-  // workspace, NCCL's and MPI's buffers and the batches' tokens come on top,
-  // so a run near the limit can still fail later, with the allocator's
-  // out-of-memory error. (16-bit runs on the CPU have no prediction.)
-  if (activations) {
-    const DeviceMemory memory = device.is_cuda() ? cuda_memory(device) : host_memory();
-    const int sharing = ranks_on_device(device, local_world_size(), device.is_cuda() ? cuda_device_count() : 0);
-    check_run_fits({states, activations->peak}, flags, device, memory,
-                   memory_stats(device).total.live + cached_bytes(device), sharing);
-  }
 
   std::ofstream metrics;
   if (lead) {

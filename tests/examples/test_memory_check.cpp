@@ -64,6 +64,26 @@ TEST(MemoryCheck, ARunThatCannotFitSaysWhatToChange) {
   EXPECT_EQ(cpu.substr(cpu.size() - tail.size()), tail);
 }
 
+// A model whose states alone do not fit: no micro-batch would, so the
+// advice is about the model and the ranks, not the batch.
+TEST(MemoryCheck, AModelThatCannotFitSaysSoBeforeTheBatch) {
+  TrainFlags flags;
+  flags.zero = 1;
+  const RankMemoryNeed need{.states = 500 * kMiB, .activation_peak = 300 * kMiB};
+  const DeviceMemory memory{.free_bytes = 400 * kMiB, .total_bytes = 1024 * kMiB};
+  EXPECT_EQ(refusal(need, flags, Device::cuda(0), memory, 0, 1),
+            "the model's states (parameters, gradients, optimizer states) need about 500.0 MiB on each rank at ZeRO "
+            "stage 1, more than the 400.0 MiB cuda:0 can give (1024.0 MiB in all), before any activations: --zero 3 "
+            "spreads all of them over the ranks; more ranks, each on its own GPU, hold less each; or train a smaller "
+            "model (--layers, --embd)");
+  flags.zero = 3;
+  const std::string message = refusal(need, flags, Device::cpu(), memory, 0, 2);
+  EXPECT_NE(message.find("500.0 MiB on each rank at ZeRO stage 3, 1000.0 MiB for the 2 ranks sharing this node's "
+                         "memory, more than the 400.0 MiB"),
+            std::string::npos) << message;
+  EXPECT_NE(message.find("activations: more ranks, each on its own node, hold less each"), std::string::npos) << message;
+}
+
 TEST(MemoryCheck, RanksSharingADeviceNeedItsMemoryBetweenThem) {
   TrainFlags flags;
   const RankMemoryNeed need{.states = 100 * kMiB, .activation_peak = 300 * kMiB};
