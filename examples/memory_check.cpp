@@ -36,13 +36,15 @@ void check_run_fits(const RankMemoryNeed& need, const TrainFlags& flags, Device 
   const int64_t available = std::min(memory.free_bytes + held * sharing, memory.total_bytes);
   if (needed <= available) return;
   const std::string where = device.is_cpu() ? "this node's memory" : device.str();
-  const std::string shared_by =
-      sharing > 1 ? ", " + mib_text(need.states * sharing) + " for the " + std::to_string(sharing) + " ranks sharing " +
-                        where
-                  : std::string();
+  // ", N MiB for the k ranks sharing <where>" when several do.
+  auto for_all_ranks = [&](int64_t each) {
+    return sharing > 1 ? ", " + mib_text(each * sharing) + " for the " + std::to_string(sharing) + " ranks sharing " +
+                             where
+                       : std::string();
+  };
   // The model alone does not fit: no micro-batch would.
   SG_CHECK(need.states * sharing <= available, "the model's states (parameters, gradients, optimizer states) need ",
-           "about ", mib_text(need.states), " on each rank at ZeRO stage ", flags.zero, shared_by, ", more than the ",
+           "about ", mib_text(need.states), " on each rank at ZeRO stage ", flags.zero, for_all_ranks(need.states), ", more than the ",
            mib_text(available), " ", where, " can give (", mib_text(memory.total_bytes), " in all), before any ",
            "activations: ", flags.zero < 3 ? "--zero 3 spreads all of them over the ranks; " : "",
            "more ranks, each on its own ", device.is_cpu() ? "node" : "GPU", ", hold less each; or train a smaller ",
@@ -58,10 +60,7 @@ void check_run_fits(const RankMemoryNeed& need, const TrainFlags& flags, Device 
   for (size_t i = 1; i < changes.size(); ++i) advice += (i + 1 < changes.size() ? ", " : ", or ") + changes[i];
   SG_FAIL("a micro-batch of ", flags.batch, " x ", flags.ctx, " tokens needs about ", mib_text(per_rank),
           " on each rank (", mib_text(need.states), " of model states, ", mib_text(need.activation_peak),
-          " of activations at a step's peak)",
-          sharing > 1 ? ", " + mib_text(needed) + " for the " + std::to_string(sharing) + " ranks sharing " + where
-                      : std::string(),
-          ", more than the ", mib_text(available), " ", where, " can give (", mib_text(memory.total_bytes),
+          " of activations at a step's peak)", for_all_ranks(per_rank), ", more than the ", mib_text(available), " ", where, " can give (", mib_text(memory.total_bytes),
           " in all): use ", advice);
 }
 

@@ -89,11 +89,6 @@ Tensor Gpt::head_of_last(const Tensor& h) const {
   return linear(last, wte_.weight(), Variable()).data();  // (B, V)
 }
 
-Tensor Gpt::last_logits(const Tensor& idx) const {
-  NoGradGuard no_grad;
-  return head_of_last(hidden(idx).data());
-}
-
 Tensor Gpt::extend(const Tensor& idx, KvCache& cache) const {
   NoGradGuard no_grad;
   SG_CHECK(idx.dim() == 2 && idx.size(1) >= 1, "Gpt::extend: token ids (B, n) with n >= 1, got ", idx.str());

@@ -116,15 +116,13 @@ class Gpt : public Module {
   Variable operator()(const Tensor& idx) const;                       // idx (B, T) -> logits (B, T, V)
   Variable loss(const Tensor& idx, const Tensor& targets) const;      // mean cross-entropy, nats
   Variable hidden(const Tensor& idx) const;                           // idx (B, T) -> after ln_f (B, T, C)
-  // For sampling, the next token's logits: the last position's, (B, V), no
-  // gradients. The head runs on one row a sequence instead of T: at GPT-2's
-  // vocabulary and T 1024, 1/1024 of the head's work and its (T, V) logits.
-  Tensor last_logits(const Tensor& idx) const;
-  // The same for the tokens `idx` (B, n) that follow those in `cache`,
-  // whose keys and values are kept there: all of a sequence's tokens at
-  // first (an empty cache), then one at a time, each attending to the cached
-  // keys instead of the whole sequence running again. length + n must not
-  // pass the context (block_size).
+  // For sampling, the next token's logits (B, V), no gradients, for the
+  // tokens `idx` (B, n) that follow those in `cache`, whose keys and values
+  // are kept there: all of a sequence's tokens at first (an empty cache),
+  // then one at a time, each attending to the cached keys instead of the
+  // whole sequence running again. length + n must not pass the context
+  // (block_size). The head runs on the last position alone: at GPT-2's
+  // vocabulary and T 1024, 1/1024 of its work and none of its (T, V) logits.
   Tensor extend(const Tensor& idx, KvCache& cache) const;
   const GptConfig& config() const { return cfg_; }
   // Activation checkpointing (autograd/checkpoint.h): each block runs in

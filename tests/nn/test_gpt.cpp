@@ -83,25 +83,6 @@ TEST(Gpt, LossAtInitializationIsNearUniform) {
   EXPECT_NEAR(model.loss(x, y).data().item(), std::log(11.0), 0.05);
 }
 
-// Sampling's head over the last position alone gives that position's
-// logits, as the whole head does.
-TEST(Gpt, LastLogitsAreTheLastPositionsLogits) {
-  Gpt model(tiny_config());
-  Tensor x = ids({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1}, {2, 6});
-  const Tensor all = model(x).data();  // (2, 6, 11)
-  const Tensor last = model.last_logits(x);
-  ASSERT_EQ(last.shape(), (Shape{2, 11}));
-  const std::vector<float> got = last.to_vector<float>();
-  for (int64_t b = 0; b < 2; ++b) {
-    const std::vector<float> want = all.slice(0, b, b + 1).slice(1, 5, 6).to_vector<float>();
-    for (int64_t v = 0; v < 11; ++v) {
-      EXPECT_NEAR(got[size_t(b * 11 + v)], want[size_t(v)], 1e-6f * (1.0f + std::fabs(want[size_t(v)])))
-          << "sequence " << b << ", token " << v;
-    }
-  }
-  EXPECT_THROW(model.last_logits(ids({1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 9})), Error);  // past the context
-}
-
 // Token by token with the keys and values kept (a KV cache): the first
 // call runs the prompt, each later one a token, and every call gives the
 // logits the whole sequence's forward gives at its last position.
@@ -118,7 +99,10 @@ TEST(Gpt, ExtendingACacheGivesTheWholeForwardsLogits) {
   for (int64_t end = 3; end <= 8; ++end) {
     const Tensor got = model.extend(end == 3 ? sequences(0, 3) : sequences(end - 1, end), cache);
     EXPECT_EQ(cache.length, end);
-    const std::vector<float> g = got.to_vector<float>(), want = model.last_logits(sequences(0, end)).to_vector<float>();
+    ASSERT_EQ(got.shape(), (Shape{2, 11}));
+    // The whole forward's logits (2, end, 11), at position end - 1.
+    const std::vector<float> g = got.to_vector<float>(),
+                             want = model(sequences(0, end)).data().slice(1, end - 1, end).contiguous().to_vector<float>();
     ASSERT_EQ(g.size(), want.size());
     for (size_t i = 0; i < g.size(); ++i) {
       EXPECT_NEAR(g[i], want[i], 1e-5f * (1.0f + std::fabs(want[i]))) << "after " << end << " tokens, logit " << i;
