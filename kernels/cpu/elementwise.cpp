@@ -2,6 +2,8 @@
 // -march=native), split across threads with OpenMP when large enough to pay.
 #include "kernels/cpu/elementwise.h"
 
+#include "kernels/copy_plan.h"
+
 #include <Eigen/Core>
 
 #include <algorithm>
@@ -44,6 +46,48 @@ void cast_from(void* out, DType out_dtype, const In* in, int64_t n) {
     case DType::i32: convert_all(static_cast<int32_t*>(out), in, n); break;
     case DType::i64: convert_all(static_cast<int64_t*>(out), in, n); break;
     case DType::f64: convert_all(static_cast<double*>(out), in, n); break;
+  }
+}
+
+// Below this many bytes a copy stays on one thread; a contiguous run is
+// shared out in pieces of kCopyPiece bytes.
+constexpr int64_t kParallelBytes = int64_t(4) * kParallelGrain;
+constexpr int64_t kCopyPiece = int64_t(1) << 16;
+
+// count words of Word bytes, in_stride and out_stride words apart; the
+// fixed-size memcpy compiles to one load and one store.
+template <int64_t Word>
+void copy_words(char* out, int64_t out_stride, const char* in, int64_t in_stride, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) std::memcpy(out + i * out_stride * Word, in + i * in_stride * Word, Word);
+}
+
+void copy_strided_row(char* out, int64_t out_stride, const char* in, int64_t in_stride, int64_t count, int64_t word) {
+  switch (word) {
+    case 1: copy_words<1>(out, out_stride, in, in_stride, count); break;
+    case 2: copy_words<2>(out, out_stride, in, in_stride, count); break;
+    case 4: copy_words<4>(out, out_stride, in, in_stride, count); break;
+    case 8: copy_words<8>(out, out_stride, in, in_stride, count); break;
+    default:
+      for (int64_t i = 0; i < count; ++i) std::memcpy(out + i * out_stride * word, in + i * in_stride * word, size_t(word));
+  }
+}
+
+// The general case, for views of more dimensions than a plan holds: each
+// element's offsets unravelled from its index, last dimension fastest.
+void copy_each_element(char* dst, const int64_t* out_strides, const char* src, const int64_t* in_strides,
+                       const int64_t* shape, int ndim, int64_t element_size) {
+  int64_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= shape[d];
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t rest = i, in_offset = 0, out_offset = 0;
+    for (int d = ndim - 1; d >= 0; --d) {
+      const int64_t coordinate = rest % shape[d];
+      in_offset += coordinate * in_strides[d];
+      out_offset += coordinate * out_strides[d];
+      rest /= shape[d];
+    }
+    std::memcpy(dst + out_offset * element_size, src + in_offset * element_size, size_t(element_size));
   }
 }
 
@@ -182,21 +226,44 @@ void cast(void* out, DType out_dtype, const void* in, DType in_dtype, int64_t n)
 
 void strided_copy(void* out, const int64_t* out_strides, const void* in, const int64_t* in_strides,
                   const int64_t* shape, int ndim, int64_t element_size) {
-  int64_t n = 1;
-  for (int d = 0; d < ndim; ++d) n *= shape[d];
   char* dst = static_cast<char*>(out);
   const char* src = static_cast<const char*>(in);
-#pragma omp parallel for schedule(static) if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) {
-    // Unravel the contiguous index i into coordinates, last dimension fastest.
-    int64_t rest = i, in_offset = 0, out_offset = 0;
-    for (int d = ndim - 1; d >= 0; --d) {
-      int64_t coordinate = rest % shape[d];
-      in_offset += coordinate * in_strides[d];
-      out_offset += coordinate * out_strides[d];
-      rest /= shape[d];
+  if (ndim > CopyPlan::kMaxDims) {
+    copy_each_element(dst, out_strides, src, in_strides, shape, ndim, element_size);
+    return;
+  }
+  // kernels/copy_plan.h merges what is contiguous on both sides, so a dense
+  // tensor is one run and a view is rows of runs.
+  const CopyPlan plan = plan_copy(shape, in_strides, out_strides, ndim, element_size, reinterpret_cast<uintptr_t>(in),
+                                  reinterpret_cast<uintptr_t>(out));
+  if (plan.words == 0) return;
+  const int64_t word = plan.word_bytes;
+  if (plan.contiguous) {  // one run, in fixed pieces the threads share
+    const int64_t bytes = plan.bytes(), pieces = (bytes + kCopyPiece - 1) / kCopyPiece;
+#pragma omp parallel for schedule(static) if (bytes > kParallelBytes)
+    for (int64_t p = 0; p < pieces; ++p) {
+      std::memcpy(dst + p * kCopyPiece, src + p * kCopyPiece, size_t(std::min(kCopyPiece, bytes - p * kCopyPiece)));
     }
-    std::memcpy(dst + out_offset * element_size, src + in_offset * element_size, size_t(element_size));
+    return;
+  }
+  // Rows of the innermost dimension: one memcpy each where both sides are
+  // contiguous along it, else word by word at its strides.
+  const int last = plan.ndim - 1;
+  const int64_t row = plan.shape[last], rows = plan.words / row;
+  const bool dense_rows = plan.in_strides[last] == 1 && plan.out_strides[last] == 1;
+#pragma omp parallel for schedule(static) if (plan.bytes() > kParallelBytes)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t rest = r, in_offset = 0, out_offset = 0;
+    for (int d = last - 1; d >= 0; --d) {
+      const int64_t coordinate = rest % plan.shape[d];
+      in_offset += coordinate * plan.in_strides[d];
+      out_offset += coordinate * plan.out_strides[d];
+      rest /= plan.shape[d];
+    }
+    char* to = dst + out_offset * word;
+    const char* from = src + in_offset * word;
+    if (dense_rows) std::memcpy(to, from, size_t(row * word));
+    else copy_strided_row(to, plan.out_strides[last], from, plan.in_strides[last], row, word);
   }
 }
 

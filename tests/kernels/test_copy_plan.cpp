@@ -1,6 +1,7 @@
 // kernels/copy_plan.h: the rewrites keep every copy's meaning (checked by
 // carrying out plans on the CPU word by word against the element-wise copy)
-// and find the plans the GPU's hot copies need.
+// and find the plans the GPU's hot copies need. The CPU's strided_copy,
+// which carries out the plans, is held to the same element-wise copy.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "kernels/copy_plan.h"
+#include "kernels/cpu/elementwise.h"
 
 namespace sg {
 namespace {
@@ -62,6 +64,29 @@ void expect_plan_copies_the_view(const View& v, int shift, Seen& seen) {
                 size_t(plan.word_bytes));
   }
   EXPECT_EQ(std::memcmp(got, want, size_t(span + shift) * 2), 0) << "shift " << shift;
+  // The CPU kernel, over the same view, leaves the same bits (and the bytes between untouched).
+  for (int64_t i = 0; i < span + shift; ++i) got[i] = 0xffff;
+  cpu::strided_copy(got + shift, v.out_strides.data(), in + shift, v.in_strides.data(), v.shape.data(),
+                    int(v.shape.size()), 2);
+  EXPECT_EQ(std::memcmp(got, want, size_t(span + shift) * 2), 0) << "cpu::strided_copy, shift " << shift;
+}
+
+// Copies a view of `element` bytes per element with cpu::strided_copy and
+// element by element; each byte of the input is distinct, so a misplaced
+// element shows.
+void expect_cpu_copy_matches(const View& v, int64_t element) {
+  const int64_t n = std::accumulate(v.shape.begin(), v.shape.end(), int64_t(1), std::multiplies<>());
+  int64_t span = 1;
+  for (size_t d = 0; d < v.shape.size(); ++d) span += (v.shape[d] - 1) * std::max(v.in_strides[d], v.out_strides[d]);
+  std::vector<unsigned char> in(size_t(span * element)), want(in.size(), 0xee), got(in.size(), 0xee);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<unsigned char>(i * 31 + i / 251);
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(&want[size_t(offset_of(i, v.shape, v.out_strides) * element)],
+                &in[size_t(offset_of(i, v.shape, v.in_strides) * element)], size_t(element));
+  }
+  cpu::strided_copy(got.data(), v.out_strides.data(), in.data(), v.in_strides.data(), v.shape.data(),
+                    int(v.shape.size()), element);
+  EXPECT_TRUE(got == want) << element << "-byte elements, " << v.shape.size() << " dimensions";
 }
 
 TEST(CopyPlan, RandomViewsCopyTheSameBitsAsElementByElement) {
@@ -90,6 +115,23 @@ TEST(CopyPlan, RandomViewsCopyTheSameBitsAsElementByElement) {
   }
   for (int word : {2, 4, 8, 16}) EXPECT_GE(seen.words[word], 20) << word << "-byte words";
   EXPECT_GE(seen.strided, 300);
+}
+
+// Copies large enough to be shared between threads, of every element size:
+// a contiguous run, a transpose (strided rows), rows with padding between
+// them, a broadcast input (stride 0), and more dimensions than a plan holds.
+TEST(CopyPlan, CpuStridedCopyMatchesElementByElementOnLargeViews) {
+  const View views[] = {
+      {{300, 700}, {700, 1}, {700, 1}},
+      {{300, 700}, {1, 300}, {700, 1}},
+      {{6, 300, 70}, {300 * 80, 80, 1}, {300 * 70, 70, 1}},
+      {{600, 300}, {0, 1}, {300, 1}},
+      {{2, 2, 2, 2, 2, 2, 2, 2, 2, 64}, {1024, 512, 256, 128, 64, 32, 16, 8, 4, 1},
+       {1, 2, 4, 8, 16, 32, 64, 128, 256, 512}},
+  };
+  for (const View& v : views) {
+    for (int64_t element : {1, 2, 4, 8}) expect_cpu_copy_matches(v, element);
+  }
 }
 
 TEST(CopyPlan, FindsTheCheapPlans) {
