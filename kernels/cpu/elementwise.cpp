@@ -283,10 +283,30 @@ void fill(void* out, DType dtype, double value, int64_t n) {
     float as_float = float(value);
     cast(element, dtype, &as_float, DType::f32, 1);
   }
-  int64_t size = dtype_size(dtype);
+  const int64_t size = dtype_size(dtype);
   char* dst = static_cast<char*>(out);
+  // Zeros (most fills) are a memset; other values are stored a word at a
+  // time (a memcpy of a size known only at run time would be a call per element).
+  if (std::all_of(element, element + size, [](char byte) { return byte == 0; })) {
+    const int64_t bytes = n * size, pieces = (bytes + kCopyPiece - 1) / kCopyPiece;
+#pragma omp parallel for schedule(static) if (bytes > kParallelBytes)
+    for (int64_t p = 0; p < pieces; ++p) {
+      std::memset(dst + p * kCopyPiece, 0, size_t(std::min(kCopyPiece, bytes - p * kCopyPiece)));
+    }
+    return;
+  }
+  auto store = [&](auto word) {
+    std::memcpy(&word, element, sizeof(word));
+    constexpr size_t kSize = sizeof(word);
 #pragma omp parallel for schedule(static) if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * size, element, size_t(size));
+    for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * int64_t(kSize), &word, kSize);
+  };
+  switch (size) {
+    case 1: store(uint8_t{}); break;
+    case 2: store(uint16_t{}); break;
+    case 4: store(uint32_t{}); break;
+    default: store(uint64_t{}); break;
+  }
 }
 
 }  // namespace sg::cpu

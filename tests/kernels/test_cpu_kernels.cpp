@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/cpu/adamw.h"
 #include "kernels/cpu/attention.h"
@@ -177,6 +178,27 @@ TEST(CpuKernels, FillWritesEveryDtype) {
   std::vector<bf16> half(5);
   cpu::fill(half.data(), DType::bf16, 0.1, 5);
   EXPECT_EQ(half[4].bits, to_bf16(0.1f).bits);
+  // Large fills (shared between threads), zero and not, stop at n: the guard element after them keeps its bits.
+  const int64_t n = 300001;
+  for (double value : {0.0, -0.0, 2.5}) {
+    std::vector<float> f(size_t(n + 1), 7.0f);
+    cpu::fill(f.data(), DType::f32, value, n);
+    EXPECT_EQ(std::memcmp(&f[size_t(n - 1)], &f[0], 4), 0);
+    EXPECT_EQ(std::signbit(f[size_t(n / 2)]), std::signbit(value));
+    EXPECT_EQ(f[size_t(n / 3)], float(value));
+    EXPECT_EQ(f[size_t(n)], 7.0f);
+    std::vector<double> d(size_t(n + 1), 7.0);
+    cpu::fill(d.data(), DType::f64, value, n);
+    EXPECT_EQ(std::count(d.begin(), d.end(), value), n) << value;
+    EXPECT_EQ(std::signbit(d[size_t(n - 1)]), std::signbit(value));
+    std::vector<f16> h(size_t(n + 1), to_f16(7.0f));
+    cpu::fill(h.data(), DType::f16, value, n);
+    EXPECT_EQ(h[size_t(n - 1)].bits, to_f16(float(value)).bits);
+    EXPECT_EQ(h[size_t(n)].bits, to_f16(7.0f).bits);
+  }
+  std::vector<int32_t> words(size_t(n + 1), 7);
+  cpu::fill(words.data(), DType::i32, -3.0, n);
+  EXPECT_EQ(std::count(words.begin(), words.end(), -3), n);
 }
 
 // ---- normalization --------------------------------------------------------------
