@@ -88,15 +88,22 @@ std::string format_duration(double seconds) {
   return text;
 }
 
-// Mean loss over the first `batches` windows of the validation loader (the
-// same windows every time, so evaluations are comparable).
-double evaluate(const Gpt& model, WindowLoader& loader, int64_t batches) {
+// Mean loss over the first `batches` global batches of the validation
+// loader (the same windows every time, so evaluations are comparable). The
+// ranks split each batch as in training and average their means, so the
+// figure is the one process's, whatever the number of ranks.
+double evaluate(const Gpt& model, WindowLoader& loader, int64_t batches, Communicator& comm) {
   NoGradGuard no_grad;
   loader.set_windows_drawn(0);
   double total = 0.0;
   for (int64_t i = 0; i < batches; ++i) {
     WindowLoader::Batch batch = loader.next();
     total += model.loss(batch.x, batch.y).data().item();
+  }
+  if (comm.world_size() > 1) {
+    Tensor shared = Tensor::from_vector<double>({total}, {1});
+    comm.all_reduce(shared, ReduceOp::sum)->wait();
+    total = shared.at({0}) / comm.world_size();
   }
   return total / double(batches);
 }
@@ -187,8 +194,8 @@ int run(TrainFlags flags) {
   std::vector<int32_t> tokens = tokenizer.encode(text);
 
   // The first 90% trains, the last 10% validates (nanoGPT's split). Each rank
-  // trains on its rows of one global batch (the same windows whatever the
-  // number of ranks); all ranks validate on the same windows.
+  // trains and validates on its rows of one global batch (the same windows
+  // whatever the number of ranks).
   const size_t split = tokens.size() * 9 / 10;
   SG_CHECK(int64_t(tokens.size() - split) > flags.ctx, "--data ", flags.data, ": its ", tokens.size(),
            " tokens split into ", split, " to train on and ", tokens.size() - split,
@@ -197,7 +204,7 @@ int run(TrainFlags flags) {
   WindowLoader train_loader(std::vector<int32_t>(tokens.begin(), tokens.begin() + long(split)), flags.batch, flags.ctx,
                             uint64_t(flags.seed), comm.rank(), W, device);
   WindowLoader val_loader(std::vector<int32_t>(tokens.begin() + long(split), tokens.end()), flags.batch, flags.ctx,
-                          uint64_t(flags.seed) + 1, 0, 1, device);
+                          uint64_t(flags.seed) + 1, comm.rank(), W, device);
 
   GptConfig cfg;
   cfg.vocab_size = tokenizer.vocab_size();
@@ -405,7 +412,7 @@ int run(TrainFlags flags) {
         flags.dtype != "fp16" && (!std::isfinite(loss) || (save_now && !std::isfinite(norm.value())));
     const bool evaluate_now = !diverged && (last || (flags.eval_every > 0 && (step + 1) % flags.eval_every == 0));
     double val = NAN;
-    if (evaluate_now) last_val = val = evaluate(model, val_loader, flags.eval_batches);
+    if (evaluate_now) last_val = val = evaluate(model, val_loader, flags.eval_batches, comm);
     const std::string peaks = metrics.is_open() || W > 1 ? peak_bytes_json(comm, device) : "";
     activation_peak = std::max(activation_peak, memory_stats(device)[MemoryCategory::activation].peak);
     total_peak = std::max(total_peak, memory_stats(device).total.peak);

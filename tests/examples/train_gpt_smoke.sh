@@ -36,6 +36,19 @@ grep -q -- "---- sample" "$work/out.txt" || { echo "no sample printed"; exit 1; 
 ranks=$(tail -n 1 "$work/m.jsonl" | grep -o '"optimizer_state": ' | wc -l)
 [ "$ranks" -eq $(( ${#launch[@]} > 0 ? 2 : 1 )) ] || { echo "peak bytes for $ranks rank(s) in the metrics"; exit 1; }
 [ -s "$work/run/tokenizer.txt" ] || { echo "the tokenizer was not saved with the run"; exit 1; }
+# The central invariant, end to end: the 2 ranks' run is one process's run of their global batch (16),
+# its training losses and its validation losses alike, to rounding.
+if [ ${#launch[@]} -gt 0 ]; then
+  "$bin" --steps 30 --warmup 5 --layers 1 --heads 2 --embd 32 --ctx 32 --batch 16 --lr 3e-3 \
+    --eval-every 10 --eval-batches 2 --metrics "$work/one.jsonl" --out "$work/run" --sample 0 > /dev/null
+  for field in loss val_loss; do
+    paste <(grep -o "\"$field\": [0-9.e+-]*" "$work/one.jsonl" | grep -o '[0-9.e+-]*$') \
+      <(grep -o "\"$field\": [0-9.e+-]*" "$work/m.jsonl" | grep -o '[0-9.e+-]*$') |
+      awk -v f="$field" '{ n++; if ($1 - $2 > 1e-5 * $1 || $2 - $1 > 1e-5 * $1) bad = 1
+                                  if (bad) print f " " $2 " on 2 ranks, " $1 " on one" }
+                         END { exit bad || n == 0 }' || { echo "the 2 ranks' $field is not one process's"; exit 1; }
+  done
+fi
 
 # Activation checkpointing: the same run, to the last digit of every loss,
 # with a smaller activation peak (3 blocks: each keeps only its inputs).
