@@ -88,8 +88,10 @@ def adamw_for(model, fused=False):
 
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "wte" not in n and "wpe" not in n]
     other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "wte" not in n and "wpe" not in n)]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
-                             lr=3e-4, betas=(0.9, 0.95), eps=1e-8, fused=fused)
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}]
+    # Only a GPU run asks for the fused kernel: Debian's PyTorch 1.13, the CPU peer, has no `fused` argument.
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=3e-4, betas=(0.9, 0.95), eps=1e-8, **extra)
 
 
 def pytorch(cfg, threads, warmup, steps):
