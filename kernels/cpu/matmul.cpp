@@ -1,9 +1,15 @@
-// CPU GEMM through Eigen's Map: the row-major buffers are viewed in place (no
-// copies), transposes are Eigen expressions, and Eigen picks its blocked,
-// vectorized kernel. See kernels/gemm_shape.h for the conventions.
+// CPU GEMM: f32 through shardgrad's own AVX-512 kernel (kernels/cpu/sgemm.h)
+// where the build has it, else (and for f64) through Eigen's Map: the
+// row-major buffers are viewed in place (no copies), transposes are Eigen
+// expressions, and Eigen picks its blocked, vectorized kernel. See
+// kernels/gemm_shape.h for the conventions.
 #include "kernels/cpu/matmul.h"
 
 #include <Eigen/Core>
+
+#include <type_traits>
+
+#include "kernels/cpu/sgemm.h"
 
 namespace sg::cpu {
 namespace {
@@ -33,6 +39,24 @@ void gemm_one(View<T>& c, const OpA& op_a, const OpB& op_b, T alpha, T beta) {
 
 template <typename T>
 void gemm_single(T* c_ptr, const T* a_ptr, const T* b_ptr, const GemmShape& s) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_suits(s.n)) {  // f32 on AVX-512: kernels/cpu/sgemm.h
+      // Element (i, p) of op(A) and (p, j) of op(B), as row and column strides.
+      const int64_t a_row = s.trans_a ? 1 : s.lda, a_col = s.trans_a ? s.lda : 1;
+      const int64_t b_row = s.trans_b ? 1 : s.ldb, b_col = s.trans_b ? s.ldb : 1;
+      if (s.beta == 0.0f) {
+        sgemm(s.m, s.n, s.k, s.alpha, a_ptr, a_row, a_col, b_ptr, b_row, b_col, c_ptr, s.ldc);
+        return;
+      }
+      // A fresh product, then the add (as gemm_one below, and cuBLAS).
+      RowMatrix<float> product(s.m, s.n);
+      sgemm(s.m, s.n, s.k, s.alpha, a_ptr, a_row, a_col, b_ptr, b_row, b_col, product.data(), s.n);
+      View<float> c(c_ptr, s.m, s.n, Eigen::OuterStride<>(s.ldc));
+      if (s.beta != 1.0f) c *= s.beta;
+      c += product;
+      return;
+    }
+  }
   // Stored shapes: A is (m, k) or (k, m); B is (k, n) or (n, k).
   ConstView<T> a(a_ptr, s.trans_a ? s.k : s.m, s.trans_a ? s.m : s.k, Eigen::OuterStride<>(s.lda));
   ConstView<T> b(b_ptr, s.trans_b ? s.n : s.k, s.trans_b ? s.k : s.n, Eigen::OuterStride<>(s.ldb));

@@ -1,7 +1,7 @@
-// The CPU kernels that sum across rows or across a whole buffer give the same
-// bits on any number of OpenMP threads, and the same bits every run. A GPU
-// machine's 16 cores found the first counterexample: LayerNorm's dweight
-// added per-thread partials in the order the threads finished
+// The CPU kernels that sum across rows or across a whole buffer, and GEMM,
+// give the same bits on any number of OpenMP threads, and the same bits every
+// run. A GPU machine's 16 cores found the first counterexample: LayerNorm's
+// dweight added per-thread partials in the order the threads finished
 // (kernels/cpu/fixed_chunks.h).
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -38,8 +38,14 @@ std::vector<float> all_sums() {
   float sum = 0, norm = 0;
   cpu::sum_forward(&sum, big.data(), n);
   cpu::squared_norm_forward(&norm, big.data(), n);
+  // A GEMM in two column blocks and three passes of k (kernels/cpu/sgemm.h), with a weight gradient's beta.
+  GemmShape g = GemmShape::dense(150, 2090, 1030, /*trans_a=*/true);
+  g.beta = 1.0f;
+  const std::vector<float> ga = random_floats(150 * 1030, 5), gb = random_floats(1030 * 2090, 6);
+  std::vector<float> gc = random_floats(150 * 2090, 7);
+  cpu::matmul_forward(gc.data(), ga.data(), gb.data(), g);
   std::vector<float> out = dx;
-  for (const auto* part : {&dw, &db, &dbias, &dtable}) out.insert(out.end(), part->begin(), part->end());
+  for (const auto* part : {&dw, &db, &dbias, &dtable, &gc}) out.insert(out.end(), part->begin(), part->end());
   out.push_back(sum);
   out.push_back(norm);
   return out;

@@ -1,10 +1,13 @@
 // The CPU GEMM against a naive f64 triple loop: all four transpose cases, odd
-// sizes, padded leading dimensions, batches, alpha/beta, and both backward GEMMs.
+// sizes, padded leading dimensions, batches, alpha/beta, both backward GEMMs,
+// and sizes past the f32 kernel's cache blocks.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <tuple>
 
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/sgemm.h"
 #include "tests/test_util.h"
 
 namespace sg {
@@ -76,6 +79,44 @@ TEST_P(CpuGemm, BackwardAccumulatesBothGradients) {
         }
   EXPECT_TRUE(all_close(da, da_ref, 1e-5, 1e-5));
   EXPECT_TRUE(all_close(db, db_ref, 1e-5, 1e-5));
+}
+
+// Past the f32 kernel's blocks (kernels/cpu/sgemm.h: 12-row panels, 24-row
+// blocks, 2048 columns, 512 of k a pass): edge tiles on every side, two
+// column blocks, three passes of k, alpha after the last, and beta's add.
+TEST_P(CpuGemm, MatchesNaiveProductPastTheKernelsBlocks) {
+  auto [trans_a, trans_b] = GetParam();
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{29, 2090, 1030}, {200, 96, 600}}) {
+    GemmShape s = GemmShape::dense(m, n, k, trans_a, trans_b);
+    s.lda += 5;  // padded rows: a slice of a wider matrix
+    s.alpha = 0.75f;
+    const auto a = random_floats(size_t((trans_a ? k : m) * s.lda), 8), b = random_floats(size_t(k * n), 9);
+    for (float beta : {0.0f, 0.5f}) {
+      s.beta = beta;
+      auto c = random_floats(size_t(m * n), 10);
+      const auto expected = gemm_reference(a, b, c, s);
+      cpu::matmul_forward(c.data(), a.data(), b.data(), s);
+      EXPECT_TRUE(all_close(c, expected, 1e-5, 1e-4)) << m << "x" << n << "x" << k << ", beta " << beta;
+    }
+  }
+}
+
+// matmul gives the kernel only the widths it suits (65 columns go to Eigen),
+// but it computes any width: here 65 (a panel of 1 column) and 33, transposed B.
+TEST(CpuGemmEdges, OwnKernelComputesAnyWidth) {
+  if (!cpu::sgemm_enabled()) GTEST_SKIP() << "this build has no AVX-512 f32 kernel (Eigen's GEMM runs instead)";
+  for (int64_t n : {65, 33}) {
+    GemmShape s = GemmShape::dense(50, n, 700, /*trans_a=*/false, /*trans_b=*/true);
+    s.alpha = 2.0f;
+    const auto a = random_floats(size_t(50 * 700), 11), b = random_floats(size_t(n * 700), 12);
+    std::vector<float> c(size_t(50 * n), std::nanf(""));  // every element written, none read
+    const auto expected = gemm_reference(a, b, c, s);
+    cpu::sgemm(50, n, 700, 2.0f, a.data(), 700, 1, b.data(), 1, 700, c.data(), n);
+    EXPECT_TRUE(all_close(c, expected, 1e-5, 1e-4)) << n << " columns";
+  }
+  EXPECT_FALSE(cpu::sgemm_suits(65));
+  EXPECT_TRUE(cpu::sgemm_suits(96));
+  EXPECT_TRUE(cpu::sgemm_suits(50304));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTransposes, CpuGemm,
