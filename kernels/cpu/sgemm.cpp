@@ -27,6 +27,7 @@ constexpr int64_t kMr = 12, kNr = 32;
 // B's kKc x kNc block (4 MiB) stays in L3. Small items (24 rows of C by 128
 // columns) share the work evenly between threads even when C is small.
 constexpr int64_t kKc = 512, kMc = 24, kNc = 2048;
+constexpr int64_t kMo = 1536;  // rows of A packed at once, so a tall A (the LM head's gradient) needs no more
 constexpr int64_t kPanelsPerItem = 4;
 constexpr int64_t kParallelWork = int64_t(1) << 18;  // below this many multiply-adds, one thread
 
@@ -111,46 +112,50 @@ bool sgemm_suits(int64_t n) { return sgemm_enabled() && (n % kNr == 0 || n >= 8 
 
 void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t a_row, int64_t a_col,
            const float* b, int64_t b_row, int64_t b_col, float* c, int64_t ldc) {
-  // The calling thread's buffers (a caller may itself run GEMMs on several threads).
+  // The calling thread's buffers (a caller may itself run GEMMs on several
+  // threads): at most kMo x kKc of A (3 MiB) and kKc x kNc of B (4 MiB).
   thread_local std::vector<float> packed_a, packed_b;
-  const int64_t a_panels = (m + kMr - 1) / kMr, row_blocks = (m + kMc - 1) / kMc;
-  packed_a.resize(size_t(a_panels * kMr * std::min(k, kKc)));
-  packed_b.resize(size_t(std::min(n, kNc) / kNr * kNr + kNr) * size_t(std::min(k, kKc)));
+  packed_a.resize(size_t((std::min(m, kMo) + kMr - 1) / kMr * kMr * std::min(k, kKc)));
+  packed_b.resize(size_t((std::min(n, kNc) + kNr - 1) / kNr * kNr * std::min(k, kKc)));
   const bool parallel = m * n * k > kParallelWork;
   for (int64_t jc = 0; jc < n; jc += kNc) {
     const int64_t nc = std::min(kNc, n - jc), b_panels = (nc + kNr - 1) / kNr;
-    const int64_t items = row_blocks * ((b_panels + kPanelsPerItem - 1) / kPanelsPerItem);
-    for (int64_t pc = 0; pc < k; pc += kKc) {
-      const int64_t kc = std::min(kKc, k - pc);
-      const bool first = pc == 0, last = pc + kc == k;
-      float* pa = packed_a.data();
-      float* pb = packed_b.data();
+    for (int64_t ic = 0; ic < m; ic += kMo) {
+      const int64_t mc = std::min(kMo, m - ic), a_panels = (mc + kMr - 1) / kMr;
+      const int64_t row_blocks = (mc + kMc - 1) / kMc, groups = (b_panels + kPanelsPerItem - 1) / kPanelsPerItem;
+      // C's rows ic .. ic + mc - 1 by columns jc .. jc + nc - 1, one pass of k at a time.
+      for (int64_t pc = 0; pc < k; pc += kKc) {
+        const int64_t kc = std::min(kKc, k - pc);
+        const bool first = pc == 0, last = pc + kc == k;
+        float* pa = packed_a.data();
+        float* pb = packed_b.data();
 #pragma omp parallel if (parallel)
-      {
+        {
 #pragma omp for schedule(static) nowait
-        for (int64_t panel = 0; panel < b_panels; ++panel) {
-          const int64_t j0 = panel * kNr;
-          pack_b_panel(pb + panel * kNr * kc, b + pc * b_row + (jc + j0) * b_col, b_row, b_col, kc,
-                       std::min(kNr, nc - j0));
-        }
-#pragma omp for schedule(static)
-        for (int64_t panel = 0; panel < a_panels; ++panel) {
-          const int64_t i0 = panel * kMr;
-          pack_a_panel(pa + panel * kMr * kc, a + i0 * a_row + pc * a_col, a_row, a_col, std::min(kMr, m - i0), kc);
-        }
-        // Work items, row block by row block: a thread's items share their
-        // A rows, which stay in its L2 while it walks B's panels.
-#pragma omp for schedule(static)
-        for (int64_t item = 0; item < items; ++item) {
-          const int64_t groups = items / row_blocks;
-          const int64_t i_begin = item / groups * kMc, i_end = std::min(m, i_begin + kMc);
-          const int64_t panel_begin = item % groups * kPanelsPerItem;
-          const int64_t panel_end = std::min(b_panels, panel_begin + kPanelsPerItem);
-          for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+          for (int64_t panel = 0; panel < b_panels; ++panel) {
             const int64_t j0 = panel * kNr;
-            for (int64_t i0 = i_begin; i0 < i_end; i0 += kMr) {
-              tile_kernel(kc, pa + i0 * kc, pb + panel * kNr * kc, c + i0 * ldc + jc + j0, ldc,
-                          std::min(kMr, m - i0), std::min(kNr, nc - j0), first, last, alpha);
+            pack_b_panel(pb + panel * kNr * kc, b + pc * b_row + (jc + j0) * b_col, b_row, b_col, kc,
+                         std::min(kNr, nc - j0));
+          }
+#pragma omp for schedule(static)
+          for (int64_t panel = 0; panel < a_panels; ++panel) {
+            const int64_t i0 = panel * kMr;
+            pack_a_panel(pa + panel * kMr * kc, a + (ic + i0) * a_row + pc * a_col, a_row, a_col,
+                         std::min(kMr, mc - i0), kc);
+          }
+          // Work items, row block by row block: a thread's items share their
+          // A rows, which stay in its L2 while it walks B's panels.
+#pragma omp for schedule(static)
+          for (int64_t item = 0; item < row_blocks * groups; ++item) {
+            const int64_t i_begin = item / groups * kMc, i_end = std::min(mc, i_begin + kMc);
+            const int64_t panel_begin = item % groups * kPanelsPerItem;
+            const int64_t panel_end = std::min(b_panels, panel_begin + kPanelsPerItem);
+            for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+              const int64_t j0 = panel * kNr;
+              for (int64_t i0 = i_begin; i0 < i_end; i0 += kMr) {
+                tile_kernel(kc, pa + i0 * kc, pb + panel * kNr * kc, c + (ic + i0) * ldc + jc + j0, ldc,
+                            std::min(kMr, mc - i0), std::min(kNr, nc - j0), first, last, alpha);
+              }
             }
           }
         }

@@ -7,6 +7,7 @@
 //
 // Loops, outermost first (sizes in kernels/cpu/sgemm.cpp):
 //   jc: columns of C and B in blocks of kNc        B block (kc x nc) sits in L3
+//   ic: rows of C and A in blocks of kMo           bounds the packed A
 //   pc: the inner dimension in blocks of kKc       one block's sum per pass
 //     pack B's block: panels of 32 columns, each row of a panel contiguous
 //     pack A's rows:  panels of 12 rows, each column of a panel contiguous

@@ -82,11 +82,12 @@ TEST_P(CpuGemm, BackwardAccumulatesBothGradients) {
 }
 
 // Past the f32 kernel's blocks (kernels/cpu/sgemm.h: 12-row panels, 24-row
-// blocks, 2048 columns, 512 of k a pass): edge tiles on every side, two
-// column blocks, three passes of k, alpha after the last, and beta's add.
+// blocks, 1536 rows and 2048 columns packed at once, 512 of k a pass): edge
+// tiles on every side, two column blocks, two row blocks, three passes of k,
+// alpha after the last, and beta's add.
 TEST_P(CpuGemm, MatchesNaiveProductPastTheKernelsBlocks) {
   auto [trans_a, trans_b] = GetParam();
-  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{29, 2090, 1030}, {200, 96, 600}}) {
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{29, 2090, 1030}, {200, 96, 600}, {1601, 64, 520}}) {
     GemmShape s = GemmShape::dense(m, n, k, trans_a, trans_b);
     s.lda += 5;  // padded rows: a slice of a wider matrix
     s.alpha = 0.75f;
