@@ -2,12 +2,10 @@
 // other, so the loop over pairs is the parallel one. Within a pair the work
 // is four small matrix products (T x HS by HS x T and back), done by Eigen's
 // GEMM on views straight into qkv's interleaved layout (row stride 3C): the
-// scalar loops this replaced were a sixth of a CPU training step. The
-// products run over the full T x T square and the causal mask zeroes the
-// upper triangle (half the flops wasted, but GEMM runs ~10x faster than the
-// loops). Inside the parallel loop Eigen's GEMM runs on one thread.
+// scalar loops this replaced were a sixth of a CPU training step. Inside
+// the parallel loop Eigen's GEMM runs on one thread.
 //
-// The mask makes the upper triangle zero, so the products skip most of it:
+// The causal mask makes the upper triangle zero, so the products skip most of it:
 // queries go in blocks of kCausalBlock rows, and the block ending at row r
 // needs only keys 0 .. r (a staircase over the square: 10/16 of it at
 // T = 256, 17/32 at T = 1024). The terms skipped were exact zeros (a
